@@ -1,0 +1,1 @@
+"""smartbin workstation side: datasets, training, export. Imports TensorFlow lazily."""

@@ -1,0 +1,274 @@
+"""`smartbin convert`: Keras model -> float32/float16/dynamic/int8 TFLite (+ ONNX) bundle with a manifest.
+
+Every variant is run on held-out images and compared with the Keras model; a variant
+that misses its gate fails the command unless ``--allow-accuracy-drop`` is given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from rich.console import Console
+from rich.table import Table
+
+from edge.bundle import (
+    FORMAT_VERSION, MANIFEST_FILE, VARIANT_FILES, Bundle, GateResult, InputSpec, LabelEntry, Manifest,
+    VariantFile, sha256_file,
+)
+from edge.errors import SmartbinError
+from edge.images import read_image
+from edge.labels import Label
+from edge.preprocess import prepare
+from edge.runtime import open_engine
+
+from convert.dataset import Sample, load_dataset, stratified_split
+from convert.model import load_model
+from convert.train import CONFIG_FILE, LABELS_FILE, MODEL_FILE, load_labels
+
+log = logging.getLogger(__name__)
+
+TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
+# Minimum argmax agreement with Keras, and the most top-1 accuracy a variant may lose.
+GATES: dict[str, tuple[float, float | None]] = {
+    "float32": (0.999, None),
+    "float16": (0.999, None),
+    "dynamic": (0.99, 0.01),
+    "int8": (0.99, 0.01),
+    "onnx": (0.999, None),
+}
+TRTEXEC_HINT = "trtexec --onnx={onnx} --saveEngine={engine} --fp16"
+
+
+@dataclass
+class ExportOptions:
+    variants: list[str] = field(default_factory=lambda: list(TFLITE_VARIANTS))
+    onnx: bool = False
+    data: str | None = None
+    calib_samples: int = 100
+    allow_accuracy_drop: bool = False
+    name: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class Source:
+    """What a conversion starts from: the model, its labels, and the images it was trained on."""
+
+    model_file: Path
+    labels: list[Label]
+    train: list[Sample]
+    held_out: list[Sample]
+    name: str
+
+
+def load_source(model: str | Path, options: ExportOptions) -> Source:
+    path = Path(model)
+    run_dir = path if path.is_dir() else path.parent
+    model_file = path / MODEL_FILE if path.is_dir() else path
+    if not model_file.is_file():
+        raise SmartbinError(f"{model_file}: no trained model (give a run folder or a .keras file)")
+    train_config = run_dir / CONFIG_FILE
+    config = json.loads(train_config.read_text(encoding="utf-8")) if train_config.is_file() else {}
+    data = options.data or config.get("data")
+    if not data:
+        raise SmartbinError(f"{model_file}: no training config beside it; pass --data for calibration and the gate")
+    dataset = load_dataset(data)
+    labels = load_labels(run_dir / LABELS_FILE) if (run_dir / LABELS_FILE).is_file() else dataset.labels
+    # The same split as training, so the gate runs on images the model never saw.
+    train, held_out = stratified_split(dataset.samples, config.get("val_fraction", 0.1), config.get("seed", 0))
+    return Source(model_file, labels, train or held_out, held_out or train, options.name or run_dir.name)
+
+
+def load_images(samples: list[Sample], height: int, width: int) -> np.ndarray:
+    """The device's input path: decode, resize, centre crop -> (N, H, W, 3) uint8."""
+    return np.stack([prepare(read_image(s.path), height, width) for s in samples])
+
+
+def calibration_samples(samples: list[Sample], n: int, seed: int) -> list[Sample]:
+    """Up to ``n`` training samples drawn evenly across classes."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.label, []).append(s)
+    pools = [list(rng.permutation(len(g))) for g in by_class.values()]
+    groups = list(by_class.values())
+    picked: list[Sample] = []
+    while len(picked) < min(n, len(samples)):
+        for group, pool in zip(groups, pools):
+            if pool and len(picked) < n:
+                picked.append(group[pool.pop()])
+    return picked
+
+
+def convert_tflite(model, variant: str, calibration: np.ndarray) -> bytes:
+    """One TFLite variant. int8 is full-integer with uint8 input and output."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+
+        def representative() -> Iterator[list[np.ndarray]]:
+            for image in calibration:
+                yield [image[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    elif variant != "float32":
+        raise SmartbinError(f"unknown variant {variant!r} (allowed: {', '.join(TFLITE_VARIANTS)})")
+    return converter.convert()
+
+
+def convert_onnx(model, path: Path, height: int, width: int) -> None:
+    """ONNX with a static (1, H, W, 3) uint8 input, as TensorRT prefers."""
+    import keras
+
+    spec = [keras.InputSpec(shape=(1, height, width, 3), dtype="uint8")]
+    model.export(str(path), format="onnx", input_signature=spec, verbose=False)
+
+
+def gate(variant: str, probs: np.ndarray, keras_probs: np.ndarray, truth: np.ndarray) -> GateResult:
+    """Compare a variant's probabilities with Keras' on the same images."""
+    min_agreement, max_drop = GATES[variant]
+    top1 = float((probs.argmax(1) == truth).mean())
+    keras_top1 = float((keras_probs.argmax(1) == truth).mean())
+    agreement = float((probs.argmax(1) == keras_probs.argmax(1)).mean())
+    passed = agreement >= min_agreement and (max_drop is None or keras_top1 - top1 <= max_drop + 1e-9)
+    return GateResult(
+        images=len(truth), top1=top1, keras_top1=keras_top1, agreement=agreement,
+        max_prob_diff=float(np.abs(probs - keras_probs).max()), min_agreement=min_agreement,
+        max_top1_drop=max_drop, passed=passed,
+    )
+
+
+def describe_failure(result: GateResult) -> str:
+    reasons = []
+    if result.agreement < result.min_agreement:
+        reasons.append(f"agreement {result.agreement:.2%} < {result.min_agreement:.1%}")
+    if result.max_top1_drop is not None and result.keras_top1 - result.top1 > result.max_top1_drop:
+        reasons.append(f"top-1 drop {(result.keras_top1 - result.top1) * 100:.2f} points > "
+                       f"{result.max_top1_drop * 100:.0f}")
+    return "; ".join(reasons)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"tensorflow": tf.__version__}
+    for dist in ("keras", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _entry(path: Path, variant: str, seconds: float) -> VariantFile:
+    return VariantFile(
+        file=path.name, format="onnx" if variant == "onnx" else "tflite", sha256=sha256_file(path),
+        size=path.stat().st_size, input_dtype="uint8", output_dtype="uint8" if variant == "int8" else "float32",
+        conversion_s=round(seconds, 2),
+    )
+
+
+def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("variant", "file", "size MB", "convert s", "top-1", "keras top-1", "agreement",
+                   "max Δp", "gate"):
+        table.add_column(column, justify="right" if column not in ("variant", "file", "gate") else "left")
+    for variant, entry in rows:
+        g = entry.gate
+        status = "—" if g is None else "pass" if g.passed else (
+            "FAIL (kept)" if g.accepted_despite_failure else "FAIL")
+        table.add_row(
+            variant, entry.file, f"{entry.size / 1e6:.1f}", f"{entry.conversion_s or 0:.1f}",
+            *(("—",) * 4 if g is None else (f"{g.top1:.1%}", f"{g.keras_top1:.1%}", f"{g.agreement:.1%}",
+                                             f"{g.max_prob_diff:.4f}")),
+            status,
+        )
+    return table
+
+
+def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) -> int:
+    """Write the bundle; return 0, or 1 when a variant missed its gate (and was not kept)."""
+    unknown = [v for v in options.variants if v not in TFLITE_VARIANTS]
+    if unknown:
+        raise SmartbinError(f"--variants: unknown {', '.join(unknown)} (allowed: {', '.join(TFLITE_VARIANTS)})")
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+    source = load_source(model, options)
+    keras_model = load_model(source.model_file)
+    height, width = int(keras_model.input_shape[1]), int(keras_model.input_shape[2])
+    if int(keras_model.output_shape[-1]) != len(source.labels):
+        raise SmartbinError(f"{source.model_file}: {keras_model.output_shape[-1]} outputs but "
+                            f"{len(source.labels)} labels")
+    out = Path(out)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent if out.parent.exists() else None))
+    try:
+        with console.status("loading calibration and held-out images"):
+            calibration = load_images(calibration_samples(source.train, options.calib_samples, options.seed),
+                                      height, width)
+            held_out = load_images(source.held_out, height, width)
+            truth = np.array([s.label for s in source.held_out])
+            keras_probs = np.concatenate([np.asarray(keras_model(held_out[i:i + 32], training=False))
+                                          for i in range(0, len(held_out), 32)])
+        manifest = Manifest(
+            format_version=FORMAT_VERSION, name=source.name,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), versions=_versions(),
+            labels=[LabelEntry(index=lab.index, name=lab.name, bin=lab.bin) for lab in source.labels],
+            input=InputSpec(height=height, width=width), variants={},
+            keras_accuracy={"top1": float((keras_probs.argmax(1) == truth).mean()), "images": float(len(truth))},
+        )
+        targets = list(options.variants) + (["onnx"] if options.onnx else [])
+        for variant in targets:
+            path = staging / VARIANT_FILES[variant]
+            with console.status(f"converting {variant}"):
+                start = time.perf_counter()
+                if variant == "onnx":
+                    convert_onnx(keras_model, path, height, width)
+                else:
+                    path.write_bytes(convert_tflite(keras_model, variant, calibration))
+                seconds = time.perf_counter() - start
+            manifest.variants[variant] = entry = _entry(path, variant, seconds)
+            # Through the device's own engine, so its manifest and shape checks run on the new file too.
+            engine = open_engine(Bundle(staging, manifest), "auto", variant)
+            probs = np.concatenate([engine.infer(x[None]) for x in held_out])
+            entry.gate = result = gate(variant, probs, keras_probs, truth)
+            console.log(f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "
+                        f"agreement {result.agreement:.1%}, top-1 {result.top1:.1%}")
+        failed = [v for v, e in manifest.variants.items() if e.gate and not e.gate.passed]
+        for variant in failed:
+            manifest.variants[variant].gate.accepted_despite_failure = options.allow_accuracy_drop
+        rows = list(manifest.variants.items())
+        console.print(summary_table(rows, f"bundle {out} ({len(truth)} held-out images)"))
+        if failed and not options.allow_accuracy_drop:
+            for variant in failed:
+                console.print(f"[red]{variant} missed its gate: {describe_failure(manifest.variants[variant].gate)}")
+            console.print("nothing written; pass --allow-accuracy-drop to write it anyway (marked in the manifest)")
+            return 1
+        (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+        if options.onnx:
+            console.print("On a Jetson, build a TensorRT engine with: "
+                          + TRTEXEC_HINT.format(onnx=out / "model.onnx", engine=out / "model.engine"))
+        return 0
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+

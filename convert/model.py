@@ -1,0 +1,118 @@
+"""The classifier: uint8 RGB in, ResNet preprocessing inside, the seed's head on top."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+log = logging.getLogger(__name__)
+
+BACKBONES = {
+    "resnet50": keras.applications.ResNet50,
+    "resnet101": keras.applications.ResNet101,
+    "resnet152": keras.applications.ResNet152,
+}
+# keras.applications.resnet.preprocess_input ("caffe" mode): RGB->BGR, minus ImageNet means.
+IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
+# The head's BatchNorm (and a from-scratch backbone's) must track its statistics within the
+# few steps a small dataset gives; Keras' default of 0.99 does not.
+BN_MOMENTUM = 0.9
+
+
+@keras.saving.register_keras_serializable(package="smartbin")
+class CaffePreprocess(layers.Layer):
+    """uint8 RGB -> float BGR minus the ImageNet means, as ResNet expects.
+
+    Living inside the model means every exported variant takes plain pixels and the
+    device never re-implements (or gets wrong) the normalisation.
+    """
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        x = ops.flip(x, axis=-1)
+        return x - ops.convert_to_tensor(IMAGENET_BGR_MEANS, dtype="float32")
+
+
+def build_model(
+    num_classes: int,
+    img_size: int = 224,
+    backbone: str = "resnet50",
+    weights: str | None = None,
+    dropout: float = 0.5,
+    l2: float = 1e-4,
+) -> tuple[keras.Model, keras.Model]:
+    """Build the seed's classifier. Returns (model, backbone).
+
+    ``weights``: "imagenet" (downloads; the users' path), None (random), or the path
+    of a backbone weights file (``*.weights.h5`` or Keras' ``*_notop.h5``).
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r} (allowed: {', '.join(BACKBONES)})")
+    local_weights = weights not in (None, "imagenet")
+    base = BACKBONES[backbone](
+        include_top=False,
+        weights=None if local_weights else weights,
+        input_shape=(img_size, img_size, 3),
+    )
+    if local_weights:
+        log.info("loading backbone weights from %s", weights)
+        base.load_weights(str(Path(weights)))
+    if weights is None:
+        for layer in base.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = BN_MOMENTUM
+    inputs = keras.Input((img_size, img_size, 3), dtype="uint8", name="image")
+    x = CaffePreprocess(name="caffe_preprocess")(inputs)
+    x = base(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pooling")(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(1024, activation="relu", kernel_regularizer=keras.regularizers.l2(l2))(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = layers.Dense(512, activation="relu")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"smartbin_{backbone}"), base
+
+
+def unfreeze_last_stage(backbone: keras.Model) -> int:
+    """Make only the last residual stage (conv5_*) trainable, BatchNorm kept frozen. Returns layer count."""
+    backbone.trainable = True
+    count = 0
+    for layer in backbone.layers:
+        layer.trainable = layer.name.startswith("conv5_") and not isinstance(layer, layers.BatchNormalization)
+        count += int(layer.trainable)
+    return count
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a trained model.keras (the custom preprocess layer is registered by this module)."""
+    return keras.models.load_model(str(path), compile=False)
+
+
+def write_stand_in_weights(path: str | Path, img_size: int, backbone: str = "resnet50", seed: int = 0) -> Path:
+    """Write a backbone weights file for offline use (tests, the demo): random filters whose
+    BatchNorm statistics are measured on synthetic scenes, so activations stay well scaled
+    (and quantize to int8) the way ImageNet weights do. Loaded through the same
+    ``--weights PATH`` code as a real weights file.
+    """
+    import numpy as np
+
+    from edge.scene import render_sample
+
+    keras.utils.set_random_seed(seed)
+    model, base = build_model(2, img_size, backbone, None)
+    rng = np.random.default_rng(seed)
+    images = np.stack([render_sample(int(rng.integers(0, 40)), 40, img_size, rng) for _ in range(32)])
+    x = model.get_layer("caffe_preprocess")(images)
+    norms = [layer for layer in base.layers if isinstance(layer, layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0  # moving statistics := this batch's statistics
+    base(x, training=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base.save_weights(str(path))
+    return path

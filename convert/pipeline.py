@@ -1,0 +1,66 @@
+"""tf.data input pipeline with the seed's augmentations (random crop, flip, cutout) plus brightness/rotation."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from edge.preprocess import RESIZE_RATIO
+
+from convert.dataset import Sample
+
+
+def _decode(path: tf.Tensor, resize_to: int) -> tf.Tensor:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    # Shorter side to resize_to, aspect kept: the same geometry as edge.preprocess.prepare.
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = resize_to / tf.reduce_min(shape)
+    target = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), resize_to)
+    image = tf.image.resize(image, target, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _cutout(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Grey out one random square (the seed's cutout), at most a third of the side."""
+    side = tf.random.uniform((), size // 8, size // 3 + 1, dtype=tf.int32)
+    cy = tf.random.uniform((), 0, size, dtype=tf.int32)
+    cx = tf.random.uniform((), 0, size, dtype=tf.int32)
+    ys = tf.range(size)[:, None]
+    xs = tf.range(size)[None, :]
+    mask = (tf.abs(ys - cy) <= side // 2) & (tf.abs(xs - cx) <= side // 2)
+    return tf.where(mask[..., None], tf.constant(128, tf.uint8), image)
+
+
+def make_dataset(
+    samples: list[Sample],
+    img_size: int,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of (uint8 image, label). Decoded images are cached; augmentation runs per epoch."""
+    resize_to = round(img_size * RESIZE_RATIO)
+    paths = [str(s.path) for s in samples]
+    labels = [s.label for s in samples]
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = ds.map(lambda p, y: (_decode(p, resize_to), y), num_parallel_calls=tf.data.AUTOTUNE).cache()
+    if training:
+        rotate = keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed)
+
+        def augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            image = tf.image.random_crop(image, (img_size, img_size, 3))
+            image = tf.image.random_flip_left_right(image)
+            x = tf.cast(image, tf.float32)
+            x = rotate(x, training=True)
+            x = x + tf.random.uniform((), -25.0, 25.0)
+            image = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+            return _cutout(image, img_size), label
+
+        ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(
+            lambda x, y: (tf.image.resize_with_crop_or_pad(x, img_size, img_size), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

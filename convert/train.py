@@ -1,0 +1,126 @@
+"""`smartbin train`: the seed's recipe (frozen ResNet + head), then an optional fine-tune phase."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+
+from edge.labels import Label
+
+from convert.dataset import Sample, load_dataset, stratified_split
+from convert.model import build_model, load_model, unfreeze_last_stage
+from convert.pipeline import make_dataset
+from convert.report import write_report
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+HISTORY_FILE = "history.csv"
+CONFIG_FILE = "train_config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved beside the model."""
+
+    data: str
+    out: str
+    backbone: str = "resnet50"
+    weights: str = "imagenet"
+    img_size: int = 224
+    epochs: int = 8
+    batch_size: int = 16
+    fine_tune_epochs: int = 0
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-5
+    val_fraction: float = 0.1
+    seed: int = 0
+
+
+def save_labels(path: Path, labels: list[Label]) -> None:
+    path.write_text(json.dumps([lab.to_dict() for lab in labels], ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def load_labels(path: Path) -> list[Label]:
+    return [Label(**item) for item in json.loads(path.read_text(encoding="utf-8"))]
+
+
+def _compile(model: keras.Model, learning_rate: float, num_classes: int) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=[
+            "accuracy",
+            keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+        ],
+    )
+
+
+def _callbacks(out: Path, append: bool) -> list[keras.callbacks.Callback]:
+    return [
+        keras.callbacks.ModelCheckpoint(str(out / MODEL_FILE), monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=1e-7),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=5, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=append),
+    ]
+
+
+def _resolve_weights(weights: str) -> str | None:
+    if weights.lower() == "none":
+        return None
+    if weights == "imagenet":
+        return weights
+    if not Path(weights).is_file():
+        from edge.errors import SmartbinError
+
+        raise SmartbinError(f"--weights {weights}: no such file (use imagenet, none or a weights file)")
+    return weights
+
+
+def train(config: TrainConfig) -> Path:
+    """Train, keep the best checkpoint, write the report. Returns the run folder."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    dataset = load_dataset(config.data)
+    for problem in dataset.problems:
+        log.warning("skipped: %s", problem)
+    train_samples, val_samples = stratified_split(dataset.samples, config.val_fraction, config.seed)
+    if not val_samples:
+        val_samples = train_samples
+    log.info("%d training and %d validation images, %d classes", len(train_samples), len(val_samples),
+             dataset.num_classes)
+    (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
+    save_labels(out / LABELS_FILE, dataset.labels)
+
+    weights = _resolve_weights(config.weights)
+    model, backbone = build_model(dataset.num_classes, config.img_size, config.backbone, weights)
+    # A random backbone learns little when frozen: with no weights, everything trains.
+    backbone.trainable = weights is None
+    train_ds = make_dataset(train_samples, config.img_size, config.batch_size, True, config.seed)
+    val_ds = make_dataset(val_samples, config.img_size, config.batch_size, False)
+    verbose = 1 if sys.stderr.isatty() else 2
+
+    _compile(model, config.learning_rate, dataset.num_classes)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=_callbacks(out, False),
+              verbose=verbose)
+    if config.fine_tune_epochs > 0 and weights is not None:
+        count = unfreeze_last_stage(backbone)
+        log.info("fine-tuning %d layers of the last stage at lr %g", count, config.fine_tune_learning_rate)
+        _compile(model, config.fine_tune_learning_rate, dataset.num_classes)
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=config.epochs,
+                  epochs=config.epochs + config.fine_tune_epochs, callbacks=_callbacks(out, True),
+                  verbose=verbose)
+    if (out / MODEL_FILE).exists():  # the best checkpoint, not the last epoch
+        model = load_model(out / MODEL_FILE)
+    else:
+        model.save(out / MODEL_FILE)
+    write_report(out, model, val_samples, dataset.labels, config.img_size, config.batch_size)
+    return out
+

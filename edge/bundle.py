@@ -1,0 +1,183 @@
+"""Model bundles: the variants a converter wrote and the manifest that vouches for them.
+
+The device refuses a bundle whose files do not match the manifest, naming the file and
+the check that failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.errors import BundleError
+from edge.labels import BINS, Label
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+VARIANT_FILES: dict[str, str] = {
+    "float32": "float32.tflite",
+    "float16": "float16.tflite",
+    "dynamic": "dynamic.tflite",
+    "int8": "int8.tflite",
+    "onnx": "model.onnx",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LabelEntry(_Strict):
+    index: int = Field(ge=0)
+    name: str
+    bin: Literal[BINS]  # type: ignore[valid-type]
+
+
+class InputSpec(_Strict):
+    """What the model takes: plain RGB pixels; the normalisation is inside the model."""
+
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: Literal[3] = 3
+    dtype: Literal["uint8"] = "uint8"
+    color: Literal["RGB"] = "RGB"
+    range: tuple[int, int] = (0, 255)
+    layout: Literal["NHWC"] = "NHWC"
+    preprocessing: str = "inside the model (ResNet caffe: RGB->BGR, minus ImageNet means)"
+
+
+class GateResult(_Strict):
+    """Agreement of one variant with the Keras model on held-out images, measured at export."""
+
+    images: int
+    top1: float
+    keras_top1: float
+    agreement: float
+    max_prob_diff: float
+    min_agreement: float
+    max_top1_drop: float | None = None
+    passed: bool
+    accepted_despite_failure: bool = False
+
+
+class VariantFile(_Strict):
+    file: str
+    format: Literal["tflite", "onnx"]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    input_dtype: str
+    output_dtype: str
+    conversion_s: float | None = None
+    gate: GateResult | None = None
+
+
+class Manifest(_Strict):
+    format_version: int
+    name: str
+    created: str
+    versions: dict[str, str] = {}
+    labels: list[LabelEntry]
+    input: InputSpec
+    variants: dict[str, VariantFile]
+    keras_accuracy: dict[str, float] = {}
+
+    def label_list(self) -> list[Label]:
+        return [Label(e.index, e.name, e.bin) for e in self.labels]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Bundle:
+    """An opened bundle folder. ``verify`` checks files against the manifest."""
+
+    def __init__(self, path: Path, manifest: Manifest):
+        self.path = path
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path: str | Path) -> Bundle:
+        """Read and validate manifest.json (files are checked by ``verify``)."""
+        path = Path(path)
+        manifest_path = path / MANIFEST_FILE
+        if not path.is_dir():
+            raise BundleError(f"{path}: bundle folder not found")
+        try:
+            data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BundleError(f"{manifest_path}: missing (is {path} a bundle from `smartbin convert`?)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{manifest_path}: not valid JSON: {exc}") from None
+        if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
+            raise BundleError(
+                f"{manifest_path}: format_version {data.get('format_version')!r} is not supported "
+                f"(this smartbin reads {FORMAT_VERSION})"
+            )
+        try:
+            manifest = Manifest.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BundleError(f"{manifest_path}: {where}: {first['msg']}") from None
+        if [e.index for e in manifest.labels] != list(range(len(manifest.labels))):
+            raise BundleError(f"{manifest_path}: labels must be indexed 0..N-1 in order")
+        return cls(path, manifest)
+
+    @property
+    def labels(self) -> list[Label]:
+        return self.manifest.label_list()
+
+    def variant_names(self) -> list[str]:
+        return list(self.manifest.variants)
+
+    def verify(self, variants: list[str] | None = None) -> None:
+        """Check that each listed file exists with the manifest's size and sha256."""
+        for name in variants if variants is not None else self.variant_names():
+            self.file(name)
+
+    def file(self, variant: str) -> Path:
+        """The verified path of one variant's file."""
+        entry = self.manifest.variants.get(variant)
+        if entry is None:
+            raise BundleError(
+                f"{self.path / MANIFEST_FILE}: no variant {variant!r} "
+                f"(this bundle has: {', '.join(self.variant_names()) or 'none'})"
+            )
+        path = self.path / entry.file
+        if not path.is_file():
+            raise BundleError(f"{path}: missing file listed in the manifest")
+        size = path.stat().st_size
+        if size != entry.size:
+            raise BundleError(f"{path}: size check failed: {size} bytes, manifest says {entry.size}")
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            raise BundleError(f"{path}: sha256 check failed: file is {digest[:12]}…, manifest says {entry.sha256[:12]}…")
+        return path
+
+    def check_model_shape(self, variant: str, input_shape: tuple[int, ...], num_outputs: int) -> None:
+        """Refuse a model whose input shape or output size contradicts the manifest."""
+        spec = self.manifest.input
+        path = self.path / self.manifest.variants[variant].file
+        if tuple(input_shape[-3:]) != (spec.height, spec.width, spec.channels):
+            raise BundleError(
+                f"{path}: input shape check failed: model takes {tuple(input_shape)}, "
+                f"manifest says (N, {spec.height}, {spec.width}, {spec.channels})"
+            )
+        if num_outputs != len(self.manifest.labels):
+            raise BundleError(
+                f"{path}: label count check failed: model outputs {num_outputs} classes, "
+                f"manifest lists {len(self.manifest.labels)} labels"
+            )
+
+
+def is_bundle(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST_FILE).is_file()

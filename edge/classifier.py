@@ -1,0 +1,90 @@
+"""The plain Python API: ``Classifier(bundle).classify(frame)`` -> top-k, bin, per-stage latency."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.labels import Label
+from edge.preprocess import Roi, prepare
+from edge.runtime import open_engine
+
+
+@dataclass
+class Prediction:
+    """One classified image."""
+
+    label: Label
+    confidence: float
+    top_k: list[tuple[Label, float]]
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bin(self) -> str:
+        return self.label.bin
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label.name,
+            "label_index": self.label.index,
+            "bin": self.label.bin,
+            "confidence": round(self.confidence, 4),
+            "top_k": [{"label": lab.name, "label_index": lab.index, "bin": lab.bin, "confidence": round(p, 4)}
+                      for lab, p in self.top_k],
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+        }
+
+
+def top_k(probs: np.ndarray, labels: list[Label], k: int) -> list[tuple[Label, float]]:
+    order = np.argsort(-probs)[:k]
+    return [(labels[i], float(probs[i])) for i in order]
+
+
+class Classifier:
+    """Loads a verified bundle variant and classifies RGB frames of any size."""
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        backend: str = "auto",
+        variant: str | None = None,
+        threads: int | None = None,
+        delegate: str | None = None,
+        roi: Roi | None = None,
+        k: int = 3,
+    ):
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
+        self.engine = open_engine(self.bundle, backend, variant, threads, delegate)
+        self.labels = self.bundle.labels
+        spec = self.bundle.manifest.input
+        self.height, self.width = spec.height, spec.width
+        self.roi = roi
+        self.k = min(k, len(self.labels))
+
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        return prepare(frame, self.height, self.width, self.roi)
+
+    def predict_probs(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for already-prepared (N, H, W, 3) uint8 images."""
+        return self.engine.infer(images)
+
+    def classify(self, frame: np.ndarray) -> Prediction:
+        """Classify one RGB uint8 frame; latency is split into preprocess, infer and postprocess."""
+        t0 = time.perf_counter()
+        x = self.prepare(frame)[None]
+        t1 = time.perf_counter()
+        probs = self.engine.infer(x)[0]
+        t2 = time.perf_counter()
+        prediction = self.from_probs(probs)
+        t3 = time.perf_counter()
+        prediction.latency_ms = {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
+                                 "postprocess": (t3 - t2) * 1e3}
+        return prediction
+
+    def from_probs(self, probs: np.ndarray) -> Prediction:
+        best = top_k(probs, self.labels, self.k)
+        return Prediction(best[0][0], best[0][1], best)

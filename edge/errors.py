@@ -1,0 +1,21 @@
+"""Errors caused by user input: the CLI prints them as one line, without a traceback."""
+
+
+class SmartbinError(Exception):
+    """Base class for mistakes a user can fix (bad file, bad option, bad config)."""
+
+
+class ImageError(SmartbinError):
+    """An image that cannot be read; the message names the image."""
+
+
+class DatasetError(SmartbinError):
+    """A dataset that cannot be loaded at all."""
+
+
+class BundleError(SmartbinError):
+    """A model bundle that does not match its manifest; the message names file and check."""
+
+
+class ConfigError(SmartbinError):
+    """An invalid configuration file; the message names file, key and allowed values."""

@@ -1,0 +1,68 @@
+"""Reading images from files or URLs with errors that name the image."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import ImageError
+
+# Larger images are refused before decoding, so one bad file cannot exhaust memory.
+MAX_PIXELS = 50_000_000
+URL_TIMEOUT_S = 10.0
+
+
+def _read_bytes(source: str) -> bytes:
+    if source.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(source, timeout=URL_TIMEOUT_S) as response:
+                return response.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ImageError(f"{source}: cannot download image: {reason}") from None
+    path = Path(source)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{source}: is a directory, not an image") from None
+    except OSError as exc:
+        raise ImageError(f"{source}: cannot read: {exc.strerror or exc}") from None
+
+
+def _check_dimensions(data: bytes, source: str) -> None:
+    """Reject images whose header declares an absurd size, before decoding them."""
+    header = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if header is not None and header.shape[0] * header.shape[1] * 64 > MAX_PIXELS:
+        raise ImageError(f"{source}: image too large (over {MAX_PIXELS} pixels)")
+
+
+def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes to an RGB uint8 array (grey and RGBA are converted)."""
+    if not data:
+        raise ImageError(f"{source}: empty file (0 bytes)")
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
+        raise ImageError(f"{source}: truncated JPEG (no end-of-image marker)")
+    _check_dimensions(data, source)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageError(f"{source}: not a readable image (JPEG, PNG, BMP, WebP, ...)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_image(source: str | Path) -> np.ndarray:
+    """Read an image file or http(s) URL as RGB uint8, or raise ImageError naming it."""
+    source = str(source)
+    return decode_image(_read_bytes(source), source)
+
+
+def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 92) -> None:
+    """Write an RGB uint8 image as JPEG."""
+    ok = cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ImageError(f"{path}: cannot write JPEG")

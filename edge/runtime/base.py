@@ -1,0 +1,41 @@
+"""The Engine interface: load a model file, ``infer`` a batch of uint8 images."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+
+class Engine(ABC):
+    """One loaded model. ``infer`` takes (N, H, W, 3) uint8 and returns (N, classes) float32 probabilities."""
+
+    backend: str = ""
+
+    def __init__(self, path: Path, threads: int, delegate: str | None = None):
+        self.path = path
+        self.threads = threads
+        self.requested_delegate = delegate
+        self.delegate: str | None = None  # what really runs, not what was asked for
+        self.variant: str = ""
+        self.input_shape: tuple[int, ...] = ()
+        self.num_classes: int = 0
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on a batch of RGB uint8 images."""
+
+    def describe(self) -> str:
+        return f"threads={self.threads}, delegate={self.delegate or 'none'}"
+
+    def info(self) -> dict:
+        """What status messages and the benchmark report about this engine."""
+        return {
+            "backend": self.backend,
+            "variant": self.variant,
+            "file": self.path.name,
+            "threads": self.threads,
+            "delegate": self.delegate,
+            "requested_delegate": self.requested_delegate,
+        }

@@ -1,0 +1,60 @@
+"""smartbin: a garbage classifier for a real sorting bin (train, convert, run on the device)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = next(
+    line.split('"')[1] for line in (HERE / "edge" / "__init__.py").read_text().splitlines()
+    if line.startswith("__version__")
+)
+
+# Lower bounds are the versions the test suite ran with.
+EDGE = [
+    "numpy>=1.24",
+    "opencv-python-headless>=4.8",
+    "paho-mqtt>=2.0,<3",
+    "ai-edge-litert>=2.3.0; platform_machine in 'x86_64 aarch64 AMD64 arm64'",
+    "pyyaml>=6.0",
+    "pydantic>=2.6,<3",
+    "rich>=13.0",
+]
+EXTRAS = {
+    "edge": EDGE,
+    "pi": EDGE + ["picamera2>=0.3.12", "gpiozero>=2.0"],
+    "jetson": EDGE + ["onnxruntime>=1.16"],  # the GPU build comes from the board's own wheel
+    "train": EDGE + [
+        "tensorflow-cpu>=2.21.0; platform_machine == 'x86_64'",
+        "tensorflow>=2.21.0; platform_machine != 'x86_64'",
+        "keras>=3.10",
+        "onnx>=1.17",
+        "tf2onnx>=1.17",
+        "onnxruntime>=1.16",
+        "matplotlib>=3.8",
+    ],
+    "dev": [
+        "pytest>=8.0",
+        "pytest-timeout>=2.3",
+        "hypothesis>=6.100",
+        "ruff>=0.6",
+        "jsonschema>=4.20",
+        "gpiozero>=2.0",
+        "amqtt>=0.11",
+    ],
+}
+
+setup(
+    name="smartbin",
+    version=VERSION,
+    description="Garbage classification for a smart sorting bin: ResNet training, TFLite/ONNX export, MQTT daemon",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["edge", "edge.*", "convert", "convert.*"]),
+    data_files=[("share/smartbin/firmware_config", [str(p) for p in sorted(Path("firmware_config").glob("*"))
+                                                     if p.is_file()])],
+    install_requires=[],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["smartbin=edge.cli:main"]},
+)
