@@ -6,7 +6,8 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = next(
-    line.split('"')[1] for line in (HERE / "edge" / "__init__.py").read_text().splitlines()
+    line.split('"')[1]
+    for line in (HERE / "edge" / "__init__.py").read_text().splitlines()
     if line.startswith("__version__")
 )
 
@@ -24,7 +25,8 @@ EXTRAS = {
     "edge": EDGE,
     "pi": EDGE + ["picamera2>=0.3.12", "gpiozero>=2.0"],
     "jetson": EDGE + ["onnxruntime>=1.16"],  # the GPU build comes from the board's own wheel
-    "train": EDGE + [
+    "train": EDGE
+    + [
         "tensorflow-cpu>=2.21.0; platform_machine == 'x86_64'",
         "tensorflow>=2.21.0; platform_machine != 'x86_64'",
         "keras>=3.10",
@@ -52,8 +54,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["edge", "edge.*", "convert", "convert.*"]),
-    data_files=[("share/smartbin/firmware_config", [str(p) for p in sorted(Path("firmware_config").glob("*"))
-                                                     if p.is_file()])],
+    data_files=[
+        ("share/smartbin/firmware_config", [str(p) for p in sorted(Path("firmware_config").glob("*")) if p.is_file()])
+    ],
     install_requires=[],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["smartbin=edge.cli:main"]},

@@ -170,9 +170,15 @@ class CheckReport:
     def to_json(self) -> str:
         per_class, per_bin = self.balance()
         return json.dumps(
-            {"ok": self.ok, "images": len(self.dataset.samples), "problems": self.problems,
-             "per_class": per_class, "per_bin": per_bin},
-            ensure_ascii=False, indent=2,
+            {
+                "ok": self.ok,
+                "images": len(self.dataset.samples),
+                "problems": self.problems,
+                "per_class": per_class,
+                "per_bin": per_bin,
+            },
+            ensure_ascii=False,
+            indent=2,
         )
 
 

@@ -23,8 +23,16 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.bundle import (
-    FORMAT_VERSION, MANIFEST_FILE, VARIANT_FILES, Bundle, GateResult, InputSpec, LabelEntry, Manifest,
-    VariantFile, sha256_file,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    VARIANT_FILES,
+    Bundle,
+    GateResult,
+    InputSpec,
+    LabelEntry,
+    Manifest,
+    VariantFile,
+    sha256_file,
 )
 from edge.errors import SmartbinError
 from edge.images import read_image
@@ -151,9 +159,14 @@ def gate(variant: str, probs: np.ndarray, keras_probs: np.ndarray, truth: np.nda
     agreement = float((probs.argmax(1) == keras_probs.argmax(1)).mean())
     passed = agreement >= min_agreement and (max_drop is None or keras_top1 - top1 <= max_drop + 1e-9)
     return GateResult(
-        images=len(truth), top1=top1, keras_top1=keras_top1, agreement=agreement,
-        max_prob_diff=float(np.abs(probs - keras_probs).max()), min_agreement=min_agreement,
-        max_top1_drop=max_drop, passed=passed,
+        images=len(truth),
+        top1=top1,
+        keras_top1=keras_top1,
+        agreement=agreement,
+        max_prob_diff=float(np.abs(probs - keras_probs).max()),
+        min_agreement=min_agreement,
+        max_top1_drop=max_drop,
+        passed=passed,
     )
 
 
@@ -162,8 +175,9 @@ def describe_failure(result: GateResult) -> str:
     if result.agreement < result.min_agreement:
         reasons.append(f"agreement {result.agreement:.2%} < {result.min_agreement:.1%}")
     if result.max_top1_drop is not None and result.keras_top1 - result.top1 > result.max_top1_drop:
-        reasons.append(f"top-1 drop {(result.keras_top1 - result.top1) * 100:.2f} points > "
-                       f"{result.max_top1_drop * 100:.0f}")
+        reasons.append(
+            f"top-1 drop {(result.keras_top1 - result.top1) * 100:.2f} points > {result.max_top1_drop * 100:.0f}"
+        )
     return "; ".join(reasons)
 
 
@@ -181,25 +195,33 @@ def _versions() -> dict[str, str]:
 
 def _entry(path: Path, variant: str, seconds: float) -> VariantFile:
     return VariantFile(
-        file=path.name, format="onnx" if variant == "onnx" else "tflite", sha256=sha256_file(path),
-        size=path.stat().st_size, input_dtype="uint8", output_dtype="uint8" if variant == "int8" else "float32",
+        file=path.name,
+        format="onnx" if variant == "onnx" else "tflite",
+        sha256=sha256_file(path),
+        size=path.stat().st_size,
+        input_dtype="uint8",
+        output_dtype="uint8" if variant == "int8" else "float32",
         conversion_s=round(seconds, 2),
     )
 
 
 def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
     table = Table(title=title)
-    for column in ("variant", "file", "size MB", "convert s", "top-1", "keras top-1", "agreement",
-                   "max Δp", "gate"):
+    for column in ("variant", "file", "size MB", "convert s", "top-1", "keras top-1", "agreement", "max Δp", "gate"):
         table.add_column(column, justify="right" if column not in ("variant", "file", "gate") else "left")
     for variant, entry in rows:
         g = entry.gate
-        status = "—" if g is None else "pass" if g.passed else (
-            "FAIL (kept)" if g.accepted_despite_failure else "FAIL")
+        status = "—" if g is None else "pass" if g.passed else ("FAIL (kept)" if g.accepted_despite_failure else "FAIL")
         table.add_row(
-            variant, entry.file, f"{entry.size / 1e6:.1f}", f"{entry.conversion_s or 0:.1f}",
-            *(("—",) * 4 if g is None else (f"{g.top1:.1%}", f"{g.keras_top1:.1%}", f"{g.agreement:.1%}",
-                                             f"{g.max_prob_diff:.4f}")),
+            variant,
+            entry.file,
+            f"{entry.size / 1e6:.1f}",
+            f"{entry.conversion_s or 0:.1f}",
+            *(
+                ("—",) * 4
+                if g is None
+                else (f"{g.top1:.1%}", f"{g.keras_top1:.1%}", f"{g.agreement:.1%}", f"{g.max_prob_diff:.4f}")
+            ),
             status,
         )
     return table
@@ -215,23 +237,29 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
     keras_model = load_model(source.model_file)
     height, width = int(keras_model.input_shape[1]), int(keras_model.input_shape[2])
     if int(keras_model.output_shape[-1]) != len(source.labels):
-        raise SmartbinError(f"{source.model_file}: {keras_model.output_shape[-1]} outputs but "
-                            f"{len(source.labels)} labels")
+        raise SmartbinError(
+            f"{source.model_file}: {keras_model.output_shape[-1]} outputs but {len(source.labels)} labels"
+        )
     out = Path(out)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent if out.parent.exists() else None))
     try:
         with console.status("loading calibration and held-out images"):
-            calibration = load_images(calibration_samples(source.train, options.calib_samples, options.seed),
-                                      height, width)
+            calibration = load_images(
+                calibration_samples(source.train, options.calib_samples, options.seed), height, width
+            )
             held_out = load_images(source.held_out, height, width)
             truth = np.array([s.label for s in source.held_out])
-            keras_probs = np.concatenate([np.asarray(keras_model(held_out[i:i + 32], training=False))
-                                          for i in range(0, len(held_out), 32)])
+            keras_probs = np.concatenate(
+                [np.asarray(keras_model(held_out[i : i + 32], training=False)) for i in range(0, len(held_out), 32)]
+            )
         manifest = Manifest(
-            format_version=FORMAT_VERSION, name=source.name,
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), versions=_versions(),
+            format_version=FORMAT_VERSION,
+            name=source.name,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            versions=_versions(),
             labels=[LabelEntry(index=lab.index, name=lab.name, bin=lab.bin) for lab in source.labels],
-            input=InputSpec(height=height, width=width), variants={},
+            input=InputSpec(height=height, width=width),
+            variants={},
             keras_accuracy={"top1": float((keras_probs.argmax(1) == truth).mean()), "images": float(len(truth))},
         )
         targets = list(options.variants) + (["onnx"] if options.onnx else [])
@@ -249,8 +277,10 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
             engine = open_engine(Bundle(staging, manifest), "auto", variant)
             probs = np.concatenate([engine.infer(x[None]) for x in held_out])
             entry.gate = result = gate(variant, probs, keras_probs, truth)
-            console.log(f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "
-                        f"agreement {result.agreement:.1%}, top-1 {result.top1:.1%}")
+            console.log(
+                f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "
+                f"agreement {result.agreement:.1%}, top-1 {result.top1:.1%}"
+            )
         failed = [v for v, e in manifest.variants.items() if e.gate and not e.gate.passed]
         for variant in failed:
             manifest.variants[variant].gate.accepted_despite_failure = options.allow_accuracy_drop
@@ -266,9 +296,10 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
             shutil.rmtree(out)
         staging.rename(out)
         if options.onnx:
-            console.print("On a Jetson, build a TensorRT engine with: "
-                          + TRTEXEC_HINT.format(onnx=out / "model.onnx", engine=out / "model.engine"))
+            console.print(
+                "On a Jetson, build a TensorRT engine with: "
+                + TRTEXEC_HINT.format(onnx=out / "model.onnx", engine=out / "model.engine")
+            )
         return 0
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-

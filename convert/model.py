@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ class CaffePreprocess(layers.Layer):
 
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
-        x = ops.flip(x, axis=-1)
-        return x - ops.convert_to_tensor(IMAGENET_BGR_MEANS, dtype="float32")
+        # RGB->BGR as a fixed 1x1 convolution, not a flip: TFLite's int8 REVERSE_V2 kernel
+        # ignores the rescale its quantized output needs and garbles the image.
+        swap = ops.convert_to_tensor(np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3))
+        return ops.conv(x, swap, padding="valid") - ops.convert_to_tensor(IMAGENET_BGR_MEANS, dtype="float32")
 
 
 def build_model(
@@ -94,24 +97,14 @@ def load_model(path: str | Path) -> keras.Model:
 
 
 def write_stand_in_weights(path: str | Path, img_size: int, backbone: str = "resnet50", seed: int = 0) -> Path:
-    """Write a backbone weights file for offline use (tests, the demo): random filters whose
-    BatchNorm statistics are measured on synthetic scenes, so activations stay well scaled
-    (and quantize to int8) the way ImageNet weights do. Loaded through the same
-    ``--weights PATH`` code as a real weights file.
+    """Write a seeded, randomly initialised backbone as a weights file.
+
+    The offline stand-in for ImageNet weights (tests and the demo have no network): it is
+    loaded through the same ``--weights PATH`` code as a real file, and frozen random
+    ResNet features plus a trained head separate the synthetic classes.
     """
-    import numpy as np
-
-    from edge.scene import render_sample
-
     keras.utils.set_random_seed(seed)
-    model, base = build_model(2, img_size, backbone, None)
-    rng = np.random.default_rng(seed)
-    images = np.stack([render_sample(int(rng.integers(0, 40)), 40, img_size, rng) for _ in range(32)])
-    x = model.get_layer("caffe_preprocess")(images)
-    norms = [layer for layer in base.layers if isinstance(layer, layers.BatchNormalization)]
-    for layer in norms:
-        layer.momentum = 0.0  # moving statistics := this batch's statistics
-    base(x, training=True)
+    _, base = build_model(2, img_size, backbone, None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base.save_weights(str(path))

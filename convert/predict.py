@@ -89,8 +89,10 @@ def predict_one(predictor, source: str, options: PredictOptions) -> dict:
         "label_index": best.index,
         "bin": best.bin,
         "confidence": float(probs[order[0]]),
-        "top_k": [{"label": predictor.labels[i].name, "bin": predictor.labels[i].bin,
-                   "confidence": float(probs[i])} for i in order],
+        "top_k": [
+            {"label": predictor.labels[i].name, "bin": predictor.labels[i].bin, "confidence": float(probs[i])}
+            for i in order
+        ],
     }
 
 

@@ -26,9 +26,7 @@ def accuracy_figures(probs: np.ndarray, truth: np.ndarray, labels: list[Label]) 
         lab.name: float((pred[truth == lab.index] == lab.index).mean()) if (truth == lab.index).any() else None
         for lab in labels
     }
-    per_bin = {
-        b: float((bins[pred[bins[truth] == b]] == b).mean()) if (bins[truth] == b).any() else None for b in BINS
-    }
+    per_bin = {b: float((bins[pred[bins[truth] == b]] == b).mean()) if (bins[truth] == b).any() else None for b in BINS}
     return {
         "images": int(len(truth)),
         "top1": float((pred == truth).mean()),
@@ -100,6 +98,7 @@ def write_report(out: Path, model, val: list[Sample], labels: list[Label], img_s
     _plot_confusion(out / "confusion_matrix.png", matrix)
     if (out / "history.csv").exists():
         _plot_curves(out / "training_curves.png", out / "history.csv")
-    log.info("validation top-1 %.3f, top-5 %.3f, bin accuracy %.3f", report["top1"], report["top5"],
-             report["bin_accuracy"])
+    log.info(
+        "validation top-1 %.3f, top-5 %.3f, bin accuracy %.3f", report["top1"], report["top5"], report["bin_accuracy"]
+    )
     return report

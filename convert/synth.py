@@ -26,9 +26,7 @@ def pick_rules(num_classes: int) -> dict[str, str]:
     return {str(i): default[str(p)] for i, p in enumerate(picks)}
 
 
-def write_synthetic(
-    out: str | Path, num_classes: int = 6, per_class: int = 30, seed: int = 0, size: int = 128
-) -> Path:
+def write_synthetic(out: str | Path, num_classes: int = 6, per_class: int = 30, seed: int = 0, size: int = 128) -> Path:
     """Write ``num_classes * per_class`` images with label files and the rules JSON."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

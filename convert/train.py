@@ -94,8 +94,9 @@ def train(config: TrainConfig) -> Path:
     train_samples, val_samples = stratified_split(dataset.samples, config.val_fraction, config.seed)
     if not val_samples:
         val_samples = train_samples
-    log.info("%d training and %d validation images, %d classes", len(train_samples), len(val_samples),
-             dataset.num_classes)
+    log.info(
+        "%d training and %d validation images, %d classes", len(train_samples), len(val_samples), dataset.num_classes
+    )
     (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
     save_labels(out / LABELS_FILE, dataset.labels)
 
@@ -108,19 +109,22 @@ def train(config: TrainConfig) -> Path:
     verbose = 1 if sys.stderr.isatty() else 2
 
     _compile(model, config.learning_rate, dataset.num_classes)
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=_callbacks(out, False),
-              verbose=verbose)
+    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=_callbacks(out, False), verbose=verbose)
     if config.fine_tune_epochs > 0 and weights is not None:
         count = unfreeze_last_stage(backbone)
         log.info("fine-tuning %d layers of the last stage at lr %g", count, config.fine_tune_learning_rate)
         _compile(model, config.fine_tune_learning_rate, dataset.num_classes)
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=config.epochs,
-                  epochs=config.epochs + config.fine_tune_epochs, callbacks=_callbacks(out, True),
-                  verbose=verbose)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=config.epochs,
+            epochs=config.epochs + config.fine_tune_epochs,
+            callbacks=_callbacks(out, True),
+            verbose=verbose,
+        )
     if (out / MODEL_FILE).exists():  # the best checkpoint, not the last epoch
         model = load_model(out / MODEL_FILE)
     else:
         model.save(out / MODEL_FILE)
     write_report(out, model, val_samples, dataset.labels, config.img_size, config.batch_size)
     return out
-

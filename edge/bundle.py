@@ -160,7 +160,9 @@ class Bundle:
             raise BundleError(f"{path}: size check failed: {size} bytes, manifest says {entry.size}")
         digest = sha256_file(path)
         if digest != entry.sha256:
-            raise BundleError(f"{path}: sha256 check failed: file is {digest[:12]}…, manifest says {entry.sha256[:12]}…")
+            raise BundleError(
+                f"{path}: sha256 check failed: file is {digest[:12]}…, manifest says {entry.sha256[:12]}…"
+            )
         return path
 
     def check_model_shape(self, variant: str, input_shape: tuple[int, ...], num_outputs: int) -> None:

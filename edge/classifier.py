@@ -33,8 +33,10 @@ class Prediction:
             "label_index": self.label.index,
             "bin": self.label.bin,
             "confidence": round(self.confidence, 4),
-            "top_k": [{"label": lab.name, "label_index": lab.index, "bin": lab.bin, "confidence": round(p, 4)}
-                      for lab, p in self.top_k],
+            "top_k": [
+                {"label": lab.name, "label_index": lab.index, "bin": lab.bin, "confidence": round(p, 4)}
+                for lab, p in self.top_k
+            ],
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
         }
 
@@ -81,8 +83,11 @@ class Classifier:
         t2 = time.perf_counter()
         prediction = self.from_probs(probs)
         t3 = time.perf_counter()
-        prediction.latency_ms = {"preprocess": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3,
-                                 "postprocess": (t3 - t2) * 1e3}
+        prediction.latency_ms = {
+            "preprocess": (t1 - t0) * 1e3,
+            "infer": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+        }
         return prediction
 
     def from_probs(self, probs: np.ndarray) -> Prediction:

@@ -40,8 +40,10 @@ def cmd_dataset_check(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"problem: {problem}")
     per_class, per_bin = report.balance()
-    print(f"{len(report.dataset.samples)} usable images, {len(report.problems)} problems, "
-          f"{report.dataset.num_classes} classes")
+    print(
+        f"{len(report.dataset.samples)} usable images, {len(report.problems)} problems, "
+        f"{report.dataset.num_classes} classes"
+    )
     print("per bin: " + ", ".join(f"{b} {n}" for b, n in per_bin.items()))
     print("per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
     return 0 if report.ok else 1
@@ -53,16 +55,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     from convert.train import TrainConfig, train
 
     config = TrainConfig(
-        data=args.data, out=args.out, backbone=args.backbone, weights=args.weights, img_size=args.img_size,
-        epochs=args.epochs, batch_size=args.batch_size, fine_tune_epochs=args.fine_tune_epochs,
-        val_fraction=args.val_fraction, seed=args.seed,
+        data=args.data,
+        out=args.out,
+        backbone=args.backbone,
+        weights=args.weights,
+        img_size=args.img_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        fine_tune_epochs=args.fine_tune_epochs,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
     )
     out = train(config)
     import json
 
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    print(f"trained {out}/model.keras: validation top-1 {report['top1']:.1%}, top-5 {report['top5']:.1%}, "
-          f"bin accuracy {report['bin_accuracy']:.1%}")
+    print(
+        f"trained {out}/model.keras: validation top-1 {report['top1']:.1%}, top-5 {report['top5']:.1%}, "
+        f"bin accuracy {report['bin_accuracy']:.1%}"
+    )
     return 0
 
 
@@ -72,8 +83,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     options = ExportOptions(
         variants=[v.strip() for v in args.variants.split(",") if v.strip()],
-        onnx=args.onnx, data=args.data, calib_samples=args.calib_samples,
-        allow_accuracy_drop=args.allow_accuracy_drop, name=args.name,
+        onnx=args.onnx,
+        data=args.data,
+        calib_samples=args.calib_samples,
+        allow_accuracy_drop=args.allow_accuracy_drop,
+        name=args.name,
     )
     return export_bundle(args.model, args.out, options)
 
@@ -99,8 +113,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _quiet_tensorflow()
     from convert.predict import PredictOptions, format_result, open_predictor, predict_one
 
-    options = PredictOptions(tta=args.tta, top_k=args.top_k, backend=args.backend, variant=args.variant,
-                             threads=args.threads)
+    options = PredictOptions(
+        tta=args.tta, top_k=args.top_k, backend=args.backend, variant=args.variant, threads=args.threads
+    )
     predictor = open_predictor(args.model, options)
     failures = 0
     for source in args.images:

@@ -33,8 +33,12 @@ class OnnxEngine(Engine):
             if name == "TensorrtExecutionProvider":
                 # Engines are cached beside the model: the slow first build happens once per board.
                 cache = path.parent / "trt_cache"
-                providers.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                                         "trt_fp16_enable": True}))
+                providers.append(
+                    (
+                        name,
+                        {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_fp16_enable": True},
+                    )
+                )
             else:
                 providers.append(name)
         options = ort.SessionOptions()

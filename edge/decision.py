@@ -1,0 +1,151 @@
+"""From classified frames to one decision per item.
+
+A presence trigger keeps an empty bin from being classified forever; while an item is
+present its frames vote; the winner's bin is the decision (or the default bin when the
+vote is not confident); the next decision waits until the item is gone and a cooldown
+has passed, so one item yields exactly one decision.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from edge.labels import Label
+
+
+@dataclass
+class DecisionConfig:
+    vote_frames: int = 5  # frames that vote once an item is present
+    min_votes: int = 2  # an item seen for fewer frames is ignored (a hand passing by)
+    min_confidence: float = 0.5  # mean confidence of the winning label; below it: default bin
+    default_bin: str = "other"
+    clear_frames: int = 3  # consecutive empty frames before the item counts as gone
+    cooldown_s: float = 0.0  # extra wait after an item is gone
+
+
+@dataclass
+class Decision:
+    """One item's verdict, as published on …/decision."""
+
+    event_id: str
+    ts: float
+    bin: str
+    label: str
+    label_index: int
+    confidence: float
+    votes: int
+    frames: int
+    reason: str  # "vote" or "low_confidence"
+    frame_ids: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PresenceDetector:
+    """Is something in the bin? Compares each frame with a slowly learned empty-bin background."""
+
+    def __init__(
+        self,
+        pixel_threshold: int = 30,
+        area_fraction: float = 0.02,
+        learn_rate: float = 0.05,
+        warmup_frames: int = 3,
+        size: tuple[int, int] = (64, 48),
+    ):
+        self.pixel_threshold = pixel_threshold
+        self.area_fraction = area_fraction
+        self.learn_rate = learn_rate
+        self.warmup_frames = warmup_frames
+        self.size = size
+        self.background: np.ndarray | None = None
+        self.seen = 0
+
+    def _small(self, frame: np.ndarray) -> np.ndarray:
+        grey = cv2.cvtColor(cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        return cv2.GaussianBlur(grey, (5, 5), 0).astype(np.float32)
+
+    def changed_fraction(self, frame: np.ndarray) -> float:
+        if self.background is None:
+            return 0.0
+        return float((np.abs(self._small(frame) - self.background) > self.pixel_threshold).mean())
+
+    def update(self, frame: np.ndarray) -> bool:
+        """True when an item is present. The first ``warmup_frames`` frames are taken as the empty bin."""
+        small = self._small(frame)
+        self.seen += 1
+        if self.background is None or self.seen <= self.warmup_frames:
+            self.background = small if self.background is None else (self.background + small) / 2
+            return False
+        present = float((np.abs(small - self.background) > self.pixel_threshold).mean()) > self.area_fraction
+        if not present:  # follow slow lighting changes of the empty bin only
+            self.background += self.learn_rate * (small - self.background)
+        return present
+
+
+class Decider:
+    """The vote. Feed it every frame's presence and (when present) its top label and confidence."""
+
+    def __init__(self, labels: list[Label], config: DecisionConfig | None = None):
+        self.labels = labels
+        self.config = config or DecisionConfig()
+        self.votes: list[tuple[int, float, int]] = []  # (label index, confidence, frame id)
+        self.decided = False
+        self.absent_run = 0
+        self.gone_at: float | None = None
+
+    @property
+    def wants_classification(self) -> bool:
+        """Whether the next present frame would vote (otherwise it need not be classified)."""
+        return not self.decided
+
+    def update(
+        self, present: bool, now: float, vote: tuple[int, float] | None = None, frame_id: int = 0
+    ) -> Decision | None:
+        cfg = self.config
+        if not present:
+            self.absent_run += 1
+            if self.absent_run < cfg.clear_frames:
+                return None
+            decision = None
+            if not self.decided and len(self.votes) >= cfg.min_votes:
+                decision = self._decide(now)  # the item left before the window filled
+            if self.decided or self.votes:
+                self.gone_at = now
+            self.votes, self.decided = [], False
+            return decision
+        self.absent_run = 0
+        if self.decided or (self.gone_at is not None and now - self.gone_at < cfg.cooldown_s):
+            return None
+        if vote is not None:
+            self.votes.append((vote[0], vote[1], frame_id))
+        if len(self.votes) >= cfg.vote_frames:
+            self.decided = True
+            return self._decide(now)
+        return None
+
+    def _decide(self, now: float) -> Decision:
+        cfg = self.config
+        counts = Counter(index for index, _, _ in self.votes)
+        winner, count = counts.most_common(1)[0]
+        confidence = float(np.mean([c for i, c, _ in self.votes if i == winner])) * count / len(self.votes)
+        label = self.labels[winner]
+        confident = confidence >= cfg.min_confidence
+        return Decision(
+            event_id=uuid.uuid4().hex,
+            ts=time.time(),
+            bin=label.bin if confident else cfg.default_bin,
+            label=label.name if confident else "unknown",
+            label_index=winner if confident else -1,
+            confidence=round(confidence, 4),
+            votes=count,
+            frames=len(self.votes),
+            reason="vote" if confident else "low_confidence",
+            frame_ids=[f for _, _, f in self.votes],
+        )

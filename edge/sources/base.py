@@ -1,0 +1,62 @@
+"""The FrameSource interface: open, grab, retrieve, close. Threads and health live in capture.py."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class SourceError(Exception):
+    """A camera or stream failed (unplugged, dropped, unreadable); the capture loop reconnects."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame: RGB uint8 pixels, a per-source id and when it was captured."""
+
+    image: np.ndarray
+    frame_id: int
+    ts: float  # wall clock (time.time()) at capture, for messages
+    mono: float  # time.monotonic() at capture, for latency
+
+
+class FrameSource(ABC):
+    """A camera, stream, clip or generator.
+
+    ``grab`` advances to the next frame without decoding it; ``retrieve`` decodes the last
+    grabbed frame. Skipped frames are grabbed but never decoded.
+    """
+
+    #: A live source runs at its own pace and frames are skipped; a replay waits for the consumer.
+    live: bool = True
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+    @abstractmethod
+    def open(self) -> None:
+        """Open the device; raise SourceError with a message that says what to do."""
+
+    @abstractmethod
+    def grab(self) -> bool:
+        """Advance to the next frame. False at the end of a finite source; SourceError on failure."""
+
+    @abstractmethod
+    def retrieve(self) -> np.ndarray:
+        """Decode the last grabbed frame to RGB uint8."""
+
+    def close(self) -> None:
+        """Release the device."""
+
+    def describe(self) -> dict:
+        """What the source really delivers (size, fps, format), for status and logs."""
+        return {"uri": self.uri}
+
+    def __enter__(self) -> FrameSource:
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,164 @@
+"""The capture thread: keeps only the newest frame, reconnects with backoff, reports health.
+
+Inference never waits on a backlog: it asks for the newest frame, and frames that are
+skipped are grabbed but never decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.sources.base import Frame, FrameSource, SourceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Health:
+    state: str = "starting"  # starting | ok | reconnecting | ended
+    error: str | None = None
+    reconnects: int = 0
+    frames: int = 0
+    grabbed: int = 0
+    since: float = 0.0  # monotonic time of the last state change
+
+
+class Capture:
+    """Runs a FrameSource in its own thread. ``next_frame`` returns the newest frame."""
+
+    def __init__(
+        self,
+        factory: Callable[[], FrameSource],
+        frozen_after_s: float = 10.0,
+        backoff_s: tuple[float, float] = (0.5, 10.0),
+    ):
+        self.factory = factory
+        self.frozen_after_s = frozen_after_s
+        self.backoff_s = backoff_s
+        self.health = Health(since=time.monotonic())
+        self.source: FrameSource | None = None
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._demand = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._last_change = time.monotonic()
+        self._last_thumb: np.ndarray | None = None
+
+    # ------------------------------------------------------------ consumer side
+    def start(self) -> Capture:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def next_frame(self, after_id: int = -1, timeout: float = 1.0) -> Frame | None:
+        """The newest frame with an id above ``after_id``; None on timeout or when the source ended."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._demand = True
+            self._cond.notify_all()
+            while self._frame is None or self._frame.frame_id <= after_id:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.health.state == "ended" or self._stop.is_set():
+                    return None
+                self._cond.wait(remaining)
+            return self._frame
+
+    @property
+    def ended(self) -> bool:
+        return self.health.state == "ended"
+
+    # ------------------------------------------------------------ capture thread
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        if state != self.health.state:
+            log.log(
+                logging.INFO if state == "ok" else logging.WARNING, "camera %s%s", state, f": {error}" if error else ""
+            )
+            self.health.since = time.monotonic()
+        self.health.state, self.health.error = state, error
+
+    def _run(self) -> None:
+        delay = self.backoff_s[0]
+        frame_id = 0
+        while not self._stop.is_set():
+            try:
+                self.source = self.factory()
+                self.source.open()
+                log.info("camera open: %s", self.source.describe())
+                self._set_state("ok")
+                delay = self.backoff_s[0]
+                frame_id = self._loop(self.source, frame_id)
+                if frame_id < 0:  # a finite source reached its end
+                    self._set_state("ended")
+                    with self._cond:
+                        self._cond.notify_all()
+                    return
+            except SourceError as exc:
+                self.health.reconnects += 1
+                self._set_state("reconnecting", str(exc))
+            except Exception as exc:  # a driver bug must not kill capture for good
+                log.exception("camera thread error")
+                self.health.reconnects += 1
+                self._set_state("reconnecting", f"{type(exc).__name__}: {exc}")
+            finally:
+                if self.source is not None:
+                    try:
+                        self.source.close()
+                    except Exception:  # closing a dead device may fail too; nothing to do
+                        log.debug("close failed", exc_info=True)
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.backoff_s[1])
+
+    def _loop(self, source: FrameSource, frame_id: int) -> int:
+        """Grab until stopped (returns the last id) or the source ends (returns -1)."""
+        while not self._stop.is_set():
+            if not source.live:
+                with self._cond:  # a replay makes a frame only when one is wanted
+                    while not self._demand and not self._stop.is_set():
+                        self._cond.wait(0.5)
+            if not source.grab():
+                return -1
+            self.health.grabbed += 1
+            with self._cond:
+                wanted = self._demand
+            if not wanted:
+                continue  # skipped: grabbed, never decoded
+            now_wall, now_mono = time.time(), time.monotonic()
+            image = source.retrieve()
+            frame_id += 1
+            self._check_frozen(image, now_mono)
+            with self._cond:
+                self._frame = Frame(image, frame_id, now_wall, now_mono)
+                self._demand = False
+                self.health.frames += 1
+                self._cond.notify_all()
+        return frame_id
+
+    def _check_frozen(self, image: np.ndarray, now: float) -> None:
+        """The same picture over and over counts as a failure (live cameras only)."""
+        if not self.frozen_after_s or not self.source.live:
+            return
+        thumb = image[:: max(1, image.shape[0] // 16), :: max(1, image.shape[1] // 16)]
+        if (
+            self._last_thumb is None
+            or thumb.shape != self._last_thumb.shape
+            or not np.array_equal(thumb, self._last_thumb)
+        ):
+            self._last_thumb = thumb.copy()
+            self._last_change = now
+        elif now - self._last_change > self.frozen_after_s:
+            self._last_thumb = None
+            raise SourceError(
+                f"{self.source.uri}: camera frozen (identical frames for {now - self._last_change:.0f} s); reopening"
+            )

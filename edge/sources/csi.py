@@ -1,0 +1,81 @@
+"""CSI cameras (`csi://0`): picamera2 on a Raspberry Pi, a GStreamer nvarguscamerasrc pipeline on a Jetson."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.sources.base import FrameSource, SourceError
+from edge.sources.opencv import OpenCVSource
+
+
+def is_jetson() -> bool:
+    return Path("/etc/nv_tegra_release").exists()
+
+
+class PiCameraSource(FrameSource):
+    """picamera2, RGB888 at the requested size; frames arrive as RGB already."""
+
+    def __init__(self, uri: str, index: int = 0, width: int = 640, height: int = 480, fps: float = 30):
+        super().__init__(uri)
+        self.index, self.size, self.fps = index, (width, height), fps
+        self.camera = None
+        self._array: np.ndarray | None = None
+
+    def open(self) -> None:
+        try:
+            Picamera2 = importlib.import_module("picamera2").Picamera2  # the one picamera2 boundary
+        except ImportError:
+            raise SourceError(
+                f"{self.uri}: picamera2 is not installed (pip install 'smartbin[pi]' or apt install python3-picamera2)"
+            ) from None
+        try:
+            camera = Picamera2(self.index)
+            config = camera.create_video_configuration(
+                main={"size": self.size, "format": "RGB888"}, controls={"FrameRate": self.fps}, buffer_count=2
+            )
+            camera.configure(config)
+            camera.start()
+        except (RuntimeError, IndexError, OSError) as exc:
+            raise SourceError(
+                f"{self.uri}: camera not found or busy ({exc}); is it connected and enabled, "
+                "and is no other process using it?"
+            ) from exc
+        self.camera = camera
+
+    def grab(self) -> bool:
+        try:
+            # picamera2's "RGB888" is B,G,R in memory order; reverse to RGB.
+            self._array = self.camera.capture_array("main")[..., :3][..., ::-1]
+        except (RuntimeError, OSError) as exc:
+            raise SourceError(f"{self.uri}: capture failed ({exc})") from exc
+        return True
+
+    def retrieve(self) -> np.ndarray:
+        return np.ascontiguousarray(self._array)
+
+    def close(self) -> None:
+        if self.camera is not None:
+            self.camera.close()
+            self.camera = None
+
+
+class JetsonCSISource(OpenCVSource):
+    api = cv2.CAP_GSTREAMER
+
+    def __init__(self, uri: str, index: int = 0, width: int = 640, height: int = 480, fps: float = 30):
+        super().__init__(uri, jetson_pipeline(index, width, height, fps))
+
+    def hint(self) -> str:
+        return "is nvargus-daemon running and OpenCV built with GStreamer?"
+
+
+def jetson_pipeline(index: int, width: int, height: int, fps: float) -> str:
+    return (
+        f"nvarguscamerasrc sensor-id={index} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
+        f"framerate={int(fps)}/1 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR "
+        "! appsink drop=true max-buffers=1"
+    )

@@ -1,0 +1,87 @@
+"""Generated frames (`synthetic://?items=5&classes=4&seed=0`): an empty bin, then items dropped and removed.
+
+The script is known in advance (``schedule``), so tests can check one decision per item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.scene import add_noise, draw_item, empty_floor
+from edge.sources.base import FrameSource
+
+
+class SyntheticSource(FrameSource):
+    """Frames of an empty floor, with item k present for ``present`` frames after ``empty`` empty ones.
+
+    ``items=0`` means an endless random script. Not live: each frame is made when asked for.
+    """
+
+    live = False
+
+    def __init__(
+        self,
+        uri: str,
+        classes: int = 4,
+        items: int = 5,
+        empty: int = 8,
+        present: int = 8,
+        width: int = 320,
+        height: int = 240,
+        seed: int = 0,
+        loop: bool = False,
+    ):
+        super().__init__(uri)
+        self.classes, self.items, self.empty, self.present = classes, items, empty, present
+        self.width, self.height, self.seed, self.loop = width, height, seed, loop
+        self.rng = np.random.default_rng(seed)
+        self.index = -1
+        self.schedule: list[int] = [int(c) for c in np.random.default_rng(seed).integers(0, classes, max(items, 1))]
+
+    def open(self) -> None:
+        self.index = -1
+        self._floor = empty_floor(self.height, self.width, self.seed)
+        self._item_layer: tuple[int, np.ndarray] | None = None
+
+    @property
+    def cycle(self) -> int:
+        return self.empty + self.present
+
+    def item_at(self, index: int) -> int | None:
+        """The class visible in frame ``index``, or None for an empty bin."""
+        slot, phase = divmod(index, self.cycle)
+        if phase < self.empty:
+            return None
+        if self.items and slot >= self.items:
+            return None
+        return (
+            self.schedule[slot % len(self.schedule)]
+            if self.items
+            else int(np.random.default_rng((self.seed, slot)).integers(0, self.classes))
+        )
+
+    def frames_total(self) -> int | None:
+        return None if not self.items or self.loop else self.items * self.cycle + self.empty
+
+    def grab(self) -> bool:
+        self.index += 1
+        total = self.frames_total()
+        if total is not None and self.index >= total:
+            return False
+        return True
+
+    def retrieve(self) -> np.ndarray:
+        frame = self._floor.copy()
+        cls = self.item_at(self.index)
+        if cls is not None:
+            slot = self.index // self.cycle
+            # The item lies still while present: drawn once per slot, same place each frame.
+            if self._item_layer is None or self._item_layer[0] != slot:
+                layer = self._floor.copy()
+                draw_item(layer, cls, self.classes, np.random.default_rng((self.seed, slot, 1)))
+                self._item_layer = (slot, layer)
+            frame = self._item_layer[1].copy()
+        return add_noise(frame, self.rng, sigma=3.0)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "width": self.width, "height": self.height, "items": self.items}
