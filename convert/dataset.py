@@ -17,6 +17,7 @@ from edge.errors import DatasetError, ImageError
 from edge.images import read_image
 from edge.labels import Label, load_rules
 from edge.paths import default_rules_path
+from edge.preprocess import prepare
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,11 @@ def stratified_split(
         val.extend(group[i] for i in order[:n_val])
         train.extend(group[i] for i in order[n_val:])
     return train, val
+
+
+def load_images(samples: list[Sample], height: int, width: int) -> np.ndarray:
+    """The device's input path: decode, resize, centre crop -> (N, H, W, 3) uint8."""
+    return np.stack([prepare(read_image(s.path), height, width) for s in samples])
 
 
 @dataclass

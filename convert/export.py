@@ -22,6 +22,9 @@ import tensorflow as tf
 from rich.console import Console
 from rich.table import Table
 
+from convert.dataset import Sample, load_dataset, load_images, stratified_split
+from convert.model import load_model
+from convert.train import CONFIG_FILE, LABELS_FILE, MODEL_FILE, load_labels
 from edge.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -35,14 +38,8 @@ from edge.bundle import (
     sha256_file,
 )
 from edge.errors import SmartbinError
-from edge.images import read_image
 from edge.labels import Label
-from edge.preprocess import prepare
 from edge.runtime import open_engine
-
-from convert.dataset import Sample, load_dataset, stratified_split
-from convert.model import load_model
-from convert.train import CONFIG_FILE, LABELS_FILE, MODEL_FILE, load_labels
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +93,6 @@ def load_source(model: str | Path, options: ExportOptions) -> Source:
     # The same split as training, so the gate runs on images the model never saw.
     train, held_out = stratified_split(dataset.samples, config.get("val_fraction", 0.1), config.get("seed", 0))
     return Source(model_file, labels, train or held_out, held_out or train, options.name or run_dir.name)
-
-
-def load_images(samples: list[Sample], height: int, width: int) -> np.ndarray:
-    """The device's input path: decode, resize, centre crop -> (N, H, W, 3) uint8."""
-    return np.stack([prepare(read_image(s.path), height, width) for s in samples])
 
 
 def calibration_samples(samples: list[Sample], n: int, seed: int) -> list[Sample]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from edge.preprocess import RESIZE_RATIO
-
 from convert.dataset import Sample
+from edge.preprocess import RESIZE_RATIO
 
 
 def _decode(path: tf.Tensor, resize_to: int) -> tf.Tensor:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.labels import BINS, Label
-
 from convert.dataset import Sample
+from edge.labels import BINS, Label
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.dataset import RULES_FILE
 from edge.images import write_jpeg
 from edge.paths import default_rules_path
 from edge.scene import render_sample
-
-from convert.dataset import RULES_FILE
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import keras
 
-from edge.labels import Label
-
-from convert.dataset import Sample, load_dataset, stratified_split
+from convert.dataset import load_dataset, stratified_split
 from convert.model import build_model, load_model, unfreeze_last_stage
 from convert.pipeline import make_dataset
 from convert.report import write_report
+from edge.labels import Label
 
 log = logging.getLogger(__name__)
 

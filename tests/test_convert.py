@@ -1,0 +1,155 @@
+"""The converter on a real small model: every variant, the gates, ONNX, tampering, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.dataset import load_dataset, load_images
+from edge.bundle import Bundle
+from edge.cli import main
+from edge.errors import BundleError
+from edge.runtime import open_engine
+
+pytestmark = pytest.mark.slow
+
+
+def manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_bundle_has_every_variant_with_manifest(bundle_dir: Path):
+    m = manifest(bundle_dir)
+    assert set(m["variants"]) == {"float32", "float16", "dynamic", "int8", "onnx"}
+    assert m["format_version"] == 1 and m["input"]["dtype"] == "uint8" and m["input"]["color"] == "RGB"
+    assert m["input"]["height"] == 64 and len(m["labels"]) == 4
+    assert {"tensorflow", "ai-edge-litert", "onnxruntime"} <= set(m["versions"])
+    for name, entry in m["variants"].items():
+        assert (bundle_dir / entry["file"]).stat().st_size == entry["size"]
+        assert entry["gate"]["passed"] and not entry["gate"]["accepted_despite_failure"], name
+        assert entry["conversion_s"] > 0
+    sizes = {k: v["size"] for k, v in m["variants"].items()}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]  # quantization really happened
+
+
+def test_every_variant_loads_and_agrees_with_keras(bundle_dir: Path, run_dir: Path, dataset_dir: Path):
+    from convert.model import load_model
+
+    bundle = Bundle.open(bundle_dir)
+    samples = load_dataset(dataset_dir).samples[:16]
+    images = load_images(samples, 64, 64)
+    keras_probs = np.asarray(load_model(run_dir / "model.keras")(images, training=False))
+    for variant in bundle.variant_names():
+        engine = open_engine(bundle, "auto", variant)
+        assert engine.input_dtype == np.uint8  # what the manifest says every variant takes
+        probs = np.concatenate([engine.infer(x[None]) for x in images])
+        agreement = (probs.argmax(1) == keras_probs.argmax(1)).mean()
+        assert agreement >= 0.99, (variant, agreement)
+        if variant == "onnx":
+            np.testing.assert_allclose(probs, keras_probs, atol=1e-4)
+        if variant == "int8":
+            details = engine.interpreter.get_output_details()[0]
+            assert details["dtype"] == np.uint8
+
+
+def test_int8_is_integer_inside(bundle_dir: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(bundle_dir / "int8.tflite"))
+    dtypes = {d["dtype"] for d in interpreter.get_tensor_details()}
+    assert np.int8 in dtypes and interpreter.get_input_details()[0]["dtype"] == np.uint8
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda b: (b / "int8.tflite").unlink(), "int8.tflite: missing file listed in the manifest"),
+        (
+            lambda b: (b / "int8.tflite").write_bytes((b / "int8.tflite").read_bytes()[:-1] + b"\0"),
+            "int8.tflite: sha256 check failed",
+        ),
+        (
+            lambda b: (b / "int8.tflite").write_bytes((b / "int8.tflite").read_bytes()[:1000]),
+            "int8.tflite: size check failed",
+        ),
+        (lambda b: _edit_manifest(b, lambda m: m["labels"].pop()), "int8.tflite: label count check failed"),
+        (
+            lambda b: _edit_manifest(b, lambda m: m["input"].update(height=96, width=96)),
+            "int8.tflite: input shape check failed",
+        ),
+        (lambda b: (b / "manifest.json").write_text("{broken"), "manifest.json: not valid JSON"),
+        (lambda b: _edit_manifest(b, lambda m: m.update(format_version=99)), "format_version 99 is not supported"),
+    ],
+    ids=["missing", "sha256", "size", "labels", "input-shape", "json", "version"],
+)
+def test_tampering_is_refused_everywhere(bundle_copy: Path, tmp_path: Path, tamper, message, capsys):
+    tamper(bundle_copy)
+    with pytest.raises(BundleError, match=message.split(": ", 1)[-1].split(" (")[0]) as info:
+        open_engine(Bundle.open(bundle_copy), "auto", "int8")
+    assert message.split(":")[0] in str(info.value)
+    image = next(bundle_copy.parent.glob("*.jpg"), None) or _write_image(tmp_path)
+    assert main(["predict", str(bundle_copy), str(image), "--variant", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert message.split(": ", 1)[-1].split(" (")[0] in err and "Traceback" not in err
+
+
+def _write_image(tmp_path: Path) -> Path:
+    from edge.images import write_jpeg
+
+    path = tmp_path / "x.jpg"
+    write_jpeg(path, np.zeros((32, 32, 3), np.uint8))
+    return path
+
+
+def _edit_manifest(bundle: Path, change) -> None:
+    m = manifest(bundle)
+    change(m)
+    (bundle / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+
+
+def test_predict_with_bundle_through_each_backend(bundle_dir: Path, dataset_dir: Path, capsys):
+    image = str(dataset_dir / "img_5.jpg")
+    label = int((dataset_dir / "img_5.txt").read_text().split(",")[1])
+    for args in (["--backend", "litert", "--variant", "int8"], ["--backend", "onnxruntime"], ["--threads", "1"]):
+        assert main(["predict", str(bundle_dir), image, "--json", *args]) == 0
+        assert json.loads(capsys.readouterr().out)["label_index"] == label, args
+
+
+def test_evaluate_json_matches_the_dataset(bundle_dir: Path, dataset_dir: Path, capsys):
+    assert main(["evaluate", str(bundle_dir), "--data", str(dataset_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 96 and result["reference"] == "float32"
+    assert set(result["variants"]) == {"float32", "float16", "dynamic", "int8", "onnx"}
+    assert result["variants"]["onnx"]["backend"] == "onnxruntime"
+    for figures in result["variants"].values():
+        assert figures["top1"] > 0.8 and figures["agreement"] >= 0.97
+
+
+def test_gate_fails_a_variant_made_to_disagree(run_dir: Path, tmp_path: Path, monkeypatch, capsys):
+    """float16 is converted from a copy of the model whose output classes are rotated."""
+    import convert.export as export
+
+    real = export.convert_tflite
+
+    def disagreeing(model, variant, calibration):
+        import keras
+
+        wrong = keras.models.clone_model(model)
+        wrong.set_weights(model.get_weights())
+        dense = wrong.get_layer("probabilities")
+        kernel, bias = dense.get_weights()
+        dense.set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])
+        return real(wrong, variant, calibration)
+
+    monkeypatch.setattr(export, "convert_tflite", disagreeing)
+    out = tmp_path / "b"
+    assert main(["convert", str(run_dir), "--out", str(out), "--variants", "float16"]) == 1
+    err = capsys.readouterr().err
+    assert "float16 missed its gate: agreement" in err and "nothing written" in err
+    assert not out.exists()
+    assert main(["convert", str(run_dir), "--out", str(out), "--variants", "float16", "--allow-accuracy-drop"]) == 0
+    gate = manifest(out)["variants"]["float16"]["gate"]
+    assert not gate["passed"] and gate["accepted_despite_failure"] and gate["agreement"] < 0.5

@@ -1,0 +1,135 @@
+"""A real (small) training run, its report, and predict with and without TTA."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from tests.conftest import CLASSES
+
+pytestmark = pytest.mark.slow
+
+
+def test_training_run_folder_and_accuracy_above_chance(run_dir: Path):
+    for name in (
+        "model.keras",
+        "labels.json",
+        "history.csv",
+        "report.json",
+        "confusion_matrix.png",
+        "training_curves.png",
+        "train_config.json",
+    ):
+        assert (run_dir / name).is_file(), name
+    report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    chance = 1 / CLASSES
+    assert report["top1"] >= chance + 0.4, report["top1"]
+    assert set(report["per_bin"]) == {"other", "kitchen", "recyclable", "hazardous"}
+    assert len(report["confusion_matrix"]) == CLASSES
+    labels = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
+    assert [lab["index"] for lab in labels] == list(range(CLASSES))
+    with (run_dir / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {"accuracy", "val_accuracy", "loss"} <= set(rows[0])
+
+
+def test_model_takes_uint8_pixels_with_preprocessing_inside(run_dir: Path):
+    import numpy as np
+    from keras.applications.resnet import preprocess_input
+
+    from convert.model import load_model
+
+    model = load_model(run_dir / "model.keras")
+    assert model.input.dtype == "uint8"
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    inner = np.asarray(model.get_layer("caffe_preprocess")(x))
+    np.testing.assert_allclose(inner, preprocess_input(x.astype("float32")), atol=1e-4)
+
+
+def _images(dataset_dir: Path, n: int) -> list[tuple[str, int]]:
+    pairs = []
+    for i in range(n):
+        name, label = (dataset_dir / f"img_{i}.txt").read_text(encoding="utf-8").strip().split(", ")
+        pairs.append((str(dataset_dir / name), int(label)))
+    return pairs
+
+
+@pytest.mark.parametrize("tta", [1, 4])
+def test_predict_json_with_and_without_tta(run_dir: Path, dataset_dir: Path, tta: int, capsys):
+    pairs = _images(dataset_dir, 8)
+    assert main(["predict", str(run_dir), *[p for p, _ in pairs], "--tta", str(tta), "--json"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(results) == 8
+    correct = sum(r["label_index"] == label for r, (_, label) in zip(results, pairs))
+    assert correct >= 6
+    assert all(r["bin"] in ("other", "kitchen", "recyclable", "hazardous") for r in results)
+    assert all(0 <= r["confidence"] <= 1 and len(r["top_k"]) == 3 for r in results)
+
+
+def test_predict_bad_inputs_name_the_input_and_others_still_run(
+    run_dir: Path, dataset_dir: Path, tmp_path: Path, capsys
+):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    good = _images(dataset_dir, 1)[0][0]
+    code = main(
+        [
+            "predict",
+            str(run_dir),
+            str(empty),
+            good,
+            str(text),
+            str(tmp_path / "missing.jpg"),
+            "http://127.0.0.1:9/nothing.jpg",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out.count("\n") == 1 and good in captured.out
+    err = captured.err.splitlines()
+    assert f"smartbin: error: {empty}: empty file (0 bytes)" in err
+    assert f"smartbin: error: {text}: not a readable image (JPEG, PNG, BMP, WebP, ...)" in err
+    assert f"smartbin: error: {tmp_path / 'missing.jpg'}: no such file" in err
+    assert any(
+        line.startswith("smartbin: error: http://127.0.0.1:9/nothing.jpg: cannot download image") for line in err
+    )
+    assert "Traceback" not in captured.err
+
+
+def test_weights_file_is_really_loaded(weights_file: Path, tmp_path: Path):
+    import numpy as np
+
+    from convert.model import build_model
+
+    _, loaded = build_model(CLASSES, 64, weights=str(weights_file))
+    _, fresh = build_model(CLASSES, 64, weights=None)
+    _, again = build_model(CLASSES, 64, weights=str(weights_file))
+    w_loaded, w_fresh, w_again = (m.get_layer("conv1_conv").get_weights()[0] for m in (loaded, fresh, again))
+    np.testing.assert_array_equal(w_loaded, w_again)
+    assert not np.array_equal(w_loaded, w_fresh)
+
+
+def test_train_refuses_missing_weights_file(dataset_dir: Path, tmp_path: Path, capsys):
+    code = main(
+        [
+            "train",
+            "--data",
+            str(dataset_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--weights",
+            str(tmp_path / "nope.h5"),
+            "--img-size",
+            "64",
+            "--epochs",
+            "1",
+        ]
+    )
+    assert code == 2
+    assert "no such file (use imagenet, none or a weights file)" in capsys.readouterr().err
