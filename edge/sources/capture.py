@@ -45,6 +45,7 @@ class Capture:
         self.source: FrameSource | None = None
         self._cond = threading.Condition()
         self._frame: Frame | None = None
+        self._last_id = 0
         self._demand = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
@@ -90,7 +91,6 @@ class Capture:
 
     def _run(self) -> None:
         delay = self.backoff_s[0]
-        frame_id = 0
         while not self._stop.is_set():
             try:
                 self.source = self.factory()
@@ -98,8 +98,7 @@ class Capture:
                 log.info("camera open: %s", self.source.describe())
                 self._set_state("ok")
                 delay = self.backoff_s[0]
-                frame_id = self._loop(self.source, frame_id)
-                if frame_id < 0:  # a finite source reached its end
+                if not self._loop(self.source):  # a finite source reached its end
                     self._set_state("ended")
                     with self._cond:
                         self._cond.notify_all()
@@ -120,15 +119,15 @@ class Capture:
             self._stop.wait(delay)
             delay = min(delay * 2, self.backoff_s[1])
 
-    def _loop(self, source: FrameSource, frame_id: int) -> int:
-        """Grab until stopped (returns the last id) or the source ends (returns -1)."""
+    def _loop(self, source: FrameSource) -> bool:
+        """Grab until stopped (True) or the source ends (False). Frame ids keep rising across reconnects."""
         while not self._stop.is_set():
             if not source.live:
                 with self._cond:  # a replay makes a frame only when one is wanted
                     while not self._demand and not self._stop.is_set():
                         self._cond.wait(0.5)
             if not source.grab():
-                return -1
+                return False
             self.health.grabbed += 1
             with self._cond:
                 wanted = self._demand
@@ -136,14 +135,14 @@ class Capture:
                 continue  # skipped: grabbed, never decoded
             now_wall, now_mono = time.time(), time.monotonic()
             image = source.retrieve()
-            frame_id += 1
             self._check_frozen(image, now_mono)
             with self._cond:
-                self._frame = Frame(image, frame_id, now_wall, now_mono)
+                self._last_id += 1
+                self._frame = Frame(image, self._last_id, now_wall, now_mono)
                 self._demand = False
                 self.health.frames += 1
                 self._cond.notify_all()
-        return frame_id
+        return True
 
     def _check_frozen(self, image: np.ndarray, now: float) -> None:
         """The same picture over and over counts as a failure (live cameras only)."""

@@ -85,3 +85,22 @@ class SyntheticSource(FrameSource):
 
     def describe(self) -> dict:
         return {**super().describe(), "width": self.width, "height": self.height, "items": self.items}
+
+
+def write_clip(path: str, source: SyntheticSource, fps: float = 10.0) -> int:
+    """Render a finite synthetic script to a video file (MJPG in .avi, mp4v otherwise). Returns frames written."""
+    import cv2
+
+    if source.frames_total() is None:
+        raise ValueError("write_clip needs a finite script (items > 0, loop off)")
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if str(path).endswith(".avi") else "mp4v"))
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (source.width, source.height))
+    if not writer.isOpened():
+        raise OSError(f"{path}: cannot write video")
+    count = 0
+    with source:
+        while source.grab():
+            writer.write(cv2.cvtColor(source.retrieve(), cv2.COLOR_RGB2BGR))
+            count += 1
+    writer.release()
+    return count

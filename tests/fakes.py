@@ -1,0 +1,108 @@
+"""The one place for fakes of hardware we do not have: a camera behind OpenCV's VideoCapture,
+and picamera2. Everything above these boundaries is the real code."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import cv2
+import numpy as np
+
+
+class FakeCamera:
+    """Stands in for cv2.VideoCapture on a USB/CSI camera: numbered frames, can be unplugged."""
+
+    unplugged = False
+    opened: list[tuple] = []
+
+    def __init__(self, target, api=cv2.CAP_ANY):
+        FakeCamera.opened.append((target, api))
+        self.props: dict[int, float] = {
+            cv2.CAP_PROP_FRAME_WIDTH: 640,
+            cv2.CAP_PROP_FRAME_HEIGHT: 480,
+            cv2.CAP_PROP_FPS: 30,
+        }
+        self.count = 0
+        self.retrieved = 0
+        self._open = not FakeCamera.unplugged
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self._open
+
+    def set(self, prop: int, value: float) -> bool:
+        # Like many webcams: honours the size, caps the rate at 30 fps.
+        self.props[prop] = min(value, 30) if prop == cv2.CAP_PROP_FPS else value
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+    def grab(self) -> bool:
+        if FakeCamera.unplugged:
+            return False
+        self.count += 1
+        return True
+
+    def retrieve(self):
+        self.retrieved += 1
+        h, w = int(self.props[cv2.CAP_PROP_FRAME_HEIGHT]), int(self.props[cv2.CAP_PROP_FRAME_WIDTH])
+        frame = np.full((h, w, 3), self.count % 256, np.uint8)  # BGR, value = frame count
+        frame[..., 0] = 255  # blue channel marks BGR order
+        return True, frame
+
+    def release(self) -> None:
+        self._open = False
+
+
+class FakePicamera2:
+    """picamera2.Picamera2 as far as edge/sources/csi.py uses it."""
+
+    instances: list[FakePicamera2] = []
+    fail_open = False
+
+    def __init__(self, index: int = 0):
+        if FakePicamera2.fail_open:
+            raise RuntimeError("Camera __init__ sequence did not complete.")
+        self.index = index
+        self.config: dict | None = None
+        self.started = False
+        self.frames = 0
+        FakePicamera2.instances.append(self)
+
+    def create_video_configuration(self, main: dict, controls: dict, buffer_count: int) -> dict:
+        return {"main": main, "controls": controls, "buffer_count": buffer_count}
+
+    def configure(self, config: dict) -> None:
+        self.config = config
+
+    def start(self) -> None:
+        self.started = True
+
+    def capture_array(self, stream: str = "main") -> np.ndarray:
+        w, h = self.config["main"]["size"]
+        self.frames += 1
+        frame = np.zeros((h, w, 3), np.uint8)
+        frame[..., 0] = 200  # memory order B,G,R: blue first
+        return frame
+
+    def close(self) -> None:
+        self.started = False
+
+
+def install_fake_picamera2(monkeypatch) -> type[FakePicamera2]:
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = FakePicamera2
+    FakePicamera2.instances = []
+    FakePicamera2.fail_open = False
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    return FakePicamera2
+
+
+def install_fake_camera(monkeypatch) -> type[FakeCamera]:
+    import edge.sources.opencv
+
+    FakeCamera.unplugged = False
+    FakeCamera.opened = []
+    monkeypatch.setattr(edge.sources.opencv, "VideoCapture", FakeCamera)
+    return FakeCamera

@@ -1,0 +1,86 @@
+"""Engines and the Classifier API on the real bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import Bundle
+from edge.classifier import Classifier
+from edge.errors import SmartbinError
+from edge.images import read_image
+from edge.preprocess import Roi, prepare
+from edge.runtime import available_backends, choose, open_engine
+
+pytestmark = pytest.mark.slow
+
+
+def test_litert_and_onnxruntime_give_the_same_top1(bundle_dir: Path, dataset_dir: Path):
+    litert = Classifier(bundle_dir, backend="litert", variant="float32")
+    ort = Classifier(bundle_dir, backend="onnxruntime")
+    assert ort.engine.variant == "onnx" and ort.engine.delegate == "CPUExecutionProvider"
+    for i in range(12):
+        frame = read_image(dataset_dir / f"img_{i}.jpg")
+        a, b = litert.classify(frame), ort.classify(frame)
+        assert a.label == b.label
+        assert abs(a.confidence - b.confidence) < 1e-4
+
+
+def test_classify_returns_top_k_bin_and_stage_latency(bundle_dir: Path, dataset_dir: Path):
+    classifier = Classifier(bundle_dir, k=3)
+    assert classifier.engine.variant == "int8" and classifier.engine.backend == "litert"
+    prediction = classifier.classify(read_image(dataset_dir / "img_2.jpg"))
+    assert prediction.label.index == 2 and prediction.bin == prediction.label.bin
+    assert len(prediction.top_k) == 3 and prediction.top_k[0][1] >= prediction.top_k[1][1]
+    assert set(prediction.latency_ms) == {"preprocess", "infer", "postprocess"}
+    assert all(v > 0 for v in prediction.latency_ms.values())
+    d = prediction.to_dict()
+    assert d["label_index"] == 2 and d["top_k"][0]["label_index"] == 2
+
+
+def test_any_frame_size_and_roi(bundle_dir: Path):
+    classifier = Classifier(bundle_dir, roi=Roi(0.25, 0.25, 0.5, 0.5))
+    for shape in ((480, 640, 3), (100, 50, 3), (64, 64, 3)):
+        assert classifier.prepare(np.zeros(shape, np.uint8)).shape == (64, 64, 3)
+    frame = np.zeros((200, 200, 3), np.uint8)
+    frame[50:150, 50:150] = 255  # only the ROI is white
+    assert classifier.prepare(frame).min() == 255
+    assert prepare(frame, 64, 64).min() == 0
+
+
+def test_requested_delegate_that_fails_falls_back_with_a_warning(bundle_dir: Path, caplog):
+    engine = open_engine(Bundle.open(bundle_dir), "litert", "int8", delegate="/nonexistent/libgpu_delegate.so")
+    assert engine.delegate == "xnnpack" and engine.requested_delegate == "/nonexistent/libgpu_delegate.so"
+    assert "could not be loaded" in caplog.text and "falling back to CPU" in caplog.text
+    assert engine.info()["delegate"] == "xnnpack"
+    assert engine.infer(np.zeros((1, 64, 64, 3), np.uint8)).shape == (1, 4)
+
+
+def test_unavailable_onnx_provider_falls_back(bundle_dir: Path, caplog):
+    engine = open_engine(Bundle.open(bundle_dir), "onnxruntime", delegate="TensorrtExecutionProvider")
+    assert engine.delegate == "CPUExecutionProvider"
+    assert "TensorrtExecutionProvider is not available" in caplog.text
+
+
+def test_auto_choice_and_clear_refusals(bundle_dir: Path):
+    bundle = Bundle.open(bundle_dir)
+    assert set(available_backends()) >= {"litert", "onnxruntime"}
+    assert choose(bundle) == ("litert", "int8")
+    assert choose(bundle, "onnxruntime") == ("onnxruntime", "onnx")
+    assert choose(bundle, "auto", "float16") == ("litert", "float16")
+    with pytest.raises(SmartbinError, match="backend 'litert' cannot run variant 'onnx'"):
+        choose(bundle, "litert", "onnx")
+    with pytest.raises(SmartbinError, match="unknown backend 'coral'"):
+        choose(bundle, "coral")
+    with pytest.raises(SmartbinError, match="variant 'int4' is not in"):
+        choose(bundle, "auto", "int4")
+
+
+def test_batch_inference_matches_single(bundle_dir: Path, dataset_dir: Path):
+    engine = open_engine(Bundle.open(bundle_dir), "litert", "float32")
+    images = np.stack([prepare(read_image(dataset_dir / f"img_{i}.jpg"), 64, 64) for i in range(3)])
+    batched = engine.infer(images)
+    single = np.concatenate([engine.infer(x[None]) for x in images])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
