@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -59,7 +59,7 @@ class GateResult(_Strict):
     agreement: float
     max_prob_diff: float
     min_agreement: float
-    max_top1_drop: float | None = None
+    max_top1_drop: Optional[float] = None  # noqa: UP007 - pydantic on Python 3.9
     passed: bool
     accepted_despite_failure: bool = False
 
@@ -71,8 +71,8 @@ class VariantFile(_Strict):
     size: int = Field(ge=0)
     input_dtype: str
     output_dtype: str
-    conversion_s: float | None = None
-    gate: GateResult | None = None
+    conversion_s: Optional[float] = None  # noqa: UP007
+    gate: Optional[GateResult] = None  # noqa: UP007
 
 
 class Manifest(_Strict):

@@ -127,6 +127,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+# ---------------------------------------------------------------- device
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.daemon import run_daemon
+
+    try:
+        return run_daemon(args.config)
+    except SmartbinError as exc:
+        # Anything wrong before the loop starts (config, model, outbox) will not fix itself by
+        # restarting: exit with the code systemd's RestartPreventExitStatus knows.
+        raise ConfigError(str(exc)) from None
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+
+    config = load_config(args.file)
+    print(f"{args.file}: OK (device {config.device_id}, source {config.source.uri}, model {config.model.bundle})")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from edge.config import load_config, masked
+
+    print(yaml.safe_dump(masked(load_config(args.file)), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 def _add(sub, name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
@@ -190,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", help="bundles: int8, float32, float16, dynamic or onnx")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true")
+    p = _add(sub, "run", cmd_run, "run the bin: camera -> classifier -> decisions over MQTT (the systemd service)")
+    p.add_argument("--config", required=True, help="YAML file (see firmware_config/)")
+
+    config = sub.add_parser("config", help="check or show a device config", description="Check or show a config.")
+    csub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    p = _add(csub, "check", cmd_config_check, "validate a config file; exit 78 with the reason when invalid")
+    p.add_argument("file")
+    p = _add(csub, "show", cmd_config_show, "print the effective config (defaults filled in, secrets masked)")
+    p.add_argument("file")
     return parser
 
 

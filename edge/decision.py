@@ -68,13 +68,12 @@ class PresenceDetector:
         self.seen = 0
 
     def _small(self, frame: np.ndarray) -> np.ndarray:
-        grey = cv2.cvtColor(cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-        return cv2.GaussianBlur(grey, (5, 5), 0).astype(np.float32)
+        # Colour, not grey: a red can on a grey floor can have the floor's brightness.
+        small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
 
-    def changed_fraction(self, frame: np.ndarray) -> float:
-        if self.background is None:
-            return 0.0
-        return float((np.abs(self._small(frame) - self.background) > self.pixel_threshold).mean())
+    def _changed(self, small: np.ndarray) -> float:
+        return float((np.abs(small - self.background).max(axis=2) > self.pixel_threshold).mean())
 
     def update(self, frame: np.ndarray) -> bool:
         """True when an item is present. The first ``warmup_frames`` frames are taken as the empty bin."""
@@ -83,7 +82,7 @@ class PresenceDetector:
         if self.background is None or self.seen <= self.warmup_frames:
             self.background = small if self.background is None else (self.background + small) / 2
             return False
-        present = float((np.abs(small - self.background) > self.pixel_threshold).mean()) > self.area_fraction
+        present = self._changed(small) > self.area_fraction
         if not present:  # follow slow lighting changes of the empty bin only
             self.background += self.learn_rate * (small - self.background)
         return present
@@ -100,10 +99,12 @@ class Decider:
         self.absent_run = 0
         self.gone_at: float | None = None
 
-    @property
-    def wants_classification(self) -> bool:
-        """Whether the next present frame would vote (otherwise it need not be classified)."""
-        return not self.decided
+    def wants_classification(self, now: float) -> bool:
+        """Whether a present frame now would vote (otherwise it need not be classified)."""
+        return not self.decided and not self._cooling(now)
+
+    def _cooling(self, now: float) -> bool:
+        return self.gone_at is not None and now - self.gone_at < self.config.cooldown_s
 
     def update(
         self, present: bool, now: float, vote: tuple[int, float] | None = None, frame_id: int = 0
@@ -121,7 +122,7 @@ class Decider:
             self.votes, self.decided = [], False
             return decision
         self.absent_run = 0
-        if self.decided or (self.gone_at is not None and now - self.gone_at < cfg.cooldown_s):
+        if self.decided or self._cooling(now):
             return None
         if vote is not None:
             self.votes.append((vote[0], vote[1], frame_id))

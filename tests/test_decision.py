@@ -23,7 +23,7 @@ def run(script: list[tuple[bool, int, float]], config: DecisionConfig = CONFIG) 
     decider = Decider(LABELS, config)
     decisions = []
     for t, (present, label, conf) in enumerate(script + [(False, 0, 0.0)] * config.clear_frames):
-        vote = (label, conf) if present and decider.wants_classification else None
+        vote = (label, conf) if present and decider.wants_classification(t * 0.1) else None
         decision = decider.update(present, now=t * 0.1, vote=vote, frame_id=t)
         if decision:
             decisions.append(decision)

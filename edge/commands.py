@@ -1,0 +1,60 @@
+"""Validation of messages on …/command. Anything a client sends gets an answer, never a crash."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_PAYLOAD = 4096
+ACTIONS = ("ping", "status", "pause", "resume", "snapshot", "set_threshold", "reload_model")
+
+
+class CommandError(Exception):
+    """A command that cannot be carried out; its message goes into the result."""
+
+    def __init__(self, message: str, command_id: Any = None):
+        super().__init__(message)
+        self.command_id = command_id
+
+
+@dataclass
+class Command:
+    id: Any
+    action: str
+    params: dict = field(default_factory=dict)
+
+
+def parse_command(payload: bytes) -> Command:
+    """Validate a raw payload; CommandError says what is wrong (the id is kept when readable)."""
+    if len(payload) > MAX_PAYLOAD:
+        raise CommandError(f"payload too large ({len(payload)} bytes, limit {MAX_PAYLOAD})")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError("payload is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise CommandError("payload is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise CommandError('payload must be a JSON object like {"id": 1, "action": "ping"}')
+    command_id = data.get("id")
+    if isinstance(command_id, bool) or (command_id is not None and not isinstance(command_id, (str, int))):
+        raise CommandError("id must be a string or an integer")
+    action = data.get("action")
+    if action not in ACTIONS:
+        raise CommandError(f"unknown action {action!r} (allowed: {', '.join(ACTIONS)})", command_id)
+    params = {k: v for k, v in data.items() if k not in ("id", "action")}
+    if action == "set_threshold":
+        value = params.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise CommandError("set_threshold needs a number 'value' between 0 and 1", command_id)
+    elif action == "reload_model":
+        bundle = params.get("bundle")
+        if bundle is not None and not isinstance(bundle, str):
+            raise CommandError("reload_model: 'bundle' must be a path string", command_id)
+    unknown = set(params) - {"value", "bundle"}
+    if unknown:
+        raise CommandError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}", command_id)
+    return Command(command_id, action, params)

@@ -1,0 +1,252 @@
+"""The daemon's configuration: pydantic models, strict (unknown keys are errors), loaded from YAML.
+
+Errors name the file, the key path, the bad value and what is allowed. Secrets never live
+in the YAML: the MQTT password and the key passphrase come from an environment variable or
+a file the config names.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge.errors import ConfigError
+from edge.labels import BINS
+from edge.preprocess import Roi
+
+BACKEND_NAMES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
+VARIANT_NAMES = ("int8", "float32", "float16", "dynamic", "onnx")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    bundle: Path = Field(description="bundle folder written by `smartbin convert`")
+    backend: Literal[BACKEND_NAMES] = Field("auto", description="inference backend")  # type: ignore[valid-type]
+    variant: Optional[Literal[VARIANT_NAMES]] = Field(  # type: ignore[valid-type]  # noqa: UP007
+        None, description="model variant; default int8 for TFLite, onnx for ONNX Runtime"
+    )
+    threads: int = Field(4, ge=1, le=64, description="inference threads")
+    delegate: Optional[str] = Field(None, description="TFLite delegate library or ONNX provider")  # noqa: UP007
+    top_k: int = Field(3, ge=1, le=10)
+
+
+class RoiConfig(Strict):
+    x: float = Field(0.0, ge=0, lt=1)
+    y: float = Field(0.0, ge=0, lt=1)
+    w: float = Field(1.0, gt=0, le=1)
+    h: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def inside_frame(self) -> RoiConfig:
+        if self.x + self.w > 1.0001 or self.y + self.h > 1.0001:
+            raise ValueError("region must lie inside the frame (x + w <= 1 and y + h <= 1)")
+        return self
+
+    def to_roi(self) -> Roi:
+        return Roi(self.x, self.y, self.w, self.h)
+
+
+class SourceConfig(Strict):
+    uri: str = Field(description="csi://0, v4l2:///dev/video0, rtsp://…, file://clip.mp4, dir://…, synthetic://")
+    roi: Optional[RoiConfig] = Field(None, description="the bin's drop zone, in fractions of the frame")  # noqa: UP007
+    frozen_after_s: float = Field(10.0, ge=0, description="identical frames for this long count as a failure")
+    reconnect_max_s: float = Field(10.0, gt=0, description="longest wait between reconnect attempts")
+    stall_timeout_s: float = Field(30.0, gt=0, description="no healthy frame this long: stop watchdog pings")
+
+    @field_validator("uri")
+    @classmethod
+    def known_scheme(cls, uri: str) -> str:
+        from edge.sources import open_source
+
+        open_source(uri)  # raises ConfigError naming the allowed schemes and options
+        return uri
+
+
+class PresenceConfig(Strict):
+    mode: Literal["background", "always"] = Field("background", description="how an item is detected")
+    pixel_threshold: int = Field(30, ge=1, le=255)
+    area_fraction: float = Field(0.02, gt=0, lt=1)
+    warmup_frames: int = Field(3, ge=1)
+
+
+class DecisionSettings(Strict):
+    vote_frames: int = Field(5, ge=1, le=100)
+    min_votes: int = Field(2, ge=1)
+    min_confidence: float = Field(0.6, ge=0, le=1)
+    default_bin: Literal[BINS] = "other"  # type: ignore[valid-type]
+    clear_frames: int = Field(3, ge=1)
+    cooldown_s: float = Field(0.0, ge=0, description="extra wait after an item is gone (a flap settling)")
+
+    @model_validator(mode="after")
+    def votes_fit(self) -> DecisionSettings:
+        if self.min_votes > self.vote_frames:
+            raise ValueError("min_votes must not exceed vote_frames")
+        return self
+
+
+class TlsConfig(Strict):
+    enabled: bool = False
+    ca_file: Optional[Path] = None  # noqa: UP007
+    cert_file: Optional[Path] = None  # noqa: UP007
+    key_file: Optional[Path] = None  # noqa: UP007
+    key_password_env: Optional[str] = Field(None, description="environment variable with the key passphrase")  # noqa: UP007
+    check_hostname: bool = Field(True, description="verify the broker's certificate matches its name")
+
+    @model_validator(mode="after")
+    def pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class HomeAssistantConfig(Strict):
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+
+
+class MqttConfig(Strict):
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("smartbin", description="topics are <prefix>/<device_id>/…")
+    client_id: Optional[str] = None  # noqa: UP007
+    username: Optional[str] = None  # noqa: UP007
+    password_env: Optional[str] = Field(None, description="environment variable holding the password")  # noqa: UP007
+    password_file: Optional[Path] = Field(None, description="file holding the password")  # noqa: UP007
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    keepalive: int = Field(60, ge=5, le=3600)
+    tls: TlsConfig = TlsConfig()
+    publish_classifications: bool = True
+    metrics_interval_s: float = Field(10.0, gt=0)
+    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def no_wildcards(cls, value: str) -> str:
+        if any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("no '#', '+' or leading/trailing '/' in a topic prefix")
+        return value
+
+    def password(self) -> str | None:
+        """The secret, read when needed (never stored in the config object)."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"mqtt.password_env: environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read {self.password_file}: {exc.strerror}") from None
+        return None
+
+
+class OutboxConfig(Strict):
+    path: Path = Field(Path("/var/lib/smartbin/outbox.sqlite"), description="SQLite file for unsent decisions")
+    max_items: int = Field(10000, ge=1, description="oldest decisions are dropped beyond this")
+
+
+class WebConfig(Strict):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class Config(Strict):
+    device_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="this bin's name in topics")
+    model: ModelConfig
+    source: SourceConfig
+    presence: PresenceConfig = PresenceConfig()
+    decision: DecisionSettings = DecisionSettings()
+    mqtt: MqttConfig = MqttConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    web: WebConfig = WebConfig()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def topic_base(self) -> str:
+        return f"{self.mqtt.topic_prefix}/{self.device_id}"
+
+
+def _describe_error(error: dict, data: Any) -> str:
+    loc = error["loc"]
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = Config
+        for part in loc[:-1]:
+            field = parent.model_fields.get(str(part))
+            annotation = getattr(field, "annotation", None) if field else None
+            parent = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            if parent is None:
+                break
+        allowed = ", ".join(parent.model_fields) if parent else "see `smartbin config show`"
+        return f"{path}: unknown key (allowed here: {allowed})"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    value = error.get("input")
+    message = error["msg"]
+    if kind == "literal_error":
+        message = "must be one of " + message.split("Input should be ", 1)[-1]
+    return f"{path}: {value!r} is not valid: {message}"
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate a mapping; ConfigError lists every problem with its key path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe_error(e, data) for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+    except ConfigError as exc:  # raised inside a validator (e.g. a bad source URI)
+        raise ConfigError(f"{source}: source.uri: {exc}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file; relative paths in it are taken from the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    config = parse_config(data, str(path))
+    base = path.parent
+    config.model.bundle = _relative_to(base, config.model.bundle)
+    config.outbox.path = _relative_to(base, config.outbox.path)
+    return config
+
+
+def _relative_to(base: Path, value: Path) -> Path:
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+SECRET_MASK = "***"
+
+
+def masked(config: Config) -> dict:
+    """The effective config as a dict, with secret-bearing values masked."""
+    data = config.model_dump(mode="json")
+    data["mqtt"]["password"] = SECRET_MASK if (config.mqtt.password_env or config.mqtt.password_file) else None
+    return data
+
+
+def json_schema() -> dict:
+    """The JSON Schema the YAML files are checked against (shipped as firmware_config/config.schema.json)."""
+    return Config.model_json_schema()

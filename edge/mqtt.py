@@ -1,0 +1,258 @@
+"""The MQTT side of the daemon (paho-mqtt 2.x): the topic contract, availability, store-and-forward.
+
+Decisions go to the SQLite outbox first and are deleted only on the broker's PUBACK; on
+every (re)connect the unacknowledged backlog is sent again, in order. Subscribers
+de-duplicate on ``event_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.config import MqttConfig
+from edge.outbox import Outbox, OutboxError
+
+log = logging.getLogger(__name__)
+
+MAX_INFLIGHT = 50
+UNSUPPORTED_PROTOCOL = 132  # CONNACK reason: the broker speaks only MQTT 3.1.1
+
+
+def dumps(payload: dict) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+class Publisher:
+    """Connects, keeps availability, publishes, and forwards the outbox."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        base: str,
+        device_id: str,
+        outbox: Outbox,
+        on_command: Callable[[bytes], None],
+        status: Callable[[str], dict],
+    ):
+        self.config = config
+        self.base = base
+        self.device_id = device_id
+        self.outbox = outbox
+        self.on_command = on_command
+        self.status = status
+        self.connected = threading.Event()
+        self.connects = 0
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
+        self._sent_upto = 0
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
+        self._switch_protocol = False
+        self.client = self._make_client()
+
+    # ------------------------------------------------------------------ setup
+    def topic(self, suffix: str) -> str:
+        return f"{self.base}/{suffix}"
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id or f"smartbin-{self.device_id}",
+            protocol=self._protocol,
+        )
+        client.enable_logger(logging.getLogger("paho"))
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.max_queued_messages_set(1000)
+        # Jitter: a fleet of bins must not reconnect to a restarted broker in lockstep.
+        client.reconnect_delay_set(min_delay=1 + random.randint(0, 2), max_delay=60)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password())
+        if cfg.tls.enabled:
+            tls = cfg.tls
+            key_password = None
+            if tls.key_password_env:
+                import os
+
+                key_password = os.environ.get(tls.key_password_env)
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                keyfile_password=key_password,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(not tls.check_hostname)
+        client.will_set(self.topic("status"), dumps(self.status("offline")), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects with backoff by itself."""
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
+        self.client.loop_start()
+
+    # ------------------------------------------------------------------ callbacks (paho's thread)
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = f"broker refused the connection: {reason_code}"
+            log.error("%s", self.last_error)
+            if reason_code.value == UNSUPPORTED_PROTOCOL and self.config.protocol == "auto":
+                self._switch_protocol = True
+            return
+        self.connects += 1
+        self.last_error = None
+        client.subscribe(self.topic("command"), qos=1)
+        if self.config.home_assistant.enabled:
+            self._publish_discovery()
+        # Availability goes last, after the other retained state.
+        client.publish(self.topic("status"), dumps(self.status("online")), qos=1, retain=True)
+        with self._lock:
+            self._inflight.clear()
+            self._sent_upto = 0
+        self.connected.set()
+        log.info("connected to %s:%d", self.config.host, self.config.port)
+        self.flush()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected.is_set():
+            log.warning("disconnected from broker: %s", reason_code)
+        self.connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # Never take our lock here: paho holds its own message lock while calling this.
+        self._acks.put(mid)
+
+    def _on_message(self, client, userdata, message) -> None:
+        if message.topic == self.topic("command"):
+            self.on_command(message.payload)
+
+    # ------------------------------------------------------------------ publishing
+    def publish_json(self, suffix: str, payload: dict, qos: int = 0, retain: bool = False) -> None:
+        if self.connected.is_set():
+            self.client.publish(self.topic(suffix), dumps(payload), qos=qos, retain=retain)
+
+    def publish_bytes(self, suffix: str, payload: bytes, qos: int = 0) -> None:
+        if self.connected.is_set():
+            self.client.publish(self.topic(suffix), payload, qos=qos)
+
+    def publish_decision(self, payload: dict) -> None:
+        """Store durably, then send. Raises OutboxError when the outbox cannot be written."""
+        self.outbox.add(payload["event_id"], self.topic("decision"), payload, payload["ts"])
+        self.flush()
+
+    def flush(self) -> None:
+        """Send unacknowledged outbox rows not yet sent on this connection, in order."""
+        self.process_acks()
+        with self._lock:
+            while self.connected.is_set() and len(self._inflight) < MAX_INFLIGHT:
+                rows = self.outbox.pending(self._sent_upto, MAX_INFLIGHT - len(self._inflight))
+                if not rows:
+                    return
+                for row_id, topic, payload in rows:
+                    info = self.client.publish(topic, payload, qos=1)
+                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                        return  # the connection dropped; on_connect replays from here
+                    self._inflight[info.mid] = row_id
+                    self._sent_upto = row_id
+
+    def process_acks(self) -> None:
+        """Delete acknowledged rows from the outbox."""
+        while True:
+            try:
+                mid = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                row_id = self._inflight.pop(mid, None)
+            if row_id is not None:
+                self.outbox.ack(row_id)
+
+    def maintain(self) -> None:
+        """Called from the daemon's loop: acks, backlog, and a protocol fallback if the broker asked for one."""
+        if self._switch_protocol:
+            self._switch_protocol = False
+            log.warning("broker does not speak MQTT 5; falling back to 3.1.1")
+            self.client.loop_stop()
+            self._protocol = mqtt.MQTTv311
+            self.client = self._make_client()
+            self.start()
+        try:
+            self.flush()
+        except OutboxError as exc:
+            log.error("%s", exc)
+
+    def _publish_discovery(self) -> None:
+        """Home Assistant MQTT discovery: the bin appears with sensors for its last decision."""
+        prefix = self.config.home_assistant.discovery_prefix
+        device = {
+            "identifiers": [f"smartbin_{self.device_id}"],
+            "name": f"Smart bin {self.device_id}",
+            "manufacturer": "smartbin",
+        }
+        availability = {
+            "availability_topic": self.topic("status"),
+            "availability_template": "{{ value_json.state }}",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        }
+        sensors = {"last_bin": "bin", "last_label": "label", "confidence": "confidence"}
+        for key, field in sensors.items():
+            config = {
+                "name": key.replace("_", " "),
+                "unique_id": f"smartbin_{self.device_id}_{key}",
+                "state_topic": self.topic("decision"),
+                "value_template": f"{{{{ value_json.{field} }}}}",
+                "device": device,
+                **availability,
+            }
+            self.client.publish(
+                f"{prefix}/sensor/smartbin_{self.device_id}/{key}/config", dumps(config), qos=1, retain=True
+            )
+        online = {
+            "name": "online",
+            "unique_id": f"smartbin_{self.device_id}_online",
+            "device": device,
+            "state_topic": self.topic("status"),
+            "value_template": "{{ value_json.state }}",
+            "payload_on": "online",
+            "payload_off": "offline",
+            "device_class": "connectivity",
+        }
+        self.client.publish(
+            f"{prefix}/binary_sensor/smartbin_{self.device_id}/online/config", dumps(online), qos=1, retain=True
+        )
+
+    # ------------------------------------------------------------------ shutdown
+    def stop(self, timeout: float = 3.0) -> int:
+        """Wait (up to ``timeout``) for the outbox to drain, publish offline, disconnect. Returns rows left."""
+        deadline = time.monotonic() + timeout
+        while self.connected.is_set() and time.monotonic() < deadline:
+            self.flush()
+            if self.outbox.depth() == 0:
+                break
+            time.sleep(0.05)
+        if self.connected.is_set():
+            info = self.client.publish(self.topic("status"), dumps(self.status("offline")), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
+            except (ValueError, RuntimeError):
+                log.warning("offline status could not be sent")
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.process_acks()
+        return self.outbox.depth()
