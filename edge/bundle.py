@@ -59,7 +59,7 @@ class GateResult(_Strict):
     agreement: float
     max_prob_diff: float
     min_agreement: float
-    max_top1_drop: Optional[float] = None  # noqa: UP007 - pydantic on Python 3.9
+    max_top1_drop: Optional[float] = None
     passed: bool
     accepted_despite_failure: bool = False
 
@@ -71,8 +71,8 @@ class VariantFile(_Strict):
     size: int = Field(ge=0)
     input_dtype: str
     output_dtype: str
-    conversion_s: Optional[float] = None  # noqa: UP007
-    gate: Optional[GateResult] = None  # noqa: UP007
+    conversion_s: Optional[float] = None
+    gate: Optional[GateResult] = None
 
 
 class Manifest(_Strict):

@@ -29,11 +29,11 @@ class Strict(BaseModel):
 class ModelConfig(Strict):
     bundle: Path = Field(description="bundle folder written by `smartbin convert`")
     backend: Literal[BACKEND_NAMES] = Field("auto", description="inference backend")  # type: ignore[valid-type]
-    variant: Optional[Literal[VARIANT_NAMES]] = Field(  # type: ignore[valid-type]  # noqa: UP007
+    variant: Optional[Literal[VARIANT_NAMES]] = Field(  # type: ignore[valid-type]
         None, description="model variant; default int8 for TFLite, onnx for ONNX Runtime"
     )
     threads: int = Field(4, ge=1, le=64, description="inference threads")
-    delegate: Optional[str] = Field(None, description="TFLite delegate library or ONNX provider")  # noqa: UP007
+    delegate: Optional[str] = Field(None, description="TFLite delegate library or ONNX provider")
     top_k: int = Field(3, ge=1, le=10)
 
 
@@ -55,7 +55,7 @@ class RoiConfig(Strict):
 
 class SourceConfig(Strict):
     uri: str = Field(description="csi://0, v4l2:///dev/video0, rtsp://…, file://clip.mp4, dir://…, synthetic://")
-    roi: Optional[RoiConfig] = Field(None, description="the bin's drop zone, in fractions of the frame")  # noqa: UP007
+    roi: Optional[RoiConfig] = Field(None, description="the bin's drop zone, in fractions of the frame")
     frozen_after_s: float = Field(10.0, ge=0, description="identical frames for this long count as a failure")
     reconnect_max_s: float = Field(10.0, gt=0, description="longest wait between reconnect attempts")
     stall_timeout_s: float = Field(30.0, gt=0, description="no healthy frame this long: stop watchdog pings")
@@ -93,10 +93,10 @@ class DecisionSettings(Strict):
 
 class TlsConfig(Strict):
     enabled: bool = False
-    ca_file: Optional[Path] = None  # noqa: UP007
-    cert_file: Optional[Path] = None  # noqa: UP007
-    key_file: Optional[Path] = None  # noqa: UP007
-    key_password_env: Optional[str] = Field(None, description="environment variable with the key passphrase")  # noqa: UP007
+    ca_file: Optional[Path] = None
+    cert_file: Optional[Path] = None
+    key_file: Optional[Path] = None
+    key_password_env: Optional[str] = Field(None, description="environment variable with the key passphrase")
     check_hostname: bool = Field(True, description="verify the broker's certificate matches its name")
 
     @model_validator(mode="after")
@@ -115,10 +115,10 @@ class MqttConfig(Strict):
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
     topic_prefix: str = Field("smartbin", description="topics are <prefix>/<device_id>/…")
-    client_id: Optional[str] = None  # noqa: UP007
-    username: Optional[str] = None  # noqa: UP007
-    password_env: Optional[str] = Field(None, description="environment variable holding the password")  # noqa: UP007
-    password_file: Optional[Path] = Field(None, description="file holding the password")  # noqa: UP007
+    client_id: Optional[str] = None
+    username: Optional[str] = None
+    password_env: Optional[str] = Field(None, description="environment variable holding the password")
+    password_file: Optional[Path] = Field(None, description="file holding the password")
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     keepalive: int = Field(60, ge=5, le=3600)
     tls: TlsConfig = TlsConfig()
