@@ -54,6 +54,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["edge", "edge.*", "convert", "convert.*"]),
+    package_data={"edge": ["schemas/*.json"]},
     data_files=[
         ("share/smartbin/firmware_config", [str(p) for p in sorted(Path("firmware_config").glob("*")) if p.is_file()])
     ],

@@ -61,10 +61,17 @@ def run_dir(tmp_path_factory, dataset_dir: Path, weights_file: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory, run_dir: Path) -> Path:
-    """All four TFLite variants and ONNX, each through its accuracy gate."""
+def bundle_dir(tmp_path_factory, request) -> Path:
+    """All four TFLite variants and ONNX, each through its accuracy gate.
+
+    SMARTBIN_TEST_BUNDLE=DIR reuses a bundle from an earlier run while iterating on device code.
+    """
     from edge.cli import main
 
+    if os.environ.get("SMARTBIN_TEST_BUNDLE"):
+        return Path(os.environ["SMARTBIN_TEST_BUNDLE"])
+
+    run_dir = request.getfixturevalue("run_dir")
     out = tmp_path_factory.mktemp("bundle") / "bundle"
     assert main(["convert", str(run_dir), "--out", str(out), "--onnx", "--calib-samples", "32"]) == 0
     return out
@@ -80,3 +87,44 @@ def bundle_copy(tmp_path: Path, bundle_dir: Path) -> Path:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture()
+def broker(tmp_path: Path):
+    """A real mosquitto on a free port with its own config (amqtt where mosquitto is absent)."""
+    from edge.localbroker import LocalBroker
+
+    b = LocalBroker(workdir=tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+def write_config(path: Path, bundle: Path, uri: str, port: int, **overrides) -> Path:
+    """A daemon config for tests: the x86-dev defaults with a test source, broker and outbox."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "firmware_config" / "x86-dev.yaml").read_text(encoding="utf-8"))
+    data["device_id"] = overrides.pop("device_id", "test-bin")
+    data["model"].update(bundle=str(bundle), threads=1)
+    data["source"].update(uri=uri, frozen_after_s=0, roi=None)
+    data["mqtt"].update(host="127.0.0.1", port=port, metrics_interval_s=0.3)
+    data["outbox"]["path"] = str(path.parent / "outbox.sqlite")
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        data[section][key] = value
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_factory(tmp_path_factory):
+    """Video clips of items dropped into an empty bin; returns (path, schedule of classes)."""
+    from edge.sources.synthetic import SyntheticSource, write_clip
+
+    def make(items: int = 4, seed: int = 3) -> tuple[Path, list[int]]:
+        path = tmp_path_factory.mktemp("clips") / f"items{items}_{seed}.avi"
+        source = SyntheticSource("synthetic://", classes=CLASSES, items=items, empty=6, present=8, seed=seed)
+        write_clip(str(path), source, fps=20)
+        return path, source.schedule[:items]
+
+    return make

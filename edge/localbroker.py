@@ -1,0 +1,107 @@
+"""A broker on this machine for the demo, the benchmark and the tests: mosquitto when installed,
+otherwise amqtt (an embedded Python broker; MQTT 3.1.1, fine for a demo, not for broker tests)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class LocalBroker:
+    """Start with ``start()``; ``stop()``/``start()`` again simulate an outage on the same port."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        workdir: Path | None = None,
+        prefer: str = "mosquitto",
+        extra_config: str = "",
+        persistence: bool = True,
+    ):
+        self.port = port or free_port()
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="smartbin-broker-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.kind = "mosquitto" if prefer == "mosquitto" and mosquitto_path() else "amqtt"
+        self.extra_config = extra_config
+        self.persistence = persistence
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.workdir / f"{self.kind}.log"
+
+    def _command(self) -> list[str]:
+        if self.kind == "mosquitto":
+            config = self.workdir / "mosquitto.conf"
+            lines = [
+                f"listener {self.port} 127.0.0.1",
+                "allow_anonymous true",
+                f"persistence {'true' if self.persistence else 'false'}",
+                f"persistence_location {self.workdir}/",
+                "log_dest stderr",
+                self.extra_config,
+            ]
+            config.write_text("\n".join(lines) + "\n")
+            return [mosquitto_path(), "-c", str(config)]
+        config = self.workdir / "amqtt.yaml"
+        config.write_text(
+            f"listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{self.port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+        )
+        amqtt = Path(sys.executable).with_name("amqtt")
+        return [str(amqtt), "-c", str(config)]
+
+    def start(self, timeout: float = 10.0) -> LocalBroker:
+        log_file = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self._command(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        if not wait_for_port(self.port, timeout):
+            self.stop()
+            raise RuntimeError(f"{self.kind} did not start on port {self.port}; see {self.log_path}")
+        log.info("%s broker on 127.0.0.1:%d", self.kind, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def mosquitto_path() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )

@@ -1,0 +1,72 @@
+"""An independent MQTT subscriber for tests: collects every message it sees."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+
+    def json(self):
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    def __init__(self, port: int, topic: str = "smartbin/#", client_id: str | None = None):
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or "")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._subscribed.wait(5), "subscriber could not subscribe"
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._lock:
+            self.messages.append(Message(message.topic, message.payload, bool(message.retain), message.qos))
+
+    def on(self, suffix: str) -> list[Message]:
+        with self._lock:
+            return [m for m in self.messages if m.topic.endswith("/" + suffix)]
+
+    def wait_for(self, suffix: str, count: int = 1, timeout: float = 20.0, where=lambda m: True) -> list[Message]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [m for m in self.on(suffix) if where(m)]
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        return [m for m in self.on(suffix) if where(m)]
+
+    def publish(self, topic: str, payload, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos).wait_for_publish(timeout=5)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def unique_decisions(messages: list[Message]) -> list[dict]:
+    """What a subscriber keeps after de-duplicating on event_id, in arrival order."""
+    seen: set[str] = set()
+    out = []
+    for m in messages:
+        d = m.json()
+        if d["event_id"] not in seen:
+            seen.add(d["event_id"])
+            out.append(d)
+    return out

@@ -1,0 +1,178 @@
+"""The daemon as a real subprocess: real bundle, clip source, real mosquitto, independent subscriber."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edge.images import write_jpeg
+from edge.scene import empty_floor
+from tests.conftest import ROOT, write_config
+from tests.mqtt_client import Subscriber, unique_decisions
+
+pytestmark = pytest.mark.slow
+SCHEMAS = ROOT / "edge" / "schemas"
+
+
+def schema(name: str) -> dict:
+    return json.loads((SCHEMAS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def start_daemon(config: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(config), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err
+
+
+def test_end_to_end_one_decision_per_item(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+    clip, schedule = clip_factory(items=4)
+    config = write_config(tmp_path / "config.yaml", bundle_dir, f"file://{clip}?realtime=1", broker.port)
+    sub = Subscriber(broker.port)
+    code, err = finish(start_daemon(config))
+    time.sleep(0.3)
+    sub.close()
+    assert code == 0, err[-2000:]
+
+    statuses = [m.json() for m in sub.on("status")]
+    assert statuses[0]["state"] == "online" and statuses[-1]["state"] == "offline"
+    for status in statuses:
+        jsonschema.validate(status, schema("status"))
+
+    classifications = sub.on("classification")
+    assert classifications, "no classification arrived"
+    for m in classifications:
+        assert m.qos == 0
+        jsonschema.validate(m.json(), schema("classification"))
+
+    decisions = unique_decisions(sub.on("decision"))
+    for d in decisions:
+        jsonschema.validate(d, schema("decision"))
+    assert len(decisions) == len(schedule), (decisions, schedule)
+    matches = sum(d["label_index"] == c for d, c in zip(decisions, schedule))
+    assert matches >= len(schedule) - 1, ([d["label_index"] for d in decisions], schedule)
+    assert all(m.qos == 1 for m in sub.on("decision"))
+
+    metrics = sub.on("metrics")
+    assert metrics, "no metrics arrived"
+    for m in metrics:
+        jsonschema.validate(m.json(), schema("metrics"))
+    assert max(m.json()["frames_classified"] for m in metrics) > 0
+    assert err.count(" decision ") == len(decisions)  # one log line per decision
+
+    outbox = sqlite3.connect(tmp_path / "outbox.sqlite")
+    assert outbox.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0  # all acknowledged
+    assert outbox.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_commands_answered_and_sigterm_leaves_offline_retained(
+    tmp_path: Path, bundle_dir: Path, broker, clip_factory, bundle_copy: Path
+):
+    clip, _ = clip_factory(items=4)
+    config = write_config(tmp_path / "config.yaml", bundle_dir, f"file://{clip}?loop=1&realtime=1", broker.port)
+    sub = Subscriber(broker.port)
+    daemon = start_daemon(config)
+    try:
+        assert sub.wait_for("status", where=lambda m: m.json()["state"] == "online"), "daemon never came online"
+        assert sub.wait_for("classification"), "no classifications"
+        base = "smartbin/test-bin/command"
+        broken = bundle_copy
+        (broken / "int8.tflite").write_bytes(b"\0" * 100)
+        sent = [
+            {"id": 1, "action": "ping"},
+            {"id": 2, "action": "status"},
+            {"id": 3, "action": "pause"},
+            {"id": 4, "action": "resume"},
+            {"id": 5, "action": "set_threshold", "value": 0.7},
+            {"id": 6, "action": "snapshot"},
+            {"id": 7, "action": "reload_model", "bundle": str(broken)},
+            {"id": 8, "action": "self_destruct"},
+            {"id": 9, "action": "set_threshold", "value": "high"},
+            {"id": 10, "action": "reload_model"},
+        ]
+        for command in sent:
+            sub.publish(base, json.dumps(command))
+        for raw in (b"{not json", b"\xff\xfe\x00binary", b"[1, 2]", b"x" * 10000):
+            sub.publish(base, raw)
+        results = sub.wait_for("command/result", count=len(sent) + 4)
+        assert len(results) == len(sent) + 4
+        by_id = {m.json()["id"]: m.json() for m in results if m.json()["id"] is not None}
+        for m in results:
+            jsonschema.validate(m.json(), schema("command_result"))
+        assert by_id[1]["result"] == {"pong": True}
+        assert by_id[2]["result"]["state"] == "online"
+        assert by_id[3]["result"] == {"paused": True} and by_id[4]["result"] == {"paused": False}
+        assert by_id[5]["result"] == {"min_confidence": 0.7}
+        assert by_id[6]["ok"] and sub.wait_for("snapshot")[0].payload[:2] == b"\xff\xd8"
+        assert not by_id[7]["ok"] and "still serving the old model" in by_id[7]["error"]
+        assert "int8.tflite" in by_id[7]["error"]
+        assert "unknown action 'self_destruct'" in by_id[8]["error"]
+        assert "between 0 and 1" in by_id[9]["error"]
+        assert by_id[10]["ok"]  # reload of the configured bundle
+        errors = [m.json()["error"] for m in results if m.json()["id"] is None]
+        assert sorted(errors) == sorted(
+            [
+                "payload is not valid JSON",
+                "payload is not UTF-8 text",
+                'payload must be a JSON object like {"id": 1, "action": "ping"}',
+                "payload too large (10000 bytes, limit 4096)",
+            ]
+        )
+        before = len(sub.on("classification"))
+        assert sub.wait_for("classification", count=before + 5), "classification stopped after bad commands"
+        assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code, err = finish(daemon, timeout=15)
+        stopped_in = time.monotonic() - started
+    assert code == 0, err[-2000:]
+    assert stopped_in < 6
+    sub.close()
+    late = Subscriber(broker.port, "smartbin/test-bin/status")  # a newcomer sees the retained state
+    retained = late.wait_for("status")
+    late.close()
+    assert retained and retained[0].retain and retained[0].json()["state"] == "offline"
+
+
+def test_decisions_made_while_the_broker_is_down_arrive_later_in_order(
+    tmp_path: Path, bundle_dir: Path, broker, clip_factory
+):
+    clip, schedule = clip_factory(items=3, seed=11)
+    broker.stop()
+    config = write_config(tmp_path / "config.yaml", bundle_dir, f"file://{clip}", broker.port)
+    code, err = finish(start_daemon(config))
+    assert code == 0, err[-2000:]
+    assert "stay in the outbox" in err
+    stored = sqlite3.connect(tmp_path / "outbox.sqlite").execute("SELECT payload FROM outbox ORDER BY id").fetchall()
+    assert len(stored) == len(schedule)
+    expected = [json.loads(p)["event_id"] for (p,) in stored]
+
+    broker.start()
+    sub = Subscriber(broker.port)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_jpeg(empty / "0.jpg", empty_floor(240, 320, seed=3))
+    config = write_config(tmp_path / "config.yaml", bundle_dir, f"dir://{empty}", broker.port)
+    code, err = finish(start_daemon(config))
+    assert code == 0, err[-2000:]
+    decisions = unique_decisions(sub.wait_for("decision", count=len(expected)))
+    sub.close()
+    assert [d["event_id"] for d in decisions] == expected
+    assert sqlite3.connect(tmp_path / "outbox.sqlite").execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
