@@ -156,6 +156,21 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from pathlib import Path
+
+    from convert.demo import run_demo
+
+    return run_demo(Path(args.out), args.bench_runs)
+
+
 # ---------------------------------------------------------------- parser
 def _add(sub, name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
@@ -228,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p = _add(csub, "show", cmd_config_show, "print the effective config (defaults filled in, secrets masked)")
     p.add_argument("file")
+
+    p = _add(sub, "bench", cmd_bench, "latency benchmark (same as python edge/bench.py; --help for its options)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of edge/bench.py")
+
+    p = _add(sub, "demo", cmd_demo, "the whole path offline: data -> train -> convert -> daemon -> MQTT -> bench")
+    p.add_argument("--out", default="demo-output")
+    p.add_argument("--bench-runs", type=int, default=50)
     return parser
 
 

@@ -130,21 +130,21 @@ def test_evaluate_json_matches_the_dataset(bundle_dir: Path, dataset_dir: Path, 
 
 def test_gate_fails_a_variant_made_to_disagree(run_dir: Path, tmp_path: Path, monkeypatch, capsys):
     """float16 is converted from a copy of the model whose output classes are rotated."""
+    import keras
+
     import convert.export as export
 
-    real = export.convert_tflite
+    real = export.export_saved_model
 
-    def disagreeing(model, variant, calibration):
-        import keras
-
+    def disagreeing(model, path):
         wrong = keras.models.clone_model(model)
         wrong.set_weights(model.get_weights())
         dense = wrong.get_layer("probabilities")
         kernel, bias = dense.get_weights()
         dense.set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])
-        return real(wrong, variant, calibration)
+        return real(wrong, path)
 
-    monkeypatch.setattr(export, "convert_tflite", disagreeing)
+    monkeypatch.setattr(export, "export_saved_model", disagreeing)
     out = tmp_path / "b"
     assert main(["convert", str(run_dir), "--out", str(out), "--variants", "float16"]) == 1
     err = capsys.readouterr().err

@@ -78,6 +78,7 @@ def open_source(uri: str) -> FrameSource:
             "height": int,
             "seed": int,
             "loop": bool,
+            "fps": float,
         }
         return SyntheticSource(uri, **_options(parts.query, allowed, uri))
     raise ConfigError(f"{uri}: unknown source (allowed: {', '.join(s + '://' for s in SCHEMES)}, /dev/videoN or N)")

@@ -5,19 +5,22 @@ The script is known in advance (``schedule``), so tests can check one decision p
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from edge.scene import add_noise, draw_item, empty_floor
+from edge.scene import draw_item, empty_floor
 from edge.sources.base import FrameSource
+
+NOISE_FIELDS = 8  # precomputed sensor-noise fields, cycled: a frame costs a copy and an add
 
 
 class SyntheticSource(FrameSource):
     """Frames of an empty floor, with item k present for ``present`` frames after ``empty`` empty ones.
 
-    ``items=0`` means an endless random script. Not live: each frame is made when asked for.
+    ``items=0`` means an endless random script. With ``fps`` 0 a frame is made when asked for
+    (a camera that is always fresh); with ``fps`` > 0 it runs free at that rate, like a real camera.
     """
-
-    live = False
 
     def __init__(
         self,
@@ -30,8 +33,12 @@ class SyntheticSource(FrameSource):
         height: int = 240,
         seed: int = 0,
         loop: bool = False,
+        fps: float = 0.0,
     ):
         super().__init__(uri)
+        self.live = fps > 0
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self._next = 0.0
         self.classes, self.items, self.empty, self.present = classes, items, empty, present
         self.width, self.height, self.seed, self.loop = width, height, seed, loop
         self.rng = np.random.default_rng(seed)
@@ -42,6 +49,9 @@ class SyntheticSource(FrameSource):
         self.index = -1
         self._floor = empty_floor(self.height, self.width, self.seed)
         self._item_layer: tuple[int, np.ndarray] | None = None
+        shape = (NOISE_FIELDS, self.height, self.width, 3)
+        self._noise = np.clip(self.rng.normal(0, 3.0, shape), -127, 127).astype(np.int16)
+        self._next = time.monotonic()
 
     @property
     def cycle(self) -> int:
@@ -64,6 +74,11 @@ class SyntheticSource(FrameSource):
         return None if not self.items or self.loop else self.items * self.cycle + self.empty
 
     def grab(self) -> bool:
+        if self.period:
+            self._next += self.period
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         self.index += 1
         total = self.frames_total()
         if total is not None and self.index >= total:
@@ -71,7 +86,7 @@ class SyntheticSource(FrameSource):
         return True
 
     def retrieve(self) -> np.ndarray:
-        frame = self._floor.copy()
+        frame = self._floor
         cls = self.item_at(self.index)
         if cls is not None:
             slot = self.index // self.cycle
@@ -80,8 +95,9 @@ class SyntheticSource(FrameSource):
                 layer = self._floor.copy()
                 draw_item(layer, cls, self.classes, np.random.default_rng((self.seed, slot, 1)))
                 self._item_layer = (slot, layer)
-            frame = self._item_layer[1].copy()
-        return add_noise(frame, self.rng, sigma=3.0)
+            frame = self._item_layer[1]
+        noisy = frame + self._noise[self.index % NOISE_FIELDS]
+        return np.clip(noisy, 0, 255).astype(np.uint8)
 
     def describe(self) -> dict:
         return {**super().describe(), "width": self.width, "height": self.height, "items": self.items}

@@ -1,0 +1,357 @@
+"""`python edge/bench.py` (also `smartbin bench`): latency of the model and of the whole bin.
+
+Each (variant, backend, threads, mode) runs in a fresh process (edge/benchworker.py) so that
+load time and peak memory are its own; ratios are computed from figures measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python edge/bench.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from edge.bundle import Bundle
+from edge.errors import SmartbinError
+from edge.runtime import TFLITE_BACKENDS, available_backends
+
+console = Console(stderr=True)
+DELEGATE_LINE = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\)")
+LIBRARIES = ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime", "onnxruntime", "paho-mqtt")
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def environment() -> dict:
+    """What the figures depend on, and warnings when the machine looks busy or throttled."""
+    cpuinfo = _read("/proc/cpuinfo") or ""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.splitlines()
+            if line.startswith(("model name", "Model", "Hardware"))
+        ),
+        platform.processor(),
+    )
+    cores = os.cpu_count() or 1
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    temp = _read("/sys/class/thermal/thermal_zone0/temp")
+    throttled = None
+    try:
+        throttled = (
+            subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=2).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
+    env = {
+        "cpu": model,
+        "cores": cores,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "cpu_temp_c": int(temp) / 1000 if temp and temp.isdigit() else None,
+        "throttled": throttled,
+        "load_avg_1m": load1,
+        "libraries": versions,
+        "warnings": [],
+    }
+    if load1 is not None and load1 > 0.5 * cores:
+        env["warnings"].append(f"machine looks busy: load average {load1:.1f} on {cores} cores")
+    if env["governor"] not in (None, "performance"):
+        env["warnings"].append(f"CPU governor is {env['governor']!r}; 'performance' gives steadier figures")
+    if throttled and throttled.split("=")[-1] not in ("0x0", "0"):
+        env["warnings"].append(f"the board reports throttling ({throttled})")
+    if env["cpu_temp_c"] and env["cpu_temp_c"] > 80:
+        env["warnings"].append(f"CPU is hot ({env['cpu_temp_c']:.0f} °C): figures may be throttled")
+    return env
+
+
+def run_worker(spec: dict, timeout: float = 900) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.benchworker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"status": f"failed: {tail[0][:200]}"}
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    coverage = DELEGATE_LINE.search(result.stderr)
+    if coverage:
+        data["delegate_nodes"] = {"delegated": int(coverage[1]), "total": int(coverage[2]), "delegate": coverage[3]}
+    data["status"] = "ok"
+    return data
+
+
+def compute_ratios(results: list[dict]) -> dict:
+    """Variant vs float32 (same backend, threads, mode); pipeline and e2e vs invoke (same variant...)."""
+    index = {(r["variant"], r["backend"], r["threads"], r["mode"]): r for r in results if r["status"] == "ok"}
+    ratios: dict[str, dict] = {"vs_float32": {}, "vs_invoke": {}}
+    for (variant, backend, threads, mode), r in index.items():
+        key = f"{variant}/{backend}/{threads}t/{mode}"
+        ref = index.get(("float32", backend, threads, mode))
+        if ref and variant != "float32":
+            ratios["vs_float32"][key] = {
+                "p50_speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"],
+                "size_ratio": r["model_mb"] / ref["model_mb"],
+            }
+        base = index.get((variant, backend, threads, "invoke"))
+        if base and mode != "invoke":
+            ratios["vs_invoke"][key] = {
+                "throughput_ratio": r["throughput_fps"] / base["throughput_fps"],
+                "p50_added_ms": r["latency_ms"]["p50"] - base["latency_ms"]["p50"],
+                "p50_ratio": r["latency_ms"]["p50"] / base["latency_ms"]["p50"],
+            }
+    return ratios
+
+
+def _accuracy(bundle: Bundle, variant: str, data: str | None, backend: str, threads: int) -> tuple:
+    """top-1 and agreement: measured on --data, else the figures the converter measured at export."""
+    if data:
+        from convert.evaluate import evaluate_bundle  # no TensorFlow: numpy, OpenCV and the engines
+
+        figures = evaluate_bundle(bundle.path, data, backend, threads)["variants"][variant]
+        return figures["top1"], figures["agreement"]
+    gate = bundle.manifest.variants[variant].gate
+    return (gate.top1, gate.agreement) if gate else (None, None)
+
+
+def table(results: list[dict]) -> Table:
+    t = Table(title="smartbin bench (latency in ms)")
+    for column in (
+        "variant",
+        "backend",
+        "thr",
+        "mode",
+        "status",
+        "MB",
+        "load s",
+        "first s",
+        "p50",
+        "p90",
+        "p99",
+        "mean±std",
+        "FPS",
+        "RSS peak",
+        "top-1",
+        "agree",
+    ):
+        t.add_column(column, justify="left" if column in ("variant", "backend", "mode", "status") else "right")
+    for r in results:
+        if r["status"] != "ok":
+            t.add_row(r["variant"], r["backend"], str(r["threads"]), r["mode"], "failed", *[""] * 11)
+            continue
+        lat = r["latency_ms"]
+        t.add_row(
+            r["variant"],
+            r["backend"],
+            str(r["threads"]),
+            r["mode"],
+            "ok",
+            f"{r['model_mb']:.1f}",
+            f"{r['load_s']:.2f}",
+            f"{r['first_inference_s']:.3f}",
+            f"{lat['p50']:.2f}",
+            f"{lat['p90']:.2f}",
+            f"{lat['p99']:.2f}",
+            f"{lat['mean']:.1f}±{lat['std']:.1f}",
+            f"{r['throughput_fps']:.1f}",
+            f"{r['rss_peak_mb']:.0f}",
+            "" if r["top1"] is None else f"{r['top1']:.1%}",
+            "" if r["agreement"] is None else f"{r['agreement']:.1%}",
+        )
+    return t
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "| variant | backend | threads | mode | p50 ms | p90 ms | p99 ms | FPS | RSS peak MB | size MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        if r["status"] != "ok":
+            lines.append(
+                f"| {r['variant']} | {r['backend']} | {r['threads']} | {r['mode']} | {r['status']} | | | | | |"
+            )
+            continue
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {r['variant']} | {r['backend']} | {r['threads']} | {r['mode']} | {lat['p50']:.1f} | "
+            f"{lat['p90']:.1f} | {lat['p99']:.1f} | {r['throughput_fps']:.1f} | {r['rss_peak_mb']:.0f} | "
+            f"{r['model_mb']:.1f} |"
+        )
+    env = report["environment"]
+    lines.append(f"\n{env['cpu']}, {env['cores']} cores, {env['machine']}, Python {env['python']}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["results"] if r["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
+    labels = [f"{r['variant']}\n{r['backend']}\n{r['threads']}t {r['mode']}" for r in rows]
+    ax.boxplot([[r["latency_ms"][k] for k in ("min", "p50", "p90", "p99", "max")] for r in rows], whis=(0, 100))
+    ax.set_xticks(range(1, len(rows) + 1), labels, fontsize=7)
+    ax.set_ylabel("latency ms (min, p50, p90, p99, max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="edge/bench.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--variants", default="all", help="all or a list: int8,float32,float16,dynamic,onnx")
+    p.add_argument("--backends", default="auto", help="auto or a list: litert,tflite_runtime,tensorflow,onnxruntime")
+    p.add_argument("--threads", default=str(min(4, os.cpu_count() or 1)), help="list, e.g. 1,2,4")
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--modes", default="invoke,pipeline,e2e")
+    p.add_argument("--broker", help="HOST:PORT for e2e (default: start a local one)")
+    p.add_argument("--data", help="dataset for top-1 and agreement (default: the figures in the manifest)")
+    p.add_argument("--json", help="write the report as JSON")
+    p.add_argument("--markdown", help="write a Markdown table")
+    p.add_argument("--plot", help="write a PNG of latency distributions")
+    return p.parse_args(argv)
+
+
+def plan(bundle: Bundle, args: argparse.Namespace) -> list[dict]:
+    variants = bundle.variant_names() if args.variants == "all" else args.variants.split(",")
+    have = available_backends()
+    backends = args.backends.split(",")
+    threads = [int(t) for t in args.threads.split(",")]
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in ("invoke", "pipeline", "e2e")]
+    if unknown:
+        raise SmartbinError(f"--modes: unknown {', '.join(unknown)} (allowed: invoke, pipeline, e2e)")
+    runs = []
+    for variant in variants:
+        if variant not in bundle.variant_names():
+            raise SmartbinError(
+                f"--variants: {variant!r} is not in {bundle.path} ({', '.join(bundle.variant_names())})"
+            )
+        for backend in backends:
+            if backend == "auto":
+                backend = "onnxruntime" if variant == "onnx" else next(b for b in TFLITE_BACKENDS if b in have)
+            if (variant == "onnx") != (backend == "onnxruntime"):
+                continue
+            for t in threads:
+                for mode in modes:
+                    e2e_rates = [0, 30] if mode == "e2e" else [0]
+                    for fps in e2e_rates:
+                        runs.append(
+                            {
+                                "variant": variant,
+                                "backend": backend,
+                                "threads": t,
+                                "mode": mode if not fps else f"e2e@{fps}fps",
+                                "fps": fps,
+                            }
+                        )
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        bundle = Bundle.open(args.bundle)
+        bundle.verify()
+        runs = plan(bundle, args)
+    except SmartbinError as exc:
+        console.print(f"bench: error: {exc}")
+        return 2
+    env = environment()
+    for warning in env["warnings"]:
+        console.print(f"[yellow]warning: {warning}")
+    broker = None
+    if any(r["mode"].startswith("e2e") for r in runs) and not args.broker:
+        from edge.localbroker import LocalBroker
+
+        broker = LocalBroker(persistence=False).start()
+        args.broker = f"127.0.0.1:{broker.port}"
+    results = []
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("benchmarking", total=len(runs))
+            for run in runs:
+                progress.update(task, description=f"{run['variant']} {run['backend']} {run['threads']}t {run['mode']}")
+                spec = {
+                    **run,
+                    "mode": "e2e" if run["mode"].startswith("e2e") else run["mode"],
+                    "bundle": str(bundle.path),
+                    "runs": args.runs,
+                    "warmup": args.warmup,
+                    "broker": args.broker,
+                }
+                try:
+                    data = run_worker(spec)
+                except subprocess.TimeoutExpired:
+                    data = {"status": "failed: timed out"}
+                entry = bundle.manifest.variants[run["variant"]]
+                top1, agreement = _accuracy(bundle, run["variant"], args.data, run["backend"], run["threads"])
+                results.append(
+                    {
+                        "variant": run["variant"],
+                        "backend": run["backend"],
+                        "threads": run["threads"],
+                        "mode": run["mode"],
+                        "model_mb": entry.size / 1e6,
+                        "top1": top1,
+                        "agreement": agreement,
+                        **data,
+                    }
+                )
+                progress.advance(task)
+    finally:
+        if broker:
+            broker.stop()
+    report = {"environment": env, "results": results, "ratios": compute_ratios(results)}
+    Console(width=None if sys.stdout.isatty() else 200).print(table(results))
+    for r in results:
+        if r["status"] != "ok":
+            console.print(f"[red]{r['variant']} {r['backend']} {r['threads']}t {r['mode']}: {r['status']}")
+    for key, r in report["ratios"]["vs_invoke"].items():
+        console.print(f"{key}: throughput {r['throughput_ratio']:.3f}x invoke, p50 +{r['p50_added_ms']:.2f} ms")
+    for key, r in report["ratios"]["vs_float32"].items():
+        console.print(f"{key}: {r['p50_speedup']:.2f}x float32 speed, {r['size_ratio']:.2f}x its size")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(report))
+    if args.plot:
+        plot(report, args.plot)
+    return 0 if all(r["status"] == "ok" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

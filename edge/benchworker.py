@@ -1,0 +1,237 @@
+"""One benchmark measurement, run in a fresh process so that load time and peak RSS are its own.
+
+``python -m edge.benchworker JSON`` prints one JSON result line. Modes:
+invoke (the bare engine), pipeline (source -> preprocess -> infer -> decision),
+e2e (the daemon path with MQTT, timed at a subscriber).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.classifier import Classifier
+from edge.decision import Decider
+from edge.runtime import open_engine
+from edge.scene import render_sample
+from edge.sources import Capture, open_source
+
+
+def rss_mb() -> float:
+    """Current resident set size."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def stats(samples_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    p = np.percentile(a, [50, 90, 99])
+    return {
+        "min": float(a.min()),
+        "p50": float(p[0]),
+        "p90": float(p[1]),
+        "p99": float(p[2]),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+    }
+
+
+def measure_invoke(spec: dict) -> dict:
+    bundle = Bundle.open(spec["bundle"])
+    t0 = time.perf_counter()
+    engine = open_engine(bundle, spec["backend"], spec["variant"], spec["threads"], spec.get("delegate"))
+    load_s = time.perf_counter() - t0
+    size = bundle.manifest.input
+    image = render_sample(1, 4, max(size.height, size.width), np.random.default_rng(0))[
+        None, : size.height, : size.width
+    ]
+    t0 = time.perf_counter()
+    engine.infer(image)
+    first_s = time.perf_counter() - t0
+    for _ in range(spec["warmup"]):
+        engine.infer(image)
+    samples = []
+    start = time.perf_counter()
+    for _ in range(spec["runs"]):
+        t = time.perf_counter()
+        engine.infer(image)
+        samples.append((time.perf_counter() - t) * 1e3)
+    elapsed = time.perf_counter() - start
+    return {
+        "latency_ms": stats(samples),
+        "throughput_fps": spec["runs"] / elapsed,
+        "load_s": load_s,
+        "first_inference_s": first_s,
+        "engine": engine.info(),
+    }
+
+
+def _classifier(spec: dict) -> tuple[Classifier, float]:
+    t0 = time.perf_counter()
+    classifier = Classifier(spec["bundle"], spec["backend"], spec["variant"], spec["threads"], spec.get("delegate"))
+    return classifier, time.perf_counter() - t0
+
+
+def measure_pipeline(spec: dict) -> dict:
+    """Source -> preprocess -> infer -> decision at full rate, with a per-stage breakdown."""
+    classifier, load_s = _classifier(spec)
+    decider = Decider(classifier.labels)
+    capture = Capture(lambda: open_source("synthetic://?items=0&present=20&empty=0")).start()
+    stages: dict[str, list[float]] = {"capture_wait": [], "preprocess": [], "infer": [], "postprocess": []}
+    totals: list[float] = []
+    last = -1
+    t0 = time.perf_counter()
+    first = capture.next_frame(last, timeout=5)
+    classifier.classify(first.image)
+    first_s = time.perf_counter() - t0
+    last = first.frame_id
+    for i in range(spec["warmup"] + spec["runs"]):
+        if i == spec["warmup"]:
+            start = time.perf_counter()
+        t = time.perf_counter()
+        frame = capture.next_frame(last, timeout=5)
+        waited = time.perf_counter() - t
+        last = frame.frame_id
+        prediction = classifier.classify(frame.image)
+        t2 = time.perf_counter()
+        decider.update(True, time.monotonic(), (prediction.label.index, prediction.confidence), frame.frame_id)
+        decide_ms = (time.perf_counter() - t2) * 1e3
+        if i >= spec["warmup"]:
+            stages["capture_wait"].append(waited * 1e3)
+            for key in ("preprocess", "infer"):
+                stages[key].append(prediction.latency_ms[key])
+            stages["postprocess"].append(prediction.latency_ms["postprocess"] + decide_ms)
+            totals.append((time.perf_counter() - t) * 1e3)
+    elapsed = time.perf_counter() - start
+    capture.stop()
+    return {
+        "latency_ms": stats(totals),
+        "throughput_fps": spec["runs"] / elapsed,
+        "load_s": load_s,
+        "first_inference_s": first_s,
+        "stages_ms": {k: stats(v)["p50"] for k, v in stages.items()},
+        "engine": classifier.engine.info(),
+    }
+
+
+def measure_e2e(spec: dict) -> dict:
+    """The daemon's own loop (presence off) publishing to a broker; a subscriber timestamps arrival."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.config import parse_config
+    from edge.daemon import Daemon
+
+    host, port = spec["broker"].rsplit(":", 1)
+    fps = spec.get("fps", 0)
+    uri = f"synthetic://?items=0&present=20&empty=0&fps={fps}"
+    config = parse_config(
+        {
+            "device_id": "bench",
+            "model": {
+                "bundle": spec["bundle"],
+                "backend": spec["backend"],
+                "variant": spec["variant"],
+                "threads": spec["threads"],
+            },
+            "source": {"uri": uri, "frozen_after_s": 0},
+            "presence": {"mode": "always"},
+            "decision": {"vote_frames": 100, "min_votes": 1},
+            "mqtt": {"host": host, "port": int(port), "metrics_interval_s": 3600},
+            "outbox": {"path": ":memory:"},
+        },
+        "bench",
+    )
+    t0 = time.perf_counter()
+    daemon = Daemon(config)
+    load_s = time.perf_counter() - t0
+    captured: dict[int, float] = {}
+    arrivals: dict[int, float] = {}
+    to_publish: dict[int, float] = {}
+    done = threading.Event()
+    wanted = spec["warmup"] + spec["runs"]
+
+    def on_message(client, userdata, message):
+        now = time.monotonic()
+        payload = json.loads(message.payload)
+        frame_id = payload["frame_id"]
+        arrivals[frame_id] = now
+        to_publish[frame_id] = payload["latency_ms"]["capture_to_publish"]
+        if len(arrivals) >= wanted:
+            done.set()
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2)
+    subscribed = threading.Event()
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{config.topic_base}/classification", qos=0)
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = on_message
+    sub.connect(host, int(port))
+    sub.loop_start()
+    daemon.publisher.start()
+    daemon.capture.start()
+    if not (subscribed.wait(10) and daemon.publisher.connected.wait(10)):
+        raise RuntimeError(f"cannot reach the broker at {spec['broker']}")
+    last = -1
+    start = time.perf_counter()
+    first_s = None
+    while len(captured) < wanted:
+        frame = daemon.capture.next_frame(last, timeout=5)
+        last = frame.frame_id
+        captured[frame.frame_id] = frame.mono
+        daemon.process(frame)
+        if first_s is None:
+            first_s = time.perf_counter() - start
+            start = time.perf_counter()
+    elapsed = time.perf_counter() - start
+    done.wait(5)
+    ids = sorted(captured)[spec["warmup"] :]
+    latencies = [(arrivals[i] - captured[i]) * 1e3 for i in ids if i in arrivals]
+    # Where the time goes: capture -> publish call (in the daemon), publish -> arrival (broker, network).
+    breakdown = {
+        "capture_to_publish": stats([to_publish[i] for i in ids if i in arrivals])["p50"],
+        "publish_to_arrival": stats([(arrivals[i] - captured[i]) * 1e3 - to_publish[i] for i in ids if i in arrivals])[
+            "p50"
+        ],
+    }
+    daemon.capture.stop()
+    daemon.publisher.stop(timeout=1)
+    sub.disconnect()
+    sub.loop_stop()
+    return {
+        "latency_ms": stats(latencies),
+        "throughput_fps": (wanted - 1) / elapsed,
+        "load_s": load_s,
+        "first_inference_s": first_s,
+        "messages_received": len(latencies),
+        "messages_sent": len(ids),
+        "stages_ms": breakdown,
+        "engine": daemon.classifier.engine.info(),
+    }
+
+
+MODES = {"invoke": measure_invoke, "pipeline": measure_pipeline, "e2e": measure_e2e}
+
+
+def main() -> int:
+    spec = json.loads(sys.argv[1])
+    result = MODES[spec["mode"]](spec)
+    result["rss_peak_mb"] = peak_rss_mb()
+    result["rss_steady_mb"] = rss_mb()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
