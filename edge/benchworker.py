@@ -229,7 +229,7 @@ def main() -> int:
     result = MODES[spec["mode"]](spec)
     result["rss_peak_mb"] = peak_rss_mb()
     result["rss_steady_mb"] = rss_mb()
-    print(json.dumps(result))
+    sys.stdout.write(json.dumps(result) + "\n")  # the protocol with edge/bench.py, not a log line
     return 0
 
 
