@@ -156,6 +156,15 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_actuator(args: argparse.Namespace) -> int:
+    from edge.actuator import run_actuator
+
+    try:
+        return run_actuator(args.config)
+    except SmartbinError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench import main as bench_main
 
@@ -243,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p = _add(csub, "show", cmd_config_show, "print the effective config (defaults filled in, secrets masked)")
     p.add_argument("file")
+
+    p = _add(sub, "actuator", cmd_actuator, "drive the bin's servo or flaps from decisions (gpiozero)")
+    p.add_argument("--config", required=True, help="the same YAML file as `smartbin run`")
 
     p = _add(sub, "bench", cmd_bench, "latency benchmark (same as python edge/bench.py; --help for its options)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of edge/bench.py")

@@ -159,6 +159,34 @@ class WebConfig(Strict):
     port: int = Field(8080, ge=1, le=65535)
 
 
+class ActuatorConfig(Strict):
+    """How a decision moves the bin: one servo angle per bin, or one GPIO output (flap) per bin."""
+
+    mode: Literal["servo", "pins"] = "servo"
+    servo_pin: int = Field(18, ge=0, le=40, description="BCM pin of the servo (servo mode)")
+    angles: dict[Literal[BINS], float] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"other": -90.0, "kitchen": -30.0, "recyclable": 30.0, "hazardous": 90.0},
+        description="servo angle per bin, -90..90",
+    )
+    neutral_angle: float = Field(0.0, ge=-90, le=90)
+    pins: dict[Literal[BINS], int] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: {"other": 5, "kitchen": 6, "recyclable": 13, "hazardous": 19},
+        description="BCM output pin per bin (pins mode)",
+    )
+    hold_s: float = Field(1.5, gt=0, le=30, description="how long the flap stays open before returning")
+    state_path: Path = Field(Path("/var/lib/smartbin/actuator.sqlite"), description="events already carried out")
+
+    @model_validator(mode="after")
+    def every_bin_mapped(self) -> ActuatorConfig:
+        mapping = self.angles if self.mode == "servo" else self.pins
+        missing = [b for b in BINS if b not in mapping]
+        if missing:
+            raise ValueError(f"{'angles' if self.mode == 'servo' else 'pins'} lacks bin(s): {', '.join(missing)}")
+        if self.mode == "servo" and any(not -90 <= a <= 90 for a in self.angles.values()):
+            raise ValueError("servo angles must lie in -90..90")
+        return self
+
+
 class Config(Strict):
     device_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="this bin's name in topics")
     model: ModelConfig
@@ -168,6 +196,7 @@ class Config(Strict):
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     web: WebConfig = WebConfig()
+    actuator: ActuatorConfig = ActuatorConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property
@@ -230,6 +259,7 @@ def load_config(path: str | Path) -> Config:
     base = path.parent
     config.model.bundle = _relative_to(base, config.model.bundle)
     config.outbox.path = _relative_to(base, config.outbox.path)
+    config.actuator.state_path = _relative_to(base, config.actuator.state_path)
     return config
 
 

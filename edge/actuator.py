@@ -1,0 +1,195 @@
+"""`smartbin actuator`: decisions on MQTT -> a servo angle or a GPIO flap per bin, exactly once per event.
+
+Subscribes with a persistent session (QoS 1), remembers carried-out ``event_id``s in SQLite
+(so a re-delivery, even after a restart, never moves the bin twice), acknowledges each event
+on ``…/actuator/ack``, and never moves on malformed input or an unknown bin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.config import ActuatorConfig, Config, load_config
+from edge.labels import BINS
+from edge.mqtt import dumps
+
+log = logging.getLogger(__name__)
+
+REMEMBERED_EVENTS = 10000
+
+
+class Mover:
+    """The gpiozero side. GPIOZERO_PIN_FACTORY=mock selects gpiozero's own mock pins (tests, dev boxes)."""
+
+    def __init__(self, config: ActuatorConfig):
+        self.config = config
+        if config.mode == "servo":
+            from gpiozero import AngularServo
+
+            self.servo = AngularServo(config.servo_pin, min_angle=-90, max_angle=90, initial_angle=config.neutral_angle)
+        else:
+            from gpiozero import DigitalOutputDevice
+
+            self.flaps = {b: DigitalOutputDevice(pin) for b, pin in config.pins.items()}
+
+    def move(self, bin_name: str) -> None:
+        """Open the bin's way for ``hold_s``, then return to neutral."""
+        if self.config.mode == "servo":
+            self.servo.angle = self.config.angles[bin_name]
+            time.sleep(self.config.hold_s)
+            self.servo.angle = self.config.neutral_angle
+        else:
+            flap = self.flaps[bin_name]
+            flap.on()
+            time.sleep(self.config.hold_s)
+            flap.off()
+
+    def close(self) -> None:
+        for device in [getattr(self, "servo", None), *getattr(self, "flaps", {}).values()]:
+            if device is not None:
+                device.close()
+
+
+class Seen:
+    """event_ids already carried out, kept across restarts."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS done (event_id TEXT PRIMARY KEY, ts REAL NOT NULL)")
+
+    def add(self, event_id: str) -> bool:
+        """Record the event; False when it was already there."""
+        cursor = self.db.execute("INSERT OR IGNORE INTO done VALUES (?, ?)", (event_id, time.time()))
+        if cursor.rowcount:
+            self.db.execute(
+                "DELETE FROM done WHERE event_id NOT IN (SELECT event_id FROM done ORDER BY ts DESC LIMIT ?)",
+                (REMEMBERED_EVENTS,),
+            )
+        return bool(cursor.rowcount)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def parse_decision(payload: bytes) -> tuple[str, str]:
+    """(event_id, bin) of a decision message, or ValueError saying what is wrong."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("not a JSON decision") from None
+    if not isinstance(data, dict) or not isinstance(data.get("event_id"), str) or not data["event_id"]:
+        raise ValueError("decision without an event_id")
+    if data.get("bin") not in BINS:
+        raise ValueError(f"unknown bin {data.get('bin')!r} (allowed: {', '.join(BINS)})")
+    return data["event_id"], data["bin"]
+
+
+class Actuator:
+    def __init__(self, config: Config):
+        self.config = config
+        self.base = config.topic_base
+        self.mover = Mover(config.actuator)
+        self.seen = Seen(config.actuator.state_path)
+        self.jobs: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=100)
+        self.moves = 0
+        self.ready = threading.Event()
+        m = config.mqtt
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"smartbin-actuator-{config.device_id}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        if m.username:
+            self.client.username_pw_set(m.username, m.password())
+        if m.tls.enabled:
+            self.client.tls_set(
+                ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
+                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
+                keyfile=str(m.tls.key_file) if m.tls.key_file else None,
+            )
+            self.client.tls_insecure_set(not m.tls.check_hostname)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self.ready.set()
+        self._worker = threading.Thread(target=self._work, name="actuator", daemon=True)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            client.subscribe(f"{self.base}/decision", qos=1)
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            event_id, bin_name = parse_decision(message.payload)
+        except ValueError as exc:
+            log.error("refused decision: %s", exc)
+            self._ack(None, None, error=str(exc))
+            return
+        self.jobs.put((event_id, bin_name))
+
+    def _ack(
+        self, event_id: str | None, bin_name: str | None, error: str | None = None, duplicate: bool = False
+    ) -> None:
+        payload = {
+            "event_id": event_id,
+            "bin": bin_name,
+            "ok": error is None,
+            "duplicate": duplicate,
+            "ts": round(time.time(), 3),
+        }
+        if error:
+            payload["error"] = error
+        self.client.publish(f"{self.base}/actuator/ack", dumps(payload), qos=1)
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            event_id, bin_name = job
+            if not self.seen.add(event_id):
+                log.info("event %s already carried out; not moving again", event_id[:8])
+                self._ack(event_id, bin_name, duplicate=True)
+                continue
+            log.info("event %s: moving to %s", event_id[:8], bin_name)
+            try:
+                self.mover.move(bin_name)
+                self.moves += 1
+                self._ack(event_id, bin_name)
+            except Exception as exc:  # a hardware error must not stop the actuator
+                log.exception("move failed")
+                self._ack(event_id, bin_name, error=f"move failed: {exc}")
+
+    def start(self) -> Actuator:
+        self._worker.start()
+        self.client.connect_async(self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.keepalive)
+        self.client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.jobs.put(None)
+        self._worker.join(timeout=self.config.actuator.hold_s + 2)
+        self.mover.close()
+        self.seen.close()
+
+
+def run_actuator(config_path: str | Path) -> int:
+    config = load_config(config_path)
+    actuator = Actuator(config).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    actuator.stop()
+    return 0

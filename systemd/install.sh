@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Install smartbin as a systemd service on a Raspberry Pi, a Jetson or an x86 box.
+#
+#   sudo systemd/install.sh [--board rpi4|rpi5|jetson-nano|jetson-orin-nano|x86-dev] [--bundle DIR]
+#   sudo systemd/install.sh --uninstall [--purge]
+#   systemd/install.sh --dry-run ...        # print what would be done, change nothing
+#   systemd/install.sh --prefix DIR ...     # install under DIR (packaging, tests); no user, no systemctl
+#
+# Idempotent: running it again upgrades the package and units, keeps /etc/smartbin/config.yaml.
+set -euo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BOARD="" BUNDLE="" PREFIX="" DRY=0 UNINSTALL=0 PURGE=0 VENV="" FIND_LINKS=""
+BOARDS="rpi4 rpi5 jetson-nano jetson-orin-nano x86-dev"
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "install.sh: $*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --board) BOARD=${2:?}; shift ;;
+    --bundle) BUNDLE=${2:?}; shift ;;
+    --prefix) PREFIX=${2:?}; shift ;;
+    --venv) VENV=${2:?}; shift ;;           # use an existing virtual environment
+    --find-links) FIND_LINKS=${2:?}; shift ;; # offline wheels for pip
+    --dry-run) DRY=1 ;;
+    --uninstall) UNINSTALL=1 ;;
+    --purge) PURGE=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+  shift
+done
+
+run() {  # print every action; carry it out unless --dry-run
+  echo "+ $*"
+  [ "$DRY" -eq 1 ] || "$@"
+}
+
+detect_board() {
+  local model=""
+  [ -r /proc/device-tree/model ] && model=$(tr -d '\0' </proc/device-tree/model)
+  case "$model" in
+    *"Raspberry Pi 5"*) echo rpi5 ;;
+    *"Raspberry Pi 4"*) echo rpi4 ;;
+    *Orin*) echo jetson-orin-nano ;;
+    *Jetson*|*"NVIDIA"*) echo jetson-nano ;;
+    *) if [ -e /etc/nv_tegra_release ]; then echo jetson-nano;
+       elif [ "$(uname -m)" = x86_64 ]; then echo x86-dev; fi ;;
+  esac
+}
+
+if [ -z "$PREFIX" ] && [ "$DRY" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
+  die "run as root (sudo), or use --dry-run to see what it would do, or --prefix DIR"
+fi
+
+ETC="$PREFIX/etc/smartbin"
+STATE="$PREFIX/var/lib/smartbin"
+UNITS="$PREFIX/etc/systemd/system"
+OPT="$PREFIX/opt/smartbin"
+[ -n "$VENV" ] || VENV="$OPT/venv"
+
+if [ "$UNINSTALL" -eq 1 ]; then
+  if [ -z "$PREFIX" ]; then
+    run systemctl disable --now smartbin-edge.service smartbin-actuator.service || true
+  fi
+  run rm -f "$UNITS/smartbin-edge.service" "$UNITS/smartbin-actuator.service"
+  run rm -rf "$OPT"
+  if [ "$PURGE" -eq 1 ]; then run rm -rf "$ETC" "$STATE"; else echo "kept $ETC and $STATE (use --purge to remove them)"; fi
+  [ -n "$PREFIX" ] || run systemctl daemon-reload
+  exit 0
+fi
+
+[ -n "$BOARD" ] || BOARD=$(detect_board)
+[ -n "$BOARD" ] || die "unknown board ($(uname -m)); pass --board one of: $BOARDS"
+case " $BOARDS " in *" $BOARD "*) ;; *) die "unknown board '$BOARD' (allowed: $BOARDS)" ;; esac
+case "$BOARD" in rpi*) EXTRAS=pi ;; jetson*) EXTRAS=jetson ;; *) EXTRAS=edge ;; esac
+echo "board: $BOARD (extras: $EXTRAS)"
+
+# 1. the service user, with the groups a camera and GPIO need
+if [ -z "$PREFIX" ]; then
+  if ! id smartbin >/dev/null 2>&1; then
+    run useradd --system --home-dir /var/lib/smartbin --shell /usr/sbin/nologin smartbin
+  fi
+  for group in video gpio render; do
+    if getent group "$group" >/dev/null; then run usermod -aG "$group" smartbin; fi
+  done
+fi
+
+# 2. the package in its own virtual environment
+if [ ! -x "$VENV/bin/smartbin" ]; then
+  run python3 -m venv "$VENV"
+fi
+if [ "$VENV" = "$OPT/venv" ]; then
+  pip_args=(--quiet --upgrade)
+  [ -z "$FIND_LINKS" ] || pip_args+=(--no-index --find-links "$FIND_LINKS")
+  run "$VENV/bin/pip" install "${pip_args[@]}" "$SRC[$EXTRAS]"
+fi
+
+# 3. config (never overwritten) and model bundle
+run mkdir -p "$ETC" "$STATE/models" "$UNITS"
+if [ ! -f "$ETC/config.yaml" ]; then
+  run install -m 0640 "$SRC/firmware_config/$BOARD.yaml" "$ETC/config.yaml"
+else
+  echo "kept existing $ETC/config.yaml"
+fi
+if [ -n "$BUNDLE" ]; then
+  [ -f "$BUNDLE/manifest.json" ] || die "$BUNDLE is not a model bundle (no manifest.json); make one with 'smartbin convert'"
+  name=$(basename "$BUNDLE")
+  run rm -rf "$STATE/models/$name"
+  run cp -r "$BUNDLE" "$STATE/models/$name"
+  run ln -sfn "$name" "$STATE/models/current"
+fi
+
+# 4. units, pointing at this venv
+for unit in smartbin-edge.service smartbin-actuator.service; do
+  echo "+ install $unit -> $UNITS/$unit"
+  if [ "$DRY" -eq 0 ]; then
+    sed "s#/opt/smartbin/venv#$VENV#g" "$SRC/systemd/$unit" >"$UNITS/$unit"
+    chmod 0644 "$UNITS/$unit"
+  fi
+done
+
+if [ -z "$PREFIX" ]; then
+  run chown -R smartbin:smartbin "$STATE"
+  run chown root:smartbin "$ETC" "$ETC/config.yaml"
+  run systemctl daemon-reload
+  run systemctl enable --now smartbin-edge.service
+  echo "done: journalctl -fu smartbin-edge   and   mosquitto_sub -t 'smartbin/#' -v"
+else
+  echo "installed under $PREFIX"
+fi

@@ -1,0 +1,132 @@
+"""systemd units pass `systemd-analyze verify` and `security`; the installer's dry run and prefix install."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+INSTALL = ROOT / "systemd" / "install.sh"
+UNITS = ("smartbin-edge.service", "smartbin-actuator.service")
+needs_systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (Debian's systemd package)"
+)
+
+
+def install(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True, check=check)
+
+
+@pytest.fixture()
+def prefix(tmp_path: Path, bundle_dir: Path) -> Path:
+    """A real install under a temporary root, using this test run's venv (no network)."""
+    root = tmp_path / "root"
+    install(
+        "--prefix",
+        str(root),
+        "--board",
+        "x86-dev",
+        "--venv",
+        str(Path(sys.executable).parent.parent),
+        "--bundle",
+        str(bundle_dir),
+    )
+    return root
+
+
+@needs_systemd
+def test_installed_units_verify_cleanly(prefix: Path):
+    units = [str(prefix / "etc/systemd/system" / u) for u in UNITS]
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *units],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"},
+    )
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
+
+
+@needs_systemd
+@pytest.mark.parametrize("unit", UNITS)
+def test_security_exposure_is_at_most_2(unit: str):
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(ROOT / "systemd" / unit)], capture_output=True, text=True
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout[-500:]
+    assert float(match[1]) <= 2.0, result.stdout[-2000:]
+
+
+def test_unit_contract():
+    edge = (ROOT / "systemd" / "smartbin-edge.service").read_text()
+    for line in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=78",
+        "User=smartbin",
+        "StateDirectory=smartbin",
+        "ConfigurationDirectory=smartbin",
+        "DevicePolicy=closed",
+        "DeviceAllow=char-video4linux rw",
+        "CapabilityBoundingSet=\n",
+        "ProtectSystem=strict",
+    ):
+        assert line in edge, line
+    actuator = (ROOT / "systemd" / "smartbin-actuator.service").read_text()
+    assert "After=network-online.target mosquitto.service" in actuator
+
+
+def test_prefix_install_is_complete_and_idempotent(prefix: Path, bundle_dir: Path):
+    from edge.bundle import Bundle
+    from edge.config import load_config
+
+    config = prefix / "etc/smartbin/config.yaml"
+    assert load_config(config).model.backend == "auto"
+    current = prefix / "var/lib/smartbin/models/current"
+    assert current.is_symlink() and Bundle.open(current).verify() is None
+    unit = (prefix / "etc/systemd/system/smartbin-edge.service").read_text()
+    assert f"ExecStart={Path(sys.executable).parent}/smartbin run --config /etc/smartbin/config.yaml" in unit
+    config.write_text(config.read_text().replace("bin-01", "kitchen-bin"))  # the user's edit
+    second = install("--prefix", str(prefix), "--board", "x86-dev", "--venv", str(Path(sys.executable).parent.parent))
+    assert "kept existing" in second.stdout and "kitchen-bin" in config.read_text()
+    install("--prefix", str(prefix), "--uninstall")
+    assert not (prefix / "etc/systemd/system/smartbin-edge.service").exists() and config.exists()
+    install("--prefix", str(prefix), "--uninstall", "--purge")
+    assert not config.exists()
+
+
+def test_dry_run_changes_nothing_and_shows_the_plan(tmp_path: Path):
+    result = install("--dry-run", "--board", "rpi4")
+    assert "board: rpi4 (extras: pi)" in result.stdout
+    for step in (
+        "useradd --system",
+        "python3 -m venv /opt/smartbin/venv",
+        "[pi]",
+        "/etc/smartbin/config.yaml",
+        "systemctl enable --now smartbin-edge.service",
+    ):
+        assert step in result.stdout, step
+    empty = tmp_path / "root"
+    empty.mkdir()
+    install("--dry-run", "--prefix", str(empty), "--board", "rpi5")
+    assert list(empty.iterdir()) == []
+
+
+def test_refusals_are_clear():
+    unknown = install("--dry-run", "--board", "pi3", check=False)
+    assert unknown.returncode == 1 and "unknown board 'pi3' (allowed: rpi4 rpi5" in unknown.stderr
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 and shutil.which("runuser") else []
+    not_root = subprocess.run([*as_user, "bash", str(INSTALL), "--board", "rpi4"], capture_output=True, text=True)
+    if os.geteuid() != 0 or as_user:
+        assert not_root.returncode == 1 and "run as root (sudo)" in not_root.stderr
+    bad_bundle = install("--dry-run", "--board", "rpi4", "--bundle", "/nonexistent", check=False)
+    assert bad_bundle.returncode == 1 and "is not a model bundle" in bad_bundle.stderr
