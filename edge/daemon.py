@@ -68,14 +68,15 @@ class Daemon:
         self.capture = self._make_capture(config)
         self.presence = self._make_presence(config)
         self.decider = Decider(self.classifier.labels, self._decision_config(config))
-        self.outbox_error: str | None = None
+        self.outbox_open_error: str | None = None  # sticky: the configured file could not be opened
         try:
             self.outbox = Outbox(config.outbox.path, config.outbox.max_items)
         except OutboxError as exc:
             # Keep sorting: decisions still go out, only the power-cut guarantee is lost (and reported).
-            self.outbox_error = str(exc)
-            log.error("%s; decisions are kept in memory only until this is fixed", exc)
+            self.outbox_open_error = f"{exc}; decisions are kept in memory only"
+            log.error("%s", self.outbox_open_error)
             self.outbox = Outbox(":memory:", config.outbox.max_items)
+        self.outbox_error = self.outbox_open_error
         self.last_frame: Frame | None = None
         self.last_healthy = time.monotonic()
         self.publisher = Publisher(
@@ -297,7 +298,7 @@ class Daemon:
             )
             try:
                 self.publisher.publish_decision(payload)
-                self.outbox_error = None
+                self.outbox_error = self.outbox_open_error
             except OutboxError as exc:
                 self.outbox_error = str(exc)
                 log.error("%s; sending without store-and-forward", exc)

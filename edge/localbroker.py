@@ -4,6 +4,7 @@ otherwise amqtt (an embedded Python broker; MQTT 3.1.1, fine for a demo, not for
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -55,7 +56,10 @@ class LocalBroker:
     def _command(self) -> list[str]:
         if self.kind == "mosquitto":
             config = self.workdir / "mosquitto.conf"
+            # As root, mosquitto would drop to its own user and could not read our (private) files.
+            user = ["user root"] if os.geteuid() == 0 else []
             lines = [
+                *user,
                 f"listener {self.port} 127.0.0.1",
                 "allow_anonymous true",
                 f"persistence {'true' if self.persistence else 'false'}",

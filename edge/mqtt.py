@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import random
+import socket
 import ssl
 import threading
 import time
@@ -20,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import MqttConfig
+from edge.errors import ConfigError
 from edge.outbox import Outbox, OutboxError
 
 log = logging.getLogger(__name__)
@@ -79,27 +82,47 @@ class Publisher:
         client.reconnect_delay_set(min_delay=1 + random.randint(0, 2), max_delay=60)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password())
-        if cfg.tls.enabled:
-            tls = cfg.tls
-            key_password = None
-            if tls.key_password_env:
-                import os
-
-                key_password = os.environ.get(tls.key_password_env)
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                keyfile_password=key_password,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(not tls.check_hostname)
+        self._tls_context = self._make_tls_context() if cfg.tls.enabled else None
+        if self._tls_context is not None:
+            client.tls_set_context(self._tls_context)
         client.will_set(self.topic("status"), dumps(self.status("offline")), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_connect_fail = self._on_connect_fail
         return client
+
+    def _make_tls_context(self) -> ssl.SSLContext:
+        tls = self.config.tls
+        try:
+            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            context.check_hostname = tls.check_hostname
+            if tls.cert_file:
+                password = os.environ.get(tls.key_password_env) if tls.key_password_env else None
+                context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from None
+        return context
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        """paho retries silently; find out why once and say it (TLS mismatch, refused, unreachable)."""
+        reason = self._probe()
+        if reason != self.last_error:
+            self.last_error = reason
+            log.error("cannot connect to %s:%d: %s (retrying)", self.config.host, self.config.port, reason)
+
+    def _probe(self) -> str:
+        try:
+            with socket.create_connection((self.config.host, self.config.port), timeout=5) as sock:
+                if self._tls_context is not None:
+                    with self._tls_context.wrap_socket(sock, server_hostname=self.config.host):
+                        pass
+        except ssl.SSLCertVerificationError as exc:
+            return f"TLS: the broker's certificate was refused: {exc.verify_message}"
+        except (OSError, ssl.SSLError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "the broker accepted TCP/TLS but not the MQTT connection"
 
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself."""

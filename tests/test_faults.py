@@ -1,0 +1,242 @@
+"""Faults survived and counted: broker outage, SIGKILL, camera gone, disk trouble (real processes, real broker)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, write_config
+from tests.mqtt_client import Subscriber, unique_decisions
+
+pytestmark = pytest.mark.slow
+DECISION_LOG = re.compile(r"decision ([0-9a-f]{8}): ")
+
+
+def daemon(config: Path, env: dict | None = None) -> subprocess.Popen:
+    import os
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(config)],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class StderrLog:
+    """Reads a process's stderr in the background so that tests can wait for log lines."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process) -> None:
+        for line in process.stderr:
+            self.lines.append(line)
+
+    def decisions(self) -> list[str]:
+        return [m[1] for line in list(self.lines) if (m := DECISION_LOG.search(line))]
+
+    def wait_decisions(self, count: int, timeout: float = 30) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.decisions()) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.decisions()
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def persistent_subscriber(port: int) -> Subscriber:
+    """A subscriber whose session (and QoS 1 queue) survives a broker restart."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    sub = Subscriber.__new__(Subscriber)
+    sub.messages, sub._lock, sub._subscribed = [], threading.Lock(), threading.Event()
+    sub.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fault-watcher", clean_session=False)
+    sub.client.on_connect = lambda c, u, f, rc, p: c.subscribe("smartbin/#", qos=1)
+    sub.client.on_subscribe = lambda *a: sub._subscribed.set()
+    sub.client.on_message = sub._on_message
+    sub.client.reconnect_delay_set(0.2, 1)
+    sub.client.connect("127.0.0.1", port)
+    sub.client.loop_start()
+    assert sub._subscribed.wait(5)
+    return sub
+
+
+def test_broker_outage_loses_nothing(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+    clip, _ = clip_factory(items=4)
+    config = write_config(tmp_path / "c.yaml", bundle_dir, f"file://{clip}?loop=1&realtime=1", broker.port)
+    sub = persistent_subscriber(broker.port)
+    process = daemon(config)
+    log = StderrLog(process)
+    try:
+        before = len(log.wait_decisions(2))
+        broker.stop()
+        outage_started = time.monotonic()
+        during = log.wait_decisions(before + 3, timeout=40)  # items keep being dropped while the broker is down
+        outage_s = time.monotonic() - outage_started
+        broker.start()
+        assert sub._subscribed.wait(5)
+        log.wait_decisions(len(during) + 1, timeout=30)
+        made = log.decisions()
+        received = unique_decisions(sub.wait_for("decision", count=len(made), timeout=30))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+    received_ids = [d["event_id"][:8] for d in received]
+    made = log.decisions()
+    duplicates = len(sub.on("decision")) - len(received)
+    print(
+        f"\nbroker outage {outage_s:.1f} s: decisions made {len(made)} (during outage {len(during) - before}), "
+        f"received {len(received)}, lost {len(set(made) - set(received_ids))}, duplicates removed {duplicates}"
+    )
+    assert set(made) <= set(received_ids), "a decision was lost"
+    assert [i for i in received_ids if i in made] == made, "decisions arrived out of order"
+    statuses = [m.json()["state"] for m in sub.on("status")]
+    assert statuses.count("online") >= 2  # online again after the broker came back
+    sub.close()
+
+
+def test_sigkill_mid_stream_then_restart(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+    clip, _ = clip_factory(items=4)
+    config = write_config(tmp_path / "c.yaml", bundle_dir, f"file://{clip}?loop=1&realtime=1", broker.port)
+    sub = persistent_subscriber(broker.port)
+    process = daemon(config)
+    log = StderrLog(process)
+    log.wait_decisions(3)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    made = log.decisions()
+    will = sub.wait_for("status", where=lambda m: m.json()["state"] == "offline", timeout=90)
+    assert will, "the Last Will did not announce offline"
+    outbox = sqlite3.connect(tmp_path / "outbox.sqlite")
+    assert outbox.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    left = outbox.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    outbox.close()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    from edge.images import write_jpeg
+    from edge.scene import empty_floor
+
+    write_jpeg(empty / "0.jpg", empty_floor(240, 320, seed=3))
+    config = write_config(tmp_path / "c.yaml", bundle_dir, f"dir://{empty}", broker.port)
+    restarted = daemon(config)
+    restarted.communicate(timeout=60)
+    received = {d["event_id"][:8] for d in unique_decisions(sub.wait_for("decision", count=len(made)))}
+    sub.close()
+    print(
+        f"\nSIGKILL after {len(made)} decisions ({left} unacknowledged in the outbox): received {len(received)}, "
+        f"lost {len(set(made) - received)}, restarts survived 1"
+    )
+    assert set(made) <= received
+    assert restarted.returncode == 0
+
+
+def notify_socket(tmp_path: Path) -> tuple[socket.socket, str]:
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    return sock, path
+
+
+def drain(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    """(monotonic arrival time, message) for every sd_notify datagram within ``seconds``."""
+    messages, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            messages.append((time.monotonic(), sock.recv(4096).decode()))
+        except TimeoutError:
+            pass
+    return messages
+
+
+def pings(messages: list[tuple[float, str]], after: float = 0.0) -> int:
+    return sum(1 for t, m in messages if m == "WATCHDOG=1" and t > after)
+
+
+def test_camera_gone_degrades_stops_watchdog_and_recovers(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+    clip, _ = clip_factory(items=4)
+    live = tmp_path / "camera.avi"
+    live.write_bytes(clip.read_bytes())
+    config = write_config(
+        tmp_path / "c.yaml",
+        bundle_dir,
+        f"file://{live}?loop=1&realtime=1",
+        broker.port,
+        source__stall_timeout_s=1.5,
+        source__reconnect_max_s=0.5,
+    )
+    sock, path = notify_socket(tmp_path)
+    sub = Subscriber(broker.port)
+    process = daemon(config, {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+    try:
+        healthy = drain(sock, 3)
+        assert any(m.startswith("READY=1") for _, m in healthy) and pings(healthy) >= 5
+        live.unlink()  # the camera goes away
+        gone_at = time.monotonic()
+        gone = drain(sock, 4)
+        degraded = sub.wait_for("status", where=lambda m: m.json()["health"] == "degraded")
+        metrics = sub.wait_for("metrics", where=lambda m: m.json()["source_state"] == "reconnecting")
+        live.write_bytes(clip.read_bytes())  # ...and comes back
+        back = drain(sock, 4)
+        recovered = sub.wait_for(
+            "status",
+            where=lambda m: (
+                m.json()["health"] == "ok" and m.json()["state"] == "online" and m.json()["source"]["state"] == "ok"
+            ),
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+        sub.close()
+    # Grace: the stall timeout (1.5 s) plus one ping interval (0.2 s) and scheduling slack.
+    pings_after_grace = pings(gone, after=gone_at + 2.0)
+    print(
+        f"\ncamera gone: pings while healthy {pings(healthy)}, during the outage {pings(gone)} "
+        f"(after the grace period {pings_after_grace}), after its return {pings(back)}"
+    )
+    assert (
+        degraded
+        and metrics
+        and "clip is gone" in (metrics[0].json().get("source_state") + json.dumps(degraded[-1].json()["source"]))
+    )
+    assert pings_after_grace == 0, "watchdog kept being fed while the camera was gone"
+    assert pings(back) >= 3 and recovered
+
+
+def test_outbox_not_writable_is_reported_without_crash_loop(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+    clip, _ = clip_factory(items=4)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    config = write_config(tmp_path / "c.yaml", bundle_dir, f"file://{clip}?realtime=1", broker.port)
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    data["outbox"]["path"] = str(blocker / "outbox.sqlite")
+    config.write_text(yaml.safe_dump(data))
+    sub = Subscriber(broker.port)
+    process = daemon(config)
+    _, err = process.communicate(timeout=60)
+    sub.close()
+    assert process.returncode == 0, err[-1500:]
+    assert "cannot open outbox" in err and "Traceback" not in err
+    metrics = [m.json() for m in sub.on("metrics")]
+    assert metrics and all("cannot open outbox" in m["outbox_error"] for m in metrics)
+    assert len(unique_decisions(sub.on("decision"))) == 4  # still sorting
+    assert any(m.json()["health"] == "degraded" for m in sub.on("status"))

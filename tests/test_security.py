@@ -1,0 +1,226 @@
+"""TLS with client certificates, the example ACL, and no secrets in logs or messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.localbroker import LocalBroker, mosquitto_path
+from tests.conftest import ROOT, write_config
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        mosquitto_path() is None or shutil.which("openssl") is None,
+        reason="needs mosquitto and openssl (installed by .ci/run)",
+    ),
+]
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A CA, a server certificate for 'localhost' only, and client certificates named after devices."""
+    d = tmp_path_factory.mktemp("pki")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=smartbin test CA",
+        cwd=d,
+    )
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost\n")
+    for name, ext in (("server", "server.ext"), ("test-bin", None), ("other-bin", None)):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={'localhost' if name == 'server' else name}",
+            cwd=d,
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            *(["-extfile", ext] if ext else []),
+            cwd=d,
+        )
+    return d
+
+
+@pytest.fixture()
+def tls_broker(tmp_path: Path, pki: Path):
+    acl = ROOT / "systemd" / "mosquitto" / "smartbin-acl.conf"
+    extra = (
+        f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\nkeyfile {pki / 'server.key'}\n"
+        f"require_certificate true\nuse_identity_as_username true\nacl_file {acl}\n"
+    )
+    broker = LocalBroker(workdir=tmp_path / "broker", extra_config=extra).start()
+    yield broker
+    broker.stop()
+
+
+def tls_client(pki: Path, port: int, cert: str | None, host: str = "localhost") -> tuple[mqtt.Client, list, list]:
+    received, results = [], []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.tls_set(
+        ca_certs=str(pki / "ca.crt"),
+        certfile=str(pki / f"{cert}.crt") if cert else None,
+        keyfile=str(pki / f"{cert}.key") if cert else None,
+        cert_reqs=ssl.CERT_REQUIRED,
+    )
+    client.on_connect = lambda c, u, f, rc, p: results.append(rc)
+    client.on_message = lambda c, u, m: received.append((m.topic, m.payload))
+    try:
+        client.connect(host, port)
+    except (ssl.SSLError, OSError) as exc:
+        results.append(exc)
+        return client, received, results
+    client.loop_start()
+    deadline = time.monotonic() + 5
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return client, received, results
+
+
+def tls_config(tmp_path: Path, pki: Path, bundle: Path, port: int, host: str = "localhost") -> Path:
+    import yaml
+
+    path = write_config(tmp_path / "tls.yaml", bundle, "synthetic://?items=2", port)
+    data = yaml.safe_load(path.read_text())
+    data["mqtt"].update(
+        host=host,
+        tls={
+            "enabled": True,
+            "ca_file": str(pki / "ca.crt"),
+            "cert_file": str(pki / "test-bin.crt"),
+            "key_file": str(pki / "test-bin.key"),
+        },
+    )
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_tls_daemon_connects_and_clients_without_certificates_are_rejected(tmp_path, pki, tls_broker, bundle_dir):
+    port = tls_broker.port
+    no_cert, _, results = tls_client(pki, port, None)
+    no_cert.loop_stop()
+    # Rejected: either the handshake fails at once or (TLS 1.3) the broker drops it before any CONNACK.
+    assert not any(not isinstance(r, Exception) and not r.is_failure for r in results), results
+    watcher, received, results = tls_client(pki, port, "test-bin")
+    assert results and not isinstance(results[0], Exception) and not results[0].is_failure  # the control
+    watcher.subscribe("smartbin/test-bin/command", qos=1)  # allowed for the device itself
+    config = tls_config(tmp_path, pki, bundle_dir, port)
+    run = subprocess.run(
+        [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    watcher.disconnect()
+    watcher.loop_stop()
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert f"connected to localhost:{port}" in run.stderr
+
+
+def test_tls_refuses_a_server_whose_certificate_does_not_match(tmp_path, pki, tls_broker, bundle_dir):
+    config = tls_config(tmp_path, pki, bundle_dir, tls_broker.port, host="127.0.0.1")  # cert names localhost only
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(4)
+    process.terminate()
+    _, err = process.communicate(timeout=15)
+    assert "connected to" not in err
+    assert "certificate verify failed" in err or "match" in err, err[-1500:]
+
+
+def test_acl_a_device_cannot_speak_for_another(pki, tls_broker):
+    port = tls_broker.port
+    first, first_received, _ = tls_client(pki, port, "test-bin")
+    first.subscribe("smartbin/test-bin/command", qos=1)
+    other, _, _ = tls_client(pki, port, "other-bin")
+    time.sleep(0.3)
+    other.publish("smartbin/test-bin/decision", json.dumps({"bin": "hazardous"}), qos=1).wait_for_publish(5)
+    other.publish("smartbin/test-bin/command", json.dumps({"id": 1, "action": "pause"}), qos=1).wait_for_publish(5)
+    other.publish("smartbin/other-bin/decision", json.dumps({"bin": "other"}), qos=1).wait_for_publish(5)
+    spy, spy_received, _ = tls_client(pki, port, "other-bin")
+    spy.subscribe("smartbin/test-bin/#", qos=1)  # reading another bin's topics is denied too
+    first.publish("smartbin/test-bin/decision", json.dumps({"bin": "other"}), qos=1).wait_for_publish(5)
+    time.sleep(1)
+    for client in (first, other, spy):
+        client.disconnect()
+        client.loop_stop()
+    print(
+        f"\nACL: commands delivered to test-bin from other-bin: {len(first_received)}, "
+        f"messages other-bin read from test-bin: {len(spy_received)}"
+    )
+    assert first_received == [] and spy_received == []
+
+
+def test_no_secrets_in_logs_config_show_or_status(tmp_path, bundle_dir, broker, monkeypatch):
+    secret = "S3cr3t-pa55word-for-test"
+    (tmp_path / "broker").mkdir(exist_ok=True)
+    config = write_config(tmp_path / "c.yaml", bundle_dir, "synthetic://?items=1", broker.port)
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    data["mqtt"].update(username="test-bin", password_env="SMARTBIN_MQTT_PASSWORD")
+    data["log_level"] = "DEBUG"
+    config.write_text(yaml.safe_dump(data))
+    env = {"SMARTBIN_MQTT_PASSWORD": secret}
+    import os
+
+    run = subprocess.run(
+        [sys.executable, "-m", "edge", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    show = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "config", "show", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert run.returncode == 0, run.stderr[-1000:]
+    for text in (run.stdout, run.stderr, show.stdout, show.stderr):
+        assert secret not in text
+    assert "password: '***'" in show.stdout
