@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -35,11 +36,29 @@ def _read_bytes(source: str) -> bytes:
         raise ImageError(f"{source}: cannot read: {exc.strerror or exc}") from None
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header, without decoding; None for other formats."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 <= len(data) and data[i] == 0xFF:
+            marker = data[i + 1]
+            if marker in _JPEG_SOF:
+                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+                return width, height
+            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return None
+
+
 def _check_dimensions(data: bytes, source: str) -> None:
     """Reject images whose header declares an absurd size, before decoding them."""
-    header = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    if header is not None and header.shape[0] * header.shape[1] * 64 > MAX_PIXELS:
-        raise ImageError(f"{source}: image too large (over {MAX_PIXELS} pixels)")
+    size = declared_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageError(f"{source}: image too large ({size[0]}x{size[1]}, limit {MAX_PIXELS} pixels)")
 
 
 def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:

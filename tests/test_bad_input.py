@@ -1,0 +1,156 @@
+"""Bad input never crashes anything: images for predict and dataset check, random payloads for commands."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.cli import main
+from edge.commands import ACTIONS, MAX_PAYLOAD, CommandError, parse_command
+from edge.errors import ImageError
+from edge.images import read_image
+from tests.conftest import ROOT, write_config
+from tests.mqtt_client import Subscriber
+
+
+def huge_png(path: Path) -> Path:
+    """A valid PNG header that declares 100000 x 100000 pixels (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    data = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    path.write_bytes(data + b"\x00" * 64)
+    return path
+
+
+@pytest.fixture()
+def images(tmp_path: Path) -> dict[str, Path]:
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    paths = {
+        name: tmp_path / name
+        for name in ("zero.jpg", "truncated.jpg", "huge.png", "grey.png", "rgba.png", "png_named.jpg", "text.jpg")
+    }
+    paths["zero.jpg"].write_bytes(b"")
+    ok, jpeg = cv2.imencode(".jpg", rgb)
+    paths["truncated.jpg"].write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
+    huge_png(paths["huge.png"])
+    cv2.imwrite(str(paths["grey.png"]), rgb[..., 0])
+    cv2.imwrite(str(paths["rgba.png"]), np.dstack([rgb, np.full((40, 50), 128, np.uint8)]))
+    cv2.imwrite(str(paths["png_named.jpg"]) + ".png", rgb)
+    Path(str(paths["png_named.jpg"]) + ".png").rename(paths["png_named.jpg"])
+    paths["text.jpg"].write_text("not an image")
+    return paths
+
+
+def test_image_reader(images):
+    for name, message in (
+        ("zero.jpg", "empty file (0 bytes)"),
+        ("truncated.jpg", "truncated JPEG"),
+        ("huge.png", "image too large (100000x100000"),
+        ("text.jpg", "not a readable image"),
+    ):
+        with pytest.raises(ImageError, match=re.escape(message)) as info:
+            read_image(images[name])
+        assert str(images[name]) in str(info.value)
+    for name in ("grey.png", "rgba.png", "png_named.jpg"):  # unusual but fine: converted to RGB
+        assert read_image(images[name]).shape == (40, 50, 3)
+
+
+@pytest.mark.slow
+def test_predict_gives_one_line_per_bad_image_and_still_classifies_the_rest(bundle_dir, images, capsys):
+    order = ["zero.jpg", "grey.png", "truncated.jpg", "rgba.png", "huge.png", "png_named.jpg", "text.jpg"]
+    code = main(["predict", str(bundle_dir), *[str(images[n]) for n in order]])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert len(out.splitlines()) == 3 and len(err.splitlines()) == 4
+    assert all(line.startswith("smartbin: error: ") for line in err.splitlines())
+    assert "Traceback" not in err
+
+
+def test_dataset_check_reports_bad_images(tmp_path: Path, images, capsys):
+    from convert.synth import write_synthetic
+
+    data = write_synthetic(tmp_path / "data", 2, 4, size=32)
+    for i, name in enumerate(("zero.jpg", "truncated.jpg", "huge.png", "text.jpg")):
+        (data / f"img_{i}.jpg").write_bytes(images[name].read_bytes())
+    assert main(["dataset", "check", str(data)]) == 1
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 4
+
+
+payloads = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=200).map(str.encode),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        max_leaves=10,
+    ).map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {
+            "id": st.one_of(st.integers(), st.text(max_size=5), st.none(), st.floats()),
+            "action": st.one_of(st.sampled_from(ACTIONS), st.text(max_size=10), st.integers()),
+        },
+        optional={
+            "value": st.one_of(st.floats(), st.text(max_size=4), st.booleans()),
+            "bundle": st.one_of(st.integers(), st.text(max_size=10)),
+        },
+    ).map(lambda v: json.dumps(v).encode()),
+    st.integers(MAX_PAYLOAD + 1, MAX_PAYLOAD * 4).map(lambda n: b"{" + b" " * n + b"}"),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(payloads)
+def test_parse_command_never_raises_anything_but_command_error(payload):
+    try:
+        command = parse_command(payload)
+    except CommandError as exc:
+        assert str(exc)
+    else:
+        assert command.action in ACTIONS
+
+
+@pytest.fixture(scope="module")
+def running_daemon(tmp_path_factory, bundle_dir):
+    from edge.localbroker import LocalBroker
+
+    tmp = tmp_path_factory.mktemp("fuzz")
+    broker = LocalBroker(workdir=tmp / "broker").start()
+    config = write_config(tmp / "c.yaml", bundle_dir, "synthetic://?items=0&fps=20", broker.port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.DEVNULL
+    )
+    sub = Subscriber(broker.port)
+    assert sub.wait_for("classification"), "daemon did not start"
+    yield process, sub
+    process.send_signal(signal.SIGTERM)
+    process.wait(15)
+    sub.close()
+    broker.stop()
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(payloads, min_size=15, max_size=15))
+def test_daemon_answers_every_random_command_and_keeps_classifying(running_daemon, batch):
+    process, sub = running_daemon
+    results_before = len(sub.on("command/result"))
+    for payload in batch:
+        sub.publish("smartbin/test-bin/command", payload)
+    results = sub.wait_for("command/result", count=results_before + len(batch))
+    assert len(results) == results_before + len(batch), "a command went unanswered"
+    classified = len(sub.on("classification"))
+    assert sub.wait_for("classification", count=classified + 3), "classification stopped"
+    assert process.poll() is None, "the daemon died"
