@@ -165,6 +165,25 @@ def cmd_actuator(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
 
 
+def cmd_fleet_sim(args: argparse.Namespace) -> int:
+    from edge.fleetsim import format_report, run_fleet
+    from edge.localbroker import LocalBroker
+
+    broker = None
+    if args.broker:
+        host, port = args.broker.rsplit(":", 1)
+    else:
+        broker = LocalBroker(persistence=False).start()
+        host, port = "127.0.0.1", broker.port
+    try:
+        report = run_fleet(args.bins, args.duration, host, int(port), args.rate)
+    finally:
+        if broker:
+            broker.stop()
+    print(format_report(report))
+    return 0 if report["lost"] == 0 else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench import main as bench_main
 
@@ -255,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "actuator", cmd_actuator, "drive the bin's servo or flaps from decisions (gpiozero)")
     p.add_argument("--config", required=True, help="the same YAML file as `smartbin run`")
+
+    p = _add(sub, "fleet-sim", cmd_fleet_sim, "N simulated bins against one broker: rate, latency, lost messages")
+    p.add_argument("--bins", type=int, default=50)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of decisions")
+    p.add_argument("--rate", type=float, default=0.5, help="decisions per second per bin")
+    p.add_argument("--broker", help="HOST:PORT (default: start a local mosquitto)")
 
     p = _add(sub, "bench", cmd_bench, "latency benchmark (same as python edge/bench.py; --help for its options)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of edge/bench.py")

@@ -275,7 +275,8 @@ class Publisher:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (ValueError, RuntimeError):
                 log.warning("offline status could not be sent")
-        self.client.disconnect()
+        if self.connected.is_set():
+            self.client.disconnect()
         self.client.loop_stop()
         self.process_acks()
         return self.outbox.depth()
