@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 50
 UNSUPPORTED_PROTOCOL = 132  # CONNACK reason: the broker speaks only MQTT 3.1.1
+V5_ANSWER_TIMEOUT_S = 5.0
 
 
 def dumps(payload: dict) -> str:
@@ -62,6 +63,8 @@ class Publisher:
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self._switch_protocol = False
+        self._started = time.monotonic()
+        self.ever_connected = False
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -126,6 +129,7 @@ class Publisher:
 
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself."""
+        self._started = time.monotonic()
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
         self.client.loop_start()
 
@@ -134,10 +138,11 @@ class Publisher:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
             log.error("%s", self.last_error)
-            if reason_code.value == UNSUPPORTED_PROTOCOL and self.config.protocol == "auto":
+            if reason_code.value in (1, UNSUPPORTED_PROTOCOL) and self.config.protocol == "auto":
                 self._switch_protocol = True
             return
         self.connects += 1
+        self.ever_connected = True
         self.last_error = None
         client.subscribe(self.topic("command"), qos=1)
         if self.config.home_assistant.enabled:
@@ -154,6 +159,9 @@ class Publisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
             log.warning("disconnected from broker: %s", reason_code)
+        elif self.config.protocol == "auto" and self._protocol == mqtt.MQTTv5:
+            # Dropped before any CONNACK: an MQTT 3.1.1-only broker (amqtt, old mosquitto) does this.
+            self._switch_protocol = True
         self.connected.clear()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -207,6 +215,9 @@ class Publisher:
 
     def maintain(self) -> None:
         """Called from the daemon's loop: acks, backlog, and a protocol fallback if the broker asked for one."""
+        silent = time.monotonic() - self._started > V5_ANSWER_TIMEOUT_S and not self.ever_connected
+        if self.config.protocol == "auto" and self._protocol == mqtt.MQTTv5 and silent:
+            self._switch_protocol = True  # some 3.1.1-only brokers never answer an MQTT 5 CONNECT
         if self._switch_protocol:
             self._switch_protocol = False
             log.warning("broker does not speak MQTT 5; falling back to 3.1.1")

@@ -176,3 +176,22 @@ def test_decisions_made_while_the_broker_is_down_arrive_later_in_order(
     sub.close()
     assert [d["event_id"] for d in decisions] == expected
     assert sqlite3.connect(tmp_path / "outbox.sqlite").execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_falls_back_to_mqtt_311_with_the_embedded_broker(tmp_path: Path, bundle_dir: Path, clip_factory):
+    """amqtt (the demo's fallback broker) speaks only 3.1.1 and never answers an MQTT 5 CONNECT."""
+    from edge.localbroker import LocalBroker
+
+    clip, schedule = clip_factory(items=3, seed=11)
+    with LocalBroker(workdir=tmp_path / "amqtt", prefer="amqtt") as broker:
+        uri = f"file://{clip}?realtime=1&loop=1"
+        config = write_config(tmp_path / "config.yaml", bundle_dir, uri, broker.port)
+        sub = Subscriber(broker.port)
+        process = start_daemon(config)
+        decisions = unique_decisions(sub.wait_for("decision", count=len(schedule), timeout=40))
+        process.send_signal(signal.SIGTERM)
+        code, err = finish(process)
+        sub.close()
+    assert code == 0, err[-1500:]
+    assert "falling back to 3.1.1" in err
+    assert len(decisions) >= len(schedule)

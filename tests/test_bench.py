@@ -1,0 +1,122 @@
+"""edge/bench.py briefly on the small bundle: the JSON shape, ratios consistent with the raw figures,
+and e2e timed on messages that really arrived."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+RESULT_KEYS = {
+    "variant",
+    "backend",
+    "threads",
+    "mode",
+    "latency_ms",
+    "throughput_fps",
+    "rss_peak_mb",
+    "load_s",
+    "first_inference_s",
+    "model_mb",
+    "top1",
+    "agreement",
+}
+
+
+@pytest.fixture(scope="module")
+def report(bundle_dir: Path, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "edge" / "bench.py"),
+            "--bundle",
+            str(bundle_dir),
+            "--variants",
+            "int8,float32",
+            "--threads",
+            "1",
+            "--runs",
+            "15",
+            "--warmup",
+            "2",
+            "--modes",
+            "invoke,pipeline,e2e",
+            "--json",
+            str(out / "b.json"),
+            "--markdown",
+            str(out / "b.md"),
+            "--plot",
+            str(out / "b.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((out / "b.json").read_text())
+    data["_markdown"] = (out / "b.md").read_text()
+    data["_png"] = (out / "b.png").read_bytes()[:8]
+    data["_console"] = result.stdout
+    return data
+
+
+def test_json_shape(report):
+    assert {"environment", "results", "ratios"} <= set(report)
+    env = report["environment"]
+    assert env["cores"] >= 1 and "ai-edge-litert" in env["libraries"] and isinstance(env["warnings"], list)
+    modes = {(r["variant"], r["mode"]) for r in report["results"]}
+    assert modes == {(v, m) for v in ("int8", "float32") for m in ("invoke", "pipeline", "e2e", "e2e@30fps")}
+    for r in report["results"]:
+        assert RESULT_KEYS <= set(r), RESULT_KEYS - set(r)
+        lat = r["latency_ms"]
+        assert set(lat) == {"min", "p50", "p90", "p99", "max", "mean", "std"}
+        assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert r["throughput_fps"] > 0 and r["rss_peak_mb"] > 0 and r["model_mb"] > 0
+        assert r["engine"]["backend"] == "litert" and r["engine"]["threads"] == 1
+    assert report["_png"] == b"\x89PNG\r\n\x1a\n"
+    assert "| int8 | litert | 1 | invoke |" in report["_markdown"]
+    assert "int8" in report["_console"] and "p50" in report["_console"]
+
+
+def test_ratios_match_the_raw_figures(report):
+    rows = {(r["variant"], r["mode"]): r for r in report["results"]}
+    for key, ratio in report["ratios"]["vs_invoke"].items():
+        variant, _, _, mode = key.split("/")
+        r, base = rows[(variant, mode)], rows[(variant, "invoke")]
+        assert ratio["throughput_ratio"] == pytest.approx(r["throughput_fps"] / base["throughput_fps"])
+        assert ratio["p50_added_ms"] == pytest.approx(r["latency_ms"]["p50"] - base["latency_ms"]["p50"])
+    assert len(report["ratios"]["vs_invoke"]) == 6
+    for key, ratio in report["ratios"]["vs_float32"].items():
+        variant, _, _, mode = key.split("/")
+        r, ref = rows[(variant, mode)], rows[("float32", mode)]
+        assert ratio["p50_speedup"] == pytest.approx(ref["latency_ms"]["p50"] / r["latency_ms"]["p50"])
+        assert ratio["size_ratio"] == pytest.approx(r["model_mb"] / ref["model_mb"]) and ratio["size_ratio"] < 0.5
+
+
+def test_e2e_measured_messages_that_arrived(report):
+    for r in report["results"]:
+        if r["mode"].startswith("e2e"):
+            assert r["messages_sent"] == 15 and r["messages_received"] == 15
+            assert r["latency_ms"]["min"] > 0
+            stages = r["stages_ms"]
+            assert stages["capture_to_publish"] > 0 and stages["publish_to_arrival"] > 0
+        if r["mode"] == "pipeline":
+            assert set(r["stages_ms"]) == {"capture_wait", "preprocess", "infer", "postprocess"}
+
+
+def test_bad_arguments_are_one_line_errors(bundle_dir: Path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "edge" / "bench.py"), "--bundle", str(bundle_dir), "--variants", "int4"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2 and "'int4' is not in" in result.stderr and "Traceback" not in result.stderr
