@@ -27,7 +27,7 @@ from edge.bundle import Bundle
 from edge.errors import SmartbinError
 from edge.runtime import TFLITE_BACKENDS, available_backends
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 DELEGATE_LINE = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\)")
 LIBRARIES = ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime", "onnxruntime", "paho-mqtt")
 
@@ -107,6 +107,55 @@ def run_worker(spec: dict, timeout: float = 900) -> dict:
         data["delegate_nodes"] = {"delegated": int(coverage[1]), "total": int(coverage[2]), "delegate": coverage[3]}
     data["status"] = "ok"
     return data
+
+
+def cold_start(bundle: Path, run: dict, broker: str) -> float | None:
+    """Seconds from starting `python -m edge` to its first classification arriving at a subscriber."""
+    import tempfile
+    import threading
+    import time
+
+    import paho.mqtt.client as mqtt
+    import yaml
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    host, port = broker.rsplit(":", 1)
+    work = Path(tempfile.mkdtemp(prefix="smartbin-coldstart-"))
+    config = {
+        "device_id": "coldstart",
+        "model": {
+            "bundle": str(bundle),
+            "backend": run["backend"],
+            "variant": run["variant"],
+            "threads": run["threads"],
+        },
+        "source": {"uri": "synthetic://?items=0&present=20&empty=0", "frozen_after_s": 0},
+        "presence": {"mode": "always"},
+        "mqtt": {"host": host, "port": int(port)},
+        "outbox": {"path": str(work / "outbox.sqlite")},
+    }
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    arrived = threading.Event()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2)
+    subscribed = threading.Event()
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("smartbin/coldstart/classification")
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda *a: arrived.set()
+    sub.connect(host, int(port))
+    sub.loop_start()
+    subscribed.wait(5)
+    start = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(work / "config.yaml")],
+        stderr=subprocess.DEVNULL,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    seconds = time.monotonic() - start if arrived.wait(30) else None
+    process.terminate()
+    process.wait(15)
+    sub.disconnect()
+    sub.loop_stop()
+    return seconds
 
 
 def compute_ratios(results: list[dict]) -> dict:
@@ -315,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 try:
                     data = run_worker(spec)
+                    if run["mode"] == "e2e" and data["status"] == "ok":
+                        data["cold_start_s"] = cold_start(bundle.path, run, args.broker)
                 except subprocess.TimeoutExpired:
                     data = {"status": "failed: timed out"}
                 entry = bundle.manifest.variants[run["variant"]]
@@ -342,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]{r['variant']} {r['backend']} {r['threads']}t {r['mode']}: {r['status']}")
     for key, r in report["ratios"]["vs_invoke"].items():
         console.print(f"{key}: throughput {r['throughput_ratio']:.3f}x invoke, p50 +{r['p50_added_ms']:.2f} ms")
+    for r in results:
+        if r.get("cold_start_s"):
+            console.print(
+                f"cold start {r['variant']}/{r['backend']}/{r['threads']}t: process start -> first "
+                f"classification at a subscriber {r['cold_start_s']:.2f} s"
+            )
     for key, r in report["ratios"]["vs_float32"].items():
         console.print(f"{key}: {r['p50_speedup']:.2f}x float32 speed, {r['size_ratio']:.2f}x its size")
     if args.json:

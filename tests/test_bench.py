@@ -108,6 +108,8 @@ def test_e2e_measured_messages_that_arrived(report):
             assert r["latency_ms"]["min"] > 0
             stages = r["stages_ms"]
             assert stages["capture_to_publish"] > 0 and stages["publish_to_arrival"] > 0
+        if r["mode"] == "e2e":
+            assert 0 < r["cold_start_s"] < 30
         if r["mode"] == "pipeline":
             assert set(r["stages_ms"]) == {"capture_wait", "preprocess", "infer", "postprocess"}
 

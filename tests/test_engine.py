@@ -84,3 +84,11 @@ def test_batch_inference_matches_single(bundle_dir: Path, dataset_dir: Path):
     batched = engine.infer(images)
     single = np.concatenate([engine.infer(x[None]) for x in images])
     np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_tensorflow_lite_fallback_backend_agrees(bundle_dir: Path, dataset_dir: Path):
+    """tf.lite (workstation fallback) runs the same file as LiteRT with the same result."""
+    frame = read_image(dataset_dir / "img_3.jpg")
+    a = Classifier(bundle_dir, backend="tensorflow", variant="int8").classify(frame)
+    b = Classifier(bundle_dir, backend="litert", variant="int8").classify(frame)
+    assert a.label == b.label and abs(a.confidence - b.confidence) < 1e-6

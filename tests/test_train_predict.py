@@ -133,3 +133,45 @@ def test_train_refuses_missing_weights_file(dataset_dir: Path, tmp_path: Path, c
     )
     assert code == 2
     assert "no such file (use imagenet, none or a weights file)" in capsys.readouterr().err
+
+
+def test_weights_none_trains_the_whole_backbone(tmp_path: Path):
+    """With no pretrained weights there is nothing to freeze: the backbone's own filters change."""
+    import keras
+    import numpy as np
+
+    from convert.model import build_model
+    from convert.synth import write_synthetic
+
+    data = write_synthetic(tmp_path / "d", 2, 4, size=40)
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--weights",
+                "none",
+                "--img-size",
+                "32",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--val-fraction",
+                "0.25",
+            ]
+        )
+        == 0
+    )
+    keras.utils.set_random_seed(0)  # train() seeds the same way before building its model
+    _, initial = build_model(2, 32, weights=None)
+    from convert.model import load_model
+
+    trained = load_model(out / "model.keras").get_layer("resnet50")
+    before = initial.get_layer("conv1_conv").get_weights()[0]
+    after = trained.get_layer("conv1_conv").get_weights()[0]
+    assert before.shape == after.shape and not np.allclose(before, after)
