@@ -20,6 +20,7 @@ EDGE = [
     "pyyaml>=6.0",
     "pydantic>=2.6,<3",
     "rich>=13.0",
+    "prometheus-client>=0.20",
 ]
 EXTRAS = {
     "edge": EDGE,
@@ -43,6 +44,7 @@ EXTRAS = {
         "jsonschema>=4.20",
         "gpiozero>=2.0",
         "amqtt>=0.11",
+        "selenium>=4.20",
     ],
 }
 

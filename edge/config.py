@@ -111,6 +111,21 @@ class HomeAssistantConfig(Strict):
     discovery_prefix: str = "homeassistant"
 
 
+def read_secret(section: str, env: str | None, file: Path | None) -> str | None:
+    """A secret from an environment variable or a file; ConfigError names the key when it is missing."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"{section}.password_env: environment variable {env} is not set")
+        return value
+    if file:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{section}.password_file: cannot read {file}: {exc.strerror}") from None
+    return None
+
+
 class MqttConfig(Strict):
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
@@ -135,17 +150,7 @@ class MqttConfig(Strict):
 
     def password(self) -> str | None:
         """The secret, read when needed (never stored in the config object)."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"mqtt.password_env: environment variable {self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                return self.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"mqtt.password_file: cannot read {self.password_file}: {exc.strerror}") from None
-        return None
+        return read_secret("mqtt", self.password_env, self.password_file)
 
 
 class OutboxConfig(Strict):
@@ -154,9 +159,17 @@ class OutboxConfig(Strict):
 
 
 class WebConfig(Strict):
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
+    """The local status page (live view, last decisions, classify now, /healthz, /metrics)."""
+
+    enabled: bool = Field(False, description="off by default; no port is opened when off")
+    host: str = Field("127.0.0.1", description="localhost only unless you choose otherwise")
+    port: int = Field(8080, ge=0, le=65535)
+    username: str = "smartbin"
+    password_env: Optional[str] = Field(None, description="environment variable holding the page password")
+    password_file: Optional[Path] = Field(None, description="file holding the page password")
+
+    def password(self) -> str | None:
+        return read_secret("web", self.password_env, self.password_file)
 
 
 class ActuatorConfig(Strict):
@@ -273,7 +286,9 @@ SECRET_MASK = "***"
 def masked(config: Config) -> dict:
     """The effective config as a dict, with secret-bearing values masked."""
     data = config.model_dump(mode="json")
-    data["mqtt"]["password"] = SECRET_MASK if (config.mqtt.password_env or config.mqtt.password_file) else None
+    for section in ("mqtt", "web"):
+        settings = getattr(config, section)
+        data[section]["password"] = SECRET_MASK if (settings.password_env or settings.password_file) else None
     return data
 
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 COMMAND_QUEUE = 64
 LATENCY_WINDOW = 500
+FPS_WINDOW_S = 5.0
 
 
 def cpu_temperature() -> float | None:
@@ -87,8 +88,17 @@ class Daemon:
         self.decisions = 0
         self.commands_rejected = 0
         self._metrics_due = time.monotonic() + config.mqtt.metrics_interval_s
-        self._window_start = (time.monotonic(), 0, 0)
+        self.classified_at: deque[float] = deque(maxlen=1000)
         self._health_reported = "ok"
+        self.web_state = None
+        self.web = None
+        self.prometheus = None
+        if config.web.enabled:
+            from edge.web import WebServer, WebState
+
+            self.web_state = WebState()
+            self.prometheus = self._prometheus_registry()
+            self.web = WebServer(self, self.web_state)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -147,15 +157,18 @@ class Daemon:
             "ts": round(time.time(), 3),
         }
 
-    def metrics_payload(self) -> dict:
+    def fps(self) -> float:
+        """Classified frames per second over the last FPS_WINDOW_S seconds."""
         now = time.monotonic()
-        start, classified0, grabbed0 = self._window_start
-        elapsed = max(now - start, 1e-6)
+        recent = [t for t in self.classified_at if now - t <= FPS_WINDOW_S]
+        return round(len(recent) / FPS_WINDOW_S, 2)
+
+    def metrics_payload(self) -> dict:
+        """Figures for …/metrics and the status page."""
         grabbed = self.capture.health.grabbed
-        self._window_start = (now, self.classified, grabbed)
         return {
             "ts": round(time.time(), 3),
-            "fps": round((self.classified - classified0) / elapsed, 2),
+            "fps": self.fps(),
             "frames_classified": self.classified,
             "frames_grabbed": grabbed,
             "frames_dropped": max(0, grabbed - self.capture.health.frames),
@@ -172,6 +185,34 @@ class Daemon:
             "uptime_s": round(time.time() - self.started, 1),
             "health": self.health(),
         }
+
+    def _prometheus_registry(self):
+        """Prometheus metrics read from the daemon's state at scrape time (no work on the hot path)."""
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        daemon = self
+
+        class Collector:
+            def collect(self):
+                m = daemon.metrics_payload()
+                yield CounterMetricFamily("smartbin_frames_classified", "Frames classified", m["frames_classified"])
+                yield CounterMetricFamily("smartbin_frames_dropped", "Frames grabbed but skipped", m["frames_dropped"])
+                yield CounterMetricFamily("smartbin_decisions", "Decisions made", m["decisions"])
+                yield GaugeMetricFamily("smartbin_fps", "Classified frames per second", m["fps"])
+                yield GaugeMetricFamily("smartbin_outbox_depth", "Decisions waiting for the broker", m["outbox_depth"])
+                yield GaugeMetricFamily("smartbin_up", "1 when healthy", 1.0 if m["health"] == "ok" else 0.0)
+                latency = GaugeMetricFamily("smartbin_latency_ms", "Latency percentiles", labels=["stage", "quantile"])
+                for stage, figures in m["latency_ms"].items():
+                    for quantile, value in figures.items():
+                        latency.add_metric([stage, quantile], value)
+                yield latency
+                if m["cpu_temp_c"] is not None:
+                    yield GaugeMetricFamily("smartbin_cpu_temperature_celsius", "CPU temperature", m["cpu_temp_c"])
+
+        registry = CollectorRegistry()
+        registry.register(Collector())
+        return registry
 
     # ------------------------------------------------------------------ commands
     def _on_command(self, payload: bytes) -> None:
@@ -274,6 +315,9 @@ class Daemon:
         if present and self.decider.wants_classification(now):
             prediction = self.classifier.classify(frame.image)
             self.classified += 1
+            self.classified_at.append(now)
+            if self.web_state is not None:
+                self.web_state.set_top(prediction.to_dict()["top_k"])
             total_ms = (time.monotonic() - frame.mono) * 1e3
             self.latency["infer"].append(prediction.latency_ms["infer"])
             self.latency["total"].append(total_ms)
@@ -287,6 +331,8 @@ class Daemon:
             self.decisions += 1
             payload = decision.to_dict()
             payload["device_id"] = self.config.device_id
+            if self.web_state is not None:
+                self.web_state.add_decision(payload, frame.image)
             log.info(
                 "decision %s: %s -> %s (%.0f%%, %d/%d votes)",
                 decision.event_id[:8],
@@ -310,6 +356,8 @@ class Daemon:
         self._install_signals()
         self.publisher.start()
         self.capture.start()
+        if self.web is not None:
+            self.web.start()
         ready = False
         last_id = -1
         try:
@@ -318,6 +366,10 @@ class Daemon:
                     self.reload_requested.clear()
                     self.reload_config()
                 self.handle_commands()
+                if self.web_state is not None:
+                    from edge.web import answer_classify_requests
+
+                    answer_classify_requests(self, self.web_state)
                 self.publisher.maintain()
                 frame = self.capture.next_frame(last_id, timeout=0.5)
                 if frame is None:
@@ -362,6 +414,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        if self.web is not None:
+            self.web.stop()
         self.capture.stop()
         left = self.publisher.stop(timeout=3.0)
         if left:

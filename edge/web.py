@@ -1,0 +1,279 @@
+"""The local status page: live view, last decisions, "classify now", health, /healthz and /metrics.
+
+Off by default, bound to localhost unless configured. It only reads state the daemon already
+keeps; the one thing that runs inference ("classify now") is queued to the daemon's own loop.
+Served with the standard library's threading HTTP server (no extra weight on a Pi) and the
+official Prometheus client for /metrics.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from edge.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+THUMB_WIDTH = 160
+RECENT_DECISIONS = 20
+
+
+def jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return data.tobytes() if ok else b""
+
+
+def thumbnail(rgb: np.ndarray) -> bytes:
+    h, w = rgb.shape[:2]
+    return jpeg(cv2.resize(rgb, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA))
+
+
+@dataclass
+class ClassifyRequest:
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict | None = None
+
+
+class WebState:
+    """What the page shows; written by the daemon's loop, read by the web threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.decisions: deque[dict] = deque(maxlen=RECENT_DECISIONS)
+        self.thumbs: dict[str, bytes] = {}
+        self.top: list[dict] = []
+        self.requests: queue.Queue[ClassifyRequest] = queue.Queue(maxsize=4)
+
+    def add_decision(self, payload: dict, frame: np.ndarray) -> None:
+        with self.lock:
+            if len(self.decisions) == self.decisions.maxlen:
+                self.thumbs.pop(self.decisions[0]["event_id"], None)
+            self.decisions.append(payload)
+            self.thumbs[payload["event_id"]] = thumbnail(frame)
+
+    def set_top(self, top_k: list[dict]) -> None:
+        with self.lock:
+            self.top = top_k
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>smartbin __DEVICE__</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1rem;background:#f6f7f8;color:#222}
+h1{font-size:1.3rem} .grid{display:flex;flex-wrap:wrap;gap:1rem}
+.card{background:#fff;border-radius:8px;padding:1rem;box-shadow:0 1px 3px #0002}
+#live{max-width:100%;width:480px;border-radius:4px} table{border-collapse:collapse}
+td,th{padding:.25rem .5rem;text-align:left;border-bottom:1px solid #eee} button{font-size:1.1rem;padding:.5rem 1rem}
+.bin-other{color:#555}.bin-kitchen{color:#2a7}.bin-recyclable{color:#27c}.bin-hazardous{color:#c22}
+</style></head><body>
+<h1>smartbin <span id="device">__DEVICE__</span> — <span id="health">…</span></h1>
+<div class="grid">
+ <div class="card"><img id="live" alt="live view" src="/live.jpg"><br>
+  <button id="classify">Classify now</button> <span id="result"></span></div>
+ <div class="card"><h2>Health</h2><table id="health-table"></table></div>
+ <div class="card"><h2>Last decisions</h2><table id="decisions"><thead><tr><th></th><th>time</th><th>bin</th>
+  <th>label</th><th>confidence</th></tr></thead><tbody></tbody></table></div>
+</div>
+<script>
+let frame = 0;
+function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));}
+function refreshImage(){const img=new Image();img.onload=()=>{document.getElementById('live').src=img.src;
+  document.getElementById('live').dataset.frame=++frame;setTimeout(refreshImage,500);};
+  img.onerror=()=>setTimeout(refreshImage,2000);img.src='/live.jpg?t='+Date.now();}
+async function refreshState(){try{const s=await (await fetch('/api/state')).json();
+  document.getElementById('health').textContent=s.health;
+  const h=s.metrics, rows=[['model',s.model],['backend',s.backend],['fps',h.fps],
+   ['latency p50 ms',(h.latency_ms.total||{}).p50],['outbox',h.outbox_depth],['broker',s.broker],
+   ['uptime s',h.uptime_s],['CPU °C',h.cpu_temp_c]];
+  document.getElementById('health-table').innerHTML=rows.map(r=>'<tr><th>'+esc(r[0])+'</th><td>'+esc(r[1]??'—')
+   +'</td></tr>').join('');
+  document.querySelector('#decisions tbody').innerHTML=s.decisions.map(d=>'<tr class="decision"><td><img src="/decision/'
+   +esc(d.event_id)+'.jpg" width="80"></td><td>'+new Date(d.ts*1000).toLocaleTimeString()+'</td><td class="bin-'
+   +esc(d.bin)+'">'+esc(d.bin)+'</td><td>'+esc(d.label)+'</td><td>'+(d.confidence*100).toFixed(0)+'%</td></tr>').join('');
+ }catch(e){} setTimeout(refreshState,1000);}
+document.getElementById('classify').onclick=async()=>{const out=document.getElementById('result');out.textContent='…';
+ const r=await (await fetch('/api/classify',{method:'POST'})).json();
+ out.textContent=r.error?('error: '+r.error):(r.label+' → '+r.bin+' ('+(r.confidence*100).toFixed(0)+'%)');
+ out.className='bin-'+(r.bin||'');};
+refreshImage();refreshState();
+</script></body></html>"""
+
+
+class Handler(BaseHTTPRequestHandler):
+    daemon_ref: Daemon
+    state: WebState
+    auth: str | None = None  # expected "Basic …" header value
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        log.debug("web: " + format, *args)
+
+    def _authorised(self) -> bool:
+        if self.auth is None or self.path == "/healthz":
+            return True
+        if hmac.compare_digest(self.headers.get("Authorization", ""), self.auth):
+            return True
+        self.send_response(HTTPStatus.UNAUTHORIZED)
+        self.send_header("WWW-Authenticate", 'Basic realm="smartbin"')
+        self.end_headers()
+        return False
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, data: dict, status: int = HTTPStatus.OK) -> None:
+        self._send(status, json.dumps(data, ensure_ascii=False).encode(), "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if not self._authorised():
+            return
+        path = self.path.split("?", 1)[0]
+        daemon = self.daemon_ref
+        if path == "/":
+            page = PAGE.replace("__DEVICE__", daemon.config.device_id)
+            self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
+        elif path == "/live.jpg":
+            frame = daemon.last_frame
+            if frame is None:
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet", "text/plain")
+                return
+            self._send(HTTPStatus.OK, jpeg(self._overlay(frame.image)), "image/jpeg")
+        elif path.startswith("/decision/") and path.endswith(".jpg"):
+            with self.state.lock:
+                data = self.state.thumbs.get(path[len("/decision/") : -4])
+            self._send(HTTPStatus.OK, data, "image/jpeg") if data else self._send(
+                HTTPStatus.NOT_FOUND, b"", "text/plain"
+            )
+        elif path == "/api/state":
+            status = daemon.status_payload()
+            with self.state.lock:
+                decisions = list(self.state.decisions)[::-1]
+            self._json(
+                {
+                    "health": status["health"],
+                    "model": f"{status['model']['name']} ({status['model']['variant']})",
+                    "backend": status["backend"],
+                    "broker": "connected" if daemon.publisher.connected.is_set() else "disconnected",
+                    "metrics": daemon.metrics_payload(),
+                    "decisions": decisions,
+                }
+            )
+        elif path == "/healthz":
+            status = daemon.status_payload()
+            body = {
+                "status": status["health"],
+                "source": status["source"]["state"],
+                "broker_connected": daemon.publisher.connected.is_set(),
+                "model": status["model"],
+            }
+            self._json(body, HTTPStatus.OK if status["health"] == "ok" else HTTPStatus.SERVICE_UNAVAILABLE)
+        elif path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            self._send(HTTPStatus.OK, generate_latest(daemon.prometheus), CONTENT_TYPE_LATEST)
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._authorised():
+            return
+        if self.path != "/api/classify":
+            self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            return
+        request = ClassifyRequest()
+        try:
+            self.state.requests.put_nowait(request)
+        except queue.Full:
+            self._json({"error": "busy"}, HTTPStatus.SERVICE_UNAVAILABLE)
+            return
+        if not request.done.wait(10):
+            self._json({"error": "timed out"}, HTTPStatus.GATEWAY_TIMEOUT)
+            return
+        self._json(request.result or {"error": "no frame yet"})
+
+    def _overlay(self, image: np.ndarray) -> np.ndarray:
+        """The ROI rectangle and the current top-3 drawn on a copy of the frame."""
+        out = image.copy()
+        h, w = out.shape[:2]
+        roi = self.daemon_ref.config.source.roi
+        if roi is not None:
+            cv2.rectangle(
+                out,
+                (int(roi.x * w), int(roi.y * h)),
+                (int((roi.x + roi.w) * w), int((roi.y + roi.h) * h)),
+                (255, 200, 0),
+                2,
+            )
+        with self.state.lock:
+            top = list(self.state.top)
+        for i, entry in enumerate(top):
+            text = f"{entry['confidence']:.0%} {entry['bin']}"
+            cv2.putText(out, text, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
+            cv2.putText(out, text, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+        return out
+
+
+class WebServer:
+    def __init__(self, daemon: Daemon, state: WebState):
+        config = daemon.config.web
+        handler = type("BoundHandler", (Handler,), {"daemon_ref": daemon, "state": state})
+        password = config.password()
+        if password is not None:
+            token = base64.b64encode(f"{config.username}:{password}".encode()).decode()
+            handler.auth = f"Basic {token}"
+            log.warning("status page password is sent in the clear over HTTP; put a TLS reverse proxy in front")
+        self.server = ThreadingHTTPServer((config.host, config.port), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def start(self) -> WebServer:
+        self.thread.start()
+        log.info("status page on http://%s:%d/", *self.server.server_address[:2])
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def answer_classify_requests(daemon: Daemon, state: WebState) -> None:
+    """Called from the daemon's loop: run queued "classify now" requests through the engine."""
+    while True:
+        try:
+            request = state.requests.get_nowait()
+        except queue.Empty:
+            return
+        frame = daemon.last_frame
+        if frame is not None:
+            started = time.perf_counter()
+            prediction = daemon.classifier.classify(frame.image)
+            request.result = {
+                **prediction.to_dict(),
+                "frame_id": frame.frame_id,
+                "ms": round((time.perf_counter() - started) * 1e3, 1),
+            }
+        request.done.set()

@@ -1,0 +1,151 @@
+"""The status page in a real headless Chromium: live image, classify now, decisions, health; /healthz, /metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edge.localbroker import free_port
+from tests.conftest import ROOT, write_config
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def start(tmp_path: Path, bundle: Path, broker_port: int, web: dict) -> tuple[subprocess.Popen, int]:
+    import yaml
+
+    port = free_port()
+    config = write_config(tmp_path / "web.yaml", bundle, "synthetic://?items=0&fps=10&empty=10&present=10", broker_port)
+    data = yaml.safe_load(config.read_text())
+    data["web"].update(enabled=True, port=port)
+    data["web"].update(web)
+    data["source"]["roi"] = {"x": 0.1, "y": 0.1, "w": 0.8, "h": 0.8}
+    config.write_text(yaml.safe_dump(data))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
+    return process, port
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_http(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if get(f"http://127.0.0.1:{port}/healthz", 1)[0] in (200, 503):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("status page did not come up")
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (installed by .ci/run)"
+)
+def test_status_page_in_headless_chromium(tmp_path, bundle_dir, broker, artifacts):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    process, port = start(tmp_path, bundle_dir, broker.port, {})
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1200,900",
+    ):
+        options.add_argument(flag)
+    driver = None
+    try:
+        wait_http(port)
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(driver, 30)
+        first = wait.until(
+            lambda d: (
+                int(d.find_element(By.ID, "live").get_attribute("data-frame") or 0) >= 1
+                and d.find_element(By.ID, "live").get_attribute("data-frame")
+            )
+        )
+        wait.until(lambda d: int(d.find_element(By.ID, "live").get_attribute("data-frame")) > int(first) + 2)
+        assert driver.execute_script("return document.getElementById('live').naturalWidth") == 320
+        driver.find_element(By.ID, "classify").click()
+        result = wait.until(lambda d: (t := d.find_element(By.ID, "result").text) not in ("", "…") and t)
+        assert "→" in result and "%" in result, result
+        rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#decisions tr.decision"))
+        assert rows and any(b in rows[0].text for b in ("other", "kitchen", "recyclable", "hazardous"))
+        health = driver.find_element(By.ID, "health-table").text
+        assert "litert" in health and "connected" in health
+        driver.save_screenshot(str(artifacts / "status_page.png"))
+    finally:
+        if driver:
+            driver.quit()
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+    assert (artifacts / "status_page.png").stat().st_size > 10_000
+
+
+def test_healthz_metrics_and_password(tmp_path, bundle_dir, broker, monkeypatch):
+    monkeypatch.setenv("SMARTBIN_WEB_PASSWORD", "pw-for-test")
+    process, port = start(tmp_path, bundle_dir, broker.port, {"password_env": "SMARTBIN_WEB_PASSWORD"})
+    try:
+        wait_http(port)
+        status, body = get(f"http://127.0.0.1:{port}/healthz")
+        health = json.loads(body)
+        assert status == 200 and health["status"] == "ok" and health["model"]["variant"] == "int8"
+        assert get(f"http://127.0.0.1:{port}/metrics")[0] == 401  # the password protects everything else
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+        import base64
+
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"smartbin:pw-for-test").decode())
+        time.sleep(1.5)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            text = response.read().decode()
+        assert (
+            "smartbin_frames_classified_total" in text and 'smartbin_latency_ms{quantile="p50",stage="infer"}' in text
+        )
+        assert "smartbin_up 1.0" in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+    assert "password is sent in the clear" in err and "pw-for-test" not in err
+
+
+def test_disabled_page_opens_no_port(tmp_path, bundle_dir, broker):
+    process, port = start(tmp_path, bundle_dir, broker.port, {"enabled": False})
+    try:
+        time.sleep(3)
+        assert process.poll() is None
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
