@@ -34,6 +34,7 @@ def step(title: str) -> None:
 
 
 def run_demo(out: Path, bench_runs: int = 50) -> int:
+    out = out.resolve()  # the daemon's config resolves relative paths from its own folder
     out.mkdir(parents=True, exist_ok=True)
     data, run, bundle = out / "data", out / "run", out / "bundle"
     started = time.monotonic()

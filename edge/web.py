@@ -105,7 +105,8 @@ async function refreshState(){try{const s=await (await fetch('/api/state')).json
    +'</td></tr>').join('');
   document.querySelector('#decisions tbody').innerHTML=s.decisions.map(d=>'<tr class="decision"><td>'
    +'<img src="/decision/'+esc(d.event_id)+'.jpg" width="80"></td><td>'
-   +new Date(d.ts*1000).toLocaleTimeString()+'</td><td class="bin-'+esc(d.bin)+'">'+esc(d.bin)+'</td><td>'+esc(d.label)+'</td><td>'+(d.confidence*100).toFixed(0)+'%</td></tr>').join('');
+   +new Date(d.ts*1000).toLocaleTimeString()+'</td><td class="bin-'+esc(d.bin)+'">'+esc(d.bin)+'</td><td>'
+   +esc(d.label)+'</td><td>'+(d.confidence*100).toFixed(0)+'%</td></tr>').join('');
  }catch(e){} setTimeout(refreshState,1000);}
 document.getElementById('classify').onclick=async()=>{const out=document.getElementById('result');out.textContent='…';
  const r=await (await fetch('/api/classify',{method:'POST'})).json();
