@@ -128,3 +128,13 @@ def clip_factory(tmp_path_factory):
         return path, source.schedule[:items]
 
     return make
+
+
+def empty_bin_source(folder: Path) -> str:
+    """A dir:// source of one empty-bin frame: the daemon starts, sends its outbox backlog, and ends."""
+    from edge.images import write_jpeg
+    from edge.scene import empty_floor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jpeg(folder / "0.jpg", empty_floor(240, 320, seed=3))
+    return f"dir://{folder}"

@@ -13,9 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge.images import write_jpeg
-from edge.scene import empty_floor
-from tests.conftest import ROOT, write_config
+from tests.conftest import ROOT, empty_bin_source, write_config
 from tests.mqtt_client import Subscriber, unique_decisions
 
 pytestmark = pytest.mark.slow
@@ -166,10 +164,7 @@ def test_decisions_made_while_the_broker_is_down_arrive_later_in_order(
 
     broker.start()
     sub = Subscriber(broker.port)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    write_jpeg(empty / "0.jpg", empty_floor(240, 320, seed=3))
-    config = write_config(tmp_path / "config.yaml", bundle_dir, f"dir://{empty}", broker.port)
+    config = write_config(tmp_path / "config.yaml", bundle_dir, empty_bin_source(tmp_path / "empty"), broker.port)
     code, err = finish(start_daemon(config))
     assert code == 0, err[-2000:]
     decisions = unique_decisions(sub.wait_for("decision", count=len(expected)))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, write_config
+from tests.conftest import ROOT, empty_bin_source, write_config
 from tests.mqtt_client import Subscriber, unique_decisions
 
 pytestmark = pytest.mark.slow
@@ -78,12 +78,17 @@ def persistent_subscriber(port: int) -> Subscriber:
     return sub
 
 
-def test_broker_outage_loses_nothing(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+def streaming(tmp_path: Path, bundle_dir: Path, broker, clip_factory) -> tuple[Subscriber, subprocess.Popen, StderrLog]:
+    """A daemon on a looping clip of dropped items, watched by a persistent subscriber."""
     clip, _ = clip_factory(items=4)
     config = write_config(tmp_path / "c.yaml", bundle_dir, f"file://{clip}?loop=1&realtime=1", broker.port)
     sub = persistent_subscriber(broker.port)
     process = daemon(config)
-    log = StderrLog(process)
+    return sub, process, StderrLog(process)
+
+
+def test_broker_outage_loses_nothing(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+    sub, process, log = streaming(tmp_path, bundle_dir, broker, clip_factory)
     try:
         before = len(log.wait_decisions(2))
         broker.stop()
@@ -113,11 +118,7 @@ def test_broker_outage_loses_nothing(tmp_path: Path, bundle_dir: Path, broker, c
 
 
 def test_sigkill_mid_stream_then_restart(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
-    clip, _ = clip_factory(items=4)
-    config = write_config(tmp_path / "c.yaml", bundle_dir, f"file://{clip}?loop=1&realtime=1", broker.port)
-    sub = persistent_subscriber(broker.port)
-    process = daemon(config)
-    log = StderrLog(process)
+    sub, process, log = streaming(tmp_path, bundle_dir, broker, clip_factory)
     log.wait_decisions(3)
     process.send_signal(signal.SIGKILL)
     process.wait(10)
@@ -128,13 +129,7 @@ def test_sigkill_mid_stream_then_restart(tmp_path: Path, bundle_dir: Path, broke
     assert outbox.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     left = outbox.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
     outbox.close()
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    from edge.images import write_jpeg
-    from edge.scene import empty_floor
-
-    write_jpeg(empty / "0.jpg", empty_floor(240, 320, seed=3))
-    config = write_config(tmp_path / "c.yaml", bundle_dir, f"dir://{empty}", broker.port)
+    config = write_config(tmp_path / "c.yaml", bundle_dir, empty_bin_source(tmp_path / "empty"), broker.port)
     restarted = daemon(config)
     restarted.communicate(timeout=60)
     received = {d["event_id"][:8] for d in unique_decisions(sub.wait_for("decision", count=len(made)))}

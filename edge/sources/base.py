@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -60,3 +61,21 @@ class FrameSource(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Pacer:
+    """Holds a free-running source to its frame rate (a clip at its real speed, a simulated camera)."""
+
+    def __init__(self, fps: float):
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self._next = time.monotonic()
+
+    def restart(self) -> None:
+        self._next = time.monotonic()
+
+    def wait(self) -> None:
+        if self.period:
+            self._next += self.period
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
 
-from edge.sources.base import SourceError
+from edge.sources.base import Pacer, SourceError
 from edge.sources.opencv import OpenCVSource
 
 
@@ -19,8 +18,7 @@ class FileSource(OpenCVSource):
         self.path = Path(path)
         self.loop = loop
         self.live = realtime
-        self._period = 0.0
-        self._next = 0.0
+        self._pacer = Pacer(0)
 
     def hint(self) -> str:
         return "file missing or not a readable video" if self.path.exists() else "no such file"
@@ -29,16 +27,10 @@ class FileSource(OpenCVSource):
         if not self.path.is_file():
             raise SourceError(f"{self.uri}: no such file")
         super().open()
-        fps = self.capture.get(cv2.CAP_PROP_FPS) or 0
-        self._period = 1.0 / fps if self.live and fps > 0 else 0.0
-        self._next = time.monotonic()
+        self._pacer = Pacer((self.capture.get(cv2.CAP_PROP_FPS) or 0) if self.live else 0)
 
     def grab(self) -> bool:
-        if self._period:
-            self._next += self._period
-            delay = self._next - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        self._pacer.wait()
         return super().grab()
 
     def at_end(self) -> bool:

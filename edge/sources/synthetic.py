@@ -5,12 +5,10 @@ The script is known in advance (``schedule``), so tests can check one decision p
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from edge.scene import draw_item, empty_floor
-from edge.sources.base import FrameSource
+from edge.sources.base import FrameSource, Pacer
 
 NOISE_FIELDS = 8  # precomputed sensor-noise fields, cycled: a frame costs a copy and an add
 
@@ -37,8 +35,7 @@ class SyntheticSource(FrameSource):
     ):
         super().__init__(uri)
         self.live = fps > 0
-        self.period = 1.0 / fps if fps > 0 else 0.0
-        self._next = 0.0
+        self._pacer = Pacer(fps)
         self.classes, self.items, self.empty, self.present = classes, items, empty, present
         self.width, self.height, self.seed, self.loop = width, height, seed, loop
         self.rng = np.random.default_rng(seed)
@@ -51,7 +48,7 @@ class SyntheticSource(FrameSource):
         self._item_layer: tuple[int, np.ndarray] | None = None
         shape = (NOISE_FIELDS, self.height, self.width, 3)
         self._noise = np.clip(self.rng.normal(0, 3.0, shape), -127, 127).astype(np.int16)
-        self._next = time.monotonic()
+        self._pacer.restart()
 
     @property
     def cycle(self) -> int:
@@ -74,11 +71,7 @@ class SyntheticSource(FrameSource):
         return None if not self.items or self.loop else self.items * self.cycle + self.empty
 
     def grab(self) -> bool:
-        if self.period:
-            self._next += self.period
-            delay = self._next - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        self._pacer.wait()
         self.index += 1
         total = self.frames_total()
         if total is not None and self.index >= total:
