@@ -190,3 +190,50 @@ def test_falls_back_to_mqtt_311_with_the_embedded_broker(tmp_path: Path, bundle_
     assert code == 0, err[-1500:]
     assert "falling back to 3.1.1" in err
     assert len(decisions) >= len(schedule)
+
+
+def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+    import yaml
+
+    clip, _ = clip_factory(items=4)
+    config = write_config(
+        tmp_path / "config.yaml",
+        bundle_dir,
+        f"file://{clip}?loop=1&realtime=1",
+        broker.port,
+        mqtt__home_assistant={"enabled": True, "discovery_prefix": "homeassistant"},
+    )
+    ha = Subscriber(broker.port, "homeassistant/#")
+    sub = Subscriber(broker.port)
+    process = start_daemon(config)
+    try:
+        assert sub.wait_for("classification"), "daemon did not start"
+        discovery = ha.wait_for("config", count=4)
+        data = yaml.safe_load(config.read_text())
+        data["decision"]["min_confidence"] = 0.99
+        config.write_text(yaml.safe_dump(data))
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        config.write_text("device_id: [broken\n")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        before = len(sub.on("classification"))
+        assert sub.wait_for("classification", count=before + 3), "stopped classifying after a bad reload"
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, err = finish(process)
+        ha.close()
+        sub.close()
+    assert code == 0
+    assert "configuration and model reloaded" in err
+    assert "reload refused, keeping the running configuration" in err and "not valid YAML" in err
+    sensors = {m.topic for m in discovery}
+    assert "homeassistant/sensor/smartbin_test-bin/last_bin/config" in sensors
+    assert "homeassistant/binary_sensor/smartbin_test-bin/online/config" in sensors
+    late = Subscriber(broker.port, "homeassistant/#")  # Home Assistant starting later still finds the bin
+    retained = late.wait_for("config", count=4)
+    late.close()
+    assert len(retained) == 4 and all(m.retain for m in retained)
+    last_bin = next(m.json() for m in discovery if m.topic.endswith("last_bin/config"))
+    assert last_bin["state_topic"] == "smartbin/test-bin/decision" and "value_json.bin" in last_bin["value_template"]
