@@ -82,7 +82,7 @@ def run_demo(out: Path, bench_runs: int = 50) -> int:
         return code
 
     step("3. convert: float32, float16, dynamic, int8 TFLite and ONNX, each through its accuracy gate")
-    code = smartbin(["convert", str(run), "--out", str(bundle), "--onnx", "--calib-samples", "48"])
+    code = smartbin(["convert", str(run), "--out", str(bundle), "--onnx", "--calib-samples", "200"])
     if code:
         return code
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from convert.dataset import load_dataset, stratified_split
 from convert.model import build_model, load_model, unfreeze_last_stage
@@ -87,6 +88,8 @@ def train(config: TrainConfig) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
+    # The same data, seed and machine give the same model (and so the same export gates).
+    tf.config.experimental.enable_op_determinism()
     dataset = load_dataset(config.data)
     for problem in dataset.problems:
         log.warning("skipped: %s", problem)

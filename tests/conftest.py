@@ -73,7 +73,7 @@ def bundle_dir(tmp_path_factory, request) -> Path:
 
     run_dir = request.getfixturevalue("run_dir")
     out = tmp_path_factory.mktemp("bundle") / "bundle"
-    assert main(["convert", str(run_dir), "--out", str(out), "--onnx", "--calib-samples", "32"]) == 0
+    assert main(["convert", str(run_dir), "--out", str(out), "--onnx", "--calib-samples", "100"]) == 0
     return out
 
 
