@@ -24,7 +24,7 @@ from edge.paths import firmware_config_dir
 from edge.sources.synthetic import SyntheticSource, write_clip
 
 ROOT = Path(__file__).resolve().parent.parent
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 
 CLASSES, PER_CLASS, IMG_SIZE, ITEMS = 6, 24, 64, 6
 

@@ -394,6 +394,17 @@ def main(argv: list[str] | None = None) -> int:
     for key, r in report["ratios"]["vs_invoke"].items():
         console.print(f"{key}: throughput {r['throughput_ratio']:.3f}x invoke, p50 +{r['p50_added_ms']:.2f} ms")
     for r in results:
+        if r["status"] == "ok" and r["mode"] == "pipeline":
+            console.print(
+                f"{r['variant']}/{r['backend']}/{r['threads']}t/pipeline: throughput "
+                f"{r['interleaved']['ratio']:.3f}x bare invoke, measured interleaved in one process"
+            )
+        if r["status"] == "ok" and r["mode"].startswith("e2e"):
+            console.print(
+                f"{r['variant']}/{r['backend']}/{r['threads']}t/{r['mode']}: capture -> subscriber p50 "
+                f"{r['latency_ms']['p50']:.2f} ms, of which outside inference "
+                f"{r['stages_ms']['outside_inference']:.2f} ms"
+            )
         if r.get("cold_start_s"):
             console.print(
                 f"cold start {r['variant']}/{r['backend']}/{r['threads']}t: process start -> first "

@@ -108,10 +108,14 @@ def test_e2e_measured_messages_that_arrived(report):
             assert r["latency_ms"]["min"] > 0
             stages = r["stages_ms"]
             assert stages["capture_to_publish"] > 0 and stages["publish_to_arrival"] > 0
+            assert 0 < stages["outside_inference"] < r["latency_ms"]["p50"]
         if r["mode"] == "e2e":
             assert 0 < r["cold_start_s"] < 30
         if r["mode"] == "pipeline":
             assert set(r["stages_ms"]) == {"capture_wait", "preprocess", "infer", "postprocess"}
+            inter = r["interleaved"]
+            assert inter["ratio"] == pytest.approx(inter["pipeline_fps"] / inter["invoke_fps"])
+            assert inter["pipeline_fps"] == pytest.approx(r["throughput_fps"])
 
 
 def test_bad_arguments_are_one_line_errors(bundle_dir: Path):
