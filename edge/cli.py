@@ -128,15 +128,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- device
+def _service(start: Callable[[str], int], config: str) -> int:
+    """Run a systemd service's main function. Anything wrong before it runs (config, model, outbox)
+    will not fix itself by restarting: exit with the code RestartPreventExitStatus knows."""
+    try:
+        return start(config)
+    except SmartbinError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.daemon import run_daemon
 
-    try:
-        return run_daemon(args.config)
-    except SmartbinError as exc:
-        # Anything wrong before the loop starts (config, model, outbox) will not fix itself by
-        # restarting: exit with the code systemd's RestartPreventExitStatus knows.
-        raise ConfigError(str(exc)) from None
+    return _service(run_daemon, args.config)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -159,10 +163,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def cmd_actuator(args: argparse.Namespace) -> int:
     from edge.actuator import run_actuator
 
-    try:
-        return run_actuator(args.config)
-    except SmartbinError as exc:
-        raise ConfigError(str(exc)) from None
+    return _service(run_actuator, args.config)
 
 
 def cmd_fleet_sim(args: argparse.Namespace) -> int:
