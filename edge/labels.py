@@ -70,7 +70,3 @@ def load_rules(path: str | Path) -> list[Label]:
         raise DatasetError(f"{path}: cannot read rules: {exc}") from None
     return parse_rules(mapping, str(path))
 
-
-def rules_mapping(labels: list[Label]) -> dict[str, str]:
-    """The inverse of parse_rules, with English bin names."""
-    return {str(label.index): f"{label.bin}/{label.name}" for label in labels}
