@@ -69,4 +69,3 @@ def load_rules(path: str | Path) -> list[Label]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read rules: {exc}") from None
     return parse_rules(mapping, str(path))
-
