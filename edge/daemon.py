@@ -31,6 +31,7 @@ from edge.errors import SmartbinError
 from edge.mqtt import Publisher
 from edge.notify import Notifier
 from edge.outbox import Outbox, OutboxError
+from edge.queues import drain
 from edge.sources import Capture, Frame, open_source
 
 log = logging.getLogger(__name__)
@@ -233,11 +234,7 @@ class Daemon:
         self.publisher.publish_json("command/result", payload, qos=1)
 
     def handle_commands(self) -> None:
-        while True:
-            try:
-                payload = self.commands.get_nowait()
-            except queue.Empty:
-                return
+        for payload in drain(self.commands):
             try:
                 command = parse_command(payload)
                 self._answer(command.id, command.action, self.execute(command))

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.config import MqttConfig
 from edge.errors import ConfigError
 from edge.outbox import Outbox, OutboxError
+from edge.queues import drain
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,7 @@ class Publisher:
 
     def process_acks(self) -> None:
         """Delete acknowledged rows from the outbox."""
-        while True:
-            try:
-                mid = self._acks.get_nowait()
-            except queue.Empty:
-                return
+        for mid in drain(self._acks):
             with self._lock:
                 row_id = self._inflight.pop(mid, None)
             if row_id is not None:

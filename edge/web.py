@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from edge.queues import drain
+
 if TYPE_CHECKING:
     from edge.daemon import Daemon
 
@@ -263,11 +265,7 @@ class WebServer:
 
 def answer_classify_requests(daemon: Daemon, state: WebState) -> None:
     """Called from the daemon's loop: run queued "classify now" requests through the engine."""
-    while True:
-        try:
-            request = state.requests.get_nowait()
-        except queue.Empty:
-            return
+    for request in drain(state.requests):
         frame = daemon.last_frame
         if frame is not None:
             started = time.perf_counter()
