@@ -26,7 +26,6 @@ class Health:
     reconnects: int = 0
     frames: int = 0
     grabbed: int = 0
-    since: float = 0.0  # monotonic time of the last state change
 
 
 class Capture:
@@ -41,7 +40,7 @@ class Capture:
         self.factory = factory
         self.frozen_after_s = frozen_after_s
         self.backoff_s = backoff_s
-        self.health = Health(since=time.monotonic())
+        self.health = Health()
         self.source: FrameSource | None = None
         self._cond = threading.Condition()
         self._frame: Frame | None = None
@@ -86,7 +85,6 @@ class Capture:
             log.log(
                 logging.INFO if state == "ok" else logging.WARNING, "camera %s%s", state, f": {error}" if error else ""
             )
-            self.health.since = time.monotonic()
         self.health.state, self.health.error = state, error
 
     def _run(self) -> None:
