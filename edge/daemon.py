@@ -95,8 +95,9 @@ class Daemon:
         self.web = None
         self.prometheus = None
         if config.web.enabled:
-            from edge.web import WebServer, WebState
+            from edge.web import WebServer, WebState, answer_classify_requests
 
+            self.answer_web = answer_classify_requests  # imported once, not on every loop
             self.web_state = WebState()
             self.prometheus = self._prometheus_registry()
             self.web = WebServer(self, self.web_state)
@@ -364,9 +365,7 @@ class Daemon:
                     self.reload_config()
                 self.handle_commands()
                 if self.web_state is not None:
-                    from edge.web import answer_classify_requests
-
-                    answer_classify_requests(self, self.web_state)
+                    self.answer_web(self, self.web_state)
                 self.publisher.maintain()
                 frame = self.capture.next_frame(last_id, timeout=0.5)
                 if frame is None:
