@@ -15,6 +15,7 @@ from convert.dataset import load_dataset, stratified_split
 from convert.model import build_model, load_model, unfreeze_last_stage
 from convert.pipeline import make_dataset
 from convert.report import write_report
+from edge.errors import SmartbinError
 from edge.labels import Label
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ def _resolve_weights(weights: str) -> str | None:
     if weights == "imagenet":
         return weights
     if not Path(weights).is_file():
-        from edge.errors import SmartbinError
-
         raise SmartbinError(f"--weights {weights}: no such file (use imagenet, none or a weights file)")
     return weights
 
