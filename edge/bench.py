@@ -25,10 +25,12 @@ from rich.table import Table
 
 from edge.bundle import Bundle
 from edge.errors import SmartbinError
-from edge.runtime import TFLITE_BACKENDS, available_backends
+from edge.runtime import TFLITE_BACKENDS, available_backends, open_engine
+from edge.runtime.tflite import NO_DELEGATE
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-DELEGATE_LINE = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \((\w+)\)")
+PLACEMENT_LINE = re.compile(r"(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)")
+PEAK_SPREAD = 1.15  # CPU speed before vs after an invoke row beyond which its floor ratio is not trusted
 LIBRARIES = ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime", "onnxruntime", "paho-mqtt")
 
 
@@ -91,22 +93,49 @@ def environment() -> dict:
 
 
 def run_worker(spec: dict, timeout: float = 900) -> dict:
+    """One measurement in a fresh process (numpy's BLAS on as many threads as the row)."""
     result = subprocess.run(
         [sys.executable, "-m", "edge.benchworker", json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=str(Path(__file__).resolve().parent.parent),
+        env={**os.environ, "OPENBLAS_NUM_THREADS": str(spec["threads"])},
     )
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"status": f"failed: {tail[0][:200]}"}
     data = json.loads(result.stdout.strip().splitlines()[-1])
-    coverage = DELEGATE_LINE.search(result.stderr)
-    if coverage:
-        data["delegate_nodes"] = {"delegated": int(coverage[1]), "total": int(coverage[2]), "delegate": coverage[3]}
+    placement = {provider: int(n) for provider, n in PLACEMENT_LINE.findall(result.stderr)}
+    if placement and "engine" in data:
+        engine = data["engine"]
+        engine["delegate_nodes"] = {
+            "delegate": engine["delegate"] if placement.get(engine["delegate"]) else None,
+            "delegated": placement.get(engine["delegate"], 0),
+            "total": sum(placement.values()),
+            "placement": placement,
+        }
     data["status"] = "ok"
     return data
+
+
+def model_gflop(bundle: Bundle) -> float | None:
+    """The network's arithmetic, counted on its smallest TFLite file (every variant is the same network)."""
+    have = [b for b in TFLITE_BACKENDS if b in available_backends()]
+    files = [v for v in ("int8", "dynamic", "float16", "float32") if v in bundle.variant_names()]
+    if not have or not files:
+        return None
+    engine = open_engine(bundle, have[0], files[0], threads=1, delegate=NO_DELEGATE)
+    return engine.flops() / 1e9
+
+
+def add_floor(row: dict, peaks: list[dict], gflop: float | None) -> None:
+    """The row's floor: the model's arithmetic at the best float32 rate measured just before and after it."""
+    rates = [p["gflops"] for p in peaks if p["status"] == "ok"]
+    row["cpu_peak_gflops"] = rates
+    row["model_gflop"] = gflop
+    row["floor_ms"] = gflop / max(rates) * 1e3 if gflop and rates else None
+    row["floor_trusted"] = bool(rates) and max(rates) / min(rates) <= PEAK_SPREAD
 
 
 def cold_start(bundle: Path, run: dict, broker: str) -> float | None:
@@ -161,7 +190,7 @@ def cold_start(bundle: Path, run: dict, broker: str) -> float | None:
 def compute_ratios(results: list[dict]) -> dict:
     """Variant vs float32 (same backend, threads, mode); pipeline and e2e vs invoke (same variant...)."""
     index = {(r["variant"], r["backend"], r["threads"], r["mode"]): r for r in results if r["status"] == "ok"}
-    ratios: dict[str, dict] = {"vs_float32": {}, "vs_invoke": {}}
+    ratios: dict[str, dict] = {"vs_float32": {}, "vs_invoke": {}, "vs_floor": {}}
     for (variant, backend, threads, mode), r in index.items():
         key = f"{variant}/{backend}/{threads}t/{mode}"
         ref = index.get(("float32", backend, threads, mode))
@@ -170,6 +199,8 @@ def compute_ratios(results: list[dict]) -> dict:
                 "p50_speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"],
                 "size_ratio": r["model_mb"] / ref["model_mb"],
             }
+        if r.get("floor_ms"):
+            ratios["vs_floor"][key] = {"p50_ratio": r["latency_ms"]["p50"] / r["floor_ms"], "floor_ms": r["floor_ms"]}
         base = index.get((variant, backend, threads, "invoke"))
         if base and mode != "invoke":
             ratios["vs_invoke"][key] = {
@@ -191,6 +222,14 @@ def _accuracy(bundle: Bundle, variant: str, data: str | None, backend: str, thre
     return (gate.top1, gate.agreement) if gate else (None, None)
 
 
+def delegate_ops(row: dict) -> str:
+    """'xnnpack 78/81': the delegate and how many of the model's operations it took; 'none' when none."""
+    nodes = row.get("engine", {}).get("delegate_nodes")
+    if not nodes:
+        return ""
+    return f"{nodes['delegate']} {nodes['delegated']}/{nodes['total']}" if nodes["delegate"] else "none"
+
+
 def table(results: list[dict]) -> Table:
     t = Table(title="smartbin bench (latency in ms)")
     for column in (
@@ -208,13 +247,14 @@ def table(results: list[dict]) -> Table:
         "mean±std",
         "FPS",
         "RSS peak",
+        "delegate ops",
         "top-1",
         "agree",
     ):
         t.add_column(column, justify="left" if column in ("variant", "backend", "mode", "status") else "right")
     for r in results:
         if r["status"] != "ok":
-            t.add_row(r["variant"], r["backend"], str(r["threads"]), r["mode"], "failed", *[""] * 11)
+            t.add_row(r["variant"], r["backend"], str(r["threads"]), r["mode"], "failed", *[""] * 12)
             continue
         lat = r["latency_ms"]
         t.add_row(
@@ -232,6 +272,7 @@ def table(results: list[dict]) -> Table:
             f"{lat['mean']:.1f}±{lat['std']:.1f}",
             f"{r['throughput_fps']:.1f}",
             f"{r['rss_peak_mb']:.0f}",
+            delegate_ops(r),
             "" if r["top1"] is None else f"{r['top1']:.1%}",
             "" if r["agreement"] is None else f"{r['agreement']:.1%}",
         )
@@ -240,20 +281,22 @@ def table(results: list[dict]) -> Table:
 
 def markdown(report: dict) -> str:
     lines = [
-        "| variant | backend | threads | mode | p50 ms | p90 ms | p99 ms | FPS | RSS peak MB | size MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | backend | threads | mode | p50 ms | p90 ms | p99 ms | FPS | RSS peak MB | size MB | x floor "
+        "| delegate ops |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         if r["status"] != "ok":
             lines.append(
-                f"| {r['variant']} | {r['backend']} | {r['threads']} | {r['mode']} | {r['status']} | | | | | |"
+                f"| {r['variant']} | {r['backend']} | {r['threads']} | {r['mode']} | {r['status']} | | | | | | | |"
             )
             continue
         lat = r["latency_ms"]
+        floor = f"{lat['p50'] / r['floor_ms']:.2f}" if r.get("floor_ms") else ""
         lines.append(
             f"| {r['variant']} | {r['backend']} | {r['threads']} | {r['mode']} | {lat['p50']:.1f} | "
             f"{lat['p90']:.1f} | {lat['p99']:.1f} | {r['throughput_fps']:.1f} | {r['rss_peak_mb']:.0f} | "
-            f"{r['model_mb']:.1f} |"
+            f"{r['model_mb']:.1f} | {floor} | {delegate_ops(r)} |"
         )
     env = report["environment"]
     lines.append(f"\n{env['cpu']}, {env['cores']} cores, {env['machine']}, Python {env['python']}")
@@ -286,6 +329,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--modes", default="invoke,pipeline,e2e")
+    p.add_argument("--delegate", help="TFLite delegate library or ONNX provider (none: plain CPU kernels)")
     p.add_argument("--broker", help="HOST:PORT for e2e (default: start a local one)")
     p.add_argument("--data", help="dataset for top-1 and agreement (default: the figures in the manifest)")
     p.add_argument("--json", help="write the report as JSON")
@@ -342,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     for warning in env["warnings"]:
         console.print(f"[yellow]warning: {warning}")
+    len_warnings = len(env["warnings"])
     broker = None
     if any(r["mode"].startswith("e2e") for r in runs) and not args.broker:
         from edge.localbroker import LocalBroker
@@ -361,9 +406,14 @@ def main(argv: list[str] | None = None) -> int:
                     "runs": args.runs,
                     "warmup": args.warmup,
                     "broker": args.broker,
+                    "delegate": args.delegate,
                 }
                 try:
+                    peaks = [run_worker({"mode": "peak", "threads": run["threads"]})] if run["mode"] == "invoke" else []
                     data = run_worker(spec)
+                    if run["mode"] == "invoke":
+                        peaks.append(run_worker({"mode": "peak", "threads": run["threads"]}))
+                        data["peaks"] = peaks
                     if run["mode"] == "e2e" and data["status"] == "ok":
                         data["cold_start_s"] = cold_start(bundle.path, run, args.broker)
                 except subprocess.TimeoutExpired:
@@ -386,6 +436,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if broker:
             broker.stop()
+    gflop = model_gflop(bundle)
+    for r in results:
+        if "peaks" in r:
+            add_floor(r, r.pop("peaks"), gflop)
+            if not r["floor_trusted"]:
+                env["warnings"].append(
+                    f"{r['variant']}/{r['backend']}/{r['threads']}t: the CPU's float32 peak moved from "
+                    f"{r['cpu_peak_gflops'][0]:.0f} to {r['cpu_peak_gflops'][-1]:.0f} GFLOP/s around the row: "
+                    "the machine is busy or throttling, its floor ratio is not to be trusted"
+                )
     report = {"environment": env, "results": results, "ratios": compute_ratios(results)}
     Console(width=None if sys.stdout.isatty() else 200).print(table(results))
     for r in results:
@@ -410,6 +470,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"cold start {r['variant']}/{r['backend']}/{r['threads']}t: process start -> first "
                 f"classification at a subscriber {r['cold_start_s']:.2f} s"
             )
+    for key, r in report["ratios"]["vs_floor"].items():
+        console.print(
+            f"{key}: p50 {r['p50_ratio']:.2f}x the floor of {r['floor_ms']:.1f} ms ({gflop:.2f} GFLOP at the best "
+            "float32 rate numpy's BLAS reached on as many threads just before and after the row)"
+        )
+    for r in results:
+        nodes = r.get("engine", {}).get("delegate_nodes")
+        if r["mode"] == "invoke" and nodes:
+            taken = f"took {nodes['delegated']} of {nodes['total']} operations" if nodes["delegate"] else "took none"
+            console.print(
+                f"{r['variant']}/{r['backend']}/{r['threads']}t: delegate {nodes['delegate'] or 'none'} {taken}"
+            )
+    for warning in env["warnings"][len_warnings:]:
+        console.print(f"[yellow]warning: {warning}")
     for key, r in report["ratios"]["vs_float32"].items():
         console.print(f"{key}: {r['p50_speedup']:.2f}x float32 speed, {r['size_ratio']:.2f}x its size")
     if args.json:

@@ -2,7 +2,8 @@
 
 ``python -m edge.benchworker JSON`` prints one JSON result line. Modes:
 invoke (the bare engine), pipeline (source -> preprocess -> infer -> decision),
-e2e (the daemon path with MQTT, timed at a subscriber).
+e2e (the daemon path with MQTT, timed at a subscriber), and peak (the CPU's dense float32 rate,
+from which the floor for the model's arithmetic is computed).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from edge.bundle import Bundle
 from edge.classifier import Classifier
 from edge.decision import Decider
+from edge.runtime import onnx as onnx_engine
 from edge.runtime import open_engine
 from edge.scene import render_sample
 from edge.sources import Capture, open_source
@@ -46,6 +48,24 @@ def stats(samples_ms: list[float]) -> dict[str, float]:
         "mean": float(a.mean()),
         "std": float(a.std()),
     }
+
+
+def measure_peak(spec: dict, seconds: float = 0.5, n: int = 1024) -> dict:
+    """The best dense float32 rate of this CPU right now: numpy's BLAS multiplying n x n matrices.
+
+    The worker runs with OPENBLAS_NUM_THREADS set to the thread count being measured, so this is the
+    peak of as many cores as the model gets. The best of many short products catches the CPU at its
+    fastest, which makes the floor computed from it a strict one.
+    """
+    a = np.ones((n, n), np.float32)
+    b = np.ones((n, n), np.float32)
+    best = float("inf")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return {"gflops": 2 * n**3 / best / 1e9}
 
 
 def measure_invoke(spec: dict) -> dict:
@@ -162,6 +182,7 @@ def measure_e2e(spec: dict) -> dict:
                 "backend": spec["backend"],
                 "variant": spec["variant"],
                 "threads": spec["threads"],
+                "delegate": spec.get("delegate"),
             },
             "source": {"uri": uri, "frozen_after_s": 0},
             "presence": {"mode": "always"},
@@ -242,11 +263,13 @@ def measure_e2e(spec: dict) -> dict:
     }
 
 
-MODES = {"invoke": measure_invoke, "pipeline": measure_pipeline, "e2e": measure_e2e}
+MODES = {"invoke": measure_invoke, "pipeline": measure_pipeline, "e2e": measure_e2e, "peak": measure_peak}
 
 
 def main() -> int:
     spec = json.loads(sys.argv[1])
+    if spec.get("backend") == "onnxruntime":
+        onnx_engine.LOG_PLACEMENT = True  # bench.py reads the providers' node counts from stderr
     result = MODES[spec["mode"]](spec)
     result["rss_peak_mb"] = peak_rss_mb()
     result["rss_steady_mb"] = rss_mb()

@@ -33,7 +33,9 @@ class ModelConfig(Strict):
         None, description="model variant; default int8 for TFLite, onnx for ONNX Runtime"
     )
     threads: int = Field(4, ge=1, le=64, description="inference threads")
-    delegate: Optional[str] = Field(None, description="TFLite delegate library or ONNX provider")
+    delegate: Optional[str] = Field(
+        None, description="TFLite delegate library or ONNX provider; none: plain CPU kernels, without XNNPACK"
+    )
     top_k: int = Field(3, ge=1, le=10)
 
 

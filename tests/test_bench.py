@@ -81,8 +81,14 @@ def test_json_shape(report):
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert r["throughput_fps"] > 0 and r["rss_peak_mb"] > 0 and r["model_mb"] > 0
         assert r["engine"]["backend"] == "litert" and r["engine"]["threads"] == 1
+        nodes = r["engine"]["delegate_nodes"]
+        assert nodes["delegate"] == "xnnpack" and 0 < nodes["delegated"] < nodes["total"]
+        if r["mode"] == "invoke":
+            assert len(r["cpu_peak_gflops"]) == 2 and min(r["cpu_peak_gflops"]) > 0
+            assert r["floor_ms"] == pytest.approx(r["model_gflop"] / max(r["cpu_peak_gflops"]) * 1e3)
+            assert 0.6 < r["model_gflop"] < 0.7  # ResNet50 at 64 px
     assert report["_png"] == b"\x89PNG\r\n\x1a\n"
-    assert "| int8 | litert | 1 | invoke |" in report["_markdown"]
+    assert "| int8 | litert | 1 | invoke |" in report["_markdown"] and "xnnpack" in report["_markdown"]
     assert "int8" in report["_console"] and "p50" in report["_console"]
 
 
@@ -94,6 +100,10 @@ def test_ratios_match_the_raw_figures(report):
         assert ratio["throughput_ratio"] == pytest.approx(r["throughput_fps"] / base["throughput_fps"])
         assert ratio["p50_added_ms"] == pytest.approx(r["latency_ms"]["p50"] - base["latency_ms"]["p50"])
     assert len(report["ratios"]["vs_invoke"]) == 6
+    assert set(report["ratios"]["vs_floor"]) == {"int8/litert/1t/invoke", "float32/litert/1t/invoke"}
+    for key, ratio in report["ratios"]["vs_floor"].items():
+        r = rows[(key.split("/")[0], "invoke")]
+        assert ratio["p50_ratio"] == pytest.approx(r["latency_ms"]["p50"] / r["floor_ms"]) and ratio["p50_ratio"] > 1
     for key, ratio in report["ratios"]["vs_float32"].items():
         variant, _, _, mode = key.split("/")
         r, ref = rows[(variant, mode)], rows[("float32", mode)]
@@ -126,3 +136,23 @@ def test_bad_arguments_are_one_line_errors(bundle_dir: Path):
         cwd=ROOT,
     )
     assert result.returncode == 2 and "'int4' is not in" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_onnx_runtime_placement_is_read_from_its_own_log(bundle_dir: Path, tmp_path: Path):
+    """ONNX Runtime states per provider how many nodes it took; the bench reports that, not the provider list."""
+    out = tmp_path / "onnx.json"
+    args = ["--variants", "onnx", "--threads", "1", "--runs", "3", "--warmup", "1", "--modes", "invoke"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "edge" / "bench.py"), "--bundle", str(bundle_dir), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["results"]
+    nodes = row["engine"]["delegate_nodes"]
+    assert nodes["placement"] == {"CPUExecutionProvider": nodes["total"]} and nodes["total"] > 50
+    assert nodes["delegate"] == "CPUExecutionProvider" and nodes["delegated"] == nodes["total"]
+    # the arithmetic is counted on the bundle's TFLite file: the same network
+    assert 0.6 < row["model_gflop"] < 0.7 and row["floor_ms"] > 0

@@ -13,6 +13,8 @@ from edge.errors import SmartbinError
 from edge.images import read_image
 from edge.preprocess import Roi, prepare
 from edge.runtime import available_backends, choose, open_engine
+from edge.runtime.litert import LiteRTEngine
+from edge.runtime.tflite import delegated_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -92,3 +94,47 @@ def test_tensorflow_lite_fallback_backend_agrees(bundle_dir: Path, dataset_dir: 
     a = Classifier(bundle_dir, backend="tensorflow", variant="int8").classify(frame)
     b = Classifier(bundle_dir, backend="litert", variant="int8").classify(frame)
     assert a.label == b.label and abs(a.confidence - b.confidence) < 1e-6
+
+
+def test_delegate_coverage_counts_the_operations_xnnpack_took(bundle_dir: Path):
+    bundle = Bundle.open(bundle_dir)
+    engine = open_engine(bundle, "litert", "int8", threads=1)
+    nodes = engine.info()["delegate_nodes"]
+    plain = open_engine(bundle, "litert", "int8", threads=1, delegate="none")
+    assert plain.delegate is None and plain.delegate_nodes == {
+        "delegate": None,
+        "delegated": 0,
+        "total": nodes["total"],
+    }
+    # the convolutions run in XNNPACK; the uint8 input cast does not (XNNPACK has no such operator)
+    assert nodes["delegate"] == "xnnpack" and 54 <= nodes["delegated"] < nodes["total"]
+    assert f"({nodes['delegated']}/{nodes['total']} ops)" in engine.describe()
+    zeros = np.zeros((1, 64, 64, 3), np.uint8)  # the two int8 kernel sets round differently, not more
+    assert engine.infer(zeros).argmax() == plain.infer(zeros).argmax()
+    # ResNet50's arithmetic at 64 px: (64/224)^2 of its 7.7 GFLOP at 224 px
+    assert engine.flops() == plain.flops() and 0.6e9 < engine.flops() < 0.7e9
+
+
+def test_partitions_are_counted_by_walking_back_from_each_delegate_node():
+    names = ["CAST", "CONV_2D", "ADD", "SOFTMAX", "DELEGATE", "DELEGATE"]
+    inputs = [[0], [1, 10, -1], [2, 1], [3], [1, 10], [3]]
+    outputs = [[1], [2], [3], [4], [3], [4]]
+    assert delegated_nodes(names, inputs, outputs) == (3, 4)  # CONV_2D + ADD in one partition, SOFTMAX in another
+    assert delegated_nodes(names[:4], inputs[:4], outputs[:4]) == (0, 4)
+
+
+def test_a_delegate_that_takes_no_operation_is_not_reported_as_running(tmp_path: Path, caplog):
+    """A model of operators XNNPACK lacks: the engine must say it runs on plain kernels."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.uint8)])
+    def cumulative(x):
+        return tf.math.cumsum(tf.cast(x, tf.float32), axis=1)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([cumulative.get_concrete_function()], cumulative)
+    path = tmp_path / "cumsum.tflite"
+    path.write_bytes(converter.convert())
+    engine = LiteRTEngine(path, threads=1)
+    assert engine.delegate is None and engine.delegate_nodes["delegated"] == 0
+    assert engine.delegate_nodes["total"] == 2 and "took none of the model's 2 operations" in caplog.text
+    np.testing.assert_allclose(engine.infer(np.array([[1, 2, 3, 4]], np.uint8)), [[1, 3, 6, 10]])

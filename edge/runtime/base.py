@@ -18,6 +18,8 @@ class Engine(ABC):
         self.threads = threads
         self.requested_delegate = delegate
         self.delegate: str | None = None  # what really runs, not what was asked for
+        # {"delegate", "delegated", "total"}: how many of the model's operations the delegate took
+        self.delegate_nodes: dict | None = None
         self.variant: str = ""
         self.input_shape: tuple[int, ...] = ()
         self.num_classes: int = 0
@@ -26,8 +28,14 @@ class Engine(ABC):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run the model on a batch of RGB uint8 images."""
 
+    def flops(self) -> int | None:
+        """Arithmetic of one inference (2 x multiply-adds), where the backend can count it."""
+        return None
+
     def describe(self) -> str:
-        return f"threads={self.threads}, delegate={self.delegate or 'none'}"
+        nodes = self.delegate_nodes
+        taken = f" ({nodes['delegated']}/{nodes['total']} ops)" if nodes and self.delegate else ""
+        return f"threads={self.threads}, delegate={self.delegate or 'none'}{taken}"
 
     def info(self) -> dict:
         """What status messages and the benchmark report about this engine."""
@@ -38,4 +46,5 @@ class Engine(ABC):
             "threads": self.threads,
             "delegate": self.delegate,
             "requested_delegate": self.requested_delegate,
+            "delegate_nodes": self.delegate_nodes,
         }

@@ -13,6 +13,9 @@ from edge.runtime.base import Engine
 log = logging.getLogger(__name__)
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+# ONNX Runtime says how many nodes each provider took only in its verbose log, at session creation
+# ("Node(s) placed on [P]. Number of nodes: N"): edge/bench.py turns it on in its workers to read it.
+LOG_PLACEMENT = False
 
 
 class OnnxEngine(Engine):
@@ -24,7 +27,9 @@ class OnnxEngine(Engine):
 
         available = set(ort.get_available_providers())
         wanted = [p for p in PREFERRED if p in available]
-        if delegate and delegate not in available:
+        if delegate == "none":
+            wanted = ["CPUExecutionProvider"]
+        elif delegate and delegate not in available:
             log.warning("provider %s is not available (have: %s); using %s", delegate, sorted(available), wanted[0])
         elif delegate:
             wanted = [delegate] + [p for p in wanted if p != delegate]
@@ -44,6 +49,8 @@ class OnnxEngine(Engine):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if LOG_PLACEMENT:
+            options.log_severity_level = 0
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own non-exported exception types

@@ -13,6 +13,45 @@ from edge.runtime.base import Engine
 
 log = logging.getLogger(__name__)
 
+NO_DELEGATE = "none"  # plain TFLite kernels, like benchmark_model --use_xnnpack=false
+# MACs of one output element: the weights' dimensions that one output sums over
+MAC_DIMS = {"CONV_2D": slice(1, None), "DEPTHWISE_CONV_2D": slice(1, 3), "FULLY_CONNECTED": slice(-1, None)}
+
+
+def delegated_nodes(names: list[str], inputs: list[list[int]], outputs: list[list[int]]) -> tuple[int, int]:
+    """(model nodes that delegate kernels took over, model nodes) from the node list after delegation.
+
+    Delegation appends one DELEGATE node per partition and leaves the replaced nodes in the list,
+    out of the execution plan. A partition's nodes are those reached by walking back from its
+    DELEGATE node's outputs to its inputs (TFLite's own "Replacing N out of M node(s)" figure,
+    which LiteRT does not print).
+    """
+    model = [i for i, name in enumerate(names) if name != "DELEGATE"]
+    producer = {t: i for i in model for t in outputs[i]}
+    taken: set[int] = set()
+    for node in (i for i, name in enumerate(names) if name == "DELEGATE"):
+        boundary = set(inputs[node])
+        stack = list(outputs[node])
+        while stack:
+            tensor = stack.pop()
+            source = producer.get(tensor)
+            if tensor in boundary or source is None or source in taken:
+                continue
+            taken.add(source)
+            stack.extend(t for t in inputs[source] if t >= 0)
+    return len(taken), len(model)
+
+
+def model_flops(interpreter) -> int:
+    """Multiply-adds x 2 of the convolutions and dense layers: the arithmetic a floor is computed from."""
+    shapes = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
+    macs = 0
+    for op in interpreter._get_ops_details():  # no public API lists the operators
+        dims = MAC_DIMS.get(op["op_name"])
+        if dims is not None:
+            macs += int(np.prod(shapes[op["outputs"][0]])) * int(np.prod(shapes[op["inputs"][1]][dims]))
+    return 2 * macs
+
 
 class TFLiteEngine(Engine):
     """Subclasses name the module that provides ``Interpreter`` and ``load_delegate``."""
@@ -25,13 +64,17 @@ class TFLiteEngine(Engine):
         super().__init__(path, threads, delegate)
         module = self.interpreter_module()
         delegates = self._load_delegate(module, delegate, path)
+        options = {}
+        if delegate == NO_DELEGATE:
+            options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
             self.interpreter = module.Interpreter(
-                model_path=str(path), num_threads=threads, experimental_delegates=delegates
+                model_path=str(path), num_threads=threads, experimental_delegates=delegates, **options
             )
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{path}: not a loadable TFLite model: {exc}") from None
+        self._check_delegation()
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]
         self._in_index, self._out_index = inp["index"], out["index"]
@@ -46,6 +89,8 @@ class TFLiteEngine(Engine):
         """Load a delegate library; on failure warn and fall back to the CPU (XNNPACK)."""
         if delegate is None and path.name.endswith("_edgetpu.tflite"):
             delegate = "libedgetpu.so.1"
+        if delegate == NO_DELEGATE:
+            return []
         if not delegate:
             self.delegate = "xnnpack"
             return []
@@ -57,6 +102,25 @@ class TFLiteEngine(Engine):
             return []
         self.delegate = delegate
         return [loaded]
+
+    def _check_delegation(self) -> None:
+        """Count the nodes the delegate really took; one that took none is not reported as running."""
+        wrapper = self.interpreter._interpreter  # node lists after delegation are not public API
+        count = wrapper.NumNodes()
+        names = [wrapper.NodeName(i) for i in range(count)]
+        inputs = [[int(t) for t in wrapper.NodeInputs(i)] for i in range(count)]
+        outputs = [[int(t) for t in wrapper.NodeOutputs(i)] for i in range(count)]
+        taken, total = delegated_nodes(names, inputs, outputs)
+        self.delegate_nodes = {"delegate": self.delegate, "delegated": taken, "total": total}
+        if self.delegate and not taken:
+            log.warning(
+                "delegate %s took none of the model's %d operations; running on plain CPU kernels", self.delegate, total
+            )
+            self.delegate = None
+            self.delegate_nodes["delegate"] = None
+
+    def flops(self) -> int:
+        return model_flops(self.interpreter)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if batch.shape[0] != self._batch:
