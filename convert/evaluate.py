@@ -11,7 +11,7 @@ from rich.table import Table
 
 from convert.dataset import load_dataset, load_images
 from convert.report import accuracy_figures
-from edge.bundle import Bundle
+from edge.bundle import Bundle, is_onnx
 from edge.errors import SmartbinError
 from edge.runtime import open_engine
 
@@ -34,7 +34,7 @@ def evaluate_bundle(
     probs_by_variant: dict[str, np.ndarray] = {}
     for variant in bundle.variant_names():
         # A TFLite backend cannot run the ONNX file (nor the reverse): those variants use their own.
-        chosen = backend if (variant == "onnx") == (backend == "onnxruntime") else "auto"
+        chosen = backend if is_onnx(variant) == (backend == "onnxruntime") else "auto"
         engine = open_engine(bundle, chosen, variant, threads)
         probs = np.concatenate([engine.infer(x[None]) for x in images])
         probs_by_variant[variant] = probs

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from edge.bundle import Bundle
+from edge.bundle import Bundle, is_onnx
 from edge.errors import SmartbinError
 from edge.runtime import TFLITE_BACKENDS, available_backends, open_engine
 from edge.runtime.tflite import NO_DELEGATE
@@ -323,7 +323,7 @@ def plot(report: dict, path: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="edge/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True)
-    p.add_argument("--variants", default="all", help="all or a list: int8,float32,float16,dynamic,onnx")
+    p.add_argument("--variants", default="all", help="all or a list: int8,float32,float16,dynamic,onnx,onnx_int8")
     p.add_argument("--backends", default="auto", help="auto or a list: litert,tflite_runtime,tensorflow,onnxruntime")
     p.add_argument("--threads", default=str(min(4, os.cpu_count() or 1)), help="list, e.g. 1,2,4")
     p.add_argument("--runs", type=int, default=200)
@@ -355,8 +355,8 @@ def plan(bundle: Bundle, args: argparse.Namespace) -> list[dict]:
             )
         for backend in backends:
             if backend == "auto":
-                backend = "onnxruntime" if variant == "onnx" else next(b for b in TFLITE_BACKENDS if b in have)
-            if (variant == "onnx") != (backend == "onnxruntime"):
+                backend = "onnxruntime" if is_onnx(variant) else next(b for b in TFLITE_BACKENDS if b in have)
+            if is_onnx(variant) != (backend == "onnxruntime"):
                 continue
             for t in threads:
                 for mode in modes:

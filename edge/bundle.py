@@ -24,7 +24,13 @@ VARIANT_FILES: dict[str, str] = {
     "dynamic": "dynamic.tflite",
     "int8": "int8.tflite",
     "onnx": "model.onnx",
+    "onnx_int8": "model_int8.onnx",
 }
+
+
+def is_onnx(variant: str) -> bool:
+    """ONNX variants run in ONNX Runtime, the others in a TFLite interpreter."""
+    return VARIANT_FILES.get(variant, "").endswith(".onnx")
 
 
 class _Strict(BaseModel):

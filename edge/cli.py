@@ -241,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run folder or .keras file")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--variants", default="float32,float16,dynamic,int8")
-    p.add_argument("--onnx", action="store_true", help="also write model.onnx (for TensorRT/CUDA on Jetson)")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write model.onnx (TensorRT/CUDA on Jetson) and model_int8.onnx (ONNX Runtime int8 for x86 CPUs)",
+    )
     p.add_argument("--data", help="dataset for calibration and the accuracy gate (default: the training data)")
     p.add_argument("--calib-samples", type=int, default=100)
     p.add_argument("--name", help="model name in the manifest (default: the run folder's name)")
@@ -260,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", type=int, default=1, help="average N crops (the seed's test-time augmentation)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--backend", default="auto", help="bundles: auto, litert, tflite_runtime, tensorflow, onnxruntime")
-    p.add_argument("--variant", help="bundles: int8, float32, float16, dynamic or onnx")
+    p.add_argument("--variant", help="bundles: int8, float32, float16, dynamic, onnx or onnx_int8")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true")
     p = _add(sub, "run", cmd_run, "run the bin: camera -> classifier -> decisions over MQTT (the systemd service)")

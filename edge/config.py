@@ -19,7 +19,7 @@ from edge.labels import BINS
 from edge.preprocess import Roi
 
 BACKEND_NAMES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
-VARIANT_NAMES = ("int8", "float32", "float16", "dynamic", "onnx")
+VARIANT_NAMES = ("int8", "float32", "float16", "dynamic", "onnx", "onnx_int8")
 
 
 class Strict(BaseModel):

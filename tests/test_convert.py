@@ -23,7 +23,7 @@ def manifest(bundle: Path) -> dict:
 
 def test_bundle_has_every_variant_with_manifest(bundle_dir: Path):
     m = manifest(bundle_dir)
-    assert set(m["variants"]) == {"float32", "float16", "dynamic", "int8", "onnx"}
+    assert set(m["variants"]) == {"float32", "float16", "dynamic", "int8", "onnx", "onnx_int8"}
     assert m["format_version"] == 1 and m["input"]["dtype"] == "uint8" and m["input"]["color"] == "RGB"
     assert m["input"]["height"] == 64 and len(m["labels"]) == 4
     assert {"tensorflow", "ai-edge-litert", "onnxruntime"} <= set(m["versions"])
@@ -33,6 +33,7 @@ def test_bundle_has_every_variant_with_manifest(bundle_dir: Path):
         assert entry["conversion_s"] > 0
     sizes = {k: v["size"] for k, v in m["variants"].items()}
     assert sizes["int8"] < sizes["float16"] < sizes["float32"]  # quantization really happened
+    assert sizes["onnx_int8"] < 0.3 * sizes["onnx"]
 
 
 def test_every_variant_loads_and_agrees_with_keras(bundle_dir: Path, run_dir: Path, dataset_dir: Path):
@@ -53,14 +54,21 @@ def test_every_variant_loads_and_agrees_with_keras(bundle_dir: Path, run_dir: Pa
         if variant == "int8":
             details = engine.interpreter.get_output_details()[0]
             assert details["dtype"] == np.uint8
+        assert engine.backend == ("onnxruntime" if variant.startswith("onnx") else "litert")
 
 
 def test_int8_is_integer_inside(bundle_dir: Path):
+    import onnx
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(bundle_dir / "int8.tflite"))
     dtypes = {d["dtype"] for d in interpreter.get_tensor_details()}
     assert np.int8 in dtypes and interpreter.get_input_details()[0]["dtype"] == np.uint8
+    graph = onnx.load(str(bundle_dir / "model_int8.onnx")).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # QDQ: ONNX Runtime fuses these into int8 kernels
+    weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 50 and graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
 
 
 @pytest.mark.parametrize(
@@ -122,8 +130,8 @@ def test_evaluate_json_matches_the_dataset(bundle_dir: Path, dataset_dir: Path, 
     assert main(["evaluate", str(bundle_dir), "--data", str(dataset_dir), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 96 and result["reference"] == "float32"
-    assert set(result["variants"]) == {"float32", "float16", "dynamic", "int8", "onnx"}
-    assert result["variants"]["onnx"]["backend"] == "onnxruntime"
+    assert set(result["variants"]) == {"float32", "float16", "dynamic", "int8", "onnx", "onnx_int8"}
+    assert result["variants"]["onnx"]["backend"] == result["variants"]["onnx_int8"]["backend"] == "onnxruntime"
     for figures in result["variants"].values():
         assert figures["top1"] > 0.8 and figures["agreement"] >= 0.97
 

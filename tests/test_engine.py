@@ -71,6 +71,9 @@ def test_auto_choice_and_clear_refusals(bundle_dir: Path):
     assert set(available_backends()) >= {"litert", "onnxruntime"}
     assert choose(bundle) == ("litert", "int8")
     assert choose(bundle, "onnxruntime") == ("onnxruntime", "onnx")
+    assert choose(bundle, "auto", "onnx_int8") == ("onnxruntime", "onnx_int8")
+    with pytest.raises(SmartbinError, match="backend 'litert' cannot run variant 'onnx_int8'"):
+        choose(bundle, "litert", "onnx_int8")
     assert choose(bundle, "auto", "float16") == ("litert", "float16")
     with pytest.raises(SmartbinError, match="backend 'litert' cannot run variant 'onnx'"):
         choose(bundle, "litert", "onnx")

@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import os
 
-from edge.bundle import Bundle
+from edge.bundle import Bundle, is_onnx
 from edge.errors import SmartbinError
 from edge.runtime.base import Engine
 
@@ -44,15 +44,17 @@ def choose(bundle: Bundle, backend: str = "auto", variant: str | None = None) ->
         if backend == "onnxruntime" or (backend == "auto" and "onnx" in variants and _has_gpu_provider()):
             variant = "onnx"
         else:
-            variant = next((v for v in ("int8", "float32", "float16", "dynamic", "onnx") if v in variants), None)
+            variant = next(
+                (v for v in ("int8", "float32", "float16", "dynamic", "onnx", "onnx_int8") if v in variants), None
+            )
     if variant not in variants:
         raise SmartbinError(f"variant {variant!r} is not in {bundle.path} (it has: {', '.join(variants)})")
     if backend == "auto":
-        candidates = ["onnxruntime"] if variant == "onnx" else list(TFLITE_BACKENDS)
+        candidates = ["onnxruntime"] if is_onnx(variant) else list(TFLITE_BACKENDS)
         backend = next((b for b in candidates if b in have), "")
         if not backend:
             raise SmartbinError(f"no installed backend runs the {variant} variant (install smartbin[edge])")
-    elif (variant == "onnx") != (backend == "onnxruntime"):
+    elif is_onnx(variant) != (backend == "onnxruntime"):
         raise SmartbinError(f"backend {backend!r} cannot run variant {variant!r}")
     return backend, variant
 
