@@ -118,7 +118,7 @@ def run_demo(out: Path, bench_runs: int = 50) -> int:
             "--bundle",
             str(bundle),
             "--variants",
-            "int8,float32,onnx",
+            "int8,float32,onnx,onnx_int8",
             "--threads",
             "2",
             "--runs",

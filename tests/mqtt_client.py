@@ -52,6 +52,13 @@ class Subscriber:
             time.sleep(0.05)
         return [m for m in self.on(suffix) if where(m)]
 
+    def wait_decisions(self, count: int, timeout: float = 20.0) -> list[dict]:
+        """At least ``count`` distinct decisions (QoS 1 may deliver one twice), de-duplicated, in arrival order."""
+        deadline = time.monotonic() + timeout
+        while len(found := unique_decisions(self.on("decision"))) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
     def publish(self, topic: str, payload, qos: int = 1) -> None:
         self.client.publish(topic, payload, qos=qos).wait_for_publish(timeout=5)
 

@@ -167,7 +167,7 @@ def test_decisions_made_while_the_broker_is_down_arrive_later_in_order(
     config = write_config(tmp_path / "config.yaml", bundle_dir, empty_bin_source(tmp_path / "empty"), broker.port)
     code, err = finish(start_daemon(config))
     assert code == 0, err[-2000:]
-    decisions = unique_decisions(sub.wait_for("decision", count=len(expected)))
+    decisions = sub.wait_decisions(len(expected))
     sub.close()
     assert [d["event_id"] for d in decisions] == expected
     assert sqlite3.connect(tmp_path / "outbox.sqlite").execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
@@ -183,7 +183,7 @@ def test_falls_back_to_mqtt_311_with_the_embedded_broker(tmp_path: Path, bundle_
         config = write_config(tmp_path / "config.yaml", bundle_dir, uri, broker.port)
         sub = Subscriber(broker.port)
         process = start_daemon(config)
-        decisions = unique_decisions(sub.wait_for("decision", count=len(schedule), timeout=40))
+        decisions = sub.wait_decisions(len(schedule), timeout=40)
         process.send_signal(signal.SIGTERM)
         code, err = finish(process)
         sub.close()
