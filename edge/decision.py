@@ -99,6 +99,10 @@ class Decider:
         self.absent_run = 0
         self.gone_at: float | None = None
 
+    def reset(self) -> None:
+        """Forget the item in view as if it had left: the next present frame starts a new vote."""
+        self.votes, self.decided = [], False
+
     def wants_classification(self, now: float) -> bool:
         """Whether a present frame now would vote (otherwise it need not be classified)."""
         return not self.decided and not self._cooling(now)
@@ -119,7 +123,7 @@ class Decider:
                 decision = self._decide(now)  # the item left before the window filled
             if self.decided or self.votes:
                 self.gone_at = now
-            self.votes, self.decided = [], False
+            self.reset()
             return decision
         self.absent_run = 0
         if self.decided or self._cooling(now):
