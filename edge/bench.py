@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if "peaks" in r:
             add_floor(r, r.pop("peaks"), gflop)
-            if not r["floor_trusted"]:
+            if r["cpu_peak_gflops"] and not r["floor_trusted"]:
                 env["warnings"].append(
                     f"{r['variant']}/{r['backend']}/{r['threads']}t: the CPU's float32 peak moved from "
                     f"{r['cpu_peak_gflops'][0]:.0f} to {r['cpu_peak_gflops'][-1]:.0f} GFLOP/s around the row: "
