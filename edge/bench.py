@@ -26,7 +26,7 @@ from rich.table import Table
 from edge.bundle import Bundle, is_onnx
 from edge.errors import SmartbinError
 from edge.runtime import TFLITE_BACKENDS, available_backends, open_engine
-from edge.runtime.tflite import NO_DELEGATE
+from edge.runtime.base import NO_DELEGATE
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 PLACEMENT_LINE = re.compile(r"(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+NO_DELEGATE = "none"  # plain CPU kernels: no XNNPACK (like benchmark_model --use_xnnpack=false), ONNX on CPU
+
 
 class Engine(ABC):
     """One loaded model. ``infer`` takes (N, H, W, 3) uint8 and returns (N, classes) float32 probabilities."""

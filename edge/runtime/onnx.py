@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import BundleError
-from edge.runtime.base import Engine
+from edge.runtime.base import NO_DELEGATE, Engine
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class OnnxEngine(Engine):
 
         available = set(ort.get_available_providers())
         wanted = [p for p in PREFERRED if p in available]
-        if delegate == "none":
+        if delegate == NO_DELEGATE:
             wanted = ["CPUExecutionProvider"]
         elif delegate and delegate not in available:
             log.warning("provider %s is not available (have: %s); using %s", delegate, sorted(available), wanted[0])

@@ -9,11 +9,10 @@ from types import ModuleType
 import numpy as np
 
 from edge.errors import BundleError
-from edge.runtime.base import Engine
+from edge.runtime.base import NO_DELEGATE, Engine
 
 log = logging.getLogger(__name__)
 
-NO_DELEGATE = "none"  # plain TFLite kernels, like benchmark_model --use_xnnpack=false
 # MACs of one output element: the weights' dimensions that one output sums over
 MAC_DIMS = {"CONV_2D": slice(1, None), "DEPTHWISE_CONV_2D": slice(1, 3), "FULLY_CONNECTED": slice(-1, None)}
 
@@ -111,13 +110,12 @@ class TFLiteEngine(Engine):
         inputs = [[int(t) for t in wrapper.NodeInputs(i)] for i in range(count)]
         outputs = [[int(t) for t in wrapper.NodeOutputs(i)] for i in range(count)]
         taken, total = delegated_nodes(names, inputs, outputs)
-        self.delegate_nodes = {"delegate": self.delegate, "delegated": taken, "total": total}
         if self.delegate and not taken:
             log.warning(
                 "delegate %s took none of the model's %d operations; running on plain CPU kernels", self.delegate, total
             )
             self.delegate = None
-            self.delegate_nodes["delegate"] = None
+        self.delegate_nodes = {"delegate": self.delegate, "delegated": taken, "total": total}
 
     def flops(self) -> int:
         return model_flops(self.interpreter)
