@@ -18,11 +18,12 @@ from edge.labels import BINS, Label
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
+# In the order `auto` prefers them (config and the JSON schema list them in this order too).
 VARIANT_FILES: dict[str, str] = {
+    "int8": "int8.tflite",
     "float32": "float32.tflite",
     "float16": "float16.tflite",
     "dynamic": "dynamic.tflite",
-    "int8": "int8.tflite",
     "onnx": "model.onnx",
     "onnx_int8": "model_int8.onnx",
 }

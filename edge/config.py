@@ -14,12 +14,13 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.bundle import VARIANT_FILES
 from edge.errors import ConfigError
 from edge.labels import BINS
 from edge.preprocess import Roi
 
 BACKEND_NAMES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
-VARIANT_NAMES = ("int8", "float32", "float16", "dynamic", "onnx", "onnx_int8")
+VARIANT_NAMES = tuple(VARIANT_FILES)
 
 
 class Strict(BaseModel):

@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import os
 
-from edge.bundle import Bundle, is_onnx
+from edge.bundle import VARIANT_FILES, Bundle, is_onnx
 from edge.errors import SmartbinError
 from edge.runtime.base import Engine
 
@@ -44,9 +44,7 @@ def choose(bundle: Bundle, backend: str = "auto", variant: str | None = None) ->
         if backend == "onnxruntime" or (backend == "auto" and "onnx" in variants and _has_gpu_provider()):
             variant = "onnx"
         else:
-            variant = next(
-                (v for v in ("int8", "float32", "float16", "dynamic", "onnx", "onnx_int8") if v in variants), None
-            )
+            variant = next((v for v in VARIANT_FILES if v in variants), None)
     if variant not in variants:
         raise SmartbinError(f"variant {variant!r} is not in {bundle.path} (it has: {', '.join(variants)})")
     if backend == "auto":
