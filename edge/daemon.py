@@ -255,7 +255,7 @@ class Daemon:
             return self.status_payload()
         if action in ("pause", "resume"):
             self.paused = action == "pause"
-            self.publisher.publish_json("status", self.status_payload(), qos=1, retain=True)
+            self.publisher.publish_status()
             return {"paused": self.paused}
         if action == "set_threshold":
             self.decider.config.min_confidence = float(command.params["value"])
@@ -282,11 +282,8 @@ class Daemon:
     def reload_model(self, path: Path) -> None:
         """Verify and load the new bundle first; the old one keeps serving if anything fails."""
         Bundle.open(path).verify()
-        classifier = self._load_classifier(self.config, path)
-        self.classifier = classifier
-        self.decider = Decider(classifier.labels, self.decider.config)
+        self._serve(self._load_classifier(self.config, path), self.decider.config)
         log.info("model reloaded from %s", path)
-        self.publisher.publish_json("status", self.status_payload(), qos=1, retain=True)
 
     def reload_config(self) -> None:
         """SIGHUP: re-read the config; a bad file is logged and the running config kept."""
@@ -299,10 +296,14 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
         self.config = config
-        self.classifier = classifier
-        self.decider = Decider(classifier.labels, self._decision_config(config))
+        self._serve(classifier, self._decision_config(config))
         log.info("configuration and model reloaded from %s", self.config_path)
-        self.publisher.publish_json("status", self.status_payload(), qos=1, retain=True)
+
+    def _serve(self, classifier: Classifier, decision: DecisionConfig) -> None:
+        """Switch to a loaded classifier: a fresh vote (its labels may differ) and a new retained status."""
+        self.classifier = classifier
+        self.decider = Decider(classifier.labels, decision)
+        self.publisher.publish_status()
 
     # ------------------------------------------------------------------ the loop
     def process(self, frame: Frame) -> Decision | None:
@@ -314,13 +315,14 @@ class Daemon:
             prediction = self.classifier.classify(frame.image)
             self.classified += 1
             self.classified_at.append(now)
+            result = prediction.to_dict()
             if self.web_state is not None:
-                self.web_state.set_top(prediction.to_dict()["top_k"])
+                self.web_state.set_top(result["top_k"])
             total_ms = (time.monotonic() - frame.mono) * 1e3
             self.latency["infer"].append(prediction.latency_ms["infer"])
             self.latency["total"].append(total_ms)
             if self.config.mqtt.publish_classifications:
-                payload = {"ts": round(frame.ts, 3), "frame_id": frame.frame_id, **prediction.to_dict()}
+                payload = {"ts": round(frame.ts, 3), "frame_id": frame.frame_id, **result}
                 payload["latency_ms"]["capture_to_publish"] = round((time.monotonic() - frame.mono) * 1e3, 3)
                 self.publisher.publish_json("classification", payload)
         vote = (prediction.label.index, prediction.confidence) if prediction else None
@@ -394,7 +396,7 @@ class Daemon:
         health = self.health()
         if health != self._health_reported:
             self._health_reported = health
-            self.publisher.publish_json("status", self.status_payload(), qos=1, retain=True)
+            self.publisher.publish_status()
         if now >= self._metrics_due:
             self._metrics_due = now + self.config.mqtt.metrics_interval_s
             metrics = self.metrics_payload()
