@@ -129,16 +129,25 @@ def model_gflop(bundle: Bundle) -> float | None:
     return engine.flops() / 1e9
 
 
-def add_floor(row: dict, peaks: list[dict], gflop: float | None) -> None:
-    """The row's floor: the model's arithmetic at the best float32 rate measured just before and after it."""
+def add_floor(row: dict, peaks: list[dict], gflop: float | None) -> str | None:
+    """The row's floor: the model's arithmetic at the best float32 rate measured just before and after it.
+
+    Returns a warning when the CPU's speed moved too much around the row for its floor to be trusted.
+    """
     rates = [p["gflops"] for p in peaks if p["status"] == "ok"]
     row["cpu_peak_gflops"] = rates
     row["model_gflop"] = gflop
     row["floor_ms"] = gflop / max(rates) * 1e3 if gflop and rates else None
     row["floor_trusted"] = bool(rates) and max(rates) / min(rates) <= PEAK_SPREAD
+    if rates and not row["floor_trusted"]:
+        return (
+            f"the CPU's float32 peak moved from {rates[0]:.0f} to {rates[-1]:.0f} GFLOP/s around the row: "
+            "the machine is busy or throttling, its floor ratio is not to be trusted"
+        )
+    return None
 
 
-def cold_start(bundle: Path, run: dict, broker: str) -> float | None:
+def cold_start(bundle: Path, spec: dict, broker: str) -> float | None:
     """Seconds from starting `python -m edge` to its first classification arriving at a subscriber."""
     import tempfile
     import threading
@@ -154,9 +163,10 @@ def cold_start(bundle: Path, run: dict, broker: str) -> float | None:
         "device_id": "coldstart",
         "model": {
             "bundle": str(bundle),
-            "backend": run["backend"],
-            "variant": run["variant"],
-            "threads": run["threads"],
+            "backend": spec["backend"],
+            "variant": spec["variant"],
+            "threads": spec["threads"],
+            "delegate": spec["delegate"],
         },
         "source": {"uri": "synthetic://?items=0&present=20&empty=0", "frozen_after_s": 0},
         "presence": {"mode": "always"},
@@ -393,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
 
         broker = LocalBroker(persistence=False).start()
         args.broker = f"127.0.0.1:{broker.port}"
+    gflop = model_gflop(bundle) if any(r["mode"] == "invoke" for r in runs) else None
     results = []
     try:
         with Progress(console=console, transient=True) as progress:
@@ -409,13 +420,17 @@ def main(argv: list[str] | None = None) -> int:
                     "delegate": args.delegate,
                 }
                 try:
-                    peaks = [run_worker({"mode": "peak", "threads": run["threads"]})] if run["mode"] == "invoke" else []
-                    data = run_worker(spec)
-                    if run["mode"] == "invoke":
-                        peaks.append(run_worker({"mode": "peak", "threads": run["threads"]}))
-                        data["peaks"] = peaks
+                    if run["mode"] == "invoke":  # bracketed by the CPU's peak rate, for its floor
+                        peak = {"mode": "peak", "threads": run["threads"]}
+                        before = run_worker(peak)
+                        data = run_worker(spec)
+                        shaky = add_floor(data, [before, run_worker(peak)], gflop)
+                        if shaky:
+                            env["warnings"].append(f"{run['variant']}/{run['backend']}/{run['threads']}t: {shaky}")
+                    else:
+                        data = run_worker(spec)
                     if run["mode"] == "e2e" and data["status"] == "ok":
-                        data["cold_start_s"] = cold_start(bundle.path, run, args.broker)
+                        data["cold_start_s"] = cold_start(bundle.path, spec, args.broker)
                 except subprocess.TimeoutExpired:
                     data = {"status": "failed: timed out"}
                 entry = bundle.manifest.variants[run["variant"]]
@@ -436,16 +451,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if broker:
             broker.stop()
-    gflop = model_gflop(bundle)
-    for r in results:
-        if "peaks" in r:
-            add_floor(r, r.pop("peaks"), gflop)
-            if r["cpu_peak_gflops"] and not r["floor_trusted"]:
-                env["warnings"].append(
-                    f"{r['variant']}/{r['backend']}/{r['threads']}t: the CPU's float32 peak moved from "
-                    f"{r['cpu_peak_gflops'][0]:.0f} to {r['cpu_peak_gflops'][-1]:.0f} GFLOP/s around the row: "
-                    "the machine is busy or throttling, its floor ratio is not to be trusted"
-                )
     report = {"environment": env, "results": results, "ratios": compute_ratios(results)}
     Console(width=None if sys.stdout.isatty() else 200).print(table(results))
     for r in results:
@@ -478,10 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         nodes = r.get("engine", {}).get("delegate_nodes")
         if r["mode"] == "invoke" and nodes:
-            taken = f"took {nodes['delegated']} of {nodes['total']} operations" if nodes["delegate"] else "took none"
-            console.print(
-                f"{r['variant']}/{r['backend']}/{r['threads']}t: delegate {nodes['delegate'] or 'none'} {taken}"
+            where = (
+                f"delegate {nodes['delegate']} took {nodes['delegated']} of {nodes['total']} operations"
+                if nodes["delegate"]
+                else f"no delegate: all {nodes['total']} operations on plain CPU kernels"
             )
+            console.print(f"{r['variant']}/{r['backend']}/{r['threads']}t: {where}")
     for warning in env["warnings"][len_warnings:]:
         console.print(f"[yellow]warning: {warning}")
     for key, r in report["ratios"]["vs_float32"].items():
