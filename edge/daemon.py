@@ -18,7 +18,6 @@ import time
 from collections import deque
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge import __version__
@@ -28,6 +27,7 @@ from edge.commands import Command, CommandError, parse_command
 from edge.config import Config, load_config
 from edge.decision import Decider, Decision, DecisionConfig, PresenceDetector
 from edge.errors import SmartbinError
+from edge.images import encode_jpeg
 from edge.mqtt import Publisher
 from edge.notify import Notifier
 from edge.outbox import Outbox, OutboxError
@@ -263,11 +263,11 @@ class Daemon:
         if action == "snapshot":
             if self.last_frame is None:
                 raise CommandError("no frame captured yet", command.id)
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(self.last_frame.image, cv2.COLOR_RGB2BGR))
-            self.publisher.publish_bytes("snapshot", jpeg.tobytes(), qos=0)
+            jpeg = encode_jpeg(self.last_frame.image, quality=95)  # OpenCV's default, as snapshots always had
+            self.publisher.publish_bytes("snapshot", jpeg, qos=0)
             return {
                 "topic": self.publisher.topic("snapshot"),
-                "bytes": int(jpeg.size),
+                "bytes": len(jpeg),
                 "frame_id": self.last_frame.frame_id,
             }
         if action == "reload_model":

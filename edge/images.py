@@ -80,6 +80,12 @@ def read_image(source: str | Path) -> np.ndarray:
     return decode_image(_read_bytes(source), source)
 
 
+def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
+    """An RGB uint8 image as JPEG bytes (empty if OpenCV cannot encode it)."""
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return data.tobytes() if ok else b""
+
+
 def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 92) -> None:
     """Write an RGB uint8 image as JPEG."""
     ok = cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])

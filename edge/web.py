@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from edge.images import encode_jpeg
 from edge.queues import drain
 
 if TYPE_CHECKING:
@@ -35,14 +36,9 @@ THUMB_WIDTH = 160
 RECENT_DECISIONS = 20
 
 
-def jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return data.tobytes() if ok else b""
-
-
 def thumbnail(rgb: np.ndarray) -> bytes:
     h, w = rgb.shape[:2]
-    return jpeg(cv2.resize(rgb, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA))
+    return encode_jpeg(cv2.resize(rgb, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA))
 
 
 @dataclass
@@ -160,7 +156,7 @@ class Handler(BaseHTTPRequestHandler):
             if frame is None:
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet", "text/plain")
                 return
-            self._send(HTTPStatus.OK, jpeg(self._overlay(frame.image)), "image/jpeg")
+            self._send(HTTPStatus.OK, encode_jpeg(self._overlay(frame.image)), "image/jpeg")
         elif path.startswith("/decision/") and path.endswith(".jpg"):
             with self.state.lock:
                 data = self.state.thumbs.get(path[len("/decision/") : -4])
