@@ -43,6 +43,7 @@ from edge.bundle import (
 from edge.errors import SmartbinError
 from edge.labels import Label
 from edge.runtime import open_engine
+from edge.versions import installed_versions
 
 log = logging.getLogger(__name__)
 
@@ -232,15 +233,10 @@ def describe_failure(result: GateResult) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {"tensorflow": tf.__version__}
-    for dist in ("keras", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
+    return {
+        "tensorflow": tf.__version__,
+        **installed_versions(("keras", "ai-edge-litert", "onnx", "onnxruntime", "tf2onnx")),
+    }
 
 
 def _entry(path: Path, variant: str, seconds: float) -> VariantFile:

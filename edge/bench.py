@@ -13,7 +13,6 @@ import platform
 import re
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python edge/bench.py`
@@ -27,6 +26,7 @@ from edge.bundle import Bundle, is_onnx
 from edge.errors import SmartbinError
 from edge.runtime import TFLITE_BACKENDS, available_backends, open_engine
 from edge.runtime.base import NO_DELEGATE
+from edge.versions import installed_versions
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 PLACEMENT_LINE = re.compile(r"(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)")
@@ -63,12 +63,6 @@ def environment() -> dict:
         )
     except (OSError, subprocess.TimeoutExpired):
         pass
-    versions = {}
-    for lib in LIBRARIES:
-        try:
-            versions[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            pass
     env = {
         "cpu": model,
         "cores": cores,
@@ -78,7 +72,7 @@ def environment() -> dict:
         "cpu_temp_c": int(temp) / 1000 if temp and temp.isdigit() else None,
         "throttled": throttled,
         "load_avg_1m": load1,
-        "libraries": versions,
+        "libraries": installed_versions(LIBRARIES),
         "warnings": [],
     }
     if load1 is not None and load1 > 0.5 * cores:
