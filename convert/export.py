@@ -26,7 +26,7 @@ from rich.table import Table
 
 from convert.dataset import Sample, load_dataset, load_images, stratified_split
 from convert.model import load_model
-from convert.train import CONFIG_FILE, LABELS_FILE, MODEL_FILE, load_labels
+from convert.train import CONFIG_FILE, LABELS_FILE, find_run, load_labels
 from edge.bundle import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -83,11 +83,7 @@ class Source:
 
 
 def load_source(model: str | Path, options: ExportOptions) -> Source:
-    path = Path(model)
-    run_dir = path if path.is_dir() else path.parent
-    model_file = path / MODEL_FILE if path.is_dir() else path
-    if not model_file.is_file():
-        raise SmartbinError(f"{model_file}: no trained model (give a run folder or a .keras file)")
+    run_dir, model_file = find_run(Path(model))
     train_config = run_dir / CONFIG_FILE
     config = json.loads(train_config.read_text(encoding="utf-8")) if train_config.is_file() else {}
     data = options.data or config.get("data")

@@ -33,14 +33,11 @@ class KerasPredictor:
 
     def __init__(self, model_path: Path):
         from convert.model import load_model
-        from convert.train import LABELS_FILE, MODEL_FILE, load_labels
+        from convert.train import LABELS_FILE, find_run, load_labels
         from edge.labels import load_rules
         from edge.paths import default_rules_path
 
-        run_dir = model_path if model_path.is_dir() else model_path.parent
-        file = model_path / MODEL_FILE if model_path.is_dir() else model_path
-        if not file.is_file():
-            raise SmartbinError(f"{file}: no trained model here (expected a run folder, .keras file or bundle)")
+        run_dir, file = find_run(model_path, "a run folder, a .keras file or a bundle")
         self.model = load_model(file)
         labels_path = run_dir / LABELS_FILE
         self.labels: list[Label] = (

@@ -52,6 +52,15 @@ def load_labels(path: Path) -> list[Label]:
     return [Label(**item) for item in json.loads(path.read_text(encoding="utf-8"))]
 
 
+def find_run(path: Path, expected: str = "a run folder or a .keras file") -> tuple[Path, Path]:
+    """(run folder, model file) for a training run folder or the .keras file in one."""
+    run_dir = path if path.is_dir() else path.parent
+    model_file = path / MODEL_FILE if path.is_dir() else path
+    if not model_file.is_file():
+        raise SmartbinError(f"{model_file}: no trained model (give {expected})")
+    return run_dir, model_file
+
+
 def _compile(model: keras.Model, learning_rate: float, num_classes: int) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
