@@ -79,16 +79,20 @@ class PresenceConfig(Strict):
     warmup_frames: int = Field(3, ge=1)
 
 
-class DecisionSettings(Strict):
-    vote_frames: int = Field(5, ge=1, le=100)
-    min_votes: int = Field(2, ge=1)
-    min_confidence: float = Field(0.6, ge=0, le=1)
+class DecisionConfig(Strict):
+    """The vote (edge/decision.py reads it as is; set_threshold changes min_confidence at run time)."""
+
+    vote_frames: int = Field(5, ge=1, le=100, description="frames that vote once an item is present")
+    min_votes: int = Field(2, ge=1, description="an item seen for fewer frames is ignored (a hand passing by)")
+    min_confidence: float = Field(
+        0.6, ge=0, le=1, description="mean confidence of the winning label; below it: the default bin"
+    )
     default_bin: Literal[BINS] = "other"  # type: ignore[valid-type]
-    clear_frames: int = Field(3, ge=1)
+    clear_frames: int = Field(3, ge=1, description="consecutive empty frames before the item counts as gone")
     cooldown_s: float = Field(0.0, ge=0, description="extra wait after an item is gone (a flap settling)")
 
     @model_validator(mode="after")
-    def votes_fit(self) -> DecisionSettings:
+    def votes_fit(self) -> DecisionConfig:
         if self.min_votes > self.vote_frames:
             raise ValueError("min_votes must not exceed vote_frames")
         return self
@@ -208,7 +212,7 @@ class Config(Strict):
     model: ModelConfig
     source: SourceConfig
     presence: PresenceConfig = PresenceConfig()
-    decision: DecisionSettings = DecisionSettings()
+    decision: DecisionConfig = DecisionConfig()
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     web: WebConfig = WebConfig()

@@ -127,7 +127,7 @@ class Daemon:
 
     @staticmethod
     def _decision_config(config: Config) -> DecisionConfig:
-        return DecisionConfig(**config.decision.model_dump())
+        return config.decision.model_copy()  # set_threshold changes the running vote, not the loaded config
 
     # ------------------------------------------------------------------ state for messages
     def health(self) -> str:

@@ -16,17 +16,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from edge.config import DecisionConfig
 from edge.labels import Label
-
-
-@dataclass
-class DecisionConfig:
-    vote_frames: int = 5  # frames that vote once an item is present
-    min_votes: int = 2  # an item seen for fewer frames is ignored (a hand passing by)
-    min_confidence: float = 0.5  # mean confidence of the winning label; below it: default bin
-    default_bin: str = "other"
-    clear_frames: int = 3  # consecutive empty frames before the item counts as gone
-    cooldown_s: float = 0.0  # extra wait after an item is gone
 
 
 @dataclass
