@@ -62,6 +62,8 @@ class SimulatedBin:
 
 def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: float = 0.5) -> dict:
     """Each bin decides about ``rate_per_bin`` times a second for ``duration`` seconds; then all drain."""
+    if bins > MAX_BINS:
+        raise SmartbinError(f"--bins {bins}: one process simulates at most {MAX_BINS} bins (paho's select() limit)")
     received: dict[str, float] = {}
     latencies: list[float] = []
     duplicates = 0
@@ -85,8 +87,6 @@ def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: fl
     collector.connect(host, port)
     collector.loop_start()
     subscribed.wait(10)
-    if bins > MAX_BINS:
-        raise SmartbinError(f"--bins {bins}: one process simulates at most {MAX_BINS} bins (paho's select() limit)")
     fleet = [SimulatedBin(i, host, port) for i in range(bins)]
     for simulated in fleet:
         simulated.publisher.start()
