@@ -78,10 +78,10 @@ class LocalBroker:
         return [str(amqtt), "-c", str(config)]
 
     def start(self, timeout: float = 10.0) -> LocalBroker:
-        log_file = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self._command(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with self.log_path.open("ab") as log_file:  # the broker keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                self._command(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
         if not wait_for_port(self.port, timeout):
             self.stop()
             raise RuntimeError(f"{self.kind} did not start on port {self.port}; see {self.log_path}")
