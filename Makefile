@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean soak
+.PHONY: demo test lint format install clean soak fuzz
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +33,21 @@ format: $(STAMP)
 clean:
 	rm -rf $(VENV) demo-output test-artifacts
 
-# Not in CI: runs the daemon for SOAK_MINUTES and reports RSS, open files and outbox size over time.
-SOAK_MINUTES ?= 10
-soak: $(STAMP)
+# A small real bundle (64 px, 4 classes) for the soak and fuzz runs, trained once and kept.
+SMALL_BUNDLE := soak-output/bundle
+$(SMALL_BUNDLE)/manifest.json: $(STAMP)
 	$(BIN)/smartbin dataset synth --out soak-output/data --classes 4 --per-class 24 --size 80
 	$(BIN)/python -c "from convert.model import write_stand_in_weights as w; w('soak-output/w.weights.h5', 64)"
 	$(BIN)/smartbin train --data soak-output/data --out soak-output/run --weights soak-output/w.weights.h5 \
 		--img-size 64 --epochs 20 --val-fraction 0.25
-	$(BIN)/smartbin convert soak-output/run --out soak-output/bundle --variants int8
-	$(BIN)/python tests/soak.py --bundle soak-output/bundle --minutes $(SOAK_MINUTES)
+	$(BIN)/smartbin convert soak-output/run --out $(SMALL_BUNDLE) --variants int8
+
+# Not in CI: runs the daemon for SOAK_MINUTES and reports RSS, open files and outbox size over time.
+SOAK_MINUTES ?= 10
+soak: $(SMALL_BUNDLE)/manifest.json
+	$(BIN)/python tests/soak.py --bundle $(SMALL_BUNDLE) --minutes $(SOAK_MINUTES)
+
+# FUZZ_PAYLOADS hostile payloads to a running daemon over a real broker (CI runs a bounded 1,000).
+FUZZ_PAYLOADS ?= 10000
+fuzz: $(SMALL_BUNDLE)/manifest.json
+	$(BIN)/python tests/fuzz.py --bundle $(SMALL_BUNDLE) --payloads $(FUZZ_PAYLOADS)

@@ -144,6 +144,12 @@ def add_floor(row: dict, peaks: list[dict], gflop: float | None) -> str | None:
 def cold_start(bundle: Path, spec: dict, broker: str) -> float | None:
     """Seconds from starting `python -m edge` to its first classification arriving at a subscriber."""
     import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="smartbin-coldstart-") as work:
+        return _cold_start_in(Path(work), bundle, spec, broker)
+
+
+def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float | None:
     import threading
     import time
 
@@ -152,7 +158,6 @@ def cold_start(bundle: Path, spec: dict, broker: str) -> float | None:
     from paho.mqtt.enums import CallbackAPIVersion
 
     host, port = broker.rsplit(":", 1)
-    work = Path(tempfile.mkdtemp(prefix="smartbin-coldstart-"))
     config = {
         "device_id": "coldstart",
         "model": {
@@ -444,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress.advance(task)
     finally:
         if broker:
-            broker.stop()
+            broker.close()
     report = {"environment": env, "results": results, "ratios": compute_ratios(results)}
     Console(width=None if sys.stdout.isatty() else 200).print(table(results))
     for r in results:

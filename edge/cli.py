@@ -180,7 +180,7 @@ def cmd_fleet_sim(args: argparse.Namespace) -> int:
         report = run_fleet(args.bins, args.duration, host, int(port), args.rate)
     finally:
         if broker:
-            broker.stop()
+            broker.close()
     print(format_report(report))
     return 0 if report["lost"] == 0 else 1
 

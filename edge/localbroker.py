@@ -45,6 +45,8 @@ class LocalBroker:
         persistence: bool = True,
     ):
         self.port = port or free_port()
+        # A folder we made is ours to remove on close(); a folder the caller gave stays.
+        self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="smartbin-broker-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.kind = "mosquitto" if prefer == "mosquitto" and mosquitto_path() else "amqtt"
@@ -98,11 +100,17 @@ class LocalBroker:
                 self.process.wait()
         self.process = None
 
+    def close(self) -> None:
+        """Stop for good: also remove the working folder when this broker made it."""
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
     def __enter__(self) -> LocalBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        self.close()
 
 
 def mosquitto_path() -> str | None:

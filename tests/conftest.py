@@ -77,6 +77,46 @@ def bundle_dir(tmp_path_factory, request) -> Path:
     return out
 
 
+OTHER_LABELS = {"0": "可回收物/test_can", "1": "厨余垃圾/test_peel", "2": "有害垃圾/test_battery"}
+OTHER_IMG_SIZE = 48
+
+
+@pytest.fixture(scope="session")
+def other_bundle_dir(tmp_path_factory) -> Path:
+    """A second real bundle with other labels (3 classes of its own) and another input size (48 px)."""
+    import json
+
+    from convert.model import write_stand_in_weights
+    from convert.synth import write_synthetic
+    from edge.cli import main
+
+    tmp = tmp_path_factory.mktemp("other")
+    data = write_synthetic(tmp / "data", 3, 16, seed=5, size=60)
+    (data / "garbage_classify_rule.json").write_text(json.dumps(OTHER_LABELS, ensure_ascii=False), encoding="utf-8")
+    weights = write_stand_in_weights(tmp / "w.weights.h5", OTHER_IMG_SIZE)
+    run = tmp / "run"
+    train = ["train", "--data", str(data), "--out", str(run), "--weights", str(weights)]
+    assert main([*train, "--img-size", str(OTHER_IMG_SIZE), "--epochs", "12", "--val-fraction", "0.25"]) == 0
+    out = tmp / "bundle"
+    assert (
+        main(
+            [
+                "convert",
+                str(run),
+                "--out",
+                str(out),
+                "--variants",
+                "int8",
+                "--name",
+                "other-model",
+                "--allow-accuracy-drop",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
 @pytest.fixture()
 def bundle_copy(tmp_path: Path, bundle_dir: Path) -> Path:
     """A private copy of the bundle that a test may tamper with."""

@@ -36,8 +36,11 @@ def main() -> int:
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--minutes", type=float, default=10)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="smartbin-soak-"))
-    with LocalBroker(workdir=work / "broker") as broker:
+    with (
+        tempfile.TemporaryDirectory(prefix="smartbin-soak-") as tmp,
+        LocalBroker(workdir=Path(tmp) / "broker") as broker,
+    ):
+        work = Path(tmp)
         config = write_config(work / "soak.yaml", Path(args.bundle), "synthetic://?items=0&fps=15", broker.port)
         process = subprocess.Popen(
             [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.DEVNULL

@@ -6,8 +6,6 @@ import json
 import re
 import signal
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from edge.cli import main
 from edge.commands import ACTIONS, MAX_PAYLOAD, CommandError, parse_command
 from edge.errors import ImageError
 from edge.images import read_image
-from tests.conftest import ROOT, write_config
+from tests.fuzz import COMMAND_TOPIC, fuzz, start_daemon
 from tests.mqtt_client import Subscriber
 
 
@@ -128,12 +126,9 @@ def running_daemon(tmp_path_factory, bundle_dir):
 
     tmp = tmp_path_factory.mktemp("fuzz")
     broker = LocalBroker(workdir=tmp / "broker").start()
-    config = write_config(tmp / "c.yaml", bundle_dir, "synthetic://?items=0&fps=20", broker.port)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.DEVNULL
-    )
+    process = start_daemon(tmp, bundle_dir, broker.port)
     sub = Subscriber(broker.port)
-    assert sub.wait_for("classification"), "daemon did not start"
+    assert sub.wait_for("classification", timeout=60), "daemon did not start"
     yield process, sub
     process.send_signal(signal.SIGTERM)
     process.wait(15)
@@ -147,10 +142,22 @@ def running_daemon(tmp_path_factory, bundle_dir):
 def test_daemon_answers_every_random_command_and_keeps_classifying(running_daemon, batch):
     process, sub = running_daemon
     results_before = len(sub.on("command/result"))
-    for payload in batch:
-        sub.publish("smartbin/test-bin/command", payload)
-    results = sub.wait_for("command/result", count=results_before + len(batch))
-    assert len(results) == results_before + len(batch), "a command went unanswered"
+    # a drawn "pause" is legitimate; the resume after the batch undoes it before classification is checked
+    for payload in [*batch, json.dumps({"id": "undo", "action": "resume"}).encode()]:
+        sub.publish(COMMAND_TOPIC, payload)
+    results = sub.wait_for("command/result", count=results_before + len(batch) + 1)
+    assert len(results) == results_before + len(batch) + 1, "a command went unanswered"
+    assert results[-1].json()["id"] == "undo" and results[-1].json()["ok"]
     classified = len(sub.on("classification"))
     assert sub.wait_for("classification", count=classified + 3), "classification stopped"
     assert process.poll() is None, "the daemon died"
+
+
+@pytest.mark.slow
+def test_daemon_survives_a_thousand_hostile_payloads(running_daemon):
+    """The bounded CI share of `make fuzz` (which sends 10,000): every kind of payload, every one answered."""
+    process, sub = running_daemon
+    report = fuzz(sub, process, payloads=1000, seed=1)
+    assert report.failures == [] and report.crashes == 0, report.summary()
+    assert report.sent > 600 and report.other_topics > 50 and report.refused > 300
+    assert report.classifications[-1] > report.classifications[0]

@@ -37,6 +37,23 @@ def test_synth_writes_seed_format_and_reads_back(tmp_path: Path):
     assert read_image(dataset.samples[0].path).shape == (48, 48, 3)
 
 
+def test_the_seeds_nested_layout_is_loaded(tmp_path: Path, capsys):
+    """garbage_classify/ holds the rules, its train_data_v2/ the images and label files (the seed's README)."""
+    flat = write_synthetic(tmp_path / "flat", num_classes=4, per_class=3, seed=2, size=32)
+    root = tmp_path / "garbage_classify"
+    (root / "train_data_v2").mkdir(parents=True)
+    (flat / "garbage_classify_rule.json").rename(root / "garbage_classify_rule.json")
+    for item in flat.iterdir():
+        item.rename(root / "train_data_v2" / item.name)
+    rules = json.loads((root / "garbage_classify_rule.json").read_text(encoding="utf-8"))
+    dataset = load_dataset(root)
+    assert len(dataset.samples) == 12 and dataset.num_classes == 4
+    assert all(s.path.parent.name == "train_data_v2" for s in dataset.samples)
+    assert [lab.name for lab in dataset.labels] == [rules[str(i)].split("/", 1)[1] for i in range(4)]
+    assert main(["dataset", "check", str(root)]) == 0
+    assert "12 usable images, 0 problems, 4 classes" in capsys.readouterr().out
+
+
 def test_synth_is_deterministic_per_seed(tmp_path: Path):
     a, b, c = (write_synthetic(tmp_path / n, 3, 2, seed=s, size=32) for n, s in (("a", 7), ("b", 7), ("c", 8)))
     assert (a / "img_4.jpg").read_bytes() == (b / "img_4.jpg").read_bytes()

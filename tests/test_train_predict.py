@@ -175,3 +175,38 @@ def test_weights_none_trains_the_whole_backbone(tmp_path: Path):
     before = initial.get_layer("conv1_conv").get_weights()[0]
     after = trained.get_layer("conv1_conv").get_weights()[0]
     assert before.shape == after.shape and not np.allclose(before, after)
+
+
+def test_top5_counts_a_hit_in_the_first_five_and_only_there():
+    import numpy as np
+
+    from convert.report import accuracy_figures
+    from edge.labels import Label
+
+    labels = [Label(i, f"c{i}", "other") for i in range(7)]
+    # image 0: right at rank 1; image 1: right at rank 5; image 2: right at rank 6 (a miss for top-5)
+    probs = np.array(
+        [
+            [0.40, 0.20, 0.15, 0.10, 0.07, 0.05, 0.03],
+            [0.30, 0.25, 0.20, 0.12, 0.08, 0.03, 0.02],
+            [0.30, 0.25, 0.20, 0.12, 0.08, 0.03, 0.02],
+        ]
+    )
+    figures = accuracy_figures(probs, np.array([0, 4, 5]), labels)
+    assert figures["top1"] == pytest.approx(1 / 3) and figures["top5"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(("backbone", "conv4_blocks"), [("resnet101", 23), ("resnet152", 36)])
+def test_deeper_backbones_are_built_with_the_seed_head(backbone: str, conv4_blocks: int, tmp_path: Path):
+    """--backbone resnet101/resnet152: the real Keras networks, with weights from a local file and the same head."""
+    import numpy as np
+
+    from convert.model import build_model, write_stand_in_weights
+
+    weights = write_stand_in_weights(tmp_path / f"{backbone}.weights.h5", 32, backbone)
+    model, base = build_model(3, 32, backbone, str(weights))
+    names = {layer.name for layer in base.layers}
+    assert f"conv4_block{conv4_blocks}_out" in names and f"conv4_block{conv4_blocks + 1}_out" not in names
+    assert model.name == f"smartbin_{backbone}" and model.output_shape == (None, 3)
+    probs = np.asarray(model(np.zeros((2, 32, 32, 3), np.uint8), training=False))
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)

@@ -6,9 +6,15 @@ import cv2
 
 from edge.sources.opencv import OpenCVSource
 
+# A stream that stops must fail a read within seconds, so that capture reconnects and reports it;
+# FFmpeg's own defaults wait for a TCP timeout (tens of seconds) or forever.
+OPEN_TIMEOUT_MS = 10_000
+READ_TIMEOUT_MS = 5_000
+
 
 class NetworkSource(OpenCVSource):
     api = cv2.CAP_FFMPEG
+    params = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS)
 
     def __init__(self, uri: str):
         super().__init__(uri, uri)

@@ -19,6 +19,7 @@ class OpenCVSource(FrameSource):
     """Subclasses say what to open (``target``) and with which backend (``api``)."""
 
     api: int = cv2.CAP_ANY
+    params: tuple[int, ...] = ()  # VideoCapture open parameters (property, value, ...)
 
     def __init__(self, uri: str, target: str | int):
         super().__init__(uri)
@@ -29,7 +30,8 @@ class OpenCVSource(FrameSource):
         """Request size, rate or format before the first frame (cameras)."""
 
     def open(self) -> None:
-        capture = VideoCapture(self.target, self.api)
+        args = (self.target, self.api, list(self.params)) if self.params else (self.target, self.api)
+        capture = VideoCapture(*args)
         if not capture.isOpened():
             capture.release()
             raise SourceError(f"{self.uri}: cannot open ({self.hint()})")

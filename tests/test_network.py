@@ -1,0 +1,163 @@
+"""Network inputs against real servers on loopback: an image URL served by an HTTP server, an MJPEG
+stream served by Debian's ffmpeg, and an RTSP camera served by Debian's GStreamer RTSP server,
+each including the reconnect when the server goes away and comes back."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.localbroker import free_port
+from edge.sources import Capture, open_source
+from tests.conftest import ROOT
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+RTSP_SCRIPT = ROOT / "tests" / "servers" / "rtsp_server.py"
+
+
+def real_photo() -> Path:
+    """A photograph no one here made: the one matplotlib ships (Grace Hopper)."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def frames_after(capture: Capture, after_id: int, count: int) -> list:
+    frames, last = [], after_id
+    while len(frames) < count:
+        frame = capture.next_frame(last, timeout=20)
+        if frame is None:
+            break
+        frames.append(frame)
+        last = frame.frame_id
+    return frames
+
+
+@pytest.fixture()
+def http_folder(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """The standard library's HTTP server on a free port, serving a folder."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.slow
+def test_predict_from_an_image_url(bundle_dir: Path, http_folder, capsys):
+    from edge.cli import main
+
+    folder, port = http_folder
+    shutil.copy(real_photo(), folder / "item.jpg")
+    url = f"http://127.0.0.1:{port}/item.jpg"
+    assert main(["predict", str(bundle_dir), url, str(real_photo()), "--json"]) == 0
+    from_url, from_file = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    labels = json.loads((bundle_dir / "manifest.json").read_text())["labels"]
+    assert from_url["label"] in {label["name"] for label in labels}
+    # the same bytes over HTTP and from disk: the same answer
+    assert from_url["top_k"] == from_file["top_k"] and from_url["image"] == url
+
+
+def start_mjpeg_server(port: int) -> subprocess.Popen:
+    """ffmpeg as a one-client HTTP server of a multipart JPEG stream (what IP cameras serve)."""
+    process = subprocess.Popen(
+        [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=15",
+            "-c:v", "mjpeg", "-q:v", "5", "-f", "mpjpeg", "-listen", "1",
+            f"http://127.0.0.1:{port}/cam.mjpg",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    # ffmpeg serves one client only, so look for its listening socket instead of connecting
+    assert wait_until(lambda: listening(port), 10), "ffmpeg did not listen"
+    return process
+
+
+def listening(port: int) -> bool:
+    """Whether a socket listens on 127.0.0.1:port (read from /proc, without connecting)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            return True
+    return False
+
+
+def start_rtsp_server(port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [SYSTEM_PYTHON, str(RTSP_SCRIPT), str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert process.stdout.readline().strip() == "ready", "the RTSP server did not start"
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait(10)
+
+
+def gst_rtsp_missing() -> str | None:
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} is absent"
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"], capture_output=True
+    )
+    if probe.returncode:
+        return "Debian's GStreamer RTSP server is not installed (python3-gi, gir1.2-gst-rtsp-server-1.0)"
+    return None
+
+
+SERVERS = {
+    "http-mjpeg": (start_mjpeg_server, "http://127.0.0.1:{port}/cam.mjpg", lambda: shutil.which("ffmpeg") is None),
+    "rtsp": (start_rtsp_server, "rtsp://127.0.0.1:{port}/live", gst_rtsp_missing),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SERVERS))
+def test_network_camera_streams_and_reconnects(kind: str):
+    start, uri_pattern, missing = SERVERS[kind]
+    if missing():
+        pytest.skip(f"{kind}: the server is not installed here ({missing() or 'ffmpeg'}); .ci/run installs it")
+    port = free_port()
+    server = start(port)
+    capture = Capture(lambda: open_source(uri_pattern.format(port=port)), frozen_after_s=0, backoff_s=(0.2, 1.0))
+    capture.start()
+    try:
+        first = frames_after(capture, -1, 5)
+        assert len(first) == 5, capture.health
+        assert first[0].image.shape == (240, 320, 3)
+        assert capture.health.state == "ok" and capture.source.describe()["width"] == 320
+
+        stop(server)  # the camera goes away: capture says so and keeps trying
+        assert wait_until(lambda: capture.health.state == "reconnecting"), capture.health
+        assert capture.health.error and uri_pattern.split(":")[0] in capture.health.error
+
+        server = start(port)  # and comes back: frames flow again, ids still rising
+        again = frames_after(capture, first[-1].frame_id, 5)
+        assert len(again) == 5, capture.health
+        assert capture.health.state == "ok" and capture.health.reconnects >= 1
+    finally:
+        capture.stop()
+        stop(server)
