@@ -17,7 +17,7 @@ from edge.errors import DatasetError, ImageError
 from edge.images import read_image
 from edge.labels import Label, load_rules
 from edge.paths import default_rules_path
-from edge.preprocess import prepare
+from edge.vision.preprocess import prepare
 
 log = logging.getLogger(__name__)
 

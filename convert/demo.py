@@ -19,9 +19,9 @@ import yaml
 from rich.console import Console
 
 from edge.cli import main as smartbin
-from edge.localbroker import LocalBroker
 from edge.paths import firmware_config_dir
 from edge.sources.synthetic import SyntheticSource, write_clip
+from edge.tools.localbroker import LocalBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console(width=None if sys.stdout.isatty() else 120)

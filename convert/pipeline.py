@@ -6,12 +6,12 @@ import keras
 import tensorflow as tf
 
 from convert.dataset import Sample
-from edge.preprocess import RESIZE_RATIO
+from edge.vision.preprocess import RESIZE_RATIO
 
 
 def _decode(path: tf.Tensor, resize_to: int) -> tf.Tensor:
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    # Shorter side to resize_to, aspect kept: the same geometry as edge.preprocess.prepare.
+    # Shorter side to resize_to, aspect kept: the same geometry as edge.vision.preprocess.prepare.
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = resize_to / tf.reduce_min(shape)
     target = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), resize_to)

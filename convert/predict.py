@@ -13,7 +13,7 @@ from edge.bundle import is_bundle
 from edge.errors import SmartbinError
 from edge.images import read_image
 from edge.labels import Label
-from edge.preprocess import tta_crops
+from edge.vision.preprocess import tta_crops
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import numpy as np
 from convert.dataset import RULES_FILE
 from edge.images import write_jpeg
 from edge.paths import default_rules_path
-from edge.scene import render_sample
+from edge.sources.scene import render_sample
 
 log = logging.getLogger(__name__)
 

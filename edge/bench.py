@@ -89,7 +89,7 @@ def environment() -> dict:
 def run_worker(spec: dict, timeout: float = 900) -> dict:
     """One measurement in a fresh process (numpy's BLAS on as many threads as the row)."""
     result = subprocess.run(
-        [sys.executable, "-m", "edge.benchworker", json.dumps(spec)],
+        [sys.executable, "-m", "edge.tools.benchworker", json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     len_warnings = len(env["warnings"])
     broker = None
     if any(r["mode"].startswith("e2e") for r in runs) and not args.broker:
-        from edge.localbroker import LocalBroker
+        from edge.tools.localbroker import LocalBroker
 
         broker = LocalBroker(persistence=False).start()
         args.broker = f"127.0.0.1:{broker.port}"

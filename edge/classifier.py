@@ -10,8 +10,8 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.labels import Label
-from edge.preprocess import Roi, prepare
 from edge.runtime import open_engine
+from edge.vision.preprocess import Roi, prepare
 
 
 @dataclass

@@ -138,7 +138,7 @@ def _service(start: Callable[[str], int], config: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.daemon import run_daemon
+    from edge.service.daemon import run_daemon
 
     return _service(run_daemon, args.config)
 
@@ -161,14 +161,14 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_actuator(args: argparse.Namespace) -> int:
-    from edge.actuator import run_actuator
+    from edge.service.actuator import run_actuator
 
     return _service(run_actuator, args.config)
 
 
 def cmd_fleet_sim(args: argparse.Namespace) -> int:
-    from edge.fleetsim import format_report, run_fleet
-    from edge.localbroker import LocalBroker
+    from edge.tools.fleetsim import format_report, run_fleet
+    from edge.tools.localbroker import LocalBroker
 
     broker = None
     if args.broker:

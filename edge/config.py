@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge.bundle import VARIANT_FILES
 from edge.errors import ConfigError
 from edge.labels import BINS
-from edge.preprocess import Roi
+from edge.vision.preprocess import Roi
 
 BACKEND_NAMES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
 VARIANT_NAMES = tuple(VARIANT_FILES)
@@ -80,7 +80,7 @@ class PresenceConfig(Strict):
 
 
 class DecisionConfig(Strict):
-    """The vote (edge/decision.py reads it as is; set_threshold changes min_confidence at run time)."""
+    """The vote (edge/vision/decision.py reads it as is; set_threshold changes min_confidence at run time)."""
 
     vote_frames: int = Field(5, ge=1, le=100, description="frames that vote once an item is present")
     min_votes: int = Field(2, ge=1, description="an item seen for fewer frames is ignored (a hand passing by)")

@@ -132,7 +132,7 @@ def artifacts() -> Path:
 @pytest.fixture()
 def broker(tmp_path: Path):
     """A real mosquitto on a free port with its own config (amqtt where mosquitto is absent)."""
-    from edge.localbroker import LocalBroker
+    from edge.tools.localbroker import LocalBroker
 
     b = LocalBroker(workdir=tmp_path / "broker").start()
     yield b
@@ -173,7 +173,7 @@ def clip_factory(tmp_path_factory):
 def empty_bin_source(folder: Path) -> str:
     """A dir:// source of one empty-bin frame: the daemon starts, sends its outbox backlog, and ends."""
     from edge.images import write_jpeg
-    from edge.scene import empty_floor
+    from edge.sources.scene import empty_floor
 
     folder.mkdir(parents=True, exist_ok=True)
     write_jpeg(folder / "0.jpg", empty_floor(240, 320, seed=3))

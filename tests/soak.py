@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.localbroker import LocalBroker  # noqa: E402
+from edge.tools.localbroker import LocalBroker  # noqa: E402
 from tests.conftest import ROOT, write_config  # noqa: E402
 
 

@@ -59,7 +59,7 @@ def highs(pin) -> int:
 
 
 def test_pins_move_exactly_once_even_when_redelivered_and_after_restart(tmp_path, broker, mock_pins):
-    from edge.actuator import Actuator
+    from edge.service.actuator import Actuator
 
     config = load_config(actuator_config(tmp_path, broker.port, "pins"))
     sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")
@@ -87,7 +87,7 @@ def test_pins_move_exactly_once_even_when_redelivered_and_after_restart(tmp_path
 
 
 def test_servo_angles_and_refusals(tmp_path, broker, mock_pins):
-    from edge.actuator import Actuator
+    from edge.service.actuator import Actuator
 
     config = load_config(actuator_config(tmp_path, broker.port, "servo"))
     sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.cli import main
-from edge.commands import ACTIONS, MAX_PAYLOAD, CommandError, parse_command
 from edge.errors import ImageError
 from edge.images import read_image
+from edge.service.commands import ACTIONS, MAX_PAYLOAD, CommandError, parse_command
 from tests.fuzz import COMMAND_TOPIC, fuzz, start_daemon
 from tests.mqtt_client import Subscriber
 
@@ -122,7 +122,7 @@ def test_parse_command_never_raises_anything_but_command_error(payload):
 
 @pytest.fixture(scope="module")
 def running_daemon(tmp_path_factory, bundle_dir):
-    from edge.localbroker import LocalBroker
+    from edge.tools.localbroker import LocalBroker
 
     tmp = tmp_path_factory.mktemp("fuzz")
     broker = LocalBroker(workdir=tmp / "broker").start()

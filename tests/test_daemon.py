@@ -172,7 +172,7 @@ def test_decisions_made_while_the_broker_is_down_arrive_later_in_order(
 
 def test_falls_back_to_mqtt_311_with_the_embedded_broker(tmp_path: Path, bundle_dir: Path, clip_factory):
     """amqtt (the demo's fallback broker) speaks only 3.1.1 and never answers an MQTT 5 CONNECT."""
-    from edge.localbroker import LocalBroker
+    from edge.tools.localbroker import LocalBroker
 
     clip, schedule = clip_factory(items=3, seed=11)
     with LocalBroker(workdir=tmp_path / "amqtt", prefer="amqtt") as broker:

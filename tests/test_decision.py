@@ -7,9 +7,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.decision import Decider, DecisionConfig, PresenceDetector
 from edge.labels import Label
-from edge.scene import add_noise, draw_item, empty_floor
+from edge.sources.scene import add_noise, draw_item, empty_floor
+from edge.vision.decision import Decider, DecisionConfig, PresenceDetector
 
 LABELS = [Label(0, "can", "recyclable"), Label(1, "peel", "kitchen"), Label(2, "battery", "hazardous")]
 CONFIG = DecisionConfig(vote_frames=4, min_votes=2, min_confidence=0.6, default_bin="other", clear_frames=2)

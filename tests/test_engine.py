@@ -11,10 +11,10 @@ from edge.bundle import Bundle
 from edge.classifier import Classifier
 from edge.errors import SmartbinError
 from edge.images import read_image
-from edge.preprocess import Roi, prepare
 from edge.runtime import available_backends, choose, open_engine
 from edge.runtime.litert import LiteRTEngine
 from edge.runtime.tflite import delegated_nodes
+from edge.vision.preprocess import Roi, prepare
 
 pytestmark = pytest.mark.slow
 

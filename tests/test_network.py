@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.localbroker import free_port
 from edge.sources import Capture, open_source
+from edge.tools.localbroker import free_port
 from tests.conftest import ROOT
 
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.localbroker import LocalBroker, mosquitto_path
+from edge.tools.localbroker import LocalBroker, mosquitto_path
 from tests.conftest import ROOT, write_config
 
 pytestmark = [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.localbroker import free_port
+from edge.tools.localbroker import free_port
 from tests.conftest import ROOT, write_config
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.scene import draw_item, empty_floor
 from edge.sources.base import FrameSource, Pacer
+from edge.sources.scene import draw_item, empty_floor
 
 NOISE_FIELDS = 8  # precomputed sensor-noise fields, cycled: a frame costs a copy and an add
 

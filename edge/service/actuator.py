@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import ActuatorConfig, Config, load_config
 from edge.labels import BINS
-from edge.mqtt import dumps
+from edge.service.mqtt import dumps
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import MqttConfig
 from edge.errors import ConfigError
-from edge.outbox import Outbox, OutboxError
-from edge.queues import drain
+from edge.service.outbox import Outbox, OutboxError
+from edge.service.queues import drain
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """One benchmark measurement, run in a fresh process so that load time and peak RSS are its own.
 
-``python -m edge.benchworker JSON`` prints one JSON result line. Modes:
+``python -m edge.tools.benchworker JSON`` prints one JSON result line. Modes:
 invoke (the bare engine), pipeline (source -> preprocess -> infer -> decision),
 e2e (the daemon path with MQTT, timed at a subscriber), and peak (the CPU's dense float32 rate,
 from which the floor for the model's arithmetic is computed).
@@ -19,11 +19,11 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.classifier import Classifier
-from edge.decision import Decider
 from edge.runtime import onnx as onnx_engine
 from edge.runtime import open_engine
-from edge.scene import render_sample
 from edge.sources import Capture, open_source
+from edge.sources.scene import render_sample
+from edge.vision.decision import Decider
 
 
 def rss_mb() -> float:
@@ -169,7 +169,7 @@ def measure_e2e(spec: dict) -> dict:
     from paho.mqtt.enums import CallbackAPIVersion
 
     from edge.config import parse_config
-    from edge.daemon import Daemon
+    from edge.service.daemon import Daemon
 
     host, port = spec["broker"].rsplit(":", 1)
     fps = spec.get("fps", 0)

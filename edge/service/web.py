@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 
 from edge.images import encode_jpeg
-from edge.queues import drain
+from edge.service.queues import drain
 
 if TYPE_CHECKING:
-    from edge.daemon import Daemon
+    from edge.service.daemon import Daemon
 
 log = logging.getLogger(__name__)
 

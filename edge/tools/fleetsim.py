@@ -16,8 +16,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
 from edge.labels import BINS
-from edge.mqtt import Publisher
-from edge.outbox import Outbox
+from edge.service.mqtt import Publisher
+from edge.service.outbox import Outbox
 
 MAX_BINS = 300
 

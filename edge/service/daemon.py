@@ -23,16 +23,16 @@ import numpy as np
 from edge import __version__
 from edge.bundle import Bundle
 from edge.classifier import Classifier, Prediction
-from edge.commands import Command, CommandError, parse_command
 from edge.config import Config, load_config
-from edge.decision import Decider, Decision, DecisionConfig, PresenceDetector
 from edge.errors import SmartbinError
 from edge.images import encode_jpeg
-from edge.mqtt import Publisher
-from edge.notify import Notifier
-from edge.outbox import Outbox, OutboxError
-from edge.queues import drain
+from edge.service.commands import Command, CommandError, parse_command
+from edge.service.mqtt import Publisher
+from edge.service.notify import Notifier
+from edge.service.outbox import Outbox, OutboxError
+from edge.service.queues import drain
 from edge.sources import Capture, Frame, open_source
+from edge.vision.decision import Decider, Decision, DecisionConfig, PresenceDetector
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Daemon:
         self.web = None
         self.prometheus = None
         if config.web.enabled:
-            from edge.web import WebServer, WebState, answer_classify_requests
+            from edge.service.web import WebServer, WebState, answer_classify_requests
 
             self.answer_web = answer_classify_requests  # imported once, not on every loop
             self.web_state = WebState()

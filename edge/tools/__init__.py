@@ -1,0 +1,1 @@
+"""What measures or simulates: bench worker, accuracy on a dataset, fleet simulator, local broker."""

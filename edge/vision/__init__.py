@@ -1,0 +1,1 @@
+"""Frame -> prediction -> decision: preprocessing, presence and the vote."""
