@@ -62,5 +62,5 @@ setup(
     ],
     install_requires=[],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["smartbin=edge.cli:main"]},
+    entry_points={"console_scripts": ["smartbin=convert.cli:main"]},
 )

@@ -1,4 +1,4 @@
-"""Datasets in the seed format (img_N.jpg + img_N.txt + rules) or class-per-folder trees.
+"""`smartbin dataset check` and the training split, on the dataset format of edge/dataset.py.
 
 No TensorFlow here: `smartbin dataset check` runs anywhere.
 """
@@ -6,128 +6,15 @@ No TensorFlow here: `smartbin dataset check` runs anywhere.
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge.errors import DatasetError, ImageError
+from edge.dataset import Dataset, Sample, load_dataset
+from edge.errors import ImageError
 from edge.images import read_image
-from edge.labels import Label, load_rules
-from edge.paths import default_rules_path
-from edge.vision.preprocess import prepare
-
-log = logging.getLogger(__name__)
-
-RULES_FILE = "garbage_classify_rule.json"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image and its class index."""
-
-    path: Path
-    label: int
-
-
-@dataclass
-class Dataset:
-    """Samples with their labels; ``problems`` lists items that could not be used."""
-
-    root: Path
-    labels: list[Label]
-    samples: list[Sample]
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
-
-    def class_counts(self) -> Counter:
-        return Counter(s.label for s in self.samples)
-
-
-def _find_rules(root: Path) -> Path:
-    for candidate in (root / RULES_FILE, root.parent / RULES_FILE):
-        if candidate.is_file():
-            return candidate
-    return default_rules_path()
-
-
-def _is_seed_format(root: Path) -> bool:
-    return any(root.glob("*.txt"))
-
-
-def _load_seed(root: Path) -> Dataset:
-    rules_path = _find_rules(root)
-    labels = load_rules(rules_path)
-    samples: list[Sample] = []
-    problems: list[str] = []
-    seen: dict[str, Path] = {}
-    for txt in sorted(root.glob("*.txt")):
-        try:
-            line = txt.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{txt}: cannot read label file: {exc}")
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 2 or not parts[0]:
-            problems.append(f"{txt}: expected one line '<image>, <label index>', got {line[:60]!r}")
-            continue
-        name, index_text = parts
-        try:
-            index = int(index_text)
-        except ValueError:
-            problems.append(f"{txt}: label {index_text!r} is not an integer")
-            continue
-        if not 0 <= index < len(labels):
-            problems.append(f"{txt}: label {index} out of range of {rules_path.name} (0..{len(labels) - 1})")
-            continue
-        if name in seen:
-            problems.append(f"{txt}: duplicate image name {name!r} (also in {seen[name].name})")
-            continue
-        seen[name] = txt
-        image = root / name
-        if not image.is_file():
-            problems.append(f"{txt}: image {name!r} is missing")
-            continue
-        samples.append(Sample(image, index))
-    return Dataset(root, labels, samples, problems)
-
-
-def _load_folders(root: Path) -> Dataset:
-    """Class-per-folder tree. Folder names are '<index>_<name>', '<bin>__<name>' or plain names."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    if not folders:
-        raise DatasetError(f"{root}: no label files (*.txt) and no class folders found")
-    rules = root / RULES_FILE
-    labels = load_rules(rules) if rules.is_file() else [Label(i, f.name, "other") for i, f in enumerate(folders)]
-    if len(labels) != len(folders):
-        raise DatasetError(f"{rules}: {len(labels)} classes but {len(folders)} class folders in {root}")
-    samples = [
-        Sample(path, index)
-        for index, folder in enumerate(folders)
-        for path in sorted(folder.iterdir())
-        if path.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    return Dataset(root, labels, samples, [])
-
-
-def load_dataset(root: str | Path) -> Dataset:
-    """Load a dataset in the seed format or as class folders."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset folder not found")
-    for sub in ("train_data_v2", "train_data"):  # the seed's layout nests the images
-        if (root / sub).is_dir() and not _is_seed_format(root):
-            root = root / sub
-    dataset = _load_seed(root) if _is_seed_format(root) else _load_folders(root)
-    if not dataset.samples:
-        raise DatasetError(f"{root}: no usable images ({len(dataset.problems)} problems)")
-    return dataset
 
 
 def stratified_split(
@@ -147,11 +34,6 @@ def stratified_split(
         val.extend(group[i] for i in order[:n_val])
         train.extend(group[i] for i in order[n_val:])
     return train, val
-
-
-def load_images(samples: list[Sample], height: int, width: int) -> np.ndarray:
-    """The device's input path: decode, resize, centre crop -> (N, H, W, 3) uint8."""
-    return np.stack([prepare(read_image(s.path), height, width) for s in samples])
 
 
 @dataclass

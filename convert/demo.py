@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from edge.cli import main as smartbin
+from convert.cli import main as smartbin
 from edge.paths import firmware_config_dir
 from edge.sources.synthetic import SyntheticSource, write_clip
 from edge.tools.localbroker import LocalBroker

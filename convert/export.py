@@ -24,7 +24,7 @@ import tensorflow as tf
 from rich.console import Console
 from rich.table import Table
 
-from convert.dataset import Sample, load_dataset, load_images, stratified_split
+from convert.dataset import stratified_split
 from convert.model import load_model
 from convert.train import CONFIG_FILE, LABELS_FILE, find_run, load_labels
 from edge.bundle import (
@@ -40,6 +40,7 @@ from edge.bundle import (
     is_onnx,
     sha256_file,
 )
+from edge.dataset import Sample, load_dataset, load_images
 from edge.errors import SmartbinError
 from edge.labels import Label
 from edge.runtime import open_engine

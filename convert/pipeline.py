@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from convert.dataset import Sample
+from edge.dataset import Sample
 from edge.vision.preprocess import RESIZE_RATIO
 
 

@@ -9,31 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.dataset import Sample
-from edge.labels import BINS, Label
+from edge.dataset import Sample
+from edge.labels import Label
+from edge.tools.accuracy import accuracy_figures
 
 log = logging.getLogger(__name__)
-
-
-def accuracy_figures(probs: np.ndarray, truth: np.ndarray, labels: list[Label]) -> dict:
-    """Top-1, top-5, per-class and per-bin accuracy of predicted probabilities."""
-    pred = probs.argmax(axis=1)
-    k = min(5, probs.shape[1])
-    top5 = np.argsort(-probs, axis=1)[:, :k]
-    bins = np.array([lab.bin for lab in labels])
-    per_class = {
-        lab.name: float((pred[truth == lab.index] == lab.index).mean()) if (truth == lab.index).any() else None
-        for lab in labels
-    }
-    per_bin = {b: float((bins[pred[bins[truth] == b]] == b).mean()) if (bins[truth] == b).any() else None for b in BINS}
-    return {
-        "images": int(len(truth)),
-        "top1": float((pred == truth).mean()),
-        "top5": float((top5 == truth[:, None]).any(axis=1).mean()),
-        "bin_accuracy": float((bins[pred] == bins[truth]).mean()),
-        "per_class": per_class,
-        "per_bin": per_bin,
-    }
 
 
 def confusion_matrix(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.dataset import RULES_FILE
+from edge.dataset import RULES_FILE
 from edge.images import write_jpeg
 from edge.paths import default_rules_path
 from edge.sources.scene import render_sample

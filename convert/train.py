@@ -11,10 +11,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from convert.dataset import load_dataset, stratified_split
+from convert.dataset import stratified_split
 from convert.model import build_model, load_model, unfreeze_last_stage
 from convert.pipeline import make_dataset
 from convert.report import write_report
+from edge.dataset import load_dataset
 from edge.errors import SmartbinError
 from edge.labels import Label
 

@@ -223,7 +223,7 @@ def compute_ratios(results: list[dict]) -> dict:
 def _accuracy(bundle: Bundle, variant: str, data: str | None, backend: str, threads: int) -> tuple:
     """top-1 and agreement: measured on --data, else the figures the converter measured at export."""
     if data:
-        from convert.evaluate import evaluate_bundle  # no TensorFlow: numpy, OpenCV and the engines
+        from edge.tools.accuracy import evaluate_bundle
 
         figures = evaluate_bundle(bundle.path, data, backend, threads)["variants"][variant]
         return figures["top1"], figures["agreement"]

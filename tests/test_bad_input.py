@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.cli import main
+from convert.cli import main
 from edge.errors import ImageError
 from edge.images import read_image
 from edge.service.commands import ACTIONS, MAX_PAYLOAD, CommandError, parse_command

@@ -1,4 +1,5 @@
-"""edge/ never imports TensorFlow or Keras, directly or indirectly (devices install smartbin[edge] only)."""
+"""edge/ never imports TensorFlow, Keras or the workstation's `convert`, directly or indirectly
+(devices install smartbin[edge] only, and the device never reaches into the workstation)."""
 
 from __future__ import annotations
 
@@ -16,23 +17,43 @@ def edge_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.walk_packages(edge.__path__, "edge.") if m.name != "edge.__main__")
 
 
-def test_importing_every_edge_module_loads_no_tensorflow():
+BLOCKER = """
+import importlib, importlib.abc, sys
+BLOCKED = ("tensorflow", "keras", "tf_keras", "convert")
+TRIED = []  # a module that catches the ImportError still counts
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            TRIED.append(name)
+            raise ImportError(f"blocked: {name}")
+        return None
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_every_edge_module_imports_with_tensorflow_keras_and_convert_blocked():
     modules = edge_modules()
-    assert "edge.runtime.litert" in modules and "edge.cli" in modules  # the walk really found them
-    code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras'))\n"
-        "print(','.join(bad))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert result.stdout.strip() == "", f"edge imported: {result.stdout.strip()[:200]}"
+    assert {"edge.runtime.litert", "edge.cli", "edge.service.daemon", "edge.tools.benchworker"} <= set(modules)
+    code = BLOCKER + (f"for name in {modules!r}:\n    importlib.import_module(name)\nprint(len(sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-1500:]
+
+
+def test_the_blocker_really_blocks():
+    code = BLOCKER + "import convert.dataset\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0 and "blocked: convert" in result.stderr
+
+
+def test_device_commands_run_with_the_workstation_blocked():
+    code = BLOCKER + "from edge.cli import main\nsys.exit(main(['config', 'check', 'firmware_config/x86-dev.yaml']))\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-1500:]
 
 
 def test_cli_help_loads_no_tensorflow():
     code = (
-        "import sys\nfrom edge.cli import main\n"
+        "import sys\nfrom convert.cli import main\n"
         "for cmd in (['--help'], ['predict', '--help'], ['train', '--help'], ['convert', '--help']):\n"
         "    try:\n        main(cmd)\n    except SystemExit:\n        pass\n"
         "print('TF' if 'tensorflow' in sys.modules else 'clean', file=sys.stderr)\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main
+from convert.cli import main
 from tests.conftest import CLASSES
 
 pytestmark = pytest.mark.slow
@@ -180,8 +180,8 @@ def test_weights_none_trains_the_whole_backbone(tmp_path: Path):
 def test_top5_counts_a_hit_in_the_first_five_and_only_there():
     import numpy as np
 
-    from convert.report import accuracy_figures
     from edge.labels import Label
+    from edge.tools.accuracy import accuracy_figures
 
     labels = [Label(i, f"c{i}", "other") for i in range(7)]
     # image 0: right at rank 1; image 1: right at rank 5; image 2: right at rank 6 (a miss for top-5)

@@ -1,0 +1,206 @@
+"""The workstation's half of the `smartbin` command: dataset, train, convert, evaluate, predict, demo.
+
+The console script starts here and adds these subcommands to the device's parser (edge/cli.py),
+so that `edge` never imports `convert`. Subcommands that need TensorFlow import it when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from edge import cli as device_cli
+from edge.cli import add_command as _add
+from edge.errors import SmartbinError
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# ---------------------------------------------------------------- dataset
+def cmd_dataset_synth(args: argparse.Namespace) -> int:
+    from convert.synth import write_synthetic
+
+    out = write_synthetic(args.out, args.classes, args.per_class, args.seed, args.size)
+    print(f"wrote {args.classes * args.per_class} images of {args.classes} classes to {out}")
+    return 0
+
+
+def cmd_dataset_check(args: argparse.Namespace) -> int:
+    from convert.dataset import check_dataset
+
+    report = check_dataset(args.dir)
+    if args.json:
+        print(report.to_json())
+        return 0 if report.ok else 1
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    per_class, per_bin = report.balance()
+    print(
+        f"{len(report.dataset.samples)} usable images, {len(report.problems)} problems, "
+        f"{report.dataset.num_classes} classes"
+    )
+    print("per bin: " + ", ".join(f"{b} {n}" for b, n in per_bin.items()))
+    print("per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
+    return 0 if report.ok else 1
+
+
+# ---------------------------------------------------------------- train / convert / evaluate
+def cmd_train(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from convert.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data,
+        out=args.out,
+        backbone=args.backbone,
+        weights=args.weights,
+        img_size=args.img_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        fine_tune_epochs=args.fine_tune_epochs,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
+    out = train(config)
+    import json
+
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    print(
+        f"trained {out}/model.keras: validation top-1 {report['top1']:.1%}, top-5 {report['top5']:.1%}, "
+        f"bin accuracy {report['bin_accuracy']:.1%}"
+    )
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from convert.export import ExportOptions, export_bundle
+
+    options = ExportOptions(
+        variants=[v.strip() for v in args.variants.split(",") if v.strip()],
+        onnx=args.onnx,
+        data=args.data,
+        calib_samples=args.calib_samples,
+        allow_accuracy_drop=args.allow_accuracy_drop,
+        name=args.name,
+    )
+    return export_bundle(args.model, args.out, options)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from convert.evaluate import print_evaluation
+    from edge.tools.accuracy import evaluate_bundle
+
+    result = evaluate_bundle(args.bundle, args.data, args.backend, args.threads)
+    if args.json:
+        import json
+
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print_evaluation(result)
+    return 0
+
+
+# ---------------------------------------------------------------- predict
+def cmd_predict(args: argparse.Namespace) -> int:
+    from edge.bundle import is_bundle
+
+    if not is_bundle(args.model):
+        _quiet_tensorflow()
+    from convert.predict import PredictOptions, format_result, open_predictor, predict_one
+
+    options = PredictOptions(
+        tta=args.tta, top_k=args.top_k, backend=args.backend, variant=args.variant, threads=args.threads
+    )
+    predictor = open_predictor(args.model, options)
+    failures = 0
+    for source in args.images:
+        try:
+            print(format_result(predict_one(predictor, source, options), args.json))
+        except SmartbinError as exc:
+            failures += 1
+            print(f"smartbin: error: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from pathlib import Path
+
+    from convert.demo import run_demo
+
+    return run_demo(Path(args.out), args.bench_runs)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the workstation's subcommands to the `smartbin` parser."""
+    dataset = sub.add_parser("dataset", help="make or check a dataset", description="Make or check a dataset.")
+    dsub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    p = _add(dsub, "synth", cmd_dataset_synth, "write a synthetic dataset in the garbage_classify_v2 format")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--classes", type=int, default=6, help="number of classes (1-40, default 6)")
+    p.add_argument("--per-class", type=int, default=30, help="images per class (default 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p = _add(dsub, "check", cmd_dataset_check, "report every broken item and the class/bin balance")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = _add(sub, "train", cmd_train, "train the ResNet classifier on a dataset (workstation)")
+    p.add_argument("--data", required=True, help="dataset folder (seed format or class folders)")
+    p.add_argument("--out", required=True, help="run folder to write")
+    p.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet101", "resnet152"])
+    p.add_argument("--weights", default="imagenet", help="imagenet (downloads), none, or a backbone weights file")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--fine-tune-epochs", type=int, default=0, help="then unfreeze the last stage for N epochs")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = _add(sub, "convert", cmd_convert, "export a trained model to a verified bundle (TFLite variants, ONNX)")
+    p.add_argument("model", help="run folder or .keras file")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--variants", default="float32,float16,dynamic,int8")
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write model.onnx (TensorRT/CUDA on Jetson) and model_int8.onnx (ONNX Runtime int8 for x86 CPUs)",
+    )
+    p.add_argument("--data", help="dataset for calibration and the accuracy gate (default: the training data)")
+    p.add_argument("--calib-samples", type=int, default=100)
+    p.add_argument("--name", help="model name in the manifest (default: the run folder's name)")
+    p.add_argument("--allow-accuracy-drop", action="store_true", help="write variants that miss the gate (marked)")
+
+    p = _add(sub, "evaluate", cmd_evaluate, "accuracy and agreement of every variant of a bundle on a dataset")
+    p.add_argument("bundle")
+    p.add_argument("--data", required=True)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true")
+
+    p = _add(sub, "predict", cmd_predict, "classify images with a run folder, .keras file or bundle")
+    p.add_argument("model", help="run folder, .keras file or bundle folder")
+    p.add_argument("images", nargs="+", help="image files or http(s) URLs")
+    p.add_argument("--tta", type=int, default=1, help="average N crops (the seed's test-time augmentation)")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--backend", default="auto", help="bundles: auto, litert, tflite_runtime, tensorflow, onnxruntime")
+    p.add_argument("--variant", help="bundles: int8, float32, float16, dynamic, onnx or onnx_int8")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true")
+    p = _add(sub, "demo", cmd_demo, "the whole path offline: data -> train -> convert -> daemon -> MQTT -> bench")
+    p.add_argument("--out", default="demo-output")
+    p.add_argument("--bench-runs", type=int, default=50)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `smartbin` console command: the device's commands and the workstation's."""
+    return device_cli.main(argv, extensions=[register])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
