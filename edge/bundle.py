@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edge.errors import BundleError
 from edge.labels import BINS, Label
+from edge.strict import Strict
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
@@ -34,17 +35,13 @@ def is_onnx(variant: str) -> bool:
     return VARIANT_FILES.get(variant, "").endswith(".onnx")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LabelEntry(_Strict):
+class LabelEntry(Strict):
     index: int = Field(ge=0)
     name: str
     bin: Literal[BINS]  # type: ignore[valid-type]
 
 
-class InputSpec(_Strict):
+class InputSpec(Strict):
     """What the model takes: plain RGB pixels; the normalisation is inside the model."""
 
     height: int = Field(gt=0)
@@ -57,7 +54,7 @@ class InputSpec(_Strict):
     preprocessing: str = "inside the model (ResNet caffe: RGB->BGR, minus ImageNet means)"
 
 
-class GateResult(_Strict):
+class GateResult(Strict):
     """Agreement of one variant with the Keras model on held-out images, measured at export."""
 
     images: int
@@ -71,7 +68,7 @@ class GateResult(_Strict):
     accepted_despite_failure: bool = False
 
 
-class VariantFile(_Strict):
+class VariantFile(Strict):
     file: str
     format: Literal["tflite", "onnx"]
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -82,7 +79,7 @@ class VariantFile(_Strict):
     gate: Optional[GateResult] = None
 
 
-class Manifest(_Strict):
+class Manifest(Strict):
     format_version: int
     name: str
     created: str

@@ -12,19 +12,16 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edge.bundle import VARIANT_FILES
 from edge.errors import ConfigError
 from edge.labels import BINS
+from edge.strict import Strict
 from edge.vision.preprocess import Roi
 
 BACKEND_NAMES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
 VARIANT_NAMES = tuple(VARIANT_FILES)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelConfig(Strict):

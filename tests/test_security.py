@@ -224,3 +224,39 @@ def test_no_secrets_in_logs_config_show_or_status(tmp_path, bundle_dir, broker, 
     for text in (run.stdout, run.stderr, show.stdout, show.stderr):
         assert secret not in text
     assert "password: '***'" in show.stdout
+
+
+def test_actuator_shares_the_daemons_tls_including_an_encrypted_key(tmp_path, pki, tls_broker, bundle_dir, monkeypatch):
+    """One MQTT client factory: the actuator honours tls.key_password_env, and a wrong passphrase is a
+    configuration error (exit 78, one line) rather than a raw ssl traceback."""
+    import os
+
+    import yaml
+
+    from edge.config import load_config
+    from edge.service.actuator import Actuator
+
+    openssl("pkey", "-in", "test-bin.key", "-aes256", "-passout", "pass:s3cret", "-out", "enc.key", cwd=pki)
+    path = tls_config(tmp_path, pki, bundle_dir, tls_broker.port)
+    data = yaml.safe_load(path.read_text())
+    data["mqtt"]["tls"].update(key_file=str(pki / "enc.key"), key_password_env="SMARTBIN_TEST_KEY_PASS")
+    data["actuator"].update(mode="pins", state_path=str(tmp_path / "actuator.sqlite"))
+    path.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+
+    monkeypatch.setenv("SMARTBIN_TEST_KEY_PASS", "s3cret")
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    actuator = Actuator(load_config(path)).start()
+    assert actuator.ready.wait(10), "the actuator did not subscribe over TLS"
+    actuator.stop()
+
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "actuator", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "SMARTBIN_TEST_KEY_PASS": "wrong"},
+        timeout=60,
+    )
+    assert result.returncode == 78, result.stderr[-1500:]
+    assert "mqtt.tls: cannot load the CA, certificate or key" in result.stderr and "Traceback" not in result.stderr

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import ActuatorConfig, Config, load_config
 from edge.labels import BINS
 from edge.service.mqtt import dumps
+from edge.service.mqtt_client import make_client
 
 log = logging.getLogger(__name__)
 
@@ -105,22 +105,9 @@ class Actuator:
         self.jobs: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=100)
         self.moves = 0
         self.ready = threading.Event()
-        m = config.mqtt
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"smartbin-actuator-{config.device_id}",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
-        if m.username:
-            self.client.username_pw_set(m.username, m.password())
-        if m.tls.enabled:
-            self.client.tls_set(
-                ca_certs=str(m.tls.ca_file) if m.tls.ca_file else None,
-                certfile=str(m.tls.cert_file) if m.tls.cert_file else None,
-                keyfile=str(m.tls.key_file) if m.tls.key_file else None,
-            )
-            self.client.tls_insecure_set(not m.tls.check_hostname)
+        # A persistent session (3.1.1, clean_session off): decisions sent while it restarts still arrive.
+        client_id = f"smartbin-actuator-{config.device_id}"
+        self.client = make_client(config.mqtt, client_id, mqtt.MQTTv311, clean_session=False)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self.ready.set()

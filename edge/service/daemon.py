@@ -18,8 +18,6 @@ import time
 from collections import deque
 from pathlib import Path
 
-import numpy as np
-
 from edge import __version__
 from edge.bundle import Bundle
 from edge.classifier import Classifier, Prediction
@@ -32,6 +30,7 @@ from edge.service.notify import Notifier
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
 from edge.sources import Capture, Frame, open_source
+from edge.stats import percentiles
 from edge.vision.decision import Decider, Decision, DecisionConfig, PresenceDetector
 
 log = logging.getLogger(__name__)
@@ -47,13 +46,6 @@ def cpu_temperature() -> float | None:
         return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text().strip()) / 1000
     except (OSError, ValueError):
         return None
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    p = np.percentile(values, [50, 90, 99])
-    return {"p50": round(float(p[0]), 2), "p90": round(float(p[1]), 2), "p99": round(float(p[2]), 2)}
 
 
 class Daemon:
@@ -175,7 +167,7 @@ class Daemon:
             "frames_grabbed": grabbed,
             "frames_dropped": max(0, grabbed - self.capture.health.frames),
             "decisions": self.decisions,
-            "latency_ms": {k: percentiles(list(v)) for k, v in self.latency.items()},
+            "latency_ms": {k: percentiles(v, digits=2) for k, v in self.latency.items()},
             "outbox_depth": self.outbox.depth(),
             "outbox_dropped": self.outbox.dropped(),
             "outbox_error": self.outbox_error,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import random
 import socket
@@ -19,10 +18,9 @@ import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import MqttConfig
-from edge.errors import ConfigError
+from edge.service.mqtt_client import make_client, tls_context
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
 
@@ -66,6 +64,7 @@ class Publisher:
         self._switch_protocol = False
         self._started = time.monotonic()
         self.ever_connected = False
+        self._tls_context = tls_context(config)
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -73,22 +72,12 @@ class Publisher:
         return f"{self.base}/{suffix}"
 
     def _make_client(self) -> mqtt.Client:
-        cfg = self.config
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"smartbin-{self.device_id}",
-            protocol=self._protocol,
-        )
-        client.enable_logger(logging.getLogger("paho"))
+        client_id = self.config.client_id or f"smartbin-{self.device_id}"
+        client = make_client(self.config, client_id, self._protocol, context=self._tls_context)
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.max_queued_messages_set(1000)
         # Jitter: a fleet of bins must not reconnect to a restarted broker in lockstep.
         client.reconnect_delay_set(min_delay=1 + random.randint(0, 2), max_delay=60)
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password())
-        self._tls_context = self._make_tls_context() if cfg.tls.enabled else None
-        if self._tls_context is not None:
-            client.tls_set_context(self._tls_context)
         client.will_set(self.topic("status"), dumps(self.status("offline")), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -96,18 +85,6 @@ class Publisher:
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
         return client
-
-    def _make_tls_context(self) -> ssl.SSLContext:
-        tls = self.config.tls
-        try:
-            context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            context.check_hostname = tls.check_hostname
-            if tls.cert_file:
-                password = os.environ.get(tls.key_password_env) if tls.key_password_env else None
-                context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=password)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from None
-        return context
 
     def _on_connect_fail(self, client, userdata) -> None:
         """paho retries silently; find out why once and say it (TLS mismatch, refused, unreachable)."""

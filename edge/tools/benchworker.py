@@ -23,6 +23,7 @@ from edge.runtime import onnx as onnx_engine
 from edge.runtime import open_engine
 from edge.sources import Capture, open_source
 from edge.sources.scene import render_sample
+from edge.stats import summary
 from edge.vision.decision import Decider
 
 
@@ -34,20 +35,6 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def stats(samples_ms: list[float]) -> dict[str, float]:
-    a = np.asarray(samples_ms, dtype=np.float64)
-    p = np.percentile(a, [50, 90, 99])
-    return {
-        "min": float(a.min()),
-        "p50": float(p[0]),
-        "p90": float(p[1]),
-        "p99": float(p[2]),
-        "max": float(a.max()),
-        "mean": float(a.mean()),
-        "std": float(a.std()),
-    }
 
 
 def measure_peak(spec: dict, seconds: float = 0.5, n: int = 1024) -> dict:
@@ -90,7 +77,7 @@ def measure_invoke(spec: dict) -> dict:
         samples.append((time.perf_counter() - t) * 1e3)
     elapsed = time.perf_counter() - start
     return {
-        "latency_ms": stats(samples),
+        "latency_ms": summary(samples),
         "throughput_fps": spec["runs"] / elapsed,
         "load_s": load_s,
         "first_inference_s": first_s,
@@ -153,11 +140,11 @@ def measure_pipeline(spec: dict) -> dict:
     capture.stop()
     pipeline_fps, invoke_fps = spec["runs"] / pipeline_s, invokes / invoke_s
     return {
-        "latency_ms": stats(totals),
+        "latency_ms": summary(totals),
         "throughput_fps": pipeline_fps,
         "load_s": load_s,
         "first_inference_s": first_s,
-        "stages_ms": {k: stats(v)["p50"] for k, v in stages.items()},
+        "stages_ms": {k: summary(v)["p50"] for k, v in stages.items()},
         "interleaved": {"invoke_fps": invoke_fps, "pipeline_fps": pipeline_fps, "ratio": pipeline_fps / invoke_fps},
         "engine": classifier.engine.info(),
     }
@@ -244,16 +231,16 @@ def measure_e2e(spec: dict) -> dict:
     # "outside_inference" is each frame's latency minus its own inference time: the daemon's overhead,
     # free of the run-to-run drift of inference speed on a busy machine.
     breakdown = {
-        "capture_to_publish": stats([to_publish[i] for i in arrived])["p50"],
-        "publish_to_arrival": stats([(arrivals[i] - captured[i]) * 1e3 - to_publish[i] for i in arrived])["p50"],
-        "outside_inference": stats([(arrivals[i] - captured[i]) * 1e3 - infer_ms[i] for i in arrived])["p50"],
+        "capture_to_publish": summary([to_publish[i] for i in arrived])["p50"],
+        "publish_to_arrival": summary([(arrivals[i] - captured[i]) * 1e3 - to_publish[i] for i in arrived])["p50"],
+        "outside_inference": summary([(arrivals[i] - captured[i]) * 1e3 - infer_ms[i] for i in arrived])["p50"],
     }
     daemon.capture.stop()
     daemon.publisher.stop(timeout=1)
     sub.disconnect()
     sub.loop_stop()
     return {
-        "latency_ms": stats(latencies),
+        "latency_ms": summary(latencies),
         "throughput_fps": (wanted - 1) / elapsed,
         "load_s": load_s,
         "first_inference_s": first_s,

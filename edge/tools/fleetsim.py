@@ -9,15 +9,13 @@ import threading
 import time
 import uuid
 
-import numpy as np
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
 from edge.labels import BINS
 from edge.service.mqtt import Publisher
+from edge.service.mqtt_client import make_client
 from edge.service.outbox import Outbox
+from edge.stats import percentiles
 
 MAX_BINS = 300
 
@@ -79,7 +77,7 @@ def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: fl
             received[payload["event_id"]] = time.time()
             latencies.append((time.time() - payload["ts"]) * 1e3)
 
-    collector = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-collector")
+    collector = make_client(MqttConfig(host=host, port=port), "fleet-collector")
     subscribed = threading.Event()
     collector.on_connect = lambda c, u, f, rc, p: c.subscribe("smartbin/+/decision", qos=1)
     collector.on_subscribe = lambda *a: subscribed.set()
@@ -111,7 +109,6 @@ def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: fl
         time.sleep(0.05)
     collector.disconnect()
     collector.loop_stop()
-    p = np.percentile(latencies, [50, 90, 99]) if latencies else [float("nan")] * 3
     return {
         "bins": bins,
         "duration_s": round(elapsed, 1),
@@ -121,7 +118,7 @@ def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: fl
         "left_in_outboxes": left,
         "lost": sent - len(received),
         "rate_per_s": round(len(received) / elapsed, 1),
-        "latency_ms": {"p50": round(float(p[0]), 1), "p90": round(float(p[1]), 1), "p99": round(float(p[2]), 1)},
+        "latency_ms": percentiles(latencies, digits=1) or dict.fromkeys(("p50", "p90", "p99"), float("nan")),
     }
 
 

@@ -1,0 +1,56 @@
+"""The one place an MQTT client is made: protocol, credentials, TLS, logging; mistakes are config errors.
+
+The daemon's publisher, the actuator and the fleet simulator all connect through ``make_client``,
+so a TLS option or a key passphrase works the same in each of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.config import MqttConfig
+from edge.errors import ConfigError
+
+PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5, "auto": mqtt.MQTTv5}  # auto: 5 first, then 3.1.1
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS context the config asks for (None when TLS is off); unreadable files are a ConfigError."""
+    tls = config.tls
+    if not tls.enabled:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        context.check_hostname = tls.check_hostname
+        if tls.cert_file:
+            password = os.environ.get(tls.key_password_env) if tls.key_password_env else None
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=password)
+    except (OSError, ssl.SSLError) as exc:
+        # keep the cause: "wrong password", "no such file" and "PEM lib" each need a different fix
+        raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
+    return context
+
+
+def make_client(
+    config: MqttConfig,
+    client_id: str,
+    protocol: int | None = None,
+    clean_session: bool | None = None,
+    context: ssl.SSLContext | None = None,
+) -> mqtt.Client:
+    """A configured, not yet connected paho client. ``context`` reuses a TLS context already made."""
+    protocol = PROTOCOLS[config.protocol] if protocol is None else protocol
+    options = {"clean_session": clean_session} if clean_session is not None and protocol != mqtt.MQTTv5 else {}
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **options)
+    client.enable_logger(logging.getLogger("paho"))
+    if config.username:
+        client.username_pw_set(config.username, config.password())
+    context = context or tls_context(config)
+    if context is not None:
+        client.tls_set_context(context)
+    return client

@@ -1,0 +1,30 @@
+"""Latency figures: one percentile helper for the daemon's metrics, the bench and the fleet simulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+QUANTILES = (50, 90, 99)
+
+
+def percentiles(values: Iterable[float], digits: int | None = None) -> dict[str, float]:
+    """``{"p50", "p90", "p99"}`` of the values ({} when there are none), rounded to ``digits`` if given."""
+    a = np.asarray(list(values), dtype=np.float64)
+    if a.size == 0:
+        return {}
+    figures = {f"p{q}": float(v) for q, v in zip(QUANTILES, np.percentile(a, QUANTILES))}
+    return {k: round(v, digits) for k, v in figures.items()} if digits is not None else figures
+
+
+def summary(values: Iterable[float]) -> dict[str, float]:
+    """min, p50, p90, p99, max, mean and std of a non-empty sample."""
+    a = np.asarray(list(values), dtype=np.float64)
+    return {
+        "min": float(a.min()),
+        **percentiles(a),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+    }
