@@ -1,6 +1,6 @@
 """`python edge/bench.py` (also `smartbin bench`): latency of the model and of the whole bin.
 
-Each (variant, backend, threads, mode) runs in a fresh process (edge/benchworker.py) so that
+Each (variant, backend, threads, mode) runs in a fresh process (edge/tools/benchworker.py) so that
 load time and peak memory are its own; ratios are computed from figures measured in this run.
 """
 
@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from edge.bundle import Bundle, is_onnx
+from edge.bundle import Bundle
 from edge.errors import SmartbinError
-from edge.runtime import TFLITE_BACKENDS, available_backends, open_engine
+from edge.runtime import BACKENDS, TFLITE_BACKENDS, available_backends, backend_for, open_engine, runs
 from edge.runtime.base import NO_DELEGATE
 from edge.versions import installed_versions
 
@@ -356,22 +356,21 @@ def plan(bundle: Bundle, args: argparse.Namespace) -> list[dict]:
     unknown = [m for m in modes if m not in ("invoke", "pipeline", "e2e")]
     if unknown:
         raise SmartbinError(f"--modes: unknown {', '.join(unknown)} (allowed: invoke, pipeline, e2e)")
-    runs = []
+    planned = []
     for variant in variants:
         if variant not in bundle.variant_names():
             raise SmartbinError(
                 f"--variants: {variant!r} is not in {bundle.path} ({', '.join(bundle.variant_names())})"
             )
         for backend in backends:
-            if backend == "auto":
-                backend = "onnxruntime" if is_onnx(variant) else next(b for b in TFLITE_BACKENDS if b in have)
-            if is_onnx(variant) != (backend == "onnxruntime"):
-                continue
+            if backend in BACKENDS and not runs(backend, variant):
+                continue  # a list of backends: each variant runs on the ones that can run it
+            backend = backend_for(variant, backend, have)  # auto resolved; unknown or none installed: an error
             for t in threads:
                 for mode in modes:
                     e2e_rates = [0, 30] if mode == "e2e" else [0]
                     for fps in e2e_rates:
-                        runs.append(
+                        planned.append(
                             {
                                 "variant": variant,
                                 "backend": backend,
@@ -380,7 +379,7 @@ def plan(bundle: Bundle, args: argparse.Namespace) -> list[dict]:
                                 "fps": fps,
                             }
                         )
-    return runs
+    return planned
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bundle = Bundle.open(args.bundle)
         bundle.verify()
-        runs = plan(bundle, args)
+        planned = plan(bundle, args)
     except SmartbinError as exc:
         console.print(f"bench: error: {exc}")
         return 2
@@ -397,17 +396,17 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]warning: {warning}")
     len_warnings = len(env["warnings"])
     broker = None
-    if any(r["mode"].startswith("e2e") for r in runs) and not args.broker:
+    if any(r["mode"].startswith("e2e") for r in planned) and not args.broker:
         from edge.tools.localbroker import LocalBroker
 
         broker = LocalBroker(persistence=False).start()
         args.broker = f"127.0.0.1:{broker.port}"
-    gflop = model_gflop(bundle) if any(r["mode"] == "invoke" for r in runs) else None
+    gflop = model_gflop(bundle) if any(r["mode"] == "invoke" for r in planned) else None
     results = []
     try:
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("benchmarking", total=len(runs))
-            for run in runs:
+            task = progress.add_task("benchmarking", total=len(planned))
+            for run in planned:
                 progress.update(task, description=f"{run['variant']} {run['backend']} {run['threads']}t {run['mode']}")
                 spec = {
                     **run,

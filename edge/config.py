@@ -17,10 +17,11 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from edge.bundle import VARIANT_FILES
 from edge.errors import ConfigError
 from edge.labels import BINS
+from edge.runtime import BACKENDS, runs
 from edge.strict import Strict
 from edge.vision.preprocess import Roi
 
-BACKEND_NAMES = ("auto", "litert", "tflite_runtime", "tensorflow", "onnxruntime")
+BACKEND_NAMES = ("auto", *BACKENDS)
 VARIANT_NAMES = tuple(VARIANT_FILES)
 
 
@@ -35,6 +36,12 @@ class ModelConfig(Strict):
         None, description="TFLite delegate library or ONNX provider; none: plain CPU kernels, without XNNPACK"
     )
     top_k: int = Field(3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def backend_runs_variant(self) -> ModelConfig:
+        if self.backend != "auto" and self.variant is not None and not runs(self.backend, self.variant):
+            raise ValueError(f"backend {self.backend!r} cannot run variant {self.variant!r}")
+        return self
 
 
 class RoiConfig(Strict):

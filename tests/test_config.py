@@ -180,3 +180,23 @@ def test_cli_exits_with_the_config_error_code_without_traceback(tmp_path: Path):
         [sys.executable, "-m", "edge", "--config", str(good)], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 78 and "bundle folder not found" in result.stderr
+
+
+def test_backend_and_variant_must_fit_each_other(tmp_path: Path):
+    """The rule comes from the runtime's registry: a TFLite interpreter cannot run the ONNX file."""
+    path = write(tmp_path, edit(lambda d: d["model"].update(backend="litert", variant="onnx")))
+    with pytest.raises(ConfigError, match="backend 'litert' cannot run variant 'onnx'"):
+        load_config(path)
+    assert load_config(write(tmp_path, edit(lambda d: d["model"].update(backend="onnxruntime", variant="onnx_int8"))))
+
+
+def test_backend_for_names_what_is_missing_instead_of_raising_anything_else():
+    from edge.errors import SmartbinError
+    from edge.runtime import backend_for
+
+    assert backend_for("int8", "auto", have=["tflite_runtime", "onnxruntime"]) == "tflite_runtime"
+    assert backend_for("onnx_int8", "auto", have=["litert", "onnxruntime"]) == "onnxruntime"
+    with pytest.raises(SmartbinError, match="no installed backend runs the int8 variant"):
+        backend_for("int8", "auto", have=["onnxruntime"])
+    with pytest.raises(SmartbinError, match="unknown backend 'tpu'"):
+        backend_for("int8", "tpu")

@@ -13,19 +13,40 @@ from edge.runtime.base import Engine
 
 log = logging.getLogger(__name__)
 
-# backend name -> (module holding the Engine class, module that must be importable)
-BACKENDS: dict[str, tuple[str, str]] = {
-    "litert": ("edge.runtime.litert", "ai_edge_litert"),
-    "tflite_runtime": ("edge.runtime.tflite_runtime", "tflite_runtime"),
-    "tensorflow": ("edge.runtime.tensorflow_lite", "tensorflow"),
-    "onnxruntime": ("edge.runtime.onnx", "onnxruntime"),
+# backend name -> (module holding the Engine class, module that must be importable, file format it runs),
+# in the order ``auto`` prefers them. The one rule of which backend runs which variant derives from it.
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "litert": ("edge.runtime.litert", "ai_edge_litert", "tflite"),
+    "tflite_runtime": ("edge.runtime.tflite_runtime", "tflite_runtime", "tflite"),
+    "tensorflow": ("edge.runtime.tensorflow_lite", "tensorflow", "tflite"),
+    "onnxruntime": ("edge.runtime.onnx", "onnxruntime", "onnx"),
 }
-TFLITE_BACKENDS = ("litert", "tflite_runtime", "tensorflow")
+TFLITE_BACKENDS = tuple(name for name, (_, _, fmt) in BACKENDS.items() if fmt == "tflite")
+
+
+def runs(backend: str, variant: str) -> bool:
+    """Whether ``backend`` can run ``variant`` (a TFLite interpreter the .tflite files, ONNX Runtime the .onnx)."""
+    return BACKENDS[backend][2] == ("onnx" if is_onnx(variant) else "tflite")
+
+
+def backend_for(variant: str, backend: str = "auto", have: list[str] | None = None) -> str:
+    """The backend that runs ``variant``: ``backend`` itself if it can, else (auto) the first installed one."""
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise SmartbinError(f"unknown backend {backend!r} (allowed: auto, {', '.join(BACKENDS)})")
+        if not runs(backend, variant):
+            raise SmartbinError(f"backend {backend!r} cannot run variant {variant!r}")
+        return backend
+    have = available_backends() if have is None else have
+    chosen = next((b for b in BACKENDS if b in have and runs(b, variant)), None)
+    if chosen is None:
+        raise SmartbinError(f"no installed backend runs the {variant} variant (install smartbin[edge])")
+    return chosen
 
 
 def available_backends() -> list[str]:
     """Backends whose library is installed here."""
-    return [name for name, (_, lib) in BACKENDS.items() if importlib.util.find_spec(lib) is not None]
+    return [name for name, (_, lib, _) in BACKENDS.items() if importlib.util.find_spec(lib) is not None]
 
 
 def default_threads() -> int:
@@ -47,14 +68,7 @@ def choose(bundle: Bundle, backend: str = "auto", variant: str | None = None) ->
             variant = next((v for v in VARIANT_FILES if v in variants), None)
     if variant not in variants:
         raise SmartbinError(f"variant {variant!r} is not in {bundle.path} (it has: {', '.join(variants)})")
-    if backend == "auto":
-        candidates = ["onnxruntime"] if is_onnx(variant) else list(TFLITE_BACKENDS)
-        backend = next((b for b in candidates if b in have), "")
-        if not backend:
-            raise SmartbinError(f"no installed backend runs the {variant} variant (install smartbin[edge])")
-    elif is_onnx(variant) != (backend == "onnxruntime"):
-        raise SmartbinError(f"backend {backend!r} cannot run variant {variant!r}")
-    return backend, variant
+    return backend_for(variant, backend, have), variant
 
 
 def _has_gpu_provider() -> bool:

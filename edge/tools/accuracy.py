@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import Bundle, is_onnx
+from edge.bundle import Bundle
 from edge.dataset import load_dataset, load_images
 from edge.errors import SmartbinError
 from edge.labels import BINS, Label
-from edge.runtime import open_engine
+from edge.runtime import open_engine, runs
 
 
 def accuracy_figures(probs: np.ndarray, truth: np.ndarray, labels: list[Label]) -> dict:
@@ -53,7 +53,7 @@ def evaluate_bundle(
     probs_by_variant: dict[str, np.ndarray] = {}
     for variant in bundle.variant_names():
         # A TFLite backend cannot run the ONNX file (nor the reverse): those variants use their own.
-        chosen = backend if is_onnx(variant) == (backend == "onnxruntime") else "auto"
+        chosen = backend if backend == "auto" or runs(backend, variant) else "auto"
         engine = open_engine(bundle, chosen, variant, threads)
         probs = np.concatenate([engine.infer(x[None]) for x in images])
         probs_by_variant[variant] = probs
