@@ -189,8 +189,16 @@ def test_falls_back_to_mqtt_311_with_the_embedded_broker(tmp_path: Path, bundle_
     assert len(decisions) >= len(schedule)
 
 
-def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(
+    tmp_path: Path, bundle_dir: Path, broker, clip_factory
+):
+    """By behaviour: a new threshold changes the decisions, a new source's frames arrive; a change that
+    cannot apply live (device_id) and a broken file are refused, leaving everything as it was."""
+    import cv2
+    import numpy as np
     import yaml
+
+    from edge.images import write_jpeg
 
     clip, _ = clip_factory(items=4)
     config = write_config(
@@ -201,30 +209,66 @@ def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(tmp_path: Path, bu
         mqtt__home_assistant={"enabled": True, "discovery_prefix": "homeassistant"},
     )
     ha = Subscriber(broker.port, "homeassistant/#")
-    sub = Subscriber(broker.port)
+    sub = Subscriber(broker.port, "#")
     process = start_daemon(config)
+
+    def reload(change) -> None:
+        data = yaml.safe_load(config.read_text())
+        change(data)
+        config.write_text(yaml.safe_dump(data))
+        process.send_signal(signal.SIGHUP)
+
+    def statuses() -> list[dict]:
+        return [m.json() for m in sub.on("test-bin/status")]
+
     try:
         assert sub.wait_for("classification"), "daemon did not start"
         discovery = ha.wait_for("config", count=4)
-        data = yaml.safe_load(config.read_text())
-        data["decision"]["min_confidence"] = 0.99
-        config.write_text(yaml.safe_dump(data))
-        process.send_signal(signal.SIGHUP)
-        time.sleep(2)
+
+        # 1. decision.min_confidence 1.0: the decisions that follow go to the default bin
+        before = len(statuses())
+        reload(lambda d: d["decision"].update(min_confidence=1.0))
+        assert sub.wait_for("test-bin/status", count=before + 1), "no status after the reload"
+        since = time.time()
+        found = sub.wait_for("decision", count=2, timeout=60, where=lambda m: m.json()["ts"] > since)
+        assert len(found) >= 2 and all(m.json()["reason"] == "low_confidence" for m in found)
+
+        # 2. refused: device_id cannot change live, and a broken file; classification and topics go on
+        before = len(statuses())
+        reload(lambda d: d.update(device_id="renamed-bin"))
+        time.sleep(1)
         config.write_text("device_id: [broken\n")
         process.send_signal(signal.SIGHUP)
-        time.sleep(2)
-        before = len(sub.on("classification"))
-        assert sub.wait_for("classification", count=before + 3), "stopped classifying after a bad reload"
+        since = time.time()
+        found = sub.wait_for("test-bin/classification", count=3, where=lambda m: m.json()["ts"] > since)
+        assert len(found) >= 3, "stopped classifying after a refused reload"
+        found = sub.wait_for("decision", count=1, timeout=60, where=lambda m: m.json()["ts"] > since)
+        assert found and found[0].json()["reason"] == "low_confidence"  # the threshold of step 1 still holds
+        assert len(statuses()) == before and not sub.on("renamed-bin/status")
+
+        # 3. a new source: its frames are the ones classified, and the status says which source runs
+        still = tmp_path / "still"
+        still.mkdir()
+        write_jpeg(still / "0.jpg", np.full((120, 160, 3), (200, 30, 30), np.uint8))
+        write_config(config, bundle_dir, f"dir://{still}?loop=1", broker.port)
+        before = len(statuses())
+        process.send_signal(signal.SIGHUP)
+        status = sub.wait_for("test-bin/status", count=before + 1)[-1].json()
+        assert status["source"]["uri"] == f"dir://{still}?loop=1"
+        sub.publish("smartbin/test-bin/command", json.dumps({"id": "snap", "action": "snapshot"}))
+        assert answered(sub, "snap")["ok"]
+        jpeg = sub.wait_for("snapshot")[-1].payload
+        rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        assert rgb.shape == (120, 160, 3) and np.abs(rgb.mean(axis=(0, 1)) - (200, 30, 30)).max() < 8
         assert process.poll() is None
     finally:
         process.send_signal(signal.SIGTERM)
         code, err = finish(process)
         ha.close()
         sub.close()
-    assert code == 0
-    assert "configuration and model reloaded" in err
-    assert "reload refused, keeping the running configuration" in err and "not valid YAML" in err
+    assert code == 0, err[-2000:]
+    assert "reload refused, keeping the running configuration: device_id cannot change while running" in err
+    assert "not valid YAML" in err
     sensors = {m.topic for m in discovery}
     assert "homeassistant/sensor/smartbin_test-bin/last_bin/config" in sensors
     assert "homeassistant/binary_sensor/smartbin_test-bin/online/config" in sensors

@@ -1,10 +1,19 @@
-"""Validation of messages on …/command. Anything a client sends gets an answer, never a crash."""
+"""Messages on …/command: validated, then carried out on the daemon's loop. Anything a client sends gets
+an answer, never a crash."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.errors import SmartbinError
+from edge.images import encode_jpeg
+from edge.service.status import status_payload
+
+if TYPE_CHECKING:
+    from edge.service.daemon import Daemon
 
 MAX_PAYLOAD = 4096
 ACTIONS = ("ping", "status", "pause", "resume", "snapshot", "set_threshold", "reload_model")
@@ -58,3 +67,35 @@ def parse_command(payload: bytes) -> Command:
     if unknown:
         raise CommandError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}", command_id)
     return Command(command_id, action, params)
+
+
+def execute_command(daemon: Daemon, command: Command) -> dict:
+    """Carry out a valid command on the daemon's loop; CommandError for one that cannot be done now."""
+    action = command.action
+    if action == "ping":
+        return {"pong": True}
+    if action == "status":
+        return status_payload(daemon.view())
+    if action in ("pause", "resume"):
+        daemon.paused = action == "pause"
+        daemon.publisher.publish_status()
+        return {"paused": daemon.paused}
+    if action == "set_threshold":
+        daemon.decider.config.min_confidence = float(command.params["value"])
+        return {"min_confidence": daemon.decider.config.min_confidence}
+    if action == "snapshot":
+        frame = daemon.last_frame
+        if frame is None:
+            raise CommandError("no frame captured yet", command.id)
+        jpeg = encode_jpeg(frame.image, quality=95)
+        daemon.publisher.publish_bytes("snapshot", jpeg, qos=0)
+        return {"topic": daemon.publisher.topic("snapshot"), "bytes": len(jpeg), "frame_id": frame.frame_id}
+    if action == "reload_model":
+        path = Path(command.params.get("bundle") or daemon.config.model.bundle)
+        try:
+            daemon.reload_model(path)
+        except SmartbinError as exc:
+            # the engine's own words (which file, which check) are what the operator needs
+            raise CommandError(f"reload refused, still serving the old model: {exc}", command.id) from exc
+        return {"model": daemon.view().model}
+    raise CommandError(f"unknown action {action!r}", command.id)

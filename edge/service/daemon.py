@@ -1,7 +1,7 @@
 """`smartbin run`: camera -> preprocess -> engine -> decision -> MQTT, for months, under systemd.
 
-Everything happens in the main loop except capture (its own thread) and MQTT I/O (paho's
-thread): commands are queued and carried out between frames, so a reload never races
+Everything happens in the main loop (``step``) except capture (its own thread) and MQTT I/O
+(paho's thread): commands are queued and carried out between frames, so a reload never races
 an inference, and watchdog pings prove that a whole cycle really ran.
 """
 
@@ -16,36 +16,41 @@ import socket
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge import __version__
 from edge.bundle import Bundle
-from edge.classifier import Classifier, Prediction
+from edge.classifier import Prediction
 from edge.config import Config, load_config
-from edge.errors import SmartbinError
-from edge.images import encode_jpeg
-from edge.service.commands import Command, CommandError, parse_command
-from edge.service.mqtt import Publisher
+from edge.service.build import load_classifier, make_capture, make_presence
+from edge.service.commands import Command, CommandError, execute_command, parse_command
+from edge.service.mqtt import Publisher, dumps
 from edge.service.notify import Notifier
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
-from edge.sources import Capture, Frame, open_source
+from edge.service.reload import reload_daemon
+from edge.service.status import StatusView, cpu_temperature, metrics_payload, status_payload
+from edge.service.web import WebServer, WebState, answer_classify_requests
+from edge.sources import Frame
 from edge.stats import percentiles
-from edge.vision.decision import Decider, Decision, DecisionConfig, PresenceDetector
+from edge.vision.decision import Decider, Decision
 
 log = logging.getLogger(__name__)
 
 COMMAND_QUEUE = 64
 LATENCY_WINDOW = 500
 FPS_WINDOW_S = 5.0
+# Per-frame stages timed inside the loop (the bench prints them; `infer` and `total` go to metrics).
+STAGES = ("wait", "preprocess", "infer", "postprocess", "decide", "json", "publish", "total")
 
 
-def cpu_temperature() -> float | None:
-    """°C from the first thermal zone (Pi, Jetson, most Linux boards), or None."""
-    try:
-        return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text().strip()) / 1000
-    except (OSError, ValueError):
-        return None
+@dataclass
+class Step:
+    """What one turn of the loop did: the frame it took (None on timeout) and the decision it made."""
+
+    frame: Frame | None = None
+    decision: Decision | None = None
 
 
 class Daemon:
@@ -57,11 +62,12 @@ class Daemon:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.paused = False
+        self.ready = False
         self.commands: queue.Queue[bytes] = queue.Queue(COMMAND_QUEUE)
-        self.classifier = self._load_classifier(config)
-        self.capture = self._make_capture(config)
-        self.presence = self._make_presence(config)
-        self.decider = Decider(self.classifier.labels, self._decision_config(config))
+        self.classifier = load_classifier(config)
+        self.capture = make_capture(config)
+        self.presence = make_presence(config)
+        self.decider = Decider(self.classifier.labels, config.decision.model_copy())
         self.outbox_open_error: str | None = None  # sticky: the configured file could not be opened
         try:
             self.outbox = Outbox(config.outbox.path, config.outbox.max_items)
@@ -72,141 +78,82 @@ class Daemon:
             self.outbox = Outbox(":memory:", config.outbox.max_items)
         self.outbox_error = self.outbox_open_error
         self.last_frame: Frame | None = None
+        self.last_id = -1
         self.last_healthy = time.monotonic()
-        self.publisher = Publisher(
-            config.mqtt, config.topic_base, config.device_id, self.outbox, self._on_command, self.status_payload
-        )
-        self.latency: dict[str, deque] = {k: deque(maxlen=LATENCY_WINDOW) for k in ("infer", "total")}
+        self.stages: dict[str, deque] = {k: deque(maxlen=LATENCY_WINDOW) for k in STAGES}
         self.classified = 0
         self.decisions = 0
         self.commands_rejected = 0
         self._metrics_due = time.monotonic() + config.mqtt.metrics_interval_s
         self.classified_at: deque[float] = deque(maxlen=1000)
         self._health_reported = "ok"
-        self.web_state = None
-        self.web = None
-        self.prometheus = None
-        if config.web.enabled:
-            from edge.service.web import WebServer, WebState, answer_classify_requests
-
-            self.answer_web = answer_classify_requests  # imported once, not on every loop
-            self.web_state = WebState()
-            self.prometheus = self._prometheus_registry()
-            self.web = WebServer(self, self.web_state)
+        self.publisher: Publisher | None = None  # its Last Will is built from the view, which reads it
+        self.publisher = self.make_publisher(config)
+        self.web_state: WebState | None = None
+        self.web = self.make_web(config)
 
     # ------------------------------------------------------------------ construction
-    @staticmethod
-    def _load_classifier(config: Config, bundle_path: Path | None = None) -> Classifier:
-        m = config.model
-        roi = config.source.roi.to_roi() if config.source.roi else None
-        return Classifier(bundle_path or m.bundle, m.backend, m.variant, m.threads, m.delegate, roi, m.top_k)
+    def make_publisher(self, config: Config) -> Publisher:
+        status = lambda state: status_payload(self.view(), state)  # noqa: E731 - read at publish time
+        return Publisher(config.mqtt, config.topic_base, config.device_id, self.outbox, self._on_command, status)
 
-    @staticmethod
-    def _make_capture(config: Config) -> Capture:
-        uri = config.source.uri
-        return Capture(
-            lambda: open_source(uri),
-            frozen_after_s=config.source.frozen_after_s,
-            backoff_s=(0.5, config.source.reconnect_max_s),
-        )
-
-    @staticmethod
-    def _make_presence(config: Config) -> PresenceDetector | None:
-        p = config.presence
-        if p.mode == "always":
+    def make_web(self, config: Config) -> WebServer | None:
+        if not config.web.enabled:
             return None
-        return PresenceDetector(p.pixel_threshold, p.area_fraction, warmup_frames=p.warmup_frames)
+        self.web_state = self.web_state or WebState()
+        roi = config.source.roi.to_roi() if config.source.roi else None
+        return WebServer(config.web, config.device_id, self.view, lambda: self.last_frame, self.web_state, roi)
 
-    @staticmethod
-    def _decision_config(config: Config) -> DecisionConfig:
-        return config.decision.model_copy()  # set_threshold changes the running vote, not the loaded config
-
-    # ------------------------------------------------------------------ state for messages
+    # ------------------------------------------------------------------ the status view
     def health(self) -> str:
         stalled = time.monotonic() - self.last_healthy > self.config.source.stall_timeout_s
         if self.capture.health.state == "reconnecting" or self.outbox_error or stalled:
             return "degraded"
         return "ok"
 
-    def status_payload(self, state: str = "online") -> dict:
-        bundle = self.classifier.bundle
-        engine = self.classifier.engine
-        variant = bundle.manifest.variants[engine.variant]
-        return {
-            "state": state,
-            "device_id": self.config.device_id,
-            "version": __version__,
-            "model": {"name": bundle.manifest.name, "variant": engine.variant, "sha256": variant.sha256},
-            "backend": engine.backend,
-            "delegate": engine.delegate,
-            "health": self.health(),
-            "source": {
-                "uri": self.config.source.uri,
-                "state": self.capture.health.state,
-                "error": self.capture.health.error,
-            },
-            "paused": self.paused,
-            "host": socket.gethostname(),
-            "started": round(self.started, 3),
-            "ts": round(time.time(), 3),
-        }
-
     def fps(self) -> float:
         """Classified frames per second over the last FPS_WINDOW_S seconds."""
         now = time.monotonic()
-        recent = [t for t in self.classified_at if now - t <= FPS_WINDOW_S]
-        return round(len(recent) / FPS_WINDOW_S, 2)
+        return round(sum(1 for t in self.classified_at if now - t <= FPS_WINDOW_S) / FPS_WINDOW_S, 2)
 
-    def metrics_payload(self) -> dict:
-        """Figures for …/metrics and the status page."""
-        grabbed = self.capture.health.grabbed
-        return {
-            "ts": round(time.time(), 3),
-            "fps": self.fps(),
-            "frames_classified": self.classified,
-            "frames_grabbed": grabbed,
-            "frames_dropped": max(0, grabbed - self.capture.health.frames),
-            "decisions": self.decisions,
-            "latency_ms": {k: percentiles(v, digits=2) for k, v in self.latency.items()},
-            "outbox_depth": self.outbox.depth(),
-            "outbox_dropped": self.outbox.dropped(),
-            "outbox_error": self.outbox_error,
-            "source_state": self.capture.health.state,
-            "source_reconnects": self.capture.health.reconnects,
-            "broker_connects": self.publisher.connects,
-            "commands_rejected": self.commands_rejected,
-            "cpu_temp_c": cpu_temperature(),
-            "uptime_s": round(time.time() - self.started, 1),
-            "health": self.health(),
-        }
+    def view(self) -> StatusView:
+        """A snapshot of what runs and how it does: the only thing MQTT status/metrics and the web page read."""
+        engine, bundle, capture = self.classifier.engine, self.classifier.bundle, self.capture.health
+        return StatusView(
+            device_id=self.config.device_id,
+            version=__version__,
+            host=socket.gethostname(),
+            started=self.started,
+            ts=time.time(),
+            model={
+                "name": bundle.manifest.name,
+                "variant": engine.variant,
+                "sha256": bundle.manifest.variants[engine.variant].sha256,
+            },
+            backend=engine.backend,
+            delegate=engine.delegate,
+            health=self.health(),
+            source={"uri": self.config.source.uri, "state": capture.state, "error": capture.error},
+            paused=self.paused,
+            fps=self.fps(),
+            frames_classified=self.classified,
+            frames_grabbed=capture.grabbed,
+            frames_dropped=max(0, capture.grabbed - capture.frames),
+            decisions=self.decisions,
+            latency_ms={k: percentiles(self.stages[k], digits=2) for k in ("infer", "total")},
+            outbox_depth=self.outbox.depth(),
+            outbox_dropped=self.outbox.dropped(),
+            outbox_error=self.outbox_error,
+            source_reconnects=capture.reconnects,
+            broker_connected=self.publisher is not None and self.publisher.connected.is_set(),
+            broker_connects=self.publisher.connects if self.publisher is not None else 0,
+            commands_rejected=self.commands_rejected,
+            cpu_temp_c=cpu_temperature(),
+        )
 
-    def _prometheus_registry(self):
-        """Prometheus metrics read from the daemon's state at scrape time (no work on the hot path)."""
-        from prometheus_client import CollectorRegistry
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        daemon = self
-
-        class Collector:
-            def collect(self):
-                m = daemon.metrics_payload()
-                yield CounterMetricFamily("smartbin_frames_classified", "Frames classified", m["frames_classified"])
-                yield CounterMetricFamily("smartbin_frames_dropped", "Frames grabbed but skipped", m["frames_dropped"])
-                yield CounterMetricFamily("smartbin_decisions", "Decisions made", m["decisions"])
-                yield GaugeMetricFamily("smartbin_fps", "Classified frames per second", m["fps"])
-                yield GaugeMetricFamily("smartbin_outbox_depth", "Decisions waiting for the broker", m["outbox_depth"])
-                yield GaugeMetricFamily("smartbin_up", "1 when healthy", 1.0 if m["health"] == "ok" else 0.0)
-                latency = GaugeMetricFamily("smartbin_latency_ms", "Latency percentiles", labels=["stage", "quantile"])
-                for stage, figures in m["latency_ms"].items():
-                    for quantile, value in figures.items():
-                        latency.add_metric([stage, quantile], value)
-                yield latency
-                if m["cpu_temp_c"] is not None:
-                    yield GaugeMetricFamily("smartbin_cpu_temperature_celsius", "CPU temperature", m["cpu_temp_c"])
-
-        registry = CollectorRegistry()
-        registry.register(Collector())
-        return registry
+    def stage_figures(self) -> dict[str, dict[str, float]]:
+        """Percentiles of every timed stage of the loop (the bench's breakdown)."""
+        return {k: percentiles(v) for k, v in self.stages.items() if v}
 
     # ------------------------------------------------------------------ commands
     def _on_command(self, payload: bytes) -> None:
@@ -240,66 +187,25 @@ class Daemon:
                 self._answer(None, None, error=f"internal error: {type(exc).__name__}: {exc}")
 
     def execute(self, command: Command) -> dict:
-        action = command.action
-        if action == "ping":
-            return {"pong": True}
-        if action == "status":
-            return self.status_payload()
-        if action in ("pause", "resume"):
-            self.paused = action == "pause"
-            self.publisher.publish_status()
-            return {"paused": self.paused}
-        if action == "set_threshold":
-            self.decider.config.min_confidence = float(command.params["value"])
-            return {"min_confidence": self.decider.config.min_confidence}
-        if action == "snapshot":
-            if self.last_frame is None:
-                raise CommandError("no frame captured yet", command.id)
-            jpeg = encode_jpeg(self.last_frame.image, quality=95)  # OpenCV's default, as snapshots always had
-            self.publisher.publish_bytes("snapshot", jpeg, qos=0)
-            return {
-                "topic": self.publisher.topic("snapshot"),
-                "bytes": len(jpeg),
-                "frame_id": self.last_frame.frame_id,
-            }
-        if action == "reload_model":
-            path = Path(command.params.get("bundle") or self.config.model.bundle)
-            try:
-                self.reload_model(path)
-            except SmartbinError as exc:
-                raise CommandError(f"reload refused, still serving the old model: {exc}", command.id) from None
-            return {"model": self.status_payload()["model"]}
-        raise CommandError(f"unknown action {action!r}", command.id)
+        return execute_command(self, command)
 
     def reload_model(self, path: Path) -> None:
         """Verify and load the new bundle first; the old one keeps serving if anything fails."""
         Bundle.open(path).verify()
-        self._serve(self._load_classifier(self.config, path), self.decider.config)
+        self.classifier = load_classifier(self.config, path)
+        self.decider = Decider(self.classifier.labels, self.decider.config)  # its labels may differ
+        self.publisher.publish_status()
         log.info("model reloaded from %s", path)
 
+    # ------------------------------------------------------------------ SIGHUP
     def reload_config(self) -> None:
-        """SIGHUP: re-read the config; a bad file is logged and the running config kept."""
-        if self.config_path is None:
-            return
-        try:
-            config = load_config(self.config_path)
-            classifier = self._load_classifier(config)
-        except SmartbinError as exc:
-            log.error("reload refused, keeping the running configuration: %s", exc)
-            return
-        self.config = config
-        self._serve(classifier, self._decision_config(config))
-        log.info("configuration and model reloaded from %s", self.config_path)
-
-    def _serve(self, classifier: Classifier, decision: DecisionConfig) -> None:
-        """Switch to a loaded classifier: a fresh vote (its labels may differ) and a new retained status."""
-        self.classifier = classifier
-        self.decider = Decider(classifier.labels, decision)
-        self.publisher.publish_status()
+        """SIGHUP: rebuild each changed section, or refuse the whole reload (edge/service/reload.py)."""
+        if self.config_path is not None:
+            reload_daemon(self, self.config_path)
 
     # ------------------------------------------------------------------ the loop
     def process(self, frame: Frame) -> Decision | None:
-        """One cycle: presence -> classify (when it can matter) -> vote -> publish."""
+        """One frame: presence -> classify (when it can matter) -> vote -> publish."""
         present = True if self.presence is None else self.presence.update(frame.image)
         prediction: Prediction | None = None
         now = time.monotonic()
@@ -307,78 +213,100 @@ class Daemon:
             prediction = self.classifier.classify(frame.image)
             self.classified += 1
             self.classified_at.append(now)
-            result = prediction.to_dict()
-            if self.web_state is not None:
-                self.web_state.set_top(result["top_k"])
-            total_ms = (time.monotonic() - frame.mono) * 1e3
-            self.latency["infer"].append(prediction.latency_ms["infer"])
-            self.latency["total"].append(total_ms)
-            if self.config.mqtt.publish_classifications:
-                payload = {"ts": round(frame.ts, 3), "frame_id": frame.frame_id, **result}
-                payload["latency_ms"]["capture_to_publish"] = round((time.monotonic() - frame.mono) * 1e3, 3)
-                self.publisher.publish_json("classification", payload)
+            self.stages["wait"].append((now - frame.mono) * 1e3)
+            for stage, ms in prediction.latency_ms.items():
+                self.stages[stage].append(ms)
         vote = (prediction.label.index, prediction.confidence) if prediction else None
+        t = time.monotonic()
         decision = self.decider.update(present, now, vote, frame.frame_id)
+        self.stages["decide"].append((time.monotonic() - t) * 1e3)
+        if prediction is not None:
+            self._publish_prediction(frame, prediction)
         if decision is not None:
-            self.decisions += 1
-            payload = decision.to_dict()
-            payload["device_id"] = self.config.device_id
-            if self.web_state is not None:
-                self.web_state.add_decision(payload, frame.image)
-            log.info(
-                "decision %s: %s -> %s (%.0f%%, %d/%d votes)",
-                decision.event_id[:8],
-                decision.label,
-                decision.bin,
-                decision.confidence * 100,
-                decision.votes,
-                decision.frames,
-            )
-            try:
-                self.publisher.publish_decision(payload)
-                self.outbox_error = self.outbox_open_error
-            except OutboxError as exc:
-                self.outbox_error = str(exc)
-                log.error("%s; sending without store-and-forward", exc)
-                self.publisher.publish_json("decision", payload, qos=1)
+            self._publish_decision(decision, frame)
         return decision
 
-    def run(self) -> int:
-        """Run until SIGTERM/SIGINT or the end of a finite source. Returns the exit code."""
-        self._install_signals()
+    def _publish_prediction(self, frame: Frame, prediction: Prediction) -> None:
+        result = prediction.to_dict()
+        if self.web_state is not None:
+            self.web_state.set_top(result["top_k"])
+        if self.config.mqtt.publish_classifications:
+            t = time.monotonic()
+            result["latency_ms"]["capture_to_publish"] = round((t - frame.mono) * 1e3, 3)
+            text = dumps({"ts": round(frame.ts, 3), "frame_id": frame.frame_id, **result})
+            t2 = time.monotonic()
+            self.publisher.publish_bytes("classification", text)
+            done = time.monotonic()
+            self.stages["json"].append((t2 - t) * 1e3)
+            self.stages["publish"].append((done - t2) * 1e3)
+        self.stages["total"].append((time.monotonic() - frame.mono) * 1e3)
+
+    def _publish_decision(self, decision: Decision, frame: Frame) -> None:
+        self.decisions += 1
+        payload = {**decision.to_dict(), "device_id": self.config.device_id}
+        if self.web_state is not None:
+            self.web_state.add_decision(payload, frame.image)
+        log.info(
+            "decision %s: %s -> %s (%.0f%%, %d/%d votes)",
+            decision.event_id[:8],
+            decision.label,
+            decision.bin,
+            decision.confidence * 100,
+            decision.votes,
+            decision.frames,
+        )
+        try:
+            self.publisher.publish_decision(payload)
+            self.outbox_error = self.outbox_open_error
+        except OutboxError as exc:
+            self.outbox_error = str(exc)
+            log.error("%s; sending without store-and-forward", exc)
+            self.publisher.publish_json("decision", payload, qos=1)
+
+    def start(self) -> Daemon:
+        """Connect to the broker, open the camera, serve the page."""
         self.publisher.start()
         self.capture.start()
         if self.web is not None:
             self.web.start()
-        ready = False
-        last_id = -1
+        return self
+
+    def step(self, timeout: float = 0.5) -> Step:
+        """One turn of the loop: reload and commands, the newest frame through the pipeline, watchdog, metrics."""
+        if self.reload_requested.is_set():
+            self.reload_requested.clear()
+            self.reload_config()
+        self.handle_commands()
+        if self.web_state is not None:
+            answer_classify_requests(
+                self.web_state, self.last_frame, lambda image: self.classifier.classify(image).to_dict()
+            )
+        self.publisher.maintain()
+        step = Step(self.capture.next_frame(self.last_id, timeout=timeout))
+        if step.frame is not None:
+            self.last_id = step.frame.frame_id
+            self.last_frame = step.frame
+            if not self.paused:
+                step.decision = self.process(step.frame)
+            self.last_healthy = time.monotonic()
+            if not self.ready:
+                self.ready = True
+                self.notifier.ready(self.summary())
+                log.info("ready: %s", self.summary())
+        if time.monotonic() - self.last_healthy < self.config.source.stall_timeout_s:
+            self.notifier.watchdog()  # only after a real cycle, within the grace period
+        self._periodic()
+        return step
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT or the end of a finite source. Returns the exit code."""
+        self._install_signals()
+        self.start()
         try:
             while not self.stop_requested.is_set():
-                if self.reload_requested.is_set():
-                    self.reload_requested.clear()
-                    self.reload_config()
-                self.handle_commands()
-                if self.web_state is not None:
-                    self.answer_web(self, self.web_state)
-                self.publisher.maintain()
-                frame = self.capture.next_frame(last_id, timeout=0.5)
-                if frame is None:
-                    if self.capture.ended:
-                        log.info("source ended")
-                        break
-                else:
-                    last_id = frame.frame_id
-                    self.last_frame = frame
-                    if not self.paused:
-                        self.process(frame)
-                    self.last_healthy = time.monotonic()
-                    if not ready:
-                        ready = True
-                        self.notifier.ready(self.summary())
-                        log.info("ready: %s", self.summary())
-                if time.monotonic() - self.last_healthy < self.config.source.stall_timeout_s:
-                    self.notifier.watchdog()  # only after a real cycle, within the grace period
-                self._periodic()
+                if self.step().frame is None and self.capture.ended:
+                    log.info("source ended")
+                    break
         finally:
             self.shutdown()
         return 0
@@ -391,7 +319,7 @@ class Daemon:
             self.publisher.publish_status()
         if now >= self._metrics_due:
             self._metrics_due = now + self.config.mqtt.metrics_interval_s
-            metrics = self.metrics_payload()
+            metrics = metrics_payload(self.view())
             self.publisher.publish_json("metrics", metrics)
             self.notifier.status(self.summary(metrics))
 

@@ -159,7 +159,7 @@ class Publisher:
         """The retained status (availability and what runs), e.g. after a pause or a model change."""
         self.publish_json("status", self.status("online"), qos=1, retain=True)
 
-    def publish_bytes(self, suffix: str, payload: bytes, qos: int = 0) -> None:
+    def publish_bytes(self, suffix: str, payload: bytes | str, qos: int = 0) -> None:
         if self.connected.is_set():
             self.client.publish(self.topic(suffix), payload, qos=qos)
 

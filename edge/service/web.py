@@ -16,19 +16,20 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from edge.config import WebConfig
 from edge.images import encode_jpeg
 from edge.service.queues import drain
-
-if TYPE_CHECKING:
-    from edge.service.daemon import Daemon
+from edge.service.status import StatusView, metrics_payload, prometheus_registry
+from edge.sources import Frame
+from edge.vision.preprocess import Roi
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,7 @@ refreshImage();refreshState();
 
 
 class Handler(BaseHTTPRequestHandler):
-    daemon_ref: Daemon
-    state: WebState
+    server_ref: WebServer
     auth: str | None = None  # expected "Basic …" header value
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
@@ -147,49 +147,49 @@ class Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         path = self.path.split("?", 1)[0]
-        daemon = self.daemon_ref
+        web = self.server_ref
         if path == "/":
-            page = PAGE.replace("__DEVICE__", daemon.config.device_id)
+            page = PAGE.replace("__DEVICE__", web.device_id)
             self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
         elif path == "/live.jpg":
-            frame = daemon.last_frame
+            frame = web.live()
             if frame is None:
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet", "text/plain")
                 return
             self._send(HTTPStatus.OK, encode_jpeg(self._overlay(frame.image)), "image/jpeg")
         elif path.startswith("/decision/") and path.endswith(".jpg"):
-            with self.state.lock:
-                data = self.state.thumbs.get(path[len("/decision/") : -4])
+            with web.state.lock:
+                data = web.state.thumbs.get(path[len("/decision/") : -4])
             self._send(HTTPStatus.OK, data, "image/jpeg") if data else self._send(
                 HTTPStatus.NOT_FOUND, b"", "text/plain"
             )
         elif path == "/api/state":
-            status = daemon.status_payload()
-            with self.state.lock:
-                decisions = list(self.state.decisions)[::-1]
+            view = web.view()
+            with web.state.lock:
+                decisions = list(web.state.decisions)[::-1]
             self._json(
                 {
-                    "health": status["health"],
-                    "model": f"{status['model']['name']} ({status['model']['variant']})",
-                    "backend": status["backend"],
-                    "broker": "connected" if daemon.publisher.connected.is_set() else "disconnected",
-                    "metrics": daemon.metrics_payload(),
+                    "health": view.health,
+                    "model": f"{view.model['name']} ({view.model['variant']})",
+                    "backend": view.backend,
+                    "broker": "connected" if view.broker_connected else "disconnected",
+                    "metrics": metrics_payload(view),
                     "decisions": decisions,
                 }
             )
         elif path == "/healthz":
-            status = daemon.status_payload()
+            view = web.view()
             body = {
-                "status": status["health"],
-                "source": status["source"]["state"],
-                "broker_connected": daemon.publisher.connected.is_set(),
-                "model": status["model"],
+                "status": view.health,
+                "source": view.source["state"],
+                "broker_connected": view.broker_connected,
+                "model": view.model,
             }
-            self._json(body, HTTPStatus.OK if status["health"] == "ok" else HTTPStatus.SERVICE_UNAVAILABLE)
+            self._json(body, HTTPStatus.OK if view.health == "ok" else HTTPStatus.SERVICE_UNAVAILABLE)
         elif path == "/metrics":
             from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-            self._send(HTTPStatus.OK, generate_latest(daemon.prometheus), CONTENT_TYPE_LATEST)
+            self._send(HTTPStatus.OK, generate_latest(web.registry), CONTENT_TYPE_LATEST)
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
 
@@ -201,7 +201,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         request = ClassifyRequest()
         try:
-            self.state.requests.put_nowait(request)
+            self.server_ref.state.requests.put_nowait(request)
         except queue.Full:
             self._json({"error": "busy"}, HTTPStatus.SERVICE_UNAVAILABLE)
             return
@@ -214,7 +214,7 @@ class Handler(BaseHTTPRequestHandler):
         """The ROI rectangle and the current top-3 drawn on a copy of the frame."""
         out = image.copy()
         h, w = out.shape[:2]
-        roi = self.daemon_ref.config.source.roi
+        roi = self.server_ref.roi
         if roi is not None:
             cv2.rectangle(
                 out,
@@ -223,8 +223,8 @@ class Handler(BaseHTTPRequestHandler):
                 (255, 200, 0),
                 2,
             )
-        with self.state.lock:
-            top = list(self.state.top)
+        with self.server_ref.state.lock:
+            top = list(self.server_ref.state.top)
         for i, entry in enumerate(top):
             text = f"{entry['confidence']:.0%} {entry['bin']}"
             cv2.putText(out, text, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
@@ -233,9 +233,26 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class WebServer:
-    def __init__(self, daemon: Daemon, state: WebState):
-        config = daemon.config.web
-        handler = type("BoundHandler", (Handler,), {"daemon_ref": daemon, "state": state})
+    """The page's HTTP server. It reads the status view, the newest frame and the page's own state;
+    "classify now" goes into ``state.requests`` for the daemon's loop to answer."""
+
+    def __init__(
+        self,
+        config: WebConfig,
+        device_id: str,
+        view: Callable[[], StatusView],
+        live: Callable[[], Frame | None],
+        state: WebState,
+        roi: Roi | None = None,
+    ):
+        self.config = config
+        self.device_id = device_id
+        self.view = view
+        self.live = live
+        self.state = state
+        self.roi = roi
+        self.registry = prometheus_registry(view)
+        handler = type("BoundHandler", (Handler,), {"server_ref": self})
         password = config.password()
         if password is not None:
             token = base64.b64encode(f"{config.username}:{password}".encode()).decode()
@@ -259,15 +276,13 @@ class WebServer:
         self.server.server_close()
 
 
-def answer_classify_requests(daemon: Daemon, state: WebState) -> None:
-    """Called from the daemon's loop: run queued "classify now" requests through the engine."""
+def answer_classify_requests(state: WebState, frame: Frame | None, classify: Callable[[np.ndarray], dict]) -> None:
+    """Called from the daemon's loop: run queued "classify now" requests on the newest frame."""
     for request in drain(state.requests):
-        frame = daemon.last_frame
         if frame is not None:
             started = time.perf_counter()
-            prediction = daemon.classifier.classify(frame.image)
             request.result = {
-                **prediction.to_dict(),
+                **classify(frame.image),
                 "frame_id": frame.frame_id,
                 "ms": round((time.perf_counter() - started) * 1e3, 1),
             }

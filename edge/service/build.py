@@ -1,0 +1,34 @@
+"""How each section of the config becomes a running part: the camera, the presence trigger, the classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.classifier import Classifier
+from edge.config import Config
+from edge.sources import Capture, open_source
+from edge.vision.decision import PresenceDetector
+
+
+def make_capture(config: Config) -> Capture:
+    uri = config.source.uri
+    return Capture(
+        lambda: open_source(uri),
+        frozen_after_s=config.source.frozen_after_s,
+        backoff_s=(0.5, config.source.reconnect_max_s),
+    )
+
+
+def make_presence(config: Config) -> PresenceDetector | None:
+    p = config.presence
+    return (
+        None
+        if p.mode == "always"
+        else PresenceDetector(p.pixel_threshold, p.area_fraction, warmup_frames=p.warmup_frames)
+    )
+
+
+def load_classifier(config: Config, bundle_path: Path | None = None) -> Classifier:
+    m = config.model
+    roi = config.source.roi.to_roi() if config.source.roi else None
+    return Classifier(bundle_path or m.bundle, m.backend, m.variant, m.threads, m.delegate, roi, m.top_k)

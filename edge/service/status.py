@@ -1,0 +1,120 @@
+"""The narrow status view: what the bin is running and how it is doing, as one immutable snapshot.
+
+The daemon builds it; the MQTT status and metrics messages, the status page, /healthz and
+/metrics only read it. None of them sees the daemon itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def cpu_temperature() -> float | None:
+    """°C from the first thermal zone (Pi, Jetson, most Linux boards), or None."""
+    try:
+        return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text().strip()) / 1000
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class StatusView:
+    device_id: str
+    version: str
+    host: str
+    started: float
+    ts: float
+    model: dict  # name, variant, sha256
+    backend: str
+    delegate: str | None
+    health: str  # ok | degraded
+    source: dict  # uri, state, error
+    paused: bool
+    fps: float
+    frames_classified: int
+    frames_grabbed: int
+    frames_dropped: int
+    decisions: int
+    latency_ms: dict
+    outbox_depth: int
+    outbox_dropped: int
+    outbox_error: str | None
+    source_reconnects: int
+    broker_connected: bool
+    broker_connects: int
+    commands_rejected: int
+    cpu_temp_c: float | None
+
+    @property
+    def uptime_s(self) -> float:
+        return round(self.ts - self.started, 1)
+
+
+def status_payload(view: StatusView, state: str = "online") -> dict:
+    """The retained …/status message (also the Last Will, with state offline)."""
+    return {
+        "state": state,
+        "device_id": view.device_id,
+        "version": view.version,
+        "model": view.model,
+        "backend": view.backend,
+        "delegate": view.delegate,
+        "health": view.health,
+        "source": view.source,
+        "paused": view.paused,
+        "host": view.host,
+        "started": round(view.started, 3),
+        "ts": round(view.ts, 3),
+    }
+
+
+def metrics_payload(view: StatusView) -> dict:
+    """The periodic …/metrics message, and the figures of the status page."""
+    return {
+        "ts": round(view.ts, 3),
+        "fps": view.fps,
+        "frames_classified": view.frames_classified,
+        "frames_grabbed": view.frames_grabbed,
+        "frames_dropped": view.frames_dropped,
+        "decisions": view.decisions,
+        "latency_ms": view.latency_ms,
+        "outbox_depth": view.outbox_depth,
+        "outbox_dropped": view.outbox_dropped,
+        "outbox_error": view.outbox_error,
+        "source_state": view.source["state"],
+        "source_reconnects": view.source_reconnects,
+        "broker_connects": view.broker_connects,
+        "commands_rejected": view.commands_rejected,
+        "cpu_temp_c": view.cpu_temp_c,
+        "uptime_s": view.uptime_s,
+        "health": view.health,
+    }
+
+
+def prometheus_registry(view: Callable[[], StatusView]):
+    """Prometheus metrics read from the view at scrape time (no work on the hot path)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class Collector:
+        def collect(self):
+            v = view()
+            yield CounterMetricFamily("smartbin_frames_classified", "Frames classified", v.frames_classified)
+            yield CounterMetricFamily("smartbin_frames_dropped", "Frames grabbed but skipped", v.frames_dropped)
+            yield CounterMetricFamily("smartbin_decisions", "Decisions made", v.decisions)
+            yield GaugeMetricFamily("smartbin_fps", "Classified frames per second", v.fps)
+            yield GaugeMetricFamily("smartbin_outbox_depth", "Decisions waiting for the broker", v.outbox_depth)
+            yield GaugeMetricFamily("smartbin_up", "1 when healthy", 1.0 if v.health == "ok" else 0.0)
+            latency = GaugeMetricFamily("smartbin_latency_ms", "Latency percentiles", labels=["stage", "quantile"])
+            for stage, figures in v.latency_ms.items():
+                for quantile, value in figures.items():
+                    latency.add_metric([stage, quantile], value)
+            yield latency
+            if v.cpu_temp_c is not None:
+                yield GaugeMetricFamily("smartbin_cpu_temperature_celsius", "CPU temperature", v.cpu_temp_c)
+
+    registry = CollectorRegistry()
+    registry.register(Collector())
+    return registry
