@@ -7,13 +7,13 @@ the check that failed.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import Field, ValidationError
 
 from edge.errors import BundleError
+from edge.jsonfile import read_json
 from edge.labels import BINS, Label
 from edge.strict import Strict
 
@@ -115,12 +115,8 @@ class Bundle:
         manifest_path = path / MANIFEST_FILE
         if not path.is_dir():
             raise BundleError(f"{path}: bundle folder not found")
-        try:
-            data = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BundleError(f"{manifest_path}: missing (is {path} a bundle from `smartbin convert`?)") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{manifest_path}: not valid JSON: {exc}") from None
+        missing = f"missing (is {path} a bundle from `smartbin convert`?)"
+        data = read_json(manifest_path, BundleError, missing, "not valid JSON")
         if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
             raise BundleError(
                 f"{manifest_path}: format_version {data.get('format_version')!r} is not supported "

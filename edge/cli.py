@@ -27,7 +27,7 @@ def _service(start: Callable[[str], int], config: str) -> int:
     try:
         return start(config)
     except SmartbinError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(str(exc)) from exc
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -143,9 +143,11 @@ def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] = ()
     try:
         return args.func(args)
     except ConfigError as exc:
+        log.debug("cause", exc_info=True)  # -v shows the chain of causes
         print(f"smartbin: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except SmartbinError as exc:
+        log.debug("cause", exc_info=True)
         print(f"smartbin: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

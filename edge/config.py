@@ -133,7 +133,7 @@ def read_secret(section: str, env: str | None, file: Path | None) -> str | None:
         try:
             return file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{section}.password_file: cannot read {file}: {exc.strerror}") from None
+            raise ConfigError(f"{section}.password_file: cannot read {file}: {exc.strerror}") from exc
     return None
 
 
@@ -272,7 +272,7 @@ def load_config(path: str | Path) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -24,7 +24,7 @@ def _read_bytes(source: str) -> bytes:
                 return response.read()
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ImageError(f"{source}: cannot download image: {reason}") from None
+            raise ImageError(f"{source}: cannot download image: {reason}") from exc
     path = Path(source)
     try:
         return path.read_bytes()
@@ -33,7 +33,7 @@ def _read_bytes(source: str) -> bytes:
     except IsADirectoryError:
         raise ImageError(f"{source}: is a directory, not an image") from None
     except OSError as exc:
-        raise ImageError(f"{source}: cannot read: {exc.strerror or exc}") from None
+        raise ImageError(f"{source}: cannot read: {exc.strerror or exc}") from exc
 
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edge.errors import DatasetError
+from edge.jsonfile import read_json
 
 BINS: tuple[str, ...] = ("other", "kitchen", "recyclable", "hazardous")
 
@@ -62,10 +62,5 @@ def parse_rules(mapping: dict, source: str = "rules") -> list[Label]:
 def load_rules(path: str | Path) -> list[Label]:
     """Read a garbage_classify_rule.json file."""
     path = Path(path)
-    try:
-        mapping = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: rules file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read rules: {exc}") from None
+    mapping = read_json(path, DatasetError, "rules file not found", "cannot read rules")
     return parse_rules(mapping, str(path))

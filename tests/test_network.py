@@ -19,6 +19,7 @@ import pytest
 from edge.sources import Capture, open_source
 from edge.tools.localbroker import free_port
 from tests.conftest import ROOT
+from tests.test_sources import drain
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SCRIPT = ROOT / "tests" / "servers" / "rtsp_server.py"
@@ -38,17 +39,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
-
-
-def frames_after(capture: Capture, after_id: int, count: int) -> list:
-    frames, last = [], after_id
-    while len(frames) < count:
-        frame = capture.next_frame(last, timeout=20)
-        if frame is None:
-            break
-        frames.append(frame)
-        last = frame.frame_id
-    return frames
 
 
 @pytest.fixture()
@@ -145,7 +135,7 @@ def test_network_camera_streams_and_reconnects(kind: str):
     capture = Capture(lambda: open_source(uri_pattern.format(port=port)), frozen_after_s=0, backoff_s=(0.2, 1.0))
     capture.start()
     try:
-        first = frames_after(capture, -1, 5)
+        first = drain(capture, 5, timeout=20)
         assert len(first) == 5, capture.health
         assert first[0].image.shape == (240, 320, 3)
         assert capture.health.state == "ok" and capture.source.describe()["width"] == 320
@@ -155,7 +145,7 @@ def test_network_camera_streams_and_reconnects(kind: str):
         assert capture.health.error and uri_pattern.split(":")[0] in capture.health.error
 
         server = start(port)  # and comes back: frames flow again, ids still rising
-        again = frames_after(capture, first[-1].frame_id, 5)
+        again = drain(capture, 5, after=first[-1].frame_id, timeout=20)
         assert len(again) == 5, capture.health
         assert capture.health.state == "ok" and capture.health.reconnects >= 1
     finally:

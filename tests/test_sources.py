@@ -15,10 +15,11 @@ from edge.sources.synthetic import SyntheticSource, write_clip
 from tests.fakes import install_fake_camera, install_fake_picamera2
 
 
-def drain(capture: Capture, limit: int = 1000) -> list:
-    frames, last = [], -1
+def drain(capture: Capture, limit: int = 1000, after: int = -1, timeout: float = 5) -> list:
+    """Frames with ids above ``after``, up to ``limit``, until none comes within ``timeout``."""
+    frames, last = [], after
     while len(frames) < limit:
-        frame = capture.next_frame(last, timeout=5)
+        frame = capture.next_frame(last, timeout=timeout)
         if frame is None:
             break
         frames.append(frame)

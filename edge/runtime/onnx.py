@@ -57,7 +57,7 @@ class OnnxEngine(Engine):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own non-exported exception types
-            raise BundleError(f"{path}: not a loadable ONNX model: {exc}") from None
+            raise BundleError(f"{path}: not a loadable ONNX model: {exc}") from exc
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)

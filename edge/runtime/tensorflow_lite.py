@@ -9,8 +9,7 @@ from edge.runtime.tflite import TFLiteEngine
 class TensorFlowLiteEngine(TFLiteEngine):
     backend = "tensorflow"
 
-    @staticmethod
-    def interpreter_module() -> ModuleType:
+    def interpreter_module(self) -> ModuleType:
         # Imported by name only when this backend is chosen: edge/ never imports TensorFlow by itself.
         tf = importlib.import_module("tensorflow")
         return SimpleNamespace(Interpreter=tf.lite.Interpreter, load_delegate=tf.lite.experimental.load_delegate)

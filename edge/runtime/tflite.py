@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from types import ModuleType
@@ -55,9 +56,10 @@ def model_flops(interpreter) -> int:
 class TFLiteEngine(Engine):
     """Subclasses name the module that provides ``Interpreter`` and ``load_delegate``."""
 
-    @staticmethod
-    def interpreter_module() -> ModuleType:
-        raise NotImplementedError
+    module: str = ""  # imported only when this backend is chosen
+
+    def interpreter_module(self) -> ModuleType:
+        return importlib.import_module(self.module)
 
     def __init__(self, path: Path, threads: int, delegate: str | None = None):
         super().__init__(path, threads, delegate)
@@ -72,7 +74,7 @@ class TFLiteEngine(Engine):
             )
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise BundleError(f"{path}: not a loadable TFLite model: {exc}") from None
+            raise BundleError(f"{path}: not a loadable TFLite model: {exc}") from exc
         self._check_delegation()
         inp = self.interpreter.get_input_details()[0]
         out = self.interpreter.get_output_details()[0]

@@ -36,7 +36,7 @@ class Outbox:
             self.db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
             result = self.db.execute("PRAGMA integrity_check").fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"{self.path}: cannot open outbox: {exc}") from None
+            raise OutboxError(f"{self.path}: cannot open outbox: {exc}") from exc
         if result != "ok":
             raise OutboxError(f"{self.path}: outbox is corrupt: {result}")
 
@@ -60,7 +60,7 @@ class Outbox:
                 return int(cursor.lastrowid)
             except sqlite3.Error as exc:
                 self._rollback()
-                raise OutboxError(f"{self.path}: cannot store decision: {exc}") from None
+                raise OutboxError(f"{self.path}: cannot store decision: {exc}") from exc
 
     def _bump(self, name: str, by: int) -> None:
         self.db.execute(

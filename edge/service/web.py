@@ -232,33 +232,27 @@ class Handler(BaseHTTPRequestHandler):
         return out
 
 
+@dataclass
 class WebServer:
     """The page's HTTP server. It reads the status view, the newest frame and the page's own state;
     "classify now" goes into ``state.requests`` for the daemon's loop to answer."""
 
-    def __init__(
-        self,
-        config: WebConfig,
-        device_id: str,
-        view: Callable[[], StatusView],
-        live: Callable[[], Frame | None],
-        state: WebState,
-        roi: Roi | None = None,
-    ):
-        self.config = config
-        self.device_id = device_id
-        self.view = view
-        self.live = live
-        self.state = state
-        self.roi = roi
-        self.registry = prometheus_registry(view)
+    config: WebConfig
+    device_id: str
+    view: Callable[[], StatusView]
+    live: Callable[[], Frame | None]
+    state: WebState
+    roi: Roi | None = None
+
+    def __post_init__(self) -> None:
+        self.registry = prometheus_registry(self.view)
         handler = type("BoundHandler", (Handler,), {"server_ref": self})
-        password = config.password()
+        password = self.config.password()
         if password is not None:
-            token = base64.b64encode(f"{config.username}:{password}".encode()).decode()
+            token = base64.b64encode(f"{self.config.username}:{password}".encode()).decode()
             handler.auth = f"Basic {token}"
             log.warning("status page password is sent in the clear over HTTP; put a TLS reverse proxy in front")
-        self.server = ThreadingHTTPServer((config.host, config.port), handler)
+        self.server = ThreadingHTTPServer((self.config.host, self.config.port), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
 

@@ -28,10 +28,12 @@ class PiCameraSource(FrameSource):
     def open(self) -> None:
         try:
             Picamera2 = importlib.import_module("picamera2").Picamera2  # the one picamera2 boundary
-        except ImportError:
+        except ImportError as exc:
+            # "No module named 'libcamera'" means a venv without the OS's camera bindings, not a missing pip package
             raise SourceError(
-                f"{self.uri}: picamera2 is not installed (pip install 'smartbin[pi]' or apt install python3-picamera2)"
-            ) from None
+                f"{self.uri}: picamera2 cannot be imported ({exc}): on Raspberry Pi OS run "
+                "'sudo apt install python3-picamera2' and create the venv with --system-site-packages"
+            ) from exc
         try:
             camera = Picamera2(self.index)
             config = camera.create_video_configuration(

@@ -43,7 +43,7 @@ class DirectorySource(FrameSource):
         try:
             return read_image(self._files[self._pos])
         except ImageError as exc:
-            raise SourceError(str(exc)) from None
+            raise SourceError(str(exc)) from exc
 
     def describe(self) -> dict:
         return {**super().describe(), "images": len(self._files)}
