@@ -96,7 +96,7 @@ def run_demo(out: Path, bench_runs: int = 50) -> int:
     with LocalBroker(workdir=out / "broker") as broker:
         console.print(f"broker: {broker.kind} on 127.0.0.1:{broker.port}")
         config["device_id"] = "demo-bin"
-        config["model"].update(bundle=str(bundle), threads=2)
+        config["model"].update(bundle=str(bundle), threads="auto")
         config["source"].update(uri=f"file://{clip}?realtime=1", frozen_after_s=0, roi=None)
         config["mqtt"].update(host="127.0.0.1", port=broker.port, metrics_interval_s=2)
         config["outbox"]["path"] = str(out / "outbox.sqlite")
@@ -120,7 +120,7 @@ def run_demo(out: Path, bench_runs: int = 50) -> int:
             "--variants",
             "int8,float32,onnx,onnx_int8",
             "--threads",
-            "2",
+            "auto",
             "--runs",
             str(bench_runs),
             "--warmup",

@@ -6,16 +6,13 @@ that misses its gate fails the command unless ``--allow-accuracy-drop`` is given
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 import logging
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from convert.dataset import stratified_split
+from convert.formats import TFLITE_VARIANTS, convert_onnx, convert_tflite, export_saved_model, quantize_onnx
 from convert.model import load_model
+from convert.probe import write_probes
 from convert.train import CONFIG_FILE, LABELS_FILE, find_run, load_labels
 from edge.bundle import (
     FORMAT_VERSION,
@@ -48,7 +47,6 @@ from edge.versions import installed_versions
 
 log = logging.getLogger(__name__)
 
-TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
 # Minimum argmax agreement with Keras, and the most top-1 accuracy a variant may lose.
 GATES: dict[str, tuple[float, float | None]] = {
     "float32": (0.999, None),
@@ -111,92 +109,6 @@ def calibration_samples(samples: list[Sample], n: int, seed: int) -> list[Sample
             if pool and len(picked) < n:
                 picked.append(group[pool.pop()])
     return picked
-
-
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Keras' exporter prints every traced tensor spec to stdout; keep the user's screen readable."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
-
-
-def export_saved_model(model, path: Path) -> Path:
-    """Trace the model once; every TFLite variant converts from this SavedModel (saves ~10 s each)."""
-    with quiet_stdout():
-        model.export(str(path), format="tf_saved_model", verbose=False)
-    return path
-
-
-def convert_tflite(saved_model: Path, variant: str, calibration: np.ndarray) -> bytes:
-    """One TFLite variant. int8 is full-integer with uint8 input and output."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    if variant == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif variant == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif variant == "int8":
-
-        def representative() -> Iterator[list[np.ndarray]]:
-            for image in calibration:
-                yield [image[None]]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
-    elif variant != "float32":
-        raise SmartbinError(f"unknown variant {variant!r} (allowed: {', '.join(TFLITE_VARIANTS)})")
-    with quiet_stdout():
-        return converter.convert()
-
-
-def convert_onnx(model, path: Path, height: int, width: int) -> None:
-    """ONNX with a static (1, H, W, 3) uint8 input, as TensorRT prefers."""
-    import keras
-
-    spec = [keras.InputSpec(shape=(1, height, width, 3), dtype="uint8")]
-    with quiet_stdout():
-        model.export(str(path), format="onnx", input_signature=spec, verbose=False)
-
-
-def quantize_onnx(float_model: Path, path: Path, calibration: np.ndarray) -> None:
-    """Static int8 of the ONNX model (QDQ, per-channel weights), calibrated on the int8 TFLite's images.
-
-    ONNX Runtime runs it with u8 x s8 kernels that do twice the multiply-adds per instruction of
-    float32 on x86 CPUs without VNNI, where XNNPACK's int8 is no faster than its float32. Weights
-    keep 7 bits (reduce_range) so that those kernels' 16-bit intermediate sums cannot saturate.
-    """
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
-
-    class Images(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.images = iter(calibration)
-
-        def get_next(self) -> dict | None:
-            image = next(self.images, None)
-            return None if image is None else {name: image[None]}
-
-    prepared = path.with_suffix(".prepared.onnx")
-    quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
-    try:
-        quantize_static(
-            str(prepared),
-            str(path),
-            Images(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            reduce_range=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
-    finally:
-        prepared.unlink(missing_ok=True)
 
 
 def gate(variant: str, probs: np.ndarray, keras_probs: np.ndarray, truth: np.ndarray) -> GateResult:
@@ -328,6 +240,8 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
                 f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "
                 f"agreement {result.agreement:.1%}, top-1 {result.top1:.1%}"
             )
+        with console.status("writing the peak probes (matrix products only, for the bench's floor)"):
+            manifest.probes = write_probes(staging, options.onnx)
         failed = [v for v, e in manifest.variants.items() if e.gate and not e.gate.passed]
         for variant in failed:
             manifest.variants[variant].gate.accepted_despite_failure = options.allow_accuracy_drop

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -20,81 +19,35 @@ if __package__ in (None, ""):  # run as `python edge/bench.py`
 
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from edge.bundle import Bundle
 from edge.errors import SmartbinError
-from edge.runtime import BACKENDS, TFLITE_BACKENDS, available_backends, backend_for, open_engine, runs
+from edge.runtime import (
+    BACKENDS,
+    TFLITE_BACKENDS,
+    available_backends,
+    backend_for,
+    default_threads,
+    open_engine,
+    runs,
+)
 from edge.runtime.base import NO_DELEGATE
-from edge.versions import installed_versions
+from edge.tools.benchreport import environment, markdown, plot, print_summary
+from edge.tools.peak import nominal_peak, variant_dtype
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 PLACEMENT_LINE = re.compile(r"(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)")
-PEAK_SPREAD = 1.15  # CPU speed before vs after an invoke row beyond which its floor ratio is not trusted
-LIBRARIES = ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime", "onnxruntime", "paho-mqtt")
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
-def environment() -> dict:
-    """What the figures depend on, and warnings when the machine looks busy or throttled."""
-    cpuinfo = _read("/proc/cpuinfo") or ""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.splitlines()
-            if line.startswith(("model name", "Model", "Hardware"))
-        ),
-        platform.processor(),
-    )
-    cores = os.cpu_count() or 1
-    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    temp = _read("/sys/class/thermal/thermal_zone0/temp")
-    throttled = None
-    try:
-        throttled = (
-            subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=2).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    env = {
-        "cpu": model,
-        "cores": cores,
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "cpu_temp_c": int(temp) / 1000 if temp and temp.isdigit() else None,
-        "throttled": throttled,
-        "load_avg_1m": load1,
-        "libraries": installed_versions(LIBRARIES),
-        "warnings": [],
-    }
-    if load1 is not None and load1 > 0.5 * cores:
-        env["warnings"].append(f"machine looks busy: load average {load1:.1f} on {cores} cores")
-    if env["governor"] not in (None, "performance"):
-        env["warnings"].append(f"CPU governor is {env['governor']!r}; 'performance' gives steadier figures")
-    if throttled and throttled.split("=")[-1] not in ("0x0", "0"):
-        env["warnings"].append(f"the board reports throttling ({throttled})")
-    if env["cpu_temp_c"] and env["cpu_temp_c"] > 80:
-        env["warnings"].append(f"CPU is hot ({env['cpu_temp_c']:.0f} °C): figures may be throttled")
-    return env
+PEAK_SPREAD = 1.15  # probe rate before vs after an invoke row beyond which its floor ratio is not trusted
 
 
 def run_worker(spec: dict, timeout: float = 900) -> dict:
-    """One measurement in a fresh process (numpy's BLAS on as many threads as the row)."""
+    """One measurement in a fresh process."""
     result = subprocess.run(
         [sys.executable, "-m", "edge.tools.benchworker", json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=str(Path(__file__).resolve().parent.parent),
-        env={**os.environ, "OPENBLAS_NUM_THREADS": str(spec["threads"])},
     )
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -123,22 +76,38 @@ def model_gflop(bundle: Bundle) -> float | None:
     return engine.flops() / 1e9
 
 
-def add_floor(row: dict, peaks: list[dict], gflop: float | None) -> str | None:
-    """The row's floor: the model's arithmetic at the best float32 rate measured just before and after it.
+def probe_name(backend: str, variant: str) -> str:
+    """The bundle's peak probe for a row: same library format, same arithmetic (float16 runs as float32 there)."""
+    dtype = "int8" if variant_dtype(variant) == "int8" else "float32"
+    return f"{'onnx' if backend == 'onnxruntime' else 'tflite'}_{dtype}"
 
-    Returns a warning when the CPU's speed moved too much around the row for its floor to be trusted.
+
+def add_floor(row: dict, variant: str, threads: int, probes: list[dict], gflop: float | None) -> list[str]:
+    """The row's floor: the model's arithmetic at the larger of the hardware's nominal peak for its data type
+    and the library's measured rate on plain matrix products (measured just before and after the row).
+
+    Returns warnings: a probe rate that moved around the row, or a row faster than its floor.
     """
-    rates = [p["gflops"] for p in peaks if p["status"] == "ok"]
-    row["cpu_peak_gflops"] = rates
+    nominal = nominal_peak(variant_dtype(variant), threads)
+    rates = [p["gops"] for p in probes if p["status"] == "ok" and p.get("gops")]
+    row["nominal_peak"] = {"gops": nominal.gops, "explain": nominal.explain()}
+    row["probe_gops"] = rates
     row["model_gflop"] = gflop
-    row["floor_ms"] = gflop / max(rates) * 1e3 if gflop and rates else None
-    row["floor_trusted"] = bool(rates) and max(rates) / min(rates) <= PEAK_SPREAD
-    if rates and not row["floor_trusted"]:
-        return (
-            f"the CPU's float32 peak moved from {rates[0]:.0f} to {rates[-1]:.0f} GFLOP/s around the row: "
-            "the machine is busy or throttling, its floor ratio is not to be trusted"
+    best = max([nominal.gops or 0.0, *rates])
+    row["floor_ms"] = gflop / best * 1e3 if gflop and best else None
+    row["floor_basis"] = "nominal peak" if (nominal.gops or 0) >= max(rates, default=0) else "measured probe"
+    warnings = []
+    if rates and max(rates) / min(rates) > PEAK_SPREAD:
+        warnings.append(
+            f"the library's rate on matrix products moved from {rates[0]:.0f} to {rates[-1]:.0f} GOP/s around "
+            "the row: the machine is busy or throttling, its floor ratio is not to be trusted"
         )
-    return None
+    if row["floor_ms"] and row.get("latency_ms") and row["latency_ms"]["p50"] < row["floor_ms"]:
+        warnings.append(
+            f"p50 {row['latency_ms']['p50']:.2f} ms beats the floor of {row['floor_ms']:.2f} ms: a bug in the floor "
+            f"(the assumptions of {nominal.explain()} do not hold on this CPU)"
+        )
+    return warnings
 
 
 def cold_start(bundle: Path, spec: dict, broker: str) -> float | None:
@@ -153,9 +122,10 @@ def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float |
     import threading
     import time
 
-    import paho.mqtt.client as mqtt
     import yaml
-    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.config import MqttConfig
+    from edge.service.mqtt_client import make_client
 
     host, port = broker.rsplit(":", 1)
     config = {
@@ -174,7 +144,7 @@ def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float |
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     arrived = threading.Event()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2)
+    sub = make_client(MqttConfig(host=host, port=int(port)), f"smartbin-bench-{os.getpid()}")
     subscribed = threading.Event()
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe("smartbin/coldstart/classification")
     sub.on_subscribe = lambda *a: subscribed.set()
@@ -197,7 +167,8 @@ def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float |
 
 
 def compute_ratios(results: list[dict]) -> dict:
-    """Variant vs float32 (same backend, threads, mode); pipeline and e2e vs invoke (same variant...)."""
+    """Variant vs float32 (same backend, threads, mode); pipeline and e2e vs the invoke paced the same way;
+    invoke vs its floor."""
     index = {(r["variant"], r["backend"], r["threads"], r["mode"]): r for r in results if r["status"] == "ok"}
     ratios: dict[str, dict] = {"vs_float32": {}, "vs_invoke": {}, "vs_floor": {}}
     for (variant, backend, threads, mode), r in index.items():
@@ -209,10 +180,19 @@ def compute_ratios(results: list[dict]) -> dict:
                 "size_ratio": r["model_mb"] / ref["model_mb"],
             }
         if r.get("floor_ms"):
-            ratios["vs_floor"][key] = {"p50_ratio": r["latency_ms"]["p50"] / r["floor_ms"], "floor_ms": r["floor_ms"]}
-        base = index.get((variant, backend, threads, "invoke"))
-        if base and mode != "invoke":
+            ratios["vs_floor"][key] = {
+                "p50_ratio": r["latency_ms"]["p50"] / r["floor_ms"],
+                "floor_ms": r["floor_ms"],
+                "basis": r["floor_basis"],
+                "probe_gops": max(r["probe_gops"], default=None),
+                "nominal_gops": r["nominal_peak"]["gops"],
+            }
+        paced = mode.partition("@")[2]  # e2e@30fps is held against invoke@30fps where that row exists
+        base_mode = f"invoke@{paced}" if paced and (variant, backend, threads, f"invoke@{paced}") in index else "invoke"
+        base = index.get((variant, backend, threads, base_mode))
+        if base and not mode.startswith("invoke"):
             ratios["vs_invoke"][key] = {
+                "base": base_mode,
                 "throughput_ratio": r["throughput_fps"] / base["throughput_fps"],
                 "p50_added_ms": r["latency_ms"]["p50"] - base["latency_ms"]["p50"],
                 "p50_ratio": r["latency_ms"]["p50"] / base["latency_ms"]["p50"],
@@ -231,110 +211,16 @@ def _accuracy(bundle: Bundle, variant: str, data: str | None, backend: str, thre
     return (gate.top1, gate.agreement) if gate else (None, None)
 
 
-def delegate_ops(row: dict) -> str:
-    """'xnnpack 78/81': the delegate and how many of the model's operations it took; 'none' when none."""
-    nodes = row.get("engine", {}).get("delegate_nodes")
-    if not nodes:
-        return ""
-    return f"{nodes['delegate']} {nodes['delegated']}/{nodes['total']}" if nodes["delegate"] else "none"
-
-
-def table(results: list[dict]) -> Table:
-    t = Table(title="smartbin bench (latency in ms)")
-    for column in (
-        "variant",
-        "backend",
-        "thr",
-        "mode",
-        "status",
-        "MB",
-        "load s",
-        "first s",
-        "p50",
-        "p90",
-        "p99",
-        "mean±std",
-        "FPS",
-        "RSS peak",
-        "delegate ops",
-        "top-1",
-        "agree",
-    ):
-        t.add_column(column, justify="left" if column in ("variant", "backend", "mode", "status") else "right")
-    for r in results:
-        if r["status"] != "ok":
-            t.add_row(r["variant"], r["backend"], str(r["threads"]), r["mode"], "failed", *[""] * 12)
-            continue
-        lat = r["latency_ms"]
-        t.add_row(
-            r["variant"],
-            r["backend"],
-            str(r["threads"]),
-            r["mode"],
-            "ok",
-            f"{r['model_mb']:.1f}",
-            f"{r['load_s']:.2f}",
-            f"{r['first_inference_s']:.3f}",
-            f"{lat['p50']:.2f}",
-            f"{lat['p90']:.2f}",
-            f"{lat['p99']:.2f}",
-            f"{lat['mean']:.1f}±{lat['std']:.1f}",
-            f"{r['throughput_fps']:.1f}",
-            f"{r['rss_peak_mb']:.0f}",
-            delegate_ops(r),
-            "" if r["top1"] is None else f"{r['top1']:.1%}",
-            "" if r["agreement"] is None else f"{r['agreement']:.1%}",
-        )
-    return t
-
-
-def markdown(report: dict) -> str:
-    lines = [
-        "| variant | backend | threads | mode | p50 ms | p90 ms | p99 ms | FPS | RSS peak MB | size MB | x floor "
-        "| delegate ops |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["results"]:
-        if r["status"] != "ok":
-            lines.append(
-                f"| {r['variant']} | {r['backend']} | {r['threads']} | {r['mode']} | {r['status']} | | | | | | | |"
-            )
-            continue
-        lat = r["latency_ms"]
-        floor = f"{lat['p50'] / r['floor_ms']:.2f}" if r.get("floor_ms") else ""
-        lines.append(
-            f"| {r['variant']} | {r['backend']} | {r['threads']} | {r['mode']} | {lat['p50']:.1f} | "
-            f"{lat['p90']:.1f} | {lat['p99']:.1f} | {r['throughput_fps']:.1f} | {r['rss_peak_mb']:.0f} | "
-            f"{r['model_mb']:.1f} | {floor} | {delegate_ops(r)} |"
-        )
-    env = report["environment"]
-    lines.append(f"\n{env['cpu']}, {env['cores']} cores, {env['machine']}, Python {env['python']}")
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in report["results"] if r["status"] == "ok"]
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
-    labels = [f"{r['variant']}\n{r['backend']}\n{r['threads']}t {r['mode']}" for r in rows]
-    ax.boxplot([[r["latency_ms"][k] for k in ("min", "p50", "p90", "p99", "max")] for r in rows], whis=(0, 100))
-    ax.set_xticks(range(1, len(rows) + 1), labels, fontsize=7)
-    ax.set_ylabel("latency ms (min, p50, p90, p99, max)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="edge/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True)
     p.add_argument("--variants", default="all", help="all or a list: int8,float32,float16,dynamic,onnx,onnx_int8")
     p.add_argument("--backends", default="auto", help="auto or a list: litert,tflite_runtime,tensorflow,onnxruntime")
-    p.add_argument("--threads", default=str(min(4, os.cpu_count() or 1)), help="list, e.g. 1,2,4")
+    p.add_argument(
+        "--threads",
+        default=str(min(4, os.cpu_count() or 1)),
+        help="list, e.g. 1,2,4; auto: the daemon's default (every core, up to 4)",
+    )
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--modes", default="invoke,pipeline,e2e")
@@ -351,7 +237,10 @@ def plan(bundle: Bundle, args: argparse.Namespace) -> list[dict]:
     variants = bundle.variant_names() if args.variants == "all" else args.variants.split(",")
     have = available_backends()
     backends = args.backends.split(",")
-    threads = [int(t) for t in args.threads.split(",")]
+    try:
+        threads = [default_threads() if t == "auto" else int(t) for t in args.threads.split(",")]
+    except ValueError:
+        raise SmartbinError(f"--threads: {args.threads!r} is not a list of numbers or auto") from None
     modes = args.modes.split(",")
     unknown = [m for m in modes if m not in ("invoke", "pipeline", "e2e")]
     if unknown:
@@ -368,14 +257,15 @@ def plan(bundle: Bundle, args: argparse.Namespace) -> list[dict]:
             backend = backend_for(variant, backend, have)  # auto resolved; unknown or none installed: an error
             for t in threads:
                 for mode in modes:
-                    e2e_rates = [0, 30] if mode == "e2e" else [0]
-                    for fps in e2e_rates:
+                    # at 30 fps the e2e row is held against an invoke paced the same way (a pool that sleeps)
+                    rates = [0, 30] if mode == "e2e" or (mode == "invoke" and "e2e" in modes) else [0]
+                    for fps in rates:
                         planned.append(
                             {
                                 "variant": variant,
                                 "backend": backend,
                                 "threads": t,
-                                "mode": mode if not fps else f"e2e@{fps}fps",
+                                "mode": mode if not fps else f"{mode}@{fps}fps",
                                 "fps": fps,
                             }
                         )
@@ -410,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress.update(task, description=f"{run['variant']} {run['backend']} {run['threads']}t {run['mode']}")
                 spec = {
                     **run,
-                    "mode": "e2e" if run["mode"].startswith("e2e") else run["mode"],
+                    "mode": run["mode"].partition("@")[0],
                     "bundle": str(bundle.path),
                     "runs": args.runs,
                     "warmup": args.warmup,
@@ -418,13 +308,15 @@ def main(argv: list[str] | None = None) -> int:
                     "delegate": args.delegate,
                 }
                 try:
-                    if run["mode"] == "invoke":  # bracketed by the CPU's peak rate, for its floor
-                        peak = {"mode": "peak", "threads": run["threads"]}
-                        before = run_worker(peak)
+                    if run["mode"] == "invoke":  # bracketed by the library's rate on matrix products, for its floor
+                        probe = {**spec, "mode": "probe", "probe": probe_name(run["backend"], run["variant"])}
+                        before = run_worker(probe)
                         data = run_worker(spec)
-                        shaky = add_floor(data, [before, run_worker(peak)], gflop)
-                        if shaky:
-                            env["warnings"].append(f"{run['variant']}/{run['backend']}/{run['threads']}t: {shaky}")
+                        name = f"{run['variant']}/{run['backend']}/{run['threads']}t"
+                        for warning in add_floor(
+                            data, run["variant"], run["threads"], [before, run_worker(probe)], gflop
+                        ):
+                            env["warnings"].append(f"{name}: {warning}")
                     else:
                         data = run_worker(spec)
                     if run["mode"] == "e2e" and data["status"] == "ok":
@@ -450,47 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if broker:
             broker.close()
     report = {"environment": env, "results": results, "ratios": compute_ratios(results)}
-    Console(width=None if sys.stdout.isatty() else 200).print(table(results))
-    for r in results:
-        if r["status"] != "ok":
-            console.print(f"[red]{r['variant']} {r['backend']} {r['threads']}t {r['mode']}: {r['status']}")
-    for key, r in report["ratios"]["vs_invoke"].items():
-        console.print(f"{key}: throughput {r['throughput_ratio']:.3f}x invoke, p50 +{r['p50_added_ms']:.2f} ms")
-    for r in results:
-        if r["status"] == "ok" and r["mode"] == "pipeline":
-            console.print(
-                f"{r['variant']}/{r['backend']}/{r['threads']}t/pipeline: throughput "
-                f"{r['interleaved']['ratio']:.3f}x bare invoke, measured interleaved in one process"
-            )
-        if r["status"] == "ok" and r["mode"].startswith("e2e"):
-            console.print(
-                f"{r['variant']}/{r['backend']}/{r['threads']}t/{r['mode']}: capture -> subscriber p50 "
-                f"{r['latency_ms']['p50']:.2f} ms, of which outside inference "
-                f"{r['stages_ms']['outside_inference']:.2f} ms"
-            )
-        if r.get("cold_start_s"):
-            console.print(
-                f"cold start {r['variant']}/{r['backend']}/{r['threads']}t: process start -> first "
-                f"classification at a subscriber {r['cold_start_s']:.2f} s"
-            )
-    for key, r in report["ratios"]["vs_floor"].items():
-        console.print(
-            f"{key}: p50 {r['p50_ratio']:.2f}x the floor of {r['floor_ms']:.1f} ms ({gflop:.2f} GFLOP at the best "
-            "float32 rate numpy's BLAS reached on as many threads just before and after the row)"
-        )
-    for r in results:
-        nodes = r.get("engine", {}).get("delegate_nodes")
-        if r["mode"] == "invoke" and nodes:
-            where = (
-                f"delegate {nodes['delegate']} took {nodes['delegated']} of {nodes['total']} operations"
-                if nodes["delegate"]
-                else f"no delegate: all {nodes['total']} operations on plain CPU kernels"
-            )
-            console.print(f"{r['variant']}/{r['backend']}/{r['threads']}t: {where}")
-    for warning in env["warnings"][len_warnings:]:
-        console.print(f"[yellow]warning: {warning}")
-    for key, r in report["ratios"]["vs_float32"].items():
-        console.print(f"{key}: {r['p50_speedup']:.2f}x float32 speed, {r['size_ratio']:.2f}x its size")
+    print_summary(report, console, env["warnings"][len_warnings:])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     if args.markdown:

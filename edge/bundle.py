@@ -79,6 +79,18 @@ class VariantFile(Strict):
     gate: Optional[GateResult] = None
 
 
+class ProbeFile(Strict):
+    """A matrix-products-only model shipped beside the variants: what the inference library reaches
+    on plain 1x1 convolutions of this data type, the bench's measured peak."""
+
+    file: str
+    format: Literal["tflite", "onnx"]
+    dtype: Literal["float32", "int8"]
+    gflop: float = Field(gt=0, description="arithmetic of one inference, 2 per multiply-add")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
 class Manifest(Strict):
     format_version: int
     name: str
@@ -88,6 +100,7 @@ class Manifest(Strict):
     input: InputSpec
     variants: dict[str, VariantFile]
     keras_accuracy: dict[str, float] = {}
+    probes: dict[str, ProbeFile] = {}  # "<format>_<dtype>", e.g. tflite_int8
 
     def label_list(self) -> list[Label]:
         return [Label(e.index, e.name, e.bin) for e in self.labels]
@@ -143,6 +156,9 @@ class Bundle:
         """Check that each listed file exists with the manifest's size and sha256."""
         for name in variants if variants is not None else self.variant_names():
             self.file(name)
+        if variants is None:
+            for name in self.manifest.probes:
+                self.probe(name)
 
     def file(self, variant: str) -> Path:
         """The verified path of one variant's file."""
@@ -152,16 +168,24 @@ class Bundle:
                 f"{self.path / MANIFEST_FILE}: no variant {variant!r} "
                 f"(this bundle has: {', '.join(self.variant_names()) or 'none'})"
             )
-        path = self.path / entry.file
+        return self._checked(entry.file, entry.size, entry.sha256)
+
+    def probe(self, name: str) -> tuple[Path, ProbeFile] | None:
+        """The verified path and entry of a peak probe (None when the bundle has none of that name)."""
+        entry = self.manifest.probes.get(name)
+        return None if entry is None else (self._checked(entry.file, entry.size, entry.sha256), entry)
+
+    def _checked(self, file: str, expected_size: int, expected_sha256: str) -> Path:
+        path = self.path / file
         if not path.is_file():
             raise BundleError(f"{path}: missing file listed in the manifest")
         size = path.stat().st_size
-        if size != entry.size:
-            raise BundleError(f"{path}: size check failed: {size} bytes, manifest says {entry.size}")
+        if size != expected_size:
+            raise BundleError(f"{path}: size check failed: {size} bytes, manifest says {expected_size}")
         digest = sha256_file(path)
-        if digest != entry.sha256:
+        if digest != expected_sha256:
             raise BundleError(
-                f"{path}: sha256 check failed: file is {digest[:12]}…, manifest says {entry.sha256[:12]}…"
+                f"{path}: sha256 check failed: file is {digest[:12]}…, manifest says {expected_sha256[:12]}…"
             )
         return path
 

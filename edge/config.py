@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -31,7 +31,15 @@ class ModelConfig(Strict):
     variant: Optional[Literal[VARIANT_NAMES]] = Field(  # type: ignore[valid-type]
         None, description="model variant; default int8 for TFLite, onnx for ONNX Runtime"
     )
-    threads: int = Field(4, ge=1, le=64, description="inference threads")
+    threads: Union[int, Literal["auto"]] = Field("auto", description="inference threads; auto: every core, up to 4")
+
+    @field_validator("threads")
+    @classmethod
+    def thread_count(cls, value: int | str) -> int | str:
+        if value != "auto" and not 1 <= value <= 64:
+            raise ValueError("must be auto or a number from 1 to 64")
+        return value
+
     delegate: Optional[str] = Field(
         None, description="TFLite delegate library or ONNX provider; none: plain CPU kernels, without XNNPACK"
     )

@@ -73,7 +73,12 @@ def test_json_shape(report):
     env = report["environment"]
     assert env["cores"] >= 1 and "ai-edge-litert" in env["libraries"] and isinstance(env["warnings"], list)
     modes = {(r["variant"], r["mode"]) for r in report["results"]}
-    assert modes == {(v, m) for v in ("int8", "float32") for m in ("invoke", "pipeline", "e2e", "e2e@30fps")}
+    all_modes = ("invoke", "invoke@30fps", "pipeline", "e2e", "e2e@30fps")
+    assert modes == {(v, m) for v in ("int8", "float32") for m in all_modes}
+    assert env["instruction_sets"] and set(env["instruction_sets"]) <= {
+        "sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512fp16",
+        "asimd", "asimdhp", "asimddp", "i8mm", "sve",
+    }  # fmt: skip
     for r in report["results"]:
         assert RESULT_KEYS <= set(r), RESULT_KEYS - set(r)
         lat = r["latency_ms"]
@@ -84,8 +89,12 @@ def test_json_shape(report):
         nodes = r["engine"]["delegate_nodes"]
         assert nodes["delegate"] == "xnnpack" and 0 < nodes["delegated"] < nodes["total"]
         if r["mode"] == "invoke":
-            assert len(r["cpu_peak_gflops"]) == 2 and min(r["cpu_peak_gflops"]) > 0
-            assert r["floor_ms"] == pytest.approx(r["model_gflop"] / max(r["cpu_peak_gflops"]) * 1e3)
+            # the floor: the larger of the nominal peak and the library's own rate on matrix products
+            assert len(r["probe_gops"]) == 2 and min(r["probe_gops"]) > 0
+            best = max(r["nominal_peak"]["gops"] or 0, *r["probe_gops"])
+            assert r["floor_ms"] == pytest.approx(r["model_gflop"] / best * 1e3)
+            assert r["floor_basis"] in ("nominal peak", "measured probe")
+            assert ("int8" if r["variant"] == "int8" else "float32") + ":" in r["nominal_peak"]["explain"]
             assert 0.6 < r["model_gflop"] < 0.7  # ResNet50 at 64 px
     assert report["_png"] == b"\x89PNG\r\n\x1a\n"
     assert "| int8 | litert | 1 | invoke |" in report["_markdown"] and "xnnpack" in report["_markdown"]
@@ -96,10 +105,12 @@ def test_ratios_match_the_raw_figures(report):
     rows = {(r["variant"], r["mode"]): r for r in report["results"]}
     for key, ratio in report["ratios"]["vs_invoke"].items():
         variant, _, _, mode = key.split("/")
-        r, base = rows[(variant, mode)], rows[(variant, "invoke")]
+        r, base = rows[(variant, mode)], rows[(variant, ratio["base"])]
         assert ratio["throughput_ratio"] == pytest.approx(r["throughput_fps"] / base["throughput_fps"])
         assert ratio["p50_added_ms"] == pytest.approx(r["latency_ms"]["p50"] - base["latency_ms"]["p50"])
     assert len(report["ratios"]["vs_invoke"]) == 6
+    assert report["ratios"]["vs_invoke"]["int8/litert/1t/e2e@30fps"]["base"] == "invoke@30fps"
+    assert report["ratios"]["vs_invoke"]["int8/litert/1t/e2e"]["base"] == "invoke"
     assert set(report["ratios"]["vs_floor"]) == {"int8/litert/1t/invoke", "float32/litert/1t/invoke"}
     for key, ratio in report["ratios"]["vs_floor"].items():
         r = rows[(key.split("/")[0], "invoke")]
@@ -119,6 +130,8 @@ def test_e2e_measured_messages_that_arrived(report):
             assert r["latency_ms"]["min"] > 0
             stages = r["stages_ms"]
             assert stages["capture_to_publish"] > 0 and stages["publish_to_arrival"] > 0
+            loop = {k[len("loop_") :] for k in stages if k.startswith("loop_")}
+            assert {"wait", "preprocess", "infer", "postprocess", "decide", "json", "publish", "total"} <= loop
             assert 0 < stages["outside_inference"] < r["latency_ms"]["p50"]
         if r["mode"] == "e2e":
             assert r["cold_start_s"] > 0
@@ -157,3 +170,23 @@ def test_onnx_runtime_placement_is_read_from_its_own_log(bundle_dir: Path, tmp_p
     assert nodes["delegate"] == "CPUExecutionProvider" and nodes["delegated"] == nodes["total"]
     # the arithmetic is counted on the bundle's TFLite file: the same network
     assert 0.6 < row["model_gflop"] < 0.7 and row["floor_ms"] > 0
+    assert len(row["probe_gops"]) == 2  # the ONNX probe, run by ONNX Runtime itself
+
+
+def test_a_row_faster_than_its_floor_is_reported_as_a_bug_in_the_floor():
+    from edge.bench import add_floor
+
+    probes = [{"status": "ok", "gops": 10.0}, {"status": "ok", "gops": 10.5}]
+    row = {"latency_ms": {"p50": 0.001}}
+    warnings = add_floor(row, "int8", 1, probes, gflop=1.0)
+    assert row["floor_ms"] > 0.001 and any("a bug in the floor" in w for w in warnings)
+    slow = {"latency_ms": {"p50": 1e6}}
+    assert add_floor(slow, "int8", 1, probes, gflop=1.0) == []
+    moved = add_floor(
+        {"latency_ms": {"p50": 1e6}},
+        "float32",
+        1,
+        [{"status": "ok", "gops": 10.0}, {"status": "ok", "gops": 20.0}],
+        1.0,
+    )
+    assert any("moved from 10 to 20 GOP/s" in w for w in moved)

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import os
+from pathlib import Path
 
 from edge.bundle import VARIANT_FILES, Bundle, is_onnx
 from edge.errors import SmartbinError
@@ -50,6 +51,9 @@ def available_backends() -> list[str]:
 
 
 def default_threads() -> int:
+    """`threads: auto`: every core, up to 4. Measured on 2 cores with the broker and a subscriber on the
+    same machine: 2 threads gave e2e p50 7.4 ms against 12.8 ms with one core left free (once the MQTT
+    socket sends without Nagle's delay, nothing is gained by leaving a core idle)."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -89,9 +93,14 @@ def open_engine(
     """Verify the variant's file against the manifest, load it, and check its shapes."""
     backend, variant = choose(bundle, backend, variant)
     path = bundle.file(variant)
-    module = importlib.import_module(BACKENDS[backend][0])
-    engine: Engine = module.ENGINE(path, threads or default_threads(), delegate)
+    engine = load_model_file(path, backend, threads, delegate)
     engine.variant = variant
     bundle.check_model_shape(variant, engine.input_shape, engine.num_classes)
     log.info("loaded %s with %s (%s)", path, backend, engine.describe())
     return engine
+
+
+def load_model_file(path: Path, backend: str, threads: int | None = None, delegate: str | None = None) -> Engine:
+    """Any model file (a variant or a peak probe) in ``backend``'s engine, without the bundle's checks."""
+    module = importlib.import_module(BACKENDS[backend][0])
+    return module.ENGINE(path, threads or default_threads(), delegate)

@@ -18,6 +18,14 @@ PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecution
 LOG_PLACEMENT = False
 
 
+ONNX_TYPES = {
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+}
+
+
 class OnnxEngine(Engine):
     backend = "onnxruntime"
 
@@ -61,7 +69,7 @@ class OnnxEngine(Engine):
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
-        self.input_dtype = np.dtype(np.uint8)
+        self.input_dtype = np.dtype(ONNX_TYPES.get(inp.type, np.uint8))
         self.num_classes = int(self.session.get_outputs()[0].shape[-1])
         self.delegate = self.session.get_providers()[0]
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edge.classifier import Classifier
 from edge.config import Config
+from edge.runtime import default_threads
 from edge.sources import Capture, open_source
 from edge.vision.decision import PresenceDetector
 
@@ -28,7 +29,15 @@ def make_presence(config: Config) -> PresenceDetector | None:
     )
 
 
+def inference_threads(config: Config) -> int:
+    """The configured thread count; ``auto``: every core, up to 4."""
+    threads = config.model.threads
+    return default_threads() if threads == "auto" else threads
+
+
 def load_classifier(config: Config, bundle_path: Path | None = None) -> Classifier:
     m = config.model
     roi = config.source.roi.to_roi() if config.source.roi else None
-    return Classifier(bundle_path or m.bundle, m.backend, m.variant, m.threads, m.delegate, roi, m.top_k)
+    return Classifier(
+        bundle_path or m.bundle, m.backend, m.variant, inference_threads(config), m.delegate, roi, m.top_k
+    )

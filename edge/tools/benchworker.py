@@ -2,13 +2,14 @@
 
 ``python -m edge.tools.benchworker JSON`` prints one JSON result line. Modes:
 invoke (the bare engine), pipeline (source -> preprocess -> infer -> decision),
-e2e (the daemon path with MQTT, timed at a subscriber), and peak (the CPU's dense float32 rate,
-from which the floor for the model's arithmetic is computed).
+e2e (the daemon's own loop with MQTT, timed at a subscriber), and probe (the library's best rate on
+plain matrix products of the row's data type, from which the measured floor is computed).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import threading
@@ -19,8 +20,8 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.classifier import Classifier
+from edge.runtime import load_model_file, open_engine
 from edge.runtime import onnx as onnx_engine
-from edge.runtime import open_engine
 from edge.sources import Capture, open_source
 from edge.sources.scene import render_sample
 from edge.stats import summary
@@ -37,22 +38,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure_peak(spec: dict, seconds: float = 0.5, n: int = 1024) -> dict:
-    """The best dense float32 rate of this CPU right now: numpy's BLAS multiplying n x n matrices.
-
-    The worker runs with OPENBLAS_NUM_THREADS set to the thread count being measured, so this is the
-    peak of as many cores as the model gets. The best of many short products catches the CPU at its
-    fastest, which makes the floor computed from it a strict one.
-    """
-    a = np.ones((n, n), np.float32)
-    b = np.ones((n, n), np.float32)
+def measure_probe(spec: dict, seconds: float = 0.5) -> dict:
+    """The library's best rate on plain matrix products of the row's data type: the bundle's peak probe
+    run by the same backend, threads and delegate. The best of many runs catches the CPU at its fastest."""
+    bundle = Bundle.open(spec["bundle"])
+    found = bundle.probe(spec["probe"])
+    if found is None:
+        return {"gops": None}
+    path, entry = found
+    engine = load_model_file(path, spec["backend"], spec["threads"], spec.get("delegate"))
+    x = np.random.default_rng(0).random(engine.input_shape, dtype=np.float32).astype(engine.input_dtype)
+    for _ in range(3):
+        engine.infer(x)
     best = float("inf")
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         t = time.perf_counter()
-        a @ b
+        engine.infer(x)
         best = min(best, time.perf_counter() - t)
-    return {"gflops": 2 * n**3 / best / 1e9}
+    return {"gops": entry.gflop / best}
 
 
 def measure_invoke(spec: dict) -> dict:
@@ -70,8 +74,11 @@ def measure_invoke(spec: dict) -> dict:
     for _ in range(spec["warmup"]):
         engine.infer(image)
     samples = []
+    period = 1 / spec["fps"] if spec.get("fps") else 0.0  # paced like a camera: the pool sleeps between frames
     start = time.perf_counter()
-    for _ in range(spec["runs"]):
+    for i in range(spec["runs"]):
+        if period:
+            time.sleep(max(0.0, start + i * period - time.perf_counter()))
         t = time.perf_counter()
         engine.infer(image)
         samples.append((time.perf_counter() - t) * 1e3)
@@ -152,11 +159,9 @@ def measure_pipeline(spec: dict) -> dict:
 
 def measure_e2e(spec: dict) -> dict:
     """The daemon's own loop (presence off) publishing to a broker; a subscriber timestamps arrival."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from edge.config import parse_config
+    from edge.config import MqttConfig, parse_config
     from edge.service.daemon import Daemon
+    from edge.service.mqtt_client import make_client
 
     host, port = spec["broker"].rsplit(":", 1)
     fps = spec.get("fps", 0)
@@ -199,7 +204,7 @@ def measure_e2e(spec: dict) -> dict:
         if len(arrivals) >= wanted:
             done.set()
 
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2)
+    sub = make_client(MqttConfig(host=host, port=int(port)), f"smartbin-bench-{os.getpid()}")
     subscribed = threading.Event()
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{config.topic_base}/classification", qos=0)
     sub.on_subscribe = lambda *a: subscribed.set()
@@ -252,7 +257,7 @@ def measure_e2e(spec: dict) -> dict:
     }
 
 
-MODES = {"invoke": measure_invoke, "pipeline": measure_pipeline, "e2e": measure_e2e, "peak": measure_peak}
+MODES = {"invoke": measure_invoke, "pipeline": measure_pipeline, "e2e": measure_e2e, "probe": measure_probe}
 
 
 def main() -> int:

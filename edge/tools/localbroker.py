@@ -63,6 +63,7 @@ class LocalBroker:
             lines = [
                 *user,
                 f"listener {self.port} 127.0.0.1",
+                "set_tcp_nodelay true",  # messages to subscribers go out at once, as from our clients
                 "allow_anonymous true",
                 f"persistence {'true' if self.persistence else 'false'}",
                 f"persistence_location {self.workdir}/",

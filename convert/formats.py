@@ -1,0 +1,101 @@
+"""The file formats a Keras model becomes: TFLite variants (from one traced SavedModel), ONNX, static int8 ONNX."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from edge.errors import SmartbinError
+
+TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Keras' exporter prints every traced tensor spec to stdout; keep the user's screen readable."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def export_saved_model(model, path: Path) -> Path:
+    """Trace the model once; every TFLite variant converts from this SavedModel (saves ~10 s each)."""
+    with quiet_stdout():
+        model.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+def convert_tflite(saved_model: Path, variant: str, calibration: np.ndarray) -> bytes:
+    """One TFLite variant. int8 is full-integer with uint8 input and output."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+
+        def representative() -> Iterator[list[np.ndarray]]:
+            for image in calibration:
+                yield [image[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    elif variant != "float32":
+        raise SmartbinError(f"unknown variant {variant!r} (allowed: {', '.join(TFLITE_VARIANTS)})")
+    with quiet_stdout():
+        return converter.convert()
+
+
+def convert_onnx(model, path: Path, height: int, width: int) -> None:
+    """ONNX with a static (1, H, W, 3) uint8 input, as TensorRT prefers."""
+    import keras
+
+    spec = [keras.InputSpec(shape=(1, height, width, 3), dtype="uint8")]
+    with quiet_stdout():
+        model.export(str(path), format="onnx", input_signature=spec, verbose=False)
+
+
+def quantize_onnx(float_model: Path, path: Path, calibration: np.ndarray) -> None:
+    """Static int8 of the ONNX model (QDQ, per-channel weights), calibrated on the int8 TFLite's images.
+
+    ONNX Runtime runs it with u8 x s8 kernels that do twice the multiply-adds per instruction of
+    float32 on x86 CPUs without VNNI, where XNNPACK's int8 is no faster than its float32. Weights
+    keep 7 bits (reduce_range) so that those kernels' 16-bit intermediate sums cannot saturate.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.images = iter(calibration)
+
+        def get_next(self) -> dict | None:
+            image = next(self.images, None)
+            return None if image is None else {name: image[None]}
+
+    prepared = path.with_suffix(".prepared.onnx")
+    quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+    try:
+        quantize_static(
+            str(prepared),
+            str(path),
+            Images(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
