@@ -6,17 +6,20 @@ import keras
 import tensorflow as tf
 
 from edge.dataset import Sample
-from edge.vision.preprocess import RESIZE_RATIO
+from edge.images import read_image
+from edge.vision.preprocess import RESIZE_RATIO, resize_shorter
 
 
 def _decode(path: tf.Tensor, resize_to: int) -> tf.Tensor:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    # Shorter side to resize_to, aspect kept: the same geometry as edge.vision.preprocess.prepare.
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = resize_to / tf.reduce_min(shape)
-    target = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), resize_to)
-    image = tf.image.resize(image, target, antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    """The device's own decode and resize (OpenCV, edge.vision.preprocess): training sees the pixels the
+    device will see, so the validation top-1 of `smartbin train` is the Keras top-1 `convert` measures."""
+
+    def load(p: bytes):
+        return resize_shorter(read_image(p.decode()), resize_to)
+
+    image = tf.numpy_function(load, [path], tf.uint8, stateful=False)
+    image.set_shape([None, None, 3])
+    return image
 
 
 def _cutout(image: tf.Tensor, size: int) -> tf.Tensor:
@@ -57,7 +60,7 @@ def make_dataset(
 
         ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
+    else:  # the centre crop of edge.vision.preprocess.center_crop: offsets (h - size) // 2
         ds = ds.map(
             lambda x, y: (tf.image.resize_with_crop_or_pad(x, img_size, img_size), y),
             num_parallel_calls=tf.data.AUTOTUNE,

@@ -73,9 +73,12 @@ def _compile(model: keras.Model, learning_rate: float, num_classes: int) -> None
     )
 
 
-def _callbacks(out: Path, append: bool) -> list[keras.callbacks.Callback]:
+def _callbacks(out: Path, append: bool, best: float | None = None) -> list[keras.callbacks.Callback]:
+    """``best``: the best validation accuracy so far, so a later phase only overwrites a better model."""
     return [
-        keras.callbacks.ModelCheckpoint(str(out / MODEL_FILE), monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            str(out / MODEL_FILE), monitor="val_accuracy", save_best_only=True, initial_value_threshold=best
+        ),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=1e-7),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=5, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=append),
@@ -120,8 +123,11 @@ def train(config: TrainConfig) -> Path:
     verbose = 1 if sys.stderr.isatty() else 2
 
     _compile(model, config.learning_rate, dataset.num_classes)
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=_callbacks(out, False), verbose=verbose)
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=_callbacks(out, False), verbose=verbose
+    )
     if config.fine_tune_epochs > 0 and weights is not None:
+        best = max(history.history["val_accuracy"])
         count = unfreeze_last_stage(backbone)
         log.info("fine-tuning %d layers of the last stage at lr %g", count, config.fine_tune_learning_rate)
         _compile(model, config.fine_tune_learning_rate, dataset.num_classes)
@@ -130,7 +136,7 @@ def train(config: TrainConfig) -> Path:
             validation_data=val_ds,
             initial_epoch=config.epochs,
             epochs=config.epochs + config.fine_tune_epochs,
-            callbacks=_callbacks(out, True),
+            callbacks=_callbacks(out, True, best),
             verbose=verbose,
         )
     if (out / MODEL_FILE).exists():  # the best checkpoint, not the last epoch

@@ -91,12 +91,12 @@ def other_bundle_dir(tmp_path_factory) -> Path:
     from convert.synth import write_synthetic
 
     tmp = tmp_path_factory.mktemp("other")
-    data = write_synthetic(tmp / "data", 3, 16, seed=5, size=60)
+    data = write_synthetic(tmp / "data", 3, 12, seed=5, size=60)
     (data / "garbage_classify_rule.json").write_text(json.dumps(OTHER_LABELS, ensure_ascii=False), encoding="utf-8")
     weights = write_stand_in_weights(tmp / "w.weights.h5", OTHER_IMG_SIZE)
     run = tmp / "run"
     train = ["train", "--data", str(data), "--out", str(run), "--weights", str(weights)]
-    assert main([*train, "--img-size", str(OTHER_IMG_SIZE), "--epochs", "12", "--val-fraction", "0.25"]) == 0
+    assert main([*train, "--img-size", str(OTHER_IMG_SIZE), "--epochs", "8", "--val-fraction", "0.25"]) == 0
     out = tmp / "bundle"
     assert (
         main(

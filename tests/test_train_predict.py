@@ -210,3 +210,42 @@ def test_deeper_backbones_are_built_with_the_seed_head(backbone: str, conv4_bloc
     assert model.name == f"smartbin_{backbone}" and model.output_shape == (None, 3)
     probs = np.asarray(model(np.zeros((2, 32, 32, 3), np.uint8), training=False))
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_training_sees_the_pixels_the_device_sees(dataset_dir: Path):
+    """Validation images through the training pipeline equal the device's own preprocessing, pixel for pixel."""
+    import numpy as np
+
+    from convert.pipeline import make_dataset
+    from edge.dataset import load_dataset, load_images
+
+    samples = load_dataset(dataset_dir).samples[:12]
+    batch, _ = next(iter(make_dataset(samples, 64, 12, False)))
+    assert np.array_equal(batch.numpy(), load_images(samples, 64, 64))
+
+
+def test_train_reports_the_top1_that_convert_measures(run_dir: Path, bundle_dir: Path):
+    report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    manifest = json.loads((bundle_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert report["top1"] == pytest.approx(manifest["keras_accuracy"]["top1"], abs=1e-9)
+    assert report["images"] == manifest["keras_accuracy"]["images"]
+
+
+def test_the_best_checkpoint_survives_a_worse_fine_tune_phase(tmp_path: Path):
+    from convert.model import write_stand_in_weights
+    from convert.synth import write_synthetic
+    from convert.train import TrainConfig, train
+
+    data = write_synthetic(tmp_path / "d", 3, 8, seed=4, size=40)
+    weights = write_stand_in_weights(tmp_path / "w.weights.h5", 32)
+    config = TrainConfig(
+        data=str(data), out=str(tmp_path / "run"), weights=str(weights), img_size=32, epochs=6, batch_size=8,
+        fine_tune_epochs=2, fine_tune_learning_rate=50.0, val_fraction=0.34,
+    )  # fmt: skip
+    out = train(config)
+    with (out / "history.csv").open() as fh:
+        val = [float(row["val_accuracy"]) for row in csv.DictReader(fh)]
+    assert len(val) == 8
+    assert min(val[6:]) < max(val[:6])  # the fine-tune phase really was worse at some point
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["top1"] == pytest.approx(max(val), abs=1e-6)
