@@ -5,15 +5,16 @@
 #   sudo systemd/install.sh --uninstall [--purge]
 #   systemd/install.sh --dry-run ...        # print what would be done, change nothing
 #   systemd/install.sh --prefix DIR ...     # install under DIR (packaging, tests); no user, no systemctl
+#   --python PATH                           # the interpreter for the venv (default python3)
 #
 # Idempotent: running it again upgrades the package and units, keeps /etc/smartbin/config.yaml.
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-BOARD="" BUNDLE="" PREFIX="" DRY=0 UNINSTALL=0 PURGE=0 VENV="" FIND_LINKS=""
+BOARD="" BUNDLE="" PREFIX="" DRY=0 UNINSTALL=0 PURGE=0 VENV="" FIND_LINKS="" PYTHON=python3
 BOARDS="rpi4 rpi5 jetson-nano jetson-orin-nano x86-dev"
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -23,6 +24,7 @@ while [ $# -gt 0 ]; do
     --prefix) PREFIX=${2:?}; shift ;;
     --venv) VENV=${2:?}; shift ;;           # use an existing virtual environment
     --find-links) FIND_LINKS=${2:?}; shift ;; # offline wheels for pip
+    --python) PYTHON=${2:?}; shift ;;
     --dry-run) DRY=1 ;;
     --uninstall) UNINSTALL=1 ;;
     --purge) PURGE=1 ;;
@@ -77,6 +79,14 @@ case " $BOARDS " in *" $BOARD "*) ;; *) die "unknown board '$BOARD' (allowed: $B
 case "$BOARD" in rpi*) EXTRAS=pi ;; jetson*) EXTRAS=jetson ;; *) EXTRAS=edge ;; esac
 echo "board: $BOARD (extras: $EXTRAS)"
 
+# 0. a Python smartbin can run on (JetPack 4 on the Jetson Nano ships 3.6)
+PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || die "$PYTHON not found; install python3 (3.9 or newer)"
+case "$PYVER" in
+  2.*|3.[0-8]) die "$PYTHON is Python $PYVER; smartbin needs 3.9 or newer (JetPack 4 on the Jetson Nano ships 3.6: install python3.9 and pass --python python3.9, or use JetPack 5/6)" ;;
+esac
+# Boards whose camera (or GPU-enabled OpenCV) comes from the OS, not from pip: the venv sees the system's packages.
+case "$BOARD" in rpi*|jetson*) VENV_ARGS=(--system-site-packages) ;; *) VENV_ARGS=() ;; esac
+
 # 1. the service user, with the groups a camera and GPIO need
 if [ -z "$PREFIX" ]; then
   if ! id smartbin >/dev/null 2>&1; then
@@ -85,16 +95,34 @@ if [ -z "$PREFIX" ]; then
   for group in video gpio render; do
     if getent group "$group" >/dev/null; then run usermod -aG "$group" smartbin; fi
   done
+  # picamera2 needs libcamera's Python bindings, which only Raspberry Pi OS's packages provide
+  if [ "$EXTRAS" = pi ] && ! "$PYTHON" -c 'import picamera2' 2>/dev/null; then
+    run apt-get install -y python3-picamera2
+  fi
 fi
 
 # 2. the package in its own virtual environment
 if [ ! -x "$VENV/bin/smartbin" ]; then
-  run python3 -m venv "$VENV"
+  run "$PYTHON" -m venv "${VENV_ARGS[@]}" "$VENV"
 fi
 if [ "$VENV" = "$OPT/venv" ]; then
   pip_args=(--quiet --upgrade)
   [ -z "$FIND_LINKS" ] || pip_args+=(--no-index --find-links "$FIND_LINKS")
   run "$VENV/bin/pip" install "${pip_args[@]}" "$SRC[$EXTRAS]"
+fi
+
+# 2b. what the board's camera and accelerator need, checked in the venv that will run the service
+if [ "$DRY" -eq 0 ] && [ "$EXTRAS" = pi ] && ! "$VENV/bin/python" -c 'import picamera2' 2>/dev/null; then
+  echo "warning: picamera2 cannot be imported in $VENV; csi:// cameras will not work. On Raspberry Pi OS:" >&2
+  echo "  sudo apt install python3-picamera2, and create the venv with --system-site-packages" >&2
+fi
+if [ "$DRY" -eq 0 ] && [ "$EXTRAS" = jetson ]; then
+  providers=$("$VENV/bin/python" -c 'import onnxruntime as o; print(" ".join(o.get_available_providers()))' 2>/dev/null || true)
+  case "$providers" in
+    *TensorrtExecutionProvider*|*CUDAExecutionProvider*) echo "onnxruntime providers: $providers" ;;
+    *) echo "warning: onnxruntime has no TensorRT or CUDA provider here ($providers); install NVIDIA's" \
+         "onnxruntime-gpu wheel for your JetPack (https://elinux.org/Jetson_Zoo#ONNX_Runtime) into $VENV" >&2 ;;
+  esac
 fi
 
 # 3. config (never overwritten) and model bundle
@@ -112,11 +140,21 @@ if [ -n "$BUNDLE" ]; then
   run ln -sfn "$name" "$STATE/models/current"
 fi
 
-# 4. units, pointing at this venv
+# 4. units, pointing at this venv, with only the supplementary groups this board has
+# (systemd refuses to start a unit whose group does not exist: status 216/GROUP)
+existing_groups() {
+  local out="" group
+  for group in "$@"; do getent group "$group" >/dev/null && out="$out $group"; done
+  echo "${out# }"
+}
 for unit in smartbin-edge.service smartbin-actuator.service; do
-  echo "+ install $unit -> $UNITS/$unit"
+  wanted=$(sed -n 's/^SupplementaryGroups=//p' "$SRC/systemd/$unit")
+  # shellcheck disable=SC2086 # a list of names
+  groups=$(existing_groups $wanted)
+  echo "+ install $unit -> $UNITS/$unit (groups: ${groups:-none})"
   if [ "$DRY" -eq 0 ]; then
-    sed "s#/opt/smartbin/venv#$VENV#g" "$SRC/systemd/$unit" >"$UNITS/$unit"
+    if [ -n "$groups" ]; then line="SupplementaryGroups=$groups"; else line="# SupplementaryGroups: none of $wanted here"; fi
+    sed -e "s#/opt/smartbin/venv#$VENV#g" -e "s|^SupplementaryGroups=.*|$line|" "$SRC/systemd/$unit" >"$UNITS/$unit"
     chmod 0644 "$UNITS/$unit"
   fi
 done

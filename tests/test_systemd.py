@@ -109,7 +109,8 @@ def test_dry_run_changes_nothing_and_shows_the_plan(tmp_path: Path):
     assert "board: rpi4 (extras: pi)" in result.stdout
     for step in (
         "useradd --system",
-        "python3 -m venv /opt/smartbin/venv",
+        "python3 -m venv --system-site-packages /opt/smartbin/venv",  # picamera2 comes from the OS
+        "apt-get install -y python3-picamera2",
         "[pi]",
         "/etc/smartbin/config.yaml",
         "systemctl enable --now smartbin-edge.service",
@@ -130,3 +131,33 @@ def test_refusals_are_clear():
         assert not_root.returncode == 1 and "run as root (sudo)" in not_root.stderr
     bad_bundle = install("--dry-run", "--board", "rpi4", "--bundle", "/nonexistent", check=False)
     assert bad_bundle.returncode == 1 and "is not a model bundle" in bad_bundle.stderr
+
+
+def test_install_paths_per_board():
+    """A Jetson's venv sees JetPack's OpenCV; an x86 box gets a plain venv and no picamera2."""
+    jetson = install("--dry-run", "--board", "jetson-orin-nano").stdout
+    assert "python3 -m venv --system-site-packages /opt/smartbin/venv" in jetson and "[jetson]" in jetson
+    x86 = install("--dry-run", "--board", "x86-dev").stdout
+    assert "python3 -m venv /opt/smartbin/venv" in x86 and "picamera2" not in x86
+
+
+@needs_systemd
+def test_units_name_only_groups_that_exist_here(prefix: Path):
+    def exists(group: str) -> bool:
+        return subprocess.run(["getent", "group", group], capture_output=True).returncode == 0
+
+    for unit, wanted in (("smartbin-edge.service", ("video", "gpio")), ("smartbin-actuator.service", ("gpio",))):
+        text = (prefix / "etc/systemd/system" / unit).read_text()
+        present = [g for g in wanted if exists(g)]
+        line = next((ln for ln in text.splitlines() if ln.startswith("SupplementaryGroups=")), None)
+        assert line == (f"SupplementaryGroups={' '.join(present)}" if present else None), (unit, line)
+
+
+def test_an_old_python_is_stopped_with_one_sentence(tmp_path: Path):
+    """JetPack 4 ships Python 3.6: the installer says so instead of failing inside pip."""
+    old = tmp_path / "python3.6"
+    old.write_text("#!/bin/sh\necho 3.6\n")
+    old.chmod(0o755)
+    result = install("--dry-run", "--board", "jetson-nano", "--python", str(old), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "is Python 3.6; smartbin needs 3.9 or newer (JetPack 4 on the Jetson Nano ships 3.6" in result.stderr
