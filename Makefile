@@ -47,7 +47,7 @@ SOAK_MINUTES ?= 10
 soak: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/soak.py --bundle $(SMALL_BUNDLE) --minutes $(SOAK_MINUTES)
 
-# FUZZ_PAYLOADS hostile payloads to a running daemon over a real broker (CI runs a bounded 1,000).
+# FUZZ_PAYLOADS hostile payloads to a running daemon over a real broker (CI runs a bounded 600).
 FUZZ_PAYLOADS ?= 10000
 fuzz: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/fuzz.py --bundle $(SMALL_BUNDLE) --payloads $(FUZZ_PAYLOADS)

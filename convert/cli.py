@@ -87,6 +87,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         calib_samples=args.calib_samples,
         allow_accuracy_drop=args.allow_accuracy_drop,
         name=args.name,
+        probes=not args.no_probes,
     )
     return export_bundle(args.model, args.out, options)
 
@@ -175,6 +176,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-samples", type=int, default=100)
     p.add_argument("--name", help="model name in the manifest (default: the run folder's name)")
     p.add_argument("--allow-accuracy-drop", action="store_true", help="write variants that miss the gate (marked)")
+    p.add_argument(
+        "--no-probes",
+        action="store_true",
+        help="leave out the peak probes (~5 MB, ~10 MB with --onnx); the bench then uses the nominal peak alone",
+    )
 
     p = _add(sub, "evaluate", cmd_evaluate, "accuracy and agreement of every variant of a bundle on a dataset")
     p.add_argument("bundle")

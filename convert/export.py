@@ -68,6 +68,7 @@ class ExportOptions:
     allow_accuracy_drop: bool = False
     name: str | None = None
     seed: int = 0
+    probes: bool = True
 
 
 @dataclass
@@ -240,8 +241,9 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
                 f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "
                 f"agreement {result.agreement:.1%}, top-1 {result.top1:.1%}"
             )
-        with console.status("writing the peak probes (matrix products only, for the bench's floor)"):
-            manifest.probes = write_probes(staging, options.onnx)
+        if options.probes:
+            with console.status("writing the peak probes (matrix products only, for the bench's floor)"):
+                manifest.probes = write_probes(staging, options.onnx)
         failed = [v for v, e in manifest.variants.items() if e.gate and not e.gate.passed]
         for variant in failed:
             manifest.variants[variant].gate.accepted_despite_failure = options.allow_accuracy_drop

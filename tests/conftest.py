@@ -110,6 +110,7 @@ def other_bundle_dir(tmp_path_factory) -> Path:
                 "--name",
                 "other-model",
                 "--allow-accuracy-drop",
+                "--no-probes",
             ]
         )
         == 0

@@ -154,10 +154,10 @@ def test_daemon_answers_every_random_command_and_keeps_classifying(running_daemo
 
 
 @pytest.mark.slow
-def test_daemon_survives_a_thousand_hostile_payloads(running_daemon):
+def test_daemon_survives_hundreds_of_hostile_payloads(running_daemon):
     """The bounded CI share of `make fuzz` (which sends 10,000): every kind of payload, every one answered."""
     process, sub = running_daemon
-    report = fuzz(sub, process, payloads=1000, seed=1)
+    report = fuzz(sub, process, payloads=600, seed=1)
     assert report.failures == [] and report.crashes == 0, report.summary()
-    assert report.sent > 600 and report.other_topics > 50 and report.refused > 300
+    assert report.sent > 350 and report.other_topics > 30 and report.refused > 200
     assert report.classifications[-1] > report.classifications[0]

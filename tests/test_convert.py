@@ -154,10 +154,12 @@ def test_gate_fails_a_variant_made_to_disagree(run_dir: Path, tmp_path: Path, mo
 
     monkeypatch.setattr(export, "export_saved_model", disagreeing)
     out = tmp_path / "b"
-    assert main(["convert", str(run_dir), "--out", str(out), "--variants", "float16"]) == 1
+    assert main(["convert", str(run_dir), "--out", str(out), "--variants", "float16", "--no-probes"]) == 1
     err = capsys.readouterr().err
     assert "float16 missed its gate: agreement" in err and "nothing written" in err
     assert not out.exists()
-    assert main(["convert", str(run_dir), "--out", str(out), "--variants", "float16", "--allow-accuracy-drop"]) == 0
+    convert = ["convert", str(run_dir), "--out", str(out), "--variants", "float16", "--no-probes"]
+    assert main([*convert, "--allow-accuracy-drop"]) == 0
     gate = manifest(out)["variants"]["float16"]["gate"]
+    assert manifest(out)["probes"] == {}  # --no-probes
     assert not gate["passed"] and gate["accepted_despite_failure"] and gate["agreement"] < 0.5
