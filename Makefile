@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean soak fuzz
+.PHONY: demo test lint format install clean soak fuzz wheels
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/smartbin demo --out demo-output
 
-test: $(STAMP)
+# Offline wheels for the real-systemd test, which installs smartbin[edge] (plus onnxruntime and
+# gpiozero) into a container with systemd/install.sh --find-links, as on a bin with no internet.
+WHEELS := .cache/wheels
+$(WHEELS)/.done: setup.py | $(STAMP)
+	$(BIN)/pip download --quiet --dest $(WHEELS) ".[edge]" setuptools wheel onnxruntime gpiozero
+	touch $@
+
+wheels: $(WHEELS)/.done
+
+test: $(STAMP) $(WHEELS)/.done
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
@@ -31,7 +40,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) demo-output test-artifacts
+	rm -rf $(VENV) demo-output test-artifacts .cache
 
 # A small real bundle (64 px, 4 classes) for the soak and fuzz runs, trained once and kept.
 SMALL_BUNDLE := soak-output/bundle

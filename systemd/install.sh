@@ -2,7 +2,7 @@
 # Install smartbin as a systemd service on a Raspberry Pi, a Jetson or an x86 box.
 #
 #   sudo systemd/install.sh [--board rpi4|rpi5|jetson-nano|jetson-orin-nano|x86-dev] [--bundle DIR]
-#   sudo systemd/install.sh --uninstall [--purge]
+#   sudo systemd/install.sh --uninstall [--purge]   # --purge: also config, state, overrides, user
 #   systemd/install.sh --dry-run ...        # print what would be done, change nothing
 #   systemd/install.sh --prefix DIR ...     # install under DIR (packaging, tests); no user, no systemctl
 #   --python PATH                           # the interpreter for the venv (default python3)
@@ -68,7 +68,13 @@ if [ "$UNINSTALL" -eq 1 ]; then
   fi
   run rm -f "$UNITS/smartbin-edge.service" "$UNITS/smartbin-actuator.service"
   run rm -rf "$OPT"
-  if [ "$PURGE" -eq 1 ]; then run rm -rf "$ETC" "$STATE"; else echo "kept $ETC and $STATE (use --purge to remove them)"; fi
+  if [ "$PURGE" -eq 1 ]; then
+    # the state, the config, local overrides (systemctl edit) and the service user
+    run rm -rf "$ETC" "$STATE" "$UNITS/smartbin-edge.service.d" "$UNITS/smartbin-actuator.service.d"
+    if [ -z "$PREFIX" ] && id smartbin >/dev/null 2>&1; then run userdel smartbin; fi
+  else
+    echo "kept $ETC, $STATE and the smartbin user (use --purge to remove them)"
+  fi
   [ -n "$PREFIX" ] || run systemctl daemon-reload
   exit 0
 fi

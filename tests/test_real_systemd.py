@@ -1,0 +1,297 @@
+"""The units under a real systemd: PID 1 of a container booted from this machine's Debian.
+
+smartbin is installed with ``systemd/install.sh`` exactly as a user would (offline wheels via
+``--find-links``, as on a bin with no internet), with a bundle and a config pointing at the
+container's own mosquitto on loopback. Then, for real: READY=1, the watchdog, SIGKILL and the
+outbox, exit 78, ``systemctl reload``, both engines under the hardened unit, the journal, the
+actuator unit with gpiozero's mock pins, and ``--uninstall --purge``.
+
+One drop-in shortens the unit's timers (WatchdogSec 30 -> 5, RestartSec 5 -> 1) so the suite
+stays short; everything else is the installed unit as it ships.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.container import Container, unavailable
+
+pytestmark = pytest.mark.real_systemd
+
+WHEELS = ROOT / ".cache" / "wheels"
+EDGE = "smartbin-edge.service"
+ACTUATOR = "smartbin-actuator.service"
+DEVICE = "bin-01"
+TOPIC = f"smartbin/{DEVICE}"
+DROP_IN = """[Service]
+WatchdogSec=5
+RestartSec=1
+"""
+# What the filesystem check after --purge ignores: systemd's and the journal's own state, the
+# broker's database, our copies of the source and inputs, and shadow's backup files.
+UNTRACKED = ("var/log", "var/lib/systemd", "var/lib/mosquitto", "var/cache", "var/tmp", "tmp", "run", "root", "srv")
+
+
+def snapshot(root: Path) -> dict[str, bytes | str]:
+    """Every path under /etc, /opt and /var with its content (files) or kind: what install/uninstall change."""
+    seen: dict[str, bytes | str] = {}
+    for top in ("etc", "opt", "var"):
+        for path in sorted((root / top).rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if rel.startswith(UNTRACKED) or rel.endswith("-") or rel == "etc/machine-id":
+                continue
+            if path.is_symlink():
+                seen[rel] = "-> " + os.readlink(path)
+            elif path.is_file():
+                seen[rel] = path.read_bytes()
+            else:
+                seen[rel] = "dir"
+    return seen
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory, bundle_dir: Path, clip_factory):
+    """A booted container with smartbin installed by install.sh and the edge unit active."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    if not (WHEELS / ".done").exists():
+        pytest.skip(f"no offline wheels in {WHEELS}: `make wheels` fetches them (the README's `make test` does)")
+    base = tmp_path_factory.mktemp("container")
+    box = Container(base / "root", binds={WHEELS: "/wheels"})
+    try:
+        box.start()
+    except RuntimeError as exc:
+        box.stop()
+        pytest.skip(f"this machine cannot boot systemd in a container: {exc}")
+    try:
+        shutil.copytree(
+            ROOT,
+            box.path("/root/src"),
+            ignore=shutil.ignore_patterns(
+                ".git",
+                ".venv",
+                ".cache",
+                "*.egg-info",
+                "build",
+                "__pycache__",
+                "demo-output",
+                "test-artifacts",
+                "soak-output",
+            ),
+        )
+        box.copy_in(bundle_dir, "/root/bundle")
+        clip, _ = clip_factory(items=4, seed=11)
+        box.copy_in(clip, "/srv/smartbin/clip.avi")  # readable under ProtectSystem=strict and ProtectHome
+        box.sh("systemctl start mosquitto.service")
+        before = snapshot(box.root)
+
+        config = yaml.safe_load((ROOT / "firmware_config" / "x86-dev.yaml").read_text(encoding="utf-8"))
+        config["device_id"] = DEVICE
+        config["model"].update(variant="int8", threads=1)
+        config["source"].update(uri="file:///srv/smartbin/clip.avi?loop=1&realtime=1", frozen_after_s=0, roi=None)
+        config["mqtt"].update(host="127.0.0.1", metrics_interval_s=1)
+        config["actuator"].update(mode="pins", hold_s=0.05)
+        write_config(box, config)  # an existing config is kept by the installer
+        etc = box.path("/etc/smartbin")
+        (etc / "environment").write_text("GPIOZERO_PIN_FACTORY=mock\n")  # no GPIO in a container
+        drop_in = box.path(f"/etc/systemd/system/{EDGE}.d")
+        drop_in.mkdir(parents=True)
+        (drop_in / "timers.conf").write_text(DROP_IN)
+
+        started = time.monotonic()
+        install = box.sh(
+            "/root/src/systemd/install.sh --board x86-dev --bundle /root/bundle --find-links /wheels 2>&1", check=False
+        )
+        assert install.returncode == 0, install.stdout
+        print(f"install.sh in the container: {time.monotonic() - started:.0f} s")
+        box.install_log = install.stdout
+        box.config = config
+        box.before_install = before
+        yield box
+    finally:
+        box.stop()
+
+
+def write_config(box: Container, config: dict) -> None:
+    path = box.path("/etc/smartbin/config.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+
+def show(box: Container, unit: str = EDGE) -> dict[str, str]:
+    return box.unit(unit, "ActiveState", "SubState", "MainPID", "NRestarts", "ExecMainStatus", "StatusText", "Result")
+
+
+def wait_for(predicate, what: str, timeout: float = 60, every: float = 0.2):
+    """Poll until ``predicate()`` is truthy; fail naming ``what``. A bound on waiting, never a speed check."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def messages(box: Container, topic: str, count: int, timeout: int = 60, extra: str = "") -> list[dict]:
+    """``count`` JSON messages from the container's broker, read by mosquitto_sub inside it."""
+    out = box.sh(f"mosquitto_sub -h 127.0.0.1 -t '{topic}' -C {count} -W {timeout} {extra}", check=False)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def outbox_rows(box: Container) -> list[str]:
+    """event_ids waiting in the daemon's outbox (read from the host: the container's root is a folder here)."""
+    path = box.path("/var/lib/smartbin/outbox.sqlite")
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in db.execute("SELECT event_id FROM outbox ORDER BY id")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
+def restart_and_wait(box: Container) -> dict[str, str]:
+    box.sh(f"systemctl restart {EDGE}")
+    return wait_for(lambda: (s := show(box))["ActiveState"] == "active" and s, "the unit to be active again")
+
+
+def test_installer_enables_the_unit_and_it_becomes_active_only_on_ready(machine: Container):
+    assert "groups: video" in machine.install_log  # gpio and render do not exist here: left out of the unit
+    assert machine.sh(f"systemctl is-enabled {EDGE}").stdout.strip() == "enabled"
+    machine.sh(f"systemctl stop {EDGE}")
+    machine.sh(f"systemctl start --no-block {EDGE}")
+    states = []
+    wait_for(lambda: states.append(show(machine)) or states[-1]["ActiveState"] == "active", "active", every=0.02)
+    # Type=notify: systemd holds the unit in "activating" until the daemon's READY=1, sent after its first
+    # real capture -> infer -> decide cycle (Python, the model and the camera take far longer than one poll).
+    seen = [s["ActiveState"] for s in states if s["ActiveState"] != "inactive"]  # the job may not have begun
+    assert seen[0] == "activating", states
+    status = states[-1]["StatusText"]
+    assert "int8 on litert" in status, status  # STATUS= from the daemon, over the notify socket
+    journal = machine.sh(f"journalctl -u {EDGE} -b --no-pager -o cat").stdout
+    assert "ready: int8 on litert" in journal, journal[-2000:]
+    assert "smartbin " in journal and "pid " in journal  # the daemon's own lines reach the journal
+    # Decisions reach the container's broker, from the service user, under the hardened unit.
+    decisions = messages(machine, f"{TOPIC}/decision", 2)
+    assert len(decisions) == 2 and all(d["device_id"] == DEVICE for d in decisions)
+    assert machine.sh(f"ps -o user= -p {show(machine)['MainPID']}").stdout.strip() == "smartbin"
+
+
+def test_watchdog_restarts_a_hung_loop(machine: Container):
+    before = show(machine)
+    machine.sh(f"kill -STOP {before['MainPID']}")  # the loop hangs: no more WATCHDOG=1
+    after = wait_for(
+        lambda: (s := show(machine))["ActiveState"] == "active" and s["MainPID"] != before["MainPID"] and s,
+        "a restart after the watchdog fired",
+    )
+    assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+    journal = machine.sh(f"journalctl -u {EDGE} -b --no-pager -o cat").stdout
+    assert "Watchdog timeout" in journal, journal[-2000:]
+    assert messages(machine, f"{TOPIC}/decision", 1)  # serving again
+
+
+def test_sigkill_restarts_and_the_outbox_backlog_is_delivered(machine: Container):
+    # A persistent QoS 1 session, so the broker keeps what arrives for it while we are not reading.
+    session = "-c -i systemd-test -q 1"
+    assert messages(machine, f"{TOPIC}/decision", 1, extra=session)
+    machine.sh("systemctl stop mosquitto.service")  # the broker goes away: decisions queue in the outbox
+    backlog = wait_for(lambda: (rows := outbox_rows(machine)) and len(rows) >= 3 and rows, "an outbox backlog")
+    before = show(machine)
+    machine.sh(f"systemctl kill --signal=SIGKILL {EDGE}")
+    after = wait_for(
+        lambda: (s := show(machine))["ActiveState"] == "active" and s["MainPID"] != before["MainPID"] and s,
+        "a restart after SIGKILL",
+    )
+    assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+    assert set(backlog) <= set(outbox_rows(machine))  # the killed process lost nothing it had queued
+    machine.sh("systemctl start mosquitto.service")
+    wait_for(lambda: not set(backlog) & set(outbox_rows(machine)), "the backlog to be sent")
+    received = messages(machine, f"{TOPIC}/decision", len(backlog) + 50, timeout=5, extra=session)
+    assert set(backlog) <= {m["event_id"] for m in received}
+
+
+def test_a_config_error_exits_78_and_is_not_restarted(machine: Container):
+    bad = {**machine.config, "decision": {**machine.config["decision"], "min_confidense": 0.5}}
+    write_config(machine, bad)
+    try:
+        assert machine.sh(f"systemctl restart {EDGE}", check=False).returncode != 0
+        time.sleep(3)  # three RestartSec: a restart loop would have begun
+        state = show(machine)
+        assert state["ExecMainStatus"] == "78" and state["ActiveState"] == "failed", state
+        assert state["NRestarts"] == "0", state  # a manual restart zeroes it; any automatic one counts
+        journal = machine.sh(f"journalctl -u {EDGE} -b --no-pager -o cat").stdout
+        assert "min_confidense" in journal and "/etc/smartbin/config.yaml" in journal, journal[-2000:]
+    finally:
+        write_config(machine, machine.config)
+        machine.sh(f"systemctl reset-failed {EDGE}")
+    restart_and_wait(machine)
+
+
+def test_systemctl_reload_applies_a_change_without_a_restart(machine: Container):
+    before = show(machine)
+    write_config(machine, {**machine.config, "decision": {**machine.config["decision"], "min_confidence": 1.0}})
+    try:
+        machine.sh(f"systemctl reload {EDGE}")
+        journal = wait_for(
+            lambda: "reloaded" in (j := machine.sh(f"journalctl -u {EDGE} -b --no-pager -o cat").stdout) and j,
+            "the reload in the journal",
+        )
+        assert "reloaded from /etc/smartbin/config.yaml: decision" in journal, journal[-2000:]
+        decisions = messages(machine, f"{TOPIC}/decision", 3)
+        assert decisions and all(d["reason"] == "low_confidence" for d in decisions), decisions
+        after = show(machine)
+        assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == before["NRestarts"]
+    finally:
+        write_config(machine, machine.config)
+        machine.sh(f"systemctl reload {EDGE}")
+
+
+def test_the_hardened_unit_runs_the_onnx_engine_too(machine: Container):
+    machine.sh("/opt/smartbin/venv/bin/pip install --quiet --no-index --find-links /wheels onnxruntime")
+    onnx = {**machine.config, "model": {**machine.config["model"], "variant": "onnx_int8"}}
+    write_config(machine, onnx)
+    try:
+        state = restart_and_wait(machine)
+        assert "onnx_int8 on onnxruntime" in state["StatusText"], state
+        status = messages(machine, f"{TOPIC}/status", 1)[0]
+        assert status["backend"] == "onnxruntime" and status["state"] == "online", status
+        assert messages(machine, f"{TOPIC}/decision", 2)
+    finally:
+        write_config(machine, machine.config)
+    restart_and_wait(machine)
+
+
+def test_the_actuator_unit_moves_mock_pins_on_decisions(machine: Container):
+    machine.sh("/opt/smartbin/venv/bin/pip install --quiet --no-index --find-links /wheels gpiozero")
+    machine.sh(f"systemctl start {ACTUATOR}")
+    acks = messages(machine, f"{TOPIC}/actuator/ack", 2)
+    assert len(acks) == 2 and all(a["ok"] and not a["duplicate"] and a["bin"] for a in acks), acks
+    journal = machine.sh(f"journalctl -u {ACTUATOR} -b --no-pager -o cat").stdout
+    assert f"moving to {acks[0]['bin']}" in journal, journal[-2000:]
+    assert show(machine, ACTUATOR)["ActiveState"] == "active"
+    machine.sh(f"systemctl stop {ACTUATOR}")
+
+
+def test_uninstall_purge_leaves_nothing_behind(machine: Container):
+    out = machine.sh("/root/src/systemd/install.sh --uninstall --purge 2>&1").stdout
+    units = machine.sh(f"systemctl list-unit-files {EDGE} {ACTUATOR} --no-legend", check=False).stdout
+    assert units.strip() == "", out + units
+    assert machine.sh("id smartbin", check=False).returncode != 0
+    after = snapshot(machine.root)
+    added = sorted(set(after) - set(machine.before_install))
+    changed = sorted(k for k in after if k in machine.before_install and after[k] != machine.before_install[k])
+    removed = sorted(set(machine.before_install) - set(after))
+    assert not added and not changed and not removed, (added, changed, removed)
