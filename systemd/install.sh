@@ -133,6 +133,7 @@ fi
 
 # 3. config (never overwritten) and model bundle
 run mkdir -p "$ETC" "$STATE/models" "$UNITS"
+run chmod 0750 "$ETC"  # the unit's ConfigurationDirectoryMode; the config may name secrets' files
 if [ ! -f "$ETC/config.yaml" ]; then
   run install -m 0640 "$SRC/firmware_config/$BOARD.yaml" "$ETC/config.yaml"
 else

@@ -184,6 +184,9 @@ def test_installer_enables_the_unit_and_it_becomes_active_only_on_ready(machine:
     journal = machine.sh(f"journalctl -u {EDGE} -b --no-pager -o cat").stdout
     assert "ready: int8 on litert" in journal, journal[-2000:]
     assert "smartbin " in journal and "pid " in journal  # the daemon's own lines reach the journal
+    # The hardening leaves what the runtime needs: XNNPACK reads /proc/cpuinfo (ProcSubset=pid hid it).
+    assert "delegate=xnnpack" in journal and "cpuinfo" not in journal, journal[-2000:]
+    assert "mode is different" not in journal, journal[-2000:]  # the installer gives /etc/smartbin the unit's 0750
     # Decisions reach the container's broker, from the service user, under the hardened unit.
     decisions = messages(machine, f"{TOPIC}/decision", 2)
     assert len(decisions) == 2 and all(d["device_id"] == DEVICE for d in decisions)

@@ -82,7 +82,7 @@ def test_unit_contract():
     ):
         assert line in edge, line
     actuator = (ROOT / "systemd" / "smartbin-actuator.service").read_text()
-    assert "After=network-online.target mosquitto.service" in actuator
+    assert "After=network.target mosquitto.service smartbin-edge.service" in actuator
 
 
 def test_prefix_install_is_complete_and_idempotent(prefix: Path, bundle_dir: Path):
