@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean soak fuzz wheels
+.PHONY: demo test lint format install clean soak fuzz wheels arm64-check
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -60,3 +60,8 @@ soak: $(SMALL_BUNDLE)/manifest.json
 FUZZ_PAYLOADS ?= 10000
 fuzz: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/fuzz.py --bundle $(SMALL_BUNDLE) --payloads $(FUZZ_PAYLOADS)
+
+# Not in CI (minutes under emulation): smartbin[edge] installed and run on aarch64 code (qemu-user,
+# a debootstrapped Debian arm64 root cached in .cache/arm64-root). Root; see tests/arm64_check.sh.
+arm64-check: $(SMALL_BUNDLE)/manifest.json
+	bash tests/arm64_check.sh $(SMALL_BUNDLE) "$$($(BIN)/python -c 'import matplotlib.cbook as c; print(c.get_sample_data("grace_hopper.jpg", asfileobj=False))')" $(BIN)/python
