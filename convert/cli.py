@@ -88,6 +88,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         allow_accuracy_drop=args.allow_accuracy_drop,
         name=args.name,
         probes=not args.no_probes,
+        quant_report=args.quant_report,
+        mixed_precision=args.mixed_precision,
     )
     return export_bundle(args.model, args.out, options)
 
@@ -173,7 +175,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write model.onnx (TensorRT/CUDA on Jetson) and model_int8.onnx (ONNX Runtime int8 for x86 CPUs)",
     )
     p.add_argument("--data", help="dataset for calibration and the accuracy gate (default: the training data)")
-    p.add_argument("--calib-samples", type=int, default=100)
+    p.add_argument(
+        "--calibration-images",
+        "--calib-samples",
+        dest="calib_samples",
+        type=int,
+        default=100,
+        help="training images for int8 calibration, drawn evenly across classes (default 100)",
+    )
+    p.add_argument(
+        "--quant-report",
+        action="store_true",
+        help="write quantization.md/.json (per-layer error) even when the integer variants pass their gates",
+    )
+    p.add_argument(
+        "--no-mixed-precision",
+        dest="mixed_precision",
+        action="store_false",
+        help="do not keep layers in float when a full-integer variant misses its gate",
+    )
     p.add_argument("--name", help="model name in the manifest (default: the run folder's name)")
     p.add_argument("--allow-accuracy-drop", action="store_true", help="write variants that miss the gate (marked)")
     p.add_argument(

@@ -25,6 +25,8 @@ from convert.dataset import stratified_split
 from convert.formats import TFLITE_VARIANTS, convert_onnx, convert_tflite, export_saved_model, quantize_onnx
 from convert.model import load_model
 from convert.probe import write_probes
+from convert.quantdebug import markdown as quantization_markdown
+from convert.rescue import Candidate, rescue
 from convert.train import CONFIG_FILE, LABELS_FILE, find_run, load_labels
 from edge.bundle import (
     FORMAT_VERSION,
@@ -66,6 +68,8 @@ class ExportOptions:
     data: str | None = None
     calib_samples: int = 100
     allow_accuracy_drop: bool = False
+    quant_report: bool = False  # the per-layer report even when the integer variants pass
+    mixed_precision: bool = True  # keep the worst layers in float where full integer misses the gate
     name: str | None = None
     seed: int = 0
     probes: bool = True
@@ -219,6 +223,7 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
             keras_accuracy={"top1": float((keras_probs.argmax(1) == truth).mean()), "images": float(len(truth))},
         )
         targets = list(options.variants) + (["onnx", "onnx_int8"] if options.onnx else [])
+        reports: dict[str, dict] = {}
         saved_model = None
         for variant in targets:
             path = staging / VARIANT_FILES[variant]
@@ -232,14 +237,47 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
                     saved_model = saved_model or export_saved_model(keras_model, staging / "saved_model")
                     path.write_bytes(convert_tflite(saved_model, variant, calibration))
                 seconds = time.perf_counter() - start
-            manifest.variants[variant] = entry = _entry(path, variant, seconds)
-            # Through the device's own engine, so its manifest and shape checks run on the new file too.
-            engine = open_engine(Bundle(staging, manifest), "auto", variant)
-            probs = np.concatenate([engine.infer(x[None]) for x in held_out])
-            entry.gate = result = gate(variant, probs, keras_probs, truth)
+
+            def evaluate(data: bytes | None = None, variant: str = variant, path: Path = path, seconds=seconds):
+                """Gate the variant's file (``data`` written first) through the device's own engine."""
+                if data is not None:
+                    path.write_bytes(data)
+                manifest.variants[variant] = entry = _entry(path, variant, seconds)
+                engine = open_engine(Bundle(staging, manifest), "auto", variant)
+                start = time.perf_counter()
+                probs = np.concatenate([engine.infer(x[None]) for x in held_out])
+                ms = 1000 * (time.perf_counter() - start) / len(held_out)
+                if variant == "int8":  # mixed precision may leave the output in float
+                    entry.output_dtype = np.dtype(engine.interpreter.get_output_details()[0]["dtype"]).name
+                entry.gate = gate(variant, probs, keras_probs, truth)
+                return entry.gate, ms
+
+            result, ms = evaluate()
+            if variant in ("int8", "onnx_int8") and (not result.passed or options.quant_report):
+                with console.status(f"{variant}: per-layer quantization report" + ("" if result.passed else ", fixes")):
+                    first = Candidate(path.read_bytes(), result, ms, f"MinMax calibration, {len(calibration)} images")
+                    best, report = rescue(
+                        variant,
+                        first,
+                        evaluate,
+                        calibration,
+                        saved_model,
+                        staging / VARIANT_FILES["onnx"] if variant == "onnx_int8" else None,
+                        options.mixed_precision,
+                        staging,
+                    )
+                    result, _ = evaluate(best.data)
+                    manifest.variants[variant].quantization = report
+                    reports[variant] = report.model_dump()
+            entry = manifest.variants[variant]
             console.log(
                 f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "
                 f"agreement {result.agreement:.1%}, top-1 {result.top1:.1%}"
+                + (
+                    f", {len(entry.quantization.float_layers)} layer(s) left in float"
+                    if entry.quantization and entry.quantization.float_layers
+                    else ""
+                )
             )
         if options.probes:
             with console.status("writing the peak probes (matrix products only, for the bench's floor)"):
@@ -252,10 +290,15 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
         if failed and not options.allow_accuracy_drop:
             for variant in failed:
                 console.print(f"[red]{variant} missed its gate: {describe_failure(manifest.variants[variant].gate)}")
+                if reports.get(variant):
+                    console.print(quantization_markdown({variant: reports[variant]}))
             console.print("nothing written; pass --allow-accuracy-drop to write it anyway (marked in the manifest)")
             return 1
         if saved_model:
             shutil.rmtree(saved_model)
+        if reports:
+            (staging / "quantization.json").write_text(json.dumps(reports, indent=2), encoding="utf-8")
+            (staging / "quantization.md").write_text(quantization_markdown(reports), encoding="utf-8")
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

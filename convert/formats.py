@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,13 @@ def export_saved_model(model, path: Path) -> Path:
 
 def convert_tflite(saved_model: Path, variant: str, calibration: np.ndarray) -> bytes:
     """One TFLite variant. int8 is full-integer with uint8 input and output."""
+    converter = tflite_converter(saved_model, variant, calibration)
+    with quiet_stdout():
+        return converter.convert()
+
+
+def tflite_converter(saved_model: Path, variant: str, calibration: np.ndarray):
+    """The configured converter of one variant (also what the quantization debugger starts from)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -50,8 +57,7 @@ def convert_tflite(saved_model: Path, variant: str, calibration: np.ndarray) -> 
         converter.inference_output_type = tf.uint8
     elif variant != "float32":
         raise SmartbinError(f"unknown variant {variant!r} (allowed: {', '.join(TFLITE_VARIANTS)})")
-    with quiet_stdout():
-        return converter.convert()
+    return converter
 
 
 def convert_onnx(model, path: Path, height: int, width: int) -> None:
@@ -63,26 +69,26 @@ def convert_onnx(model, path: Path, height: int, width: int) -> None:
         model.export(str(path), format="onnx", input_signature=spec, verbose=False)
 
 
-def quantize_onnx(float_model: Path, path: Path, calibration: np.ndarray) -> None:
+def quantize_onnx(
+    float_model: Path, path: Path, calibration: np.ndarray, method: str = "MinMax", exclude: Sequence[str] = ()
+) -> None:
     """Static int8 of the ONNX model (QDQ, per-channel weights), calibrated on the int8 TFLite's images.
 
     ONNX Runtime runs it with u8 x s8 kernels that do twice the multiply-adds per instruction of
     float32 on x86 CPUs without VNNI, where XNNPACK's int8 is no faster than its float32. Weights
     keep 7 bits (reduce_range) so that those kernels' 16-bit intermediate sums cannot saturate.
+    ``method`` is ONNX Runtime's calibration (MinMax, Entropy, Percentile); ``exclude`` names nodes
+    left in float (mixed precision).
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    name = onnx.load(str(float_model), load_external_data=False).graph.input[0].name
-
-    class Images(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.images = iter(calibration)
-
-        def get_next(self) -> dict | None:
-            image = next(self.images, None)
-            return None if image is None else {name: image[None]}
+    name = onnx_input_name(float_model)
 
     prepared = path.with_suffix(".prepared.onnx")
     quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
@@ -90,12 +96,35 @@ def quantize_onnx(float_model: Path, path: Path, calibration: np.ndarray) -> Non
         quantize_static(
             str(prepared),
             str(path),
-            Images(),
+            image_reader(name, calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             reduce_range=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod[method],
+            nodes_to_exclude=list(exclude),
         )
     finally:
         prepared.unlink(missing_ok=True)
+
+
+def onnx_input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+
+def image_reader(input_name: str, images: np.ndarray):
+    """ONNX Runtime's calibration reader over images, one at a time."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.images = iter(images)
+
+        def get_next(self) -> dict | None:
+            image = next(self.images, None)
+            return None if image is None else {input_name: image[None]}
+
+    return Images()

@@ -68,6 +68,34 @@ class GateResult(Strict):
     accepted_despite_failure: bool = False
 
 
+class LayerError(Strict):
+    """One layer's quantization error, from the convert-time debugger."""
+
+    name: str
+    op: str
+    metric: Literal["channel_sqnr_db"]  # the worst channel's signal-to-quantization-noise ratio (lower worse)
+    error: float
+    range: tuple[float, float]  # the activation range the quantization covers
+
+
+class Attempt(Strict):
+    what: str  # e.g. "MinMax calibration", "3 layers in float"
+    agreement: float
+    top1: float
+    kept: bool = False
+
+
+class QuantizationReport(Strict):
+    """How an integer variant was made and, where it struggled, why (quantization.md beside the manifest)."""
+
+    calibration: str  # method and number of images
+    attempts: list[Attempt] = []
+    float_layers: list[str] = []  # mixed precision: what stayed float to pass the gate
+    ms_per_image: Optional[float] = None  # with float_layers, measured on the held-out images
+    int8_ms_per_image: Optional[float] = None  # the full-integer model, same images, same run
+    worst_layers: list[LayerError] = []
+
+
 class VariantFile(Strict):
     file: str
     format: Literal["tflite", "onnx"]
@@ -77,6 +105,7 @@ class VariantFile(Strict):
     output_dtype: str
     conversion_s: Optional[float] = None
     gate: Optional[GateResult] = None
+    quantization: Optional[QuantizationReport] = None
 
 
 class ProbeFile(Strict):

@@ -1,0 +1,207 @@
+"""Why a quantized variant disagrees with Keras, layer by layer, and the fewest layers to keep in float.
+
+Both formats get the same measure: each activation's worst channel SQNR, in dB (lower is worse).
+A tensor's int8 range is one per tensor, so one outlier channel (typical after BatchNorm folding)
+can leave the other channels a handful of steps, or none: the worst channel shows it where the
+whole tensor's SQNR and the RMSE in steps both look fine. TFLite's numbers come from
+``tf.lite.experimental.QuantizationDebugger`` (each int8 op beside its float twin), ONNX's from
+ONNX Runtime's QDQ loss debugger (every intermediate tensor of the float and the QDQ model).
+Keeping a layer "in float" keeps its output tensor float: the layer and the layers that read it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from convert.formats import image_reader, onnx_input_name, quiet_stdout
+from edge.bundle import LayerError
+
+WORST = 10  # layers in the report
+METRIC = "channel_sqnr_db"
+
+
+def channel_sqnr(reference: Sequence[np.ndarray], quantized: Sequence[np.ndarray], axis: int) -> float:
+    """The lowest per-channel signal-to-quantization-noise ratio (dB) over the images; dead channels skipped."""
+    f = np.moveaxis(np.stack([np.asarray(a, np.float64) for a in reference]), axis if axis < 0 else axis + 1, -1)
+    q = np.moveaxis(np.stack([np.asarray(a, np.float64) for a in quantized]), axis if axis < 0 else axis + 1, -1)
+    f, q = f.reshape(-1, f.shape[-1]), q.reshape(-1, q.shape[-1])
+    signal, noise = (f**2).mean(0), ((f - q) ** 2).mean(0)
+    alive = signal > 1e-12
+    if not alive.any():
+        return math.inf
+    return float(10 * np.log10(signal[alive] / np.maximum(noise[alive], 1e-12 * signal[alive])).min())
+
+
+def _images(images: np.ndarray):
+    return lambda: ([image[None]] for image in images)
+
+
+def _tflite_sqnr(reference, quantized, scale: float, zero_point: int) -> float:
+    return channel_sqnr(reference, [(np.asarray(q, np.float64) - zero_point) * scale for q in quantized], -1)
+
+
+def tflite_layer_errors(converter, images: np.ndarray) -> list[LayerError]:
+    """Every quantized activation of the int8 model, worst channel SQNR first."""
+    import tensorflow as tf
+
+    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={METRIC: _tflite_sqnr})
+    with quiet_stdout():
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=_images(images), debug_options=options
+        )
+        debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    layers = []
+    for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        scale, zero = float(row["scale"]), int(float(row["zero_point"]))
+        error = float(row[METRIC])
+        if scale and math.isfinite(error):
+            layers.append(
+                LayerError(
+                    name=row["tensor_name"],
+                    op=row["op_name"],
+                    metric=METRIC,
+                    error=round(error, 2),
+                    range=(round((-128 - zero) * scale, 4), round((127 - zero) * scale, 4)),
+                )
+            )
+    return sorted(layers, key=lambda layer: layer.error)
+
+
+def tflite_readers(model: bytes) -> dict[str, list[str]]:
+    """For each tensor, the output tensors (TFLite's node names) of the ops that read it."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_content=model)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    readers: dict[str, list[str]] = {}
+    for op in interpreter._get_ops_details():  # the op graph is not public API
+        for tensor in op["inputs"]:
+            if tensor in names:
+                readers.setdefault(names[tensor], []).extend(names[t] for t in op["outputs"] if t in names)
+    return readers
+
+
+def tflite_mixed(converter, images: np.ndarray, float_nodes: Sequence[str]) -> bytes:
+    """The int8 model with ``float_nodes`` (ops, by output tensor name) left in float."""
+    import tensorflow as tf
+
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_nodes))
+    with quiet_stdout():
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=_images(images[:1]), debug_options=options
+        )
+        return debugger.get_nondebug_quantized_model()
+
+
+def onnx_layer_errors(float_model: Path, qdq_model: Path, images: np.ndarray) -> list[LayerError]:
+    """Every activation of the QDQ model against the float model's, worst channel SQNR first."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    name = onnx_input_name(float_model)
+    with tempfile.TemporaryDirectory(prefix="smartbin-qdq-") as tmp:
+        acts = {}
+        for kind, model in (("float", float_model), ("qdq", qdq_model)):
+            augmented = Path(tmp) / f"{kind}.onnx"
+            modify_model_output_intermediate_tensors(str(model), str(augmented))
+            acts[kind] = collect_activations(str(augmented), image_reader(name, images))
+    matching = create_activation_matching(acts["qdq"], acts["float"])
+    producers = {out: node for node in onnx.load(str(float_model)).graph.node for out in node.output}
+    layers = []
+    for tensor, pair in matching.items():
+        node = producers.get(tensor)
+        if node is None or "float" not in pair or "pre_qdq" not in pair:
+            continue
+        reference, quantized = pair["float"], pair["post_qdq"] if "post_qdq" in pair else pair["pre_qdq"]
+        error = channel_sqnr(reference, quantized, 1 if np.ndim(reference[0]) >= 2 else -1)  # NCHW / NC
+        if math.isfinite(error):
+            values = np.concatenate([np.ravel(a) for a in reference])
+            layers.append(
+                LayerError(
+                    name=node.name,
+                    op=node.op_type,
+                    metric=METRIC,
+                    error=round(error, 2),
+                    range=(round(float(values.min()), 4), round(float(values.max()), 4)),
+                )
+            )
+    return sorted(layers, key=lambda layer: layer.error)
+
+
+def onnx_readers(float_model: Path) -> dict[str, list[str]]:
+    """For each node, the nodes that read its outputs."""
+    import onnx
+
+    graph = onnx.load(str(float_model)).graph
+    producer = {out: node.name for node in graph.node for out in node.output}
+    readers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for tensor in node.input:
+            if tensor in producer:
+                readers.setdefault(producer[tensor], []).append(node.name)
+    return readers
+
+
+def float_sets(ranked: Sequence[LayerError], readers: dict[str, list[str]]) -> list[list[str]]:
+    """Nodes to keep in float for the worst 1, 2, 4 ... layers: each layer and the layers that read it.
+
+    The last set would be every layer (the float model): not a mixed-precision model, left out.
+    """
+    sets, count = [], 1
+    while count < len(ranked):
+        nodes: list[str] = []
+        for layer in ranked[:count]:
+            for node in [layer.name, *readers.get(layer.name, [])]:
+                if node not in nodes:
+                    nodes.append(node)
+        if not sets or nodes != sets[-1]:
+            sets.append(nodes)
+        count *= 2
+    return sets
+
+
+def markdown(reports: dict[str, dict]) -> str:
+    """quantization.md: per variant, calibration, what stayed float and the worst layers."""
+    lines = [
+        "# Quantization report",
+        "",
+        "Error per layer: the worst channel's signal-to-quantization-noise ratio against the float model,",
+        "in dB (lower is worse; under ~10 dB a channel has lost most of what it carried).",
+        "",
+    ]
+    for variant, report in reports.items():
+        lines += [f"## {variant}", ""]
+        lines.append(f"- calibration: {report['calibration']}")
+        for attempt in report["attempts"]:
+            lines.append(
+                f"- tried {attempt['what']}: agreement {attempt['agreement']:.1%}, top-1 {attempt['top1']:.1%}"
+                + (" (kept)" if attempt.get("kept") else "")
+            )
+        if report["float_layers"]:
+            lines.append(f"- left in float: {', '.join(f'`{n}`' for n in report['float_layers'])}")
+        if report.get("ms_per_image"):
+            lines.append(
+                f"- speed on the held-out images: {report['ms_per_image']:.2f} ms/image, "
+                f"full integer {report['int8_ms_per_image']:.2f} ms/image"
+            )
+        lines += ["", "| layer | op | error | activation range |", "|---|---|---|---|"]
+        for layer in report["worst_layers"]:
+            lines.append(
+                f"| `{layer['name'][:80]}` | {layer['op']} | {layer['error']} {layer['metric']} | "
+                f"{layer['range'][0]} … {layer['range'][1]} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

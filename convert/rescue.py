@@ -1,0 +1,110 @@
+"""An integer variant that misses its gate: find out why, then try what can fix it, the gate deciding.
+
+In order: the per-layer report (always written when asked, or when the gate fails), ONNX Runtime's
+other calibration methods (Percentile, Entropy) for onnx_int8, then mixed precision: the worst
+1, 2, 4 ... layers of the report (with the layers that read them) kept in float until the gate
+passes. What stayed float and what it costs in speed (measured with the device's engine on the
+held-out images) goes to the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convert.formats import quantize_onnx, tflite_converter
+from convert.quantdebug import (
+    WORST,
+    float_sets,
+    onnx_layer_errors,
+    onnx_readers,
+    tflite_layer_errors,
+    tflite_mixed,
+    tflite_readers,
+)
+from edge.bundle import Attempt, GateResult, QuantizationReport
+
+log = logging.getLogger(__name__)
+
+DEBUG_IMAGES = 16  # the debugger runs every layer in float and int8: a few images rank them
+CALIBRATIONS = ("Percentile", "Entropy")  # ONNX Runtime's, tried after MinMax
+
+
+@dataclass
+class Candidate:
+    """A model file's bytes with its gate result and speed."""
+
+    data: bytes
+    gate: GateResult
+    ms_per_image: float
+    what: str
+
+
+# Writes the bytes as the variant's file, runs the engine on the held-out images: (gate, ms/image).
+Evaluate = Callable[[bytes], tuple[GateResult, float]]
+
+
+def better(a: GateResult, b: GateResult) -> bool:
+    return (a.passed, a.agreement, a.top1) > (b.passed, b.agreement, b.top1)
+
+
+def rescue(
+    variant: str,
+    current: Candidate,
+    evaluate: Evaluate,
+    calibration: np.ndarray,
+    saved_model: Path | None,
+    float_onnx: Path | None,
+    mixed_precision: bool,
+    work: Path,
+) -> tuple[Candidate, QuantizationReport]:
+    """The best candidate found (the current one when nothing beats it) and the report of the search."""
+    debug = calibration[:DEBUG_IMAGES]
+    attempts = [current]
+    method = "MinMax"
+    candidate_path = work / f"candidate-{variant}"
+    if variant == "int8":
+        converter = tflite_converter(saved_model, "int8", calibration)
+        ranked = tflite_layer_errors(converter, debug)
+        readers = tflite_readers(current.data)
+    else:
+        candidate_path.write_bytes(current.data)
+        ranked = onnx_layer_errors(float_onnx, candidate_path, debug)
+        readers = onnx_readers(float_onnx)
+        for other in CALIBRATIONS if not current.gate.passed else ():
+            quantize_onnx(float_onnx, candidate_path, calibration, method=other)
+            gate, ms = evaluate(candidate_path.read_bytes())
+            attempts.append(Candidate(candidate_path.read_bytes(), gate, ms, f"{other} calibration"))
+            log.info("%s with %s calibration: agreement %.1f%%", variant, other, 100 * gate.agreement)
+            if better(gate, current.gate):
+                current, method = attempts[-1], other
+            if gate.passed:
+                break
+    best, float_layers = current, []
+    if not best.gate.passed and mixed_precision:
+        for names in float_sets(ranked, readers):
+            if variant == "int8":
+                data = tflite_mixed(tflite_converter(saved_model, "int8", calibration), calibration, names)
+            else:
+                quantize_onnx(float_onnx, candidate_path, calibration, method=method, exclude=names)
+                data = candidate_path.read_bytes()
+            gate, ms = evaluate(data)
+            attempts.append(Candidate(data, gate, ms, f"{len(names)} op(s) in float"))
+            log.info("%s with %d op(s) in float: agreement %.1f%%", variant, len(names), 100 * gate.agreement)
+            if gate.passed:
+                best, float_layers = attempts[-1], names
+                break
+    candidate_path.unlink(missing_ok=True)
+    report = QuantizationReport(
+        calibration=f"{method}, {len(calibration)} images (stratified over classes)",
+        attempts=[Attempt(what=a.what, agreement=a.gate.agreement, top1=a.gate.top1, kept=a is best) for a in attempts],
+        float_layers=float_layers,
+        ms_per_image=round(best.ms_per_image, 3) if float_layers else None,
+        int8_ms_per_image=round(attempts[0].ms_per_image, 3) if float_layers else None,
+        worst_layers=ranked[:WORST],
+    )
+    return best, report

@@ -1,0 +1,101 @@
+"""The per-layer quantization report, other calibrations and gate-driven mixed precision, on real conversions.
+
+The model is made to defeat full-integer quantization the way real ones do (one outlier activation
+channel sets the tensor's range, so the small channels the prediction depends on round to zero);
+the converter must say which layers suffer and then find the layers to keep in float.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import Bundle
+
+pytestmark = pytest.mark.slow
+SIZE, CLASSES = 32, 4
+
+
+@pytest.fixture(scope="module")
+def outlier_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(model.keras, dataset): features [small x4, one huge]; the head reads only the small ones."""
+    import keras
+
+    from convert.synth import write_synthetic
+
+    tmp = tmp_path_factory.mktemp("outlier")
+    data = write_synthetic(tmp / "data", CLASSES, 30, seed=2, size=SIZE)
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")  # as smartbin's models: pixels in, preprocessing inside
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    features = keras.layers.Dense(CLASSES + 1, name="features")(x)
+    logits = keras.layers.Dense(CLASSES, name="head")(features)
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    rng = np.random.default_rng(0)
+    kernel = np.concatenate([rng.normal(0, 400, (3, CLASSES)), np.full((3, 1), 3e4)], axis=1)
+    model.get_layer("features").set_weights([kernel, np.zeros(CLASSES + 1)])
+    model.get_layer("head").set_weights([np.vstack([np.eye(CLASSES), np.zeros((1, CLASSES))]), np.zeros(CLASSES)])
+    path = tmp / "run" / "model.keras"
+    path.parent.mkdir()
+    model.save(path)
+    return path, data
+
+
+def convert(model: Path, data: Path, out: Path, *extra: str) -> int:
+    from convert.cli import main
+
+    return main(["convert", str(model), "--data", str(data), "--out", str(out), "--no-probes", *extra])
+
+
+def test_full_integer_fails_and_the_report_names_the_layers(outlier_model, tmp_path, capsys):
+    model, data = outlier_model
+    out = tmp_path / "bundle"
+    code = convert(model, data, out, "--variants", "int8", "--no-mixed-precision")
+    err = capsys.readouterr().err
+    assert code == 1 and not out.exists()
+    assert "int8 missed its gate" in err
+    # the per-layer table is printed for the failing variant, worst first, with the layers' names
+    assert "channel_sqnr_db" in err and "features" in err, err[-3000:]
+
+
+def test_mixed_precision_keeps_the_fewest_layers_in_float_until_the_gate_passes(outlier_model, tmp_path):
+    model, data = outlier_model
+    out = tmp_path / "bundle"
+    assert convert(model, data, out, "--variants", "int8", "--onnx") == 0
+    bundle = Bundle.open(out)
+    for variant in ("int8", "onnx_int8"):
+        entry = bundle.manifest.variants[variant]
+        report = entry.quantization
+        assert entry.gate.passed and report is not None, variant
+        first = report.attempts[0]
+        assert first.what.startswith("MinMax calibration") and first.agreement < 0.99 and not first.kept
+        kept = [a for a in report.attempts if a.kept]
+        assert len(kept) == 1 and kept[0].agreement >= 0.99
+        if report.float_layers:  # mixed precision: measured speed of both models, same images, same run
+            assert report.ms_per_image > 0 and report.int8_ms_per_image > 0
+            assert len(report.float_layers) < len(report.worst_layers) or len(report.worst_layers) <= 10
+        else:  # another calibration passed
+            assert variant == "onnx_int8" and kept[0].what.endswith("calibration")
+        assert report.worst_layers and all(w.range[0] <= w.range[1] for w in report.worst_layers)
+    assert bundle.manifest.variants["int8"].quantization.float_layers, "full-integer TFLite cannot pass here"
+    saved = json.loads((out / "quantization.json").read_text())
+    assert set(saved) == {"int8", "onnx_int8"}
+    markdown = (out / "quantization.md").read_text()
+    assert "left in float" in markdown and "| layer | op | error | activation range |" in markdown
+
+
+def test_the_report_on_request_when_everything_passes(tmp_path, run_dir):
+    from convert.cli import main
+
+    out = tmp_path / "bundle"
+    assert (
+        main(["convert", str(run_dir), "--out", str(out), "--variants", "int8", "--no-probes", "--quant-report"]) == 0
+    )
+    report = Bundle.open(out).manifest.variants["int8"].quantization
+    assert report.float_layers == [] and len(report.attempts) == 1 and report.attempts[0].kept
+    worst = report.worst_layers
+    assert len(worst) == 10 and [w.error for w in worst] == sorted(w.error for w in worst)
+    assert (out / "quantization.md").is_file()
