@@ -167,10 +167,13 @@ def _entry(path: Path, variant: str, seconds: float) -> VariantFile:
 
 def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
     table = Table(title=title)
-    for column in ("variant", "file", "size MB", "convert s", "top-1", "keras top-1", "agreement", "max Δp", "gate"):
-        table.add_column(column, justify="right" if column not in ("variant", "file", "gate") else "left")
+    columns = ("variant", "file", "size MB", "convert s", "top-1", "keras top-1", "agreement", "max Δp", "gate")
+    for column in (*columns, "calibration", "float ops"):
+        table.add_column(
+            column, justify="right" if column not in ("variant", "file", "gate", "calibration") else "left"
+        )
     for variant, entry in rows:
-        g = entry.gate
+        g, q = entry.gate, entry.quantization
         status = "—" if g is None else "pass" if g.passed else ("FAIL (kept)" if g.accepted_despite_failure else "FAIL")
         table.add_row(
             variant,
@@ -183,6 +186,8 @@ def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
                 else (f"{g.top1:.1%}", f"{g.keras_top1:.1%}", f"{g.agreement:.1%}", f"{g.max_prob_diff:.4f}")
             ),
             status,
+            q.calibration.split(",")[0] if q else ("MinMax" if variant in ("int8", "onnx_int8") else "—"),
+            str(len(q.float_layers)) if q else ("0" if variant in ("int8", "onnx_int8") else "—"),
         )
     return table
 
