@@ -45,6 +45,7 @@ EXTRAS = {
         "gpiozero>=2.0",
         "amqtt>=0.11",
         "selenium>=4.20",
+        "scikit-learn>=1.4",  # its bundled copy of the UCI handwritten digits: real images for the quantization test
     ],
 }
 

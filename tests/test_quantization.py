@@ -99,3 +99,49 @@ def test_the_report_on_request_when_everything_passes(tmp_path, run_dir):
     worst = report.worst_layers
     assert len(worst) == 10 and [w.error for w in worst] == sorted(w.error for w in worst)
     assert (out / "quantization.md").is_file()
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """Real scans: scikit-learn's copy of the UCI handwritten digits (1,797 images, 10 classes, shipped
+    inside the package), written as class folders at 48 px."""
+    import cv2
+    from sklearn.datasets import load_digits
+
+    out = tmp_path_factory.mktemp("digits") / "data"
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        folder = out / f"digit_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        grey = cv2.resize((image * 255 / 16).astype(np.uint8), (48, 48), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
+    return out
+
+
+def test_on_real_images_int8_passes_its_gate(digits, tmp_path):
+    """A model trained here on real scans: full integer misses the gate, mixed precision passes it."""
+    from convert.cli import main
+    from convert.model import write_stand_in_weights
+
+    weights = write_stand_in_weights(tmp_path / "w.weights.h5", 48)
+    run = tmp_path / "run"
+    assert (
+        main(
+            ["train", "--data", str(digits), "--out", str(run), "--weights", str(weights), "--img-size", "48"]
+            + ["--epochs", "8"]
+        )
+        == 0
+    )
+    out = tmp_path / "bundle"
+    assert main(["convert", str(run), "--out", str(out), "--variants", "int8", "--no-probes"]) == 0
+    bundle = Bundle.open(out)
+    assert bundle.manifest.keras_accuracy["top1"] > 0.3  # it learned (chance is 0.1)
+    entry = bundle.manifest.variants["int8"]
+    assert entry.gate.passed and entry.quantization is not None
+    report = entry.quantization
+    print(
+        f"real digits int8: {[(a.what, round(a.agreement, 3)) for a in report.attempts]}, "
+        f"{len(report.float_layers)} op(s) in float, {report.ms_per_image} vs {report.int8_ms_per_image} ms/image"
+    )
+    if report.float_layers:
+        assert report.ms_per_image > 0 and report.int8_ms_per_image > 0
