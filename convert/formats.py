@@ -86,12 +86,11 @@ def quantize_onnx(
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     name = onnx_input_name(float_model)
 
     prepared = path.with_suffix(".prepared.onnx")
-    quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+    prepare_onnx(float_model, prepared)
     try:
         quantize_static(
             str(prepared),
@@ -128,3 +127,12 @@ def image_reader(input_name: str, images: np.ndarray):
             return None if image is None else {input_name: image[None]}
 
     return Images()
+
+
+def prepare_onnx(float_model: Path, out: Path) -> Path:
+    """ONNX Runtime's pre-processing for quantization (fuses MatMul+Add into Gemm and so on): the node
+    names a quantized model and ``nodes_to_exclude`` use are this graph's, not the exported one's."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(float_model), str(out), skip_symbolic_shape=True)
+    return out

@@ -6,7 +6,7 @@ can leave the other channels a handful of steps, or none: the worst channel show
 whole tensor's SQNR and the RMSE in steps both look fine. TFLite's numbers come from
 ``tf.lite.experimental.QuantizationDebugger`` (each int8 op beside its float twin), ONNX's from
 ONNX Runtime's QDQ loss debugger (every intermediate tensor of the float and the QDQ model).
-Keeping a layer "in float" keeps its output tensor float: the layer and the layers that read it.
+Keeping a layer "in float" keeps its input and output tensors float: the layer and its neighbours.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.formats import image_reader, onnx_input_name, quiet_stdout
+from convert.formats import image_reader, onnx_input_name, prepare_onnx, quiet_stdout
 from edge.bundle import LayerError
 
 WORST = 10  # layers in the report
@@ -28,12 +28,14 @@ METRIC = "channel_sqnr_db"
 
 
 def channel_sqnr(reference: Sequence[np.ndarray], quantized: Sequence[np.ndarray], axis: int) -> float:
-    """The lowest per-channel signal-to-quantization-noise ratio (dB) over the images; dead channels skipped."""
+    """The lowest per-channel signal-to-quantization-noise ratio (dB) over the images; idle channels skipped."""
     f = np.moveaxis(np.stack([np.asarray(a, np.float64) for a in reference]), axis if axis < 0 else axis + 1, -1)
     q = np.moveaxis(np.stack([np.asarray(a, np.float64) for a in quantized]), axis if axis < 0 else axis + 1, -1)
     f, q = f.reshape(-1, f.shape[-1]), q.reshape(-1, q.shape[-1])
     signal, noise = (f**2).mean(0), ((f - q) ** 2).mean(0)
-    alive = signal > 1e-12
+    # A channel with a ten-thousandth of the tensor's mean power carries nothing downstream (a ReLU
+    # channel that is almost always 0): its ratio would be noise over nothing, not a lost signal.
+    alive = signal > max(1e-4 * float(signal.mean()), 1e-12)
     if not alive.any():
         return math.inf
     return float(10 * np.log10(signal[alive] / np.maximum(noise[alive], 1e-12 * signal[alive])).min())
@@ -76,29 +78,41 @@ def tflite_layer_errors(converter, images: np.ndarray) -> list[LayerError]:
     return sorted(layers, key=lambda layer: layer.error)
 
 
-def tflite_readers(model: bytes) -> dict[str, list[str]]:
-    """For each tensor, the output tensors (TFLite's node names) of the ops that read it."""
+def tflite_neighbours(model: bytes) -> dict[str, list[str]]:
+    """For each op (named by its output tensor, as TFLite's denylist names it), the ops that write its
+    inputs and the ops that read its output."""
     import tensorflow as tf
 
     interpreter = tf.lite.Interpreter(model_content=model)
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    readers: dict[str, list[str]] = {}
-    for op in interpreter._get_ops_details():  # the op graph is not public API
-        for tensor in op["inputs"]:
-            if tensor in names:
-                readers.setdefault(names[tensor], []).extend(names[t] for t in op["outputs"] if t in names)
-    return readers
+    ops = [op for op in interpreter._get_ops_details() if len(op["outputs"])]  # the op graph is not public API
+    produced = {names[op["outputs"][0]] for op in ops}
+    edges = [(names[t], names[op["outputs"][0]]) for op in ops for t in op["inputs"] if names.get(t) in produced]
+    return _neighbours(edges)
 
 
-def tflite_mixed(converter, images: np.ndarray, float_nodes: Sequence[str]) -> bytes:
-    """The int8 model with ``float_nodes`` (ops, by output tensor name) left in float."""
+def _neighbours(edges: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Writer -> reader edges as a map from each node to the nodes on either side of it."""
+    out: dict[str, list[str]] = {}
+    for writer, reader in edges:
+        out.setdefault(writer, []).append(reader)
+        out.setdefault(reader, []).append(writer)
+    return out
+
+
+def tflite_mixed(converter, images: np.ndarray, float_nodes: Sequence[str]) -> bytes | None:
+    """The int8 model with ``float_nodes`` (ops, by output tensor name) left in float; None when that
+    leaves no op quantized (the float model, not a mixed one)."""
     import tensorflow as tf
 
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_nodes))
     with quiet_stdout():
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=_images(images[:1]), debug_options=options
-        )
+        try:
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=_images(images[:1]), debug_options=options
+            )
+        except ValueError:  # "check if the quantized model is in debug mode": nothing left to verify
+            return None
         return debugger.get_nondebug_quantized_model()
 
 
@@ -113,13 +127,14 @@ def onnx_layer_errors(float_model: Path, qdq_model: Path, images: np.ndarray) ->
 
     name = onnx_input_name(float_model)
     with tempfile.TemporaryDirectory(prefix="smartbin-qdq-") as tmp:
+        prepared = prepare_onnx(float_model, Path(tmp) / "prepared.onnx")  # the graph the QDQ model was made from
+        producers = {out: node for node in onnx.load(str(prepared)).graph.node for out in node.output}
         acts = {}
-        for kind, model in (("float", float_model), ("qdq", qdq_model)):
+        for kind, model in (("float", prepared), ("qdq", qdq_model)):
             augmented = Path(tmp) / f"{kind}.onnx"
             modify_model_output_intermediate_tensors(str(model), str(augmented))
             acts[kind] = collect_activations(str(augmented), image_reader(name, images))
     matching = create_activation_matching(acts["qdq"], acts["float"])
-    producers = {out: node for node in onnx.load(str(float_model)).graph.node for out in node.output}
     layers = []
     for tensor, pair in matching.items():
         node = producers.get(tensor)
@@ -141,22 +156,19 @@ def onnx_layer_errors(float_model: Path, qdq_model: Path, images: np.ndarray) ->
     return sorted(layers, key=lambda layer: layer.error)
 
 
-def onnx_readers(float_model: Path) -> dict[str, list[str]]:
-    """For each node, the nodes that read its outputs."""
+def onnx_neighbours(float_model: Path) -> dict[str, list[str]]:
+    """For each node of the graph quantization works on, the nodes that write its inputs and read its outputs."""
     import onnx
 
-    graph = onnx.load(str(float_model)).graph
+    with tempfile.TemporaryDirectory(prefix="smartbin-qdq-") as tmp:
+        graph = onnx.load(str(prepare_onnx(float_model, Path(tmp) / "prepared.onnx"))).graph
     producer = {out: node.name for node in graph.node for out in node.output}
-    readers: dict[str, list[str]] = {}
-    for node in graph.node:
-        for tensor in node.input:
-            if tensor in producer:
-                readers.setdefault(producer[tensor], []).append(node.name)
-    return readers
+    return _neighbours([(producer[t], node.name) for node in graph.node for t in node.input if t in producer])
 
 
-def float_sets(ranked: Sequence[LayerError], readers: dict[str, list[str]]) -> list[list[str]]:
-    """Nodes to keep in float for the worst 1, 2, 4 ... layers: each layer and the layers that read it.
+def float_sets(ranked: Sequence[LayerError], neighbours: dict[str, list[str]]) -> list[list[str]]:
+    """Nodes to keep in float for the worst 1, 2, 4 ... layers: each layer and the layers on either side,
+    so that neither its input nor its output is quantized between them.
 
     The last set would be every layer (the float model): not a mixed-precision model, left out.
     """
@@ -164,7 +176,7 @@ def float_sets(ranked: Sequence[LayerError], readers: dict[str, list[str]]) -> l
     while count < len(ranked):
         nodes: list[str] = []
         for layer in ranked[:count]:
-            for node in [layer.name, *readers.get(layer.name, [])]:
+            for node in [layer.name, *neighbours.get(layer.name, [])]:
                 if node not in nodes:
                     nodes.append(node)
         if not sets or nodes != sets[-1]:

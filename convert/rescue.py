@@ -2,7 +2,7 @@
 
 In order: the per-layer report (always written when asked, or when the gate fails), ONNX Runtime's
 other calibration methods (Percentile, Entropy) for onnx_int8, then mixed precision: the worst
-1, 2, 4 ... layers of the report (with the layers that read them) kept in float until the gate
+1, 2, 4 ... layers of the report (with the layers on either side) kept in float until the gate
 passes. What stayed float and what it costs in speed (measured with the device's engine on the
 held-out images) goes to the manifest.
 """
@@ -21,10 +21,10 @@ from convert.quantdebug import (
     WORST,
     float_sets,
     onnx_layer_errors,
-    onnx_readers,
+    onnx_neighbours,
     tflite_layer_errors,
     tflite_mixed,
-    tflite_readers,
+    tflite_neighbours,
 )
 from edge.bundle import Attempt, GateResult, QuantizationReport
 
@@ -70,11 +70,11 @@ def rescue(
     if variant == "int8":
         converter = tflite_converter(saved_model, "int8", calibration)
         ranked = tflite_layer_errors(converter, debug)
-        readers = tflite_readers(current.data)
+        neighbours = tflite_neighbours(current.data)
     else:
         candidate_path.write_bytes(current.data)
         ranked = onnx_layer_errors(float_onnx, candidate_path, debug)
-        readers = onnx_readers(float_onnx)
+        neighbours = onnx_neighbours(float_onnx)
         for other in CALIBRATIONS if not current.gate.passed else ():
             quantize_onnx(float_onnx, candidate_path, calibration, method=other)
             gate, ms = evaluate(candidate_path.read_bytes())
@@ -86,9 +86,11 @@ def rescue(
                 break
     best, float_layers = current, []
     if not best.gate.passed and mixed_precision:
-        for names in float_sets(ranked, readers):
+        for names in float_sets(ranked, neighbours):
             if variant == "int8":
                 data = tflite_mixed(tflite_converter(saved_model, "int8", calibration), calibration, names)
+                if data is None:
+                    break
             else:
                 quantize_onnx(float_onnx, candidate_path, calibration, method=method, exclude=names)
                 data = candidate_path.read_bytes()

@@ -22,12 +22,16 @@ SIZE, CLASSES = 32, 4
 @pytest.fixture(scope="module")
 def outlier_model(tmp_path_factory) -> tuple[Path, Path]:
     """(model.keras, dataset): features [small x4, one huge]; the head reads only the small ones."""
+    import cv2
     import keras
 
-    from convert.synth import write_synthetic
-
     tmp = tmp_path_factory.mktemp("outlier")
-    data = write_synthetic(tmp / "data", CLASSES, 30, seed=2, size=SIZE)
+    data = tmp / "data"
+    rng = np.random.default_rng(2)
+    for i in range(CLASSES * 30):  # flat colours spread over the cube: the model's margins are wide
+        folder = data / f"class_{i % CLASSES}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((SIZE, SIZE, 3), rng.integers(0, 256, 3), np.uint8))
     inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")  # as smartbin's models: pixels in, preprocessing inside
     x = keras.layers.Rescaling(1 / 255)(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -35,7 +39,7 @@ def outlier_model(tmp_path_factory) -> tuple[Path, Path]:
     logits = keras.layers.Dense(CLASSES, name="head")(features)
     model = keras.Model(inputs, keras.layers.Softmax()(logits))
     rng = np.random.default_rng(0)
-    kernel = np.concatenate([rng.normal(0, 400, (3, CLASSES)), np.full((3, 1), 3e4)], axis=1)
+    kernel = np.concatenate([rng.normal(0, 40, (3, CLASSES)), np.full((3, 1), 3e4)], axis=1)
     model.get_layer("features").set_weights([kernel, np.zeros(CLASSES + 1)])
     model.get_layer("head").set_weights([np.vstack([np.eye(CLASSES), np.zeros((1, CLASSES))]), np.zeros(CLASSES)])
     path = tmp / "run" / "model.keras"
