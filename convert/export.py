@@ -58,6 +58,9 @@ GATES: dict[str, tuple[float, float | None]] = {
     "onnx": (0.999, None),
     "onnx_int8": (0.99, 0.01),
 }
+# The quantized variants (each with its default calibration): a miss of the gate gets the per-layer
+# report and the fixes of convert/rescue.py.
+CALIBRATION = {"dynamic": "none", "int8": "MinMax", "onnx_int8": "MinMax"}
 TRTEXEC_HINT = "trtexec --onnx={onnx} --saveEngine={engine} --fp16"
 
 
@@ -186,8 +189,8 @@ def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
                 else (f"{g.top1:.1%}", f"{g.keras_top1:.1%}", f"{g.agreement:.1%}", f"{g.max_prob_diff:.4f}")
             ),
             status,
-            q.calibration.split(",")[0] if q else ("MinMax" if variant in ("int8", "onnx_int8") else "—"),
-            str(len(q.float_layers)) if q else ("0" if variant in ("int8", "onnx_int8") else "—"),
+            q.calibration.split(",")[0] if q else CALIBRATION.get(variant, "—"),
+            str(len(q.float_layers)) if q else ("0" if variant in CALIBRATION else "—"),
         )
     return table
 
@@ -258,9 +261,11 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
                 return entry.gate, ms
 
             result, ms = evaluate()
-            if variant in ("int8", "onnx_int8") and (not result.passed or options.quant_report):
+            if variant in CALIBRATION and (not result.passed or options.quant_report):
                 with console.status(f"{variant}: per-layer quantization report" + ("" if result.passed else ", fixes")):
-                    first = Candidate(path.read_bytes(), result, ms, f"MinMax calibration, {len(calibration)} images")
+                    what = f"MinMax calibration, {len(calibration)} images"
+                    what = "every hybrid op quantized" if variant == "dynamic" else what
+                    first = Candidate(path.read_bytes(), result, ms, what)
                     best, report = rescue(
                         variant,
                         first,

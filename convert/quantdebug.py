@@ -116,6 +116,95 @@ def tflite_mixed(converter, images: np.ndarray, float_nodes: Sequence[str]) -> b
         return debugger.get_nondebug_quantized_model()
 
 
+class DynamicModel:
+    """A dynamic-range TFLite model beside the float32 model of the same SavedModel, op by op.
+
+    TFLite's converter has no denylist for dynamic range quantization, and its debugger works on
+    full-integer models only, so both jobs are done here on the flatbuffer: a hybrid op (float input,
+    int8 weights) is kept in float by giving it back its float weights.
+    """
+
+    def __init__(self, model: bytes, float_model: bytes) -> None:
+        from tensorflow.lite.python import schema_py_generated as schema
+        from tensorflow.lite.tools import flatbuffer_utils
+
+        self._utils = flatbuffer_utils
+        self.model = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+        reference = flatbuffer_utils.read_model_from_bytearray(bytearray(float_model))
+        ref_graph, graph = reference.subgraphs[0], self.model.subgraphs[0]
+        ref_ops = {ref_graph.tensors[op.outputs[0]].name: op for op in ref_graph.operators if len(op.outputs)}
+        # each hybrid op by output name: its int8 weight tensors, with their own and their float state
+        self.hybrid: dict[str, list[tuple]] = {}
+        self.ops: dict[str, str] = {}
+        for op in graph.operators:
+            inputs = [graph.tensors[i] if i >= 0 else None for i in op.inputs]
+            name = graph.tensors[op.outputs[0]].name
+            if not inputs or inputs[0] is None or inputs[0].type != schema.TensorType.FLOAT32 or name not in ref_ops:
+                continue
+            weights = []
+            for k, tensor in enumerate(inputs[1:], 1):
+                constant = tensor is not None and self.model.buffers[tensor.buffer].data is not None
+                if constant and tensor.type == schema.TensorType.INT8:
+                    original = ref_graph.tensors[ref_ops[name].inputs[k]]
+                    weights.append(
+                        (
+                            tensor,
+                            (tensor.type, tensor.quantization, self.model.buffers[tensor.buffer].data),
+                            (original.type, None, reference.buffers[original.buffer].data),
+                        )
+                    )
+            if weights:
+                self.hybrid[name.decode()] = weights
+                self.ops[name.decode()] = flatbuffer_utils.opcode_to_name(self.model, op.opcodeIndex)
+
+    def with_float(self, float_nodes: Sequence[str]) -> bytes:
+        """The model with the named hybrid ops in float (names of other ops are ignored)."""
+        keep = set(float_nodes)
+        for name, weights in self.hybrid.items():
+            for tensor, quantized, original in weights:
+                tensor.type, tensor.quantization, data = original if name in keep else quantized
+                self.model.buffers[tensor.buffer].data = data
+        return bytes(self._utils.convert_object_to_bytearray(self.model))
+
+    def mixed(self, float_nodes: Sequence[str]) -> bytes | None:
+        """:meth:`with_float`, or None when that leaves no hybrid op (the float model, not a mixed one)."""
+        return None if set(self.hybrid) <= set(float_nodes) else self.with_float(float_nodes)
+
+    def layer_errors(self, images: np.ndarray) -> list[LayerError]:
+        """Each hybrid op alone quantized in the float model: the output's SQNR (dB) on the images, worst first."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        def outputs(model: bytes) -> np.ndarray:
+            interpreter = Interpreter(model_content=model)
+            interpreter.allocate_tensors()
+            inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+            result = []
+            for image in images:
+                interpreter.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
+                interpreter.invoke()
+                result.append(interpreter.get_tensor(out["index"])[0].astype(np.float64))
+            return np.stack(result)
+
+        names = list(self.hybrid)
+        reference = outputs(self.with_float(names))
+        layers = []
+        for name in names:
+            quantized = outputs(self.with_float([n for n in names if n != name]))
+            noise = float(((reference - quantized) ** 2).sum())
+            error = 10 * math.log10(float((reference**2).sum()) / max(noise, 1e-30))
+            weights = np.frombuffer(bytes(self.hybrid[name][0][2][2]), np.float32)
+            layers.append(
+                LayerError(
+                    name=name,
+                    op=self.ops[name],
+                    metric="output_sqnr_db",
+                    error=round(error, 2),
+                    range=(round(float(weights.min()), 4), round(float(weights.max()), 4)),
+                )
+            )
+        return sorted(layers, key=lambda layer: layer.error)
+
+
 def onnx_layer_errors(float_model: Path, qdq_model: Path, images: np.ndarray) -> list[LayerError]:
     """Every activation of the QDQ model against the float model's, worst channel SQNR first."""
     import onnx
@@ -209,7 +298,7 @@ def markdown(reports: dict[str, dict]) -> str:
                 f"- speed on the held-out images: {report['ms_per_image']:.2f} ms/image, "
                 f"full integer {report['int8_ms_per_image']:.2f} ms/image"
             )
-        lines += ["", "| layer | op | error | activation range |", "|---|---|---|---|"]
+        lines += ["", "| layer | op | error | range (activations; dynamic: weights) |", "|---|---|---|---|"]
         for layer in report["worst_layers"]:
             lines.append(
                 f"| `{layer['name'][:80]}` | {layer['op']} | {layer['error']} {layer['metric']} | "

@@ -1,8 +1,9 @@
-"""An integer variant that misses its gate: find out why, then try what can fix it, the gate deciding.
+"""A quantized variant (int8, onnx_int8, dynamic) that misses its gate: find out why, then try what
+can fix it, the gate deciding.
 
 In order: the per-layer report (always written when asked, or when the gate fails), ONNX Runtime's
 other calibration methods (Percentile, Entropy) for onnx_int8, then mixed precision: the worst
-1, 2, 4 ... layers of the report (with the layers on either side) kept in float until the gate
+1, 2, 4 ... layers of the report (int8: with the layers on either side) kept in float until the gate
 passes. What stayed float and what it costs in speed (measured with the device's engine on the
 held-out images) goes to the manifest.
 """
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.formats import quantize_onnx, tflite_converter
+from convert.formats import convert_tflite, quantize_onnx, tflite_converter
 from convert.quantdebug import (
     WORST,
+    DynamicModel,
     float_sets,
     onnx_layer_errors,
     onnx_neighbours,
@@ -67,9 +69,12 @@ def rescue(
     attempts = [current]
     method = "MinMax"
     candidate_path = work / f"candidate-{variant}"
-    if variant == "int8":
-        converter = tflite_converter(saved_model, "int8", calibration)
-        ranked = tflite_layer_errors(converter, debug)
+    if variant == "dynamic":
+        # weights and input are quantized inside each hybrid op: no neighbour needs to stay float
+        dynamic = DynamicModel(current.data, convert_tflite(saved_model, "float32", calibration))
+        ranked, neighbours = dynamic.layer_errors(debug), {}
+    elif variant == "int8":
+        ranked = tflite_layer_errors(tflite_converter(saved_model, "int8", calibration), debug)
         neighbours = tflite_neighbours(current.data)
     else:
         candidate_path.write_bytes(current.data)
@@ -89,11 +94,13 @@ def rescue(
         for names in float_sets(ranked, neighbours):
             if variant == "int8":
                 data = tflite_mixed(tflite_converter(saved_model, "int8", calibration), calibration, names)
-                if data is None:
-                    break
+            elif variant == "dynamic":
+                data = dynamic.mixed(names)
             else:
                 quantize_onnx(float_onnx, candidate_path, calibration, method=method, exclude=names)
                 data = candidate_path.read_bytes()
+            if data is None:
+                break
             gate, ms = evaluate(data)
             attempts.append(Candidate(data, gate, ms, f"{len(names)} op(s) in float"))
             log.info("%s with %d op(s) in float: agreement %.1f%%", variant, len(names), 100 * gate.agreement)
@@ -102,7 +109,11 @@ def rescue(
                 break
     candidate_path.unlink(missing_ok=True)
     report = QuantizationReport(
-        calibration=f"{method}, {len(calibration)} images (stratified over classes)",
+        calibration=(
+            f"none, ranges measured on each input; layers ranked on {len(debug)} images"
+            if variant == "dynamic"
+            else f"{method}, {len(calibration)} images (stratified over classes)"
+        ),
         attempts=[Attempt(what=a.what, agreement=a.gate.agreement, top1=a.gate.top1, kept=a is best) for a in attempts],
         float_layers=float_layers,
         ms_per_image=round(best.ms_per_image, 3) if float_layers else None,

@@ -1,5 +1,9 @@
 """`python edge/bench.py` (also `smartbin bench`): latency of the model and of the whole bin.
 
+Several bundles (``--bundle`` given again) are measured in one run, their rows named after the
+bundle's folder: e.g. a mixed-precision int8 beside the full-integer one converted with
+``--no-mixed-precision --allow-accuracy-drop``.
+
 Each (variant, backend, threads, mode) runs in a fresh process (edge/tools/benchworker.py) so that
 load time and peak memory are its own; ratios are computed from figures measured in this run.
 """
@@ -213,7 +217,9 @@ def _accuracy(bundle: Bundle, variant: str, data: str | None, backend: str, thre
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="edge/bench.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", required=True)
+    p.add_argument(
+        "--bundle", required=True, action="append", help="a bundle folder; again to compare bundles in one run"
+    )
     p.add_argument("--variants", default="all", help="all or a list: int8,float32,float16,dynamic,onnx,onnx_int8")
     p.add_argument("--backends", default="auto", help="auto or a list: litert,tflite_runtime,tensorflow,onnxruntime")
     p.add_argument(
@@ -233,8 +239,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def plan(bundle: Bundle, args: argparse.Namespace) -> list[dict]:
+def plan(bundle: Bundle, args: argparse.Namespace, missing_ok: bool = False) -> list[dict]:
+    """The rows to measure for one bundle; ``missing_ok``: a listed variant the bundle lacks is skipped."""
     variants = bundle.variant_names() if args.variants == "all" else args.variants.split(",")
+    if missing_ok:
+        variants = [v for v in variants if v in bundle.variant_names()]
     have = available_backends()
     backends = args.backends.split(",")
     try:
@@ -263,6 +272,7 @@ def plan(bundle: Bundle, args: argparse.Namespace) -> list[dict]:
                         planned.append(
                             {
                                 "variant": variant,
+                                "bundle": bundle,
                                 "backend": backend,
                                 "threads": t,
                                 "mode": mode if not fps else f"{mode}@{fps}fps",
@@ -275,9 +285,13 @@ def plan(bundle: Bundle, args: argparse.Namespace) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        bundle = Bundle.open(args.bundle)
-        bundle.verify()
-        planned = plan(bundle, args)
+        bundles = [Bundle.open(path) for path in args.bundle]
+        planned = []
+        for bundle in bundles:
+            bundle.verify()
+            planned += plan(bundle, args, missing_ok=len(bundles) > 1)
+        if not planned:
+            raise SmartbinError(f"--variants: none of {args.variants} is in any of the bundles")
     except SmartbinError as exc:
         console.print(f"bench: error: {exc}")
         return 2
@@ -291,13 +305,16 @@ def main(argv: list[str] | None = None) -> int:
 
         broker = LocalBroker(persistence=False).start()
         args.broker = f"127.0.0.1:{broker.port}"
-    gflop = model_gflop(bundle) if any(r["mode"] == "invoke" for r in planned) else None
+    gflop = {b.path: model_gflop(b) for b in bundles} if any(r["mode"] == "invoke" for r in planned) else {}
     results = []
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=len(planned))
             for run in planned:
-                progress.update(task, description=f"{run['variant']} {run['backend']} {run['threads']}t {run['mode']}")
+                bundle = run.pop("bundle")
+                # with several bundles a row is named by variant and bundle: "int8 (mixed)"
+                label = run["variant"] if len(bundles) == 1 else f"{run['variant']} ({bundle.path.name})"
+                progress.update(task, description=f"{label} {run['backend']} {run['threads']}t {run['mode']}")
                 spec = {
                     **run,
                     "mode": run["mode"].partition("@")[0],
@@ -312,9 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                         probe = {**spec, "mode": "probe", "probe": probe_name(run["backend"], run["variant"])}
                         before = run_worker(probe)
                         data = run_worker(spec)
-                        name = f"{run['variant']}/{run['backend']}/{run['threads']}t"
+                        name = f"{label}/{run['backend']}/{run['threads']}t"
                         for warning in add_floor(
-                            data, run["variant"], run["threads"], [before, run_worker(probe)], gflop
+                            data, run["variant"], run["threads"], [before, run_worker(probe)], gflop.get(bundle.path)
                         ):
                             env["warnings"].append(f"{name}: {warning}")
                     else:
@@ -327,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                 top1, agreement = _accuracy(bundle, run["variant"], args.data, run["backend"], run["threads"])
                 results.append(
                     {
-                        "variant": run["variant"],
+                        "variant": label,
                         "backend": run["backend"],
                         "threads": run["threads"],
                         "mode": run["mode"],

@@ -73,9 +73,11 @@ class LayerError(Strict):
 
     name: str
     op: str
-    metric: Literal["channel_sqnr_db"]  # the worst channel's signal-to-quantization-noise ratio (lower worse)
+    # signal-to-quantization-noise ratio in dB, lower worse: of the layer's worst channel (int8, onnx_int8),
+    # or of the model's output with only this layer quantized (dynamic)
+    metric: Literal["channel_sqnr_db", "output_sqnr_db"]
     error: float
-    range: tuple[float, float]  # the activation range the quantization covers
+    range: tuple[float, float]  # the range the quantization covers: activations (dynamic: weights)
 
 
 class Attempt(Strict):
