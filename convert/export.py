@@ -29,9 +29,11 @@ from convert.quantdebug import markdown as quantization_markdown
 from convert.rescue import Candidate, rescue
 from convert.train import CONFIG_FILE, LABELS_FILE, find_run, load_labels
 from edge.bundle import (
+    ACCEPTANCE_FILE,
     FORMAT_VERSION,
     MANIFEST_FILE,
     VARIANT_FILES,
+    AcceptanceFile,
     Bundle,
     GateResult,
     InputSpec,
@@ -50,6 +52,7 @@ from edge.versions import installed_versions
 log = logging.getLogger(__name__)
 
 # Minimum argmax agreement with Keras, and the most top-1 accuracy a variant may lose.
+ACCEPTANCE_IMAGES = 8  # in the bundle for the device's own check of an update (~12 kB each at 64 px)
 GATES: dict[str, tuple[float, float | None]] = {
     "float32": (0.999, None),
     "float16": (0.999, None),
@@ -195,6 +198,18 @@ def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
     return table
 
 
+def write_acceptance(folder: Path, images: np.ndarray, probs: np.ndarray) -> AcceptanceFile:
+    """The acceptance set a device checks an update with: held-out images the float model is sure of
+    (those whose top-1 leads the runner-up the most, so a sound engine cannot flip them), with its
+    probabilities."""
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    order = np.argsort(top2[:, 0] - top2[:, 1])[:ACCEPTANCE_IMAGES]  # the widest margins first
+    path = folder / ACCEPTANCE_FILE
+    with path.open("wb") as fh:
+        np.savez_compressed(fh, images=images[order].astype(np.uint8), probs=probs[order].astype(np.float32))
+    return AcceptanceFile(file=path.name, sha256=sha256_file(path), size=path.stat().st_size, images=len(order))
+
+
 def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) -> int:
     """Write the bundle; return 0, or 1 when a variant missed its gate (and was not kept)."""
     unknown = [v for v in options.variants if v not in TFLITE_VARIANTS]
@@ -289,6 +304,7 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
                     else ""
                 )
             )
+        manifest.acceptance = write_acceptance(staging, held_out, keras_probs)
         if options.probes:
             with console.status("writing the peak probes (matrix products only, for the bench's floor)"):
                 manifest.probes = write_probes(staging, options.onnx)

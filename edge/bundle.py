@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal, Optional
 
+import numpy as np
 from pydantic import Field, ValidationError
 
 from edge.errors import BundleError
@@ -18,6 +19,7 @@ from edge.labels import BINS, Label
 from edge.strict import Strict
 
 MANIFEST_FILE = "manifest.json"
+ACCEPTANCE_FILE = "acceptance.npz"
 FORMAT_VERSION = 1
 # In the order `auto` prefers them (config and the JSON schema list them in this order too).
 VARIANT_FILES: dict[str, str] = {
@@ -122,6 +124,16 @@ class ProbeFile(Strict):
     size: int = Field(ge=0)
 
 
+class AcceptanceFile(Strict):
+    """Reference images at the model's input size with the float model's probabilities on them: a device
+    runs them through its own engine before it switches to this bundle (an over-the-air update)."""
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    images: int = Field(ge=1)
+
+
 class Manifest(Strict):
     format_version: int
     name: str
@@ -132,6 +144,7 @@ class Manifest(Strict):
     variants: dict[str, VariantFile]
     keras_accuracy: dict[str, float] = {}
     probes: dict[str, ProbeFile] = {}  # "<format>_<dtype>", e.g. tflite_int8
+    acceptance: Optional[AcceptanceFile] = None
 
     def label_list(self) -> list[Label]:
         return [Label(e.index, e.name, e.bin) for e in self.labels]
@@ -190,6 +203,27 @@ class Bundle:
         if variants is None:
             for name in self.manifest.probes:
                 self.probe(name)
+            if self.manifest.acceptance is not None:
+                self.acceptance()
+
+    def acceptance(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The verified acceptance set: (uint8 images N x H x W x 3, float probabilities N x classes)."""
+        entry = self.manifest.acceptance
+        if entry is None:
+            return None
+        path = self._checked(entry.file, entry.size, entry.sha256)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                images, probs = data["images"], data["probs"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise BundleError(f"{path}: not a readable acceptance set: {exc}") from None
+        spec = self.manifest.input
+        if images.shape != (entry.images, spec.height, spec.width, 3) or probs.shape != (
+            entry.images,
+            len(self.manifest.labels),
+        ):
+            raise BundleError(f"{path}: acceptance set shape check failed: {images.shape}, {probs.shape}")
+        return images, probs
 
     def file(self, variant: str) -> Path:
         """The verified path of one variant's file."""

@@ -7,9 +7,11 @@ added by the console script, so nothing here imports `convert` or TensorFlow.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from edge import __version__
 from edge.errors import ConfigError, SmartbinError
@@ -84,6 +86,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
+def cmd_bundle_pack(args: argparse.Namespace) -> int:
+    """One file for an over-the-air update, and the command that installs it."""
+    from edge.archive import pack
+
+    out = Path(args.out or f"{Path(args.bundle).resolve().name}.tar")
+    digest = pack(args.bundle, out)
+    url = f"{args.base_url.rstrip('/')}/{out.name}" if args.base_url else f"http://<server>/{out.name}"
+    print(f"{out}  sha256 {digest}")
+    print(json.dumps({"id": 1, "action": "update_model", "url": url, "sha256": digest}))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 def add_command(sub, name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
     """One subcommand whose ``func(args)`` returns the exit code."""
@@ -125,6 +139,13 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     p.add_argument("--duration", type=float, default=20.0, help="seconds of decisions")
     p.add_argument("--rate", type=float, default=0.5, help="decisions per second per bin")
     p.add_argument("--broker", help="HOST:PORT (default: start a local mosquitto)")
+
+    bundle = sub.add_parser("bundle", help="package a bundle", description="Package a bundle for devices.")
+    bsub = bundle.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
+    p = add_command(bsub, "pack", cmd_bundle_pack, "one .tar (manifest first) for update_model; prints its sha256")
+    p.add_argument("bundle", help="bundle folder from `smartbin convert`")
+    p.add_argument("--out", help="archive path (default: <folder name>.tar here)")
+    p.add_argument("--base-url", help="where it will be served, to print the update_model command in full")
 
     p = add_command(sub, "bench", cmd_bench, "latency benchmark (same as python edge/bench.py; --help for its options)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of edge/bench.py")

@@ -177,6 +177,21 @@ class OutboxConfig(Strict):
     max_items: int = Field(10000, ge=1, description="oldest decisions are dropped beyond this")
 
 
+class UpdatesConfig(Strict):
+    """Over-the-air model updates (the update_model command): where models live and how a new one is trusted."""
+
+    store: Path = Field(
+        Path("/var/lib/smartbin/models"), description="versioned model store; its choice outlives restarts"
+    )
+    keep: int = Field(3, ge=2, le=20, description="models kept in the store (the current and previous included)")
+    max_bytes: int = Field(1_000_000_000, ge=1, description="largest download and unpacked bundle, in bytes")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="network timeout of each download attempt")
+    attempts: int = Field(3, ge=1, le=10, description="download attempts, each resuming where the last stopped")
+    health_window_s: float = Field(
+        60.0, ge=0, le=3600, description="after a switch: a crash or failed classification within it rolls back"
+    )
+
+
 class WebConfig(Strict):
     """The local status page (live view, last decisions, classify now, /healthz, /metrics)."""
 
@@ -227,6 +242,7 @@ class Config(Strict):
     decision: DecisionConfig = DecisionConfig()
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
+    updates: UpdatesConfig = UpdatesConfig()
     web: WebConfig = WebConfig()
     actuator: ActuatorConfig = ActuatorConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -291,6 +307,7 @@ def load_config(path: str | Path) -> Config:
     base = path.parent
     config.model.bundle = _relative_to(base, config.model.bundle)
     config.outbox.path = _relative_to(base, config.outbox.path)
+    config.updates.store = _relative_to(base, config.updates.store)
     config.actuator.state_path = _relative_to(base, config.actuator.state_path)
     return config
 

@@ -83,8 +83,13 @@ OTHER_IMG_SIZE = 48
 
 @pytest.fixture(scope="session")
 def other_bundle_dir(tmp_path_factory) -> Path:
-    """A second real bundle with other labels (3 classes of its own) and another input size (48 px)."""
+    """A second real bundle with other labels (3 classes of its own) and another input size (48 px).
+
+    SMARTBIN_TEST_OTHER_BUNDLE=DIR reuses one, as SMARTBIN_TEST_BUNDLE does."""
     import json
+
+    if os.environ.get("SMARTBIN_TEST_OTHER_BUNDLE"):
+        return Path(os.environ["SMARTBIN_TEST_OTHER_BUNDLE"])
 
     from convert.cli import main
     from convert.model import write_stand_in_weights
@@ -150,6 +155,7 @@ def write_config(path: Path, bundle: Path, uri: str, port: int, **overrides) -> 
     data["source"].update(uri=uri, frozen_after_s=0, roi=None)
     data["mqtt"].update(host="127.0.0.1", port=port, metrics_interval_s=0.3)
     data["outbox"]["path"] = str(path.parent / "outbox.sqlite")
+    data["updates"] = {"store": str(path.parent / "models")}
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         data[section][key] = value

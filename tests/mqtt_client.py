@@ -77,3 +77,10 @@ def unique_decisions(messages: list[Message]) -> list[dict]:
             seen.add(d["event_id"])
             out.append(d)
     return out
+
+
+def answered(sub: Subscriber, command_id: str, timeout: float = 60) -> dict:
+    """The first answer to a command on …/command/result."""
+    found = sub.wait_for("command/result", timeout=timeout, where=lambda m: m.json().get("id") == command_id)
+    assert found, f"no answer to {command_id}"
+    return found[0].json()

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from tests.conftest import ROOT, empty_bin_source, write_config
-from tests.mqtt_client import Subscriber, unique_decisions
+from tests.mqtt_client import Subscriber, answered, unique_decisions
 
 pytestmark = pytest.mark.slow
 SCHEMAS = ROOT / "edge" / "schemas"
@@ -283,12 +283,6 @@ def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(
     assert len(retained) == 4 and all(m.retain for m in retained)
     last_bin = next(m.json() for m in discovery if m.topic.endswith("last_bin/config"))
     assert last_bin["state_topic"] == "smartbin/test-bin/decision" and "value_json.bin" in last_bin["value_template"]
-
-
-def answered(sub: Subscriber, command_id: str, timeout: float = 60) -> dict:
-    found = sub.wait_for("command/result", timeout=timeout, where=lambda m: m.json().get("id") == command_id)
-    assert found, f"no answer to {command_id}"
-    return found[0].json()
 
 
 def test_set_threshold_changes_the_decisions_that_follow(tmp_path: Path, bundle_dir: Path, broker, clip_factory):

@@ -4,6 +4,7 @@ an answer, never a crash."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 from edge.errors import SmartbinError
 from edge.images import encode_jpeg
 from edge.service.status import status_payload
+from edge.service.update import UpdateRequest
 
 if TYPE_CHECKING:
     from edge.service.daemon import Daemon
 
 MAX_PAYLOAD = 4096
-ACTIONS = ("ping", "status", "pause", "resume", "snapshot", "set_threshold", "reload_model")
+ACTIONS = ("ping", "status", "pause", "resume", "snapshot", "set_threshold", "reload_model", "update_model")
+FIELDS = {"value", "bundle", "url", "sha256", "force"}
 
 
 class CommandError(Exception):
@@ -62,8 +65,16 @@ def parse_command(payload: bytes) -> Command:
     elif action == "reload_model":
         bundle = params.get("bundle")
         if bundle is not None and not isinstance(bundle, str):
-            raise CommandError("reload_model: 'bundle' must be a path string", command_id)
-    unknown = set(params) - {"value", "bundle"}
+            raise CommandError("reload_model: 'bundle' must be a path or a model store name", command_id)
+    elif action == "update_model":
+        url, sha256, force = params.get("url"), params.get("sha256"), params.get("force", False)
+        if not isinstance(url, str) or not re.match(r"^https?://[^\s]{1,2040}$", url):
+            raise CommandError("update_model needs 'url': an http:// or https:// address of a bundle .tar", command_id)
+        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise CommandError("update_model needs 'sha256': the archive's 64 lowercase hex digits", command_id)
+        if not isinstance(force, bool):
+            raise CommandError("update_model: 'force' must be true or false", command_id)
+    unknown = set(params) - FIELDS
     if unknown:
         raise CommandError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}", command_id)
     return Command(command_id, action, params)
@@ -90,8 +101,16 @@ def execute_command(daemon: Daemon, command: Command) -> dict:
         jpeg = encode_jpeg(frame.image, quality=95)
         daemon.publisher.publish_bytes("snapshot", jpeg, qos=0)
         return {"topic": daemon.publisher.topic("snapshot"), "bytes": len(jpeg), "frame_id": frame.frame_id}
+    if action == "update_model":
+        p = command.params
+        try:
+            daemon.start_update(UpdateRequest(command.id, p["url"], p["sha256"], p.get("force", False)))
+        except SmartbinError as exc:
+            raise CommandError(str(exc), command.id) from exc
+        return {"done": False, "stage": "started", "url": p["url"]}
     if action == "reload_model":
-        path = Path(command.params.get("bundle") or daemon.config.model.bundle)
+        name = command.params.get("bundle")
+        path = daemon.store.resolve(name) if name else Path(daemon.config.model.bundle)
         try:
             daemon.reload_model(path)
         except SmartbinError as exc:

@@ -21,16 +21,18 @@ from pathlib import Path
 
 from edge import __version__
 from edge.bundle import Bundle
-from edge.classifier import Prediction
+from edge.classifier import Classifier, Prediction
 from edge.config import Config, load_config
 from edge.service.build import load_classifier, make_capture, make_presence
 from edge.service.commands import Command, CommandError, execute_command, parse_command
+from edge.service.models import ModelStore
 from edge.service.mqtt import Publisher, dumps
 from edge.service.notify import Notifier
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
 from edge.service.reload import reload_daemon
 from edge.service.status import StatusView, cpu_temperature, metrics_payload, status_payload
+from edge.service.update import Prepared, Updater, UpdateRequest
 from edge.service.web import WebServer, WebState, answer_classify_requests
 from edge.sources import Frame
 from edge.stats import percentiles
@@ -64,7 +66,17 @@ class Daemon:
         self.paused = False
         self.ready = False
         self.commands: queue.Queue[bytes] = queue.Queue(COMMAND_QUEUE)
-        self.classifier = load_classifier(config)
+        u = config.updates
+        self.store = ModelStore(u.store, u.keep)
+        self.store.recover(u.health_window_s)  # a run that died inside a health window: back to the previous model
+        self.classifier = load_classifier(config, self.store.current())
+        self.updater = Updater(
+            self.store, lambda path: load_classifier(self.config, path), u.max_bytes, u.timeout_s, u.attempts
+        )
+        self.trial_until: float | None = None  # monotonic end of the health window after a switch
+        state = self.store.state()
+        if state.trial_until is not None:
+            self.trial_until = time.monotonic() + max(0.0, state.trial_until - time.time())
         self.capture = make_capture(config)
         self.presence = make_presence(config)
         self.decider = Decider(self.classifier.labels, config.decision.model_copy())
@@ -95,7 +107,15 @@ class Daemon:
     # ------------------------------------------------------------------ construction
     def make_publisher(self, config: Config) -> Publisher:
         status = lambda state: status_payload(self.view(), state)  # noqa: E731 - read at publish time
-        return Publisher(config.mqtt, config.topic_base, config.device_id, self.outbox, self._on_command, status)
+        return Publisher(
+            config.mqtt,
+            config.topic_base,
+            config.device_id,
+            self.outbox,
+            self._on_command,
+            status,
+            retained=lambda: {"model": self.model_payload()},
+        )
 
     def make_web(self, config: Config) -> WebServer | None:
         if not config.web.enabled:
@@ -192,10 +212,78 @@ class Daemon:
     def reload_model(self, path: Path) -> None:
         """Verify and load the new bundle first; the old one keeps serving if anything fails."""
         Bundle.open(path).verify()
-        self.classifier = load_classifier(self.config, path)
-        self.decider = Decider(self.classifier.labels, self.decider.config)  # its labels may differ
-        self.publisher.publish_status()
+        previous = self.classifier.bundle.path
+        self._serve(load_classifier(self.config, path))
+        if self.store.state().current:  # once updates are in use, the store's choice is what starts next time
+            self.store.switch(path, previous, None, 0)
+            self.trial_until = None
+        self.publish_model()
         log.info("model reloaded from %s", path)
+
+    def _serve(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+        self.decider = Decider(classifier.labels, self.decider.config)  # its labels may differ
+        self.publisher.publish_status()
+
+    # ------------------------------------------------------------------ over-the-air updates
+    def model_payload(self) -> dict:
+        """The retained …/model topic: what serves, since when, what served before, how the last change went."""
+        state, bundle = self.store.state(), self.classifier.bundle
+        return {
+            "name": bundle.manifest.name,
+            "folder": bundle.path.name,
+            "variant": self.classifier.engine.variant,
+            "created": bundle.manifest.created,
+            "sha256": state.sha256 if state.current else None,
+            "since": state.since if state.current else round(self.started, 3),
+            "previous": state.previous if state.current else None,
+            "health_window": self.trial_until is not None,
+            "last_change": state.outcome or None,
+        }
+
+    def publish_model(self) -> None:
+        self.publisher.publish_json("model", self.model_payload(), qos=1, retain=True)
+
+    def start_update(self, request: UpdateRequest) -> None:
+        self.updater.start(request, self.classifier.bundle)
+
+    def handle_updates(self) -> None:
+        """The updater's news: progress and failures are answered, a tested model is switched in."""
+        for request, kind, value in drain(self.updater.events):
+            if kind == "progress":
+                self._answer(request.command_id, "update_model", {"done": False, **value})
+            elif kind == "failed":
+                error = f"update refused, still serving the old model: {value}"
+                self._answer(request.command_id, "update_model", error=error)
+            else:
+                self._answer(request.command_id, "update_model", {"done": True, **self.apply_update(value)})
+
+    def apply_update(self, prepared: Prepared) -> dict:
+        """Switch to a tested model (a pointer swap: no gap in classification) and open the health window."""
+        previous = self.classifier.bundle.path
+        self._serve(prepared.classifier)
+        window = self.config.updates.health_window_s
+        self.store.switch(prepared.folder, previous, prepared.request.sha256, window)
+        self.trial_until = time.monotonic() + window if window > 0 else None
+        if self.trial_until is None:
+            self.store.confirm()
+        self.publish_model()
+        log.info("updated to %s (%s); health window %.0f s", prepared.folder.name, prepared.acceptance, window)
+        return {"stage": "switched", "model": prepared.folder.name, "acceptance": prepared.acceptance}
+
+    def rollback(self, reason: str) -> None:
+        """Back to the previous model, now (a failure inside the health window)."""
+        state = self.store.rollback(reason)
+        self.trial_until = None
+        self._serve(load_classifier(self.config, self.store.path(state.current)))
+        self.publish_model()
+
+    def _check_trial(self) -> None:
+        if self.trial_until is not None and time.monotonic() >= self.trial_until:
+            self.trial_until = None
+            self.store.confirm()
+            self.publish_model()
+            log.info("health window passed: %s stays", self.classifier.bundle.path.name)
 
     # ------------------------------------------------------------------ SIGHUP
     def reload_config(self) -> None:
@@ -210,7 +298,14 @@ class Daemon:
         prediction: Prediction | None = None
         now = time.monotonic()
         if present and self.decider.wants_classification(now):
-            prediction = self.classifier.classify(frame.image)
+            try:
+                prediction = self.classifier.classify(frame.image)
+            except Exception as exc:
+                if self.trial_until is None:
+                    raise
+                log.exception("the new model failed on a frame")
+                self.rollback(f"classification failed inside the health window: {type(exc).__name__}: {exc}")
+                return None
             self.classified += 1
             self.classified_at.append(now)
             self.stages["wait"].append((now - frame.mono) * 1e3)
@@ -277,6 +372,7 @@ class Daemon:
             self.reload_requested.clear()
             self.reload_config()
         self.handle_commands()
+        self.handle_updates()
         if self.web_state is not None:
             answer_classify_requests(
                 self.web_state, self.last_frame, lambda image: self.classifier.classify(image).to_dict()
@@ -312,6 +408,7 @@ class Daemon:
         return 0
 
     def _periodic(self) -> None:
+        self._check_trial()
         now = time.monotonic()
         health = self.health()
         if health != self._health_reported:
@@ -332,6 +429,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        if self.trial_until is not None:  # a stop asked for is no failure: the window opens again at start
+            self.store.interrupted()
         if self.web is not None:
             self.web.stop()
         self.capture.stop()

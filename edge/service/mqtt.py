@@ -46,8 +46,10 @@ class Publisher:
         outbox: Outbox,
         on_command: Callable[[bytes], None],
         status: Callable[[str], dict],
+        retained: Callable[[], dict[str, dict]] | None = None,
     ):
         self.config = config
+        self.retained = retained  # other retained state, by topic suffix, sent again on every connect
         self.base = base
         self.device_id = device_id
         self.outbox = outbox
@@ -125,6 +127,8 @@ class Publisher:
         client.subscribe(self.topic("command"), qos=1)
         if self.config.home_assistant.enabled:
             self._publish_discovery()
+        for suffix, payload in (self.retained() if self.retained else {}).items():
+            client.publish(self.topic(suffix), dumps(payload), qos=1, retain=True)
         # Availability goes last, after the other retained state.
         client.publish(self.topic("status"), dumps(self.status("online")), qos=1, retain=True)
         with self._lock:

@@ -1,0 +1,316 @@
+"""Over-the-air model updates: real bundle archives served by a real HTTP server (Debian's busybox
+httpd, with Range support), the daemon as a subprocess, a real broker.
+
+What is checked: an update to a bundle with other labels switches, keeps classifying with the old
+model while it downloads and tests, and persists across a restart; a wrong sha256, a truncated
+download, a missing file, a downgrade and a bundle that fails its acceptance test are each refused
+with the old model serving; a daemon killed inside the health window comes back on the old model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.archive import pack, unpack
+from edge.bundle import Bundle, sha256_file
+from edge.errors import BundleError
+from edge.service.models import ModelStore
+from edge.service.update import UpdateError, download
+from edge.tools.localbroker import free_port
+from tests.conftest import OTHER_LABELS, ROOT, write_config
+from tests.mqtt_client import Subscriber, answered
+
+pytestmark = pytest.mark.slow
+TOPIC = "smartbin/test-bin/command"
+OTHER_NAMES = {v.split("/", 1)[1] for v in OTHER_LABELS.values()}
+
+
+@pytest.fixture()
+def web(tmp_path: Path):
+    """(folder, base URL): a static HTTP server on loopback; busybox httpd, or Python's where it is absent."""
+    root = tmp_path / "www"
+    root.mkdir()
+    port = free_port()
+    if shutil.which("busybox"):
+        command = ["busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(root)]
+    else:
+        command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield root, f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(5)
+
+
+def slim_copy(source: Path, dest: Path, created: str) -> Path:
+    """A copy of a bundle with only its int8 variant (a smaller archive) and the given creation time."""
+    dest.mkdir(parents=True)
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["variants"] = {"int8": manifest["variants"]["int8"]}
+    manifest["probes"] = {}
+    manifest["created"] = created
+    for name in ("int8.tflite", "acceptance.npz"):
+        shutil.copy(source / name, dest / name)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+@pytest.fixture()
+def v1(tmp_path: Path, bundle_dir: Path) -> Path:
+    return slim_copy(bundle_dir, tmp_path / "v1", "2026-01-01T00:00:00+00:00")
+
+
+@pytest.fixture()
+def v2(tmp_path: Path, other_bundle_dir: Path) -> Path:
+    return slim_copy(other_bundle_dir, tmp_path / "v2", "2026-06-01T00:00:00+00:00")
+
+
+def publish(web, folder: Path, name: str) -> tuple[str, str]:
+    """Pack a bundle into the server's folder: (url, sha256)."""
+    root, base = web
+    return f"{base}/{name}", pack(folder, root / name)
+
+
+def start(config: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    return err
+
+
+def outcome(sub: Subscriber, command_id: str, timeout: float = 120) -> dict:
+    """The last answer to an update: done (switched) or refused."""
+    found = sub.wait_for(
+        "command/result",
+        timeout=timeout,
+        where=lambda m: m.json().get("id") == command_id and (not m.json()["ok"] or m.json()["result"].get("done")),
+    )
+    assert found, f"no final answer to {command_id}: {[m.json() for m in sub.on('command/result')]}"
+    return found[0].json()
+
+
+def labels_after(sub: Subscriber, ts: float, count: int = 5) -> set[str]:
+    found = sub.wait_for("classification", count=count, where=lambda m: m.json()["ts"] > ts)
+    assert len(found) >= count, "classification stopped"
+    return {m.json()["label"] for m in found}
+
+
+def config_for(tmp_path: Path, bundle: Path, clip: Path, port: int, window: float) -> Path:
+    return write_config(
+        tmp_path / "config.yaml", bundle, f"file://{clip}?loop=1&realtime=1", port, updates__health_window_s=window
+    )
+
+
+def test_an_update_switches_serves_throughout_and_outlives_a_restart(tmp_path, v1, v2, web, broker, clip_factory):
+    url, digest = publish(web, v2, "v2.tar")
+    clip, _ = clip_factory(items=4)
+    config = config_for(tmp_path, v1, clip, broker.port, window=1.0)
+    sub = Subscriber(broker.port)
+    process = start(config)
+    try:
+        assert sub.wait_for("classification"), "daemon did not start"
+        assert not labels_after(sub, 0, 3) & OTHER_NAMES
+        sub.publish(TOPIC, json.dumps({"id": "up", "action": "update_model", "url": url, "sha256": digest}))
+        done = outcome(sub, "up")
+        assert done["ok"], done
+        stages = [m.json()["result"]["stage"] for m in sub.on("command/result") if m.json().get("id") == "up"]
+        assert stages == ["started", "downloading", "verifying", "testing", "switched"], stages
+        assert done["result"]["model"] == f"other-model-{digest[:12]}"
+        assert re.fullmatch(r"(\d+) of \1 reference images agree with the float model", done["result"]["acceptance"])
+        # the old model kept classifying while the new one was fetched, unpacked, loaded and tested
+        started = answered(sub, "up")["ts"]
+        during = [m.json() for m in sub.on("classification") if started < m.json()["ts"] < done["ts"]]
+        assert during and not {c["label"] for c in during} & OTHER_NAMES
+        assert labels_after(sub, done["ts"]) <= OTHER_NAMES
+        assert sub.wait_for("model", where=lambda m: m.json()["name"] == "other-model")
+        late = Subscriber(broker.port, topic="smartbin/test-bin/model")  # a newcomer gets the retained topic
+        model = late.wait_for("model")[-1]
+        late.close()
+        assert model.retain and model.json()["name"] == "other-model" and model.json()["sha256"] == digest
+        assert model.json()["previous"] == str(v1.resolve())
+        # the one-second health window passes: confirmed
+        confirmed = sub.wait_for("model", where=lambda m: (m.json()["last_change"] or {}).get("event") == "confirmed")
+        assert confirmed and not confirmed[-1].json()["health_window"]
+    finally:
+        err = stop(process)
+    assert process.returncode == 0, err[-2000:]
+    state = json.loads((tmp_path / "models" / "state.json").read_text())
+    assert state["current"] == f"other-model-{digest[:12]}" and (tmp_path / "models" / "current").is_symlink()
+
+    sub.messages.clear()
+    process = start(config)  # the config still names v1: the store's choice wins
+    try:
+        assert labels_after(sub, 0) <= OTHER_NAMES
+        sub.publish(TOPIC, json.dumps({"id": "st", "action": "status"}))
+        assert answered(sub, "st")["result"]["model"]["name"] == "other-model"
+        # reload_model by path goes back, and that choice persists too
+        sub.publish(TOPIC, json.dumps({"id": "back", "action": "reload_model", "bundle": str(v1)}))
+        back = answered(sub, "back")
+        assert back["ok"] and not labels_after(sub, back["ts"]) & OTHER_NAMES
+    finally:
+        err = stop(process)
+        sub.close()
+    assert process.returncode == 0, err[-2000:]
+    assert json.loads((tmp_path / "models" / "state.json").read_text())["current"] == str(v1.resolve())
+
+
+def test_bad_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, v1, v2, web, broker, clip_factory):
+    root, base = web
+    url, digest = publish(web, v2, "v2.tar")
+    data = (root / "v2.tar").read_bytes()
+    (root / "truncated.tar").write_bytes(data[: len(data) // 2])
+    # a bundle whose model no longer reproduces its reference predictions (another model's set)
+    wrong = slim_copy(v2, tmp_path / "wrong", "2026-07-01T00:00:00+00:00")
+    with np.load(wrong / "acceptance.npz") as reference:
+        images, probs = reference["images"], reference["probs"]
+    np.savez_compressed(wrong / "acceptance.npz", images=images, probs=np.roll(probs, 1, axis=1))
+    manifest = json.loads((wrong / "manifest.json").read_text())
+    reference = wrong / "acceptance.npz"
+    manifest["acceptance"].update(sha256=sha256_file(reference), size=reference.stat().st_size)
+    (wrong / "manifest.json").write_text(json.dumps(manifest))
+    wrong_url, wrong_digest = publish(web, wrong, "wrong.tar")
+    old = slim_copy(v2, tmp_path / "old", "2025-01-01T00:00:00+00:00")
+    old_url, old_digest = publish(web, old, "old.tar")
+    cases = {
+        "sha": (url, "0" * 64, "sha256 check failed"),
+        "truncated": (f"{base}/truncated.tar", sha256_file(root / "truncated.tar"), "not a readable tar archive"),
+        "missing": (f"{base}/nothing.tar", digest, "HTTP 404"),
+        "acceptance": (wrong_url, wrong_digest, "acceptance test failed: 0 of"),
+        "downgrade": (old_url, old_digest, "refused downgrade"),
+    }
+    clip, _ = clip_factory(items=4)
+    sub = Subscriber(broker.port)
+    process = start(config_for(tmp_path, v1, clip, broker.port, window=60))
+    try:
+        assert sub.wait_for("classification"), "daemon did not start"
+        assert not labels_after(sub, 0, 3) & OTHER_NAMES
+        for command_id, (address, sha, expected) in cases.items():
+            sub.publish(TOPIC, json.dumps({"id": command_id, "action": "update_model", "url": address, "sha256": sha}))
+            result = outcome(sub, command_id)
+            assert not result["ok"] and expected in result["error"], (command_id, result)
+            assert "still serving the old model" in result["error"]
+            assert not labels_after(sub, result["ts"], 3) & OTHER_NAMES
+        # a malformed command is refused before anything starts
+        bad = {"id": "bad", "action": "update_model", "url": "ftp://x/y.tar", "sha256": digest}
+        sub.publish(TOPIC, json.dumps(bad))
+        assert "http:// or https://" in answered(sub, "bad")["error"]
+        # forced, the older bundle installs
+        forced = {"id": "force", "action": "update_model", "url": old_url, "sha256": old_digest, "force": True}
+        sub.publish(TOPIC, json.dumps(forced))
+        assert outcome(sub, "force")["ok"]
+        assert process.poll() is None
+    finally:
+        err = stop(process)
+        sub.close()
+    assert process.returncode == 0, err[-2000:]
+    # nothing refused stayed in the store
+    left = sorted(p.name for p in (tmp_path / "models").iterdir() if p.is_dir() and not p.is_symlink())
+    assert left == [f"other-model-{old_digest[:12]}"], left
+
+
+def test_a_daemon_killed_inside_the_health_window_comes_back_on_the_old_model(
+    tmp_path, v1, v2, web, broker, clip_factory
+):
+    url, digest = publish(web, v2, "v2.tar")
+    clip, _ = clip_factory(items=4)
+    config = config_for(tmp_path, v1, clip, broker.port, window=600)
+    sub = Subscriber(broker.port)
+    process = start(config)
+    try:
+        assert sub.wait_for("classification"), "daemon did not start"
+        sub.publish(TOPIC, json.dumps({"id": "up", "action": "update_model", "url": url, "sha256": digest}))
+        done = outcome(sub, "up")
+        assert done["ok"] and labels_after(sub, done["ts"]) <= OTHER_NAMES
+    finally:
+        stop(process, signal.SIGKILL)  # the new model's first minutes: the process dies
+    sub.messages.clear()
+    process = start(config)
+    try:
+        model = sub.wait_for("model", where=lambda m: m.json()["name"] != "other-model")
+        assert model, [m.json() for m in sub.on("model")]
+        change = model[-1].json()["last_change"]
+        assert change["event"] == "rolled_back" and change["failed"] == f"other-model-{digest[:12]}"
+        assert "health window" in change["reason"]
+        assert not labels_after(sub, 0) & OTHER_NAMES
+    finally:
+        err = stop(process)
+        sub.close()
+    assert process.returncode == 0, err[-2000:]
+
+
+# ---------------------------------------------------------------- the parts, without a daemon
+def test_download_resumes_a_partial_file_and_respects_the_size_cap(tmp_path, web):
+    root, base = web
+    payload = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    (root / "blob.bin").write_bytes(payload)
+    partial = tmp_path / "blob.part"
+    partial.write_bytes(payload[:120_000])  # an earlier attempt stopped here
+    download(f"{base}/blob.bin", partial, max_bytes=1_000_000, timeout_s=10, attempts=1)
+    assert partial.read_bytes() == payload
+    with pytest.raises(UpdateError, match="max_bytes"):
+        download(f"{base}/blob.bin", tmp_path / "capped", max_bytes=100_000, timeout_s=10, attempts=1)
+    with pytest.raises(UpdateError, match="download failed after 2 attempt"):
+        download(f"http://127.0.0.1:{free_port()}/x.tar", tmp_path / "none", max_bytes=10, timeout_s=2, attempts=2)
+
+
+def test_an_archive_is_manifest_first_and_unpacks_only_plain_files(tmp_path, v2):
+    import tarfile
+
+    archive = tmp_path / "v2.tar"
+    pack(v2, archive)
+    with tarfile.open(archive) as tar:
+        assert tar.getnames()[0] == "manifest.json" and set(tar.getnames()) == {
+            "manifest.json",
+            "int8.tflite",
+            "acceptance.npz",
+        }
+    assert Bundle.open(unpack(archive, tmp_path / "out", max_bytes=10**9).path).manifest.name == "other-model"
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        tar.add(v2 / "manifest.json", arcname="manifest.json")
+        tar.add(v2 / "int8.tflite", arcname="../escape.tflite")
+    with pytest.raises(BundleError, match="only plain files"):
+        unpack(evil, tmp_path / "evil", max_bytes=10**9)
+    assert not (tmp_path / "escape.tflite").exists()
+    with pytest.raises(BundleError, match="more than the limit"):
+        unpack(archive, tmp_path / "small", max_bytes=1000)
+
+
+def test_the_store_keeps_the_newest_models_and_never_the_serving_ones(tmp_path):
+    store = ModelStore(tmp_path / "models", keep=3)
+    folders = []
+    for i in range(6):
+        folder = store.root / f"m{i}"
+        folder.mkdir(parents=True)
+        folders.append(folder)
+        time.sleep(0.01)  # distinct modification times order them
+    store.switch(folders[0], folders[1], None, 0)  # the oldest two serve / served
+    store.confirm()
+    left = sorted(p.name for p in store.root.iterdir() if p.is_dir() and not p.is_symlink())
+    assert left == ["m0", "m1", "m5"], left
