@@ -192,6 +192,19 @@ class UpdatesConfig(Strict):
     )
 
 
+class SamplesConfig(Strict):
+    """Frames kept for relabelling and retraining (`smartbin samples pull`)."""
+
+    enabled: bool = Field(True, description="keep low-confidence, default-bin, disputed and flagged frames")
+    path: Path = Field(Path("/var/lib/smartbin/samples"), description="folder of <id>.jpg + <id>.json pairs")
+    max_bytes: int = Field(500_000_000, ge=10_000, description="oldest samples go first beyond this")
+    retention_days: float = Field(30.0, gt=0, description="samples older than this go")
+    min_free_bytes: int = Field(200_000_000, ge=0, description="nothing is written while the disk has less free")
+    confident_fraction: float = Field(0.02, ge=0, le=1, description="share of confident decisions kept at random")
+    queue: int = Field(16, ge=1, le=1000, description="frames waiting for the writer; beyond it they are counted drops")
+    jpeg_quality: int = Field(90, ge=10, le=100)
+
+
 class WebConfig(Strict):
     """The local status page (live view, last decisions, classify now, /healthz, /metrics)."""
 
@@ -243,6 +256,7 @@ class Config(Strict):
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     updates: UpdatesConfig = UpdatesConfig()
+    samples: SamplesConfig = SamplesConfig()
     web: WebConfig = WebConfig()
     actuator: ActuatorConfig = ActuatorConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -308,6 +322,7 @@ def load_config(path: str | Path) -> Config:
     config.model.bundle = _relative_to(base, config.model.bundle)
     config.outbox.path = _relative_to(base, config.outbox.path)
     config.updates.store = _relative_to(base, config.updates.store)
+    config.samples.path = _relative_to(base, config.samples.path)
     config.actuator.state_path = _relative_to(base, config.actuator.state_path)
     return config
 

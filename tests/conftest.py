@@ -156,6 +156,7 @@ def write_config(path: Path, bundle: Path, uri: str, port: int, **overrides) -> 
     data["mqtt"].update(host="127.0.0.1", port=port, metrics_interval_s=0.3)
     data["outbox"]["path"] = str(path.parent / "outbox.sqlite")
     data["updates"] = {"store": str(path.parent / "models")}
+    data["samples"] = {"path": str(path.parent / "samples"), "min_free_bytes": 0}
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         data[section][key] = value

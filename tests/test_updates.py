@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -157,6 +158,9 @@ def test_an_update_switches_serves_throughout_and_outlives_a_restart(tmp_path, v
         # the one-second health window passes: confirmed
         confirmed = sub.wait_for("model", where=lambda m: (m.json()["last_change"] or {}).get("event") == "confirmed")
         assert confirmed and not confirmed[-1].json()["health_window"]
+        schema = json.loads((ROOT / "edge" / "schemas" / "model.json").read_text(encoding="utf-8"))
+        for message in sub.on("model"):
+            jsonschema.validate(message.json(), schema)
     finally:
         err = stop(process)
     assert process.returncode == 0, err[-2000:]

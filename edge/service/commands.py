@@ -18,8 +18,19 @@ if TYPE_CHECKING:
     from edge.service.daemon import Daemon
 
 MAX_PAYLOAD = 4096
-ACTIONS = ("ping", "status", "pause", "resume", "snapshot", "set_threshold", "reload_model", "update_model")
-FIELDS = {"value", "bundle", "url", "sha256", "force"}
+ACTIONS = (
+    "ping",
+    "status",
+    "pause",
+    "resume",
+    "snapshot",
+    "set_threshold",
+    "reload_model",
+    "update_model",
+    "flag",
+    "correct",
+)
+FIELDS = {"value", "bundle", "url", "sha256", "force", "event_id", "label"}
 
 
 class CommandError(Exception):
@@ -74,6 +85,11 @@ def parse_command(payload: bytes) -> Command:
             raise CommandError("update_model needs 'sha256': the archive's 64 lowercase hex digits", command_id)
         if not isinstance(force, bool):
             raise CommandError("update_model: 'force' must be true or false", command_id)
+    elif action == "correct":
+        for name in ("event_id", "label"):
+            value = params.get(name)
+            if not isinstance(value, str) or not 0 < len(value.strip()) <= 100:
+                raise CommandError(f"correct needs '{name}': a non-empty string of at most 100 characters", command_id)
     unknown = set(params) - FIELDS
     if unknown:
         raise CommandError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}", command_id)
@@ -101,6 +117,10 @@ def execute_command(daemon: Daemon, command: Command) -> dict:
         jpeg = encode_jpeg(frame.image, quality=95)
         daemon.publisher.publish_bytes("snapshot", jpeg, qos=0)
         return {"topic": daemon.publisher.topic("snapshot"), "bytes": len(jpeg), "frame_id": frame.frame_id}
+    if action == "flag":
+        return daemon.flag()
+    if action == "correct":
+        return daemon.correct(command.params["event_id"], command.params["label"].strip())
     if action == "update_model":
         p = command.params
         try:

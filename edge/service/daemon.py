@@ -31,6 +31,7 @@ from edge.service.notify import Notifier
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
 from edge.service.reload import reload_daemon
+from edge.service.samples import SampleStore
 from edge.service.status import StatusView, cpu_temperature, metrics_payload, status_payload
 from edge.service.update import Prepared, Updater, UpdateRequest
 from edge.service.web import WebServer, WebState, answer_classify_requests
@@ -41,6 +42,7 @@ from edge.vision.decision import Decider, Decision
 log = logging.getLogger(__name__)
 
 COMMAND_QUEUE = 64
+RECENT_DECISIONS = 50
 LATENCY_WINDOW = 500
 FPS_WINDOW_S = 5.0
 # Per-frame stages timed inside the loop (the bench prints them; `infer` and `total` go to metrics).
@@ -90,6 +92,10 @@ class Daemon:
             self.outbox = Outbox(":memory:", config.outbox.max_items)
         self.outbox_error = self.outbox_open_error
         self.last_frame: Frame | None = None
+        self.last_top_k: list[dict] = []
+        # the last decisions with their frames: a correction of one that was not sampled still keeps it
+        self.recent: deque[tuple[dict, Frame, list[dict]]] = deque(maxlen=RECENT_DECISIONS)
+        self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
         self.last_id = -1
         self.last_healthy = time.monotonic()
         self.stages: dict[str, deque] = {k: deque(maxlen=LATENCY_WINDOW) for k in STAGES}
@@ -169,6 +175,7 @@ class Daemon:
             broker_connects=self.publisher.connects if self.publisher is not None else 0,
             commands_rejected=self.commands_rejected,
             cpu_temp_c=cpu_temperature(),
+            samples=self.samples.counts() if self.samples else None,
         )
 
     def stage_figures(self) -> dict[str, dict[str, float]]:
@@ -195,12 +202,14 @@ class Daemon:
 
     def handle_commands(self) -> None:
         for payload in drain(self.commands):
+            command = None
             try:
                 command = parse_command(payload)
                 self._answer(command.id, command.action, self.execute(command))
             except CommandError as exc:
                 self.commands_rejected += 1
-                self._answer(exc.command_id, None, error=str(exc))
+                command_id = exc.command_id if exc.command_id is not None or command is None else command.id
+                self._answer(command_id, command.action if command else None, error=str(exc))
             except Exception as exc:  # a command must never stop the bin
                 log.exception("command failed")
                 self.commands_rejected += 1
@@ -323,6 +332,7 @@ class Daemon:
 
     def _publish_prediction(self, frame: Frame, prediction: Prediction) -> None:
         result = prediction.to_dict()
+        self.last_top_k = result["top_k"]
         if self.web_state is not None:
             self.web_state.set_top(result["top_k"])
         if self.config.mqtt.publish_classifications:
@@ -357,9 +367,56 @@ class Daemon:
             self.outbox_error = str(exc)
             log.error("%s; sending without store-and-forward", exc)
             self.publisher.publish_json("decision", payload, qos=1)
+        self.recent.append((payload, frame, self.last_top_k))
+        if self.samples is not None:
+            self.samples.offer(payload, frame.image, self.last_top_k, self.model_ref())
+
+    # ------------------------------------------------------------------ samples and corrections
+    def model_ref(self) -> dict:
+        """Which model made a prediction, as a sample records it."""
+        state = self.store.state()
+        return {
+            "name": self.classifier.bundle.manifest.name,
+            "folder": self.classifier.bundle.path.name,
+            "variant": self.classifier.engine.variant,
+            "sha256": state.sha256 if state.current else None,
+        }
+
+    def flag(self) -> dict:
+        """Keep the newest frame as a sample, with the newest prediction (an operator's "look at this")."""
+        frame = self.last_frame
+        if self.samples is None:
+            raise CommandError("samples.enabled is false in the config")
+        if frame is None:
+            raise CommandError("no frame captured yet")
+        top = self.last_top_k[0] if self.last_top_k else {}
+        event = {"event_id": f"flag-{frame.frame_id}-{int(frame.ts)}", "ts": frame.ts, **top}
+        if not self.samples.offer(event, frame.image, self.last_top_k, self.model_ref(), flagged=True):
+            raise CommandError("the sample writer is busy; try again")
+        return {"event_id": event["event_id"]}
+
+    def correct(self, event_id: str, label: str) -> dict:
+        """Record the true label of a decision beside its sample (kept now if it had not been)."""
+        if self.samples is None:
+            raise CommandError("samples.enabled is false in the config")
+        sample = self.samples.correct(event_id, label)
+        if sample is None:
+            match = [r for r in self.recent if r[0]["event_id"] == event_id]
+            if not match:
+                raise CommandError(f"no sample and no recent decision with event_id {event_id!r}")
+            payload, frame, top_k = match[-1]
+            sample = self.samples.keep_now(payload, frame.image, top_k, self.model_ref(), label)
+        known = label in {lab.name for lab in self.classifier.labels}
+        return {"sample": sample, "label": label, "known_label": known}
 
     def start(self) -> Daemon:
-        """Connect to the broker, open the camera, serve the page."""
+        """Connect to the broker, open the camera, serve the page, start the sample writer."""
+        if self.samples is not None:
+            try:
+                self.samples.start()
+            except OSError as exc:  # samples are for later; the bin sorts without them
+                log.error("%s: cannot keep samples: %s", self.config.samples.path, exc)
+                self.samples = None
         self.publisher.start()
         self.capture.start()
         if self.web is not None:
@@ -434,6 +491,8 @@ class Daemon:
         if self.web is not None:
             self.web.stop()
         self.capture.stop()
+        if self.samples is not None:
+            self.samples.stop()
         left = self.publisher.stop(timeout=3.0)
         if left:
             log.warning("%d decision(s) stay in the outbox for the next start", left)

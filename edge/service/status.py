@@ -46,6 +46,7 @@ class StatusView:
     broker_connects: int
     commands_rejected: int
     cpu_temp_c: float | None
+    samples: dict | None = None  # the sample store's counts (kept, bytes, written, dropped, ...)
 
     @property
     def uptime_s(self) -> float:
@@ -90,6 +91,7 @@ def metrics_payload(view: StatusView) -> dict:
         "cpu_temp_c": view.cpu_temp_c,
         "uptime_s": view.uptime_s,
         "health": view.health,
+        "samples": view.samples,
     }
 
 

@@ -1,0 +1,166 @@
+"""The on-device sample store, corrections, and the way back to training.
+
+Real JPEG files on disk, a real SIGKILL in the middle of writes, the daemon as a subprocess with a
+real broker, and `smartbin samples pull` feeding `smartbin train`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import SamplesConfig
+from edge.service.samples import SampleStore
+from tests.conftest import ROOT, write_config
+from tests.mqtt_client import Subscriber, answered
+
+TOPIC = "smartbin/test-bin/command"
+NOW = time.time() - 3600  # the samples' times: recent, within the retention time
+
+
+def decision(i: int, confidence: float = 0.3) -> dict:
+    return {
+        "event_id": f"{i:08d}abcdef0123456789",
+        "ts": NOW + i * 0.01,
+        "label": "peel",
+        "label_index": 1,
+        "bin": "kitchen",
+        "confidence": confidence,
+        "votes": 5,
+        "frames": 5,
+        "reason": "low_confidence" if confidence < 0.6 else "vote",
+    }
+
+
+def check_samples(folder: Path) -> int:
+    """Every sample on disk is whole: its JSON parses, its JPEG decodes. Returns how many there are."""
+    metas = sorted(folder.glob("*.json"))
+    for meta in metas:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        assert data["event_id"] and data["kept_because"]
+        image = cv2.imread(str(meta.with_suffix(".jpg")))
+        assert image is not None, f"{meta.with_suffix('.jpg')} does not decode"
+    assert not [p for p in folder.glob("*.jpg") if not p.with_suffix(".json").exists()]
+    return len(metas)
+
+
+def test_the_store_stays_under_its_byte_cap_over_ten_thousand_frames(tmp_path: Path):
+    config = SamplesConfig(path=tmp_path / "samples", max_bytes=300_000, min_free_bytes=0, confident_fraction=0.0)
+    store = SampleStore(config, "other").start()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(8)]
+    queued = 0
+    for i in range(10_000):
+        while not store.offer(decision(i), images[i % 8], [], {"name": "m"}):
+            time.sleep(0.0005)  # the writer's queue is full: wait (the daemon would count a drop instead)
+        queued += 1
+        # confident decisions (not kept unless drawn at random, here never) leave the store alone
+        assert not store.offer(decision(i, confidence=0.99) | {"bin": "kitchen"}, images[0], [], {})
+    store.stop(timeout=60)
+    counts = store.counts()
+    on_disk = sum(p.stat().st_size for p in config.path.iterdir())
+    print(f"10,000 frames: {counts}, {on_disk} bytes on disk")
+    assert counts["written"] == queued == 10_000 and counts["errors"] == 0
+    assert on_disk <= config.max_bytes and counts["bytes"] <= config.max_bytes
+    kept = check_samples(config.path)
+    assert 0 < kept < 10_000 and kept == counts["kept"]
+    names = sorted(p.stem for p in config.path.glob("*.json"))
+    assert names[-1].endswith(decision(9_999)["event_id"][:12])  # the newest stayed, the oldest went
+    # a full queue is counted, never waited on
+    blocked = SampleStore(SamplesConfig(path=tmp_path / "b", queue=4), "other")  # not started: nothing drains
+    results = [blocked.offer(decision(i), images[0], [], {}) for i in range(10)]
+    assert results.count(True) == 4 and blocked.dropped == 6
+
+
+WRITER = """
+import sys, time, numpy as np
+from edge.config import SamplesConfig
+from edge.service.samples import SampleStore
+store = SampleStore(SamplesConfig(path=sys.argv[1], min_free_bytes=0, max_bytes=5_000_000, queue=2), "other").start()
+rng = np.random.default_rng(int(sys.argv[2]))
+image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)  # ~900 kB JPEGs: writes take a while
+print("ready", flush=True)
+i = 0
+while True:
+    d = {"event_id": f"{sys.argv[2]}{i:07d}xxxxxxxx", "ts": time.time(), "label": "a", "label_index": 0,
+         "bin": "other", "confidence": 0.2, "votes": 1, "frames": 1, "reason": "low_confidence"}
+    store.offer(d, image, [], {})
+    i += 1
+"""
+
+
+def test_sigkill_during_writes_leaves_no_corrupt_sample(tmp_path: Path):
+    folder = tmp_path / "samples"
+    for round_ in range(5):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(folder), str(round_)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(0.3 + 0.17 * round_)  # somewhere inside a write
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+        leftovers = list(folder.glob(".*.tmp"))
+        store = SampleStore(SamplesConfig(path=folder, min_free_bytes=0), "other").start()  # takes stock
+        store.stop()
+        assert not list(folder.glob(".*.tmp")), "temporary files left after a restart"
+        print(f"round {round_}: {check_samples(folder)} whole samples, {len(leftovers)} partial write(s) cleared")
+    assert check_samples(folder) > 0
+
+
+@pytest.mark.slow
+def test_decisions_are_sampled_corrected_and_flagged_through_the_daemon(
+    tmp_path: Path, bundle_dir: Path, broker, clip_factory
+):
+    clip, _ = clip_factory(items=4)
+    uri = f"file://{clip}?loop=1&realtime=1"
+    config = write_config(tmp_path / "config.yaml", bundle_dir, uri, broker.port, decision__min_confidence=1.0)
+    samples = tmp_path / "samples"
+    sub = Subscriber(broker.port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        first = sub.wait_decisions(1)[0]  # min_confidence 1.0: every decision goes to the default bin
+        assert first["reason"] == "low_confidence"
+        deadline = time.monotonic() + 20
+        while not list(samples.glob(f"*-{first['event_id'][:12]}.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        meta = json.loads(next(samples.glob(f"*-{first['event_id'][:12]}.json")).read_text(encoding="utf-8"))
+        assert meta["event_id"] == first["event_id"] and meta["label"] == first["label"]
+        assert set(meta["kept_because"]) >= {"low_confidence", "default_bin"} and meta["top_k"]
+        assert meta["model"]["variant"] == "int8"
+
+        sub.publish(TOPIC, json.dumps({"id": "c", "action": "correct", "event_id": first["event_id"], "label": "cup"}))
+        corrected = answered(sub, "c")
+        assert corrected["ok"] and corrected["result"]["known_label"] is False, corrected
+        stored = json.loads((samples / f"{corrected['result']['sample']}.json").read_text(encoding="utf-8"))
+        assert stored["correction"]["label"] == "cup"
+
+        sub.publish(TOPIC, json.dumps({"id": "f", "action": "flag"}))
+        flagged = answered(sub, "f")
+        assert flagged["ok"]
+        deadline = time.monotonic() + 20
+        while not list(samples.glob("*-flag-*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert json.loads(next(samples.glob("*-flag-*.json")).read_text())["kept_because"] == ["flagged"]
+
+        sub.publish(TOPIC, json.dumps({"id": "x", "action": "correct", "event_id": "nope", "label": "cup"}))
+        missing = answered(sub, "x")
+        assert not missing["ok"] and "no sample and no recent decision" in missing["error"]
+        metrics = sub.wait_for("metrics", where=lambda m: (m.json().get("samples") or {}).get("kept", 0) >= 2)
+        assert metrics, "the metrics do not count the samples"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        sub.close()
+    assert process.returncode == 0, err[-2000:]
+    assert check_samples(samples) >= 2
