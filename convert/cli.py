@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from edge import cli as device_cli
 from edge.cli import add_command as _add
@@ -45,7 +46,26 @@ def cmd_dataset_check(args: argparse.Namespace) -> int:
     )
     print("per bin: " + ", ".join(f"{b} {n}" for b, n in per_bin.items()))
     print("per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
+    from convert.pull import field_summary
+
+    field = field_summary(Path(args.dir))
+    if field:
+        print(field)
     return 0 if report.ok else 1
+
+
+def cmd_samples_pull(args: argparse.Namespace) -> int:
+    from convert.pull import pull
+
+    counts = pull(args.source, args.out)
+    new = counts["new_labels"]
+    print(
+        f"{counts['reviewed']} corrected sample(s) -> {args.out}, {counts['unreviewed']} unreviewed -> "
+        f"{Path(args.out) / 'unreviewed'}"
+        + (f"; new label(s) {', '.join(new)} go to bin other (edit the rules file to change that)" if new else "")
+    )
+    print(f"train with: smartbin train --data <your dataset> --data {args.out} ...")
+    return 0
 
 
 # ---------------------------------------------------------------- train / convert / evaluate
@@ -54,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from convert.train import TrainConfig, train
 
     config = TrainConfig(
-        data=args.data,
+        data=args.data[0] if len(args.data) == 1 else args.data,
         out=args.out,
         backbone=args.backbone,
         weights=args.weights,
@@ -153,8 +173,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    samples = sub.add_parser("samples", help="field samples from a device", description="Field samples.")
+    ssub = samples.add_subparsers(dest="samples_command", metavar="ACTION", required=True)
+    p = _add(ssub, "pull", cmd_samples_pull, "a device's kept samples (a copied folder) as a dataset to train on")
+    p.add_argument("source", help="copy of the device's samples folder (default there: /var/lib/smartbin/samples)")
+    p.add_argument("--out", required=True, help="dataset folder to write (new or empty)")
+
     p = _add(sub, "train", cmd_train, "train the ResNet classifier on a dataset (workstation)")
-    p.add_argument("--data", required=True, help="dataset folder (seed format or class folders)")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="dataset folder (seed format or class folders); again to add more, e.g. pulled field samples",
+    )
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet101", "resnet152"])
     p.add_argument("--weights", default="imagenet", help="imagenet (downloads), none, or a backbone weights file")

@@ -31,7 +31,7 @@ CONFIG_FILE = "train_config.json"
 class TrainConfig:
     """Everything that defines a training run; saved beside the model."""
 
-    data: str
+    data: str | list[str]  # several folders are merged by label name
     out: str
     backbone: str = "resnet50"
     weights: str = "imagenet"

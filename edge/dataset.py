@@ -115,8 +115,10 @@ def _load_folders(root: Path) -> Dataset:
     return Dataset(root, labels, samples, [])
 
 
-def load_dataset(root: str | Path) -> Dataset:
-    """Load a dataset in the seed format or as class folders."""
+def load_dataset(root: str | Path | list[str | Path]) -> Dataset:
+    """Load a dataset in the seed format or as class folders; several folders are merged by label name."""
+    if isinstance(root, (list, tuple)):
+        return merge([load_dataset(r) for r in root])
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
@@ -127,6 +129,33 @@ def load_dataset(root: str | Path) -> Dataset:
     if not dataset.samples:
         raise DatasetError(f"{root}: no usable images ({len(dataset.problems)} problems)")
     return dataset
+
+
+def merge(datasets: list[Dataset]) -> Dataset:
+    """One dataset from several: the first one's labels keep their indices, labels new to it follow.
+
+    A label is matched by its name, so field samples pulled from a device (`smartbin samples pull`)
+    add to the classes of the original training set, and a corrected name the model never had
+    becomes a new class.
+    """
+    labels: list[Label] = []
+    index: dict[str, int] = {}
+    samples: list[Sample] = []
+    problems: list[str] = []
+    for dataset in datasets:
+        for label in dataset.labels:
+            if label.name not in index:
+                index[label.name] = len(labels)
+                labels.append(Label(len(labels), label.name, label.bin))
+            elif labels[index[label.name]].bin != label.bin:
+                problems.append(
+                    f"{dataset.root}: {label.name!r} goes to {label.bin}, but to "
+                    f"{labels[index[label.name]].bin} in an earlier dataset (kept)"
+                )
+        names = [lab.name for lab in dataset.labels]
+        samples += [Sample(s.path, index[names[s.label]]) for s in dataset.samples]
+        problems += dataset.problems
+    return Dataset(datasets[0].root, labels, samples, problems)
 
 
 def load_images(samples: list[Sample], height: int, width: int) -> np.ndarray:

@@ -117,8 +117,8 @@ def test_sigkill_during_writes_leaves_no_corrupt_sample(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_decisions_are_sampled_corrected_and_flagged_through_the_daemon(
-    tmp_path: Path, bundle_dir: Path, broker, clip_factory
+def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
+    tmp_path: Path, bundle_dir: Path, dataset_dir: Path, weights_file: Path, broker, clip_factory, capsys
 ):
     clip, _ = clip_factory(items=4)
     uri = f"file://{clip}?loop=1&realtime=1"
@@ -164,3 +164,20 @@ def test_decisions_are_sampled_corrected_and_flagged_through_the_daemon(
         sub.close()
     assert process.returncode == 0, err[-2000:]
     assert check_samples(samples) >= 2
+
+    # the way back: pulled into a dataset (the corrected sample) and unreviewed/ (the rest), then trained on
+    from convert.cli import main
+
+    field = tmp_path / "field"
+    assert main(["samples", "pull", str(samples), "--out", str(field)]) == 0
+    record = json.loads((field / "field_samples.json").read_text(encoding="utf-8"))
+    assert [(r["label"], r["reviewed"], r["event_id"]) for r in record] == [("cup", True, first["event_id"])]
+    assert len(list((field / "unreviewed").glob("img_*.txt"))) >= 1
+    assert main(["dataset", "check", str(field)]) == 0
+    assert "1 image(s) pulled from the field" in capsys.readouterr().out
+    run = tmp_path / "run"
+    train = ["train", "--data", str(dataset_dir), "--data", str(field), "--out", str(run)]
+    assert main([*train, "--weights", str(weights_file), "--img-size", "64", "--epochs", "1"]) == 0
+    labels = json.loads((run / "labels.json").read_text(encoding="utf-8"))
+    base = json.loads((dataset_dir / "garbage_classify_rule.json").read_text(encoding="utf-8"))
+    assert len(labels) == len(base) + 1 and labels[-1]["name"] == "cup" and labels[-1]["bin"] == "other"

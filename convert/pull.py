@@ -1,0 +1,110 @@
+"""`smartbin samples pull`: a device's kept samples become a dataset `smartbin train` reads.
+
+The source is a copy of the device's sample folder (``scp -r bin:/var/lib/smartbin/samples .``).
+Samples an operator corrected are labelled with the correction and make the dataset; the others
+keep the model's own guess and go to ``unreviewed/`` beside it (a dataset of its own: review it,
+or add it with a second ``--data`` knowingly). Both are in the seed's format (img_N.jpg +
+img_N.txt + garbage_classify_rule.json), and ``field_samples.json`` records where each image came
+from, which `smartbin dataset check` reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from edge.dataset import RULES_FILE
+from edge.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+FIELD_FILE = "field_samples.json"
+UNREVIEWED = "unreviewed"
+
+
+def read_samples(source: Path) -> list[tuple[Path, dict]]:
+    """(JPEG, metadata) of every whole sample in a device's sample folder, oldest first."""
+    if not source.is_dir():
+        raise DatasetError(f"{source}: sample folder not found")
+    found = []
+    for meta_path in sorted(source.glob("*.json")):
+        image = meta_path.with_suffix(".jpg")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("skipped %s: %s", meta_path, exc)
+            continue
+        if image.is_file() and isinstance(meta, dict) and meta.get("label"):
+            found.append((image, meta))
+    if not found:
+        raise DatasetError(f"{source}: no samples (<id>.jpg + <id>.json) in it")
+    return found
+
+
+def _write(folder: Path, items: list[tuple[Path, dict, str]], bins: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted({label for _, _, label in items})
+    index = {name: i for i, name in enumerate(names)}
+    rules = {str(i): f"{bins.get(name, 'other')}/{name}" for name, i in index.items()}
+    (folder / RULES_FILE).write_text(json.dumps(rules, ensure_ascii=False, indent=1), encoding="utf-8")
+    record = []
+    for n, (image, meta, label) in enumerate(items, 1):
+        name = f"img_{n}.jpg"
+        shutil.copyfile(image, folder / name)
+        (folder / f"img_{n}.txt").write_text(f"{name}, {index[label]}\n", encoding="utf-8")
+        record.append(
+            {
+                "image": name,
+                "label": label,
+                "reviewed": "correction" in meta,
+                "predicted": meta.get("label"),
+                "confidence": meta.get("confidence"),
+                "kept_because": meta.get("kept_because", []),
+                "event_id": meta.get("event_id"),
+                "model": meta.get("model", {}),
+                "ts": meta.get("ts"),
+                "source": image.stem,
+            }
+        )
+    (folder / FIELD_FILE).write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def pull(source: str | Path, out: str | Path) -> dict:
+    """Write the dataset (corrected samples) and ``unreviewed/``; return the counts."""
+    source, out = Path(source), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise DatasetError(f"{out}: exists and is not empty; pick a new folder")
+    samples = read_samples(source)
+    # each label's bin as the device knew it (predictions and their top-k); a new label goes to "other"
+    bins: dict[str, str] = {}
+    for _, meta in samples:
+        for entry in [meta, *meta.get("top_k", [])]:
+            if entry.get("label") and entry.get("bin"):
+                bins.setdefault(entry["label"], entry["bin"])
+    reviewed = [(image, meta, meta["correction"]["label"]) for image, meta in samples if "correction" in meta]
+    unreviewed = [(image, meta, meta["label"]) for image, meta in samples if "correction" not in meta]
+    if reviewed:
+        _write(out, reviewed, bins)
+    if unreviewed:
+        _write(out / UNREVIEWED, unreviewed, bins)
+    new = sorted({label for _, _, label in reviewed} - set(bins))
+    return {"reviewed": len(reviewed), "unreviewed": len(unreviewed), "new_labels": new}
+
+
+def field_summary(root: Path) -> str | None:
+    """What of a dataset came from the field (None when nothing did)."""
+    path = root / FIELD_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    corrected = sum(1 for r in record if r["reviewed"] and r["label"] != r["predicted"])
+    models = sorted({(r.get("model") or {}).get("name") or "?" for r in record})
+    text = (
+        f"{len(record)} image(s) pulled from the field ({', '.join(models)}): "
+        f"{sum(r['reviewed'] for r in record)} reviewed, {corrected} of them corrected to another label"
+    )
+    if (root / UNREVIEWED).is_dir():
+        text += f"; unreviewed ones are in {root / UNREVIEWED}"
+    return text
