@@ -205,6 +205,12 @@ class SamplesConfig(Strict):
     jpeg_quality: int = Field(90, ge=10, le=100)
 
 
+class CountersConfig(Strict):
+    """Items sorted per label and per bin, per day (metrics, /metrics, Home Assistant)."""
+
+    path: Path = Field(Path("/var/lib/smartbin/counters.sqlite"), description="SQLite file; counts outlive restarts")
+
+
 class WebConfig(Strict):
     """The local status page (live view, last decisions, classify now, /healthz, /metrics)."""
 
@@ -257,6 +263,7 @@ class Config(Strict):
     outbox: OutboxConfig = OutboxConfig()
     updates: UpdatesConfig = UpdatesConfig()
     samples: SamplesConfig = SamplesConfig()
+    counters: CountersConfig = CountersConfig()
     web: WebConfig = WebConfig()
     actuator: ActuatorConfig = ActuatorConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -323,6 +330,7 @@ def load_config(path: str | Path) -> Config:
     config.outbox.path = _relative_to(base, config.outbox.path)
     config.updates.store = _relative_to(base, config.updates.store)
     config.samples.path = _relative_to(base, config.samples.path)
+    config.counters.path = _relative_to(base, config.counters.path)
     config.actuator.state_path = _relative_to(base, config.actuator.state_path)
     return config
 

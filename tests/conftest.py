@@ -157,6 +157,7 @@ def write_config(path: Path, bundle: Path, uri: str, port: int, **overrides) -> 
     data["outbox"]["path"] = str(path.parent / "outbox.sqlite")
     data["updates"] = {"store": str(path.parent / "models")}
     data["samples"] = {"path": str(path.parent / "samples"), "min_free_bytes": 0}
+    data["counters"] = {"path": str(path.parent / "counters.sqlite")}
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         data[section][key] = value

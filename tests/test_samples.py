@@ -158,12 +158,21 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
         assert not missing["ok"] and "no sample and no recent decision" in missing["error"]
         metrics = sub.wait_for("metrics", where=lambda m: (m.json().get("samples") or {}).get("kept", 0) >= 2)
         assert metrics, "the metrics do not count the samples"
+        counts = metrics[-1].json()["counts"]
+        assert counts["today"]["items"] >= 1 and counts["today"]["per_bin"]["other"] == counts["today"]["items"]
+        assert counts["today"]["low_confidence_share"] == 1.0  # min_confidence 1.0: every decision
+        assert counts["total"]["corrections"] == {"cup": 1}
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
         sub.close()
     assert process.returncode == 0, err[-2000:]
     assert check_samples(samples) >= 2
+    # the counts outlive the process
+    from edge.service.counters import Counters
+
+    kept = Counters(tmp_path / "counters.sqlite").summary()["total"]
+    assert kept["items"] >= counts["total"]["items"] and kept["corrections"] == {"cup": 1}
 
     # the way back: pulled into a dataset (the corrected sample) and unreviewed/ (the rest), then trained on
     from convert.cli import main
@@ -181,3 +190,19 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
     labels = json.loads((run / "labels.json").read_text(encoding="utf-8"))
     base = json.loads((dataset_dir / "garbage_classify_rule.json").read_text(encoding="utf-8"))
     assert len(labels) == len(base) + 1 and labels[-1]["name"] == "cup" and labels[-1]["bin"] == "other"
+
+
+def test_counters_keep_days_apart_and_outlive_a_reopen(tmp_path: Path):
+    from edge.service.counters import Counters, today
+
+    path = tmp_path / "counters.sqlite"
+    counters = Counters(path)
+    counters.add([("label", "can"), ("bin", "recyclable"), ("reason", "vote")], day="2026-01-01")
+    for reason in ("vote", "vote", "low_confidence", "vote"):
+        counters.count_decision({"label": "peel", "bin": "kitchen" if reason == "vote" else "other", "reason": reason})
+    counters.close()
+    summary = Counters(path).summary()
+    assert summary["today"]["items"] == 4 and summary["total"]["items"] == 5
+    assert summary["today"]["per_bin"] == {"other": 1, "kitchen": 3, "recyclable": 0, "hazardous": 0}
+    assert summary["today"]["low_confidence_share"] == 0.25
+    assert summary["total"]["per_label"] == {"can": 1, "peel": 4} and today() != "2026-01-01"

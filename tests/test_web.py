@@ -133,6 +133,9 @@ def test_healthz_metrics_and_password(tmp_path, bundle_dir, broker, monkeypatch)
             "smartbin_frames_classified_total" in text and 'smartbin_latency_ms{quantile="p50",stage="infer"}' in text
         )
         assert "smartbin_up 1.0" in text
+        # the per-bin counters (all time, today) and the drift signal
+        assert 'smartbin_items_total{bin="recyclable"}' in text and 'smartbin_items_today{bin="other"}' in text
+        assert "smartbin_low_confidence_share_today" in text
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=15)

@@ -13,6 +13,7 @@ import platform
 import queue
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -25,6 +26,7 @@ from edge.classifier import Classifier, Prediction
 from edge.config import Config, load_config
 from edge.service.build import load_classifier, make_capture, make_presence
 from edge.service.commands import Command, CommandError, execute_command, parse_command
+from edge.service.counters import Counters
 from edge.service.models import ModelStore
 from edge.service.mqtt import Publisher, dumps
 from edge.service.notify import Notifier
@@ -96,6 +98,11 @@ class Daemon:
         # the last decisions with their frames: a correction of one that was not sampled still keeps it
         self.recent: deque[tuple[dict, Frame, list[dict]]] = deque(maxlen=RECENT_DECISIONS)
         self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
+        try:
+            self.counters = Counters(config.counters.path)
+        except (OSError, sqlite3.Error) as exc:  # counts are for people; the bin sorts without them
+            log.error("%s: cannot keep counts (%s); counting in memory", config.counters.path, exc)
+            self.counters = Counters(":memory:")
         self.last_id = -1
         self.last_healthy = time.monotonic()
         self.stages: dict[str, deque] = {k: deque(maxlen=LATENCY_WINDOW) for k in STAGES}
@@ -176,6 +183,7 @@ class Daemon:
             commands_rejected=self.commands_rejected,
             cpu_temp_c=cpu_temperature(),
             samples=self.samples.counts() if self.samples else None,
+            counts=self.counters.summary(),
         )
 
     def stage_figures(self) -> dict[str, dict[str, float]]:
@@ -368,6 +376,10 @@ class Daemon:
             log.error("%s; sending without store-and-forward", exc)
             self.publisher.publish_json("decision", payload, qos=1)
         self.recent.append((payload, frame, self.last_top_k))
+        try:
+            self.counters.count_decision(payload)
+        except sqlite3.Error as exc:
+            log.error("decision not counted: %s", exc)
         if self.samples is not None:
             self.samples.offer(payload, frame.image, self.last_top_k, self.model_ref())
 
@@ -407,6 +419,7 @@ class Daemon:
             payload, frame, top_k = match[-1]
             sample = self.samples.keep_now(payload, frame.image, top_k, self.model_ref(), label)
         known = label in {lab.name for lab in self.classifier.labels}
+        self.counters.count_correction(label)
         return {"sample": sample, "label": label, "known_label": known}
 
     def start(self) -> Daemon:
@@ -497,6 +510,7 @@ class Daemon:
         if left:
             log.warning("%d decision(s) stay in the outbox for the next start", left)
         self.outbox.close()
+        self.counters.close()
         log.info("stopped")
 
     def _install_signals(self) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
+from edge.labels import BINS
 from edge.service.mqtt_client import make_client, tls_context
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
@@ -233,6 +234,22 @@ class Publisher:
                 "unique_id": f"smartbin_{self.device_id}_{key}",
                 "state_topic": self.topic("decision"),
                 "value_template": f"{{{{ value_json.{field} }}}}",
+                "device": device,
+                **availability,
+            }
+            self.client.publish(
+                f"{prefix}/sensor/smartbin_{self.device_id}/{key}/config", dumps(config), qos=1, retain=True
+            )
+        # items sorted today per bin and the low-confidence share, read from the metrics
+        counts = {f"items_today_{b}": f"counts.today.per_bin.{b}" for b in BINS}
+        counts["low_confidence_share_today"] = "counts.today.low_confidence_share"
+        for key, field in counts.items():
+            config = {
+                "name": key.replace("_", " "),
+                "unique_id": f"smartbin_{self.device_id}_{key}",
+                "state_topic": self.topic("metrics"),
+                "value_template": f"{{{{ value_json.{field} }}}}",
+                "state_class": "measurement",
                 "device": device,
                 **availability,
             }

@@ -47,6 +47,7 @@ class StatusView:
     commands_rejected: int
     cpu_temp_c: float | None
     samples: dict | None = None  # the sample store's counts (kept, bytes, written, dropped, ...)
+    counts: dict | None = None  # items per bin and label, today and in all (edge/service/counters.py)
 
     @property
     def uptime_s(self) -> float:
@@ -92,6 +93,7 @@ def metrics_payload(view: StatusView) -> dict:
         "uptime_s": view.uptime_s,
         "health": view.health,
         "samples": view.samples,
+        "counts": view.counts,
     }
 
 
@@ -116,6 +118,21 @@ def prometheus_registry(view: Callable[[], StatusView]):
             yield latency
             if v.cpu_temp_c is not None:
                 yield GaugeMetricFamily("smartbin_cpu_temperature_celsius", "CPU temperature", v.cpu_temp_c)
+            if v.counts:
+                total = CounterMetricFamily(
+                    "smartbin_items", "Items sorted, per bin (outlives restarts)", labels=["bin"]
+                )
+                day = GaugeMetricFamily("smartbin_items_today", "Items sorted today, per bin", labels=["bin"])
+                for bin_name, n in v.counts["total"]["per_bin"].items():
+                    total.add_metric([bin_name], n)
+                    day.add_metric([bin_name], v.counts["today"]["per_bin"][bin_name])
+                yield total
+                yield day
+                yield GaugeMetricFamily(
+                    "smartbin_low_confidence_share_today",
+                    "Share of today's decisions below min_confidence (a drift signal)",
+                    v.counts["today"]["low_confidence_share"],
+                )
 
     registry = CollectorRegistry()
     registry.register(Collector())
