@@ -57,7 +57,12 @@ def cmd_dataset_check(args: argparse.Namespace) -> int:
 def cmd_samples_pull(args: argparse.Namespace) -> int:
     from convert.pull import pull
 
-    counts = pull(args.source, args.out)
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise SmartbinError(f"--password-env: the environment variable {args.password_env} is not set")
+    counts = pull(args.source, args.out, args.user, password)
     new = counts["new_labels"]
     print(
         f"{counts['reviewed']} corrected sample(s) -> {args.out}, {counts['unreviewed']} unreviewed -> "
@@ -175,8 +180,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     samples = sub.add_parser("samples", help="field samples from a device", description="Field samples.")
     ssub = samples.add_subparsers(dest="samples_command", metavar="ACTION", required=True)
-    p = _add(ssub, "pull", cmd_samples_pull, "a device's kept samples (a copied folder) as a dataset to train on")
-    p.add_argument("source", help="copy of the device's samples folder (default there: /var/lib/smartbin/samples)")
+    p = _add(ssub, "pull", cmd_samples_pull, "a device's kept samples as a dataset to train on")
+    p.add_argument(
+        "source",
+        help="the device's status page (http://bin:8080) or a copy of its samples folder (/var/lib/smartbin/samples)",
+    )
+    p.add_argument("--user", default="smartbin", help="the status page's user name")
+    p.add_argument("--password-env", help="environment variable holding the status page's password")
     p.add_argument("--out", required=True, help="dataset folder to write (new or empty)")
 
     p = _add(sub, "train", cmd_train, "train the ResNet classifier on a dataset (workstation)")

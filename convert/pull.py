@@ -1,6 +1,7 @@
 """`smartbin samples pull`: a device's kept samples become a dataset `smartbin train` reads.
 
-The source is a copy of the device's sample folder (``scp -r bin:/var/lib/smartbin/samples .``).
+The source is the device's status page (``http://bin:8080``, with its password: it serves the
+samples at /api/samples) or a copy of the device's sample folder (``scp -r bin:/var/lib/smartbin/samples .``).
 Samples an operator corrected are labelled with the correction and make the dataset; the others
 keep the model's own guess and go to ``unreviewed/`` beside it (a dataset of its own: review it,
 or add it with a second ``--data`` knowingly). Both are in the seed's format (img_N.jpg +
@@ -10,9 +11,13 @@ from, which `smartbin dataset check` reports.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import shutil
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from edge.dataset import RULES_FILE
@@ -71,12 +76,41 @@ def _write(folder: Path, items: list[tuple[Path, dict, str]], bins: dict[str, st
     (folder / FIELD_FILE).write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
-def pull(source: str | Path, out: str | Path) -> dict:
+def fetch(url: str, folder: Path, user: str, password: str | None) -> Path:
+    """Download every sample the status page lists into ``folder``."""
+    headers = {}
+    if password is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def get(path: str) -> bytes:
+        try:
+            request = urllib.request.Request(f"{url.rstrip('/')}{path}", headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            hint = " (give the page's password with --password-env)" if exc.code == 401 else ""
+            raise DatasetError(f"{url}{path}: HTTP {exc.code} {exc.reason}{hint}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise DatasetError(f"{url}{path}: {getattr(exc, 'reason', exc)}") from None
+
+    names = json.loads(get("/api/samples"))["samples"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for suffix in (".jpg", ".json"):  # the JSON last, as on the device: a sample is whole once it exists
+            (folder / f"{name}{suffix}").write_bytes(get(f"/samples/{name}{suffix}"))
+    log.info("fetched %d samples from %s", len(names), url)
+    return folder
+
+
+def pull(source: str | Path, out: str | Path, user: str = "smartbin", password: str | None = None) -> dict:
     """Write the dataset (corrected samples) and ``unreviewed/``; return the counts."""
-    source, out = Path(source), Path(out)
+    out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: exists and is not empty; pick a new folder")
-    samples = read_samples(source)
+    if str(source).startswith(("http://", "https://")):
+        with tempfile.TemporaryDirectory(prefix="smartbin-pull-") as tmp:
+            return pull(fetch(str(source), Path(tmp) / "samples", user, password), out)
+    samples = read_samples(Path(source))
     # each label's bin as the device knew it (predictions and their top-k); a new label goes to "other"
     bins: dict[str, str] = {}
     for _, meta in samples:

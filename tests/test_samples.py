@@ -6,18 +6,21 @@ real broker, and `smartbin samples pull` feeding `smartbin train`.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from convert.cli import main
 from edge.config import SamplesConfig
 from edge.service.samples import SampleStore
 from tests.conftest import ROOT, write_config
@@ -83,6 +86,7 @@ def test_the_store_stays_under_its_byte_cap_over_ten_thousand_frames(tmp_path: P
 
 WRITER = """
 import sys, time, numpy as np
+from convert.cli import main
 from edge.config import SamplesConfig
 from edge.service.samples import SampleStore
 store = SampleStore(SamplesConfig(path=sys.argv[1], min_free_bytes=0, max_bytes=5_000_000, queue=2), "other").start()
@@ -118,16 +122,22 @@ def test_sigkill_during_writes_leaves_no_corrupt_sample(tmp_path: Path):
 
 @pytest.mark.slow
 def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
-    tmp_path: Path, bundle_dir: Path, dataset_dir: Path, weights_file: Path, broker, clip_factory, capsys
+    tmp_path: Path, bundle_dir: Path, dataset_dir: Path, weights_file: Path, broker, clip_factory, capsys, monkeypatch
 ):
+    from edge.tools.localbroker import free_port
+
     clip, _ = clip_factory(items=4)
     uri = f"file://{clip}?loop=1&realtime=1"
-    config = write_config(tmp_path / "config.yaml", bundle_dir, uri, broker.port, decision__min_confidence=1.0)
+    port = free_port()
+    web = {"web__enabled": True, "web__port": port, "web__password_env": "SMARTBIN_WEB_PASSWORD"}
+    config = write_config(tmp_path / "config.yaml", bundle_dir, uri, broker.port, decision__min_confidence=1.0, **web)
+    monkeypatch.setenv("SMARTBIN_WEB_PASSWORD", "pw")  # the daemon's and `samples pull`'s
     samples = tmp_path / "samples"
     sub = Subscriber(broker.port)
     process = subprocess.Popen(
         [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.PIPE, text=True
     )
+    field = tmp_path / "field"
     try:
         first = sub.wait_decisions(1)[0]  # min_confidence 1.0: every decision goes to the default bin
         assert first["reason"] == "low_confidence"
@@ -161,7 +171,21 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
         counts = metrics[-1].json()["counts"]
         assert counts["today"]["items"] >= 1 and counts["today"]["per_bin"]["other"] == counts["today"]["items"]
         assert counts["today"]["low_confidence_share"] == 1.0  # min_confidence 1.0: every decision
-        assert counts["total"]["corrections"] == {"cup": 1}
+
+        # the status page's "correct…" button posts this; the page serves the samples to `samples pull`
+        second = sub.wait_decisions(2)[1]
+        body = json.dumps({"event_id": second["event_id"], "label": "bottle"}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/correct", data=body, method="POST")
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"smartbin:pw").decode())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            queued = json.loads(response.read())["queued"]
+        assert answered(sub, queued)["ok"]
+        assert main(["samples", "pull", f"http://127.0.0.1:{port}", "--out", str(field)]) == 2  # no password
+        assert "--password-env" in capsys.readouterr().err
+        pulled = ["samples", "pull", f"http://127.0.0.1:{port}", "--out", str(field)]
+        assert main([*pulled, "--password-env", "SMARTBIN_WEB_PASSWORD"]) == 0
+        counts = sub.wait_for("metrics", where=lambda m: m.json()["counts"]["total"]["corrections"].get("bottle"))
+        assert counts and counts[-1].json()["counts"]["total"]["corrections"] == {"cup": 1, "bottle": 1}
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
@@ -172,24 +196,27 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
     from edge.service.counters import Counters
 
     kept = Counters(tmp_path / "counters.sqlite").summary()["total"]
-    assert kept["items"] >= counts["total"]["items"] and kept["corrections"] == {"cup": 1}
+    assert kept["items"] >= 2 and kept["corrections"] == {"cup": 1, "bottle": 1}
 
-    # the way back: pulled into a dataset (the corrected sample) and unreviewed/ (the rest), then trained on
-    from convert.cli import main
-
-    field = tmp_path / "field"
-    assert main(["samples", "pull", str(samples), "--out", str(field)]) == 0
-    record = json.loads((field / "field_samples.json").read_text(encoding="utf-8"))
-    assert [(r["label"], r["reviewed"], r["event_id"]) for r in record] == [("cup", True, first["event_id"])]
-    assert len(list((field / "unreviewed").glob("img_*.txt"))) >= 1
+    # the way back: pulled (over HTTP above; from a copied folder here, the same) into a dataset of the
+    # corrected samples and unreviewed/ (the rest), then trained on
+    copied = tmp_path / "copied"
+    assert main(["samples", "pull", str(samples), "--out", str(copied)]) == 0
+    for dataset in (field, copied):
+        record = json.loads((dataset / "field_samples.json").read_text(encoding="utf-8"))
+        got = sorted((r["label"], r["reviewed"], r["event_id"]) for r in record)
+        assert got == sorted([("cup", True, first["event_id"]), ("bottle", True, second["event_id"])])
+        assert len(list((dataset / "unreviewed").glob("img_*.txt"))) >= 1
+    capsys.readouterr()
     assert main(["dataset", "check", str(field)]) == 0
-    assert "1 image(s) pulled from the field" in capsys.readouterr().out
+    assert "2 image(s) pulled from the field" in capsys.readouterr().out
     run = tmp_path / "run"
     train = ["train", "--data", str(dataset_dir), "--data", str(field), "--out", str(run)]
     assert main([*train, "--weights", str(weights_file), "--img-size", "64", "--epochs", "1"]) == 0
     labels = json.loads((run / "labels.json").read_text(encoding="utf-8"))
     base = json.loads((dataset_dir / "garbage_classify_rule.json").read_text(encoding="utf-8"))
-    assert len(labels) == len(base) + 1 and labels[-1]["name"] == "cup" and labels[-1]["bin"] == "other"
+    assert len(labels) == len(base) + 2 and {lab["name"] for lab in labels[-2:]} == {"cup", "bottle"}
+    assert all(lab["bin"] == "other" for lab in labels[-2:])
 
 
 def test_counters_keep_days_apart_and_outlive_a_reopen(tmp_path: Path):

@@ -135,7 +135,17 @@ class Daemon:
             return None
         self.web_state = self.web_state or WebState()
         roi = config.source.roi.to_roi() if config.source.roi else None
-        return WebServer(config.web, config.device_id, self.view, lambda: self.last_frame, self.web_state, roi)
+        samples = config.samples.path if config.samples.enabled else None
+        return WebServer(
+            config.web,
+            config.device_id,
+            self.view,
+            lambda: self.last_frame,
+            self.web_state,
+            roi,
+            samples,
+            self._on_command,
+        )
 
     # ------------------------------------------------------------------ the status view
     def health(self) -> str:

@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -20,12 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.config import WebConfig
 from edge.images import encode_jpeg
+from edge.service.commands import MAX_PAYLOAD
 from edge.service.queues import drain
 from edge.service.status import StatusView, metrics_payload, prometheus_registry
 from edge.sources import Frame
@@ -70,6 +73,8 @@ class WebState:
             self.top = top_k
 
 
+SAMPLE_FILE = re.compile(r"[0-9]{15}-[A-Za-z0-9_-]{1,12}\.(jpg|json)")  # names the sample store writes
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>smartbin __DEVICE__</title>
@@ -87,7 +92,7 @@ td,th{padding:.25rem .5rem;text-align:left;border-bottom:1px solid #eee} button{
   <button id="classify">Classify now</button> <span id="result"></span></div>
  <div class="card"><h2>Health</h2><table id="health-table"></table></div>
  <div class="card"><h2>Last decisions</h2><table id="decisions"><thead><tr><th></th><th>time</th><th>bin</th>
-  <th>label</th><th>confidence</th></tr></thead><tbody></tbody></table></div>
+  <th>label</th><th>confidence</th><th></th></tr></thead><tbody></tbody></table></div>
 </div>
 <script>
 let frame = 0;
@@ -105,12 +110,18 @@ async function refreshState(){try{const s=await (await fetch('/api/state')).json
   document.querySelector('#decisions tbody').innerHTML=s.decisions.map(d=>'<tr class="decision"><td>'
    +'<img src="/decision/'+esc(d.event_id)+'.jpg" width="80"></td><td>'
    +new Date(d.ts*1000).toLocaleTimeString()+'</td><td class="bin-'+esc(d.bin)+'">'+esc(d.bin)+'</td><td>'
-   +esc(d.label)+'</td><td>'+(d.confidence*100).toFixed(0)+'%</td></tr>').join('');
+   +esc(d.label)+'</td><td>'+(d.confidence*100).toFixed(0)+'%</td><td><button class="correct" data-event="'
+   +esc(d.event_id)+'">correct…</button></td></tr>').join('');
  }catch(e){} setTimeout(refreshState,1000);}
 document.getElementById('classify').onclick=async()=>{const out=document.getElementById('result');out.textContent='…';
  const r=await (await fetch('/api/classify',{method:'POST'})).json();
  out.textContent=r.error?('error: '+r.error):(r.label+' → '+r.bin+' ('+(r.confidence*100).toFixed(0)+'%)');
  out.className='bin-'+(r.bin||'');};
+document.getElementById('decisions').onclick=async(e)=>{const b=e.target.closest('button.correct');if(!b)return;
+ const label=prompt('What was it really? (the label to train with)');if(!label)return;
+ const r=await fetch('/api/correct',{method:'POST',headers:{'Content-Type':'application/json'},
+  body:JSON.stringify({event_id:b.dataset.event,label:label})});
+ b.textContent=r.ok?('→ '+label):'failed';b.disabled=r.ok;};
 refreshImage();refreshState();
 </script></body></html>"""
 
@@ -177,6 +188,16 @@ class Handler(BaseHTTPRequestHandler):
                     "decisions": decisions,
                 }
             )
+        elif path == "/api/samples" and web.samples is not None:
+            # newest first: what `smartbin samples pull http://…` fetches
+            self._json({"samples": [p.stem for p in sorted(web.samples.glob("*.json"), reverse=True)]})
+        elif path.startswith("/samples/") and web.samples is not None:
+            name = path[len("/samples/") :]
+            file = web.samples / name
+            if not SAMPLE_FILE.fullmatch(name) or not file.is_file():
+                self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+                return
+            self._send(HTTPStatus.OK, file.read_bytes(), "image/jpeg" if name.endswith(".jpg") else "application/json")
         elif path == "/healthz":
             view = web.view()
             body = {
@@ -196,6 +217,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         if not self._authorised():
             return
+        if self.path == "/api/correct":
+            self._correct()
+            return
         if self.path != "/api/classify":
             self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
             return
@@ -209,6 +233,25 @@ class Handler(BaseHTTPRequestHandler):
             self._json({"error": "timed out"}, HTTPStatus.GATEWAY_TIMEOUT)
             return
         self._json(request.result or {"error": "no frame yet"})
+
+    def _correct(self) -> None:
+        """The page's correction: sent to the daemon's loop as a `correct` command (answered on MQTT too)."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_PAYLOAD:
+            self._json({"error": f"body must be 1..{MAX_PAYLOAD} bytes of JSON"}, HTTPStatus.BAD_REQUEST)
+            return
+        try:
+            body = json.loads(self.rfile.read(length))
+            command = {
+                "id": f"web-{time.time():.3f}",
+                "action": "correct",
+                **{k: body[k] for k in ("event_id", "label")},
+            }
+        except (ValueError, KeyError, TypeError):
+            self._json({"error": 'expected {"event_id": "...", "label": "..."}'}, HTTPStatus.BAD_REQUEST)
+            return
+        self.server_ref.submit(json.dumps(command).encode())
+        self._json({"queued": command["id"]}, HTTPStatus.ACCEPTED)
 
     def _overlay(self, image: np.ndarray) -> np.ndarray:
         """The ROI rectangle and the current top-3 drawn on a copy of the frame."""
@@ -243,6 +286,8 @@ class WebServer:
     live: Callable[[], Frame | None]
     state: WebState
     roi: Roi | None = None
+    samples: Path | None = None  # the sample store's folder, served for `smartbin samples pull`
+    submit: Callable[[bytes], None] = lambda payload: None  # a command for the daemon's loop
 
     def __post_init__(self) -> None:
         self.registry = prometheus_registry(self.view)
