@@ -1,8 +1,9 @@
 """`smartbin demo`: the whole path on this machine, offline, in a few minutes.
 
 synthetic dataset -> train -> convert (with accuracy gates) -> broker -> the daemon on a clip
-of items being dropped -> a subscriber printing each decision as the bin receives it ->
-shutdown -> benchmark table.
+of items being dropped -> a subscriber printing each decision as the bin receives it (and
+answering, as an operator, what each item was) -> the fleet loop (samples pulled, v2 retrained,
+updated over HTTP, v3 rolled back) -> benchmark table.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from rich.console import Console
 
 from convert.cli import main as smartbin
+from convert.demo_fleet import loop_config, retrain, run_loop
 from edge.paths import firmware_config_dir
 from edge.sources.synthetic import SyntheticSource, write_clip
 from edge.tools.localbroker import LocalBroker
@@ -100,17 +102,27 @@ def run_demo(out: Path, bench_runs: int = 50) -> int:
         config["source"].update(uri=f"file://{clip}?realtime=1", frozen_after_s=0, roi=None)
         config["mqtt"].update(host="127.0.0.1", port=broker.port, metrics_interval_s=2)
         config["outbox"]["path"] = str(out / "outbox.sqlite")
+        # the demo keeps every decision's frame (a bin keeps the doubtful ones and 2 % of the rest)
+        config["samples"] = {"path": str(out / "samples"), "confident_fraction": 1.0}
+        config["counters"] = {"path": str(out / "counters.sqlite")}
+        config["updates"] = {"store": str(out / "models")}
         config_path = out / "demo-bin.yaml"
         config_path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
         decisions = watch_daemon(config_path, broker.port, labels, expected)
 
-    matched = sum(d["label_index"] == e for d, e in zip(decisions, expected))
-    console.print(
-        f"\n{ITEMS} items dropped, {len(decisions)} decisions received, {matched} sorted into the "
-        f"expected bin and class"
-    )
+        matched = sum(d["label_index"] == e for d, e in zip(decisions, expected))
+        console.print(
+            f"\n{ITEMS} items dropped, {len(decisions)} decisions received, {matched} sorted into the "
+            f"expected bin and class; the operator's answers are kept beside the samples"
+        )
 
-    step("5. benchmark (python edge/bench.py)")
+        step("5. the fleet loop: samples -> corrections -> retrain v2 -> update over HTTP -> a rollback")
+        v2 = retrain(out, data, out / "samples", weights, IMG_SIZE, console)
+        looped = v2 is not None and run_loop(out, loop_config(config_path, clip, out), broker.port, v2, console)
+        if not looped:
+            console.print("[red]the fleet loop did not complete")
+
+    step("6. benchmark (python edge/bench.py)")
     subprocess.run(
         [
             sys.executable,
@@ -133,7 +145,7 @@ def run_demo(out: Path, bench_runs: int = 50) -> int:
         check=False,
     )
     console.print(f"\ndemo finished in {time.monotonic() - started:.0f} s; everything it wrote is in {out}/")
-    return 0 if len(decisions) == ITEMS else 1
+    return 0 if len(decisions) == ITEMS and looped else 1
 
 
 def watch_daemon(config_path: Path, port: int, labels: dict, expected: list[int]) -> list[dict]:
@@ -155,6 +167,14 @@ def watch_daemon(config_path: Path, port: int, labels: dict, expected: list[int]
                 decisions.append(d)
                 n = len(decisions)
             want = labels[expected[n - 1]] if n <= len(expected) else None
+            if want:  # the operator says what the item really was (the status page's "correct…" button)
+                correction = {
+                    "id": f"correct-{n}",
+                    "action": "correct",
+                    "event_id": d["event_id"],
+                    "label": want["name"],
+                }
+                client.publish("smartbin/demo-bin/command", json.dumps(correction), qos=1)
             hint = f"(dropped: {want['name']} -> {want['bin']})" if want else ""
             console.print(
                 f"  item {n}: [bold]{d['bin']}[/bold] <- {d['label']} ({d['confidence']:.0%}, "

@@ -67,7 +67,8 @@ class SampleStore:
         self.rng = random.Random()
         self._sizes: dict[str, int] = {}  # sample id -> bytes on disk, oldest first
         self._total = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the byte count, read by the loop's metrics
+        self._write_lock = threading.Lock()  # the writer thread and an operator's correction
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ the loop's side
@@ -181,19 +182,23 @@ class SampleStore:
                 log.error("sample %s not written: %s", sample.sample_id, exc)
 
     def _write(self, sample: Sample, force: bool = False) -> None:
-        self._expire()
-        if not force and shutil.disk_usage(self.root).free < self.config.min_free_bytes:
-            self.skipped_low_disk += 1
-            return
-        jpeg = encode_jpeg(sample.image, quality=self.config.jpeg_quality)
-        meta = json.dumps(sample.meta, ensure_ascii=False).encode("utf-8")
-        _write_atomic(self.root / f"{sample.sample_id}.jpg", jpeg)
-        _write_atomic(self.root / f"{sample.sample_id}.json", meta)  # last: the sample now exists
-        with self._lock:
-            self._sizes[sample.sample_id] = len(jpeg) + len(meta)
-            self._total += len(jpeg) + len(meta)
-        self.written += 1
-        self._expire()
+        """``force``: an operator's correction, written even under the free-space floor, and never
+        overwritten by the loop's copy of the same sample still in the queue."""
+        with self._write_lock:
+            self._expire()
+            path = self.root / f"{sample.sample_id}.json"
+            if not force and (path.exists() or shutil.disk_usage(self.root).free < self.config.min_free_bytes):
+                self.skipped_low_disk += not path.exists()
+                return
+            jpeg = encode_jpeg(sample.image, quality=self.config.jpeg_quality)
+            meta = json.dumps(sample.meta, ensure_ascii=False).encode("utf-8")
+            _write_atomic(self.root / f"{sample.sample_id}.jpg", jpeg)
+            _write_atomic(path, meta)  # last: the sample now exists
+            with self._lock:
+                self._total += len(jpeg) + len(meta) - self._sizes.get(sample.sample_id, 0)
+                self._sizes[sample.sample_id] = len(jpeg) + len(meta)
+            self.written += 1
+            self._expire()
 
     def _expire(self) -> None:
         """Oldest out: past the retention time, then while over the byte cap."""
