@@ -223,7 +223,7 @@ def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(
 
     try:
         assert sub.wait_for("classification"), "daemon did not start"
-        discovery = ha.wait_for("config", count=4)
+        discovery = ha.wait_for("config", count=9)
 
         # 1. decision.min_confidence 1.0: the decisions that follow go to the default bin
         before = len(statuses())
@@ -278,9 +278,13 @@ def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(
     assert "homeassistant/sensor/smartbin_test-bin/last_bin/config" in sensors
     assert "homeassistant/binary_sensor/smartbin_test-bin/online/config" in sensors
     late = Subscriber(broker.port, "homeassistant/#")  # Home Assistant starting later still finds the bin
-    retained = late.wait_for("config", count=4)
+    retained = late.wait_for("config", count=9)
     late.close()
-    assert len(retained) == 4 and all(m.retain for m in retained)
+    # last bin, label, confidence; items today per bin (4) and the low-confidence share; online
+    assert len(retained) == 9 and all(m.retain for m in retained)
+    today = next(m.json() for m in retained if m.topic.endswith("items_today_kitchen/config"))
+    assert today["state_topic"] == "smartbin/test-bin/metrics"
+    assert "counts.today.per_bin.kitchen" in today["value_template"]
     last_bin = next(m.json() for m in discovery if m.topic.endswith("last_bin/config"))
     assert last_bin["state_topic"] == "smartbin/test-bin/decision" and "value_json.bin" in last_bin["value_template"]
 

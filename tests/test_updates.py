@@ -128,16 +128,22 @@ def config_for(tmp_path: Path, bundle: Path, clip: Path, port: int, window: floa
     )
 
 
-def test_an_update_switches_serves_throughout_and_outlives_a_restart(tmp_path, v1, v2, web, broker, clip_factory):
+def start_and_update(tmp_path, v1, v2, web, broker, clip_factory, window: float):
+    """The daemon on v1 (classifying), v2 served, update_model sent: (config, subscriber, process, sha256)."""
     url, digest = publish(web, v2, "v2.tar")
     clip, _ = clip_factory(items=4)
-    config = config_for(tmp_path, v1, clip, broker.port, window=1.0)
+    config = config_for(tmp_path, v1, clip, broker.port, window=window)
     sub = Subscriber(broker.port)
     process = start(config)
+    assert sub.wait_for("classification"), "daemon did not start"
+    assert not labels_after(sub, 0, 3) & OTHER_NAMES
+    sub.publish(TOPIC, json.dumps({"id": "up", "action": "update_model", "url": url, "sha256": digest}))
+    return config, sub, process, digest
+
+
+def test_an_update_switches_serves_throughout_and_outlives_a_restart(tmp_path, v1, v2, web, broker, clip_factory):
+    config, sub, process, digest = start_and_update(tmp_path, v1, v2, web, broker, clip_factory, window=1.0)
     try:
-        assert sub.wait_for("classification"), "daemon did not start"
-        assert not labels_after(sub, 0, 3) & OTHER_NAMES
-        sub.publish(TOPIC, json.dumps({"id": "up", "action": "update_model", "url": url, "sha256": digest}))
         done = outcome(sub, "up")
         assert done["ok"], done
         stages = [m.json()["result"]["stage"] for m in sub.on("command/result") if m.json().get("id") == "up"]
@@ -241,14 +247,8 @@ def test_bad_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, v1, v
 def test_a_daemon_killed_inside_the_health_window_comes_back_on_the_old_model(
     tmp_path, v1, v2, web, broker, clip_factory
 ):
-    url, digest = publish(web, v2, "v2.tar")
-    clip, _ = clip_factory(items=4)
-    config = config_for(tmp_path, v1, clip, broker.port, window=600)
-    sub = Subscriber(broker.port)
-    process = start(config)
+    config, sub, process, digest = start_and_update(tmp_path, v1, v2, web, broker, clip_factory, window=600)
     try:
-        assert sub.wait_for("classification"), "daemon did not start"
-        sub.publish(TOPIC, json.dumps({"id": "up", "action": "update_model", "url": url, "sha256": digest}))
         done = outcome(sub, "up")
         assert done["ok"] and labels_after(sub, done["ts"]) <= OTHER_NAMES
     finally:

@@ -227,30 +227,21 @@ class Publisher:
             "payload_available": "online",
             "payload_not_available": "offline",
         }
-        sensors = {"last_bin": "bin", "last_label": "label", "confidence": "confidence"}
-        for key, field in sensors.items():
+        # the last decision's fields; items sorted today per bin and the low-confidence share (metrics)
+        sensors = {k: ("decision", f, {}) for k, f in (("last_bin", "bin"), ("last_label", "label"))}
+        sensors["confidence"] = ("decision", "confidence", {})
+        measurement = {"state_class": "measurement"}
+        for b in BINS:
+            sensors[f"items_today_{b}"] = ("metrics", f"counts.today.per_bin.{b}", measurement)
+        sensors["low_confidence_share_today"] = ("metrics", "counts.today.low_confidence_share", measurement)
+        for key, (topic, field, extra) in sensors.items():
             config = {
                 "name": key.replace("_", " "),
                 "unique_id": f"smartbin_{self.device_id}_{key}",
-                "state_topic": self.topic("decision"),
+                "state_topic": self.topic(topic),
                 "value_template": f"{{{{ value_json.{field} }}}}",
                 "device": device,
-                **availability,
-            }
-            self.client.publish(
-                f"{prefix}/sensor/smartbin_{self.device_id}/{key}/config", dumps(config), qos=1, retain=True
-            )
-        # items sorted today per bin and the low-confidence share, read from the metrics
-        counts = {f"items_today_{b}": f"counts.today.per_bin.{b}" for b in BINS}
-        counts["low_confidence_share_today"] = "counts.today.low_confidence_share"
-        for key, field in counts.items():
-            config = {
-                "name": key.replace("_", " "),
-                "unique_id": f"smartbin_{self.device_id}_{key}",
-                "state_topic": self.topic("metrics"),
-                "value_template": f"{{{{ value_json.{field} }}}}",
-                "state_class": "measurement",
-                "device": device,
+                **extra,
                 **availability,
             }
             self.client.publish(
