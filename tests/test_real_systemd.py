@@ -3,8 +3,9 @@
 smartbin is installed with ``systemd/install.sh`` exactly as a user would (offline wheels via
 ``--find-links``, as on a bin with no internet), with a bundle and a config pointing at the
 container's own mosquitto on loopback. Then, for real: READY=1, the watchdog, SIGKILL and the
-outbox, exit 78, ``systemctl reload``, both engines under the hardened unit, the journal, the
-actuator unit with gpiozero's mock pins, and ``--uninstall --purge``.
+outbox, exit 78, ``systemctl reload``, both engines under the hardened unit, an over-the-air update
+with samples and counters in the unit's state directory, the journal, the actuator unit with
+gpiozero's mock pins, and ``--uninstall --purge``.
 
 One drop-in shortens the unit's timers (WatchdogSec 30 -> 5, RestartSec 5 -> 1) so the suite
 stays short; everything else is the installed unit as it ships.
@@ -101,6 +102,7 @@ def machine(tmp_path_factory, bundle_dir: Path, clip_factory):
         config["source"].update(uri="file:///srv/smartbin/clip.avi?loop=1&realtime=1", frozen_after_s=0, roi=None)
         config["mqtt"].update(host="127.0.0.1", metrics_interval_s=1)
         config["actuator"].update(mode="pins", hold_s=0.05)
+        config["samples"] = {"confident_fraction": 1.0}  # every decision's frame, so the store shows at once
         write_config(box, config)  # an existing config is kept by the installer
         etc = box.path("/etc/smartbin")
         (etc / "environment").write_text("GPIOZERO_PIN_FACTORY=mock\n")  # no GPIO in a container
@@ -275,6 +277,53 @@ def test_the_hardened_unit_runs_the_onnx_engine_too(machine: Container):
     finally:
         write_config(machine, machine.config)
     restart_and_wait(machine)
+
+
+def test_the_hardened_unit_updates_over_http_and_keeps_samples_and_counts(
+    machine: Container, bundle_dir: Path, tmp_path: Path
+):
+    """Under the unit's sandbox: a download from busybox's httpd, the model store, samples and counters in
+    /var/lib/smartbin (StateDirectory), all written by the smartbin user."""
+    from edge.archive import pack
+
+    r2 = tmp_path / "r2"
+    r2.mkdir()
+    manifest = json.loads((bundle_dir / "manifest.json").read_text(encoding="utf-8"))
+    manifest.update(name="r2", created="2099-01-01T00:00:00+00:00", probes={})
+    manifest["variants"] = {"int8": manifest["variants"]["int8"]}
+    for name in ("int8.tflite", "acceptance.npz"):
+        shutil.copy(bundle_dir / name, r2 / name)
+    (r2 / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    machine.path("/srv/www").mkdir(parents=True, exist_ok=True)
+    digest = pack(r2, machine.path("/srv/www/r2.tar"))
+    machine.sh("busybox httpd -p 127.0.0.1:8088 -h /srv/www")
+    results = machine.path("/srv/results.txt")
+    try:
+        machine.sh(f"(mosquitto_sub -h 127.0.0.1 -t '{TOPIC}/command/result' -C 5 -W 180 > /srv/results.txt &)")
+        time.sleep(1)  # the subscriber's connection, before the command it must see answered
+        url = "http://127.0.0.1:8088/r2.tar"
+        command = json.dumps({"id": "ota", "action": "update_model", "url": url, "sha256": digest})
+        machine.sh(f"mosquitto_pub -h 127.0.0.1 -q 1 -t '{TOPIC}/command' -m '{command}'")
+        wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 5, "five answers", 180)
+        answers = [json.loads(line) for line in results.read_text().splitlines()]
+        assert answers[-1]["ok"] and answers[-1]["result"]["stage"] == "switched", answers
+        model = messages(machine, f"{TOPIC}/model", 1)[0]
+        assert model["name"] == "r2" and model["sha256"] == digest, model
+        uid = int(machine.sh("id -u smartbin").stdout)
+        store = machine.path("/var/lib/smartbin/models")
+        assert (store / "current").is_symlink() and (store / f"r2-{digest[:12]}").stat().st_uid == uid
+        samples = wait_for(lambda: list(machine.path("/var/lib/smartbin/samples").glob("*.json")), "a sample")
+        assert samples[0].stat().st_uid == uid and samples[0].with_suffix(".jpg").is_file()
+        assert machine.path("/var/lib/smartbin/counters.sqlite").stat().st_uid == uid
+        # install.sh put the bundle in the same store (models/bundle, models/current): back to it by name
+        back = json.dumps({"id": "back", "action": "reload_model", "bundle": "bundle"})
+        machine.sh(f"mosquitto_pub -h 127.0.0.1 -q 1 -t '{TOPIC}/command' -m '{back}'")
+        wait_for(lambda: messages(machine, f"{TOPIC}/model", 1)[0]["folder"] == "bundle", "the installed model")
+        assert os.readlink(store / "current") == "bundle"
+        state = restart_and_wait(machine)  # and it is what starts
+        assert messages(machine, f"{TOPIC}/model", 1)[0]["folder"] == "bundle", state
+    finally:
+        machine.sh("pkill -f 'busybox httpd'", check=False)
 
 
 def test_the_actuator_unit_moves_mock_pins_on_decisions(machine: Container):

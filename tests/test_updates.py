@@ -10,6 +10,7 @@ with the old model serving; a daemon killed inside the health window comes back 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -318,3 +319,17 @@ def test_the_store_keeps_the_newest_models_and_never_the_serving_ones(tmp_path):
     store.confirm()
     left = sorted(p.name for p in store.root.iterdir() if p.is_dir() and not p.is_symlink())
     assert left == ["m0", "m1", "m5"], left
+
+
+def test_a_clean_stop_in_the_health_window_reopens_it_and_a_crash_rolls_back(tmp_path):
+    store = ModelStore(tmp_path / "models", keep=3)
+    old, new = store.root / "old", store.root / "new"
+    old.mkdir(parents=True)
+    new.mkdir()
+    store.switch(new, old, "ab" * 32, window_s=60)
+    store.interrupted()  # SIGTERM inside the window
+    reopened = store.recover(window_s=60)
+    assert reopened.current == "new" and reopened.trial_until > time.time() and store.current() == new
+    back = store.recover(window_s=60)  # this time the process died without a word
+    assert back.current == "old" and back.outcome["event"] == "rolled_back" and back.outcome["failed"] == "new"
+    assert os.readlink(store.root / "current") == "old" and store.recover(window_s=60) is None

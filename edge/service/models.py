@@ -189,5 +189,7 @@ class ModelStore:
             log.info("model store: removed %s (keeping %d)", folder.name, self.keep)
 
     def _name(self, folder: Path) -> str:
-        folder = Path(folder)
-        return folder.name if folder.parent.resolve() == self.root.resolve() else str(folder.resolve())
+        """A folder as the state records it. Links are followed: install.sh's ``current`` link is
+        the configured bundle, and the store moves that link on every switch."""
+        folder = Path(folder).resolve()
+        return folder.name if folder.parent == self.root.resolve() else str(folder)
