@@ -83,11 +83,14 @@ class Watcher:
         self.client.loop_stop()
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     """A static file server on loopback (any HTTP server or S3-compatible store does on a real fleet)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -121,7 +124,8 @@ def run_loop(out: Path, config_path: Path, port: int, v2: Path, console: Console
     digests = {name: pack(bundle, www / f"{name}.tar") for name, bundle in (("v2", v2), ("v3", v3))}
     server, base = serve(www)
     watcher = Watcher(port, "demo-bin", console)
-    daemon = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config_path)], cwd=ROOT)
+    log = (out / "daemon-loop.log").open("a")  # the daemon's own log, kept for a look
+    daemon = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config_path)], cwd=ROOT, stderr=log)
     ok = False
     try:
         if not watcher.wait(lambda: watcher.classified > 0, 60):
@@ -141,7 +145,7 @@ def run_loop(out: Path, config_path: Path, port: int, v2: Path, console: Console
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
         console.print("restarted by its supervisor (systemd on a bin):")
-        daemon = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config_path)], cwd=ROOT)
+        daemon = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config_path)], cwd=ROOT, stderr=log)
         ok = watcher.wait(
             lambda: any((m.get("last_change") or {}).get("event") == "rolled_back" for m in watcher.models)
         )
@@ -153,6 +157,7 @@ def run_loop(out: Path, config_path: Path, port: int, v2: Path, console: Console
         daemon.wait(30)
         watcher.close()
         server.shutdown()
+        log.close()
     return ok
 
 
