@@ -21,6 +21,7 @@ EDGE = [
     "pydantic>=2.6,<3",
     "rich>=13.0",
     "prometheus-client>=0.20",
+    "cryptography>=41",  # ed25519 signatures of over-the-air bundles
 ]
 EXTRAS = {
     "edge": EDGE,

@@ -6,30 +6,43 @@ sha256. The manifest comes first so that a reader sees what the archive is befor
 
 from __future__ import annotations
 
+import io
 import tarfile
+import time
 from pathlib import Path
 
 from edge.bundle import MANIFEST_FILE, Bundle, sha256_file
 from edge.errors import BundleError
+from edge.signing import SIGNATURE_FILE, sign
 
 
-def pack(bundle_dir: str | Path, out: str | Path) -> str:
-    """Write the verified bundle as a .tar (manifest first, then every file, flat); return its sha256."""
+def pack(bundle_dir: str | Path, out: str | Path, key: str | Path | None = None) -> str:
+    """Write the verified bundle as a .tar (manifest first, then every file, flat); return its sha256.
+
+    ``key``: an Ed25519 private key (PEM); its signature of the manifest follows the manifest."""
     bundle = Bundle.open(bundle_dir)
     bundle.verify()
-    files = sorted(p.name for p in bundle.path.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
+    skip = {MANIFEST_FILE, SIGNATURE_FILE} if key else {MANIFEST_FILE}
+    files = sorted(p.name for p in bundle.path.iterdir() if p.is_file() and p.name not in skip)
+    members = [(MANIFEST_FILE, (bundle.path / MANIFEST_FILE).read_bytes())]
+    if key:
+        members.append((SIGNATURE_FILE, sign(members[0][1], key)))
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name in [MANIFEST_FILE, *files]:
-            info = tar.gettarinfo(str(bundle.path / name), arcname=name)
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mode = 0o644
+        for name, data in members:
+            _add(tar, name, len(data), io.BytesIO(data))
+        for name in files:
             with (bundle.path / name).open("rb") as fh:
-                tar.addfile(info, fh)
+                _add(tar, name, (bundle.path / name).stat().st_size, fh)
     partial.replace(out)
     return sha256_file(out)
+
+
+def _add(tar: tarfile.TarFile, name: str, size: int, fh) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+    tar.addfile(info, fh)
 
 
 def unpack(archive: str | Path, dest: str | Path, max_bytes: int) -> Bundle:

@@ -91,10 +91,21 @@ def cmd_bundle_pack(args: argparse.Namespace) -> int:
     from edge.archive import pack
 
     out = Path(args.out or f"{Path(args.bundle).resolve().name}.tar")
-    digest = pack(args.bundle, out)
+    digest = pack(args.bundle, out, args.sign)
     url = f"{args.base_url.rstrip('/')}/{out.name}" if args.base_url else f"http://<server>/{out.name}"
     print(f"{out}  sha256 {digest}")
     print(json.dumps({"id": 1, "action": "update_model", "url": url, "sha256": digest}))
+    return 0
+
+
+def cmd_bundle_keygen(args: argparse.Namespace) -> int:
+    from edge.signing import generate_key
+
+    if Path(args.out).exists():
+        raise SmartbinError(f"{args.out}: exists; a key is never overwritten")
+    public = generate_key(args.out)
+    print(f"private key: {args.out} (keep it on this machine; bundle pack --sign {args.out})")
+    print(f"public key for each device's config:\nupdates:\n  public_key: {public}")
     return 0
 
 
@@ -146,6 +157,9 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     p.add_argument("bundle", help="bundle folder from `smartbin convert`")
     p.add_argument("--out", help="archive path (default: <folder name>.tar here)")
     p.add_argument("--base-url", help="where it will be served, to print the update_model command in full")
+    p.add_argument("--sign", metavar="KEY", help="sign the manifest with this Ed25519 private key (bundle keygen)")
+    p = add_command(bsub, "keygen", cmd_bundle_keygen, "a new Ed25519 key pair for signing bundles")
+    p.add_argument("--out", required=True, help="private key file to write (PEM, mode 0600)")
 
     p = add_command(sub, "bench", cmd_bench, "latency benchmark (same as python edge/bench.py; --help for its options)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of edge/bench.py")

@@ -18,6 +18,7 @@ from edge.bundle import VARIANT_FILES
 from edge.errors import ConfigError
 from edge.labels import BINS
 from edge.runtime import BACKENDS, runs
+from edge.signing import check_public_key
 from edge.strict import Strict
 from edge.vision.preprocess import Roi
 
@@ -190,6 +191,14 @@ class UpdatesConfig(Strict):
     health_window_s: float = Field(
         60.0, ge=0, le=3600, description="after a switch: a crash or failed classification within it rolls back"
     )
+    public_key: Optional[str] = Field(
+        None, description="Ed25519 public key (base64, from `smartbin bundle keygen`): only bundles it signed install"
+    )
+
+    @field_validator("public_key")
+    @classmethod
+    def key_format(cls, value: str | None) -> str | None:
+        return None if value is None else check_public_key(value)
 
 
 class SamplesConfig(Strict):

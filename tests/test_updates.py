@@ -231,6 +231,8 @@ def test_bad_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, v1, v
         bad = {"id": "bad", "action": "update_model", "url": "ftp://x/y.tar", "sha256": digest}
         sub.publish(TOPIC, json.dumps(bad))
         assert "http:// or https://" in answered(sub, "bad")["error"]
+        sub.publish(TOPIC, json.dumps({"id": "nosha", "action": "update_model", "url": url}))
+        assert "needs 'sha256' (or updates.public_key" in answered(sub, "nosha")["error"]
         # forced, the older bundle installs
         forced = {"id": "force", "action": "update_model", "url": old_url, "sha256": old_digest, "force": True}
         sub.publish(TOPIC, json.dumps(forced))
@@ -263,6 +265,44 @@ def test_a_daemon_killed_inside_the_health_window_comes_back_on_the_old_model(
         assert change["event"] == "rolled_back" and change["failed"] == f"other-model-{digest[:12]}"
         assert "health window" in change["reason"]
         assert not labels_after(sub, 0) & OTHER_NAMES
+    finally:
+        err = stop(process)
+        sub.close()
+    assert process.returncode == 0, err[-2000:]
+
+
+def test_a_device_with_a_public_key_installs_only_bundles_signed_by_it(tmp_path, v1, v2, web, broker, clip_factory):
+    from edge.signing import generate_key
+
+    root, base = web
+    public = generate_key(tmp_path / "fleet.pem")
+    generate_key(tmp_path / "other.pem")
+    pack(v2, root / "signed.tar", key=tmp_path / "fleet.pem")
+    unsigned = pack(v2, root / "unsigned.tar")
+    pack(v2, root / "forged.tar", key=tmp_path / "other.pem")
+    clip, _ = clip_factory(items=4)
+    uri = f"file://{clip}?loop=1&realtime=1"
+    config = write_config(tmp_path / "config.yaml", v1, uri, broker.port, updates__public_key=public)
+    sub = Subscriber(broker.port)
+    process = start(config)
+    try:
+        assert sub.wait_for("classification"), "daemon did not start"
+        cases = {
+            "forged": ("forged.tar", "signature check failed"),
+            "unsigned": ("unsigned.tar", "not signed"),
+        }
+        for command_id, (name, expected) in cases.items():
+            # a correct sha256 does not make up for a missing or wrong signature
+            command = {"id": command_id, "action": "update_model", "url": f"{base}/{name}"}
+            if name == "unsigned":
+                command["sha256"] = unsigned
+            sub.publish(TOPIC, json.dumps(command))
+            result = outcome(sub, command_id)
+            assert not result["ok"] and expected in result["error"], result
+            assert not labels_after(sub, result["ts"], 3) & OTHER_NAMES
+        sub.publish(TOPIC, json.dumps({"id": "signed", "action": "update_model", "url": f"{base}/signed.tar"}))
+        signed = outcome(sub, "signed")
+        assert signed["ok"] and labels_after(sub, signed["ts"]) <= OTHER_NAMES, signed
     finally:
         err = stop(process)
         sub.close()
@@ -333,3 +373,21 @@ def test_a_clean_stop_in_the_health_window_reopens_it_and_a_crash_rolls_back(tmp
     back = store.recover(window_s=60)  # this time the process died without a word
     assert back.current == "old" and back.outcome["event"] == "rolled_back" and back.outcome["failed"] == "new"
     assert os.readlink(store.root / "current") == "old" and store.recover(window_s=60) is None
+
+
+def test_bundle_keygen_and_a_signed_pack_from_the_command_line(tmp_path, v2, capsys):
+    import tarfile
+
+    from edge.cli import main
+    from edge.signing import verify
+
+    key = tmp_path / "fleet.pem"
+    assert main(["bundle", "keygen", "--out", str(key)]) == 0
+    public = capsys.readouterr().out.split("public_key: ")[1].strip()
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert main(["bundle", "keygen", "--out", str(key)]) == 2  # never overwritten
+    archive = tmp_path / "v2.tar"
+    assert main(["bundle", "pack", str(v2), "--out", str(archive), "--sign", str(key)]) == 0
+    with tarfile.open(archive) as tar:
+        assert tar.getnames()[:2] == ["manifest.json", "manifest.sig"]
+    verify(unpack(archive, tmp_path / "out", max_bytes=10**9).path, public)

@@ -81,8 +81,8 @@ def parse_command(payload: bytes) -> Command:
         url, sha256, force = params.get("url"), params.get("sha256"), params.get("force", False)
         if not isinstance(url, str) or not re.match(r"^https?://[^\s]{1,2040}$", url):
             raise CommandError("update_model needs 'url': an http:// or https:// address of a bundle .tar", command_id)
-        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
-            raise CommandError("update_model needs 'sha256': the archive's 64 lowercase hex digits", command_id)
+        if sha256 is not None and (not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256)):
+            raise CommandError("update_model: 'sha256' must be the archive's 64 lowercase hex digits", command_id)
         if not isinstance(force, bool):
             raise CommandError("update_model: 'force' must be true or false", command_id)
     elif action == "correct":
@@ -124,7 +124,7 @@ def execute_command(daemon: Daemon, command: Command) -> dict:
     if action == "update_model":
         p = command.params
         try:
-            daemon.start_update(UpdateRequest(command.id, p["url"], p["sha256"], p.get("force", False)))
+            daemon.start_update(UpdateRequest(command.id, p["url"], p.get("sha256"), p.get("force", False)))
         except SmartbinError as exc:
             raise CommandError(str(exc), command.id) from exc
         return {"done": False, "stage": "started", "url": p["url"]}

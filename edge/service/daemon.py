@@ -74,9 +74,8 @@ class Daemon:
         self.store = ModelStore(u.store, u.keep)
         self.store.recover(u.health_window_s)  # a run that died inside a health window: back to the previous model
         self.classifier = load_classifier(config, self.store.current())
-        self.updater = Updater(
-            self.store, lambda path: load_classifier(self.config, path), u.max_bytes, u.timeout_s, u.attempts
-        )
+        load = lambda path: load_classifier(self.config, path)  # noqa: E731 - the config in force then
+        self.updater = Updater(self.store, load, u.max_bytes, u.timeout_s, u.attempts, u.public_key)
         self.trial_until: float | None = None  # monotonic end of the health window after a switch
         state = self.store.state()
         if state.trial_until is not None:

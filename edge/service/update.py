@@ -8,6 +8,7 @@ failed.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import queue
@@ -27,6 +28,7 @@ from edge.bundle import Bundle, sha256_file
 from edge.classifier import Classifier
 from edge.errors import SmartbinError
 from edge.service.models import ModelStore, UpdateError
+from edge.signing import verify as verify_signature
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ CHUNK = 1 << 16
 class UpdateRequest:
     command_id: Any
     url: str
-    sha256: str
+    sha256: str | None  # None: trusted by its signature alone (updates.public_key)
     force: bool = False
 
 
@@ -121,9 +123,11 @@ class Updater:
         max_bytes: int,
         timeout_s: float,
         attempts: int,
+        public_key: str | None = None,
     ):
         self.store = store
         self.load = load
+        self.public_key = public_key
         self.max_bytes, self.timeout_s, self.attempts = max_bytes, timeout_s, attempts
         self.events: queue.SimpleQueue[tuple[UpdateRequest, str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -134,6 +138,8 @@ class Updater:
     def start(self, request: UpdateRequest, current: Bundle) -> None:
         if self.busy():
             raise UpdateError("an update is already running; wait for its result")
+        if request.sha256 is None and self.public_key is None:
+            raise UpdateError("update_model needs 'sha256' (or updates.public_key in the config, for signed bundles)")
         self._thread = threading.Thread(target=self._run, args=(request, current), name="update", daemon=True)
         self._thread.start()
 
@@ -152,12 +158,12 @@ class Updater:
 
     def prepare(self, request: UpdateRequest, current: Bundle) -> Prepared:
         self.store.root.mkdir(parents=True, exist_ok=True)
-        partial = self.store.root / f".download-{request.sha256[:12]}.tar"
+        partial = self.store.root / f".download-{hashlib.sha256(request.url.encode()).hexdigest()[:12]}.tar"
         self._stage(request, "downloading", url=request.url)
         download(request.url, partial, self.max_bytes, self.timeout_s, self.attempts)
         self._stage(request, "verifying", bytes=partial.stat().st_size)
         digest = sha256_file(partial)
-        if digest != request.sha256:
+        if request.sha256 is not None and digest != request.sha256:
             partial.unlink(missing_ok=True)
             raise UpdateError(f"sha256 check failed: downloaded {digest[:12]}…, expected {request.sha256[:12]}…")
         try:
@@ -165,6 +171,8 @@ class Updater:
         finally:
             partial.unlink(missing_ok=True)
         try:
+            if self.public_key is not None:
+                verify_signature(folder, self.public_key)
             bundle = Bundle.open(folder)
             if bundle.manifest.created < current.manifest.created and not request.force:
                 raise UpdateError(
