@@ -37,6 +37,7 @@ from edge.runtime import (
 )
 from edge.runtime.base import NO_DELEGATE
 from edge.tools.benchreport import environment, markdown, plot, print_summary
+from edge.tools.benchworker import private_state
 from edge.tools.peak import nominal_peak, variant_dtype
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -144,7 +145,7 @@ def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float |
         "source": {"uri": "synthetic://?items=0&present=20&empty=0", "frozen_after_s": 0},
         "presence": {"mode": "always"},
         "mqtt": {"host": host, "port": int(port)},
-        "outbox": {"path": str(work / "outbox.sqlite")},
+        **private_state(work),
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     arrived = threading.Event()

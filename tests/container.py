@@ -69,10 +69,11 @@ class Container:
 
     def _copy_var_skeleton(self) -> None:
         """The host's /var/{lib,log,cache,spool}/* folders, empty, with their owners and modes (packages'
-        state folders, such as mosquitto's persistence, exist on an installed system)."""
+        state folders, such as mosquitto's persistence, exist on an installed system). Never smartbin's own:
+        the container starts as a machine smartbin was never installed on, whatever this host has."""
         for parent in ("lib", "log", "cache", "spool"):
             for folder in Path("/var", parent).glob("*"):
-                if folder.is_dir() and not folder.is_symlink():
+                if folder.is_dir() and not folder.is_symlink() and folder.name != "smartbin":
                     target = self.root / "var" / parent / folder.name
                     target.mkdir(parents=True, exist_ok=True)
                     info = folder.stat()

@@ -190,3 +190,30 @@ def test_a_row_faster_than_its_floor_is_reported_as_a_bug_in_the_floor():
         1.0,
     )
     assert any("moved from 10 to 20 GOP/s" in w for w in moved)
+
+
+def test_a_bench_daemon_keeps_off_the_devices_own_state(tmp_path: Path):
+    """bench's daemons (e2e, cold start) run beside the device's service: every state file the daemon would
+    otherwise share with it under /var/lib/smartbin is moved or switched off, so a bench neither rolls back
+    the device's model nor counts or samples its frames, and measures the bundle it was given."""
+    from pydantic import BaseModel
+
+    from edge.config import parse_config
+    from edge.tools.benchworker import private_state
+
+    state = private_state(tmp_path)
+    config = parse_config(
+        {"device_id": "bench", "model": {"bundle": str(tmp_path)}, "source": {"uri": "synthetic://"}, **state}
+    )
+    shared = []
+    for section, value in config:
+        if not isinstance(value, BaseModel) or section == "actuator":  # the actuator is its own service
+            continue
+        if not getattr(value, "enabled", True):
+            continue
+        for key, field in type(value).model_fields.items():
+            if str(field.default).startswith("/var/lib/smartbin") and str(getattr(value, key)) == str(field.default):
+                shared.append(f"{section}.{key}")
+    assert shared == [], "a bench daemon would write the device's own state"
+    assert config.outbox.path.name == config.counters.path.name == ":memory:"
+    assert config.updates.store.parent == tmp_path

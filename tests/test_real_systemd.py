@@ -134,15 +134,20 @@ def show(box: Container, unit: str = EDGE) -> dict[str, str]:
     return box.unit(unit, "ActiveState", "SubState", "MainPID", "NRestarts", "ExecMainStatus", "StatusText", "Result")
 
 
-def wait_for(predicate, what: str, timeout: float = 60, every: float = 0.2):
-    """Poll until ``predicate()`` is truthy; fail naming ``what``. A bound on waiting, never a speed check."""
+def wait_for(predicate, what: str, timeout: float = 60, every: float = 0.2, explain=None):
+    """Poll until ``predicate()`` is truthy; fail naming ``what`` (and ``explain()``, what was seen instead).
+    A bound on waiting, never a speed check."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
+
+
+def journal_tail(box: Container, unit: str = EDGE, chars: int = 4000) -> str:
+    return box.sh(f"journalctl -u {unit} -b --no-pager -o cat").stdout[-chars:]
 
 
 def messages(box: Container, topic: str, count: int, timeout: int = 60, extra: str = "") -> list[dict]:
@@ -299,12 +304,16 @@ def test_the_hardened_unit_updates_over_http_and_keeps_samples_and_counts(
     machine.sh("busybox httpd -p 127.0.0.1:8088 -h /srv/www")
     results = machine.path("/srv/results.txt")
     try:
-        machine.sh(f"(mosquitto_sub -h 127.0.0.1 -t '{TOPIC}/command/result' -C 5 -W 180 > /srv/results.txt &)")
+        # every stream redirected: a background process holding sh's pipes would keep machine.sh waiting
+        subscribe = f"mosquitto_sub -h 127.0.0.1 -t '{TOPIC}/command/result' -C 5 -W 180"
+        machine.sh(f"({subscribe} > /srv/results.txt 2>/dev/null </dev/null &)")
         time.sleep(1)  # the subscriber's connection, before the command it must see answered
         url = "http://127.0.0.1:8088/r2.tar"
         command = json.dumps({"id": "ota", "action": "update_model", "url": url, "sha256": digest})
         machine.sh(f"mosquitto_pub -h 127.0.0.1 -q 1 -t '{TOPIC}/command' -m '{command}'")
-        wait_for(lambda: results.exists() and len(results.read_text().splitlines()) >= 5, "five answers", 180)
+        answered = lambda: results.read_text() if results.exists() else ""  # noqa: E731
+        seen = lambda: f"answers: {answered()}\njournal: {journal_tail(machine)}"  # noqa: E731
+        wait_for(lambda: len(answered().splitlines()) >= 5, "five answers", 180, explain=seen)
         answers = [json.loads(line) for line in results.read_text().splitlines()]
         assert answers[-1]["ok"] and answers[-1]["result"]["stage"] == "switched", answers
         model = messages(machine, f"{TOPIC}/model", 1)[0]

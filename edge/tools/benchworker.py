@@ -8,10 +8,13 @@ plain matrix products of the row's data type, from which the measured floor is c
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -157,6 +160,17 @@ def measure_pipeline(spec: dict) -> dict:
     }
 
 
+def private_state(work: Path) -> dict:
+    """Config sections that keep a bench daemon off the device's own state (/var/lib/smartbin): it measures
+    the bundle it was given, not the store's current model, and never rolls back, counts or keeps samples."""
+    return {
+        "outbox": {"path": ":memory:"},
+        "updates": {"store": str(work / "models")},
+        "samples": {"enabled": False},
+        "counters": {"path": ":memory:"},
+    }
+
+
 def measure_e2e(spec: dict) -> dict:
     """The daemon's own loop (presence off) publishing to a broker; a subscriber timestamps arrival."""
     from edge.config import MqttConfig, parse_config
@@ -164,6 +178,8 @@ def measure_e2e(spec: dict) -> dict:
     from edge.service.mqtt_client import make_client
 
     host, port = spec["broker"].rsplit(":", 1)
+    work = Path(tempfile.mkdtemp(prefix="smartbin-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # one measurement per process
     fps = spec.get("fps", 0)
     uri = f"synthetic://?items=0&present=20&empty=0&fps={fps}"
     config = parse_config(
@@ -180,7 +196,7 @@ def measure_e2e(spec: dict) -> dict:
             "presence": {"mode": "always"},
             "decision": {"vote_frames": 5, "min_votes": 1},
             "mqtt": {"host": host, "port": int(port), "metrics_interval_s": 3600},
-            "outbox": {"path": ":memory:"},
+            **private_state(work),
         },
         "bench",
     )
