@@ -146,8 +146,9 @@ def wait_for(predicate, what: str, timeout: float = 60, every: float = 0.2, expl
     raise AssertionError(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
 
 
-def journal_tail(box: Container, unit: str = EDGE, chars: int = 4000) -> str:
-    return box.sh(f"journalctl -u {unit} -b --no-pager -o cat").stdout[-chars:]
+def unit_log(box: Container, unit: str = EDGE) -> str:
+    """The unit's log since the container booted, messages only."""
+    return box.sh(f"journalctl -u {unit} -b --no-pager -o cat").stdout
 
 
 def messages(box: Container, topic: str, count: int, timeout: int = 60, extra: str = "") -> list[dict]:
@@ -188,7 +189,7 @@ def test_installer_enables_the_unit_and_it_becomes_active_only_on_ready(machine:
     assert seen[0] == "activating", states
     status = states[-1]["StatusText"]
     assert "int8 on litert" in status, status  # STATUS= from the daemon, over the notify socket
-    journal = machine.sh(f"journalctl -u {EDGE} -b --no-pager -o cat").stdout
+    journal = unit_log(machine)
     assert "ready: int8 on litert" in journal, journal[-2000:]
     assert "smartbin " in journal and "pid " in journal  # the daemon's own lines reach the journal
     # The hardening leaves what the runtime needs: XNNPACK reads /proc/cpuinfo (ProcSubset=pid hid it).
@@ -208,7 +209,7 @@ def test_watchdog_restarts_a_hung_loop(machine: Container):
         "a restart after the watchdog fired",
     )
     assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
-    journal = machine.sh(f"journalctl -u {EDGE} -b --no-pager -o cat").stdout
+    journal = unit_log(machine)
     assert "Watchdog timeout" in journal, journal[-2000:]
     assert messages(machine, f"{TOPIC}/decision", 1)  # serving again
 
@@ -242,7 +243,7 @@ def test_a_config_error_exits_78_and_is_not_restarted(machine: Container):
         state = show(machine)
         assert state["ExecMainStatus"] == "78" and state["ActiveState"] == "failed", state
         assert state["NRestarts"] == "0", state  # a manual restart zeroes it; any automatic one counts
-        journal = machine.sh(f"journalctl -u {EDGE} -b --no-pager -o cat").stdout
+        journal = unit_log(machine)
         assert "min_confidense" in journal and "/etc/smartbin/config.yaml" in journal, journal[-2000:]
     finally:
         write_config(machine, machine.config)
@@ -256,7 +257,7 @@ def test_systemctl_reload_applies_a_change_without_a_restart(machine: Container)
     try:
         machine.sh(f"systemctl reload {EDGE}")
         journal = wait_for(
-            lambda: "reloaded" in (j := machine.sh(f"journalctl -u {EDGE} -b --no-pager -o cat").stdout) and j,
+            lambda: "reloaded" in (j := unit_log(machine)) and j,
             "the reload in the journal",
         )
         assert "reloaded from /etc/smartbin/config.yaml: decision" in journal, journal[-2000:]
@@ -312,9 +313,9 @@ def test_the_hardened_unit_updates_over_http_and_keeps_samples_and_counts(
         command = json.dumps({"id": "ota", "action": "update_model", "url": url, "sha256": digest})
         machine.sh(f"mosquitto_pub -h 127.0.0.1 -q 1 -t '{TOPIC}/command' -m '{command}'")
         answered = lambda: results.read_text() if results.exists() else ""  # noqa: E731
-        seen = lambda: f"answers: {answered()}\njournal: {journal_tail(machine)}"  # noqa: E731
+        seen = lambda: f"answers: {answered()}\njournal: {unit_log(machine)[-4000:]}"  # noqa: E731
         wait_for(lambda: len(answered().splitlines()) >= 5, "five answers", 180, explain=seen)
-        answers = [json.loads(line) for line in results.read_text().splitlines()]
+        answers = [json.loads(line) for line in answered().splitlines()]
         assert answers[-1]["ok"] and answers[-1]["result"]["stage"] == "switched", answers
         model = messages(machine, f"{TOPIC}/model", 1)[0]
         assert model["name"] == "r2" and model["sha256"] == digest, model
@@ -340,7 +341,7 @@ def test_the_actuator_unit_moves_mock_pins_on_decisions(machine: Container):
     machine.sh(f"systemctl start {ACTUATOR}")
     acks = messages(machine, f"{TOPIC}/actuator/ack", 2)
     assert len(acks) == 2 and all(a["ok"] and not a["duplicate"] and a["bin"] for a in acks), acks
-    journal = machine.sh(f"journalctl -u {ACTUATOR} -b --no-pager -o cat").stdout
+    journal = unit_log(machine, ACTUATOR)
     assert f"moving to {acks[0]['bin']}" in journal, journal[-2000:]
     assert show(machine, ACTUATOR)["ActiveState"] == "active"
     machine.sh(f"systemctl stop {ACTUATOR}")
