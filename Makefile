@@ -53,8 +53,9 @@ $(SMALL_BUNDLE)/manifest.json: $(STAMP)
 
 # Not in CI: runs the daemon for SOAK_MINUTES and reports RSS, open files and outbox size over time.
 SOAK_MINUTES ?= 10
+SOAK_EVERY ?= 10
 soak: $(SMALL_BUNDLE)/manifest.json
-	$(BIN)/python tests/soak.py --bundle $(SMALL_BUNDLE) --minutes $(SOAK_MINUTES)
+	$(BIN)/python tests/soak.py --bundle $(SMALL_BUNDLE) --minutes $(SOAK_MINUTES) --every $(SOAK_EVERY)
 
 # FUZZ_PAYLOADS hostile payloads to a running daemon over a real broker (CI runs a bounded 600).
 FUZZ_PAYLOADS ?= 10000

@@ -115,6 +115,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         probes=not args.no_probes,
         quant_report=args.quant_report,
         mixed_precision=args.mixed_precision,
+        force=args.force,
     )
     return export_bundle(args.model, args.out, options)
 
@@ -236,6 +237,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="do not keep layers in float when a full-integer variant misses its gate",
     )
     p.add_argument("--name", help="model name in the manifest (default: the run folder's name)")
+    p.add_argument("--force", action="store_true", help="replace --out even when it is not a bundle folder")
     p.add_argument("--allow-accuracy-drop", action="store_true", help="write variants that miss the gate (marked)")
     p.add_argument(
         "--no-probes",

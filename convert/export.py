@@ -79,6 +79,20 @@ class ExportOptions:
     name: str | None = None
     seed: int = 0
     probes: bool = True
+    force: bool = False  # replace an --out folder that is not a bundle
+
+
+def check_out(out: Path, force: bool) -> None:
+    """``--out`` may be new, empty or an earlier bundle (replaced); anything else is a user's folder."""
+    if not out.exists() or force:
+        return
+    if not out.is_dir():
+        raise SmartbinError(f"--out {out}: exists and is not a folder; choose another path")
+    if any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
+        raise SmartbinError(
+            f"--out {out}: exists and is not a bundle (no {MANIFEST_FILE}); nothing was changed. "
+            "Choose another folder, or pass --force to replace it and everything in it"
+        )
 
 
 @dataclass
@@ -215,6 +229,7 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
     unknown = [v for v in options.variants if v not in TFLITE_VARIANTS]
     if unknown:
         raise SmartbinError(f"--variants: unknown {', '.join(unknown)} (allowed: {', '.join(TFLITE_VARIANTS)})")
+    check_out(Path(out), options.force)
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
     source = load_source(model, options)
     keras_model = load_model(source.model_file)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Iterable
 
 import numpy as np
@@ -28,3 +30,20 @@ def summary(values: Iterable[float]) -> dict[str, float]:
         "mean": float(a.mean()),
         "std": float(a.std()),
     }
+
+
+class Window:
+    """The newest ``maxlen`` values of a series one thread appends to and others read (MQTT callbacks, web
+    requests): reads take a copy under a lock, so a reader never walks a deque while it changes."""
+
+    def __init__(self, maxlen: int):
+        self._values: deque[float] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+
+    def append(self, value: float) -> None:
+        with self._lock:
+            self._values.append(value)
+
+    def values(self) -> list[float]:
+        with self._lock:
+            return list(self._values)

@@ -148,11 +148,16 @@ def fuzz(sub: Subscriber, process: subprocess.Popen, payloads: int, seed: int = 
     return report
 
 
-def start_daemon(work: Path, bundle: Path, port: int) -> subprocess.Popen:
-    config = write_config(work / "config.yaml", bundle, "synthetic://?items=0&fps=20", port, device_id=DEVICE)
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.DEVNULL
-    )
+def start_daemon(work: Path, bundle: Path, port: int, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """The daemon on a synthetic camera; ``bundle`` as the user typed it (relative to the current folder)."""
+    config = write_config(work / "config.yaml", bundle.resolve(), "synthetic://?items=0&fps=20", port, device_id=DEVICE)
+    return subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=stderr)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a daemon's log, to show why a run failed."""
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
+    return "\n".join(f"  | {line}" for line in text[-lines:])
 
 
 def main() -> int:
@@ -166,20 +171,25 @@ def main() -> int:
         LocalBroker(workdir=Path(tmp) / "broker") as broker,
     ):
         sub = Subscriber(broker.port)
-        process = start_daemon(Path(tmp), Path(args.bundle), broker.port)
+        log = Path(tmp) / "daemon.log"
+        with log.open("w") as err:
+            process = start_daemon(Path(tmp), Path(args.bundle), broker.port, stderr=err)
         try:
             if not sub.wait_for("classification", timeout=60):
-                sys.stdout.write("fuzz: the daemon did not start classifying\n")
+                sys.stdout.write(f"fuzz: the daemon did not start classifying; its log:\n{tail(log)}\n")
                 return 1
             report = fuzz(sub, process, args.payloads, args.seed)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(15)
             sub.close()
-    sys.stdout.write(report.summary() + "\n")
-    for failure in report.failures:
-        sys.stdout.write(f"  {failure}\n")
-    return 0 if not report.failures and report.crashes == 0 else 1
+        failed = bool(report.failures or report.crashes)
+        sys.stdout.write(report.summary() + "\n")
+        for failure in report.failures:
+            sys.stdout.write(f"  {failure}\n")
+        if failed:
+            sys.stdout.write(f"the daemon's log:\n{tail(log)}\n")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """`make soak` (not part of CI): run the daemon for a while and report RSS, open files and outbox size.
 
-    python tests/soak.py --bundle BUNDLE [--minutes 10]
+    python tests/soak.py --bundle BUNDLE [--minutes 10] [--every 10]
 
-Prints a sample every 10 s and, at the end, the growth from the first to the last third.
+Prints a sample every 10 s and, at the end, the growth from the first to the last third. Exits 1
+(with the daemon's log) when the daemon dies or gives no sample.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.tools.localbroker import LocalBroker  # noqa: E402
 from tests.conftest import ROOT, write_config  # noqa: E402
+from tests.fuzz import tail  # noqa: E402
 
 
 def sample(pid: int, outbox: Path) -> tuple[float, int, int]:
@@ -35,27 +37,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--every", type=float, default=10, help="seconds between samples")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="smartbin-soak-") as tmp,
         LocalBroker(workdir=Path(tmp) / "broker") as broker,
     ):
         work = Path(tmp)
-        config = write_config(work / "soak.yaml", Path(args.bundle), "synthetic://?items=0&fps=15", broker.port)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.DEVNULL
-        )
+        bundle = Path(args.bundle).resolve()  # as typed, from where it was typed (the config lives elsewhere)
+        config = write_config(work / "soak.yaml", bundle, "synthetic://?items=0&fps=15", broker.port)
+        log = work / "daemon.log"
+        with log.open("w") as err:
+            process = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=err)
         samples = []
         end = time.monotonic() + args.minutes * 60
         try:
             while time.monotonic() < end and process.poll() is None:
-                time.sleep(10)
+                time.sleep(args.every)
+                if process.poll() is not None:
+                    break
                 samples.append(sample(process.pid, work / "outbox.sqlite"))
                 rss, fds, depth = samples[-1]
-                print(f"{len(samples) * 10:6d} s  RSS {rss:7.1f} MB  open files {fds:4d}  outbox {depth}", flush=True)
+                print(
+                    f"{len(samples) * args.every:6.0f} s  RSS {rss:7.1f} MB  open files {fds:4d}  outbox {depth}",
+                    flush=True,
+                )
         finally:
+            died = process.poll()
             process.send_signal(signal.SIGTERM)
             process.wait(15)
+        if died is not None or not samples:
+            print(f"soak: the daemon {'exited with code ' + str(died) if died is not None else 'gave no sample'}")
+            print(f"its log:\n{tail(log)}")
+            return 1
     third = max(1, len(samples) // 3)
     first, last = samples[:third], samples[-third:]
     growth = [sum(s[i] for s in last) / len(last) - sum(s[i] for s in first) / len(first) for i in range(3)]

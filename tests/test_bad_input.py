@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from convert.cli import main
 from edge.errors import ImageError
 from edge.images import read_image
 from edge.service.commands import ACTIONS, MAX_PAYLOAD, CommandError, parse_command
+from tests.conftest import ROOT
 from tests.fuzz import COMMAND_TOPIC, fuzz, start_daemon
 from tests.mqtt_client import Subscriber
 
@@ -161,3 +165,22 @@ def test_daemon_survives_hundreds_of_hostile_payloads(running_daemon):
     assert report.failures == [] and report.crashes == 0, report.summary()
     assert report.sent > 350 and report.other_topics > 30 and report.refused > 200
     assert report.classifications[-1] > report.classifications[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "target, variables, expected",
+    [
+        ("fuzz", ["FUZZ_PAYLOADS=100"], r"fuzz: sent 100 payloads .* crashes 0, .* failures 0"),
+        ("soak", ["SOAK_MINUTES=0.1", "SOAK_EVERY=2"], r"growth first third -> last third: RSS"),
+    ],
+)
+def test_make_fuzz_and_make_soak_run_as_a_user_types_them(bundle_dir, target, variables, expected):
+    """The Makefile's own targets, with the bundle path relative to where make runs (as in the Makefile)."""
+    bundle = os.path.relpath(bundle_dir, ROOT)
+    command = ["make", "--no-print-directory", target, f"SMALL_BUNDLE={bundle}", f"BIN={Path(sys.executable).parent}"]
+    # -o: the bundle is given, not built (make would retrain it when it looks older than the venv)
+    command += ["-o", f"{bundle}/manifest.json", "-o", ".venv/.installed", *variables]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(expected, done.stdout), done.stdout[-3000:]

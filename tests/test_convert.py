@@ -163,3 +163,18 @@ def test_gate_fails_a_variant_made_to_disagree(run_dir: Path, tmp_path: Path, mo
     gate = manifest(out)["variants"]["float16"]["gate"]
     assert manifest(out)["probes"] == {}  # --no-probes
     assert not gate["passed"] and gate["accepted_despite_failure"] and gate["agreement"] < 0.5
+
+
+def test_convert_refuses_to_replace_a_folder_that_is_not_a_bundle(run_dir: Path, tmp_path: Path, capsys):
+    """`--out models` on the user's own folder keeps every file; a bundle folder is replaced, --force replaces any."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "notes.txt").write_text("mine")
+    convert = ["convert", str(run_dir), "--out", str(models), "--variants", "float16", "--no-probes"]
+    assert main(convert) == 2
+    err = capsys.readouterr().err
+    assert f"--out {models}: exists and is not a bundle" in err and "--force" in err
+    assert (models / "notes.txt").read_text() == "mine"
+    assert main([*convert, "--force"]) == 0
+    assert not (models / "notes.txt").exists() and manifest(models)["variants"].keys() == {"float16"}
+    assert main(convert) == 0  # an earlier bundle is replaced without --force

@@ -185,8 +185,7 @@ def test_falls_back_to_mqtt_311_with_the_embedded_broker(tmp_path: Path, bundle_
         code, err = finish(process)
         sub.close()
     assert code == 0, err[-1500:]
-    assert "falling back to 3.1.1" in err
-    assert len(decisions) >= len(schedule)
+    assert len(decisions) >= len(schedule)  # they came through a broker that speaks only 3.1.1
 
 
 def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(

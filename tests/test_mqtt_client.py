@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+import time
 
 from edge.config import MqttConfig
 from edge.service.mqtt_client import make_client
@@ -22,3 +24,73 @@ def test_clients_send_without_nagles_delay(broker):
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def publisher(port: int, protocol: str = "auto", device: str = "pub-test"):
+    """The daemon's publisher alone (in-memory outbox), reconnecting fast: a test restarts its broker often."""
+    from edge.service.mqtt import Publisher
+    from edge.service.outbox import Outbox
+
+    config = MqttConfig(host="127.0.0.1", port=port, protocol=protocol)
+    return Publisher(
+        config, f"smartbin/{device}", device, Outbox(":memory:"), lambda _: None, lambda state: {"state": state},
+        reconnect_delay_s=(0.05, 0.2),
+    )  # fmt: skip
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def wait(condition, timeout: float, tick=lambda: None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tick()
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_broker_down_at_boot_does_not_downgrade_the_protocol(tmp_path):
+    """protocol auto: a broker that is unreachable for longer than the MQTT 5 answer timeout is no
+    reason to speak 3.1.1 for good; when it comes up, MQTT 5 it is."""
+    from edge.service.mqtt import V5_ANSWER_TIMEOUT_S
+    from edge.tools.localbroker import LocalBroker, free_port
+
+    port = free_port()
+    pub = publisher(port)
+    pub.start()
+    try:
+        time.sleep(V5_ANSWER_TIMEOUT_S + 1)
+        for _ in range(10):
+            pub.maintain()  # the daemon's loop calls it every turn
+        assert pub.protocol == "5" and not pub.connected.is_set()
+        with LocalBroker(port=port, workdir=tmp_path / "broker"):
+            assert wait(pub.connected.is_set, 30, pub.maintain), "never connected"
+            assert pub.protocol == "5"
+    finally:
+        pub.stop(timeout=0.5)
+
+
+def test_no_descriptor_leaks_across_a_hundred_broker_restarts(tmp_path):
+    from edge.tools.localbroker import LocalBroker
+
+    broker = LocalBroker(workdir=tmp_path / "broker", persistence=False).start()
+    pub = publisher(broker.port)
+    pub.start()
+    counts = []
+    try:
+        for restart in range(100):
+            assert wait(pub.connected.is_set, 30, pub.maintain), f"no reconnect after restart {restart}"
+            counts.append(open_descriptors())
+            broker.stop()
+            assert wait(lambda: not pub.connected.is_set(), 30, pub.maintain)
+            broker.start()
+        assert wait(pub.connected.is_set, 30, pub.maintain)
+        counts.append(open_descriptors())
+    finally:
+        pub.stop(timeout=0.5)
+        broker.close()
+    assert pub.connects == 101 and pub.protocol == "5"
+    assert max(counts[1:]) <= counts[0], f"descriptors after each reconnect: {counts}"

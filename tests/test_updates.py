@@ -32,10 +32,12 @@ from edge.service.update import UpdateError, download
 from edge.tools.localbroker import free_port
 from tests.conftest import OTHER_LABELS, ROOT, write_config
 from tests.mqtt_client import Subscriber, answered
+from tests.servers.slow_link import SlowLink
 
 pytestmark = pytest.mark.slow
 TOPIC = "smartbin/test-bin/command"
 OTHER_NAMES = {v.split("/", 1)[1] for v in OTHER_LABELS.values()}
+LINK_DELAY_S = 2.0  # many frames of the 20 fps clip, whatever the CPU
 
 
 @pytest.fixture()
@@ -130,8 +132,12 @@ def config_for(tmp_path: Path, bundle: Path, clip: Path, port: int, window: floa
 
 
 def start_and_update(tmp_path, v1, v2, web, broker, clip_factory, window: float):
-    """The daemon on v1 (classifying), v2 served, update_model sent: (config, subscriber, process, sha256)."""
-    url, digest = publish(web, v2, "v2.tar")
+    """The daemon on v1 (classifying), v2 served over a slow link, update_model sent: (config, subscriber,
+    process, sha256). The link holds the download for LINK_DELAY_S, so that the old model's classifications
+    during the update are there on any machine (a fast one fetches a loopback file between two frames)."""
+    _, digest = publish(web, v2, "v2.tar")
+    link = SlowLink(int(web[1].rsplit(":", 1)[1]), LINK_DELAY_S)
+    url = f"http://127.0.0.1:{link.port}/v2.tar"
     clip, _ = clip_factory(items=4)
     config = config_for(tmp_path, v1, clip, broker.port, window=window)
     sub = Subscriber(broker.port)

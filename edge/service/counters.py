@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 from pathlib import Path
 
+from edge.errors import SmartbinError
 from edge.labels import BINS
+from edge.service.sqlitedb import Database
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +31,23 @@ def today() -> str:
     return dt.date.today().isoformat()
 
 
+class CountersError(SmartbinError):
+    """The counts file cannot be opened, read or written."""
+
+
 class Counters:
+    """Written by the loop, read by MQTT metrics and the web page's threads: one locked connection."""
+
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(SCHEMA)
-        self.db.commit()
+        self.db = Database(path, CountersError)
+        self.db.query(SCHEMA)
 
     def add(self, entries: list[tuple[str, str]], day: str | None = None) -> None:
         """Count one of each (kind, key) for ``day`` (default today), in one transaction."""
         day = day or today()
-        with self.db:
-            self.db.executemany(
+        with self.db.transaction() as db:
+            db.executemany(
                 "INSERT INTO counts (day, kind, key, n) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (day, kind, key) DO UPDATE SET n = n + 1",
                 [(day, kind, key) for kind, key in entries],
@@ -59,7 +62,7 @@ class Counters:
     def _sums(self, where: str, args: tuple) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         query = f"SELECT kind, key, SUM(n) FROM counts WHERE {where} GROUP BY kind, key"
-        for kind, key, n in self.db.execute(query, args):
+        for kind, key, n in self.db.query(query, args):
             out.setdefault(kind, {})[key] = n
         return out
 

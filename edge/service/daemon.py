@@ -13,7 +13,6 @@ import platform
 import queue
 import signal
 import socket
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -26,7 +25,7 @@ from edge.classifier import Classifier, Prediction
 from edge.config import Config, load_config
 from edge.service.build import load_classifier, make_capture, make_presence
 from edge.service.commands import Command, CommandError, execute_command, parse_command
-from edge.service.counters import Counters
+from edge.service.counters import Counters, CountersError
 from edge.service.models import ModelStore
 from edge.service.mqtt import Publisher, dumps
 from edge.service.notify import Notifier
@@ -38,7 +37,7 @@ from edge.service.status import StatusView, cpu_temperature, metrics_payload, st
 from edge.service.update import Prepared, Updater, UpdateRequest
 from edge.service.web import WebServer, WebState, answer_classify_requests
 from edge.sources import Frame
-from edge.stats import percentiles
+from edge.stats import Window, percentiles
 from edge.vision.decision import Decider, Decision
 
 log = logging.getLogger(__name__)
@@ -99,17 +98,17 @@ class Daemon:
         self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
         try:
             self.counters = Counters(config.counters.path)
-        except (OSError, sqlite3.Error) as exc:  # counts are for people; the bin sorts without them
+        except CountersError as exc:  # counts are for people; the bin sorts without them
             log.error("%s: cannot keep counts (%s); counting in memory", config.counters.path, exc)
             self.counters = Counters(":memory:")
         self.last_id = -1
         self.last_healthy = time.monotonic()
-        self.stages: dict[str, deque] = {k: deque(maxlen=LATENCY_WINDOW) for k in STAGES}
+        self.stages: dict[str, Window] = {k: Window(LATENCY_WINDOW) for k in STAGES}
         self.classified = 0
         self.decisions = 0
         self.commands_rejected = 0
         self._metrics_due = time.monotonic() + config.mqtt.metrics_interval_s
-        self.classified_at: deque[float] = deque(maxlen=1000)
+        self.classified_at = Window(1000)
         self._health_reported = "ok"
         self.publisher: Publisher | None = None  # its Last Will is built from the view, which reads it
         self.publisher = self.make_publisher(config)
@@ -156,11 +155,21 @@ class Daemon:
     def fps(self) -> float:
         """Classified frames per second over the last FPS_WINDOW_S seconds."""
         now = time.monotonic()
-        return round(sum(1 for t in self.classified_at if now - t <= FPS_WINDOW_S) / FPS_WINDOW_S, 2)
+        return round(sum(1 for t in self.classified_at.values() if now - t <= FPS_WINDOW_S) / FPS_WINDOW_S, 2)
 
     def view(self) -> StatusView:
         """A snapshot of what runs and how it does: the only thing MQTT status/metrics and the web page read."""
         engine, bundle, capture = self.classifier.engine, self.classifier.bundle, self.capture.health
+        try:
+            outbox_depth, outbox_dropped = self.outbox.depth(), self.outbox.dropped()
+        except OutboxError as exc:  # the view is read from paho's and the web page's threads: never raise there
+            outbox_depth, outbox_dropped = 0, 0  # unknown; outbox_error (and health) say why
+            self.outbox_error = str(exc)
+        try:
+            counts = self.counters.summary()
+        except CountersError as exc:
+            log.error("%s", exc)
+            counts = None
         return StatusView(
             device_id=self.config.device_id,
             version=__version__,
@@ -182,9 +191,9 @@ class Daemon:
             frames_grabbed=capture.grabbed,
             frames_dropped=max(0, capture.grabbed - capture.frames),
             decisions=self.decisions,
-            latency_ms={k: percentiles(self.stages[k], digits=2) for k in ("infer", "total")},
-            outbox_depth=self.outbox.depth(),
-            outbox_dropped=self.outbox.dropped(),
+            latency_ms={k: percentiles(self.stages[k].values(), digits=2) for k in ("infer", "total")},
+            outbox_depth=outbox_depth,
+            outbox_dropped=outbox_dropped,
             outbox_error=self.outbox_error,
             source_reconnects=capture.reconnects,
             broker_connected=self.publisher is not None and self.publisher.connected.is_set(),
@@ -192,12 +201,13 @@ class Daemon:
             commands_rejected=self.commands_rejected,
             cpu_temp_c=cpu_temperature(),
             samples=self.samples.counts() if self.samples else None,
-            counts=self.counters.summary(),
+            counts=counts,
         )
 
     def stage_figures(self) -> dict[str, dict[str, float]]:
         """Percentiles of every timed stage of the loop (the bench's breakdown)."""
-        return {k: percentiles(v) for k, v in self.stages.items() if v}
+        figures = {k: percentiles(v.values()) for k, v in self.stages.items()}
+        return {k: v for k, v in figures.items() if v}
 
     # ------------------------------------------------------------------ commands
     def _on_command(self, payload: bytes) -> None:
@@ -387,7 +397,7 @@ class Daemon:
         self.recent.append((payload, frame, self.last_top_k))
         try:
             self.counters.count_decision(payload)
-        except sqlite3.Error as exc:
+        except CountersError as exc:
             log.error("decision not counted: %s", exc)
         if self.samples is not None:
             self.samples.offer(payload, frame.image, self.last_top_k, self.model_ref())
@@ -428,7 +438,10 @@ class Daemon:
             payload, frame, top_k = match[-1]
             sample = self.samples.keep_now(payload, frame.image, top_k, self.model_ref(), label)
         known = label in {lab.name for lab in self.classifier.labels}
-        self.counters.count_correction(label)
+        try:
+            self.counters.count_correction(label)
+        except CountersError as exc:  # the correction itself is kept in the sample
+            log.error("correction not counted: %s", exc)
         return {"sample": sample, "label": label, "known_label": known}
 
     def start(self) -> Daemon:

@@ -48,8 +48,11 @@ class Publisher:
         on_command: Callable[[bytes], None],
         status: Callable[[str], dict],
         retained: Callable[[], dict[str, dict]] | None = None,
+        reconnect_delay_s: tuple[float, float] | None = None,
     ):
         self.config = config
+        # Jitter: a fleet of bins must not reconnect to a restarted broker in lockstep.
+        self.reconnect_delay_s = reconnect_delay_s or (1 + random.randint(0, 2), 60)
         self.retained = retained  # other retained state, by topic suffix, sent again on every connect
         self.base = base
         self.device_id = device_id
@@ -65,12 +68,17 @@ class Publisher:
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self._switch_protocol = False
-        self._started = time.monotonic()
+        self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
         self.ever_connected = False
         self._tls_context = tls_context(config)
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
+    @property
+    def protocol(self) -> str:
+        """The MQTT version this client speaks now: "5" or "3.1.1"."""
+        return "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
+
     def topic(self, suffix: str) -> str:
         return f"{self.base}/{suffix}"
 
@@ -79,8 +87,15 @@ class Publisher:
         client = make_client(self.config, client_id, self._protocol, context=self._tls_context)
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.max_queued_messages_set(1000)
-        # Jitter: a fleet of bins must not reconnect to a restarted broker in lockstep.
-        client.reconnect_delay_set(min_delay=1 + random.randint(0, 2), max_delay=60)
+        low, high = self.reconnect_delay_s
+        client.reconnect_delay_set(min_delay=low, max_delay=high)
+        no_delay = client.on_socket_open
+
+        def on_socket_open(client, userdata, sock) -> None:
+            no_delay(client, userdata, sock)
+            self._socket_opened = time.monotonic()
+
+        client.on_socket_open = on_socket_open
         client.will_set(self.topic("status"), dumps(self.status("offline")), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -110,7 +125,6 @@ class Publisher:
 
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself."""
-        self._started = time.monotonic()
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
         self.client.loop_start()
 
@@ -119,9 +133,10 @@ class Publisher:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
             log.error("%s", self.last_error)
-            if reason_code.value in (1, UNSUPPORTED_PROTOCOL) and self.config.protocol == "auto":
+            if reason_code.value in (1, UNSUPPORTED_PROTOCOL) and self._may_fall_back():
                 self._switch_protocol = True
             return
+        self._socket_opened = None
         self.connects += 1
         self.ever_connected = True
         self.last_error = None
@@ -137,15 +152,24 @@ class Publisher:
             self._sent_upto = 0
         self.connected.set()
         log.info("connected to %s:%d", self.config.host, self.config.port)
-        self.flush()
+        try:
+            self.flush()
+        except OutboxError as exc:  # paho's thread: an exception here would end it
+            log.error("%s", exc)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
             log.warning("disconnected from broker: %s", reason_code)
-        elif self.config.protocol == "auto" and self._protocol == mqtt.MQTTv5:
-            # Dropped before any CONNACK: an MQTT 3.1.1-only broker (amqtt, old mosquitto) does this.
+        elif self._socket_opened is not None and self._may_fall_back():
+            # The broker took the TCP connection and dropped it before any CONNACK: an MQTT 3.1.1-only
+            # broker (amqtt, old mosquitto) answers an MQTT 5 CONNECT so. A broker that is down never gets here.
             self._switch_protocol = True
+        self._socket_opened = None
         self.connected.clear()
+
+    def _may_fall_back(self) -> bool:
+        """``protocol: auto`` before the first connection: MQTT 5 may still give way to 3.1.1, once."""
+        return self.config.protocol == "auto" and self._protocol == mqtt.MQTTv5 and not self.ever_connected
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Never take our lock here: paho holds its own message lock while calling this.
@@ -198,14 +222,20 @@ class Publisher:
 
     def maintain(self) -> None:
         """Called from the daemon's loop: acks, backlog, and a protocol fallback if the broker asked for one."""
-        silent = time.monotonic() - self._started > V5_ANSWER_TIMEOUT_S and not self.ever_connected
-        if self.config.protocol == "auto" and self._protocol == mqtt.MQTTv5 and silent:
-            self._switch_protocol = True  # some 3.1.1-only brokers never answer an MQTT 5 CONNECT
+        opened = self._socket_opened
+        if opened is not None and time.monotonic() - opened > V5_ANSWER_TIMEOUT_S and self._may_fall_back():
+            self._switch_protocol = True  # some 3.1.1-only brokers take the connection and never answer MQTT 5
         if self._switch_protocol:
             self._switch_protocol = False
-            log.warning("broker does not speak MQTT 5; falling back to 3.1.1")
-            self.client.loop_stop()
+            log.warning(
+                "the broker at %s:%d answered MQTT 5 with a refusal or silence: using MQTT 3.1.1 from now on "
+                "(set mqtt.protocol to pin one)",
+                self.config.host,
+                self.config.port,
+            )
+            self._discard_client()
             self._protocol = mqtt.MQTTv311
+            self._socket_opened = None
             self.client = self._make_client()
             self.start()
         try:
@@ -261,15 +291,28 @@ class Publisher:
             f"{prefix}/binary_sensor/smartbin_{self.device_id}/online/config", dumps(online), qos=1, retain=True
         )
 
+    def _discard_client(self) -> None:
+        """Stop the old client's thread and close its socket: nothing of it outlives the switch."""
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
     # ------------------------------------------------------------------ shutdown
     def stop(self, timeout: float = 3.0) -> int:
         """Wait (up to ``timeout``) for the outbox to drain, publish offline, disconnect. Returns rows left."""
         deadline = time.monotonic() + timeout
-        while self.connected.is_set() and time.monotonic() < deadline:
-            self.flush()
-            if self.outbox.depth() == 0:
-                break
-            time.sleep(0.05)
+        try:
+            while self.connected.is_set() and time.monotonic() < deadline:
+                self.flush()
+                if self.outbox.depth() == 0:
+                    break
+                time.sleep(0.05)
+        except OutboxError as exc:
+            log.error("%s", exc)
         if self.connected.is_set():
             info = self.client.publish(self.topic("status"), dumps(self.status("offline")), qos=1, retain=True)
             try:
@@ -278,6 +321,10 @@ class Publisher:
                 log.warning("offline status could not be sent")
         if self.connected.is_set():
             self.client.disconnect()
-        self.client.loop_stop()
+        self._discard_client()
         self.process_acks()
-        return self.outbox.depth()
+        try:
+            return self.outbox.depth()
+        except OutboxError as exc:
+            log.error("%s", exc)
+            return 0

@@ -1,0 +1,55 @@
+"""A slow network link in front of a real server: a TCP relay on loopback that holds each
+response's first byte for ``delay_s``, as a bin's cellular link does with a large download.
+
+Tests use it where "the old model keeps serving while the update is fetched" must hold on any
+machine: without it a fast CPU finishes a loopback download before the next camera frame.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+
+class SlowLink:
+    """Relays 127.0.0.1:<port> to ``upstream_port``; the server's first answer byte waits ``delay_s``."""
+
+    def __init__(self, upstream_port: int, delay_s: float):
+        self.upstream_port, self.delay_s = upstream_port, delay_s
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, self.delay_s), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, dest: socket.socket, delay_s: float) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                if delay_s:
+                    time.sleep(delay_s)
+                    delay_s = 0.0
+                dest.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, dest):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.close()
