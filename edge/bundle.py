@@ -150,6 +150,33 @@ class Manifest(Strict):
         return [Label(e.index, e.name, e.bin) for e in self.labels]
 
 
+def parse_manifest(data: object, where: str | Path) -> Manifest:
+    """A manifest's parsed JSON, validated; ``where`` (a file or an archive member) names it in errors."""
+    if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: format_version {data.get('format_version')!r} is not supported "
+            f"(this smartbin reads {FORMAT_VERSION})"
+        )
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise BundleError(f"{where}: {loc}: {first['msg']}") from None
+    if [e.index for e in manifest.labels] != list(range(len(manifest.labels))):
+        raise BundleError(f"{where}: labels must be indexed 0..N-1 in order")
+    return manifest
+
+
+def listed_files(manifest: Manifest) -> dict[str, int]:
+    """Every file the manifest vouches for, with its size: variants, probes, the acceptance set."""
+    entries = [*manifest.variants.values(), *manifest.probes.values()]
+    files = {e.file: e.size for e in entries}
+    if manifest.acceptance is not None:
+        files[manifest.acceptance.file] = manifest.acceptance.size
+    return files
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -173,20 +200,7 @@ class Bundle:
         if not path.is_dir():
             raise BundleError(f"{path}: bundle folder not found")
         missing = f"missing (is {path} a bundle from `smartbin convert`?)"
-        data = read_json(manifest_path, BundleError, missing, "not valid JSON")
-        if isinstance(data, dict) and data.get("format_version") != FORMAT_VERSION:
-            raise BundleError(
-                f"{manifest_path}: format_version {data.get('format_version')!r} is not supported "
-                f"(this smartbin reads {FORMAT_VERSION})"
-            )
-        try:
-            manifest = Manifest.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise BundleError(f"{manifest_path}: {where}: {first['msg']}") from None
-        if [e.index for e in manifest.labels] != list(range(len(manifest.labels))):
-            raise BundleError(f"{manifest_path}: labels must be indexed 0..N-1 in order")
+        manifest = parse_manifest(read_json(manifest_path, BundleError, missing, "not valid JSON"), manifest_path)
         return cls(path, manifest)
 
     @property

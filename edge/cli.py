@@ -91,7 +91,19 @@ def cmd_bundle_pack(args: argparse.Namespace) -> int:
     from edge.archive import pack
 
     out = Path(args.out or f"{Path(args.bundle).resolve().name}.tar")
-    digest = pack(args.bundle, out, args.sign)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    if args.for_config:
+        from edge.config import load_config
+
+        variant = load_config(args.for_config).model.variant
+        if variant is None:
+            raise SmartbinError(
+                f"{args.for_config}: model.variant is null (chosen on the device); pass --variants to choose"
+            )
+        variants = sorted({*(variants or []), variant})
+    digest = pack(args.bundle, out, args.sign, variants)
+    size = out.stat().st_size / 1e6
+    print(f"packed {', '.join(variants) if variants else 'every variant'} ({size:.1f} MB)")
     url = f"{args.base_url.rstrip('/')}/{out.name}" if args.base_url else f"http://<server>/{out.name}"
     print(f"{out}  sha256 {digest}")
     print(json.dumps({"id": 1, "action": "update_model", "url": url, "sha256": digest}))
@@ -158,6 +170,13 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     p.add_argument("--out", help="archive path (default: <folder name>.tar here)")
     p.add_argument("--base-url", help="where it will be served, to print the update_model command in full")
     p.add_argument("--sign", metavar="KEY", help="sign the manifest with this Ed25519 private key (bundle keygen)")
+    p.add_argument("--variants", help="only these variants, comma-separated (e.g. int8): what the device runs")
+    p.add_argument(
+        "--for",
+        dest="for_config",
+        metavar="CONFIG",
+        help="only the variant this device config runs (e.g. firmware_config/rpi5.yaml: int8)",
+    )
     p = add_command(bsub, "keygen", cmd_bundle_keygen, "a new Ed25519 key pair for signing bundles")
     p.add_argument("--out", required=True, help="private key file to write (PEM, mode 0600)")
 

@@ -70,16 +70,22 @@ def check_public_key(value: str) -> str:
 
 def verify(folder: Path, public_key: str) -> None:
     """Refuse a bundle folder whose manifest is not signed by ``public_key``."""
+    signature = folder / SIGNATURE_FILE
+    data = signature.read_bytes() if signature.is_file() else None
+    verify_manifest((folder / "manifest.json").read_bytes(), data, public_key, folder)
+
+
+def verify_manifest(manifest: bytes, signature: bytes | None, public_key: str, where: str | Path) -> None:
+    """Refuse a manifest (``where``: the folder or archive it came from) not signed by ``public_key``."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    signature = folder / SIGNATURE_FILE
-    if not signature.is_file():
-        raise BundleError(f"{folder}: not signed (no {SIGNATURE_FILE}); this device accepts signed bundles only")
+    if signature is None:
+        raise BundleError(f"{where}: not signed (no {SIGNATURE_FILE}); this device accepts signed bundles only")
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key))
     try:
-        key.verify(signature.read_bytes(), (folder / "manifest.json").read_bytes())
+        key.verify(signature, manifest)
     except InvalidSignature:
         raise BundleError(
-            f"{folder}: signature check failed: the manifest is not signed by updates.public_key"
+            f"{where}: signature check failed: the manifest is not signed by updates.public_key"
         ) from None

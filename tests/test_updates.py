@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -306,6 +307,11 @@ def test_a_device_with_a_public_key_installs_only_bundles_signed_by_it(tmp_path,
             result = outcome(sub, command_id)
             assert not result["ok"] and expected in result["error"], result
             assert not labels_after(sub, result["ts"], 3) & OTHER_NAMES
+        # a folder on the device's disk is no way around the key
+        sub.publish(TOPIC, json.dumps({"id": "by-path", "action": "reload_model", "bundle": str(v2)}))
+        by_path = answered(sub, "by-path")
+        assert not by_path["ok"] and "not signed" in by_path["error"], by_path
+        assert not labels_after(sub, by_path["ts"], 3) & OTHER_NAMES
         sub.publish(TOPIC, json.dumps({"id": "signed", "action": "update_model", "url": f"{base}/signed.tar"}))
         signed = outcome(sub, "signed")
         assert signed["ok"] and labels_after(sub, signed["ts"]) <= OTHER_NAMES, signed
@@ -316,18 +322,57 @@ def test_a_device_with_a_public_key_installs_only_bundles_signed_by_it(tmp_path,
 
 
 # ---------------------------------------------------------------- the parts, without a daemon
+def interrupted_download(url: str, partial: Path, keep: int) -> None:
+    """What an attempt cut off after ``keep`` bytes leaves: the bytes and the response's validator."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        partial.write_bytes(resp.read(keep))
+        partial.with_name(partial.name + ".validator").write_text(resp.headers["ETag"] or resp.headers["Last-Modified"])
+
+
 def test_download_resumes_a_partial_file_and_respects_the_size_cap(tmp_path, web):
     root, base = web
-    payload = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    rng = np.random.default_rng(0)
+    payload = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
     (root / "blob.bin").write_bytes(payload)
     partial = tmp_path / "blob.part"
-    partial.write_bytes(payload[:120_000])  # an earlier attempt stopped here
+    interrupted_download(f"{base}/blob.bin", partial, 120_000)
+    # the resumed request asks for the rest only: the server's log would show it; here, the bytes that
+    # come back are the rest (a server ignoring Range sends the whole file, which is also handled)
     download(f"{base}/blob.bin", partial, max_bytes=1_000_000, timeout_s=10, attempts=1)
     assert partial.read_bytes() == payload
+    # the file is replaced on the server between two attempts: the download starts over, never splices
+    interrupted_download(f"{base}/blob.bin", partial, 120_000)
+    replaced = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    (root / "blob.bin").write_bytes(replaced)
+    os.utime(root / "blob.bin", (time.time() + 5, time.time() + 5))  # a new modification time, as a new upload
+    download(f"{base}/blob.bin", partial, max_bytes=1_000_000, timeout_s=10, attempts=1)
+    assert partial.read_bytes() == replaced
     with pytest.raises(UpdateError, match="max_bytes"):
         download(f"{base}/blob.bin", tmp_path / "capped", max_bytes=100_000, timeout_s=10, attempts=1)
-    with pytest.raises(UpdateError, match="download failed after 2 attempt"):
-        download(f"http://127.0.0.1:{free_port()}/x.tar", tmp_path / "none", max_bytes=10, timeout_s=2, attempts=2)
+
+
+def test_download_retries_back_off(tmp_path):
+    """Each retry waits twice as long as the one before (seen from the server: when the attempts arrive)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    arrivals: list[float] = []
+
+    def refuse():
+        while len(arrivals) < 3:
+            conn, _ = server.accept()
+            arrivals.append(time.monotonic())
+            conn.close()  # no HTTP answer: a failed attempt
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/x.tar"
+    with pytest.raises(UpdateError, match="download failed after 3 attempt"):
+        download(url, tmp_path / "none", max_bytes=10, timeout_s=5, attempts=3, backoff_s=0.3)
+    thread.join(5)
+    server.close()
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    assert len(gaps) == 2 and gaps[0] >= 0.3 and gaps[1] >= 0.6, gaps  # lower bounds: sleeps, not speed
 
 
 def test_an_archive_is_manifest_first_and_unpacks_only_plain_files(tmp_path, v2):
@@ -397,3 +442,48 @@ def test_bundle_keygen_and_a_signed_pack_from_the_command_line(tmp_path, v2, cap
     with tarfile.open(archive) as tar:
         assert tar.getnames()[:2] == ["manifest.json", "manifest.sig"]
     verify(unpack(archive, tmp_path / "out", max_bytes=10**9).path, public)
+
+
+def test_pack_ships_only_what_the_device_runs_and_the_device_checks_before_writing(tmp_path, bundle_dir, capsys):
+    """`bundle pack --for` a Pi's config: int8 and the acceptance set under a manifest that still verifies.
+    A device refuses, before writing anything: an archive without its variant, one signed by another
+    key, and a member the manifest does not list."""
+    import tarfile
+
+    from edge.cli import main
+    from edge.signing import generate_key
+
+    full, slim = tmp_path / "full.tar", tmp_path / "pi.tar"
+    pack(bundle_dir, full)
+    assert (
+        main(["bundle", "pack", str(bundle_dir), "--out", str(slim), "--for", str(ROOT / "firmware_config/rpi5.yaml")])
+        == 0
+    )
+    print(f"archive: every variant {full.stat().st_size / 1e6:.1f} MB, --for rpi5 {slim.stat().st_size / 1e6:.1f} MB")
+    with tarfile.open(slim) as tar:
+        assert tar.getnames() == ["manifest.json", "acceptance.npz", "int8.tflite"]
+    bundle = unpack(slim, tmp_path / "pi", max_bytes=10**9, variant="int8")
+    assert bundle.variant_names() == ["int8"] and bundle.manifest.probes == {}
+    bundle.verify()
+    assert slim.stat().st_size < full.stat().st_size / 4
+    with pytest.raises(BundleError, match="has no 'onnx' variant, which this device's model.variant asks for"):
+        unpack(slim, tmp_path / "jetson", max_bytes=10**9, variant="onnx")
+    assert not (tmp_path / "jetson").exists()
+    # signed by another key: refused on the manifest alone
+    public = generate_key(tmp_path / "fleet.pem")
+    generate_key(tmp_path / "other.pem")
+    pack(bundle_dir, tmp_path / "forged.tar", key=tmp_path / "other.pem", variants=["int8"])
+    with pytest.raises(BundleError, match="signature check failed"):
+        unpack(tmp_path / "forged.tar", tmp_path / "forged", max_bytes=10**9, public_key=public)
+    assert not (tmp_path / "forged").exists()
+    # a file the manifest does not vouch for
+    extra = tmp_path / "extra.tar"
+    with tarfile.open(slim) as source, tarfile.open(extra, "w") as tar:
+        for member in source.getmembers():
+            tar.addfile(member, source.extractfile(member))
+        tar.add(bundle_dir / "float32.tflite", arcname="float32.tflite")
+    with pytest.raises(BundleError, match="'float32.tflite' is not listed in the manifest"):
+        unpack(extra, tmp_path / "extra", max_bytes=10**9)
+    assert not (tmp_path / "extra").exists()
+    assert main(["bundle", "pack", str(bundle_dir), "--out", str(tmp_path / "x.tar"), "--variants", "int4"]) == 2
+    assert "no variant 'int4'" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from edge.service.samples import SampleStore
 from edge.service.status import StatusView, cpu_temperature, metrics_payload, status_payload
 from edge.service.update import Prepared, Updater, UpdateRequest
 from edge.service.web import WebServer, WebState, answer_classify_requests
+from edge.signing import verify as verify_signature
 from edge.sources import Frame
 from edge.stats import Window, percentiles
 from edge.vision.decision import Decider, Decision
@@ -74,7 +75,9 @@ class Daemon:
         self.store.recover(u.health_window_s)  # a run that died inside a health window: back to the previous model
         self.classifier = load_classifier(config, self.store.current())
         load = lambda path: load_classifier(self.config, path)  # noqa: E731 - the config in force then
-        self.updater = Updater(self.store, load, u.max_bytes, u.timeout_s, u.attempts, u.public_key)
+        self.updater = Updater(
+            self.store, load, u.max_bytes, u.timeout_s, u.attempts, u.public_key, config.model.variant
+        )
         self.trial_until: float | None = None  # monotonic end of the health window after a switch
         state = self.store.state()
         if state.trial_until is not None:
@@ -246,8 +249,12 @@ class Daemon:
         return execute_command(self, command)
 
     def reload_model(self, path: Path) -> None:
-        """Verify and load the new bundle first; the old one keeps serving if anything fails."""
-        Bundle.open(path).verify()
+        """Verify and load the new bundle first; the old one keeps serving if anything fails. With
+        ``updates.public_key`` only a bundle signed by it loads, whether it came over the air or by path."""
+        bundle = Bundle.open(path)
+        bundle.verify()
+        if self.config.updates.public_key is not None:
+            verify_signature(bundle.path, self.config.updates.public_key)
         previous = self.classifier.bundle.path
         self._serve(load_classifier(self.config, path))
         if self.store.state().current:  # once updates are in use, the store's choice is what starts next time

@@ -94,13 +94,15 @@ class ModelStore:
         return Path(name)
 
     # ------------------------------------------------------------------ changes
-    def add(self, archive: Path, sha256: str, max_bytes: int) -> Path:
-        """Unpack and verify a downloaded archive into ``<bundle name>-<sha12>``."""
+    def add(
+        self, archive: Path, sha256: str, max_bytes: int, public_key: str | None = None, variant: str | None = None
+    ) -> Path:
+        """Check, unpack and verify a downloaded archive into ``<bundle name>-<sha12>`` (see ``unpack``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".unpack-{sha256[:12]}"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            bundle = unpack(archive, staging, max_bytes)
+            bundle = unpack(archive, staging, max_bytes, public_key, variant)
         except SmartbinError:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -14,6 +14,7 @@ import logging
 import queue
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -28,11 +29,12 @@ from edge.bundle import Bundle, sha256_file
 from edge.classifier import Classifier
 from edge.errors import SmartbinError
 from edge.service.models import ModelStore, UpdateError
-from edge.signing import verify as verify_signature
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
+BACKOFF_S = 2.0  # before the second attempt; doubled for each one after
+BACKOFF_MAX_S = 60.0
 
 
 @dataclass
@@ -53,20 +55,40 @@ class Prepared:
     acceptance: str
 
 
-def download(url: str, dest: Path, max_bytes: int, timeout_s: float, attempts: int) -> Path:
-    """Fetch ``url`` into ``dest``, resuming a partial file (HTTP Range) on each further attempt."""
+def download(
+    url: str, dest: Path, max_bytes: int, timeout_s: float, attempts: int, backoff_s: float = BACKOFF_S
+) -> Path:
+    """Fetch ``url`` into ``dest``, resuming a partial file on each further attempt (waiting ``backoff_s``,
+    then twice as long each time, up to BACKOFF_MAX_S).
+
+    A resumed request sends ``If-Range`` with the validator (ETag, else Last-Modified) of the response
+    the partial file came from, and a 206 answer must carry the same validator: a file replaced on the
+    server since is fetched whole, never spliced onto the old one's beginning (busybox httpd, for one,
+    ignores If-Range)."""
     if not re.match(r"^https?://", url):
         raise UpdateError(f"url must start with http:// or https://, not {url[:40]!r}")
+    validator_file = dest.with_name(dest.name + ".validator")
     last = "no attempt made"
     for attempt in range(1, attempts + 1):
-        have = dest.stat().st_size if dest.exists() else 0
+        if attempt > 1:
+            time.sleep(min(BACKOFF_MAX_S, backoff_s * 2 ** (attempt - 2)))
+        validator = validator_file.read_text() if validator_file.exists() and dest.exists() else ""
+        have = dest.stat().st_size if dest.exists() and validator else 0
         headers = {"User-Agent": f"smartbin/{__version__}"}
         if have:
-            headers["Range"] = f"bytes={have}-"
+            headers.update({"Range": f"bytes={have}-", "If-Range": validator})
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as resp:
-                if have and resp.status != 206:  # the server sends the whole file again
+            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
+            now = _validator(resp)
+            if have and resp.status == 206 and now != validator:  # the rest of another file: start over
+                resp.close()
+                headers = {k: v for k, v in headers.items() if k not in ("Range", "If-Range")}
+                resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
+                now = _validator(resp)
+            with resp:
+                if resp.status != 206:  # the whole file
                     have = 0
+                validator_file.write_text(now)
                 length = resp.headers.get("Content-Length")
                 total = have + int(length) if length and length.isdigit() else None
                 if total is not None and total > max_bytes:
@@ -79,9 +101,11 @@ def download(url: str, dest: Path, max_bytes: int, timeout_s: float, attempts: i
                         fh.write(chunk)
             if total is not None and have < total:
                 raise http.client.IncompleteRead(b"", total - have)
+            validator_file.unlink(missing_ok=True)
             return dest
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:  # nothing left to fetch beyond what we have
+                validator_file.unlink(missing_ok=True)
                 return dest
             if 400 <= exc.code < 500:
                 raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from None
@@ -91,6 +115,11 @@ def download(url: str, dest: Path, max_bytes: int, timeout_s: float, attempts: i
             last = f"{type(exc).__name__}: {reason}"
         log.warning("download of %s, attempt %d of %d: %s", url, attempt, attempts, last)
     raise UpdateError(f"{url}: download failed after {attempts} attempt(s): {last}")
+
+
+def _validator(resp) -> str:
+    """What names this version of the file on the server: its ETag, else its Last-Modified."""
+    return resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
 
 
 def acceptance_test(classifier: Classifier) -> str:
@@ -124,10 +153,12 @@ class Updater:
         timeout_s: float,
         attempts: int,
         public_key: str | None = None,
+        variant: str | None = None,
     ):
         self.store = store
         self.load = load
         self.public_key = public_key
+        self.variant = variant  # the one this device runs: an archive without it is refused before unpacking
         self.max_bytes, self.timeout_s, self.attempts = max_bytes, timeout_s, attempts
         self.events: queue.SimpleQueue[tuple[UpdateRequest, str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -167,12 +198,10 @@ class Updater:
             partial.unlink(missing_ok=True)
             raise UpdateError(f"sha256 check failed: downloaded {digest[:12]}…, expected {request.sha256[:12]}…")
         try:
-            folder = self.store.add(partial, digest, self.max_bytes)
+            folder = self.store.add(partial, digest, self.max_bytes, self.public_key, self.variant)
         finally:
             partial.unlink(missing_ok=True)
         try:
-            if self.public_key is not None:
-                verify_signature(folder, self.public_key)
             bundle = Bundle.open(folder)
             if bundle.manifest.created < current.manifest.created and not request.force:
                 raise UpdateError(
