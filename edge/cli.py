@@ -19,17 +19,22 @@ from edge.errors import ConfigError, SmartbinError
 log = logging.getLogger("smartbin")
 
 EXIT_USER_ERROR = 2
+EXIT_RETRY = 75  # EX_TEMPFAIL: systemd restarts the unit (the daemon has waited its back-off first)
 EXIT_CONFIG_ERROR = 78  # EX_CONFIG: systemd's RestartPreventExitStatus stops a restart loop on it
 
 
 # ---------------------------------------------------------------- device
 def _service(start: Callable[[str], int], config: str) -> int:
-    """Run a systemd service's main function. Anything wrong before it runs (config, model, outbox)
-    will not fix itself by restarting: exit with the code RestartPreventExitStatus knows."""
+    """Run a systemd service's main function. A config error (78) will not fix itself by restarting;
+    anything else (no model loads, the broker's TLS files gone) may: 75, which systemd restarts."""
     try:
         return start(config)
+    except ConfigError:
+        raise
     except SmartbinError as exc:
-        raise ConfigError(str(exc)) from exc
+        log.debug("cause", exc_info=True)
+        print(f"smartbin: error: {exc} (exit {EXIT_RETRY}: systemd starts it again)", file=sys.stderr)
+        return EXIT_RETRY
 
 
 def cmd_run(args: argparse.Namespace) -> int:

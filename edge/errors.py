@@ -19,3 +19,7 @@ class BundleError(SmartbinError):
 
 class ConfigError(SmartbinError):
     """An invalid configuration file; the message names file, key and allowed values."""
+
+
+class ModelUnavailable(SmartbinError):
+    """No model loads at start (the store's, the previous one, the configured one): a restart may fix it."""

@@ -487,3 +487,62 @@ def test_pack_ships_only_what_the_device_runs_and_the_device_checks_before_writi
     assert not (tmp_path / "extra").exists()
     assert main(["bundle", "pack", str(bundle_dir), "--out", str(tmp_path / "x.tar"), "--variants", "int4"]) == 2
     assert "no variant 'int4'" in capsys.readouterr().err
+
+
+def test_a_stored_model_that_fails_at_start_falls_back_to_the_one_before(tmp_path, v1, v2, web, broker, clip_factory):
+    """The store's current model is damaged on disk (a bad SD card sector): the daemon starts on the
+    previous one, says so on the retained model topic, and keeps that choice."""
+    config, sub, process, digest = start_and_update(tmp_path, v1, v2, web, broker, clip_factory, window=0.5)
+    try:
+        assert outcome(sub, "up")["ok"]
+        assert sub.wait_for("model", where=lambda m: (m.json()["last_change"] or {}).get("event") == "confirmed")
+    finally:
+        err = stop(process)
+    assert process.returncode == 0, err[-2000:]
+    model_file = tmp_path / "models" / f"other-model-{digest[:12]}" / "int8.tflite"
+    model_file.write_bytes(b"\0" * model_file.stat().st_size)
+    sub.messages.clear()
+    process = start(config)
+    try:
+        model = sub.wait_for("model", where=lambda m: m.json()["name"] != "other-model")
+        assert model, [m.json() for m in sub.on("model")]
+        change = model[-1].json()["last_change"]
+        assert change["event"] == "rolled_back" and change["failed"] == f"other-model-{digest[:12]}", change
+        assert "failed to load at start" in change["reason"] and "sha256 check failed" in change["reason"]
+        assert not labels_after(sub, 0) & OTHER_NAMES
+    finally:
+        err = stop(process)
+        sub.close()
+    assert process.returncode == 0, err[-2000:]
+    assert json.loads((tmp_path / "models" / "state.json").read_text())["current"] == str(v1.resolve())
+
+
+def test_no_model_at_start_waits_longer_each_time_then_exits_for_a_restart(tmp_path):
+    """Under a service manager (a notify socket, as systemd gives): no model loads -> STATUS says why and
+    when it restarts, EXTEND_TIMEOUT_USEC holds the start timeout off, SIGTERM ends the wait, exit 75.
+    The wait doubles with each failed start in a row."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(60)
+    config = write_config(tmp_path / "config.yaml", tmp_path / "no-bundle", "synthetic://", free_port())
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    waits = []
+    for _ in range(2):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge", "--config", str(config)],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        message = ""
+        while "STATUS=failed" not in message:
+            message = notify.recv(4096).decode()
+        assert "EXTEND_TIMEOUT_USEC=" in message and "bundle folder not found" in message, message
+        waits.append(int(re.search(r"restarting in (\d+) s", message).group(1)))
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 75, err[-2000:]
+        assert "Traceback" not in err
+    notify.close()
+    assert waits == [30, 60], waits

@@ -96,8 +96,9 @@ def parse_command(payload: bytes) -> Command:
     return Command(command_id, action, params)
 
 
-def execute_command(daemon: Daemon, command: Command) -> dict:
-    """Carry out a valid command on the daemon's loop; CommandError for one that cannot be done now."""
+def execute_command(daemon: Daemon, command: Command) -> dict | None:
+    """Carry out a valid command on the daemon's loop; CommandError for one that cannot be done now.
+    None: the command goes on beside the loop and is answered when it ends."""
     action = command.action
     if action == "ping":
         return {"pong": True}
@@ -131,10 +132,6 @@ def execute_command(daemon: Daemon, command: Command) -> dict:
     if action == "reload_model":
         name = command.params.get("bundle")
         path = daemon.store.resolve(name) if name else Path(daemon.config.model.bundle)
-        try:
-            daemon.reload_model(path)
-        except SmartbinError as exc:
-            # the engine's own words (which file, which check) are what the operator needs
-            raise CommandError(f"reload refused, still serving the old model: {exc}", command.id) from exc
-        return {"model": daemon.view().model}
+        daemon.reload_model(path, command.id)  # loads beside the loop; answered when switched in or refused
+        return None
     raise CommandError(f"unknown action {action!r}", command.id)

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from edge import __version__
 from edge.bundle import Bundle
 from edge.classifier import Classifier, Prediction
 from edge.config import Config, load_config
+from edge.errors import ConfigError, ModelUnavailable, SmartbinError
+from edge.service.background import Background
+from edge.service.backoff import RestartBackoff
 from edge.service.build import load_classifier, make_capture, make_presence
 from edge.service.commands import Command, CommandError, execute_command, parse_command
 from edge.service.counters import Counters, CountersError
@@ -31,7 +35,7 @@ from edge.service.mqtt import Publisher, dumps
 from edge.service.notify import Notifier
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
-from edge.service.reload import reload_daemon
+from edge.service.reload import PreparedReload, apply_reload, prepare_reload
 from edge.service.samples import SampleStore
 from edge.service.status import StatusView, cpu_temperature, metrics_payload, status_payload
 from edge.service.update import Prepared, Updater, UpdateRequest
@@ -44,6 +48,7 @@ from edge.vision.decision import Decider, Decision
 log = logging.getLogger(__name__)
 
 COMMAND_QUEUE = 64
+START_FAILURES = ".start-failures"  # in the model store: failed starts in a row, for the restart back-off
 RECENT_DECISIONS = 50
 LATENCY_WINDOW = 500
 FPS_WINDOW_S = 5.0
@@ -69,11 +74,14 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.paused = False
         self.ready = False
+        self.on_ready: Callable[[], None] | None = None  # run_daemon: a good start resets the restart backoff
         self.commands: queue.Queue[bytes] = queue.Queue(COMMAND_QUEUE)
         u = config.updates
         self.store = ModelStore(u.store, u.keep)
         self.store.recover(u.health_window_s)  # a run that died inside a health window: back to the previous model
-        self.classifier = load_classifier(config, self.store.current())
+        self.background = Background()
+        self.classifier = self._load_at_start()
+        self.previous_classifier: Classifier | None = None  # kept through a health window: rollback is a swap
         load = lambda path: load_classifier(self.config, path)  # noqa: E731 - the config in force then
         self.updater = Updater(
             self.store, load, u.max_bytes, u.timeout_s, u.attempts, u.public_key, config.model.variant
@@ -119,6 +127,24 @@ class Daemon:
         self.web = self.make_web(config)
 
     # ------------------------------------------------------------------ construction
+    def _load_at_start(self) -> Classifier:
+        """The store's current model; when it does not load, the one before it, then the configured bundle.
+        A fallback is recorded in the store, so the retained model topic says which failed and why. Raises
+        ModelUnavailable (a restart may help: a model copied in, a disk remounted) when none loads."""
+        errors: list[str] = []
+        for path in self.store.start_candidates(self.config.model.bundle):
+            try:
+                with self.notifier.extending(f"loading model {path} (an engine build may take minutes)"):
+                    classifier = load_classifier(self.config, path)
+            except SmartbinError as exc:
+                log.error("model %s does not load: %s", path, exc)
+                errors.append(str(exc))
+                continue
+            if errors and self.store.state().current:
+                self.store.rollback(f"failed to load at start: {errors[0]}", to=path)
+            return classifier
+        raise ModelUnavailable("no model loads: " + "; ".join(errors))
+
     def make_publisher(self, config: Config) -> Publisher:
         status = lambda state: status_payload(self.view(), state)  # noqa: E731 - read at publish time
         return Publisher(
@@ -235,7 +261,9 @@ class Daemon:
             command = None
             try:
                 command = parse_command(payload)
-                self._answer(command.id, command.action, self.execute(command))
+                result = self.execute(command)
+                if result is not None:
+                    self._answer(command.id, command.action, result)
             except CommandError as exc:
                 self.commands_rejected += 1
                 command_id = exc.command_id if exc.command_id is not None or command is None else command.id
@@ -245,23 +273,37 @@ class Daemon:
                 self.commands_rejected += 1
                 self._answer(None, None, error=f"internal error: {type(exc).__name__}: {exc}")
 
-    def execute(self, command: Command) -> dict:
+    def execute(self, command: Command) -> dict | None:
         return execute_command(self, command)
 
-    def reload_model(self, path: Path) -> None:
-        """Verify and load the new bundle first; the old one keeps serving if anything fails. With
-        ``updates.public_key`` only a bundle signed by it loads, whether it came over the air or by path."""
-        bundle = Bundle.open(path)
-        bundle.verify()
-        if self.config.updates.public_key is not None:
-            verify_signature(bundle.path, self.config.updates.public_key)
-        previous = self.classifier.bundle.path
-        self._serve(load_classifier(self.config, path))
-        if self.store.state().current:  # once updates are in use, the store's choice is what starts next time
-            self.store.switch(path, previous, None, 0)
-            self.trial_until = None
-        self.publish_model()
-        log.info("model reloaded from %s", path)
+    def reload_model(self, path: Path, command_id=None) -> None:
+        """Verify and load the new bundle beside the loop, which keeps serving the old one; the answer
+        comes when it is switched in, or refused. With ``updates.public_key`` only a bundle signed by it
+        loads, whether it came over the air or by path."""
+        config = self.config
+
+        def load() -> Classifier:
+            bundle = Bundle.open(path)
+            bundle.verify()
+            if config.updates.public_key is not None:
+                verify_signature(bundle.path, config.updates.public_key)
+            return load_classifier(config, path)
+
+        def done(classifier: Classifier | None, error: BaseException | None) -> None:
+            if error is not None:
+                self._answer(command_id, "reload_model", error=f"reload refused, still serving the old model: {error}")
+                return
+            previous = self.classifier.bundle.path
+            self._serve(classifier)
+            if self.store.state().current:  # once updates are in use, the store's choice is what starts next time
+                self.store.switch(path, previous, None, 0)
+                self.trial_until, self.previous_classifier = None, None
+            self.publish_model()
+            log.info("model reloaded from %s", path)
+            self._answer(command_id, "reload_model", {"model": self.view().model})
+
+        if not self.background.submit("reload_model", load, done):
+            raise CommandError("a model is loading already; wait for its answer", command_id)
 
     def _serve(self, classifier: Classifier) -> None:
         self.classifier = classifier
@@ -304,10 +346,12 @@ class Daemon:
     def apply_update(self, prepared: Prepared) -> dict:
         """Switch to a tested model (a pointer swap: no gap in classification) and open the health window."""
         previous = self.classifier.bundle.path
+        old = self.classifier
         self._serve(prepared.classifier)
         window = self.config.updates.health_window_s
         self.store.switch(prepared.folder, previous, prepared.request.sha256, window)
         self.trial_until = time.monotonic() + window if window > 0 else None
+        self.previous_classifier = old if self.trial_until is not None else None
         if self.trial_until is None:
             self.store.confirm()
         self.publish_model()
@@ -315,24 +359,53 @@ class Daemon:
         return {"stage": "switched", "model": prepared.folder.name, "acceptance": prepared.acceptance}
 
     def rollback(self, reason: str) -> None:
-        """Back to the previous model, now (a failure inside the health window)."""
+        """Back to the previous model, now (a failure inside the health window): a swap when it is still in
+        memory, else a load beside the loop (after a restart inside the window), the choice saved first."""
+        if self.background.busy("rollback"):
+            return
         state = self.store.rollback(reason)
         self.trial_until = None
-        self._serve(load_classifier(self.config, self.store.path(state.current)))
-        self.publish_model()
+        if self.previous_classifier is not None:
+            self._serve(self.previous_classifier)
+            self.previous_classifier = None
+            self.publish_model()
+            return
+        path, config = self.store.path(state.current), self.config
+
+        def done(classifier: Classifier | None, error: BaseException | None) -> None:
+            if error is not None:  # the store's choice stands; a restart loads it or falls back further
+                log.error("rollback to %s failed: %s", path, error)
+                return
+            self._serve(classifier)
+            self.publish_model()
+
+        self.background.submit("rollback", lambda: load_classifier(config, path), done)
 
     def _check_trial(self) -> None:
         if self.trial_until is not None and time.monotonic() >= self.trial_until:
-            self.trial_until = None
+            self.trial_until, self.previous_classifier = None, None
             self.store.confirm()
             self.publish_model()
             log.info("health window passed: %s stays", self.classifier.bundle.path.name)
 
     # ------------------------------------------------------------------ SIGHUP
     def reload_config(self) -> None:
-        """SIGHUP: rebuild each changed section, or refuse the whole reload (edge/service/reload.py)."""
-        if self.config_path is not None:
-            reload_daemon(self, self.config_path)
+        """SIGHUP: read the file and load a changed model beside the loop, then rebuild each changed section on
+        it, or refuse the whole reload (edge/service/reload.py). A SIGHUP while one is prepared waits for it."""
+        if self.config_path is None:
+            return
+        if self.background.busy("reload"):
+            self.reload_requested.set()
+            return
+        path, running = self.config_path, self.config
+
+        def done(prepared: PreparedReload | None, error: BaseException | None) -> None:
+            if error is not None:
+                log.error("reload refused, keeping the running configuration: %s", error)
+            else:
+                apply_reload(self, prepared, path)
+
+        self.background.submit("reload", lambda: prepare_reload(running, path), done)
 
     # ------------------------------------------------------------------ the loop
     def process(self, frame: Frame) -> Decision | None:
@@ -344,6 +417,8 @@ class Daemon:
             try:
                 prediction = self.classifier.classify(frame.image)
             except Exception as exc:
+                if self.background.busy("rollback"):
+                    return None  # the failed model's last frames, while the previous one loads
                 if self.trial_until is None:
                     raise
                 log.exception("the new model failed on a frame")
@@ -470,6 +545,7 @@ class Daemon:
         if self.reload_requested.is_set():
             self.reload_requested.clear()
             self.reload_config()
+        self.background.apply()
         self.handle_commands()
         self.handle_updates()
         if self.web_state is not None:
@@ -487,6 +563,8 @@ class Daemon:
             if not self.ready:
                 self.ready = True
                 self.notifier.ready(self.summary())
+                if self.on_ready is not None:
+                    self.on_ready()
                 log.info("ready: %s", self.summary())
         if time.monotonic() - self.last_healthy < self.config.source.stall_timeout_s:
             self.notifier.watchdog()  # only after a real cycle, within the grace period
@@ -555,4 +633,13 @@ def run_daemon(config_path: str | Path) -> int:
     config = load_config(config_path)
     logging.getLogger().setLevel(config.log_level)
     log.info("smartbin %s on %s (%s), pid %d", __version__, socket.gethostname(), platform.machine(), os.getpid())
-    return Daemon(config, Path(config_path)).run()
+    backoff = RestartBackoff(config.updates.store / START_FAILURES, Notifier())
+    try:
+        daemon = Daemon(config, Path(config_path))
+        daemon.on_ready = backoff.reset
+        return daemon.run()
+    except ConfigError:
+        raise  # 78: a restart cannot fix it
+    except SmartbinError as exc:  # 75 (edge/cli.py): a restart may, after the back-off
+        backoff.wait(str(exc))
+        raise

@@ -86,6 +86,18 @@ class ModelStore:
             return None
         return path
 
+    def start_candidates(self, configured: Path) -> list[Path]:
+        """What to try at start, in order: the store's current model, the one before it, the configured bundle."""
+        state = self.state()
+        paths = [self.current(), self.path(state.previous) if state.previous else None, Path(configured)]
+        seen: set[Path] = set()
+        out = []
+        for path in paths:
+            if path is not None and path.resolve() not in seen:
+                seen.add(path.resolve())
+                out.append(path)
+        return out
+
     def resolve(self, name: str) -> Path:
         """``reload_model`` by name: a folder of the store; anything else is taken as a path."""
         candidate = self.root / name
@@ -144,11 +156,11 @@ class ModelStore:
         self.prune(state)
         return state
 
-    def rollback(self, reason: str) -> StoreState:
-        """Back to the previous model; the failed one is recorded (and left on disk for a look)."""
+    def rollback(self, reason: str, to: Path | None = None) -> StoreState:
+        """Back to the previous model (or ``to``); the failed one is recorded (and left on disk for a look)."""
         state = self.state()
         failed = state.current
-        state.current, state.previous = state.previous, None
+        state.current, state.previous = (self._name(to) if to is not None else state.previous), None
         state.sha256, state.since, state.trial_until = None, time.time(), None
         state.outcome = {"event": "rolled_back", "failed": failed, "reason": reason, "ts": round(time.time(), 3)}
         self._save(state)

@@ -5,9 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
+
+# While a model loads or an engine builds before READY, ask systemd for EXTEND_S more each EVERY_S
+# (TimeoutStartSec would kill a TensorRT build of several minutes), for at most LIMIT_S in all:
+# a load that hangs for good still ends in the start timeout.
+EXTEND_S = 60.0
+EVERY_S = 20.0
+LIMIT_S = 3600.0
 
 
 class Notifier:
@@ -23,6 +33,11 @@ class Notifier:
         self.watchdog_interval = int(usec) / 2e6 if enabled else None
         self._last_ping = 0.0
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if self.address else None
+
+    @property
+    def supervised(self) -> bool:
+        """Whether systemd (or another service manager speaking its protocol) started us."""
+        return self.address is not None
 
     def send(self, message: str) -> None:
         if self._socket is None:
@@ -40,6 +55,29 @@ class Notifier:
 
     def stopping(self) -> None:
         self.send("STOPPING=1")
+
+    @contextmanager
+    def extending(self, status: str, limit_s: float = LIMIT_S) -> Iterator[None]:
+        """Around slow work before READY: STATUS says what happens, EXTEND_TIMEOUT_USEC keeps the start
+        timeout away while it lasts (up to ``limit_s``)."""
+        done = threading.Event()
+
+        def extend() -> None:
+            deadline = time.monotonic() + limit_s
+            while time.monotonic() < deadline:
+                self.send(f"EXTEND_TIMEOUT_USEC={int(EXTEND_S * 1e6)}\nSTATUS={status}")
+                if done.wait(min(EVERY_S, max(0.0, deadline - time.monotonic()))):
+                    return
+
+        thread = threading.Thread(target=extend, name="sd-extend", daemon=True) if self._socket else None
+        if thread is not None:
+            thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            if thread is not None:
+                thread.join()
 
     def watchdog(self) -> None:
         """Call only after a healthy capture -> infer -> decide cycle; rate-limited here."""

@@ -8,9 +8,11 @@ naming it, and the bin keeps running exactly as it was.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge.classifier import Classifier
 from edge.config import Config, load_config
 from edge.errors import SmartbinError
 from edge.service.build import load_classifier, make_capture, make_presence
@@ -52,16 +54,31 @@ def plan_reload(old: Config, new: Config) -> list[str]:
     return [name for name in LIVE if name in changed]
 
 
-def reload_daemon(daemon: Daemon, config_path: Path) -> None:
-    """Re-read the config and rebuild each changed section, or refuse the whole reload and keep running."""
+@dataclass
+class PreparedReload:
+    """A reload read and planned, its new model (if any) loaded: ready for ``apply_reload``."""
+
+    config: Config
+    sections: list[str]
+    classifier: Classifier | None
+
+
+def prepare_reload(running: Config, config_path: Path) -> PreparedReload:
+    """Beside the loop: read the file, plan the reload, load a changed model (the slow part). Raises
+    SmartbinError or ReloadRefused, and then nothing has changed."""
+    new = load_config(config_path)
+    sections = plan_reload(running, new)
+    return PreparedReload(new, sections, load_classifier(new) if "model" in sections else None)
+
+
+def apply_reload(daemon: Daemon, prepared: PreparedReload, config_path: Path) -> None:
+    """On the loop: rebuild each changed section, or refuse the whole reload and keep running."""
+    new, sections, classifier = prepared.config, prepared.sections, prepared.classifier
     try:
-        new = load_config(config_path)
-        sections = plan_reload(daemon.config, new)
-        # Prepare what can fail before anything is switched: a refused reload changes nothing.
-        classifier = load_classifier(new) if "model" in sections else None
+        # Prepare what can still fail before anything is switched: a refused reload changes nothing.
         publisher = daemon.make_publisher(new) if "mqtt" in sections else None
         web = swap_web(daemon, new) if "web" in sections else daemon.web
-    except (SmartbinError, ReloadRefused) as exc:
+    except SmartbinError as exc:
         log.error("reload refused, keeping the running configuration: %s", exc)
         return
     for name in changed_sections(daemon.config, new):
