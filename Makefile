@@ -18,10 +18,11 @@ demo: $(STAMP)
 	$(BIN)/smartbin demo --out demo-output
 
 # Offline wheels for the real-systemd test, which installs smartbin[edge] (plus onnxruntime and
-# gpiozero) into a container with systemd/install.sh --find-links, as on a bin with no internet.
+# gpiozero) into a container with systemd/install.sh --find-links, as on a bin with no internet; bottleneck
+# for tests/test_pi_venv.py (a numpy-2 build of a module Debian compiles for numpy 1.24).
 WHEELS := .cache/wheels
-$(WHEELS)/.done: setup.py | $(STAMP)
-	$(BIN)/pip download --quiet --dest $(WHEELS) ".[edge]" setuptools wheel onnxruntime gpiozero
+$(WHEELS)/.done: setup.py Makefile | $(STAMP)
+	$(BIN)/pip download --quiet --dest $(WHEELS) ".[edge]" setuptools wheel onnxruntime gpiozero bottleneck
 	touch $@
 
 wheels: $(WHEELS)/.done

@@ -117,7 +117,12 @@ if [ "$VENV" = "$OPT/venv" ]; then
   run "$VENV/bin/pip" install "${pip_args[@]}" "$SRC[$EXTRAS]"
 fi
 
-# 2b. what the board's camera and accelerator need, checked in the venv that will run the service
+# 2b. what the board's camera and accelerator need, checked in the venv that will run the service.
+# The OS's simplejpeg (picamera2's JPEG codec) is built for the OS's numpy 1.x, the venv has numpy 2:
+# see systemd/venv-abi.sh for why the venv gets its own build rather than the OS's numpy.
+if [ "$DRY" -eq 0 ] && [ "$EXTRAS" = pi ]; then
+  "$SRC/systemd/venv-abi.sh" "$VENV" ${FIND_LINKS:+--find-links "$FIND_LINKS"} simplejpeg || true
+fi
 if [ "$DRY" -eq 0 ] && [ "$EXTRAS" = pi ] && ! "$VENV/bin/python" -c 'import picamera2' 2>/dev/null; then
   echo "warning: picamera2 cannot be imported in $VENV; csi:// cameras will not work. On Raspberry Pi OS:" >&2
   echo "  sudo apt install python3-picamera2, and create the venv with --system-site-packages" >&2

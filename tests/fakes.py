@@ -99,6 +99,20 @@ def install_fake_picamera2(monkeypatch) -> type[FakePicamera2]:
     return FakePicamera2
 
 
+def install_broken_picamera2(monkeypatch, error: Exception) -> None:
+    """``import picamera2`` raises ``error``, as it does where an OS module it needs cannot load."""
+
+    class Broken:
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name == "picamera2":
+                raise error
+            return None
+
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+
+
 def install_fake_camera(monkeypatch) -> type[FakeCamera]:
     import edge.sources.opencv
 
@@ -106,3 +120,42 @@ def install_fake_camera(monkeypatch) -> type[FakeCamera]:
     FakeCamera.opened = []
     monkeypatch.setattr(edge.sources.opencv, "VideoCapture", FakeCamera)
     return FakeCamera
+
+
+TENSORRT = "TensorrtExecutionProvider"
+FAKE_ENGINE = "model.engine"
+
+
+def install_slow_tensorrt(build_s: float, monkeypatch=None) -> None:
+    """ONNX Runtime as on a Jetson, as far as starting goes: a TensorRT provider whose first session
+    "builds an engine" for ``build_s`` seconds and writes it into ``trt_engine_cache_path``; a session
+    that finds the engine there starts at once. Inference itself runs on the real CPU provider.
+
+    Installed into a process by ``sitecustomize`` when SMARTBIN_FAKE_TENSORRT_BUILD_S is set (the
+    real-systemd test's drop-in): the unit, the daemon and the engine cache are the real ones. In a
+    test process, pass ``monkeypatch`` so that it is undone."""
+    import time
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    real_session, real_providers = ort.InferenceSession, ort.get_available_providers
+
+    class SlowTensorrtSession(real_session):
+        def __init__(self, path, options=None, providers=None, **kwargs):
+            trt = [p for p in providers or [] if isinstance(p, tuple) and p[0] == TENSORRT]
+            self._trt = bool(trt)
+            if trt:
+                cache = Path(trt[0][1]["trt_engine_cache_path"])
+                if not (cache / FAKE_ENGINE).is_file():
+                    time.sleep(build_s)
+                    (cache / FAKE_ENGINE).write_bytes(Path(path).read_bytes()[:1024])
+            others = [p for p in providers or [] if not (isinstance(p, tuple) and p[0] == TENSORRT)]
+            super().__init__(path, options, providers=others, **kwargs)
+
+        def get_providers(self):
+            return [TENSORRT, *super().get_providers()] if self._trt else super().get_providers()
+
+    put = monkeypatch.setattr if monkeypatch is not None else setattr
+    put(ort, "InferenceSession", SlowTensorrtSession)
+    put(ort, "get_available_providers", lambda: [TENSORRT, *real_providers()])

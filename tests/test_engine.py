@@ -141,3 +141,29 @@ def test_a_delegate_that_takes_no_operation_is_not_reported_as_running(tmp_path:
     assert engine.delegate is None and engine.delegate_nodes["delegated"] == 0
     assert engine.delegate_nodes["total"] == 2 and "took none of the model's 2 operations" in caplog.text
     np.testing.assert_allclose(engine.infer(np.array([[1, 2, 3, 4]], np.uint8)), [[1, 3, 6, 10]])
+
+
+def test_a_tensorrt_engine_cache_appears_only_when_complete(bundle_copy: Path, monkeypatch):
+    """TensorRT (faked at ONNX Runtime's provider, as on a Jetson) builds its engine into a folder of its
+    own, renamed beside the model once complete; a folder left by a build that was killed is removed."""
+    import os
+    import subprocess
+
+    from tests.fakes import FAKE_ENGINE, TENSORRT, install_slow_tensorrt
+
+    install_slow_tensorrt(0.2, monkeypatch)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = bundle_copy / f"trt_cache.partial-{dead.pid}"  # a build whose process died
+    killed.mkdir()
+    (killed / FAKE_ENGINE).write_bytes(b"half")
+    alive = bundle_copy / f"trt_cache.partial-{os.getppid()}"  # another process building now
+    alive.mkdir()
+    engine = open_engine(Bundle.open(bundle_copy), "onnxruntime", "onnx")
+    assert engine.delegate == TENSORRT
+    assert (bundle_copy / "trt_cache" / FAKE_ENGINE).is_file()
+    assert not killed.exists() and alive.exists()
+    assert not [p for p in bundle_copy.glob("trt_cache.partial-*") if p != alive]
+    built = (bundle_copy / "trt_cache" / FAKE_ENGINE).stat().st_mtime_ns
+    open_engine(Bundle.open(bundle_copy), "onnxruntime", "onnx")  # the cache is used, not rebuilt
+    assert (bundle_copy / "trt_cache" / FAKE_ENGINE).stat().st_mtime_ns == built

@@ -3,8 +3,9 @@
 smartbin is installed with ``systemd/install.sh`` exactly as a user would (offline wheels via
 ``--find-links``, as on a bin with no internet), with a bundle and a config pointing at the
 container's own mosquitto on loopback. Then, for real: READY=1, the watchdog, SIGKILL and the
-outbox, exit 78, ``systemctl reload``, both engines under the hardened unit, an over-the-air update
-with samples and counters in the unit's state directory, the journal, the actuator unit with
+outbox, exit 78, ``systemctl reload``, both engines under the hardened unit, an engine build longer than
+the start timeout, an over-the-air update with samples and counters in the unit's state directory, a
+damaged current model at start, the journal, the actuator unit with
 gpiozero's mock pins, and ``--uninstall --purge``.
 
 One drop-in shortens the unit's timers (WatchdogSec 30 -> 5, RestartSec 5 -> 1) so the suite
@@ -285,6 +286,64 @@ def test_the_hardened_unit_runs_the_onnx_engine_too(machine: Container):
     restart_and_wait(machine)
 
 
+SLOW_ENGINE = """[Service]
+TimeoutStartSec=8
+Environment=PYTHONPATH=/srv/fakes SMARTBIN_FAKE_TENSORRT_BUILD_S=20
+"""
+FAKES_LOADER = """import os
+
+if os.environ.get("SMARTBIN_FAKE_TENSORRT_BUILD_S"):
+    from smartbin_fakes import install_slow_tensorrt
+
+    install_slow_tensorrt(float(os.environ["SMARTBIN_FAKE_TENSORRT_BUILD_S"]))
+"""
+
+
+def test_an_engine_build_longer_than_the_start_timeout_completes_and_is_cached(machine: Container):
+    """A Jetson's first start: a TensorRT build (faked at ONNX Runtime's provider, 20 s) against a start
+    timeout of 8 s. The daemon extends the timeout while it builds, the unit becomes active, the engine is
+    cached; a build killed half-way leaves no engine, and the restart builds a whole one."""
+    machine.sh("/opt/smartbin/venv/bin/pip install --quiet --no-index --find-links /wheels onnxruntime")
+    fakes = machine.path("/srv/fakes")
+    fakes.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "tests" / "fakes.py", fakes / "smartbin_fakes.py")
+    (fakes / "sitecustomize.py").write_text(FAKES_LOADER)
+    drop_in = machine.path(f"/etc/systemd/system/{EDGE}.d/slow-engine.conf")
+    drop_in.write_text(SLOW_ENGINE)
+    machine.sh("systemctl daemon-reload")
+    write_config(machine, {**machine.config, "model": {**machine.config["model"], "variant": "onnx"}})
+    models = machine.path("/var/lib/smartbin/models/current")
+    cache = models / "trt_cache"
+    partial = lambda: list(models.glob("trt_cache.partial-*"))  # noqa: E731
+    try:
+        shutil.rmtree(cache, ignore_errors=True)
+        before = show(machine)
+        state = restart_and_wait(machine)
+        assert state["NRestarts"] == before["NRestarts"], state  # no start timeout, no restart
+        assert "onnx on onnxruntime" in state["StatusText"], state
+        assert messages(machine, f"{TOPIC}/status", 1)[0]["delegate"] == "TensorrtExecutionProvider"
+        assert (cache / "model.engine").is_file() and not partial()
+        built = (cache / "model.engine").stat().st_mtime_ns
+        restart_and_wait(machine)  # the next start finds the engine: nothing is rebuilt
+        assert (cache / "model.engine").stat().st_mtime_ns == built
+        # killed half-way through a build: no engine appears; the automatic restart builds a whole one
+        shutil.rmtree(cache)
+        machine.sh(f"systemctl restart --no-block {EDGE}")
+        wait_for(partial, "a build to begin")
+        killed = show(machine)
+        machine.sh(f"systemctl kill --signal=SIGKILL {EDGE}")
+        wait_for(lambda: show(machine)["MainPID"] not in ("0", killed["MainPID"]), "the automatic restart")
+        assert not cache.exists()
+        after = wait_for(lambda: (s := show(machine))["ActiveState"] == "active" and s, "active again", 120)
+        assert int(after["NRestarts"]) == int(killed["NRestarts"]) + 1, after
+        assert (cache / "model.engine").is_file() and not partial()
+    finally:
+        drop_in.unlink()
+        machine.sh("systemctl daemon-reload")
+        write_config(machine, machine.config)
+    restart_and_wait(machine)
+
+
 def test_the_hardened_unit_updates_over_http_and_keeps_samples_and_counts(
     machine: Container, bundle_dir: Path, tmp_path: Path
 ):
@@ -332,6 +391,19 @@ def test_the_hardened_unit_updates_over_http_and_keeps_samples_and_counts(
         assert os.readlink(store / "current") == "bundle"
         state = restart_and_wait(machine)  # and it is what starts
         assert messages(machine, f"{TOPIC}/model", 1)[0]["folder"] == "bundle", state
+        # forward to r2 again; then its model file is damaged on disk: the next start runs the one before
+        forward = json.dumps({"id": "fwd", "action": "reload_model", "bundle": f"r2-{digest[:12]}"})
+        machine.sh(f"mosquitto_pub -h 127.0.0.1 -q 1 -t '{TOPIC}/command' -m '{forward}'")
+        wait_for(lambda: messages(machine, f"{TOPIC}/model", 1)[0]["name"] == "r2", "r2 again")
+        damaged = store / f"r2-{digest[:12]}" / "int8.tflite"
+        damaged.write_bytes(b"\0" * damaged.stat().st_size)
+        restarted = restart_and_wait(machine)
+        model = messages(machine, f"{TOPIC}/model", 1)[0]
+        assert model["folder"] == "bundle" and model["last_change"]["event"] == "rolled_back", model
+        assert "failed to load at start" in model["last_change"]["reason"], model
+        assert os.readlink(store / "current") == "bundle"
+        assert messages(machine, f"{TOPIC}/decision", 2)
+        assert show(machine)["NRestarts"] == restarted["NRestarts"]  # active on the old model, no restart loop
     finally:
         machine.sh("pkill -f 'busybox httpd'", check=False)
 

@@ -12,7 +12,7 @@ from edge.errors import ConfigError
 from edge.images import write_jpeg
 from edge.sources import Capture, open_source
 from edge.sources.synthetic import SyntheticSource, write_clip
-from tests.fakes import install_fake_camera, install_fake_picamera2
+from tests.fakes import install_broken_picamera2, install_fake_camera, install_fake_picamera2
 
 
 def drain(capture: Capture, limit: int = 1000, after: int = -1, timeout: float = 5) -> list:
@@ -180,3 +180,13 @@ def test_jetson_csi_uses_a_gstreamer_pipeline(monkeypatch):
 def test_bad_uris_say_what_is_allowed(uri: str, message: str):
     with pytest.raises(ConfigError, match=message):
         open_source(uri)
+
+
+def test_csi_says_what_to_run_when_an_os_module_was_built_for_another_numpy(monkeypatch):
+    """On Raspberry Pi OS, `import picamera2` raises ValueError when apt's simplejpeg (numpy 1.24) meets
+    the venv's numpy 2 (faked at the picamera2 boundary; tests/test_pi_venv.py shows the real mismatch)."""
+    from edge.sources import SourceError
+
+    install_broken_picamera2(monkeypatch, ValueError("numpy.dtype size changed, may indicate binary incompatibility"))
+    with pytest.raises(SourceError, match="reinstalls simplejpeg in the venv"):
+        open_source("csi://0").open()

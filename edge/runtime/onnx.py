@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,44 @@ ONNX_TYPES = {
 }
 
 
+CACHE_DIR = "trt_cache"
+
+
+def engine_cache(model: Path) -> tuple[Path, Path | None]:
+    """(the TensorRT engine cache beside ``model``, the folder to build one in when there is none yet).
+
+    Engines are cached beside the model, so the slow first build (minutes on a Jetson) happens once
+    per board. A build goes to a folder of its own that is renamed into place only when complete: a
+    daemon killed mid-build (the start timeout, a power cut) leaves no half-written engine to load."""
+    cache = model.parent / CACHE_DIR
+    for stale in model.parent.glob(f"{CACHE_DIR}.partial-*"):
+        if not _running(stale.name.rsplit("-", 1)[1]):  # its builder died
+            shutil.rmtree(stale, ignore_errors=True)
+    if cache.is_dir():
+        return cache, None
+    building = model.parent / f"{CACHE_DIR}.partial-{os.getpid()}"
+    building.mkdir(parents=True, exist_ok=True)
+    return cache, building
+
+
+def _running(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def finish_engine_cache(building: Path, cache: Path) -> None:
+    try:
+        building.rename(cache)
+        log.info("TensorRT engine cached in %s", cache)
+    except OSError:  # another process finished one first, or the folder is read-only: this build is not kept
+        shutil.rmtree(building, ignore_errors=True)
+
+
 class OnnxEngine(Engine):
     backend = "onnxruntime"
 
@@ -42,16 +82,12 @@ class OnnxEngine(Engine):
         elif delegate:
             wanted = [delegate] + [p for p in wanted if p != delegate]
         providers: list = []
+        building: Path | None = None  # a fresh engine cache, renamed into place once complete
         for name in wanted:
             if name == "TensorrtExecutionProvider":
-                # Engines are cached beside the model: the slow first build happens once per board.
-                cache = path.parent / "trt_cache"
-                providers.append(
-                    (
-                        name,
-                        {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_fp16_enable": True},
-                    )
-                )
+                cache, building = engine_cache(path)
+                options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(building or cache)}
+                providers.append((name, {**options, "trt_fp16_enable": True}))
             else:
                 providers.append(name)
         options = ort.SessionOptions()
@@ -72,6 +108,9 @@ class OnnxEngine(Engine):
         self.input_dtype = np.dtype(ONNX_TYPES.get(inp.type, np.uint8))
         self.num_classes = int(self.session.get_outputs()[0].shape[-1])
         self.delegate = self.session.get_providers()[0]
+        if building is not None:
+            self.infer(np.zeros(self.input_shape, self.input_dtype))  # the engine is built by the first run at latest
+            finish_engine_cache(building, path.parent / CACHE_DIR)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input_name: batch})[0].astype(np.float32, copy=False)

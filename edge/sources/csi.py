@@ -34,6 +34,14 @@ class PiCameraSource(FrameSource):
                 f"{self.uri}: picamera2 cannot be imported ({exc}): on Raspberry Pi OS run "
                 "'sudo apt install python3-picamera2' and create the venv with --system-site-packages"
             ) from exc
+        except ValueError as exc:
+            # "numpy.dtype size changed": an OS module (simplejpeg) built for the OS's numpy 1.x, under the
+            # venv's numpy 2 (raspberrypi/picamera2 #1088, #1211)
+            raise SourceError(
+                f"{self.uri}: picamera2 cannot be imported ({exc}): an OS package was built for another numpy "
+                "than this venv's. Run 'sudo systemd/install.sh' again (it reinstalls simplejpeg in the venv), "
+                "or: <venv>/bin/pip install --force-reinstall --no-deps simplejpeg"
+            ) from exc
         try:
             camera = Picamera2(self.index)
             config = camera.create_video_configuration(
