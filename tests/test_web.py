@@ -126,9 +126,11 @@ def test_healthz_metrics_and_password(tmp_path, bundle_dir, broker, monkeypatch)
         import base64
 
         request.add_header("Authorization", "Basic " + base64.b64encode(b"smartbin:pw-for-test").decode())
-        time.sleep(1.5)
-        with urllib.request.urlopen(request, timeout=5) as response:
-            text = response.read().decode()
+        deadline, text = time.monotonic() + 60, ""
+        while 'stage="infer"' not in text and time.monotonic() < deadline:  # latency once a frame is classified
+            time.sleep(0.2)
+            with urllib.request.urlopen(request, timeout=5) as response:
+                text = response.read().decode()
         assert (
             "smartbin_frames_classified_total" in text and 'smartbin_latency_ms{quantile="p50",stage="infer"}' in text
         )
