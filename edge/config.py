@@ -249,6 +249,19 @@ class ActuatorConfig(Strict):
         description="BCM output pin per bin (pins mode)",
     )
     hold_s: float = Field(1.5, gt=0, le=30, description="how long the flap stays open before returning")
+    max_age_s: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="a decision older than this (its ts, the daemon's clock) is acknowledged as stale and not "
+        "moved: the item is gone. Daemon and actuator on different hosts need synchronised clocks (NTP)",
+    )
+    min_pulse_width_ms: float = Field(
+        0.5, gt=0, lt=5, description="servo pulse at -90 degrees (common hobby servos: 0.5 ms; gpiozero's own: 1)"
+    )
+    max_pulse_width_ms: float = Field(
+        2.5, gt=0, lt=5, description="servo pulse at +90 degrees (common hobby servos: 2.5 ms; gpiozero's own: 2)"
+    )
     state_path: Path = Field(Path("/var/lib/smartbin/actuator.sqlite"), description="events already carried out")
 
     @model_validator(mode="after")
@@ -259,6 +272,8 @@ class ActuatorConfig(Strict):
             raise ValueError(f"{'angles' if self.mode == 'servo' else 'pins'} lacks bin(s): {', '.join(missing)}")
         if self.mode == "servo" and any(not -90 <= a <= 90 for a in self.angles.values()):
             raise ValueError("servo angles must lie in -90..90")
+        if self.min_pulse_width_ms >= self.max_pulse_width_ms:
+            raise ValueError("min_pulse_width_ms must be below max_pulse_width_ms")
         return self
 
 

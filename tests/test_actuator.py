@@ -7,10 +7,11 @@ import time
 import uuid
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from edge.config import load_config
-from tests.conftest import write_config
+from tests.conftest import ROOT, write_config
 from tests.mqtt_client import Subscriber
 
 
@@ -26,14 +27,17 @@ def mock_pins(monkeypatch):
     Device.pin_factory = None
 
 
-def actuator_config(tmp_path: Path, port: int, mode: str) -> Path:
+def actuator_config(tmp_path: Path, port: int, mode: str, **options) -> Path:
     path = write_config(tmp_path / "config.yaml", tmp_path / "no-bundle", "synthetic://", port)
     import yaml
 
     data = yaml.safe_load(path.read_text())
-    data["actuator"].update(mode=mode, hold_s=0.05, state_path=str(tmp_path / "actuator.sqlite"))
+    data["actuator"].update(mode=mode, hold_s=0.05, state_path=str(tmp_path / "actuator.sqlite"), **options)
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+ACK_SCHEMA = json.loads((ROOT / "edge" / "schemas" / "actuator_ack.json").read_text(encoding="utf-8"))
 
 
 def decision(bin_name: str, event_id: str | None = None) -> str:
@@ -106,6 +110,75 @@ def test_servo_angles_and_refusals(tmp_path, broker, mock_pins):
     ]
     assert actuator.moves == 1
     servo = mock_pins.pin(config.actuator.servo_pin)
-    # neutral (1.5 ms of 20 ms), kitchen's -30° (1.333 ms), neutral again; the last state is close().
+    # neutral (1.5 ms of 20 ms), kitchen's -30° (1.5 - 1/3 ms: 0.5..2.5 ms spans a hobby servo's -90..90°),
+    # neutral again; the last state is close().
     values = [round(s.state, 4) for s in servo.states]
-    assert values[1:-1] == [0.075, round((1.5 - 1 / 6) / 20, 4), 0.075], values
+    assert values[1:-1] == [0.075, round((1.5 - 1 / 3) / 20, 4), 0.075], values
+    for ack in acks:
+        jsonschema.validate(ack, ACK_SCHEMA)
+
+
+def test_the_servo_reaches_its_full_travel_with_the_configured_pulses(tmp_path, broker, mock_pins):
+    """-90° and +90° are 0.5 ms and 2.5 ms pulses by default (gpiozero's own 1-2 ms give about ±45°),
+    and the config's pulse widths are what the pin gets."""
+    from edge.service.actuator import Mover
+
+    config = load_config(actuator_config(tmp_path, broker.port, "servo")).actuator
+    config = config.model_copy(
+        update={"angles": {"other": -90.0, "kitchen": 90.0, "recyclable": 0.0, "hazardous": 45.0}}
+    )
+    for low, high in ((0.5, 2.5), (0.6, 2.4)):
+        mover = Mover(config.model_copy(update={"min_pulse_width_ms": low, "max_pulse_width_ms": high}))
+        pin = mock_pins.pin(config.servo_pin)
+        mover.servo.angle = -90
+        assert round(pin.state * 20, 4) == low
+        mover.servo.angle = 90
+        assert round(pin.state * 20, 4) == high
+        mover.close()
+
+
+def test_decisions_older_than_max_age_never_move_the_flap(tmp_path, broker, mock_pins):
+    """The actuator is down while items fall in: when it is back, the broker delivers the backlog of its
+    persistent session, each acknowledged stale and none moved; the next fresh decision moves at once."""
+    from edge.service.actuator import Actuator
+
+    config = load_config(actuator_config(tmp_path, broker.port, "pins", max_age_s=0.5))
+    sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")
+    actuator = Actuator(config).start()
+    assert actuator.ready.wait(5)
+    actuator.stop()  # the session stays on the broker
+    backlog = [uuid.uuid4().hex for _ in range(10)]
+    for event in backlog:
+        sub.publish("smartbin/test-bin/decision", decision("recyclable", event))
+    time.sleep(0.6)  # longer than max_age_s: these items are gone (a lower bound, whatever the machine)
+    again = Actuator(config).start()
+    acks = sub.wait_for("ack", count=10)
+    fresh = uuid.uuid4().hex
+    sub.publish("smartbin/test-bin/decision", decision("kitchen", fresh))
+    acks = sub.wait_for("ack", count=11)
+    again.stop()
+    sub.close()
+    by_event = {a.json()["event_id"]: a.json() for a in acks}
+    assert all(by_event[e]["stale"] and not by_event[e]["ok"] and "stale" in by_event[e]["error"] for e in backlog)
+    assert by_event[fresh]["ok"] and not by_event[fresh]["stale"]
+    pins = {b: mock_pins.pin(p) for b, p in config.actuator.pins.items()}
+    assert highs(pins["recyclable"]) == 0 and highs(pins["kitchen"]) == 1
+    for ack in by_event.values():
+        jsonschema.validate(ack, ACK_SCHEMA)
+
+
+def test_a_burst_never_blocks_the_network_thread(tmp_path, broker, mock_pins):
+    """150 decisions at once against a queue of 100 and a flap that holds 50 ms: every one is answered
+    (moved, stale or refused as busy), so paho's thread never waited on a full queue."""
+    from edge.service.actuator import JOB_QUEUE, Actuator
+
+    config = load_config(actuator_config(tmp_path, broker.port, "pins", max_age_s=60))
+    sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")
+    actuator = Actuator(config).start()
+    assert actuator.ready.wait(5)
+    for _ in range(JOB_QUEUE + 50):
+        sub.publish("smartbin/test-bin/decision", decision("other"))
+    busy = sub.wait_for("ack", count=10, where=lambda m: "busy" in m.json().get("error", ""))
+    assert busy, "a full queue refused nothing"
+    actuator.stop()
+    sub.close()

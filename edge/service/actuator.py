@@ -2,7 +2,8 @@
 
 Subscribes with a persistent session (QoS 1), remembers carried-out ``event_id``s in SQLite
 (so a re-delivery, even after a restart, never moves the bin twice), acknowledges each event
-on ``…/actuator/ack``, and never moves on malformed input or an unknown bin.
+on ``…/actuator/ack``, and never moves on malformed input, an unknown bin, or a decision older
+than ``max_age_s``: the backlog a broker or actuator restart delivers is about items long gone.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from edge.service.mqtt_client import make_client
 log = logging.getLogger(__name__)
 
 REMEMBERED_EVENTS = 10000
+JOB_QUEUE = 100
 
 
 class Mover:
@@ -36,7 +38,14 @@ class Mover:
         if config.mode == "servo":
             from gpiozero import AngularServo
 
-            self.servo = AngularServo(config.servo_pin, min_angle=-90, max_angle=90, initial_angle=config.neutral_angle)
+            self.servo = AngularServo(
+                config.servo_pin,
+                min_angle=-90,
+                max_angle=90,
+                initial_angle=config.neutral_angle,
+                min_pulse_width=config.min_pulse_width_ms / 1000,
+                max_pulse_width=config.max_pulse_width_ms / 1000,
+            )
         else:
             from gpiozero import DigitalOutputDevice
 
@@ -83,8 +92,8 @@ class Seen:
         self.db.close()
 
 
-def parse_decision(payload: bytes) -> tuple[str, str]:
-    """(event_id, bin) of a decision message, or ValueError saying what is wrong."""
+def parse_decision(payload: bytes) -> tuple[str, str, float]:
+    """(event_id, bin, ts) of a decision message, or ValueError saying what is wrong."""
     try:
         data = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -93,7 +102,10 @@ def parse_decision(payload: bytes) -> tuple[str, str]:
         raise ValueError("decision without an event_id")
     if data.get("bin") not in BINS:
         raise ValueError(f"unknown bin {data.get('bin')!r} (allowed: {', '.join(BINS)})")
-    return data["event_id"], data["bin"]
+    ts = data.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or ts != ts:
+        raise ValueError("decision without a ts (seconds since the epoch, when it was made)")
+    return data["event_id"], data["bin"], float(ts)
 
 
 class Actuator:
@@ -102,8 +114,9 @@ class Actuator:
         self.base = config.topic_base
         self.mover = Mover(config.actuator)
         self.seen = Seen(config.actuator.state_path)
-        self.jobs: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=100)
+        self.jobs: queue.Queue[tuple[str, str, float] | None] = queue.Queue(maxsize=JOB_QUEUE)
         self.moves = 0
+        self.stale = 0
         self.ready = threading.Event()
         # A persistent session (3.1.1, clean_session off): decisions sent while it restarts still arrive.
         client_id = f"smartbin-actuator-{config.device_id}"
@@ -111,6 +124,7 @@ class Actuator:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self.ready.set()
+        self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="actuator", daemon=True)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -119,21 +133,31 @@ class Actuator:
 
     def _on_message(self, client, userdata, message) -> None:
         try:
-            event_id, bin_name = parse_decision(message.payload)
+            event_id, bin_name, ts = parse_decision(message.payload)
         except ValueError as exc:
             log.error("refused decision: %s", exc)
             self._ack(None, None, error=str(exc))
             return
-        self.jobs.put((event_id, bin_name))
+        try:
+            self.jobs.put_nowait((event_id, bin_name, ts))  # paho's thread: never wait here
+        except queue.Full:
+            log.error("event %s refused: %d moves are queued already", event_id[:8], JOB_QUEUE)
+            self._ack(event_id, bin_name, error=f"busy: {JOB_QUEUE} moves queued already")
 
     def _ack(
-        self, event_id: str | None, bin_name: str | None, error: str | None = None, duplicate: bool = False
+        self,
+        event_id: str | None,
+        bin_name: str | None,
+        error: str | None = None,
+        duplicate: bool = False,
+        stale: bool = False,
     ) -> None:
         payload = {
             "event_id": event_id,
             "bin": bin_name,
             "ok": error is None,
             "duplicate": duplicate,
+            "stale": stale,
             "ts": round(time.time(), 3),
         }
         if error:
@@ -141,11 +165,20 @@ class Actuator:
         self.client.publish(f"{self.base}/actuator/ack", dumps(payload), qos=1)
 
     def _work(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            event_id, bin_name = job
+        while not self._stopping.is_set() and (job := self.jobs.get()) is not None:
+            event_id, bin_name, ts = job
             if not self.seen.add(event_id):
                 log.info("event %s already carried out; not moving again", event_id[:8])
                 self._ack(event_id, bin_name, duplicate=True)
+                continue
+            # The age when the flap would move, not when the message arrived: a job that waited behind
+            # others ages too. Too far in the future means the two clocks disagree: not trusted either.
+            age, limit = time.time() - ts, self.config.actuator.max_age_s
+            if not -limit <= age <= limit:
+                why = f"{age:.1f} s old" if age > 0 else f"{-age:.1f} s in the future (are both clocks on NTP?)"
+                log.warning("event %s is stale (%s, max_age_s %.1f): not moving", event_id[:8], why, limit)
+                self.stale += 1
+                self._ack(event_id, bin_name, error=f"stale: {why}, more than actuator.max_age_s", stale=True)
                 continue
             log.info("event %s: moving to %s", event_id[:8], bin_name)
             try:
@@ -165,7 +198,11 @@ class Actuator:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-        self.jobs.put(None)
+        self._stopping.set()  # what is still queued is not moved: by the next start it is stale anyway
+        try:
+            self.jobs.put_nowait(None)
+        except queue.Full:
+            pass  # the worker sees the flag after its current move
         self._worker.join(timeout=self.config.actuator.hold_s + 2)
         self.mover.close()
         self.seen.close()
