@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from edge.bundle import VARIANT_FILES
 from edge.errors import ConfigError
+from edge.identity import default_device_id
 from edge.labels import BINS
 from edge.runtime import BACKENDS, runs
 from edge.signing import check_public_key
@@ -278,7 +279,13 @@ class ActuatorConfig(Strict):
 
 
 class Config(Strict):
-    device_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="this bin's name in topics")
+    device_id: str = Field(
+        default_factory=default_device_id,
+        validate_default=True,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="this bin's name in topics and its MQTT client id; default: the hostname, or "
+        "bin-<machine id> where the hostname is a stock one (raspberrypi, ubuntu, ...)",
+    )
     model: ModelConfig
     source: SourceConfig
     presence: PresenceConfig = PresenceConfig()

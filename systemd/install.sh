@@ -144,6 +144,14 @@ if [ ! -f "$ETC/config.yaml" ]; then
 else
   echo "kept existing $ETC/config.yaml"
 fi
+# the bin's name on the broker: two bins must not share one (the broker would keep kicking one off)
+if [ "$DRY" -eq 0 ]; then
+  if ident=$("$VENV/bin/python" -c 'import sys; from edge.config import load_config as l; c = l(sys.argv[1]); print(c.device_id, c.topic_base)' "$ETC/config.yaml" 2>/dev/null); then
+    echo "device id: ${ident%% *} (topics ${ident#* }/...; set device_id in $ETC/config.yaml to choose another)"
+  else
+    echo "warning: $ETC/config.yaml does not load yet; see: $VENV/bin/smartbin config check $ETC/config.yaml" >&2
+  fi
+fi
 if [ -n "$BUNDLE" ]; then
   [ -f "$BUNDLE/manifest.json" ] || die "$BUNDLE is not a model bundle (no manifest.json); make one with 'smartbin convert'"
   name=$(basename "$BUNDLE")

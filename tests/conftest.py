@@ -151,6 +151,8 @@ def write_config(path: Path, bundle: Path, uri: str, port: int, **overrides) -> 
 
     data = yaml.safe_load((ROOT / "firmware_config" / "x86-dev.yaml").read_text(encoding="utf-8"))
     data["device_id"] = overrides.pop("device_id", "test-bin")
+    if data["device_id"] is None:  # the machine's own (edge/identity.py)
+        del data["device_id"]
     data["model"].update(bundle=str(bundle), threads=1)
     data["source"].update(uri=uri, frozen_after_s=0, roi=None)
     data["mqtt"].update(host="127.0.0.1", port=port, metrics_interval_s=0.3)

@@ -63,7 +63,7 @@ CASES = [
         edit(lambda d: d.update(camera="csi://0")),
         ["camera: unknown key (allowed here: device_id, model, source"],
     ),
-    ("missing key", edit(lambda d: d.pop("device_id")), ["device_id: required key is missing"]),
+    ("missing key", edit(lambda d: d.pop("source")), ["source: required key is missing"]),
     (
         "bad enum",
         edit(lambda d: d["model"].update(backend="coral")),
@@ -216,3 +216,20 @@ def test_threads_auto_is_every_core_up_to_four(tmp_path: Path):
     assert inference_threads(load_config(write(tmp_path, edit(lambda d: d["model"].update(threads=3))))) == 3
     with pytest.raises(ConfigError, match="model.threads"):
         load_config(write(tmp_path, edit(lambda d: d["model"].update(threads=0))))
+
+
+def test_the_default_device_id_is_the_machines_own(tmp_path: Path, monkeypatch):
+    """No device_id in the file: the hostname; a stock hostname many boards share: bin-<machine id>."""
+    import socket
+
+    import edge.identity as identity
+
+    path = write(tmp_path, base())
+    monkeypatch.setattr(socket, "gethostname", lambda: "kitchen.local")
+    assert load_config(path).device_id == "kitchen"
+    (tmp_path / "machine-id").write_text("3f2a9c1e" + "0" * 24 + "\n")
+    monkeypatch.setattr(identity, "MACHINE_ID_FILES", (tmp_path / "machine-id",))
+    monkeypatch.setattr(socket, "gethostname", lambda: "raspberrypi")
+    assert load_config(path).device_id == "bin-3f2a9c1e"
+    for shipped in sorted((ROOT / "firmware_config").glob("*.yaml")):
+        assert "device_id" not in yaml.safe_load(shipped.read_text(encoding="utf-8")), shipped

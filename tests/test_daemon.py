@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -362,3 +364,30 @@ def test_reload_model_swaps_labels_and_input_size_and_a_failed_swap_keeps_servin
         code, err = finish(process)
         sub.close()
     assert code == 0, err[-2000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare (a UTS namespace)")
+def test_two_bins_left_on_the_default_id_both_stay_connected(tmp_path: Path, bundle_dir: Path, broker):
+    """Two daemons without a device_id, on machines named kitchen and garage (a hostname each, in its own
+    UTS namespace), against one broker: two topics, each bin connected once and staying so."""
+    sub = Subscriber(broker.port)
+    processes = []
+    for name in ("kitchen", "garage"):
+        work = tmp_path / name
+        work.mkdir()
+        config = write_config(work / "config.yaml", bundle_dir, "synthetic://?fps=10", broker.port, device_id=None)
+        shell = 'hostname "$1" && exec "$2" -m edge --config "$3"'
+        command = ["unshare", "--uts", "sh", "-c", shell, "sh", name, sys.executable, str(config)]
+        processes.append(subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True))
+    try:
+        for name in ("kitchen", "garage"):
+            metrics = sub.wait_for(f"{name}/metrics", count=10, timeout=60)
+            assert len(metrics) == 10, f"{name}: {len(metrics)} metrics"
+            assert {m.json()["broker_connects"] for m in metrics} == {1}, name  # never kicked off and back
+        assert {m.topic.split("/")[1] for m in sub.on("status")} == {"kitchen", "garage"}
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        errors = [finish(process)[1] for process in processes]
+        sub.close()
+    assert all(p.returncode == 0 for p in processes), [e[-1500:] for e in errors]

@@ -88,6 +88,7 @@ def test_unit_contract():
 def test_prefix_install_is_complete_and_idempotent(prefix: Path, bundle_dir: Path):
     from edge.bundle import Bundle
     from edge.config import load_config
+    from edge.identity import default_device_id
 
     config = prefix / "etc/smartbin/config.yaml"
     assert load_config(config).model.backend == "auto"
@@ -95,9 +96,11 @@ def test_prefix_install_is_complete_and_idempotent(prefix: Path, bundle_dir: Pat
     assert current.is_symlink() and Bundle.open(current).verify() is None
     unit = (prefix / "etc/systemd/system/smartbin-edge.service").read_text()
     assert f"ExecStart={Path(sys.executable).parent}/smartbin run --config /etc/smartbin/config.yaml" in unit
-    config.write_text(config.read_text().replace("bin-01", "kitchen-bin"))  # the user's edit
+    assert load_config(config).device_id == default_device_id()  # no shipped config names one
+    config.write_text(config.read_text().replace("# device_id: kitchen-bin", "device_id: kitchen-bin"))  # the user's
     second = install("--prefix", str(prefix), "--board", "x86-dev", "--venv", str(Path(sys.executable).parent.parent))
-    assert "kept existing" in second.stdout and "kitchen-bin" in config.read_text()
+    assert "kept existing" in second.stdout and load_config(config).device_id == "kitchen-bin"
+    assert "device id: kitchen-bin (topics smartbin/kitchen-bin/..." in second.stdout
     install("--prefix", str(prefix), "--uninstall")
     assert not (prefix / "etc/systemd/system/smartbin-edge.service").exists() and config.exists()
     install("--prefix", str(prefix), "--uninstall", "--purge")
