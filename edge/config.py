@@ -75,7 +75,12 @@ class SourceConfig(Strict):
     roi: Optional[RoiConfig] = Field(None, description="the bin's drop zone, in fractions of the frame")
     frozen_after_s: float = Field(10.0, ge=0, description="identical frames for this long count as a failure")
     reconnect_max_s: float = Field(10.0, gt=0, description="longest wait between reconnect attempts")
-    stall_timeout_s: float = Field(30.0, gt=0, description="no healthy frame this long: stop watchdog pings")
+    stall_timeout_s: float = Field(
+        30.0, gt=0, description="no frame this long after start: READY anyway, saying camera_lost (no start timeout)"
+    )
+    restart_after_s: float = Field(
+        600.0, ge=0, description="no frame this long: exit for systemd to restart the service (0: reconnect for ever)"
+    )
 
     @field_validator("uri")
     @classmethod
@@ -91,6 +96,12 @@ class PresenceConfig(Strict):
     pixel_threshold: int = Field(30, ge=1, le=255)
     area_fraction: float = Field(0.02, gt=0, lt=1)
     warmup_frames: int = Field(3, ge=1)
+    relearn_fraction: float = Field(
+        0.75, gt=0, le=1, description="more of the view than this changing at once is lighting: re-learn (1: never)"
+    )
+    max_item_s: float = Field(
+        15.0, gt=0, description="something in view longer than this (a bag left there) becomes the background"
+    )
 
 
 class DecisionConfig(Strict):

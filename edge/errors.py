@@ -23,3 +23,7 @@ class ConfigError(SmartbinError):
 
 class ModelUnavailable(SmartbinError):
     """No model loads at start (the store's, the previous one, the configured one): a restart may fix it."""
+
+
+class CameraLost(SmartbinError):
+    """No frame for ``source.restart_after_s``: the service restarts (a hung driver may need a new process)."""

@@ -94,3 +94,58 @@ def test_presence_detector_on_synthetic_frames():
     # slow lighting drift of the empty bin is learned, not mistaken for an item
     for step in range(40):
         assert not detector.update(np.clip(floor.astype(int) + step // 4, 0, 255).astype(np.uint8))
+
+
+def photo_view(height: int = 120, width: int = 160) -> np.ndarray:
+    """A real photograph (matplotlib's Grace Hopper) as the fixed view of an empty bin."""
+    import cv2
+    import matplotlib.cbook
+
+    from edge.images import read_image
+
+    path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    return cv2.resize(read_image(path), (width, height), interpolation=cv2.INTER_AREA)
+
+
+def test_a_light_switched_on_relearns_instead_of_an_item_for_ever():
+    """+45 grey levels at once (the issue's case: 900 of 900 frames "present" before): re-learned on the
+    first frame, nothing present for 30 s at 30 fps, and an item dropped afterwards is still seen."""
+    rng = np.random.default_rng(1)
+    view = photo_view()
+    detector = PresenceDetector()
+    t = 0.0
+    for _ in range(30):
+        assert not detector.update(add_noise(view, rng, 2), t)
+        t += 1 / 30
+    lit = np.clip(view.astype(int) + 45, 0, 255).astype(np.uint8)
+    present = []
+    for _ in range(900):
+        present.append(detector.update(add_noise(lit, rng, 2), t))
+        t += 1 / 30
+    assert sum(present) == 0 and detector.relearns == 1
+    assert "of the view changed at once" in detector.last_relearn["reason"]
+    assert detector.state(t) == "empty"
+    assert detector.update(add_noise(draw_item(lit.copy(), 2, 4, rng), rng, 2), t)
+
+
+def test_a_bag_left_in_view_becomes_background_and_its_removal_is_no_item():
+    rng = np.random.default_rng(2)
+    view = photo_view()
+    bag = draw_item(view.copy(), 1, 4, rng, scale=0.5)
+    detector = PresenceDetector(max_item_s=15)
+    t = 0.0
+    for _ in range(10):
+        detector.update(add_noise(view, rng, 2), t)
+        t += 0.1
+    seen = []
+    for _ in range(200):  # 20 s of the bag
+        seen.append(detector.update(add_noise(bag, rng, 2), t))
+        t += 0.1
+    assert all(seen[:140]) and not any(seen[-40:])  # present until max_item_s, then part of the background
+    assert detector.relearns == 1 and "longer than presence.max_item_s" in detector.last_relearn["reason"]
+    while detector.state(t) == "learning":  # the settling after a re-learn
+        detector.update(add_noise(bag, rng, 2), t)
+        t += 0.1
+    assert not detector.update(add_noise(view, rng, 2), t)  # the bag taken away: the old empty bin, at once
+    assert detector.relearns == 1 and detector.state(t) == "empty"
+    assert detector.update(add_noise(draw_item(view.copy(), 3, 4, rng), rng, 2), t + 0.1)  # and items again

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.sources import Capture, open_source
@@ -95,9 +96,12 @@ def listening(port: int) -> bool:
     return False
 
 
-def start_rtsp_server(port: int) -> subprocess.Popen:
+def start_rtsp_server(port: int, pattern: str = "ball") -> subprocess.Popen:
     process = subprocess.Popen(
-        [SYSTEM_PYTHON, str(RTSP_SCRIPT), str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [SYSTEM_PYTHON, str(RTSP_SCRIPT), str(port), pattern],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert process.stdout.readline().strip() == "ready", "the RTSP server did not start"
     return process
@@ -151,3 +155,27 @@ def test_network_camera_streams_and_reconnects(kind: str):
     finally:
         capture.stop()
         stop(server)
+
+
+def test_a_still_rtsp_stream_is_not_a_frozen_camera():
+    """An empty bin that nothing drops into, over RTSP: every frame decodes to the same pixels (checked),
+    yet the stream's clock advances, so it is never taken for a frozen camera (frozen_after_s 1 s,
+    watched for 15 s); the same pictures from a camera whose clock stands still are (tests/test_sources.py)."""
+    if gst_rtsp_missing():
+        pytest.skip(f"rtsp: {gst_rtsp_missing()}; .ci/run installs it")
+    port = free_port()
+    server = start_rtsp_server(port, "solid-color")
+    capture = Capture(lambda: open_source(f"rtsp://127.0.0.1:{port}/live"), frozen_after_s=1, backoff_s=(0.2, 1.0))
+    capture.start()
+    try:
+        frames = drain(capture, 2, timeout=20)
+        assert len(frames) == 2 and np.array_equal(frames[0].image, frames[1].image)  # a truly still picture
+        deadline, last = time.monotonic() + 15, frames[-1].frame_id
+        while time.monotonic() < deadline:
+            frame = capture.next_frame(last, timeout=2)
+            assert frame is not None, capture.health
+            last = frame.frame_id
+    finally:
+        capture.stop()
+        stop(server)
+    assert capture.health.reconnects == 0 and capture.health.state == "ok", capture.health

@@ -25,7 +25,13 @@ def make_presence(config: Config) -> PresenceDetector | None:
     return (
         None
         if p.mode == "always"
-        else PresenceDetector(p.pixel_threshold, p.area_fraction, warmup_frames=p.warmup_frames)
+        else PresenceDetector(
+            p.pixel_threshold,
+            p.area_fraction,
+            warmup_frames=p.warmup_frames,
+            relearn_fraction=p.relearn_fraction,
+            max_item_s=p.max_item_s,
+        )
     )
 
 

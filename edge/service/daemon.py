@@ -24,7 +24,7 @@ from edge import __version__
 from edge.bundle import Bundle
 from edge.classifier import Classifier, Prediction
 from edge.config import Config, load_config
-from edge.errors import ConfigError, ModelUnavailable, SmartbinError
+from edge.errors import CameraLost, ConfigError, ModelUnavailable, SmartbinError
 from edge.service.background import Background
 from edge.service.backoff import RestartBackoff
 from edge.service.build import load_classifier, make_capture, make_presence
@@ -52,6 +52,7 @@ START_FAILURES = ".start-failures"  # in the model store: failed starts in a row
 RECENT_DECISIONS = 50
 LATENCY_WINDOW = 500
 FPS_WINDOW_S = 5.0
+CAMERA_LOST_S = 3.0  # no frame for this long: camera_lost on the retained status
 # Per-frame stages timed inside the loop (the bench prints them; `infer` and `total` go to metrics).
 STAGES = ("wait", "preprocess", "infer", "postprocess", "decide", "json", "publish", "total")
 
@@ -113,7 +114,8 @@ class Daemon:
             log.error("%s: cannot keep counts (%s); counting in memory", config.counters.path, exc)
             self.counters = Counters(":memory:")
         self.last_id = -1
-        self.last_healthy = time.monotonic()
+        self.last_healthy = time.monotonic()  # when the last frame arrived (at start: the start)
+        self.started_mono = self.last_healthy
         self.stages: dict[str, Window] = {k: Window(LATENCY_WINDOW) for k in STAGES}
         self.classified = 0
         self.decisions = 0
@@ -176,8 +178,14 @@ class Daemon:
 
     # ------------------------------------------------------------------ the status view
     def health(self) -> str:
-        stalled = time.monotonic() - self.last_healthy > self.config.source.stall_timeout_s
-        if self.capture.health.state == "reconnecting" or self.outbox_error or stalled:
+        """``camera_lost`` (reconnecting, or no frame for CAMERA_LOST_S), ``degraded`` (the outbox cannot be
+        written, or presence is re-learning the empty bin), else ``ok``."""
+        capture = self.capture.health
+        quiet = time.monotonic() - self.last_healthy > CAMERA_LOST_S and not self.capture.ended
+        if capture.state == "reconnecting" or quiet:
+            return "camera_lost"
+        relearning = self.presence is not None and self.presence.relearns and self.presence.state() == "learning"
+        if self.outbox_error or relearning:
             return "degraded"
         return "ok"
 
@@ -231,6 +239,7 @@ class Daemon:
             cpu_temp_c=cpu_temperature(),
             samples=self.samples.counts() if self.samples else None,
             counts=counts,
+            presence=self.presence.summary() if self.presence is not None else None,
         )
 
     def stage_figures(self) -> dict[str, dict[str, float]]:
@@ -410,9 +419,9 @@ class Daemon:
     # ------------------------------------------------------------------ the loop
     def process(self, frame: Frame) -> Decision | None:
         """One frame: presence -> classify (when it can matter) -> vote -> publish."""
-        present = True if self.presence is None else self.presence.update(frame.image)
-        prediction: Prediction | None = None
         now = time.monotonic()
+        present = True if self.presence is None else self.presence.update(frame.image, now)
+        prediction: Prediction | None = None
         if present and self.decider.wants_classification(now):
             try:
                 prediction = self.classifier.classify(frame.image)
@@ -560,14 +569,25 @@ class Daemon:
             if not self.paused:
                 step.decision = self.process(step.frame)
             self.last_healthy = time.monotonic()
-            if not self.ready:
-                self.ready = True
-                self.notifier.ready(self.summary())
-                if self.on_ready is not None:
-                    self.on_ready()
-                log.info("ready: %s", self.summary())
-        if time.monotonic() - self.last_healthy < self.config.source.stall_timeout_s:
-            self.notifier.watchdog()  # only after a real cycle, within the grace period
+        now, source = time.monotonic(), self.config.source
+        if not self.ready and (step.frame is not None or now - self.started_mono > source.stall_timeout_s):
+            # READY after the first real cycle; without a camera at boot, after stall_timeout_s anyway: the
+            # unit is up and says camera_lost, instead of dying of its start timeout in a restart loop
+            self.ready = True
+            self.notifier.ready(self.summary())
+            log.info("ready: %s", self.summary())
+
+        if step.frame is not None and self.on_ready is not None:  # a real cycle: the back-off starts over
+            self.on_ready()
+            self.on_ready = None
+        # The loop turned: that is what the watchdog watches. A lost camera is the capture thread's to
+        # reconnect and the status's to say; a hung loop stops these pings and systemd restarts it.
+        self.notifier.watchdog()
+        if source.restart_after_s and now - self.last_healthy > source.restart_after_s:
+            raise CameraLost(
+                f"{source.uri}: no frame for {now - self.last_healthy:.0f} s (source.restart_after_s): "
+                f"restarting the service ({self.capture.health.error or 'no error reported'})"
+            )
         self._periodic()
         return step
 

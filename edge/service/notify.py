@@ -33,6 +33,10 @@ class Notifier:
         self.watchdog_interval = int(usec) / 2e6 if enabled else None
         self._last_ping = 0.0
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if self.address else None
+        if self._socket is not None:
+            # Never wait on the service manager: a reader that falls behind fills the datagram queue (10
+            # deep by default), and a blocking send would then hang the very loop the watchdog watches.
+            self._socket.setblocking(False)
 
     @property
     def supervised(self) -> bool:

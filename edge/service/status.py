@@ -29,7 +29,7 @@ class StatusView:
     model: dict  # name, variant, sha256
     backend: str
     delegate: str | None
-    health: str  # ok | degraded
+    health: str  # ok | degraded | camera_lost
     source: dict  # uri, state, error
     paused: bool
     fps: float
@@ -48,6 +48,7 @@ class StatusView:
     cpu_temp_c: float | None
     samples: dict | None = None  # the sample store's counts (kept, bytes, written, dropped, ...)
     counts: dict | None = None  # items per bin and label, today and in all (edge/service/counters.py)
+    presence: dict | None = None  # state (empty, item, learning), re-learns and the last one's reason
 
     @property
     def uptime_s(self) -> float:
@@ -65,6 +66,7 @@ def status_payload(view: StatusView, state: str = "online") -> dict:
         "delegate": view.delegate,
         "health": view.health,
         "source": view.source,
+        "presence": view.presence,
         "paused": view.paused,
         "host": view.host,
         "started": round(view.started, 3),
@@ -92,6 +94,7 @@ def metrics_payload(view: StatusView) -> dict:
         "cpu_temp_c": view.cpu_temp_c,
         "uptime_s": view.uptime_s,
         "health": view.health,
+        "presence": view.presence,
         "samples": view.samples,
         "counts": view.counts,
     }

@@ -51,6 +51,11 @@ class FrameSource(ABC):
     def close(self) -> None:
         """Release the device."""
 
+    def timestamp_ms(self) -> float | None:
+        """The device's or stream's own time of the last grabbed frame, where it gives one (None otherwise):
+        it tells new frames of a still scene from one buffer repeated."""
+        return None
+
     def describe(self) -> dict:
         """What the source really delivers (size, fps, format), for status and logs."""
         return {"uri": self.uri}

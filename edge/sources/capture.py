@@ -12,11 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from edge.sources.base import Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
+
+FROZEN_TOLERANCE = 0.5  # mean absolute difference (grey levels, 32 x 24 thumbnails) below which two pictures match
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Capture:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._last_change = time.monotonic()
         self._last_thumb: np.ndarray | None = None
+        self._last_stamp: float | None = None
 
     # ------------------------------------------------------------ consumer side
     def start(self) -> Capture:
@@ -143,19 +147,31 @@ class Capture:
         return True
 
     def _check_frozen(self, image: np.ndarray, now: float) -> None:
-        """The same picture over and over counts as a failure (live cameras only)."""
+        """The same picture over and over, from a source whose own clock stands still too, counts as a
+        failure (live cameras only).
+
+        Pixels alone cannot tell a frozen camera from a still scene: a still H.264/JPEG stream of an empty
+        bin decodes to the very same frame each time. What differs is the source's clock: a stream whose
+        timestamps advance is delivering new frames of a still scene; a driver repeating one buffer has
+        its timestamp stand still, or none. Sensor noise keeps live pictures apart by more than the
+        tolerance, so "the same" allows FROZEN_TOLERANCE for a lossy re-encode of one buffer."""
         if not self.frozen_after_s or not self.source.live:
             return
-        thumb = image[:: max(1, image.shape[0] // 16), :: max(1, image.shape[1] // 16)]
-        if (
-            self._last_thumb is None
-            or thumb.shape != self._last_thumb.shape
-            or not np.array_equal(thumb, self._last_thumb)
-        ):
-            self._last_thumb = thumb.copy()
+        thumb = cv2.resize(image, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32)
+        stamp = self.source.timestamp_ms()
+        same = (
+            self._last_thumb is not None
+            and thumb.shape == self._last_thumb.shape
+            and float(np.abs(thumb - self._last_thumb).mean()) < FROZEN_TOLERANCE
+        )
+        advancing = stamp is not None and stamp != self._last_stamp
+        self._last_stamp = stamp
+        if not same or advancing:
+            self._last_thumb = thumb
             self._last_change = now
         elif now - self._last_change > self.frozen_after_s:
             self._last_thumb = None
             raise SourceError(
-                f"{self.source.uri}: camera frozen (identical frames for {now - self._last_change:.0f} s); reopening"
+                f"{self.source.uri}: camera frozen (the same picture, and no new frame from the device, for "
+                f"{now - self._last_change:.0f} s); reopening"
             )

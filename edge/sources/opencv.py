@@ -58,6 +58,11 @@ class OpenCVSource(FrameSource):
             raise SourceError(f"{self.uri}: frame could not be decoded")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
+    def timestamp_ms(self) -> float | None:
+        """CAP_PROP_POS_MSEC: the buffer's timestamp for V4L2, the stream's for RTSP/HTTP; 0 when unknown."""
+        stamp = float(self.capture.get(cv2.CAP_PROP_POS_MSEC)) if self.capture is not None else 0.0
+        return stamp if stamp > 0 else None
+
     def close(self) -> None:
         if self.capture is not None:
             self.capture.release()

@@ -8,6 +8,7 @@ has passed, so one item yields exactly one decision.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
@@ -18,6 +19,8 @@ import numpy as np
 
 from edge.config import DecisionConfig
 from edge.labels import Label
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,8 +42,19 @@ class Decision:
         return asdict(self)
 
 
+RELEARN_SETTLE_S = 5.0  # after a re-learn the background follows the view fast for this long (lights warm up)
+SETTLE_LEARN_RATE = 0.5
+
+
 class PresenceDetector:
-    """Is something in the bin? Compares each frame with a slowly learned empty-bin background."""
+    """Is something in the bin? Compares each frame with a learned empty-bin background.
+
+    The background follows slow lighting changes of the empty bin. Two things would otherwise make it
+    say "present" forever: a sudden change of most of the view at once (a light switched on), which
+    re-learns the background at once, and something left in view longer than ``max_item_s`` (a bag),
+    which becomes the background, while the empty bin from before is kept: when the view matches it
+    again (the bag is taken away) it comes back at once, without a phantom item.
+    """
 
     def __init__(
         self,
@@ -49,34 +63,85 @@ class PresenceDetector:
         learn_rate: float = 0.05,
         warmup_frames: int = 3,
         size: tuple[int, int] = (64, 48),
+        relearn_fraction: float = 0.75,
+        max_item_s: float = 15.0,
     ):
         self.pixel_threshold = pixel_threshold
         self.area_fraction = area_fraction
         self.learn_rate = learn_rate
         self.warmup_frames = warmup_frames
         self.size = size
+        self.relearn_fraction = relearn_fraction
+        self.max_item_s = max_item_s
         self.background: np.ndarray | None = None
+        self.previous: np.ndarray | None = None  # the empty bin before something left in view was learned
         self.seen = 0
+        self.present_since: float | None = None
+        self.settle_until: float | None = None
+        self.relearns = 0
+        self.last_relearn: dict | None = None  # {"ts", "reason"}
 
     def _small(self, frame: np.ndarray) -> np.ndarray:
         # Colour, not grey: a red can on a grey floor can have the floor's brightness.
         small = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         return cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
 
-    def _changed(self, small: np.ndarray) -> float:
-        return float((np.abs(small - self.background).max(axis=2) > self.pixel_threshold).mean())
+    def _changed(self, small: np.ndarray, background: np.ndarray) -> float:
+        return float((np.abs(small - background).max(axis=2) > self.pixel_threshold).mean())
 
-    def update(self, frame: np.ndarray) -> bool:
+    def state(self, now: float | None = None) -> str:
+        """``learning`` (warm-up, or settling after a re-learn), ``item`` or ``empty``."""
+        now = time.monotonic() if now is None else now
+        if self.seen <= self.warmup_frames or (self.settle_until is not None and now < self.settle_until):
+            return "learning"
+        return "item" if self.present_since is not None else "empty"
+
+    def summary(self) -> dict:
+        """For status and metrics: what presence sees now and the last re-learn."""
+        return {"state": self.state(), "relearns": self.relearns, "last_relearn": self.last_relearn}
+
+    def _relearn(self, small: np.ndarray, now: float, reason: str, keep_previous: bool) -> None:
+        log.warning("presence: re-learning the empty bin: %s", reason)
+        self.previous = self.background if keep_previous else None
+        self.background = small
+        self.present_since = None
+        self.settle_until = now + RELEARN_SETTLE_S
+        self.relearns += 1
+        self.last_relearn = {"ts": round(time.time(), 3), "reason": reason}
+
+    def update(self, frame: np.ndarray, now: float | None = None) -> bool:
         """True when an item is present. The first ``warmup_frames`` frames are taken as the empty bin."""
+        now = time.monotonic() if now is None else now
         small = self._small(frame)
         self.seen += 1
         if self.background is None or self.seen <= self.warmup_frames:
             self.background = small if self.background is None else (self.background + small) / 2
             return False
-        present = self._changed(small) > self.area_fraction
-        if not present:  # follow slow lighting changes of the empty bin only
-            self.background += self.learn_rate * (small - self.background)
-        return present
+        if self.settle_until is not None:
+            if now < self.settle_until:
+                self.background += SETTLE_LEARN_RATE * (small - self.background)
+                return False
+            self.settle_until = None
+        changed = self._changed(small, self.background)
+        if changed > self.relearn_fraction:
+            self._relearn(small, now, f"{changed:.0%} of the view changed at once (lighting?)", keep_previous=False)
+            return False
+        present = changed > self.area_fraction
+        if present and self.previous is not None and self._changed(small, self.previous) <= self.area_fraction:
+            log.info("presence: the empty bin from before is back")
+            self.background, self.previous = self.previous, None
+            present = False
+        if not present:
+            self.present_since = None
+            self.background += self.learn_rate * (small - self.background)  # slow lighting changes of the empty bin
+            return False
+        self.present_since = self.present_since if self.present_since is not None else now
+        if now - self.present_since > self.max_item_s:
+            held = now - self.present_since
+            reason = f"something in view for {held:.0f} s, longer than presence.max_item_s ({self.max_item_s:g} s)"
+            self._relearn(small, now, reason, keep_previous=True)
+            return False
+        return True
 
 
 class Decider:

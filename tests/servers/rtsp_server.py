@@ -1,7 +1,8 @@
 """An RTSP camera from Debian's GStreamer RTSP server (gir1.2-gst-rtsp-server-1.0), run by the system Python.
 
-``/usr/bin/python3 tests/servers/rtsp_server.py PORT`` serves a moving test pattern as RTP/JPEG at
-rtsp://127.0.0.1:PORT/live and prints "ready" once it listens.
+``/usr/bin/python3 tests/servers/rtsp_server.py PORT [PATTERN]`` serves a test pattern as RTP/JPEG at
+rtsp://127.0.0.1:PORT/live and prints "ready" once it listens: a moving ball by default, or another of
+videotestsrc's patterns (``solid-color`` and ``smpte`` stand still: an empty bin that nothing drops into).
 """
 
 import sys
@@ -12,8 +13,9 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
+PATTERN = sys.argv[2] if len(sys.argv) > 2 else "ball"
 PIPELINE = (
-    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 "
+    f"( videotestsrc is-live=true pattern={PATTERN} ! video/x-raw,width=320,height=240,framerate=15/1 "
     "! videoconvert ! video/x-raw,format=I420 ! jpegenc ! rtpjpegpay name=pay0 pt=26 )"
 )
 
