@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean soak fuzz wheels arm64-check
+.PHONY: demo test lint format install clean soak fuzz field-day wheels arm64-check
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ soak: $(SMALL_BUNDLE)/manifest.json
 FUZZ_PAYLOADS ?= 10000
 fuzz: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/fuzz.py --bundle $(SMALL_BUNDLE) --payloads $(FUZZ_PAYLOADS)
+
+# A bin's first month compressed (broker outage, actuator restart, a light, a bag, the camera lost, SIGKILL):
+# the real daemon and actuator against mosquitto and an ffmpeg camera. CI runs it at FIELD_SCALE 0.5.
+FIELD_SCALE ?= 1
+field-day: $(SMALL_BUNDLE)/manifest.json
+	$(BIN)/python tests/field_day.py --bundle $(SMALL_BUNDLE) --scale $(FIELD_SCALE)
 
 # Not in CI (minutes under emulation): smartbin[edge] installed and run on aarch64 code (qemu-user,
 # a debootstrapped Debian arm64 root cached in .cache/arm64-root). Root; see tests/arm64_check.sh.

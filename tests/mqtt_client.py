@@ -17,17 +17,21 @@ class Message:
     payload: bytes
     retain: bool
     qos: int
+    at: float = 0.0  # time.monotonic() on arrival
 
     def json(self):
         return json.loads(self.payload)
 
 
 class Subscriber:
-    def __init__(self, port: int, topic: str = "smartbin/#", client_id: str | None = None):
+    def __init__(self, port: int, topic: str = "smartbin/#", client_id: str | None = None, persistent: bool = False):
+        """``persistent`` (with a ``client_id``): a session the broker keeps, so nothing is missed while
+        the broker restarts or the subscriber reconnects."""
         self.messages: list[Message] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or "")
+        session = {"clean_session": False} if persistent else {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or "", **session)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -37,7 +41,9 @@ class Subscriber:
 
     def _on_message(self, client, userdata, message) -> None:
         with self._lock:
-            self.messages.append(Message(message.topic, message.payload, bool(message.retain), message.qos))
+            self.messages.append(
+                Message(message.topic, message.payload, bool(message.retain), message.qos, time.monotonic())
+            )
 
     def on(self, suffix: str) -> list[Message]:
         with self._lock:

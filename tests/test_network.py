@@ -20,6 +20,7 @@ import pytest
 from edge.sources import Capture, open_source
 from edge.tools.localbroker import free_port
 from tests.conftest import ROOT
+from tests.servers.mjpeg import serve
 from tests.test_sources import drain
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -71,29 +72,7 @@ def test_predict_from_an_image_url(bundle_dir: Path, http_folder, capsys):
 
 def start_mjpeg_server(port: int) -> subprocess.Popen:
     """ffmpeg as a one-client HTTP server of a multipart JPEG stream (what IP cameras serve)."""
-    process = subprocess.Popen(
-        [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
-            "-f", "lavfi", "-i", "testsrc=size=320x240:rate=15",
-            "-c:v", "mjpeg", "-q:v", "5", "-f", "mpjpeg", "-listen", "1",
-            f"http://127.0.0.1:{port}/cam.mjpg",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    # ffmpeg serves one client only, so look for its listening socket instead of connecting
-    assert wait_until(lambda: listening(port), 10), "ffmpeg did not listen"
-    return process
-
-
-def listening(port: int) -> bool:
-    """Whether a socket listens on 127.0.0.1:port (read from /proc, without connecting)."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        if state == "0A" and int(local.split(":")[1], 16) == port:
-            return True
-    return False
+    return serve(port)
 
 
 def start_rtsp_server(port: int, pattern: str = "ball") -> subprocess.Popen:

@@ -235,6 +235,41 @@ def test_sigkill_restarts_and_the_outbox_backlog_is_delivered(machine: Container
     assert set(backlog) <= {m["event_id"] for m in received}
 
 
+def test_a_lost_camera_is_reported_without_a_restart_loop(machine: Container):
+    """The camera goes away for longer than the watchdog (5 s here) and comes back; then the unit starts
+    with no camera at all. The unit stays up on the same process, says camera_lost on the retained
+    status, and is sorting again once the camera is back, without a restart."""
+    clip, away = machine.path("/srv/smartbin/clip.avi"), machine.path("/srv/smartbin/away.avi")
+    health = lambda: messages(machine, f"{TOPIC}/status", 1)[0]["health"]  # noqa: E731 - the retained one
+    write_config(machine, {**machine.config, "source": {**machine.config["source"], "stall_timeout_s": 3}})
+    try:
+        before = restart_and_wait(machine)
+        clip.rename(away)
+        wait_for(lambda: health() == "camera_lost", "camera_lost on the retained status")
+        time.sleep(12)  # more than two watchdog periods without a frame
+        during = show(machine)
+        assert (during["MainPID"], during["NRestarts"], during["ActiveState"]) == (
+            before["MainPID"],
+            before["NRestarts"],
+            "active",
+        ), during
+        away.rename(clip)
+        wait_for(lambda: health() == "ok", "ok again once the camera is back")
+        assert messages(machine, f"{TOPIC}/decision", 1) and show(machine)["MainPID"] == before["MainPID"]
+        # no camera at boot: READY after stall_timeout_s all the same, instead of a start timeout
+        clip.rename(away)
+        booted = restart_and_wait(machine)
+        assert health() == "camera_lost" and "camera" in booted["StatusText"], booted
+        away.rename(clip)
+        wait_for(lambda: health() == "ok", "ok once the camera appears")
+        assert show(machine)["MainPID"] == booted["MainPID"]
+    finally:
+        if away.exists():
+            away.rename(clip)
+        write_config(machine, machine.config)
+    restart_and_wait(machine)
+
+
 def test_a_config_error_exits_78_and_is_not_restarted(machine: Container):
     bad = {**machine.config, "decision": {**machine.config["decision"], "min_confidense": 0.5}}
     write_config(machine, bad)

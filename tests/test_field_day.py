@@ -1,0 +1,27 @@
+"""The CI share of `make field-day` (half its periods): a compressed first month of a bin with the real
+daemon, the real actuator process, mosquitto and an ffmpeg network camera."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.field_day import run_day
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg serves the camera (.ci/run installs it)")
+def test_a_compressed_field_day_moves_only_for_fresh_decisions_and_loses_none(bundle_dir: Path, tmp_path: Path):
+    report, _ = run_day(bundle_dir, 0.5, tmp_path)
+    print("\n" + report.summary())
+    assert report.stale_moves == 0 and report.decisions_lost == 0, report.summary()
+    assert report.decisions_published == report.decisions_made > 0
+    assert report.delivered_after_outage >= 1  # made while the broker was down, sent when it was back
+    assert report.acknowledged_stale >= 1  # the actuator's backlog after its restart: refused, not moved
+    assert report.flap_moves == report.acknowledged_fresh >= 1
+    assert report.relearns >= 2  # the light and the bag
+    states = [state for _, state in report.health]
+    assert "camera_lost" in states and states[-1] == "ok", report.health
