@@ -254,6 +254,17 @@ def test_bad_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, v1, v
     assert left == [f"other-model-{old_digest[:12]}"], left
 
 
+def rolled_back(sub: Subscriber, digest: str) -> dict:
+    """After a restart: the retained model topic names v1 again, says the update was rolled back, and v1's
+    labels are what classifies. Returns the ``last_change``."""
+    model = sub.wait_for("model", where=lambda m: m.json()["name"] != "other-model")
+    assert model, [m.json() for m in sub.on("model")]
+    change = model[-1].json()["last_change"]
+    assert change["event"] == "rolled_back" and change["failed"] == f"other-model-{digest[:12]}", change
+    assert not labels_after(sub, 0) & OTHER_NAMES
+    return change
+
+
 def test_a_daemon_killed_inside_the_health_window_comes_back_on_the_old_model(
     tmp_path, v1, v2, web, broker, clip_factory
 ):
@@ -266,12 +277,7 @@ def test_a_daemon_killed_inside_the_health_window_comes_back_on_the_old_model(
     sub.messages.clear()
     process = start(config)
     try:
-        model = sub.wait_for("model", where=lambda m: m.json()["name"] != "other-model")
-        assert model, [m.json() for m in sub.on("model")]
-        change = model[-1].json()["last_change"]
-        assert change["event"] == "rolled_back" and change["failed"] == f"other-model-{digest[:12]}"
-        assert "health window" in change["reason"]
-        assert not labels_after(sub, 0) & OTHER_NAMES
+        assert "health window" in rolled_back(sub, digest)["reason"]
     finally:
         err = stop(process)
         sub.close()
@@ -504,12 +510,8 @@ def test_a_stored_model_that_fails_at_start_falls_back_to_the_one_before(tmp_pat
     sub.messages.clear()
     process = start(config)
     try:
-        model = sub.wait_for("model", where=lambda m: m.json()["name"] != "other-model")
-        assert model, [m.json() for m in sub.on("model")]
-        change = model[-1].json()["last_change"]
-        assert change["event"] == "rolled_back" and change["failed"] == f"other-model-{digest[:12]}", change
-        assert "failed to load at start" in change["reason"] and "sha256 check failed" in change["reason"]
-        assert not labels_after(sub, 0) & OTHER_NAMES
+        reason = rolled_back(sub, digest)["reason"]
+        assert "failed to load at start" in reason and "sha256 check failed" in reason
     finally:
         err = stop(process)
         sub.close()
