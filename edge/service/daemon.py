@@ -311,8 +311,8 @@ class Daemon:
             log.info("model reloaded from %s", path)
             self._answer(command_id, "reload_model", {"model": self.view().model})
 
-        if not self.background.submit("reload_model", load, done):
-            raise CommandError("a model is loading already; wait for its answer", command_id)
+        if not self.background.submit("reload_model", load, done):  # loads one after another, in order
+            raise CommandError("too many model loads are waiting already; wait for their answers", command_id)
 
     def _serve(self, classifier: Classifier) -> None:
         self.classifier = classifier
@@ -406,7 +406,7 @@ class Daemon:
         if self.background.busy("reload"):
             self.reload_requested.set()
             return
-        path, running = self.config_path, self.config
+        path = self.config_path
 
         def done(prepared: PreparedReload | None, error: BaseException | None) -> None:
             if error is not None:
@@ -414,7 +414,7 @@ class Daemon:
             else:
                 apply_reload(self, prepared, path)
 
-        self.background.submit("reload", lambda: prepare_reload(running, path), done)
+        self.background.submit("reload", lambda: prepare_reload(self.config, path), done)
 
     # ------------------------------------------------------------------ the loop
     def process(self, frame: Frame) -> Decision | None:
