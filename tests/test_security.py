@@ -7,6 +7,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -158,15 +159,32 @@ def test_tls_daemon_connects_and_clients_without_certificates_are_rejected(tmp_p
 
 
 def test_tls_refuses_a_server_whose_certificate_does_not_match(tmp_path, pki, tls_broker, bundle_dir):
+    """The broker's certificate names localhost; the config says 127.0.0.1: the daemon never talks MQTT to
+    it (a watcher on the broker sees no status from the bin), keeps running and retrying, and says why."""
     config = tls_config(tmp_path, pki, bundle_dir, tls_broker.port, host="127.0.0.1")  # cert names localhost only
+    watcher, received, results = tls_client(pki, tls_broker.port, "test-bin")
+    assert results and not results[0].is_failure, results
+    watcher.subscribe("smartbin/test-bin/#", qos=1)
+    lines: list[str] = []
     process = subprocess.Popen(
         [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(4)
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not any("cannot connect to 127.0.0.1" in line for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = process.poll() is None
     process.terminate()
-    _, err = process.communicate(timeout=15)
-    assert "connected to" not in err
-    assert "certificate verify failed" in err or "match" in err, err[-1500:]
+    process.wait(15)
+    reader.join(5)
+    watcher.disconnect()
+    watcher.loop_stop()
+    err = "".join(lines)
+    refusal = [line for line in lines if "cannot connect to 127.0.0.1" in line]
+    assert refusal and "certificate was refused" in refusal[0] and "match" in refusal[0], err[-1500:]
+    assert alive, "the daemon exited instead of retrying"
+    assert not [t for t, _ in received if t.endswith("/status")], "the bin reached a broker it must not trust"
 
 
 def test_acl_a_device_cannot_speak_for_another(pki, tls_broker):
