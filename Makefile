@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean soak fuzz field-day wheels arm64-check
+.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ $(WHEELS)/.done: setup.py Makefile | $(STAMP)
 
 wheels: $(WHEELS)/.done
 
-test: $(STAMP) $(WHEELS)/.done
+# The Debian packages the tests use (tests/system-packages.sh says which, and installs them when it may).
+system-packages:
+	@bash tests/system-packages.sh
+
+test: system-packages $(STAMP) $(WHEELS)/.done
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
