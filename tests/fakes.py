@@ -55,6 +55,22 @@ class FakeCamera:
         self._open = False
 
 
+class FakeRequest:
+    """picamera2's CompletedRequest: the frame's array and its metadata, released after use."""
+
+    def __init__(self, array: np.ndarray, sensor_ns: int):
+        self.array, self.metadata, self.released = array, {"SensorTimestamp": sensor_ns}, False
+
+    def make_array(self, stream: str) -> np.ndarray:
+        return self.array
+
+    def get_metadata(self) -> dict:
+        return self.metadata
+
+    def release(self) -> None:
+        self.released = True
+
+
 class FakePicamera2:
     """picamera2.Picamera2 as far as edge/sources/csi.py uses it."""
 
@@ -78,6 +94,9 @@ class FakePicamera2:
 
     def start(self) -> None:
         self.started = True
+
+    def capture_request(self) -> FakeRequest:
+        return FakeRequest(self.capture_array(), self.frames * 33_333_333)
 
     def capture_array(self, stream: str = "main") -> np.ndarray:
         w, h = self.config["main"]["size"]

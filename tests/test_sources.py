@@ -146,6 +146,8 @@ def test_csi_on_a_pi_uses_picamera2(monkeypatch):
     assert fake.instances[0].config["main"] == {"size": (320, 240), "format": "RGB888"}
     assert source.grab()
     assert source.retrieve()[0, 0].tolist() == [0, 0, 200]  # B,G,R memory order -> RGB
+    first = source.timestamp_ms()
+    assert source.grab() and source.timestamp_ms() > first  # the sensor's clock: new frames of a still scene
     source.close()
     assert not fake.instances[0].started
 

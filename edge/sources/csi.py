@@ -24,6 +24,7 @@ class PiCameraSource(FrameSource):
         self.index, self.size, self.fps = index, (width, height), fps
         self.camera = None
         self._array: np.ndarray | None = None
+        self._stamp_ns: int | None = None
 
     def open(self) -> None:
         try:
@@ -58,11 +59,21 @@ class PiCameraSource(FrameSource):
 
     def grab(self) -> bool:
         try:
-            # picamera2's "RGB888" is B,G,R in memory order; reverse to RGB.
-            self._array = self.camera.capture_array("main")[..., :3][..., ::-1]
+            # One request for the pixels and their metadata: the sensor's own timestamp of this very frame.
+            request = self.camera.capture_request()
+            try:
+                # picamera2's "RGB888" is B,G,R in memory order; reverse to RGB.
+                self._array = request.make_array("main")[..., :3][..., ::-1]
+                self._stamp_ns = request.get_metadata().get("SensorTimestamp")
+            finally:
+                request.release()
         except (RuntimeError, OSError) as exc:
             raise SourceError(f"{self.uri}: capture failed ({exc})") from exc
         return True
+
+    def timestamp_ms(self) -> float | None:
+        """The sensor's timestamp (libcamera's SensorTimestamp, ns): a still scene still has new frames."""
+        return self._stamp_ns / 1e6 if self._stamp_ns else None
 
     def retrieve(self) -> np.ndarray:
         return np.ascontiguousarray(self._array)
