@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge import __version__
-from edge.bundle import Bundle
 from edge.classifier import Classifier, Prediction
 from edge.config import Config, load_config
-from edge.errors import CameraLost, ConfigError, ModelUnavailable, SmartbinError
+from edge.errors import CameraLost, ConfigError, SmartbinError
 from edge.service.background import Background
 from edge.service.backoff import RestartBackoff
-from edge.service.build import load_classifier, make_capture, make_presence
+from edge.service.build import make_capture, make_presence
 from edge.service.commands import Command, CommandError, execute_command, parse_command
 from edge.service.counters import Counters, CountersError
 from edge.service.models import ModelStore
@@ -37,10 +36,10 @@ from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
 from edge.service.reload import PreparedReload, apply_reload, prepare_reload
 from edge.service.samples import SampleStore
+from edge.service.serving import Serving
 from edge.service.status import StatusView, cpu_temperature, metrics_payload, status_payload
-from edge.service.update import Prepared, Updater, UpdateRequest
+from edge.service.update import UpdateRequest
 from edge.service.web import WebServer, WebState, answer_classify_requests
-from edge.signing import verify as verify_signature
 from edge.sources import Frame
 from edge.stats import Window, percentiles
 from edge.vision.decision import Decider, Decision
@@ -67,7 +66,7 @@ class Step:
 
 class Daemon:
     def __init__(self, config: Config, config_path: Path | None = None):
-        self.config = config
+        self._config = config
         self.config_path = config_path
         self.notifier = Notifier()
         self.started = time.time()
@@ -77,20 +76,8 @@ class Daemon:
         self.ready = False
         self.on_ready: Callable[[], None] | None = None  # run_daemon: a good start resets the restart backoff
         self.commands: queue.Queue[bytes] = queue.Queue(COMMAND_QUEUE)
-        u = config.updates
-        self.store = ModelStore(u.store, u.keep)
-        self.store.recover(u.health_window_s)  # a run that died inside a health window: back to the previous model
         self.background = Background()
-        self.classifier = self._load_at_start()
-        self.previous_classifier: Classifier | None = None  # kept through a health window: rollback is a swap
-        load = lambda path: load_classifier(self.config, path)  # noqa: E731 - the config in force then
-        self.updater = Updater(
-            self.store, load, u.max_bytes, u.timeout_s, u.attempts, u.public_key, config.model.variant
-        )
-        self.trial_until: float | None = None  # monotonic end of the health window after a switch
-        state = self.store.state()
-        if state.trial_until is not None:
-            self.trial_until = time.monotonic() + max(0.0, state.trial_until - time.time())
+        self.models = Serving(config, self.notifier, self.background, self._switched, self.publish_model, self._answer)
         self.capture = make_capture(config)
         self.presence = make_presence(config)
         self.decider = Decider(self.classifier.labels, config.decision.model_copy())
@@ -129,23 +116,27 @@ class Daemon:
         self.web = self.make_web(config)
 
     # ------------------------------------------------------------------ construction
-    def _load_at_start(self) -> Classifier:
-        """The store's current model; when it does not load, the one before it, then the configured bundle.
-        A fallback is recorded in the store, so the retained model topic says which failed and why. Raises
-        ModelUnavailable (a restart may help: a model copied in, a disk remounted) when none loads."""
-        errors: list[str] = []
-        for path in self.store.start_candidates(self.config.model.bundle):
-            try:
-                with self.notifier.extending(f"loading model {path} (an engine build may take minutes)"):
-                    classifier = load_classifier(self.config, path)
-            except SmartbinError as exc:
-                log.error("model %s does not load: %s", path, exc)
-                errors.append(str(exc))
-                continue
-            if errors and self.store.state().current:
-                self.store.rollback(f"failed to load at start: {errors[0]}", to=path)
-            return classifier
-        raise ModelUnavailable("no model loads: " + "; ".join(errors))
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:  # a reload: what serves loads with the new one too
+        self._config = config
+        self.models.config = config
+
+    @property
+    def classifier(self) -> Classifier:
+        """The classifier that serves now (``Serving`` decides which)."""
+        return self.models.classifier
+
+    @classifier.setter
+    def classifier(self, classifier: Classifier) -> None:  # a reload of the model section (reload.py)
+        self.models.classifier = classifier
+
+    @property
+    def store(self) -> ModelStore:
+        return self.models.store
 
     def make_publisher(self, config: Config) -> Publisher:
         status = lambda state: status_payload(self.view(), state)  # noqa: E731 - read at publish time
@@ -156,7 +147,7 @@ class Daemon:
             self.outbox,
             self._on_command,
             status,
-            retained=lambda: {"model": self.model_payload()},
+            retained=lambda: {"model": self.models.payload()},
         )
 
     def make_web(self, config: Config) -> WebServer | None:
@@ -196,7 +187,7 @@ class Daemon:
 
     def view(self) -> StatusView:
         """A snapshot of what runs and how it does: the only thing MQTT status/metrics and the web page read."""
-        engine, bundle, capture = self.classifier.engine, self.classifier.bundle, self.capture.health
+        engine, capture = self.classifier.engine, self.capture.health
         try:
             outbox_depth, outbox_dropped = self.outbox.depth(), self.outbox.dropped()
         except OutboxError as exc:  # the view is read from paho's and the web page's threads: never raise there
@@ -213,11 +204,7 @@ class Daemon:
             host=socket.gethostname(),
             started=self.started,
             ts=time.time(),
-            model={
-                "name": bundle.manifest.name,
-                "variant": engine.variant,
-                "sha256": bundle.manifest.variants[engine.variant].sha256,
-            },
+            model=self.models.summary(),
             backend=engine.backend,
             delegate=engine.delegate,
             health=self.health(),
@@ -286,116 +273,18 @@ class Daemon:
         return execute_command(self, command)
 
     def reload_model(self, path: Path, command_id=None) -> None:
-        """Verify and load the new bundle beside the loop, which keeps serving the old one; the answer
-        comes when it is switched in, or refused. With ``updates.public_key`` only a bundle signed by it
-        loads, whether it came over the air or by path."""
-        config = self.config
-
-        def load() -> Classifier:
-            bundle = Bundle.open(path)
-            bundle.verify()
-            if config.updates.public_key is not None:
-                verify_signature(bundle.path, config.updates.public_key)
-            return load_classifier(config, path)
-
-        def done(classifier: Classifier | None, error: BaseException | None) -> None:
-            if error is not None:
-                self._answer(command_id, "reload_model", error=f"reload refused, still serving the old model: {error}")
-                return
-            previous = self.classifier.bundle.path
-            self._serve(classifier)
-            if self.store.state().current:  # once updates are in use, the store's choice is what starts next time
-                self.store.switch(path, previous, None, 0)
-                self.trial_until, self.previous_classifier = None, None
-            self.publish_model()
-            log.info("model reloaded from %s", path)
-            self._answer(command_id, "reload_model", {"model": self.view().model})
-
-        if not self.background.submit("reload_model", load, done):  # loads one after another, in order
-            raise CommandError("too many model loads are waiting already; wait for their answers", command_id)
-
-    def _serve(self, classifier: Classifier) -> None:
-        self.classifier = classifier
-        self.decider = Decider(classifier.labels, self.decider.config)  # its labels may differ
-        self.publisher.publish_status()
-
-    # ------------------------------------------------------------------ over-the-air updates
-    def model_payload(self) -> dict:
-        """The retained …/model topic: what serves, since when, what served before, how the last change went."""
-        state, bundle = self.store.state(), self.classifier.bundle
-        return {
-            "name": bundle.manifest.name,
-            "folder": bundle.path.name,
-            "variant": self.classifier.engine.variant,
-            "created": bundle.manifest.created,
-            "sha256": state.sha256 if state.current else None,
-            "since": state.since if state.current else round(self.started, 3),
-            "previous": state.previous if state.current else None,
-            "health_window": self.trial_until is not None,
-            "last_change": state.outcome or None,
-        }
-
-    def publish_model(self) -> None:
-        self.publisher.publish_json("model", self.model_payload(), qos=1, retain=True)
+        self.models.reload(path, command_id)
 
     def start_update(self, request: UpdateRequest) -> None:
-        self.updater.start(request, self.classifier.bundle)
+        self.models.start_update(request)
 
-    def handle_updates(self) -> None:
-        """The updater's news: progress and failures are answered, a tested model is switched in."""
-        for request, kind, value in drain(self.updater.events):
-            if kind == "progress":
-                self._answer(request.command_id, "update_model", {"done": False, **value})
-            elif kind == "failed":
-                error = f"update refused, still serving the old model: {value}"
-                self._answer(request.command_id, "update_model", error=error)
-            else:
-                self._answer(request.command_id, "update_model", {"done": True, **self.apply_update(value)})
+    def _switched(self, classifier: Classifier) -> None:
+        """Another classifier serves: the vote follows its labels, and the status says what runs."""
+        self.decider = Decider(classifier.labels, self.decider.config)
+        self.publisher.publish_status()
 
-    def apply_update(self, prepared: Prepared) -> dict:
-        """Switch to a tested model (a pointer swap: no gap in classification) and open the health window."""
-        previous = self.classifier.bundle.path
-        old = self.classifier
-        self._serve(prepared.classifier)
-        window = self.config.updates.health_window_s
-        self.store.switch(prepared.folder, previous, prepared.request.sha256, window)
-        self.trial_until = time.monotonic() + window if window > 0 else None
-        self.previous_classifier = old if self.trial_until is not None else None
-        if self.trial_until is None:
-            self.store.confirm()
-        self.publish_model()
-        log.info("updated to %s (%s); health window %.0f s", prepared.folder.name, prepared.acceptance, window)
-        return {"stage": "switched", "model": prepared.folder.name, "acceptance": prepared.acceptance}
-
-    def rollback(self, reason: str) -> None:
-        """Back to the previous model, now (a failure inside the health window): a swap when it is still in
-        memory, else a load beside the loop (after a restart inside the window), the choice saved first."""
-        if self.background.busy("rollback"):
-            return
-        state = self.store.rollback(reason)
-        self.trial_until = None
-        if self.previous_classifier is not None:
-            self._serve(self.previous_classifier)
-            self.previous_classifier = None
-            self.publish_model()
-            return
-        path, config = self.store.path(state.current), self.config
-
-        def done(classifier: Classifier | None, error: BaseException | None) -> None:
-            if error is not None:  # the store's choice stands; a restart loads it or falls back further
-                log.error("rollback to %s failed: %s", path, error)
-                return
-            self._serve(classifier)
-            self.publish_model()
-
-        self.background.submit("rollback", lambda: load_classifier(config, path), done)
-
-    def _check_trial(self) -> None:
-        if self.trial_until is not None and time.monotonic() >= self.trial_until:
-            self.trial_until, self.previous_classifier = None, None
-            self.store.confirm()
-            self.publish_model()
-            log.info("health window passed: %s stays", self.classifier.bundle.path.name)
+    def publish_model(self) -> None:
+        self.publisher.publish_json("model", self.models.payload(), qos=1, retain=True)
 
     # ------------------------------------------------------------------ SIGHUP
     def reload_config(self) -> None:
@@ -423,15 +312,8 @@ class Daemon:
         present = True if self.presence is None else self.presence.update(frame.image, now)
         prediction: Prediction | None = None
         if present and self.decider.wants_classification(now):
-            try:
-                prediction = self.classifier.classify(frame.image)
-            except Exception as exc:
-                if self.background.busy("rollback"):
-                    return None  # the failed model's last frames, while the previous one loads
-                if self.trial_until is None:
-                    raise
-                log.exception("the new model failed on a frame")
-                self.rollback(f"classification failed inside the health window: {type(exc).__name__}: {exc}")
+            prediction = self.models.classify(frame.image)
+            if prediction is None:  # the new model failed inside its health window: rolled back
                 return None
             self.classified += 1
             self.classified_at.append(now)
@@ -491,19 +373,9 @@ class Daemon:
         except CountersError as exc:
             log.error("decision not counted: %s", exc)
         if self.samples is not None:
-            self.samples.offer(payload, frame.image, self.last_top_k, self.model_ref())
+            self.samples.offer(payload, frame.image, self.last_top_k, self.models.reference())
 
     # ------------------------------------------------------------------ samples and corrections
-    def model_ref(self) -> dict:
-        """Which model made a prediction, as a sample records it."""
-        state = self.store.state()
-        return {
-            "name": self.classifier.bundle.manifest.name,
-            "folder": self.classifier.bundle.path.name,
-            "variant": self.classifier.engine.variant,
-            "sha256": state.sha256 if state.current else None,
-        }
-
     def flag(self) -> dict:
         """Keep the newest frame as a sample, with the newest prediction (an operator's "look at this")."""
         frame = self.last_frame
@@ -513,7 +385,7 @@ class Daemon:
             raise CommandError("no frame captured yet")
         top = self.last_top_k[0] if self.last_top_k else {}
         event = {"event_id": f"flag-{frame.frame_id}-{int(frame.ts)}", "ts": frame.ts, **top}
-        if not self.samples.offer(event, frame.image, self.last_top_k, self.model_ref(), flagged=True):
+        if not self.samples.offer(event, frame.image, self.last_top_k, self.models.reference(), flagged=True):
             raise CommandError("the sample writer is busy; try again")
         return {"event_id": event["event_id"]}
 
@@ -527,7 +399,7 @@ class Daemon:
             if not match:
                 raise CommandError(f"no sample and no recent decision with event_id {event_id!r}")
             payload, frame, top_k = match[-1]
-            sample = self.samples.keep_now(payload, frame.image, top_k, self.model_ref(), label)
+            sample = self.samples.keep_now(payload, frame.image, top_k, self.models.reference(), label)
         known = label in {lab.name for lab in self.classifier.labels}
         try:
             self.counters.count_correction(label)
@@ -556,7 +428,7 @@ class Daemon:
             self.reload_config()
         self.background.apply()
         self.handle_commands()
-        self.handle_updates()
+        self.models.handle_updates()
         if self.web_state is not None:
             answer_classify_requests(
                 self.web_state, self.last_frame, lambda image: self.classifier.classify(image).to_dict()
@@ -605,7 +477,7 @@ class Daemon:
         return 0
 
     def _periodic(self) -> None:
-        self._check_trial()
+        self.models.check_trial()
         now = time.monotonic()
         health = self.health()
         if health != self._health_reported:
@@ -626,8 +498,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
-        if self.trial_until is not None:  # a stop asked for is no failure: the window opens again at start
-            self.store.interrupted()
+        self.models.stopping()
         if self.web is not None:
             self.web.stop()
         self.capture.stop()
