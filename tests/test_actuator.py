@@ -176,8 +176,8 @@ def test_a_burst_never_blocks_the_network_thread(tmp_path, broker, mock_pins):
     sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")
     actuator = Actuator(config).start()
     assert actuator.ready.wait(5)
-    for _ in range(JOB_QUEUE + 50):
-        sub.publish("smartbin/test-bin/decision", decision("other"))
+    for _ in range(JOB_QUEUE + 50):  # all at once, not each waiting for its PUBACK: a burst on any machine
+        sub.client.publish("smartbin/test-bin/decision", decision("other"), qos=1)
     busy = sub.wait_for("ack", count=10, where=lambda m: "busy" in m.json().get("error", ""))
     assert busy, "a full queue refused nothing"
     actuator.stop()
