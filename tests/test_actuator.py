@@ -142,7 +142,8 @@ def test_decisions_older_than_max_age_never_move_the_flap(tmp_path, broker, mock
     persistent session, each acknowledged stale and none moved; the next fresh decision moves at once."""
     from edge.service.actuator import Actuator
 
-    config = load_config(actuator_config(tmp_path, broker.port, "pins", max_age_s=0.5))
+    # 3 s: a fresh decision reaches the flap well within it on any machine; the backlog waits longer
+    config = load_config(actuator_config(tmp_path, broker.port, "pins", max_age_s=3))
     sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")
     actuator = Actuator(config).start()
     assert actuator.ready.wait(5)
@@ -150,7 +151,7 @@ def test_decisions_older_than_max_age_never_move_the_flap(tmp_path, broker, mock
     backlog = [uuid.uuid4().hex for _ in range(10)]
     for event in backlog:
         sub.publish("smartbin/test-bin/decision", decision("recyclable", event))
-    time.sleep(0.6)  # longer than max_age_s: these items are gone (a lower bound, whatever the machine)
+    time.sleep(3.1)  # longer than max_age_s: these items are gone (a lower bound, whatever the machine)
     again = Actuator(config).start()
     acks = sub.wait_for("ack", count=10)
     fresh = uuid.uuid4().hex

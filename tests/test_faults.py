@@ -178,9 +178,10 @@ def test_camera_gone_is_reported_while_the_loop_stays_watched_and_recovers(
         assert any(m.startswith("READY=1") for _, m in healthy) and pings(healthy) >= 5
         live.unlink()  # the camera goes away
         gone_at = time.time()
-        gone = drain(sock, 6)
-        lost = sub.wait_for("status", where=lambda m: m.json()["health"] == "camera_lost")
+        lost = sub.wait_for("status", timeout=60, where=lambda m: m.json()["health"] == "camera_lost")
         metrics = sub.wait_for("metrics", where=lambda m: m.json()["source_state"] == "reconnecting")
+        gone = drain(sock, 3)  # while camera_lost: the loop still turns (twice a second without frames)
+        still_lost = sub.on("status")[-1].json()["health"] == "camera_lost"
         live.write_bytes(clip.read_bytes())  # ...and comes back
         returned_at = time.time()
         back = drain(sock, 4)
@@ -200,7 +201,7 @@ def test_camera_gone_is_reported_while_the_loop_stays_watched_and_recovers(
         f"after its return {pings(back)}; camera_lost on the status {lost[0].json()['ts'] - gone_at:.1f} s after"
     )
     assert lost and "clip is gone" in json.dumps(lost[0].json()["source"]), lost[0].json()
-    assert metrics and pings(gone) >= 10, "the watchdog starved while only the camera was gone"
+    assert metrics and still_lost and pings(gone) >= 3, "the watchdog starved while only the camera was gone"
     assert pings(back) >= 3 and recovered and frames_back
     assert process.returncode == 0
 
