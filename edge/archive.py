@@ -32,7 +32,7 @@ def pack(
     signature of the manifest follows the manifest."""
     bundle = Bundle.open(bundle_dir)
     bundle.verify()
-    manifest_bytes = (bundle.path / MANIFEST_FILE).read_bytes()
+    manifest, manifest_bytes = bundle.manifest, (bundle.path / MANIFEST_FILE).read_bytes()
     if variants is not None:
         for name in variants:
             bundle.file(name)  # a variant the bundle lacks is named here
@@ -40,7 +40,7 @@ def pack(
         data["variants"] = {name: data["variants"][name] for name in variants}
         data["probes"] = {}
         manifest_bytes = json.dumps(data, indent=2, ensure_ascii=False).encode()
-    manifest = parse_manifest(json.loads(manifest_bytes), bundle.path / MANIFEST_FILE)
+        manifest = parse_manifest(data, bundle.path / MANIFEST_FILE)
     files = sorted(listed_files(manifest))
     if variants is None:
         files += [name for name in REPORT_FILES if (bundle.path / name).is_file()]

@@ -181,6 +181,20 @@ def clip_factory(tmp_path_factory):
     return make
 
 
+def poll(predicate, timeout: float, tick=lambda: None):
+    """Call ``tick`` then ``predicate`` until the latter is truthy or ``timeout`` passes; return its last value.
+    A bound on waiting, never a speed check."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tick()
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    return predicate()
+
+
 def empty_bin_source(folder: Path) -> str:
     """A dir:// source of one empty-bin frame: the daemon starts, sends its outbox backlog, and ends."""
     from edge.images import write_jpeg

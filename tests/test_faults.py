@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, empty_bin_source, write_config
+from tests.conftest import ROOT, empty_bin_source, poll, write_config
 from tests.mqtt_client import Subscriber, unique_decisions
 
 pytestmark = pytest.mark.slow
@@ -54,15 +54,6 @@ def decisions_counted(path: Path) -> int:
         db.close()
 
 
-def wait(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    return predicate()
-
-
 def streaming(tmp_path: Path, bundle_dir: Path, broker, clip_factory) -> tuple[Subscriber, subprocess.Popen]:
     """A daemon on a looping clip of dropped items, watched by a subscriber whose session (and QoS 1
     queue) survives a broker restart."""
@@ -82,11 +73,11 @@ def test_broker_outage_loses_nothing(tmp_path: Path, bundle_dir: Path, broker, c
         assert sub.wait_decisions(2, timeout=60), "no decisions before the outage"
         broker.stop()
         outage_started = time.monotonic()
-        waiting = wait(lambda: rows if len(rows := outbox_rows(outbox)) >= 3 else None, 40)
+        waiting = poll(lambda: rows if len(rows := outbox_rows(outbox)) >= 3 else None, 40)
         assert waiting, "no decisions queued while the broker was down"  # items kept being dropped
         outage_s = time.monotonic() - outage_started
         broker.start()
-        assert wait(lambda: not set(waiting) - {m.json()["event_id"] for m in sub.on("decision")}, 60)
+        assert poll(lambda: not set(waiting) - {m.json()["event_id"] for m in sub.on("decision")}, 60)
         received = [d["event_id"] for d in unique_decisions(sub.on("decision"))]
     finally:
         process.send_signal(signal.SIGTERM)

@@ -9,6 +9,7 @@ import time
 
 from edge.config import MqttConfig
 from edge.service.mqtt_client import make_client
+from tests.conftest import poll
 
 
 def test_clients_send_without_nagles_delay(broker):
@@ -42,16 +43,6 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def wait(condition, timeout: float, tick=lambda: None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        tick()
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_a_broker_down_at_boot_does_not_downgrade_the_protocol(tmp_path):
     """protocol auto: a broker that is unreachable for longer than the MQTT 5 answer timeout is no
     reason to speak 3.1.1 for good; when it comes up, MQTT 5 it is."""
@@ -67,7 +58,7 @@ def test_a_broker_down_at_boot_does_not_downgrade_the_protocol(tmp_path):
             pub.maintain()  # the daemon's loop calls it every turn
         assert pub.protocol == "5" and not pub.connected.is_set()
         with LocalBroker(port=port, workdir=tmp_path / "broker"):
-            assert wait(pub.connected.is_set, 30, pub.maintain), "never connected"
+            assert poll(pub.connected.is_set, 30, pub.maintain), "never connected"
             assert pub.protocol == "5"
     finally:
         pub.stop(timeout=0.5)
@@ -82,12 +73,12 @@ def test_no_descriptor_leaks_across_a_hundred_broker_restarts(tmp_path):
     counts = []
     try:
         for restart in range(100):
-            assert wait(pub.connected.is_set, 30, pub.maintain), f"no reconnect after restart {restart}"
+            assert poll(pub.connected.is_set, 30, pub.maintain), f"no reconnect after restart {restart}"
             counts.append(open_descriptors())
             broker.stop()
-            assert wait(lambda: not pub.connected.is_set(), 30, pub.maintain)
+            assert poll(lambda: not pub.connected.is_set(), 30, pub.maintain)
             broker.start()
-        assert wait(pub.connected.is_set, 30, pub.maintain)
+        assert poll(pub.connected.is_set, 30, pub.maintain)
         counts.append(open_descriptors())
     finally:
         pub.stop(timeout=0.5)

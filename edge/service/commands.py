@@ -132,6 +132,9 @@ def execute_command(daemon: Daemon, command: Command) -> dict | None:
     if action == "reload_model":
         name = command.params.get("bundle")
         path = daemon.store.resolve(name) if name else Path(daemon.config.model.bundle)
-        daemon.reload_model(path, command.id)  # loads beside the loop; answered when switched in or refused
+        try:
+            daemon.reload_model(path, command.id)  # loads beside the loop; answered when switched in or refused
+        except SmartbinError as exc:
+            raise CommandError(str(exc), command.id) from exc
         return None
     raise CommandError(f"unknown action {action!r}", command.id)

@@ -289,11 +289,9 @@ class Daemon:
     # ------------------------------------------------------------------ SIGHUP
     def reload_config(self) -> None:
         """SIGHUP: read the file and load a changed model beside the loop, then rebuild each changed section on
-        it, or refuse the whole reload (edge/service/reload.py). A SIGHUP while one is prepared waits for it."""
+        it, or refuse the whole reload (edge/service/reload.py). A SIGHUP while one is prepared waits its turn
+        and plans against the config the one before left in force."""
         if self.config_path is None:
-            return
-        if self.background.busy("reload"):
-            self.reload_requested.set()
             return
         path = self.config_path
 
@@ -448,7 +446,6 @@ class Daemon:
             self.ready = True
             self.notifier.ready(self.summary())
             log.info("ready: %s", self.summary())
-
         if step.frame is not None and self.on_ready is not None:  # a real cycle: the back-off starts over
             self.on_ready()
             self.on_ready = None

@@ -21,7 +21,6 @@ from edge.config import Config
 from edge.errors import ModelUnavailable, SmartbinError
 from edge.service.background import Background
 from edge.service.build import load_classifier
-from edge.service.commands import CommandError
 from edge.service.models import ModelStore
 from edge.service.notify import Notifier
 from edge.service.queues import drain
@@ -162,7 +161,7 @@ class Serving:
             self.answer(command_id, "reload_model", {"model": self.summary()})
 
         if not self.background.submit("reload_model", load, done):
-            raise CommandError("too many model loads are waiting already; wait for their answers", command_id)
+            raise SmartbinError("too many model loads are waiting already; wait for their answers")
 
     def start_update(self, request: UpdateRequest) -> None:
         self.updater.start(request, self.classifier.bundle)
