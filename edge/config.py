@@ -20,9 +20,12 @@ from edge.identity import default_device_id
 from edge.labels import BINS
 from edge.runtime import BACKENDS, runs
 from edge.signing import check_public_key
+from edge.sources import check_uri
 from edge.strict import Strict
+from edge.vision.decision import VoteSettings
 from edge.vision.preprocess import Roi
 
+VOTE = VoteSettings()
 BACKEND_NAMES = ("auto", *BACKENDS)
 VARIANT_NAMES = tuple(VARIANT_FILES)
 
@@ -85,9 +88,7 @@ class SourceConfig(Strict):
     @field_validator("uri")
     @classmethod
     def known_scheme(cls, uri: str) -> str:
-        from edge.sources import open_source
-
-        open_source(uri)  # raises ConfigError naming the allowed schemes and options
+        check_uri(uri)  # raises ConfigError naming the allowed schemes and options; builds nothing
         return uri
 
 
@@ -105,16 +106,24 @@ class PresenceConfig(Strict):
 
 
 class DecisionConfig(Strict):
-    """The vote (edge/vision/decision.py reads it as is; set_threshold changes min_confidence at run time)."""
+    """The vote: edge/vision/decision.py's VoteSettings, checked (set_threshold changes min_confidence at run time)."""
 
-    vote_frames: int = Field(5, ge=1, le=100, description="frames that vote once an item is present")
-    min_votes: int = Field(2, ge=1, description="an item seen for fewer frames is ignored (a hand passing by)")
-    min_confidence: float = Field(
-        0.6, ge=0, le=1, description="mean confidence of the winning label; below it: the default bin"
+    vote_frames: int = Field(VOTE.vote_frames, ge=1, le=100, description="frames that vote once an item is present")
+    min_votes: int = Field(
+        VOTE.min_votes, ge=1, description="an item seen for fewer frames is ignored (a hand passing by)"
     )
-    default_bin: Literal[BINS] = "other"  # type: ignore[valid-type]
-    clear_frames: int = Field(3, ge=1, description="consecutive empty frames before the item counts as gone")
-    cooldown_s: float = Field(0.0, ge=0, description="extra wait after an item is gone (a flap settling)")
+    min_confidence: float = Field(
+        VOTE.min_confidence, ge=0, le=1, description="mean confidence of the winning label; below it: the default bin"
+    )
+    default_bin: Literal[BINS] = VOTE.default_bin  # type: ignore[valid-type]
+    clear_frames: int = Field(
+        VOTE.clear_frames, ge=1, description="consecutive empty frames before the item counts as gone"
+    )
+    cooldown_s: float = Field(VOTE.cooldown_s, ge=0, description="extra wait after an item is gone (a flap settling)")
+
+    def settings(self) -> VoteSettings:
+        """The vote's own settings type (the stage does not know the config)."""
+        return VoteSettings(**self.model_dump())
 
     @model_validator(mode="after")
     def votes_fit(self) -> DecisionConfig:

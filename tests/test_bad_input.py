@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from convert.cli import main
 from edge.errors import ImageError
 from edge.images import read_image
-from edge.service.commands import ACTIONS, MAX_PAYLOAD, CommandError, parse_command
+from edge.service.command_spec import ACTIONS, MAX_PAYLOAD, CommandError, parse_command
 from tests.conftest import ROOT
 from tests.fuzz import COMMAND_TOPIC, fuzz, start_daemon
 from tests.mqtt_client import Subscriber

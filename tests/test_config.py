@@ -208,11 +208,13 @@ def test_backend_for_names_what_is_missing_instead_of_raising_anything_else():
 def test_threads_auto_is_every_core_up_to_four(tmp_path: Path):
     import os
 
+    from edge.runtime import default_threads
     from edge.service.build import inference_threads
 
     cores = os.cpu_count() or 1
     auto = load_config(write(tmp_path, edit(lambda d: d["model"].update(threads="auto"))))
-    assert inference_threads(auto) == max(1, min(4, cores))
+    assert inference_threads(auto) is None  # the runtime's one rule resolves it
+    assert default_threads() == max(1, min(4, cores))
     assert inference_threads(load_config(write(tmp_path, edit(lambda d: d["model"].update(threads=3))))) == 3
     with pytest.raises(ConfigError, match="model.threads"):
         load_config(write(tmp_path, edit(lambda d: d["model"].update(threads=0))))

@@ -9,17 +9,17 @@ from hypothesis import strategies as st
 
 from edge.labels import Label
 from edge.sources.scene import add_noise, draw_item, empty_floor
-from edge.vision.decision import Decider, DecisionConfig, PresenceDetector
+from edge.vision.decision import Decider, PresenceDetector, VoteSettings
 
 LABELS = [Label(0, "can", "recyclable"), Label(1, "peel", "kitchen"), Label(2, "battery", "hazardous")]
-CONFIG = DecisionConfig(vote_frames=4, min_votes=2, min_confidence=0.6, default_bin="other", clear_frames=2)
+CONFIG = VoteSettings(vote_frames=4, min_votes=2, min_confidence=0.6, default_bin="other", clear_frames=2)
 
 # An item: how many frames it stays, its true label, the confidence of each vote.
 items = st.lists(st.tuples(st.integers(2, 12), st.integers(0, 2), st.floats(0.61, 1.0)), min_size=0, max_size=6)
 gaps = st.integers(2, 6)
 
 
-def run(script: list[tuple[bool, int, float]], config: DecisionConfig = CONFIG) -> list:
+def run(script: list[tuple[bool, int, float]], config: VoteSettings = CONFIG) -> list:
     decider = Decider(LABELS, config)
     decisions = []
     for t, (present, label, conf) in enumerate(script + [(False, 0, 0.0)] * config.clear_frames):
@@ -77,7 +77,7 @@ def test_a_glimpse_shorter_than_min_votes_is_ignored():
 
 
 def test_cooldown_delays_the_next_item():
-    config = DecisionConfig(vote_frames=2, min_votes=1, clear_frames=1, cooldown_s=10)
+    config = VoteSettings(vote_frames=2, min_votes=1, clear_frames=1, cooldown_s=10)
     script = [(True, 0, 0.9)] * 2 + [(False, 0, 0.0)] + [(True, 1, 0.9)] * 3
     assert [d.label_index for d in run(script, config)] == [0]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from edge.classifier import Classifier
 from edge.config import Config
-from edge.runtime import default_threads
 from edge.sources import Capture, open_source
 from edge.vision.decision import PresenceDetector
+from edge.vision.preprocess import Roi
 
 
 def make_capture(config: Config) -> Capture:
@@ -35,15 +35,26 @@ def make_presence(config: Config) -> PresenceDetector | None:
     )
 
 
-def inference_threads(config: Config) -> int:
-    """The configured thread count; ``auto``: every core, up to 4."""
+def inference_threads(config: Config) -> int | None:
+    """The configured thread count; None for ``auto``, which the runtime resolves (``default_threads``)."""
     threads = config.model.threads
-    return default_threads() if threads == "auto" else threads
+    return None if threads == "auto" else threads
+
+
+def config_roi(config: Config) -> Roi | None:
+    """The configured drop zone, if any."""
+    return config.source.roi.to_roi() if config.source.roi else None
 
 
 def load_classifier(config: Config, bundle_path: Path | None = None) -> Classifier:
+    """The configured model (or the bundle at ``bundle_path``), verified and loaded."""
     m = config.model
-    roi = config.source.roi.to_roi() if config.source.roi else None
     return Classifier(
-        bundle_path or m.bundle, m.backend, m.variant, inference_threads(config), m.delegate, roi, m.top_k
+        bundle_path or m.bundle,
+        m.backend,
+        m.variant,
+        inference_threads(config),
+        m.delegate,
+        config_roi(config),
+        m.top_k,
     )

@@ -1,140 +1,124 @@
-"""Messages on …/command: validated, then carried out on the daemon's loop. Anything a client sends gets
-an answer, never a crash."""
+"""Messages on …/command: queued from paho's thread, validated (edge/service/command_spec.py), then carried
+out on the daemon's loop through the small ``CommandTarget`` interface. Anything a client sends gets an
+answer on …/command/result, never a crash."""
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import logging
+import queue
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from edge.errors import SmartbinError
-from edge.images import encode_jpeg
-from edge.service.status import status_payload
+from edge.service.command_spec import Command, CommandError, parse_command
+from edge.service.queues import drain
 from edge.service.update import UpdateRequest
 
-if TYPE_CHECKING:
-    from edge.service.daemon import Daemon
+log = logging.getLogger(__name__)
 
-MAX_PAYLOAD = 4096
-ACTIONS = (
-    "ping",
-    "status",
-    "pause",
-    "resume",
-    "snapshot",
-    "set_threshold",
-    "reload_model",
-    "update_model",
-    "flag",
-    "correct",
-)
-FIELDS = {"value", "bundle", "url", "sha256", "force", "event_id", "label"}
+COMMAND_QUEUE = 64
+
+Publish = Callable[[dict], None]  # one answer, as published on …/command/result
 
 
-class CommandError(Exception):
-    """A command that cannot be carried out; its message goes into the result."""
+class CommandTarget(Protocol):
+    """What commands may do to the bin; the daemon provides it from its parts."""
 
-    def __init__(self, message: str, command_id: Any = None):
-        super().__init__(message)
-        self.command_id = command_id
+    def status(self) -> dict: ...
+
+    def set_paused(self, paused: bool) -> None: ...
+
+    def set_threshold(self, value: float) -> float: ...
+
+    def snapshot(self) -> dict: ...
+
+    def flag(self) -> dict: ...
+
+    def correct(self, event_id: str, label: str) -> dict: ...
+
+    def start_update(self, request: UpdateRequest) -> None: ...
+
+    def reload_model(self, bundle: str | None, command_id: Any) -> None: ...
 
 
-@dataclass
-class Command:
-    id: Any
-    action: str
-    params: dict = field(default_factory=dict)
+def answer_payload(command_id: Any, action: str | None, result: dict | None = None, error: str | None = None) -> dict:
+    """The …/command/result message: ``ok`` with a result, or not ok with the reason."""
+    payload: dict = {"id": command_id, "action": action, "ok": error is None, "ts": round(time.time(), 3)}
+    if error is None:
+        payload["result"] = result or {}
+    else:
+        payload["error"] = error
+        log.warning("command %s rejected: %s", action or "?", error)
+    return payload
 
 
-def parse_command(payload: bytes) -> Command:
-    """Validate a raw payload; CommandError says what is wrong (the id is kept when readable)."""
-    if len(payload) > MAX_PAYLOAD:
-        raise CommandError(f"payload too large ({len(payload)} bytes, limit {MAX_PAYLOAD})")
+def execute_command(target: CommandTarget, command: Command) -> dict | None:
+    """Carry out a valid command; CommandError for one that cannot be done now. None: the command goes on
+    beside the loop and is answered when it ends."""
+    action, params = command.action, command.params
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CommandError("payload is not UTF-8 text") from None
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise CommandError("payload is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise CommandError('payload must be a JSON object like {"id": 1, "action": "ping"}')
-    command_id = data.get("id")
-    if isinstance(command_id, bool) or (command_id is not None and not isinstance(command_id, (str, int))):
-        raise CommandError("id must be a string or an integer")
-    action = data.get("action")
-    if action not in ACTIONS:
-        raise CommandError(f"unknown action {action!r} (allowed: {', '.join(ACTIONS)})", command_id)
-    params = {k: v for k, v in data.items() if k not in ("id", "action")}
-    if action == "set_threshold":
-        value = params.get("value")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise CommandError("set_threshold needs a number 'value' between 0 and 1", command_id)
-    elif action == "reload_model":
-        bundle = params.get("bundle")
-        if bundle is not None and not isinstance(bundle, str):
-            raise CommandError("reload_model: 'bundle' must be a path or a model store name", command_id)
-    elif action == "update_model":
-        url, sha256, force = params.get("url"), params.get("sha256"), params.get("force", False)
-        if not isinstance(url, str) or not re.match(r"^https?://[^\s]{1,2040}$", url):
-            raise CommandError("update_model needs 'url': an http:// or https:// address of a bundle .tar", command_id)
-        if sha256 is not None and (not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256)):
-            raise CommandError("update_model: 'sha256' must be the archive's 64 lowercase hex digits", command_id)
-        if not isinstance(force, bool):
-            raise CommandError("update_model: 'force' must be true or false", command_id)
-    elif action == "correct":
-        for name in ("event_id", "label"):
-            value = params.get(name)
-            if not isinstance(value, str) or not 0 < len(value.strip()) <= 100:
-                raise CommandError(f"correct needs '{name}': a non-empty string of at most 100 characters", command_id)
-    unknown = set(params) - FIELDS
-    if unknown:
-        raise CommandError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}", command_id)
-    return Command(command_id, action, params)
-
-
-def execute_command(daemon: Daemon, command: Command) -> dict | None:
-    """Carry out a valid command on the daemon's loop; CommandError for one that cannot be done now.
-    None: the command goes on beside the loop and is answered when it ends."""
-    action = command.action
-    if action == "ping":
-        return {"pong": True}
-    if action == "status":
-        return status_payload(daemon.view())
-    if action in ("pause", "resume"):
-        daemon.paused = action == "pause"
-        daemon.publisher.publish_status()
-        return {"paused": daemon.paused}
-    if action == "set_threshold":
-        daemon.decider.config.min_confidence = float(command.params["value"])
-        return {"min_confidence": daemon.decider.config.min_confidence}
-    if action == "snapshot":
-        frame = daemon.last_frame
-        if frame is None:
-            raise CommandError("no frame captured yet", command.id)
-        jpeg = encode_jpeg(frame.image, quality=95)
-        daemon.publisher.publish_bytes("snapshot", jpeg, qos=0)
-        return {"topic": daemon.publisher.topic("snapshot"), "bytes": len(jpeg), "frame_id": frame.frame_id}
-    if action == "flag":
-        return daemon.flag()
-    if action == "correct":
-        return daemon.correct(command.params["event_id"], command.params["label"].strip())
-    if action == "update_model":
-        p = command.params
-        try:
-            daemon.start_update(UpdateRequest(command.id, p["url"], p.get("sha256"), p.get("force", False)))
-        except SmartbinError as exc:
-            raise CommandError(str(exc), command.id) from exc
-        return {"done": False, "stage": "started", "url": p["url"]}
-    if action == "reload_model":
-        name = command.params.get("bundle")
-        path = daemon.store.resolve(name) if name else Path(daemon.config.model.bundle)
-        try:
-            daemon.reload_model(path, command.id)  # loads beside the loop; answered when switched in or refused
-        except SmartbinError as exc:
-            raise CommandError(str(exc), command.id) from exc
-        return None
+        if action == "ping":
+            return {"pong": True}
+        if action == "status":
+            return target.status()
+        if action in ("pause", "resume"):
+            target.set_paused(action == "pause")
+            return {"paused": action == "pause"}
+        if action == "set_threshold":
+            return {"min_confidence": target.set_threshold(float(params["value"]))}
+        if action == "snapshot":
+            return target.snapshot()
+        if action == "flag":
+            return target.flag()
+        if action == "correct":
+            return target.correct(params["event_id"], params["label"].strip())
+        if action == "update_model":
+            target.start_update(
+                UpdateRequest(command.id, params["url"], params.get("sha256"), params.get("force", False))
+            )
+            return {"done": False, "stage": "started", "url": params["url"]}
+        if action == "reload_model":
+            target.reload_model(params.get("bundle"), command.id)  # answered when switched in or refused
+            return None
+    except SmartbinError as exc:
+        raise CommandError(str(exc), command.id) from exc
     raise CommandError(f"unknown action {action!r}", command.id)
+
+
+class CommandQueue:
+    """Commands wait here between paho's thread (or the web page's) and the loop, at most COMMAND_QUEUE."""
+
+    def __init__(self, publish: Publish):
+        self.publish = publish
+        self.pending: queue.Queue[bytes] = queue.Queue(COMMAND_QUEUE)
+        self.rejected = 0
+
+    def answer(self, command_id: Any, action: str | None, result: dict | None = None, error: str | None = None) -> None:
+        self.publish(answer_payload(command_id, action, result, error))
+
+    def submit(self, payload: bytes) -> None:
+        """Any thread: queue it, or answer busy at once."""
+        try:
+            self.pending.put_nowait(payload)
+        except queue.Full:
+            self.rejected += 1
+            self.answer(None, None, error="busy: too many pending commands")
+
+    def handle(self, target: CommandTarget) -> None:
+        """The loop: carry out what waits, answering each."""
+        for payload in drain(self.pending):
+            command = None
+            try:
+                command = parse_command(payload)
+                result = execute_command(target, command)
+                if result is not None:
+                    self.answer(command.id, command.action, result)
+            except CommandError as exc:
+                self.rejected += 1
+                command_id = exc.command_id if exc.command_id is not None or command is None else command.id
+                self.answer(command_id, command.action if command else None, error=str(exc))
+            except Exception as exc:  # a command must never stop the bin
+                log.exception("command failed")
+                self.rejected += 1
+                self.answer(None, None, error=f"internal error: {type(exc).__name__}: {exc}")

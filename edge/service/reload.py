@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from edge.classifier import Classifier
 from edge.config import Config, load_config
 from edge.errors import SmartbinError
-from edge.service.build import load_classifier, make_capture, make_presence
-from edge.vision.decision import Decider
-
-if TYPE_CHECKING:
-    from edge.service.daemon import Daemon
-    from edge.service.web import WebServer
+from edge.service.build import config_roi, load_classifier, make_presence
+from edge.service.camera import Camera
+from edge.service.outputs import Outputs
+from edge.service.pipeline import Pipeline
+from edge.service.serving import Serving
+from edge.service.webhost import WebHost
 
 log = logging.getLogger(__name__)
 
@@ -71,63 +71,45 @@ def prepare_reload(running: Config, config_path: Path) -> PreparedReload:
     return PreparedReload(new, sections, load_classifier(new) if "model" in sections else None)
 
 
-def apply_reload(daemon: Daemon, prepared: PreparedReload, config_path: Path) -> None:
+class Live(Protocol):
+    """The running parts a reload rebuilds (the daemon's)."""
+
+    config: Config
+    camera: Camera
+    pipeline: Pipeline
+    models: Serving
+    outputs: Outputs
+    web: WebHost
+
+
+def apply_reload(live: Live, prepared: PreparedReload, config_path: Path) -> None:
     """On the loop: rebuild each changed section, or refuse the whole reload and keep running."""
     new, sections, classifier = prepared.config, prepared.sections, prepared.classifier
     try:
         # Prepare what can still fail before anything is switched: a refused reload changes nothing.
-        publisher = daemon.make_publisher(new) if "mqtt" in sections else None
-        web = swap_web(daemon, new) if "web" in sections else daemon.web
+        publisher = live.outputs.make_publisher(new) if "mqtt" in sections else None
+        web = live.web.prepare(live.config, new) if "web" in sections else live.web.server
     except SmartbinError as exc:
         log.error("reload refused, keeping the running configuration: %s", exc)
         return
-    for name in changed_sections(daemon.config, new):
+    for name in changed_sections(live.config, new):
         if name in NOT_OURS:
             log.info("%s changed: %s", name, NOT_OURS[name])
-    daemon.config = new
+    live.config = live.models.config = live.outputs.config = new
+    roi = config_roi(new) if "source" in sections else live.models.classifier.roi
     if "source" in sections:
-        daemon.capture.stop()
-        daemon.capture = make_capture(new)
-        daemon.capture.start()
-        daemon.last_id = -1  # a new source numbers its frames from 1
-        daemon.classifier.roi = new.source.roi.to_roi() if new.source.roi else None
+        live.camera.replace(new)
+        live.models.classifier.roi = roi
     if "presence" in sections:
-        daemon.presence = make_presence(new)
+        live.pipeline.set_presence(make_presence(new))
     if classifier is not None:
-        classifier.roi = daemon.classifier.roi
-        daemon.classifier = classifier
-    if classifier is not None or "decision" in sections:
-        decision = new.decision.model_copy() if "decision" in sections else daemon.decider.config
-        daemon.decider = Decider(daemon.classifier.labels, decision)
+        classifier.roi = roi
+        live.models.serve(classifier)
+    if "decision" in sections:
+        live.pipeline.set_vote(new.decision.settings())
     if publisher is not None:
-        daemon.publisher.stop(timeout=3.0)  # offline on the old topics, backlog kept in the outbox
-        daemon.publisher = publisher
-        daemon.publisher.start()
-    if web is not daemon.web and daemon.web is not None:
-        daemon.web.stop()
-    daemon.web = web
-    if web is not None and web.thread.ident is None:
-        web.start()
-    if web is not None:
-        web.roi = daemon.classifier.roi
+        live.outputs.replace_publisher(publisher, new)
+    live.web.replace(web, roi)
     logging.getLogger().setLevel(new.log_level)
-    daemon.publisher.publish_status()
+    live.outputs.publish_status()
     log.info("reloaded from %s: %s", config_path, ", ".join(sections) or "nothing changed")
-
-
-def swap_web(daemon: Daemon, new: Config) -> WebServer | None:
-    """The new page's server, bound before the old one goes; on the same address the old one is
-    released first and, if the new one cannot bind, taken back."""
-    same_address = daemon.web is not None and (daemon.web.config.host, daemon.web.config.port) == (
-        new.web.host,
-        new.web.port,
-    )
-    if same_address:
-        daemon.web.stop()
-    try:
-        return daemon.make_web(new)
-    except OSError as exc:
-        if same_address:
-            daemon.web = daemon.make_web(daemon.config)
-            daemon.web.start()
-        raise SmartbinError(f"web: cannot listen on {new.web.host}:{new.web.port}: {exc}") from exc

@@ -44,7 +44,7 @@ class Serving:
         changed: Callable[[], None],
         answer: Answer,
     ):
-        self.config = config  # the config in force: the daemon replaces it on a reload
+        self.config = config  # the config in force: a reload replaces it
         self.background = background
         self.switched, self.changed, self.answer = switched, changed, answer
         self.started = time.time()
@@ -80,7 +80,8 @@ class Serving:
             return classifier
         raise ModelUnavailable("no model loads: " + "; ".join(errors))
 
-    def _serve(self, classifier: Classifier) -> None:
+    def serve(self, classifier: Classifier) -> None:
+        """``classifier`` serves from now on (``switched`` tells the daemon)."""
         self.classifier = classifier
         self.switched(classifier)
 
@@ -134,11 +135,13 @@ class Serving:
         }
 
     # ------------------------------------------------------------------ changes
-    def reload(self, path: Path, command_id: Any = None) -> None:
+    def reload(self, bundle: str | None, command_id: Any = None) -> None:
         """Verify and load a bundle beside the loop, which keeps serving the old one; the answer comes when
-        it is switched in, or refused. With ``updates.public_key`` only a bundle signed by it loads, whether
-        it came over the air or by path. Loads wait their turn behind one another."""
+        it is switched in, or refused. ``bundle``: a folder of the model store by name, a path, or None for
+        the configured bundle. With ``updates.public_key`` only a bundle signed by it loads, whether it came
+        over the air or by path. Loads wait their turn behind one another."""
         config = self.config
+        path = self.store.resolve(bundle) if bundle else Path(config.model.bundle)
 
         def load() -> Classifier:
             bundle = Bundle.open(path)
@@ -152,7 +155,7 @@ class Serving:
                 self.answer(command_id, "reload_model", error=f"reload refused, still serving the old model: {error}")
                 return
             previous = self.classifier.bundle.path
-            self._serve(classifier)
+            self.serve(classifier)
             if self.store.state().current:  # once updates are in use, the store's choice is what starts next time
                 self.store.switch(path, previous, None, 0)
                 self.trial_until, self.previous = None, None
@@ -180,7 +183,7 @@ class Serving:
     def apply_update(self, prepared: Prepared) -> dict:
         """Switch to a tested model (a pointer swap: no gap in classification) and open the health window."""
         old = self.classifier
-        self._serve(prepared.classifier)
+        self.serve(prepared.classifier)
         window = self.config.updates.health_window_s
         self.store.switch(prepared.folder, old.bundle.path, prepared.request.sha256, window)
         self.trial_until = time.monotonic() + window if window > 0 else None
@@ -199,7 +202,7 @@ class Serving:
         state = self.store.rollback(reason)
         self.trial_until = None
         if self.previous is not None:
-            self._serve(self.previous)
+            self.serve(self.previous)
             self.previous = None
             self.changed()
             return
@@ -209,7 +212,7 @@ class Serving:
             if error is not None:  # the store's choice stands; a restart loads it or falls back further
                 log.error("rollback to %s failed: %s", path, error)
                 return
-            self._serve(classifier)
+            self.serve(classifier)
             self.changed()
 
         self.background.submit("rollback", lambda: load_classifier(config, path), done)

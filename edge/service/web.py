@@ -28,7 +28,7 @@ import numpy as np
 
 from edge.config import WebConfig
 from edge.images import encode_jpeg
-from edge.service.commands import MAX_PAYLOAD
+from edge.service.command_spec import MAX_PAYLOAD
 from edge.service.queues import drain
 from edge.service.status import StatusView, metrics_payload, prometheus_registry
 from edge.sources import Frame

@@ -7,15 +7,14 @@ Query parameters set the source's options (width, height, fps, loop, ...).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from edge.errors import ConfigError
 from edge.sources.base import Frame, FrameSource, SourceError
 from edge.sources.capture import Capture
 
-__all__ = ["Capture", "Frame", "FrameSource", "SourceError", "open_source", "SCHEMES"]
-
-SCHEMES = ("csi", "v4l2", "rtsp", "http", "https", "file", "dir", "synthetic")
+__all__ = ["Capture", "Frame", "FrameSource", "SourceError", "check_uri", "open_source", "SCHEMES"]
 
 
 def _options(query: str, allowed: dict[str, type], uri: str) -> dict:
@@ -32,26 +31,58 @@ def _options(query: str, allowed: dict[str, type], uri: str) -> dict:
 
 
 CAMERA_OPTIONS = {"width": int, "height": int, "fps": float}
+# scheme -> the query options it takes: the registry a config is checked against (nothing is built)
+OPTIONS: dict[str, dict[str, type]] = {
+    "csi": CAMERA_OPTIONS,
+    "v4l2": {**CAMERA_OPTIONS, "fourcc": str},
+    "rtsp": {},
+    "http": {},
+    "https": {},
+    "file": {"loop": bool, "realtime": bool},
+    "dir": {"loop": bool},
+    "synthetic": {
+        **dict.fromkeys(("classes", "items", "empty", "present", "width", "height", "seed"), int),
+        "loop": bool,
+        "fps": float,
+    },
+}
+SCHEMES = tuple(OPTIONS)
+
+
+@dataclass(frozen=True)
+class SourceUri:
+    """A checked source URI: its scheme, what it points at and its options."""
+
+    uri: str
+    scheme: str
+    target: str
+    options: dict
+
+
+def check_uri(uri: str) -> SourceUri:
+    """Parse a source URI against the registry; a bad one raises ConfigError saying what is allowed."""
+    if uri.isdigit() or uri.startswith("/dev/video"):
+        uri = f"v4l2://{uri}"
+    parts = urlsplit(uri)
+    if parts.scheme not in OPTIONS:
+        raise ConfigError(f"{uri}: unknown source (allowed: {', '.join(s + '://' for s in SCHEMES)}, /dev/videoN or N)")
+    options = _options(parts.query, OPTIONS[parts.scheme], uri)
+    return SourceUri(uri, parts.scheme, parts.netloc + parts.path, options)
 
 
 def open_source(uri: str) -> FrameSource:
     """Make (not open) the source a URI names; a bad URI raises ConfigError saying what is allowed."""
-    if uri.isdigit() or uri.startswith("/dev/video"):
-        uri = f"v4l2://{uri}"
-    parts = urlsplit(uri)
-    scheme = parts.scheme
+    checked = check_uri(uri)
+    scheme, target, options, uri = checked.scheme, checked.target, checked.options, checked.uri
     if scheme == "v4l2":
         from edge.sources.v4l2 import V4L2Source
 
-        target = parts.netloc + parts.path
-        device: str | int = int(target) if target.isdigit() else target
-        return V4L2Source(uri, device, **_options(parts.query, {**CAMERA_OPTIONS, "fourcc": str}, uri))
+        return V4L2Source(uri, int(target) if target.isdigit() else target, **options)
     if scheme == "csi":
         from edge.sources.csi import JetsonCSISource, PiCameraSource, is_jetson
 
-        index = int(parts.netloc or 0)
         cls = JetsonCSISource if is_jetson() else PiCameraSource
-        return cls(uri, index, **_options(parts.query, CAMERA_OPTIONS, uri))
+        return cls(uri, int(urlsplit(uri).netloc or 0), **options)
     if scheme in ("rtsp", "http", "https"):
         from edge.sources.network import NetworkSource
 
@@ -59,26 +90,11 @@ def open_source(uri: str) -> FrameSource:
     if scheme == "file":
         from edge.sources.file import FileSource
 
-        return FileSource(
-            uri, parts.netloc + parts.path, **_options(parts.query, {"loop": bool, "realtime": bool}, uri)
-        )
+        return FileSource(uri, target, **options)
     if scheme == "dir":
         from edge.sources.directory import DirectorySource
 
-        return DirectorySource(uri, parts.netloc + parts.path, **_options(parts.query, {"loop": bool}, uri))
-    if scheme == "synthetic":
-        from edge.sources.synthetic import SyntheticSource
+        return DirectorySource(uri, target, **options)
+    from edge.sources.synthetic import SyntheticSource
 
-        allowed = {
-            "classes": int,
-            "items": int,
-            "empty": int,
-            "present": int,
-            "width": int,
-            "height": int,
-            "seed": int,
-            "loop": bool,
-            "fps": float,
-        }
-        return SyntheticSource(uri, **_options(parts.query, allowed, uri))
-    raise ConfigError(f"{uri}: unknown source (allowed: {', '.join(s + '://' for s in SCHEMES)}, /dev/videoN or N)")
+    return SyntheticSource(uri, **options)

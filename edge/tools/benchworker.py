@@ -171,27 +171,17 @@ def private_state(work: Path) -> dict:
     }
 
 
-def measure_e2e(spec: dict) -> dict:
-    """The daemon's own loop (presence off) publishing to a broker; a subscriber timestamps arrival."""
-    from edge.config import MqttConfig, parse_config
-    from edge.service.daemon import Daemon
-    from edge.service.mqtt_client import make_client
+def e2e_config(spec: dict, work: Path):
+    """The bench daemon's config: the given bundle on an endless synthetic item, presence off."""
+    from edge.config import parse_config
 
     host, port = spec["broker"].rsplit(":", 1)
-    work = Path(tempfile.mkdtemp(prefix="smartbin-bench-"))
-    atexit.register(shutil.rmtree, work, True)  # one measurement per process
-    fps = spec.get("fps", 0)
-    uri = f"synthetic://?items=0&present=20&empty=0&fps={fps}"
-    config = parse_config(
+    uri = f"synthetic://?items=0&present=20&empty=0&fps={spec.get('fps', 0)}"
+    model = {k: spec.get(k) for k in ("bundle", "backend", "variant", "threads", "delegate")}
+    return parse_config(
         {
             "device_id": "bench",
-            "model": {
-                "bundle": spec["bundle"],
-                "backend": spec["backend"],
-                "variant": spec["variant"],
-                "threads": spec["threads"],
-                "delegate": spec.get("delegate"),
-            },
+            "model": model,
             "source": {"uri": uri, "frozen_after_s": 0},
             "presence": {"mode": "always"},
             "decision": {"vote_frames": 5, "min_votes": 1},
@@ -200,35 +190,57 @@ def measure_e2e(spec: dict) -> dict:
         },
         "bench",
     )
+
+
+class Arrivals:
+    """A subscriber to …/classification that timestamps each frame's message as it arrives."""
+
+    def __init__(self, config, wanted: int):
+        from edge.service.mqtt_client import make_client
+
+        self.wanted = wanted
+        self.at: dict[int, float] = {}
+        self.to_publish: dict[int, float] = {}
+        self.infer_ms: dict[int, float] = {}
+        self.done, self.subscribed = threading.Event(), threading.Event()
+        self.client = make_client(config.mqtt, f"smartbin-bench-{os.getpid()}")
+        topic = f"{config.topic_base}/classification"
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=0)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(config.mqtt.host, config.mqtt.port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        now = time.monotonic()
+        payload = json.loads(message.payload)
+        frame_id = payload["frame_id"]
+        self.at[frame_id] = now
+        self.to_publish[frame_id] = payload["latency_ms"]["capture_to_publish"]
+        self.infer_ms[frame_id] = payload["latency_ms"]["infer"]
+        if len(self.at) >= self.wanted:
+            self.done.set()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def measure_e2e(spec: dict) -> dict:
+    """The daemon's own loop (presence off) publishing to a broker; a subscriber timestamps arrival."""
+    from edge.service.daemon import Daemon
+
+    work = Path(tempfile.mkdtemp(prefix="smartbin-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # one measurement per process
+    config = e2e_config(spec, work)
     t0 = time.perf_counter()
     daemon = Daemon(config)
     load_s = time.perf_counter() - t0
     captured: dict[int, float] = {}
-    arrivals: dict[int, float] = {}
-    to_publish: dict[int, float] = {}
-    infer_ms: dict[int, float] = {}
-    done = threading.Event()
     wanted = spec["warmup"] + spec["runs"]
-
-    def on_message(client, userdata, message):
-        now = time.monotonic()
-        payload = json.loads(message.payload)
-        frame_id = payload["frame_id"]
-        arrivals[frame_id] = now
-        to_publish[frame_id] = payload["latency_ms"]["capture_to_publish"]
-        infer_ms[frame_id] = payload["latency_ms"]["infer"]
-        if len(arrivals) >= wanted:
-            done.set()
-
-    sub = make_client(MqttConfig(host=host, port=int(port)), f"smartbin-bench-{os.getpid()}")
-    subscribed = threading.Event()
-    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{config.topic_base}/classification", qos=0)
-    sub.on_subscribe = lambda *a: subscribed.set()
-    sub.on_message = on_message
-    sub.connect(host, int(port))
-    sub.loop_start()
+    arrivals = Arrivals(config, wanted)
     daemon.start()
-    if not (subscribed.wait(10) and daemon.publisher.connected.wait(10)):
+    if not (arrivals.subscribed.wait(10) and daemon.outputs.publisher.connected.wait(10)):
         raise RuntimeError(f"cannot reach the broker at {spec['broker']}")
     start = time.perf_counter()
     first_s = None
@@ -238,29 +250,31 @@ def measure_e2e(spec: dict) -> dict:
             raise RuntimeError("the source gave no frame")
         captured[step.frame.frame_id] = step.frame.mono
         if step.decision is not None:
-            daemon.decider.reset()  # an endless stream of items: every frame is classified and published
+            daemon.pipeline.forget_item()  # an endless stream of items: every frame is classified and published
         if first_s is None:
             first_s = time.perf_counter() - start
             start = time.perf_counter()
     elapsed = time.perf_counter() - start
-    done.wait(5)
+    arrivals.done.wait(5)
     ids = sorted(captured)[spec["warmup"] :]
-    arrived = [i for i in ids if i in arrivals]
-    latencies = [(arrivals[i] - captured[i]) * 1e3 for i in arrived]
+    arrived = [i for i in ids if i in arrivals.at]
+    latencies = [(arrivals.at[i] - captured[i]) * 1e3 for i in arrived]
     # Where the time goes, per frame (p50): the loop's own stages as the daemon timed them, then
     # publish -> arrival (broker hop and the subscriber's thread). "outside_inference" is each frame's
     # latency minus its own inference: the daemon's overhead, free of the drift of inference speed.
-    breakdown = {f"loop_{k}": v["p50"] for k, v in daemon.stage_figures().items()}
+    breakdown = {f"loop_{k}": v["p50"] for k, v in daemon.pipeline.timings.percentiles().items()}
     breakdown.update(
-        capture_to_publish=summary([to_publish[i] for i in arrived])["p50"],
-        publish_to_arrival=summary([(arrivals[i] - captured[i]) * 1e3 - to_publish[i] for i in arrived])["p50"],
-        outside_inference=summary([(arrivals[i] - captured[i]) * 1e3 - infer_ms[i] for i in arrived])["p50"],
+        capture_to_publish=summary([arrivals.to_publish[i] for i in arrived])["p50"],
+        publish_to_arrival=summary([(arrivals.at[i] - captured[i]) * 1e3 - arrivals.to_publish[i] for i in arrived])[
+            "p50"
+        ],
+        outside_inference=summary([(arrivals.at[i] - captured[i]) * 1e3 - arrivals.infer_ms[i] for i in arrived])[
+            "p50"
+        ],
     )
-    daemon.capture.stop()
-    daemon.publisher.stop(timeout=1)
-    daemon.outbox.close()
-    sub.disconnect()
-    sub.loop_stop()
+    engine = daemon.classifier.engine.info()
+    daemon.shutdown()
+    arrivals.close()
     return {
         "latency_ms": summary(latencies),
         "throughput_fps": (wanted - 1) / elapsed,
@@ -269,7 +283,7 @@ def measure_e2e(spec: dict) -> dict:
         "messages_received": len(latencies),
         "messages_sent": len(ids),
         "stages_ms": breakdown,
-        "engine": daemon.classifier.engine.info(),
+        "engine": engine,
     }
 
 

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from edge.config import DecisionConfig
 from edge.labels import Label
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,18 @@ class Decision:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class VoteSettings:
+    """How frames vote for one decision (the config's ``decision`` section; checked there)."""
+
+    vote_frames: int = 5
+    min_votes: int = 2
+    min_confidence: float = 0.6
+    default_bin: str = "other"
+    clear_frames: int = 3
+    cooldown_s: float = 0.0
 
 
 RELEARN_SETTLE_S = 5.0  # after a re-learn the background follows the view fast for this long (lights warm up)
@@ -96,6 +107,10 @@ class PresenceDetector:
             return "learning"
         return "item" if self.present_since is not None else "empty"
 
+    def relearning(self) -> bool:
+        """Settling after a re-learn (not the first warm-up): the status says degraded meanwhile."""
+        return self.relearns > 0 and self.state() == "learning"
+
     def summary(self) -> dict:
         """For status and metrics: what presence sees now and the last re-learn."""
         return {"state": self.state(), "relearns": self.relearns, "last_relearn": self.last_relearn}
@@ -147,9 +162,9 @@ class PresenceDetector:
 class Decider:
     """The vote. Feed it every frame's presence and (when present) its top label and confidence."""
 
-    def __init__(self, labels: list[Label], config: DecisionConfig | None = None):
+    def __init__(self, labels: list[Label], config: VoteSettings | None = None):
         self.labels = labels
-        self.config = config or DecisionConfig()
+        self.config = config or VoteSettings()
         self.votes: list[tuple[int, float, int]] = []  # (label index, confidence, frame id)
         self.decided = False
         self.absent_run = 0
