@@ -64,5 +64,8 @@ setup(
     ],
     install_requires=[],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["smartbin=convert.cli:main"]},
+    entry_points={
+        "console_scripts": ["smartbin=edge.cli:main"],  # the device's side; the workstation's commands join it:
+        "smartbin.commands": ["workstation=convert.cli:register"],
+    },
 )

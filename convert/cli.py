@@ -1,7 +1,8 @@
 """The workstation's half of the `smartbin` command: dataset, train, convert, evaluate, predict, demo.
 
-The console script starts here and adds these subcommands to the device's parser (edge/cli.py),
-so that `edge` never imports `convert`. Subcommands that need TensorFlow import it when they run.
+``register`` adds them to the `smartbin` command (edge/cli.py) through the ``smartbin.commands``
+entry-point group (setup.py), so that `edge` never imports `convert`. Subcommands that need
+TensorFlow import it when they run.
 """
 
 from __future__ import annotations
@@ -9,10 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from edge import cli as device_cli
 from edge.cli import add_command as _add
 from edge.errors import SmartbinError
 
@@ -165,8 +164,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), args.bench_runs)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the workstation's subcommands to the `smartbin` parser."""
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """dataset synth/check and samples pull."""
     dataset = sub.add_parser("dataset", help="make or check a dataset", description="Make or check a dataset.")
     dsub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     p = _add(dsub, "synth", cmd_dataset_synth, "write a synthetic dataset in the garbage_classify_v2 format")
@@ -190,6 +189,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--password-env", help="environment variable holding the status page's password")
     p.add_argument("--out", required=True, help="dataset folder to write (new or empty)")
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """train: a run folder from one or more datasets."""
     p = _add(sub, "train", cmd_train, "train the ResNet classifier on a dataset (workstation)")
     p.add_argument(
         "--data",
@@ -207,6 +209,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
 
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    """convert: a run folder to a verified bundle."""
     p = _add(sub, "convert", cmd_convert, "export a trained model to a verified bundle (TFLite variants, ONNX)")
     p.add_argument("model", help="run folder or .keras file")
     p.add_argument("--out", required=True, help="bundle folder to write")
@@ -245,6 +250,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="leave out the peak probes (~5 MB, ~10 MB with --onnx); the bench then uses the nominal peak alone",
     )
 
+
+def _add_use_commands(sub: argparse._SubParsersAction) -> None:
+    """evaluate, predict and demo."""
     p = _add(sub, "evaluate", cmd_evaluate, "accuracy and agreement of every variant of a bundle on a dataset")
     p.add_argument("bundle")
     p.add_argument("--data", required=True)
@@ -266,10 +274,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bench-runs", type=int, default=50)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `smartbin` console command: the device's commands and the workstation's."""
-    return device_cli.main(argv, extensions=[register])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the workstation's subcommands to the `smartbin` parser (the ``smartbin.commands`` entry point)."""
+    for add in (_add_data_commands, _add_train, _add_convert, _add_use_commands):
+        add(sub)

@@ -7,6 +7,7 @@ that misses its gate fails the command unless ``--allow-accuracy-drop`` is given
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import shutil
@@ -229,28 +230,41 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
     unknown = [v for v in options.variants if v not in TFLITE_VARIANTS]
     if unknown:
         raise SmartbinError(f"--variants: unknown {', '.join(unknown)} (allowed: {', '.join(TFLITE_VARIANTS)})")
-    check_out(Path(out), options.force)
-    console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+    out = Path(out)
+    check_out(out, options.force)
     source = load_source(model, options)
     keras_model = load_model(source.model_file)
-    height, width = int(keras_model.input_shape[1]), int(keras_model.input_shape[2])
     if int(keras_model.output_shape[-1]) != len(source.labels):
         raise SmartbinError(
             f"{source.model_file}: {keras_model.output_shape[-1]} outputs but {len(source.labels)} labels"
         )
-    out = Path(out)
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent if out.parent.exists() else None))
     try:
-        with console.status("loading calibration and held-out images"):
-            calibration = load_images(
-                calibration_samples(source.train, options.calib_samples, options.seed), height, width
+        export = Export(source, keras_model, options, staging)
+        for variant in list(options.variants) + (["onnx", "onnx_int8"] if options.onnx else []):
+            export.variant(variant)
+        return export.finish(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class Export:
+    """One conversion in a staging folder: the images it gates on, the manifest it fills, each variant."""
+
+    def __init__(self, source: Source, keras_model, options: ExportOptions, staging: Path):
+        self.keras_model, self.options, self.staging = keras_model, options, staging
+        self.console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+        self.size = height, width = int(keras_model.input_shape[1]), int(keras_model.input_shape[2])
+        with self.console.status("loading calibration and held-out images"):
+            samples = calibration_samples(source.train, options.calib_samples, options.seed)
+            self.calibration = load_images(samples, height, width)
+            self.held_out = load_images(source.held_out, height, width)
+            self.truth = np.array([s.label for s in source.held_out])
+            batches = range(0, len(self.held_out), 32)
+            self.keras_probs = np.concatenate(
+                [np.asarray(keras_model(self.held_out[i : i + 32], training=False)) for i in batches]
             )
-            held_out = load_images(source.held_out, height, width)
-            truth = np.array([s.label for s in source.held_out])
-            keras_probs = np.concatenate(
-                [np.asarray(keras_model(held_out[i : i + 32], training=False)) for i in range(0, len(held_out), 32)]
-            )
-        manifest = Manifest(
+        self.manifest = Manifest(
             format_version=FORMAT_VERSION,
             name=source.name,
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -258,88 +272,103 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
             labels=[LabelEntry(index=lab.index, name=lab.name, bin=lab.bin) for lab in source.labels],
             input=InputSpec(height=height, width=width),
             variants={},
-            keras_accuracy={"top1": float((keras_probs.argmax(1) == truth).mean()), "images": float(len(truth))},
+            keras_accuracy={
+                "top1": float((self.keras_probs.argmax(1) == self.truth).mean()),
+                "images": len(self.truth),
+            },
         )
-        targets = list(options.variants) + (["onnx", "onnx_int8"] if options.onnx else [])
-        reports: dict[str, dict] = {}
-        saved_model = None
-        for variant in targets:
-            path = staging / VARIANT_FILES[variant]
-            with console.status(f"converting {variant}"):
-                start = time.perf_counter()
-                if variant == "onnx":
-                    convert_onnx(keras_model, path, height, width)
-                elif variant == "onnx_int8":
-                    quantize_onnx(staging / VARIANT_FILES["onnx"], path, calibration)
-                else:
-                    saved_model = saved_model or export_saved_model(keras_model, staging / "saved_model")
-                    path.write_bytes(convert_tflite(saved_model, variant, calibration))
-                seconds = time.perf_counter() - start
+        self.reports: dict[str, dict] = {}
+        self.saved_model: Path | None = None
 
-            def evaluate(data: bytes | None = None, variant: str = variant, path: Path = path, seconds=seconds):
-                """Gate the variant's file (``data`` written first) through the device's own engine."""
-                if data is not None:
-                    path.write_bytes(data)
-                manifest.variants[variant] = entry = _entry(path, variant, seconds)
-                engine = open_engine(Bundle(staging, manifest), "auto", variant)
-                start = time.perf_counter()
-                probs = np.concatenate([engine.infer(x[None]) for x in held_out])
-                ms = 1000 * (time.perf_counter() - start) / len(held_out)
-                if variant == "int8":  # mixed precision may leave the output in float
-                    entry.output_dtype = np.dtype(engine.interpreter.get_output_details()[0]["dtype"]).name
-                entry.gate = gate(variant, probs, keras_probs, truth)
-                return entry.gate, ms
-
-            result, ms = evaluate()
-            if variant in CALIBRATION and (not result.passed or options.quant_report):
-                with console.status(f"{variant}: per-layer quantization report" + ("" if result.passed else ", fixes")):
-                    what = f"MinMax calibration, {len(calibration)} images"
-                    what = "every hybrid op quantized" if variant == "dynamic" else what
-                    first = Candidate(path.read_bytes(), result, ms, what)
-                    best, report = rescue(
-                        variant,
-                        first,
-                        evaluate,
-                        calibration,
-                        saved_model,
-                        staging / VARIANT_FILES["onnx"] if variant == "onnx_int8" else None,
-                        options.mixed_precision,
-                        staging,
-                    )
-                    result, _ = evaluate(best.data)
-                    manifest.variants[variant].quantization = report
-                    reports[variant] = report.model_dump()
-            entry = manifest.variants[variant]
-            console.log(
-                f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "
-                f"agreement {result.agreement:.1%}, top-1 {result.top1:.1%}"
-                + (
-                    f", {len(entry.quantization.float_layers)} layer(s) left in float"
-                    if entry.quantization and entry.quantization.float_layers
-                    else ""
+    def _convert(self, variant: str, path: Path) -> float:
+        """Write the variant's file; the seconds it took."""
+        with self.console.status(f"converting {variant}"):
+            start = time.perf_counter()
+            if variant == "onnx":
+                convert_onnx(self.keras_model, path, *self.size)
+            elif variant == "onnx_int8":
+                quantize_onnx(self.staging / VARIANT_FILES["onnx"], path, self.calibration)
+            else:
+                self.saved_model = self.saved_model or export_saved_model(
+                    self.keras_model, self.staging / "saved_model"
                 )
-            )
-        manifest.acceptance = write_acceptance(staging, held_out, keras_probs)
+                path.write_bytes(convert_tflite(self.saved_model, variant, self.calibration))
+            return time.perf_counter() - start
+
+    def _evaluate(
+        self, variant: str, path: Path, seconds: float, data: bytes | None = None
+    ) -> tuple[GateResult, float]:
+        """Gate the variant's file (``data`` written first) through the device's own engine; (gate, ms/image)."""
+        if data is not None:
+            path.write_bytes(data)
+        self.manifest.variants[variant] = entry = _entry(path, variant, seconds)
+        engine = open_engine(Bundle(self.staging, self.manifest), "auto", variant)
+        start = time.perf_counter()
+        probs = np.concatenate([engine.infer(x[None]) for x in self.held_out])
+        ms = 1000 * (time.perf_counter() - start) / len(self.held_out)
+        if variant == "int8":  # mixed precision may leave the output in float
+            entry.output_dtype = np.dtype(engine.interpreter.get_output_details()[0]["dtype"]).name
+        entry.gate = gate(variant, probs, self.keras_probs, self.truth)
+        return entry.gate, ms
+
+    def variant(self, variant: str) -> None:
+        """Convert, gate and (for a quantized variant that misses, or on request) rescue one variant."""
+        path = self.staging / VARIANT_FILES[variant]
+        seconds = self._convert(variant, path)
+        evaluate = functools.partial(self._evaluate, variant, path, seconds)
+        result, ms = evaluate()
+        if variant in CALIBRATION and (not result.passed or self.options.quant_report):
+            with self.console.status(
+                f"{variant}: per-layer quantization report" + ("" if result.passed else ", fixes")
+            ):
+                what = f"MinMax calibration, {len(self.calibration)} images"
+                what = "every hybrid op quantized" if variant == "dynamic" else what
+                best, report = rescue(
+                    variant,
+                    Candidate(path.read_bytes(), result, ms, what),
+                    evaluate,
+                    self.calibration,
+                    self.saved_model,
+                    self.staging / VARIANT_FILES["onnx"] if variant == "onnx_int8" else None,
+                    self.options.mixed_precision,
+                    self.staging,
+                )
+                result, _ = evaluate(best.data)
+                self.manifest.variants[variant].quantization = report
+                self.reports[variant] = report.model_dump()
+        q = self.manifest.variants[variant].quantization
+        floats = f", {len(q.float_layers)} layer(s) left in float" if q and q.float_layers else ""
+        self.console.log(
+            f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "
+            f"agreement {result.agreement:.1%}, top-1 {result.top1:.1%}{floats}"
+        )
+
+    def finish(self, out: Path) -> int:
+        """The acceptance set, probes and manifest, then the staging folder renamed to ``out``; 1 (nothing
+        written) when a variant missed its gate without --allow-accuracy-drop."""
+        manifest, options, console, staging = self.manifest, self.options, self.console, self.staging
+        manifest.acceptance = write_acceptance(staging, self.held_out, self.keras_probs)
         if options.probes:
             with console.status("writing the peak probes (matrix products only, for the bench's floor)"):
                 manifest.probes = write_probes(staging, options.onnx)
         failed = [v for v, e in manifest.variants.items() if e.gate and not e.gate.passed]
         for variant in failed:
             manifest.variants[variant].gate.accepted_despite_failure = options.allow_accuracy_drop
-        rows = list(manifest.variants.items())
-        console.print(summary_table(rows, f"bundle {out} ({len(truth)} held-out images)"))
+        console.print(
+            summary_table(list(manifest.variants.items()), f"bundle {out} ({len(self.truth)} held-out images)")
+        )
         if failed and not options.allow_accuracy_drop:
             for variant in failed:
                 console.print(f"[red]{variant} missed its gate: {describe_failure(manifest.variants[variant].gate)}")
-                if reports.get(variant):
-                    console.print(quantization_markdown({variant: reports[variant]}))
+                if self.reports.get(variant):
+                    console.print(quantization_markdown({variant: self.reports[variant]}))
             console.print("nothing written; pass --allow-accuracy-drop to write it anyway (marked in the manifest)")
             return 1
-        if saved_model:
-            shutil.rmtree(saved_model)
-        if reports:
-            (staging / "quantization.json").write_text(json.dumps(reports, indent=2), encoding="utf-8")
-            (staging / "quantization.md").write_text(quantization_markdown(reports), encoding="utf-8")
+        if self.saved_model:
+            shutil.rmtree(self.saved_model)
+        if self.reports:
+            (staging / "quantization.json").write_text(json.dumps(self.reports, indent=2), encoding="utf-8")
+            (staging / "quantization.md").write_text(quantization_markdown(self.reports), encoding="utf-8")
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -350,5 +379,3 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
                 + TRTEXEC_HINT.format(onnx=out / "model.onnx", engine=out / "model.engine")
             )
         return 0
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -54,6 +54,23 @@ def better(a: GateResult, b: GateResult) -> bool:
     return (a.passed, a.agreement, a.top1) > (b.passed, b.agreement, b.top1)
 
 
+def _calibrations(
+    float_onnx: Path, candidate_path: Path, calibration: np.ndarray, evaluate: Evaluate, attempts: list[Candidate]
+) -> tuple[Candidate, str]:
+    """ONNX int8 with each other calibration method until one passes; the best one and its method."""
+    current, method = attempts[0], "MinMax"
+    for other in CALIBRATIONS:
+        quantize_onnx(float_onnx, candidate_path, calibration, method=other)
+        gate, ms = evaluate(candidate_path.read_bytes())
+        attempts.append(Candidate(candidate_path.read_bytes(), gate, ms, f"{other} calibration"))
+        log.info("onnx_int8 with %s calibration: agreement %.1f%%", other, 100 * gate.agreement)
+        if better(gate, current.gate):
+            current, method = attempts[-1], other
+        if gate.passed:
+            break
+    return current, method
+
+
 def rescue(
     variant: str,
     current: Candidate,
@@ -80,15 +97,8 @@ def rescue(
         candidate_path.write_bytes(current.data)
         ranked = onnx_layer_errors(float_onnx, candidate_path, debug)
         neighbours = onnx_neighbours(float_onnx)
-        for other in CALIBRATIONS if not current.gate.passed else ():
-            quantize_onnx(float_onnx, candidate_path, calibration, method=other)
-            gate, ms = evaluate(candidate_path.read_bytes())
-            attempts.append(Candidate(candidate_path.read_bytes(), gate, ms, f"{other} calibration"))
-            log.info("%s with %s calibration: agreement %.1f%%", variant, other, 100 * gate.agreement)
-            if better(gate, current.gate):
-                current, method = attempts[-1], other
-            if gate.passed:
-                break
+        if not current.gate.passed:
+            current, method = _calibrations(float_onnx, candidate_path, calibration, evaluate, attempts)
     best, float_layers = current, []
     if not best.gate.passed and mixed_precision:
         for names in float_sets(ranked, neighbours):

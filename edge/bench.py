@@ -283,16 +283,62 @@ def plan(bundle: Bundle, args: argparse.Namespace, missing_ok: bool = False) -> 
     return planned
 
 
+def _planned(args) -> tuple[list[Bundle], list[dict]]:
+    """The bundles, verified, and the rows to measure; SmartbinError when nothing can be."""
+    bundles = [Bundle.open(path) for path in args.bundle]
+    planned = []
+    for bundle in bundles:
+        bundle.verify()
+        planned += plan(bundle, args, missing_ok=len(bundles) > 1)
+    if not planned:
+        raise SmartbinError(f"--variants: none of {args.variants} is in any of the bundles")
+    return bundles, planned
+
+
+def _measure(run: dict, bundle: Bundle, label: str, args, env: dict, gflop: float | None) -> dict:
+    """One row: the worker's figures (invoke rows bracketed by the library's peak probe, e2e rows with a
+    cold start), the variant's size and accuracy."""
+    spec = {
+        **run,
+        "mode": run["mode"].partition("@")[0],
+        "bundle": str(bundle.path),
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "broker": args.broker,
+        "delegate": args.delegate,
+    }
+    try:
+        if run["mode"] == "invoke":  # bracketed by the library's rate on matrix products, for its floor
+            probe = {**spec, "mode": "probe", "probe": probe_name(run["backend"], run["variant"])}
+            before = run_worker(probe)
+            data = run_worker(spec)
+            name = f"{label}/{run['backend']}/{run['threads']}t"
+            for warning in add_floor(data, run["variant"], run["threads"], [before, run_worker(probe)], gflop):
+                env["warnings"].append(f"{name}: {warning}")
+        else:
+            data = run_worker(spec)
+        if run["mode"] == "e2e" and data["status"] == "ok":
+            data["cold_start_s"] = cold_start(bundle.path, spec, args.broker)
+    except subprocess.TimeoutExpired:
+        data = {"status": "failed: timed out"}
+    top1, agreement = _accuracy(bundle, run["variant"], args.data, run["backend"], run["threads"])
+    return {
+        "variant": label,
+        "backend": run["backend"],
+        "threads": run["threads"],
+        "mode": run["mode"],
+        "model_mb": bundle.manifest.variants[run["variant"]].size / 1e6,
+        "top1": top1,
+        "agreement": agreement,
+        **data,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`python edge/bench.py`: measure every planned row, print the summary, write the reports asked for."""
     args = parse_args(argv)
     try:
-        bundles = [Bundle.open(path) for path in args.bundle]
-        planned = []
-        for bundle in bundles:
-            bundle.verify()
-            planned += plan(bundle, args, missing_ok=len(bundles) > 1)
-        if not planned:
-            raise SmartbinError(f"--variants: none of {args.variants} is in any of the bundles")
+        bundles, planned = _planned(args)
     except SmartbinError as exc:
         console.print(f"bench: error: {exc}")
         return 2
@@ -316,45 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                 # with several bundles a row is named by variant and bundle: "int8 (mixed)"
                 label = run["variant"] if len(bundles) == 1 else f"{run['variant']} ({bundle.path.name})"
                 progress.update(task, description=f"{label} {run['backend']} {run['threads']}t {run['mode']}")
-                spec = {
-                    **run,
-                    "mode": run["mode"].partition("@")[0],
-                    "bundle": str(bundle.path),
-                    "runs": args.runs,
-                    "warmup": args.warmup,
-                    "broker": args.broker,
-                    "delegate": args.delegate,
-                }
-                try:
-                    if run["mode"] == "invoke":  # bracketed by the library's rate on matrix products, for its floor
-                        probe = {**spec, "mode": "probe", "probe": probe_name(run["backend"], run["variant"])}
-                        before = run_worker(probe)
-                        data = run_worker(spec)
-                        name = f"{label}/{run['backend']}/{run['threads']}t"
-                        for warning in add_floor(
-                            data, run["variant"], run["threads"], [before, run_worker(probe)], gflop.get(bundle.path)
-                        ):
-                            env["warnings"].append(f"{name}: {warning}")
-                    else:
-                        data = run_worker(spec)
-                    if run["mode"] == "e2e" and data["status"] == "ok":
-                        data["cold_start_s"] = cold_start(bundle.path, spec, args.broker)
-                except subprocess.TimeoutExpired:
-                    data = {"status": "failed: timed out"}
-                entry = bundle.manifest.variants[run["variant"]]
-                top1, agreement = _accuracy(bundle, run["variant"], args.data, run["backend"], run["threads"])
-                results.append(
-                    {
-                        "variant": label,
-                        "backend": run["backend"],
-                        "threads": run["threads"],
-                        "mode": run["mode"],
-                        "model_mb": entry.size / 1e6,
-                        "top1": top1,
-                        "agreement": agreement,
-                        **data,
-                    }
-                )
+                results.append(_measure(run, bundle, label, args, env, gflop.get(bundle.path)))
                 progress.advance(task)
     finally:
         if broker:

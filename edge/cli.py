@@ -1,7 +1,9 @@
-"""The device's commands of `smartbin`: run, config, actuator, fleet-sim, bench.
+"""The `smartbin` console command. Its own subcommands are the device's: run, config, actuator, fleet-sim,
+bundle, bench.
 
-`python -m edge` and devices use these alone; the workstation's commands (convert/cli.py) are
-added by the console script, so nothing here imports `convert` or TensorFlow.
+Other packages add theirs through the ``smartbin.commands`` entry-point group (the workstation's
+dataset, train, convert, ... register from convert/cli.py), so nothing here imports `convert` or
+TensorFlow, and a device without the workstation's parts still runs all of its own commands.
 """
 
 from __future__ import annotations
@@ -135,6 +137,22 @@ def add_command(sub, name: str, func: Callable[[argparse.Namespace], int], help_
 
 
 Extension = Callable[[argparse._SubParsersAction], None]
+EXTENSIONS = "smartbin.commands"  # entry-point group: each entry is an Extension
+
+
+def registered_extensions() -> list[Extension]:
+    """The subcommand sets other installed packages register; one that cannot load here is left out."""
+    from importlib.metadata import entry_points
+
+    found = entry_points()
+    group = found.select(group=EXTENSIONS) if hasattr(found, "select") else found.get(EXTENSIONS, [])  # 3.9
+    extensions = []
+    for entry in group:
+        try:
+            extensions.append(entry.load())
+        except ImportError as exc:  # e.g. a device without the workstation's packages
+            log.debug("commands of %s not available: %s", entry.value, exc)
+    return extensions
 
 
 def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParser:
@@ -191,9 +209,10 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     return parser
 
 
-def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] = ()) -> int:
-    """Parse and run one command; user mistakes become one line and an exit code, never a traceback."""
-    args = build_parser(extensions).parse_args(argv)
+def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] | None = None) -> int:
+    """Parse and run one command (the console script); user mistakes become one line and an exit code,
+    never a traceback. ``extensions``: the subcommand sets to add (default: the registered ones)."""
+    args = build_parser(registered_extensions() if extensions is None else extensions).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

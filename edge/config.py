@@ -109,16 +109,12 @@ class DecisionConfig(Strict):
     """The vote: edge/vision/decision.py's VoteSettings, checked (set_threshold changes min_confidence at run time)."""
 
     vote_frames: int = Field(VOTE.vote_frames, ge=1, le=100, description="frames that vote once an item is present")
-    min_votes: int = Field(
-        VOTE.min_votes, ge=1, description="an item seen for fewer frames is ignored (a hand passing by)"
-    )
+    min_votes: int = Field(VOTE.min_votes, ge=1, description="an item seen for fewer frames is ignored (a hand)")
     min_confidence: float = Field(
         VOTE.min_confidence, ge=0, le=1, description="mean confidence of the winning label; below it: the default bin"
     )
     default_bin: Literal[BINS] = VOTE.default_bin  # type: ignore[valid-type]
-    clear_frames: int = Field(
-        VOTE.clear_frames, ge=1, description="consecutive empty frames before the item counts as gone"
-    )
+    clear_frames: int = Field(VOTE.clear_frames, ge=1, description="empty frames in a row before the item is gone")
     cooldown_s: float = Field(VOTE.cooldown_s, ge=0, description="extra wait after an item is gone (a flap settling)")
 
     def settings(self) -> VoteSettings:
@@ -376,21 +372,16 @@ def load_config(path: str | Path) -> Config:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     config = parse_config(data, str(path))
-    base = path.parent
-    config.model.bundle = _relative_to(base, config.model.bundle)
-    config.outbox.path = _relative_to(base, config.outbox.path)
-    config.updates.store = _relative_to(base, config.updates.store)
-    config.samples.path = _relative_to(base, config.samples.path)
-    config.counters.path = _relative_to(base, config.counters.path)
-    config.actuator.state_path = _relative_to(base, config.actuator.state_path)
+    for setting in PATHS:
+        section, key = setting.split(".")
+        part = getattr(config, section)
+        value = getattr(part, key)
+        setattr(part, key, value if value.is_absolute() else (path.parent / value).resolve())
     return config
 
 
-def _relative_to(base: Path, value: Path) -> Path:
-    return value if value.is_absolute() else (base / value).resolve()
-
-
-SECRET_MASK = "***"
+# file settings taken from the config file's folder when relative
+PATHS = ("model.bundle", "outbox.path", "updates.store", "samples.path", "counters.path", "actuator.state_path")
 
 
 def masked(config: Config) -> dict:
@@ -398,7 +389,7 @@ def masked(config: Config) -> dict:
     data = config.model_dump(mode="json")
     for section in ("mqtt", "web"):
         settings = getattr(config, section)
-        data[section]["password"] = SECRET_MASK if (settings.password_env or settings.password_file) else None
+        data[section]["password"] = "***" if (settings.password_env or settings.password_file) else None
     return data
 
 

@@ -79,7 +79,7 @@ echo "installed on aarch64: $versions"
 # 5. the same photograph, the same bundle: the same top-1 on aarch64 kernels as on this machine's
 name=$(basename "$IMAGE")
 arm=$(inside smartbin predict /root/bundle "/root/images/$name" --json)
-host=$("$HOST_PYTHON" -m convert.cli predict "$BUNDLE" "$IMAGE" --json)
+host=$("$HOST_PYTHON" -m edge.cli predict "$BUNDLE" "$IMAGE" --json)
 python3 - "$arm" "$host" "$name" "$(uname -m)" <<'EOF'
 import json, sys
 arm, host = json.loads(sys.argv[1]), json.loads(sys.argv[2])

@@ -34,7 +34,7 @@ def weights_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, dataset_dir: Path, weights_file: Path) -> Path:
     """A real training run through the CLI: frozen backbone from a local weights file."""
-    from convert.cli import main
+    from edge.cli import main
 
     out = tmp_path_factory.mktemp("run") / "run"
     code = main(
@@ -66,7 +66,7 @@ def bundle_dir(tmp_path_factory, request) -> Path:
 
     SMARTBIN_TEST_BUNDLE=DIR reuses a bundle from an earlier run while iterating on device code.
     """
-    from convert.cli import main
+    from edge.cli import main
 
     if os.environ.get("SMARTBIN_TEST_BUNDLE"):
         return Path(os.environ["SMARTBIN_TEST_BUNDLE"])
@@ -91,9 +91,9 @@ def other_bundle_dir(tmp_path_factory) -> Path:
     if os.environ.get("SMARTBIN_TEST_OTHER_BUNDLE"):
         return Path(os.environ["SMARTBIN_TEST_OTHER_BUNDLE"])
 
-    from convert.cli import main
     from convert.model import write_stand_in_weights
     from convert.synth import write_synthetic
+    from edge.cli import main
 
     tmp = tmp_path_factory.mktemp("other")
     data = write_synthetic(tmp / "data", 3, 12, seed=5, size=60)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from convert.cli import main
+from edge.cli import main
 from edge.errors import ImageError
 from edge.images import read_image
 from edge.service.command_spec import ACTIONS, MAX_PAYLOAD, CommandError, parse_command

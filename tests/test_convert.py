@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.cli import main
 from edge.bundle import Bundle
+from edge.cli import main
 from edge.dataset import load_dataset, load_images
 from edge.errors import BundleError
 from edge.runtime import open_engine

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.cli import main
 from convert.dataset import check_dataset, stratified_split
 from convert.synth import write_synthetic
+from edge.cli import main
 from edge.dataset import load_dataset
 from edge.errors import DatasetError
 from edge.images import read_image, write_jpeg

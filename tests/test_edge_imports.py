@@ -53,7 +53,7 @@ def test_device_commands_run_with_the_workstation_blocked():
 
 def test_cli_help_loads_no_tensorflow():
     code = (
-        "import sys\nfrom convert.cli import main\n"
+        "import sys\nfrom edge.cli import main\n"
         "for cmd in (['--help'], ['predict', '--help'], ['train', '--help'], ['convert', '--help']):\n"
         "    try:\n        main(cmd)\n    except SystemExit:\n        pass\n"
         "print('TF' if 'tensorflow' in sys.modules else 'clean', file=sys.stderr)\n"
@@ -66,3 +66,15 @@ def test_cli_help_loads_no_tensorflow():
 def test_version_flag():
     result = subprocess.run([sys.executable, "-m", "edge.cli", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip() == f"smartbin {edge.__version__}"
+
+
+def test_the_console_script_starts_on_the_device_side_and_the_workstation_registers():
+    from importlib.metadata import entry_points
+
+    from edge.cli import registered_extensions
+
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.name == "smartbin"}
+    assert scripts == {"smartbin": "edge.cli:main"}
+    import convert.cli
+
+    assert convert.cli.register in registered_extensions()

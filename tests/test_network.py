@@ -57,7 +57,7 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[Path, int]]:
 
 @pytest.mark.slow
 def test_predict_from_an_image_url(bundle_dir: Path, http_folder, capsys):
-    from convert.cli import main
+    from edge.cli import main
 
     folder, port = http_folder
     shutil.copy(real_photo(), folder / "item.jpg")

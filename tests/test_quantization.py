@@ -52,7 +52,7 @@ def outlier_model(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def convert(model: Path, data: Path, out: Path, *extra: str) -> int:
-    from convert.cli import main
+    from edge.cli import main
 
     return main(["convert", str(model), "--data", str(data), "--out", str(out), "--no-probes", *extra])
 
@@ -110,7 +110,7 @@ def test_mixed_precision_keeps_the_fewest_layers_in_float_until_the_gate_passes(
 
 
 def test_the_report_on_request_when_everything_passes(tmp_path, run_dir):
-    from convert.cli import main
+    from edge.cli import main
 
     out = tmp_path / "bundle"
     assert (
@@ -143,8 +143,8 @@ def digits(tmp_path_factory) -> Path:
 def test_on_real_images_every_quantized_variant_passes_its_gate(digits, tmp_path):
     """A model trained here on real scans: dynamic, int8 and onnx_int8 through their gates (fully
     quantized they miss it here; mixed precision passes)."""
-    from convert.cli import main
     from convert.model import write_stand_in_weights
+    from edge.cli import main
 
     weights = write_stand_in_weights(tmp_path / "w.weights.h5", 48)
     run = tmp_path / "run"

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from convert.cli import main
+from edge.cli import main
 from edge.config import SamplesConfig
 from edge.service.samples import SampleStore
 from tests.conftest import ROOT, write_config
@@ -86,7 +86,7 @@ def test_the_store_stays_under_its_byte_cap_over_ten_thousand_frames(tmp_path: P
 
 WRITER = """
 import sys, time, numpy as np
-from convert.cli import main
+from edge.cli import main
 from edge.config import SamplesConfig
 from edge.service.samples import SampleStore
 store = SampleStore(SamplesConfig(path=sys.argv[1], min_free_bytes=0, max_bytes=5_000_000, queue=2), "other").start()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from convert.cli import main
+from edge.cli import main
 from tests.conftest import CLASSES
 
 pytestmark = pytest.mark.slow

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -66,3 +67,18 @@ def _no_delay(client: mqtt.Client, userdata, sock) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):  # not a TCP socket (a proxy or a test double): nothing to tune
         logging.getLogger(__name__).debug("TCP_NODELAY not set", exc_info=True)
+
+
+def start_subscriber(
+    config: MqttConfig, client_id: str, topic: str, on_message, qos: int = 0
+) -> tuple[mqtt.Client, threading.Event]:
+    """A connected client (network loop started) that subscribes to ``topic`` on every connect; the event
+    is set once the broker has granted the first subscription."""
+    client = make_client(config, client_id)
+    subscribed = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=qos)
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = on_message
+    client.connect(config.host, config.port)
+    client.loop_start()
+    return client, subscribed

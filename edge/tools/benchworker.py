@@ -196,20 +196,16 @@ class Arrivals:
     """A subscriber to …/classification that timestamps each frame's message as it arrives."""
 
     def __init__(self, config, wanted: int):
-        from edge.service.mqtt_client import make_client
+        from edge.service.mqtt_client import start_subscriber
 
         self.wanted = wanted
         self.at: dict[int, float] = {}
         self.to_publish: dict[int, float] = {}
         self.infer_ms: dict[int, float] = {}
-        self.done, self.subscribed = threading.Event(), threading.Event()
-        self.client = make_client(config.mqtt, f"smartbin-bench-{os.getpid()}")
+        self.done = threading.Event()
         topic = f"{config.topic_base}/classification"
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=0)
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(config.mqtt.host, config.mqtt.port)
-        self.client.loop_start()
+        client_id = f"smartbin-bench-{os.getpid()}"
+        self.client, self.subscribed = start_subscriber(config.mqtt, client_id, topic, self._on_message)
 
     def _on_message(self, client, userdata, message) -> None:
         now = time.monotonic()

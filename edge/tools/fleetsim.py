@@ -13,7 +13,7 @@ from edge.config import MqttConfig
 from edge.errors import SmartbinError
 from edge.labels import BINS
 from edge.service.mqtt import Publisher
-from edge.service.mqtt_client import make_client
+from edge.service.mqtt_client import start_subscriber
 from edge.service.outbox import Outbox
 from edge.stats import percentiles
 
@@ -58,39 +58,39 @@ class SimulatedBin:
         self.sent += 1
 
 
-def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: float = 0.5) -> dict:
-    """Each bin decides about ``rate_per_bin`` times a second for ``duration`` seconds; then all drain."""
-    if bins > MAX_BINS:
-        raise SmartbinError(f"--bins {bins}: one process simulates at most {MAX_BINS} bins (paho's select() limit)")
-    received: dict[str, float] = {}
-    latencies: list[float] = []
-    duplicates = 0
-    lock = threading.Lock()
+class Collector:
+    """Every bin's decisions, de-duplicated on event_id as a real subscriber does, with their latency."""
 
-    def on_message(client, userdata, message):
-        nonlocal duplicates
+    def __init__(self, host: str, port: int):
+        self.received: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.duplicates = 0
+        self.lock = threading.Lock()
+        config = MqttConfig(host=host, port=port)
+        self.client, subscribed = start_subscriber(config, "fleet-collector", "smartbin/+/decision", self._on, qos=1)
+        subscribed.wait(10)
+
+    def _on(self, client, userdata, message) -> None:
         payload = json.loads(message.payload)
-        with lock:
-            if payload["event_id"] in received:
-                duplicates += 1
+        with self.lock:
+            if payload["event_id"] in self.received:
+                self.duplicates += 1
                 return
-            received[payload["event_id"]] = time.time()
-            latencies.append((time.time() - payload["ts"]) * 1e3)
+            self.received[payload["event_id"]] = time.time()
+            self.latencies.append((time.time() - payload["ts"]) * 1e3)
 
-    collector = make_client(MqttConfig(host=host, port=port), "fleet-collector")
-    subscribed = threading.Event()
-    collector.on_connect = lambda c, u, f, rc, p: c.subscribe("smartbin/+/decision", qos=1)
-    collector.on_subscribe = lambda *a: subscribed.set()
-    collector.on_message = on_message
-    collector.connect(host, port)
-    collector.loop_start()
-    subscribed.wait(10)
-    fleet = [SimulatedBin(i, host, port) for i in range(bins)]
-    for simulated in fleet:
-        simulated.publisher.start()
-    connect_deadline = time.monotonic() + 30
-    while time.monotonic() < connect_deadline and not all(b.publisher.connected.is_set() for b in fleet):
-        time.sleep(0.05)
+    def wait_for(self, sent: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _drive(fleet: list[SimulatedBin], duration: float, rate_per_bin: float) -> float:
+    """Each bin decides at random times, ``rate_per_bin`` a second on average; the seconds it ran."""
     started = time.monotonic()
     rng = random.Random(0)
     next_at = [started + rng.uniform(0, 1 / rate_per_bin) for _ in fleet]
@@ -101,24 +101,36 @@ def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: fl
                 simulated.decide()
                 next_at[i] = now + rng.expovariate(rate_per_bin)
         time.sleep(0.005)
-    elapsed = time.monotonic() - started
+    return time.monotonic() - started
+
+
+def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: float = 0.5) -> dict:
+    """Each bin decides about ``rate_per_bin`` times a second for ``duration`` seconds; then all drain."""
+    if bins > MAX_BINS:
+        raise SmartbinError(f"--bins {bins}: one process simulates at most {MAX_BINS} bins (paho's select() limit)")
+    collector = Collector(host, port)
+    fleet = [SimulatedBin(i, host, port) for i in range(bins)]
+    for simulated in fleet:
+        simulated.publisher.start()
+    connect_deadline = time.monotonic() + 30
+    while time.monotonic() < connect_deadline and not all(b.publisher.connected.is_set() for b in fleet):
+        time.sleep(0.05)
+    elapsed = _drive(fleet, duration, rate_per_bin)
     left = sum(simulated.publisher.stop(timeout=10) for simulated in fleet)
     sent = sum(simulated.sent for simulated in fleet)
-    deadline = time.monotonic() + 10
-    while len(received) < sent and time.monotonic() < deadline:
-        time.sleep(0.05)
-    collector.disconnect()
-    collector.loop_stop()
+    collector.wait_for(sent, 10)
+    collector.close()
+    received = len(collector.received)
     return {
         "bins": bins,
         "duration_s": round(elapsed, 1),
         "sent": sent,
-        "received": len(received),
-        "duplicates_removed": duplicates,
+        "received": received,
+        "duplicates_removed": collector.duplicates,
         "left_in_outboxes": left,
-        "lost": sent - len(received),
-        "rate_per_s": round(len(received) / elapsed, 1),
-        "latency_ms": percentiles(latencies, digits=1) or dict.fromkeys(("p50", "p90", "p99"), float("nan")),
+        "lost": sent - received,
+        "rate_per_s": round(received / elapsed, 1),
+        "latency_ms": percentiles(collector.latencies, digits=1) or dict.fromkeys(("p50", "p90", "p99"), float("nan")),
     }
 
 
