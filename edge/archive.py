@@ -14,6 +14,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from edge.atomic import atomic_output
 from edge.bundle import MANIFEST_FILE, Bundle, listed_files, parse_manifest, sha256_file
 from edge.errors import BundleError
 from edge.signing import SIGNATURE_FILE, sign, verify_manifest
@@ -48,14 +49,12 @@ def pack(
     if key:
         members.append((SIGNATURE_FILE, sign(manifest_bytes, key)))
     out = Path(out)
-    partial = out.with_name(out.name + ".partial")
-    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+    with atomic_output(out) as partial, tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in members:
             _add(tar, name, len(data), io.BytesIO(data))
         for name in files:
             with (bundle.path / name).open("rb") as fh:
                 _add(tar, name, (bundle.path / name).stat().st_size, fh)
-    partial.replace(out)
     return sha256_file(out)
 
 

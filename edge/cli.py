@@ -117,6 +117,17 @@ def cmd_bundle_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle_install(args: argparse.Namespace) -> int:
+    """A bundle into a device's model store, made current: what install.sh --bundle runs."""
+    from edge.config import load_config
+    from edge.service.models import ModelStore
+
+    store = Path(args.store) if args.store else load_config(args.config).updates.store
+    folder = ModelStore(store, keep=1_000_000).install(Path(args.bundle))  # never prunes: the daemon does
+    print(f"installed {folder} (current); restart the service to run it: systemctl restart smartbin-edge")
+    return 0
+
+
 def cmd_bundle_keygen(args: argparse.Namespace) -> int:
     from edge.signing import generate_key
 
@@ -200,6 +211,13 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
         metavar="CONFIG",
         help="only the variant this device config runs (e.g. firmware_config/rpi5.yaml: int8)",
     )
+    p = add_command(
+        bsub, "install", cmd_bundle_install, "copy a bundle into a device's model store and make it current"
+    )
+    p.add_argument("bundle", help="bundle folder from `smartbin convert`")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="the device's config (its updates.store)")
+    where.add_argument("--store", help="the model store folder itself (e.g. /var/lib/smartbin/models)")
     p = add_command(bsub, "keygen", cmd_bundle_keygen, "a new Ed25519 key pair for signing bundles")
     p.add_argument("--out", required=True, help="private key file to write (PEM, mode 0600)")
 

@@ -154,10 +154,8 @@ if [ "$DRY" -eq 0 ]; then
 fi
 if [ -n "$BUNDLE" ]; then
   [ -f "$BUNDLE/manifest.json" ] || die "$BUNDLE is not a model bundle (no manifest.json); make one with 'smartbin convert'"
-  name=$(basename "$BUNDLE")
-  run rm -rf "$STATE/models/$name"
-  run cp -r "$BUNDLE" "$STATE/models/$name"
-  run ln -sfn "$name" "$STATE/models/current"
+  # the store's own rule (edge/service/models.py): copied in, verified, made current and recorded
+  run "$VENV/bin/smartbin" bundle install "$BUNDLE" --store "$STATE/models"
 fi
 
 # 4. units, pointing at this venv, with only the supplementary groups this board has

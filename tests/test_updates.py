@@ -548,3 +548,24 @@ def test_no_model_at_start_waits_longer_each_time_then_exits_for_a_restart(tmp_p
         assert "Traceback" not in err
     notify.close()
     assert waits == [30, 60], waits
+
+
+def test_a_bundle_installed_by_hand_becomes_the_stores_choice(tmp_path, other_bundle_dir):
+    """install.sh --bundle runs `smartbin bundle install`: the store records it, so an earlier update's
+    model cannot keep serving in its place, and the one before stays to fall back on."""
+    from edge.cli import main
+
+    first = slim_copy(other_bundle_dir, tmp_path / "first", "2026-01-01T00:00:00+00:00")
+    second = slim_copy(other_bundle_dir, tmp_path / "second", "2026-02-01T00:00:00+00:00")
+    store_dir = tmp_path / "models"
+    store = ModelStore(store_dir, 3)
+    assert main(["bundle", "install", str(first), "--store", str(store_dir)]) == 0
+    assert store.state().current == "first" and os.readlink(store_dir / "current") == "first"
+    assert main(["bundle", "install", str(second), "--store", str(store_dir)]) == 0
+    state = store.state()
+    assert (state.current, state.previous) == ("second", "first")
+    assert store.start_candidates(tmp_path / "configured")[:2] == [store_dir / "second", store_dir / "first"]
+    broken = shutil.copytree(first, tmp_path / "broken")
+    (broken / "int8.tflite").write_bytes(b"not a model")
+    assert main(["bundle", "install", str(broken), "--store", str(store_dir)]) == 2
+    assert store.state().current == "second" and not (store_dir / "broken").exists()

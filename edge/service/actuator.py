@@ -12,7 +12,6 @@ import json
 import logging
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -20,9 +19,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edge.config import ActuatorConfig, Config, load_config
+from edge.errors import SmartbinError
 from edge.labels import BINS
 from edge.service.mqtt import dumps
 from edge.service.mqtt_client import make_client
+from edge.service.sqlitedb import Database
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +71,22 @@ class Mover:
 
 
 class Seen:
-    """event_ids already carried out, kept across restarts."""
+    """event_ids already carried out, kept across restarts (SmartbinError naming the file on any failure)."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS done (event_id TEXT PRIMARY KEY, ts REAL NOT NULL)")
+        self.db = Database(path, SmartbinError)
+        self.db.query("CREATE TABLE IF NOT EXISTS done (event_id TEXT PRIMARY KEY, ts REAL NOT NULL)")
 
     def add(self, event_id: str) -> bool:
         """Record the event; False when it was already there."""
-        cursor = self.db.execute("INSERT OR IGNORE INTO done VALUES (?, ?)", (event_id, time.time()))
-        if cursor.rowcount:
-            self.db.execute(
-                "DELETE FROM done WHERE event_id NOT IN (SELECT event_id FROM done ORDER BY ts DESC LIMIT ?)",
-                (REMEMBERED_EVENTS,),
-            )
-        return bool(cursor.rowcount)
+        with self.db.transaction() as db:
+            added = db.execute("INSERT OR IGNORE INTO done VALUES (?, ?)", (event_id, time.time())).rowcount
+            if added:
+                db.execute(
+                    "DELETE FROM done WHERE event_id NOT IN (SELECT event_id FROM done ORDER BY ts DESC LIMIT ?)",
+                    (REMEMBERED_EVENTS,),
+                )
+        return bool(added)
 
     def close(self) -> None:
         self.db.close()
@@ -167,7 +167,12 @@ class Actuator:
     def _work(self) -> None:
         while not self._stopping.is_set() and (job := self.jobs.get()) is not None:
             event_id, bin_name, ts = job
-            if not self.seen.add(event_id):
+            try:
+                new = self.seen.add(event_id)
+            except SmartbinError as exc:  # the age check below still keeps a replay from moving the flap
+                log.error("cannot record event %s: %s", event_id[:8], exc)
+                new = True
+            if not new:
                 log.info("event %s already carried out; not moving again", event_id[:8])
                 self._ack(event_id, bin_name, duplicate=True)
                 continue

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edge.archive import unpack
+from edge.atomic import temporary_name, write_atomic
+from edge.bundle import Bundle
 from edge.errors import SmartbinError
 
 log = logging.getLogger(__name__)
@@ -60,13 +62,9 @@ class ModelStore:
     def _save(self, state: StoreState) -> None:
         """Crash-safe: a temporary file renamed over the old one, the link swapped the same way."""
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        tmp.replace(self.root / STATE_FILE)
+        write_atomic(self.root / STATE_FILE, json.dumps(asdict(state), indent=2).encode("utf-8"))
         if state.current:
-            link = self.root / f".{CURRENT_LINK}.tmp"
+            link = temporary_name(self.root / CURRENT_LINK)
             link.unlink(missing_ok=True)
             link.symlink_to(state.current)
             link.replace(self.root / CURRENT_LINK)
@@ -127,18 +125,34 @@ class ModelStore:
             staging.rename(folder)
         return folder
 
+    def install(self, bundle_dir: Path) -> Path:
+        """A bundle copied in by hand (install.sh --bundle): verified, copied to ``<store>/<folder name>``
+        and made current, so that the store's choice and what the installer put there are one thing."""
+        Bundle.open(bundle_dir).verify()
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder = self.root / Path(bundle_dir).resolve().name
+        staging = self.root / f".install-{folder.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(bundle_dir, staging, symlinks=False)
+        state = self.state()
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+        previous = self.path(state.current) if state.current and state.current != folder.name else None
+        self.switch(folder, previous, None, 0)
+        return folder
+
     def discard(self, folder: Path) -> None:
         """Remove a model that was refused, unless it is the current or previous one."""
         state = self.state()
         if folder.name not in (state.current, state.previous):
             shutil.rmtree(folder, ignore_errors=True)
 
-    def switch(self, folder: Path, previous: Path, sha256: str | None, window_s: float) -> StoreState:
+    def switch(self, folder: Path, previous: Path | None, sha256: str | None, window_s: float) -> StoreState:
         """Make ``folder`` current (the health window opens) and remember what served before."""
         now = time.time()
         state = StoreState(
             current=self._name(folder),
-            previous=self._name(previous),
+            previous=self._name(previous) if previous is not None else None,
             sha256=sha256,
             since=now,
             trial_until=now + window_s if window_s > 0 else None,
@@ -203,7 +217,7 @@ class ModelStore:
             log.info("model store: removed %s (keeping %d)", folder.name, self.keep)
 
     def _name(self, folder: Path) -> str:
-        """A folder as the state records it. Links are followed: install.sh's ``current`` link is
-        the configured bundle, and the store moves that link on every switch."""
+        """A folder as the state records it. Links are followed: the shipped configs name the ``current``
+        link as their bundle, and the store moves that link on every switch."""
         folder = Path(folder).resolve()
         return folder.name if folder.parent == self.root.resolve() else str(folder)

@@ -67,7 +67,7 @@ class Publisher:
         self._sent_upto = 0
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
-        self._switch_protocol = False
+        self._switch_protocol: str | None = None  # why the broker seems to speak only 3.1.1
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
         self.ever_connected = False
         self._tls_context = tls_context(config)
@@ -133,8 +133,8 @@ class Publisher:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
             log.error("%s", self.last_error)
-            if reason_code.value in (1, UNSUPPORTED_PROTOCOL) and self._may_fall_back():
-                self._switch_protocol = True
+            if reason_code.value in (1, UNSUPPORTED_PROTOCOL):
+                self._speaks_only_311(f"refused MQTT 5 ({reason_code})")
             return
         self._socket_opened = None
         self.connects += 1
@@ -160,16 +160,18 @@ class Publisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
             log.warning("disconnected from broker: %s", reason_code)
-        elif self._socket_opened is not None and self._may_fall_back():
+        elif self._socket_opened is not None:
             # The broker took the TCP connection and dropped it before any CONNACK: an MQTT 3.1.1-only
             # broker (amqtt, old mosquitto) answers an MQTT 5 CONNECT so. A broker that is down never gets here.
-            self._switch_protocol = True
+            self._speaks_only_311("closed the connection before answering MQTT 5")
         self._socket_opened = None
         self.connected.clear()
 
-    def _may_fall_back(self) -> bool:
-        """``protocol: auto`` before the first connection: MQTT 5 may still give way to 3.1.1, once."""
-        return self.config.protocol == "auto" and self._protocol == mqtt.MQTTv5 and not self.ever_connected
+    def _speaks_only_311(self, sign: str) -> None:
+        """The one rule of the fallback: a sign that the broker speaks only MQTT 3.1.1 switches to it, once,
+        under ``protocol: auto`` and before the first connection (the loop makes the switch: ``maintain``)."""
+        if self.config.protocol == "auto" and self._protocol == mqtt.MQTTv5 and not self.ever_connected:
+            self._switch_protocol = sign
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Never take our lock here: paho holds its own message lock while calling this.
@@ -223,16 +225,17 @@ class Publisher:
     def maintain(self) -> None:
         """Called from the daemon's loop: acks, backlog, and a protocol fallback if the broker asked for one."""
         opened = self._socket_opened
-        if opened is not None and time.monotonic() - opened > V5_ANSWER_TIMEOUT_S and self._may_fall_back():
-            self._switch_protocol = True  # some 3.1.1-only brokers take the connection and never answer MQTT 5
+        if opened is not None and time.monotonic() - opened > V5_ANSWER_TIMEOUT_S:
+            # some 3.1.1-only brokers take the connection and never answer MQTT 5
+            self._speaks_only_311(f"did not answer MQTT 5 within {V5_ANSWER_TIMEOUT_S:g} s")
         if self._switch_protocol:
-            self._switch_protocol = False
             log.warning(
-                "the broker at %s:%d answered MQTT 5 with a refusal or silence: using MQTT 3.1.1 from now on "
-                "(set mqtt.protocol to pin one)",
+                "the broker at %s:%d %s: using MQTT 3.1.1 from now on (set mqtt.protocol to pin one)",
                 self.config.host,
                 self.config.port,
+                self._switch_protocol,
             )
+            self._switch_protocol = None
             self._discard_client()
             self._protocol = mqtt.MQTTv311
             self._socket_opened = None

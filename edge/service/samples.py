@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import random
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.atomic import write_atomic
 from edge.config import SamplesConfig
 from edge.images import encode_jpeg
 
@@ -142,7 +142,7 @@ class SampleStore:
             if meta.get("event_id") != event_id:
                 continue
             meta["correction"] = {"label": label, "ts": round(time.time(), 3)}
-            _write_atomic(path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+            write_atomic(path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
             return path.stem
         return None
 
@@ -192,8 +192,8 @@ class SampleStore:
                 return
             jpeg = encode_jpeg(sample.image, quality=self.config.jpeg_quality)
             meta = json.dumps(sample.meta, ensure_ascii=False).encode("utf-8")
-            _write_atomic(self.root / f"{sample.sample_id}.jpg", jpeg)
-            _write_atomic(path, meta)  # last: the sample now exists
+            write_atomic(self.root / f"{sample.sample_id}.jpg", jpeg)
+            write_atomic(path, meta)  # last: the sample now exists
             with self._lock:
                 self._total += len(jpeg) + len(meta) - self._sizes.get(sample.sample_id, 0)
                 self._sizes[sample.sample_id] = len(jpeg) + len(meta)
@@ -213,12 +213,3 @@ class SampleStore:
                 self._total -= self._sizes.pop(oldest)
             for suffix in (".json", ".jpg"):  # the JSON first: a half-removed sample is no sample
                 (self.root / f"{oldest}{suffix}").unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
