@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -122,6 +123,47 @@ def test_parse_command_never_raises_anything_but_command_error(payload):
         assert str(exc)
     else:
         assert command.action in ACTIONS
+
+
+COMMAND_SCHEMA = json.loads((ROOT / "edge" / "schemas" / "command.json").read_text(encoding="utf-8"))
+text_fields = st.one_of(st.text(max_size=110), st.sampled_from(["", "  ", " can ", "x" * 100, " " + "x" * 100 + " "]))
+commands = st.fixed_dictionaries(
+    {"action": st.one_of(st.sampled_from(ACTIONS), st.text(max_size=6))},
+    optional={
+        "id": st.one_of(
+            st.integers(),
+            st.text(max_size=5),
+            st.none(),
+            st.booleans(),
+            st.floats().filter(lambda f: not f.is_integer()),
+        ),
+        "value": st.one_of(st.floats(-1, 2), st.integers(-1, 2), st.text(max_size=3), st.booleans(), st.none()),
+        "bundle": st.one_of(st.integers(), st.text(max_size=10), st.none()),
+        "url": st.one_of(
+            st.sampled_from(["http://h/b.tar", "https://h:1/x", "ftp://h/b.tar", "http://", "http://a b"]),
+            st.text(max_size=12),
+        ),
+        "sha256": st.one_of(st.none(), st.sampled_from(["0" * 64, "A" * 64, "0" * 63]), st.integers()),
+        "force": st.one_of(st.booleans(), st.integers(0, 1), st.none()),
+        "event_id": st.one_of(text_fields, st.integers()),
+        "label": st.one_of(text_fields, st.none()),
+        "other": st.integers(),
+    },
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(commands)
+@example({"action": "correct", "event_id": " e ", "label": " " + "x" * 100 + " "})
+@example({"action": "update_model", "url": "http://h/b.tar", "sha256": None})
+def test_the_command_schema_accepts_exactly_what_the_daemon_accepts(command):
+    """edge/schemas/command.json is what clients are told; parse_command is what the bin does."""
+    try:
+        parse_command(json.dumps(command).encode())
+        accepted = True
+    except CommandError:
+        accepted = False
+    assert jsonschema.Draft202012Validator(COMMAND_SCHEMA).is_valid(command) == accepted
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import jsonschema
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT, empty_bin_source, write_config
@@ -115,11 +117,17 @@ def test_commands_answered_and_sigterm_leaves_offline_retained(
         by_id = {m.json()["id"]: m.json() for m in results if m.json()["id"] is not None}
         for m in results:
             jsonschema.validate(m.json(), schema("command_result"))
+        validator = jsonschema.Draft202012Validator(schema("command"))
+        # what the bin answered ok, the schema allows; what it refused (8, 9), the schema refuses too
+        assert {c["id"] for c in sent if validator.is_valid(c)} == {i for i in range(1, 11) if i not in (8, 9)}
         assert by_id[1]["result"] == {"pong": True}
         assert by_id[2]["result"]["state"] == "online"
         assert by_id[3]["result"] == {"paused": True} and by_id[4]["result"] == {"paused": False}
         assert by_id[5]["result"] == {"min_confidence": 0.7}
-        assert by_id[6]["ok"] and sub.wait_for("snapshot")[0].payload[:2] == b"\xff\xd8"
+        snapshot, snapshot_schema = sub.wait_for("snapshot")[0].payload, schema("snapshot")
+        assert snapshot_schema["contentMediaType"] == "image/jpeg" and snapshot[:2] == b"\xff\xd8"
+        image = cv2.imdecode(np.frombuffer(snapshot, np.uint8), cv2.IMREAD_COLOR)
+        assert by_id[6]["ok"] and by_id[6]["result"]["bytes"] == len(snapshot) and image is not None
         assert not by_id[7]["ok"] and "still serving the old model" in by_id[7]["error"]
         assert "int8.tflite" in by_id[7]["error"]
         assert "unknown action 'self_destruct'" in by_id[8]["error"]
