@@ -49,33 +49,54 @@ def _tflite_sqnr(reference, quantized, scale: float, zero_point: int) -> float:
     return channel_sqnr(reference, [(np.asarray(q, np.float64) - zero_point) * scale for q in quantized], -1)
 
 
-def tflite_layer_errors(converter, images: np.ndarray) -> list[LayerError]:
-    """Every quantized activation of the int8 model, worst channel SQNR first."""
-    import tensorflow as tf
+class TfliteInt8:
+    """One calibration of the full-integer TFLite model, made once and reused: the layer ranking and every
+    mixed-precision candidate are quantized from the same calibrated model (TFLite's
+    ``QuantizationDebugger`` keeps it), so a search of N candidates calibrates once, not N + 1 times."""
 
-    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={METRIC: _tflite_sqnr})
-    with quiet_stdout():
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=_images(images), debug_options=options
-        )
-        debugger.run()
-    dump = io.StringIO()
-    debugger.layer_statistics_dump(dump)
-    layers = []
-    for row in csv.DictReader(io.StringIO(dump.getvalue())):
-        scale, zero = float(row["scale"]), int(float(row["zero_point"]))
-        error = float(row[METRIC])
-        if scale and math.isfinite(error):
-            layers.append(
-                LayerError(
-                    name=row["tensor_name"],
-                    op=row["op_name"],
-                    metric=METRIC,
-                    error=round(error, 2),
-                    range=(round((-128 - zero) * scale, 4), round((127 - zero) * scale, 4)),
-                )
+    def __init__(self, converter, images: np.ndarray):
+        import tensorflow as tf
+
+        options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={METRIC: _tflite_sqnr})
+        with quiet_stdout():
+            self.debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=_images(images), debug_options=options
             )
-    return sorted(layers, key=lambda layer: layer.error)
+            self.debugger.run()
+
+    def layer_errors(self) -> list[LayerError]:
+        """Every quantized activation of the int8 model, worst channel SQNR first."""
+        dump = io.StringIO()
+        self.debugger.layer_statistics_dump(dump)
+        layers = []
+        for row in csv.DictReader(io.StringIO(dump.getvalue())):
+            scale, zero = float(row["scale"]), int(float(row["zero_point"]))
+            error = float(row[METRIC])
+            if scale and math.isfinite(error):
+                layers.append(
+                    LayerError(
+                        name=row["tensor_name"],
+                        op=row["op_name"],
+                        metric=METRIC,
+                        error=round(error, 2),
+                        range=(round((-128 - zero) * scale, 4), round((127 - zero) * scale, 4)),
+                    )
+                )
+        return sorted(layers, key=lambda layer: layer.error)
+
+    def mixed(self, float_nodes: Sequence[str]) -> bytes | None:
+        """The int8 model with ``float_nodes`` (ops, by output tensor name) left in float; None when that
+        leaves no op quantized (the float model, not a mixed one)."""
+        import tensorflow as tf
+
+        try:
+            with quiet_stdout():  # re-quantizes the calibrated model: no calibration again
+                self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                    denylisted_nodes=list(float_nodes)
+                )
+        except ValueError:  # "check if the quantized model is in debug mode": nothing left to verify
+            return None
+        return self.debugger.get_nondebug_quantized_model()
 
 
 def tflite_neighbours(model: bytes) -> dict[str, list[str]]:
@@ -98,22 +119,6 @@ def _neighbours(edges: list[tuple[str, str]]) -> dict[str, list[str]]:
         out.setdefault(writer, []).append(reader)
         out.setdefault(reader, []).append(writer)
     return out
-
-
-def tflite_mixed(converter, images: np.ndarray, float_nodes: Sequence[str]) -> bytes | None:
-    """The int8 model with ``float_nodes`` (ops, by output tensor name) left in float; None when that
-    leaves no op quantized (the float model, not a mixed one)."""
-    import tensorflow as tf
-
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_nodes))
-    with quiet_stdout():
-        try:
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=_images(images[:1]), debug_options=options
-            )
-        except ValueError:  # "check if the quantized model is in debug mode": nothing left to verify
-            return None
-        return debugger.get_nondebug_quantized_model()
 
 
 class DynamicModel:

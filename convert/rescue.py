@@ -21,11 +21,10 @@ from convert.formats import convert_tflite, quantize_onnx, tflite_converter
 from convert.quantdebug import (
     WORST,
     DynamicModel,
+    TfliteInt8,
     float_sets,
     onnx_layer_errors,
     onnx_neighbours,
-    tflite_layer_errors,
-    tflite_mixed,
     tflite_neighbours,
 )
 from edge.bundle import Attempt, GateResult, QuantizationReport
@@ -91,7 +90,8 @@ def rescue(
         dynamic = DynamicModel(current.data, convert_tflite(saved_model, "float32", calibration))
         ranked, neighbours = dynamic.layer_errors(debug), {}
     elif variant == "int8":
-        ranked = tflite_layer_errors(tflite_converter(saved_model, "int8", calibration), debug)
+        calibrated = TfliteInt8(tflite_converter(saved_model, "int8", calibration), debug)
+        ranked = calibrated.layer_errors()
         neighbours = tflite_neighbours(current.data)
     else:
         candidate_path.write_bytes(current.data)
@@ -103,7 +103,7 @@ def rescue(
     if not best.gate.passed and mixed_precision:
         for names in float_sets(ranked, neighbours):
             if variant == "int8":
-                data = tflite_mixed(tflite_converter(saved_model, "int8", calibration), calibration, names)
+                data = calibrated.mixed(names)
             elif variant == "dynamic":
                 data = dynamic.mixed(names)
             else:

@@ -52,7 +52,7 @@ def pki(tmp_path_factory) -> Path:
         cwd=d,
     )
     (d / "server.ext").write_text("subjectAltName=DNS:localhost\n")
-    for name, ext in (("server", "server.ext"), ("test-bin", None), ("other-bin", None)):
+    for name, ext in (("server", "server.ext"), ("test-bin", None), ("other-bin", None), ("operator", None)):
         openssl(
             "req",
             "-newkey",
@@ -145,9 +145,10 @@ def test_tls_daemon_connects_and_clients_without_certificates_are_rejected(tmp_p
     no_cert.loop_stop()
     # Rejected: either the handshake fails at once or (TLS 1.3) the broker drops it before any CONNACK.
     assert not any(not isinstance(r, Exception) and not r.is_failure for r in results), results
-    watcher, received, results = tls_client(pki, port, "test-bin")
+    watcher, received, results = tls_client(pki, port, "operator")  # a dashboard: reads every bin
     assert results and not isinstance(results[0], Exception) and not results[0].is_failure  # the control
-    watcher.subscribe("smartbin/test-bin/command", qos=1)  # allowed for the device itself
+    watcher.subscribe("smartbin/test-bin/#", qos=1)
+    time.sleep(0.3)  # the SUBACK, before the daemon's first messages
     config = tls_config(tmp_path, pki, bundle_dir, port)
     run = subprocess.run(
         [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60
@@ -155,7 +156,10 @@ def test_tls_daemon_connects_and_clients_without_certificates_are_rejected(tmp_p
     watcher.disconnect()
     watcher.loop_stop()
     assert run.returncode == 0, run.stderr[-1500:]
-    assert f"connected to localhost:{port}" in run.stderr
+    # what the daemon said over TLS reached the broker: online, its decisions, offline at the end
+    states = [json.loads(m)["state"] for t, m in received if t == "smartbin/test-bin/status"]
+    assert states[:1] == ["online"] and states[-1] == "offline", (states, run.stderr[-1500:])
+    assert any(t == "smartbin/test-bin/decision" for t, _ in received), run.stderr[-1500:]
 
 
 def test_tls_refuses_a_server_whose_certificate_does_not_match(tmp_path, pki, tls_broker, bundle_dir):
