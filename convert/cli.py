@@ -200,7 +200,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="dataset folder (seed format or class folders); again to add more, e.g. pulled field samples",
     )
     p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--backbone", default="resnet50", choices=["resnet50", "resnet101", "resnet152"])
+    p.add_argument(
+        "--backbone",
+        default="resnet50",
+        choices=["resnet50", "resnet101", "resnet152", "resnet-mini"],
+        help="resnet-mini: a small residual network for small boards (no ImageNet weights)",
+    )
     p.add_argument("--weights", default="imagenet", help="imagenet (downloads), none, or a backbone weights file")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--epochs", type=int, default=8)

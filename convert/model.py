@@ -9,12 +9,39 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from edge.errors import SmartbinError
+
 log = logging.getLogger(__name__)
+
+
+def resnet_mini(include_top: bool = False, weights: str | None = None, input_shape=(224, 224, 3)) -> keras.Model:
+    """A small ResNet (conv1, then one basic residual block per stage, 16-128 filters, BatchNorm), named as
+    Keras' ResNets are so the same training, fine-tuning and export apply: for boards too small for
+    ResNet50, and the test suite's fast stand-in. No ImageNet weights exist for it."""
+    if weights == "imagenet":
+        raise SmartbinError("resnet-mini has no ImageNet weights: pass --weights none or a weights file")
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="conv1_conv")(inputs)
+    x = layers.Activation("relu", name="conv1_relu")(layers.BatchNormalization(name="conv1_bn")(x))
+    for stage, filters in zip((2, 3, 4, 5), (16, 32, 64, 128)):
+        name, stride = f"conv{stage}_block1", 1 if stage == 2 else 2
+        shortcut = x
+        if stride != 1 or x.shape[-1] != filters:
+            shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv")(x)
+            shortcut = layers.BatchNormalization(name=f"{name}_0_bn")(shortcut)
+        y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv")(x)
+        y = layers.Activation("relu", name=f"{name}_1_relu")(layers.BatchNormalization(name=f"{name}_1_bn")(y))
+        y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
+        y = layers.BatchNormalization(name=f"{name}_2_bn")(y)
+        x = layers.Activation("relu", name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
+    return keras.Model(inputs, x, name="resnet_mini")
+
 
 BACKBONES = {
     "resnet50": keras.applications.ResNet50,
     "resnet101": keras.applications.ResNet101,
     "resnet152": keras.applications.ResNet152,
+    "resnet-mini": resnet_mini,
 }
 # keras.applications.resnet.preprocess_input ("caffe" mode): RGB->BGR, minus ImageNet means.
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)

@@ -12,9 +12,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-# Small enough for 2 cores: 4 classes, 64 px input. The same code runs 224 px for users.
+# Small enough for 2 cores: 4 classes, 64 px input, and the small residual backbone (residual blocks,
+# BatchNorm, the same head, the same training and export code) for the device, daemon, update and bench
+# tests. ResNet50 itself is trained, converted and gated on real images in test_quantization.py.
 IMG_SIZE = 64
 CLASSES = 4
+BACKBONE = "resnet-mini"
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +31,7 @@ def dataset_dir(tmp_path_factory) -> Path:
 def weights_file(tmp_path_factory) -> Path:
     from convert.model import write_stand_in_weights
 
-    return write_stand_in_weights(tmp_path_factory.mktemp("weights") / "resnet50_notop.weights.h5", IMG_SIZE)
+    return write_stand_in_weights(tmp_path_factory.mktemp("weights") / "backbone.weights.h5", IMG_SIZE, BACKBONE)
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +49,8 @@ def run_dir(tmp_path_factory, dataset_dir: Path, weights_file: Path) -> Path:
             str(out),
             "--weights",
             str(weights_file),
+            "--backbone",
+            BACKBONE,
             "--img-size",
             str(IMG_SIZE),
             "--epochs",
@@ -98,9 +103,9 @@ def other_bundle_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("other")
     data = write_synthetic(tmp / "data", 3, 12, seed=5, size=60)
     (data / "garbage_classify_rule.json").write_text(json.dumps(OTHER_LABELS, ensure_ascii=False), encoding="utf-8")
-    weights = write_stand_in_weights(tmp / "w.weights.h5", OTHER_IMG_SIZE)
+    weights = write_stand_in_weights(tmp / "w.weights.h5", OTHER_IMG_SIZE, BACKBONE)
     run = tmp / "run"
-    train = ["train", "--data", str(data), "--out", str(run), "--weights", str(weights)]
+    train = ["train", "--data", str(data), "--out", str(run), "--weights", str(weights), "--backbone", BACKBONE]
     assert main([*train, "--img-size", str(OTHER_IMG_SIZE), "--epochs", "8", "--val-fraction", "0.25"]) == 0
     out = tmp / "bundle"
     assert (
@@ -203,3 +208,30 @@ def empty_bin_source(folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     write_jpeg(folder / "0.jpg", empty_floor(240, 320, seed=3))
     return f"dir://{folder}"
+
+
+def keras_arithmetic(model_file: Path) -> tuple[float, int]:
+    """(GFLOP, convolution and dense layers) of a trained model, counted from its Keras layers: an
+    independent check of what edge/ counts on the exported file (2 FLOP per multiply-add)."""
+    import keras
+    import numpy as np
+
+    from convert.model import load_model
+
+    flops, count = 0.0, 0
+
+    def walk(model) -> None:
+        nonlocal flops, count
+        for layer in model.layers:
+            if isinstance(layer, keras.Model):
+                walk(layer)
+            elif isinstance(layer, keras.layers.Conv2D):
+                out = layer.output.shape
+                flops += 2 * out[1] * out[2] * np.prod(layer.kernel_size) * layer.input.shape[-1] * layer.filters
+                count += 1
+            elif isinstance(layer, keras.layers.Dense):
+                flops += 2 * layer.input.shape[-1] * layer.units
+                count += 1
+
+    walk(load_model(model_file))
+    return flops / 1e9, count

@@ -13,6 +13,7 @@ from edge.cli import main
 from edge.dataset import load_dataset, load_images
 from edge.errors import BundleError
 from edge.runtime import open_engine
+from tests.conftest import keras_arithmetic
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def test_every_variant_loads_and_agrees_with_keras(bundle_dir: Path, run_dir: Pa
         assert engine.backend == ("onnxruntime" if variant.startswith("onnx") else "litert")
 
 
-def test_int8_is_integer_inside(bundle_dir: Path):
+def test_int8_is_integer_inside(bundle_dir: Path, run_dir: Path):
     import onnx
     from ai_edge_litert.interpreter import Interpreter
 
@@ -68,7 +69,8 @@ def test_int8_is_integer_inside(bundle_dir: Path):
     ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # QDQ: ONNX Runtime fuses these into int8 kernels
     weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
-    assert len(weights) >= 50 and graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    _, layers = keras_arithmetic(run_dir / "model.keras")  # each convolution and dense layer's weights in int8
+    assert len(weights) >= layers and graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
 
 
 @pytest.mark.parametrize(

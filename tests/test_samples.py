@@ -23,7 +23,7 @@ import pytest
 from edge.cli import main
 from edge.config import SamplesConfig
 from edge.service.samples import SampleStore
-from tests.conftest import ROOT, write_config
+from tests.conftest import BACKBONE, ROOT, write_config
 from tests.mqtt_client import Subscriber, answered
 
 TOPIC = "smartbin/test-bin/command"
@@ -212,7 +212,9 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
     assert "2 image(s) pulled from the field" in capsys.readouterr().out
     run = tmp_path / "run"
     train = ["train", "--data", str(dataset_dir), "--data", str(field), "--out", str(run)]
-    assert main([*train, "--weights", str(weights_file), "--img-size", "64", "--epochs", "1"]) == 0
+    assert (
+        main([*train, "--weights", str(weights_file), "--backbone", BACKBONE, "--img-size", "64", "--epochs", "1"]) == 0
+    )
     labels = json.loads((run / "labels.json").read_text(encoding="utf-8"))
     base = json.loads((dataset_dir / "garbage_classify_rule.json").read_text(encoding="utf-8"))
     assert len(labels) == len(base) + 2 and {lab["name"] for lab in labels[-2:]} == {"cup", "bottle"}

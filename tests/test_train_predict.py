@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from tests.conftest import CLASSES
+from tests.conftest import BACKBONE, CLASSES
 
 pytestmark = pytest.mark.slow
 
@@ -107,9 +107,9 @@ def test_weights_file_is_really_loaded(weights_file: Path, tmp_path: Path):
 
     from convert.model import build_model
 
-    _, loaded = build_model(CLASSES, 64, weights=str(weights_file))
-    _, fresh = build_model(CLASSES, 64, weights=None)
-    _, again = build_model(CLASSES, 64, weights=str(weights_file))
+    _, loaded = build_model(CLASSES, 64, BACKBONE, weights=str(weights_file))
+    _, fresh = build_model(CLASSES, 64, BACKBONE, weights=None)
+    _, again = build_model(CLASSES, 64, BACKBONE, weights=str(weights_file))
     w_loaded, w_fresh, w_again = (m.get_layer("conv1_conv").get_weights()[0] for m in (loaded, fresh, again))
     np.testing.assert_array_equal(w_loaded, w_again)
     assert not np.array_equal(w_loaded, w_fresh)
@@ -155,6 +155,8 @@ def test_weights_none_trains_the_whole_backbone(tmp_path: Path):
                 str(out),
                 "--weights",
                 "none",
+                "--backbone",
+                BACKBONE,
                 "--img-size",
                 "32",
                 "--epochs",
@@ -168,10 +170,10 @@ def test_weights_none_trains_the_whole_backbone(tmp_path: Path):
         == 0
     )
     keras.utils.set_random_seed(0)  # train() seeds the same way before building its model
-    _, initial = build_model(2, 32, weights=None)
+    _, initial = build_model(2, 32, BACKBONE, weights=None)
     from convert.model import load_model
 
-    trained = load_model(out / "model.keras").get_layer("resnet50")
+    trained = load_model(out / "model.keras").get_layer("resnet_mini")
     before = initial.get_layer("conv1_conv").get_weights()[0]
     after = trained.get_layer("conv1_conv").get_weights()[0]
     assert before.shape == after.shape and not np.allclose(before, after)
@@ -237,10 +239,10 @@ def test_the_best_checkpoint_survives_a_worse_fine_tune_phase(tmp_path: Path):
     from convert.train import TrainConfig, train
 
     data = write_synthetic(tmp_path / "d", 3, 8, seed=4, size=40)
-    weights = write_stand_in_weights(tmp_path / "w.weights.h5", 32)
+    weights = write_stand_in_weights(tmp_path / "w.weights.h5", 32, BACKBONE)
     config = TrainConfig(
-        data=str(data), out=str(tmp_path / "run"), weights=str(weights), img_size=32, epochs=6, batch_size=8,
-        fine_tune_epochs=2, fine_tune_learning_rate=50.0, val_fraction=0.34,
+        data=str(data), out=str(tmp_path / "run"), weights=str(weights), backbone=BACKBONE, img_size=32, epochs=6,
+        batch_size=8, fine_tune_epochs=2, fine_tune_learning_rate=50.0, val_fraction=0.34,
     )  # fmt: skip
     out = train(config)
     with (out / "history.csv").open() as fh:
