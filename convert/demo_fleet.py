@@ -95,7 +95,9 @@ def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def retrain(out: Path, data: Path, samples: Path, weights: Path, img_size: int, console: Console) -> Path | None:
+def retrain(
+    out: Path, data: Path, samples: Path, weights: Path, img_size: int, backbone: str, console: Console
+) -> Path | None:
     """Pull the corrected samples and train + convert v2 on the original data plus the field's."""
     field = out / "field"
     shutil.rmtree(field, ignore_errors=True)
@@ -103,6 +105,7 @@ def retrain(out: Path, data: Path, samples: Path, weights: Path, img_size: int, 
         return None
     run, bundle = out / "run-v2", out / "bundle-v2"
     train = ["train", "--data", str(data), "--data", str(field), "--out", str(run), "--weights", str(weights)]
+    train += ["--backbone", backbone]
     if smartbin([*train, "--img-size", str(img_size), "--epochs", "20", "--val-fraction", "0.25"]):
         return None
     name = ["--name", "demo-v2", "--variants", "int8", "--no-probes", "--calib-samples", "200"]
