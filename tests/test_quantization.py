@@ -151,7 +151,7 @@ def test_on_real_images_every_quantized_variant_passes_its_gate(digits, tmp_path
     assert (
         main(
             ["train", "--data", str(digits), "--out", str(run), "--weights", str(weights), "--img-size", "48"]
-            + ["--epochs", "8"]
+            + ["--epochs", "4"]
         )
         == 0
     )
