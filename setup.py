@@ -40,6 +40,7 @@ EXTRAS = {
     "dev": [
         "pytest>=8.0",
         "pytest-timeout>=2.3",
+        "pytest-xdist>=3.5",  # make test runs the suite in parallel workers
         "hypothesis>=6.100",
         "ruff>=0.6",
         "jsonschema>=4.20",

@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# `make test` runs the suite in parallel workers (pytest-xdist): each worker picks its brokers' and
+# servers' ports from a range of its own (edge/tools/localbroker.free_port), below the kernel's ephemeral
+# ports, so two workers never choose the same port before one of them binds it.
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
+    _worker = int(os.environ["PYTEST_XDIST_WORKER"][2:])
+    os.environ.setdefault("SMARTBIN_PORT_RANGE", f"{20000 + 1500 * _worker}-{21499 + 1500 * _worker}")
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

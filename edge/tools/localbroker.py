@@ -3,8 +3,10 @@ otherwise amqtt (an embedded Python broker; MQTT 3.1.1, fine for a demo, not for
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -16,10 +18,29 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+PORT_RANGE = "SMARTBIN_PORT_RANGE"  # "LOW-HIGH": local ports are chosen only there (runs side by side)
+_turn = itertools.count(random.randrange(1 << 16))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now. Under ``SMARTBIN_PORT_RANGE`` the ports come from that range
+    alone, in turn: parallel test workers each given a range of their own never pick the same port between
+    choosing it and a server binding it (the kernel's ephemeral range, above 32767, stays out of it)."""
+    spec = os.environ.get(PORT_RANGE)
+    if not spec:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    low, high = (int(part) for part in spec.split("-"))
+    for _ in range(high - low + 1):
+        port = low + next(_turn) % (high - low + 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"{PORT_RANGE}={spec}: no free port left")
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> bool:
