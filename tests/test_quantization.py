@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from edge.bundle import Bundle
+from edge.runtime import open_engine
+from tests.conftest import keras_arithmetic
 
 pytestmark = pytest.mark.slow
 SIZE, CLASSES = 32, 4
@@ -159,12 +161,14 @@ def test_on_real_images_every_quantized_variant_passes_its_gate(digits, tmp_path
     assert main(["convert", str(run), "--out", str(out), "--variants", "dynamic,int8", "--onnx", "--no-probes"]) == 0
     bundle = Bundle.open(out)
     assert bundle.manifest.keras_accuracy["top1"] > 0.3  # it learned (chance is 0.1)
+    rescued = []
     for variant in ("dynamic", "int8", "onnx_int8"):
         entry = bundle.manifest.variants[variant]
         assert entry.gate.passed and entry.gate.agreement >= 0.99, variant
         report = entry.quantization
         if report is None:  # passed as it came out of the converter: no report asked for
             continue
+        rescued += [variant] if report.float_layers else []
         print(
             f"real digits {variant}: {[(a.what, round(a.agreement, 3)) for a in report.attempts]}, "
             f"{len(report.float_layers)} op(s) in float, {report.ms_per_image} vs {report.int8_ms_per_image} ms/image"
@@ -172,3 +176,10 @@ def test_on_real_images_every_quantized_variant_passes_its_gate(digits, tmp_path
         assert [a.kept for a in report.attempts].count(True) == 1
         if report.float_layers:
             assert report.ms_per_image > 0 and report.int8_ms_per_image > 0
+    # a briefly trained ResNet50 on real scans: fully quantized, some variant misses its gate (TFLite's
+    # int8 agreed on about 20 % here) and the search is what makes it pass
+    assert rescued, "every variant passed fully quantized: this test no longer shows the search"
+    # the arithmetic the bench's floor uses, counted on the exported file, is ResNet50's own
+    gflop, layers = keras_arithmetic(run / "model.keras")
+    assert layers == 53 + 3 and 0.35 < gflop < 0.45  # 53 convolutions and the head's 3 dense layers, at 48 px
+    assert open_engine(bundle, "litert", "int8").flops() / 1e9 == pytest.approx(gflop, rel=0.01)
