@@ -91,8 +91,7 @@ def rescue(
         ranked, neighbours = dynamic.layer_errors(debug), {}
     elif variant == "int8":
         calibrated = TfliteInt8(tflite_converter(saved_model, "int8", calibration), debug)
-        ranked = calibrated.layer_errors()
-        neighbours = tflite_neighbours(current.data)
+        ranked, neighbours = calibrated.layer_errors(), tflite_neighbours(current.data)
     else:
         candidate_path.write_bytes(current.data)
         ranked = onnx_layer_errors(float_onnx, candidate_path, debug)

@@ -390,7 +390,7 @@ def test_two_bins_left_on_the_default_id_both_stay_connected(tmp_path: Path, bun
     try:
         for name in ("kitchen", "garage"):
             metrics = sub.wait_for(f"{name}/metrics", count=10, timeout=60)
-            assert len(metrics) == 10, f"{name}: {len(metrics)} metrics"
+            assert len(metrics) >= 10, f"{name}: {len(metrics)} metrics"
             assert {m.json()["broker_connects"] for m in metrics} == {1}, name  # never kicked off and back
         assert {m.topic.split("/")[1] for m in sub.on("status")} == {"kitchen", "garage"}
     finally:
