@@ -34,7 +34,7 @@ system-packages:
 test: system-packages $(STAMP) $(WHEELS)/.done
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile  # 3 workers: measured best on 2 cores (docs/testing.md)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -241,3 +241,16 @@ def keras_arithmetic(model_file: Path) -> tuple[float, int]:
 
     walk(load_model(model_file))
     return flops / 1e9, count
+
+
+# The longest modules first: in parallel workers (make test) the run lasts at least as long as its
+# longest module, so that one starts at once instead of after the others have been handed out.
+LONGEST_FIRST = ("test_quantization.py", "test_field_day.py", "test_real_systemd.py", "test_updates.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
