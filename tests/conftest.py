@@ -26,18 +26,41 @@ CLASSES = 4
 BACKBONE = "resnet-mini"
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A session folder built by one test process and read by the others: under pytest-xdist every worker
+    would otherwise train and convert the same models again. ``build(folder)`` fills it, under a lock in
+    the run's shared temporary folder; the tests only read what it holds."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of one run
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with (root / f"shared-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory) -> Path:
     from convert.synth import write_synthetic
 
-    return write_synthetic(tmp_path_factory.mktemp("data"), CLASSES, 24, seed=0, size=80)
+    return built_once(tmp_path_factory, "data", lambda out: write_synthetic(out, CLASSES, 24, seed=0, size=80))
 
 
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory) -> Path:
     from convert.model import write_stand_in_weights
 
-    return write_stand_in_weights(tmp_path_factory.mktemp("weights") / "backbone.weights.h5", IMG_SIZE, BACKBONE)
+    def build(out: Path) -> None:
+        write_stand_in_weights(out / "backbone.weights.h5", IMG_SIZE, BACKBONE)
+
+    return built_once(tmp_path_factory, "weights", build) / "backbone.weights.h5"
 
 
 @pytest.fixture(scope="session")
@@ -45,30 +68,12 @@ def run_dir(tmp_path_factory, dataset_dir: Path, weights_file: Path) -> Path:
     """A real training run through the CLI: frozen backbone from a local weights file."""
     from edge.cli import main
 
-    out = tmp_path_factory.mktemp("run") / "run"
-    code = main(
-        [
-            "train",
-            "--data",
-            str(dataset_dir),
-            "--out",
-            str(out),
-            "--weights",
-            str(weights_file),
-            "--backbone",
-            BACKBONE,
-            "--img-size",
-            str(IMG_SIZE),
-            "--epochs",
-            "20",
-            "--batch-size",
-            "16",
-            "--val-fraction",
-            "0.25",
-        ]
-    )
-    assert code == 0
-    return out
+    def build(out: Path) -> None:
+        train = ["train", "--data", str(dataset_dir), "--out", str(out / "run"), "--weights", str(weights_file)]
+        train += ["--backbone", BACKBONE, "--img-size", str(IMG_SIZE), "--epochs", "20", "--batch-size", "16"]
+        assert main([*train, "--val-fraction", "0.25"]) == 0
+
+    return built_once(tmp_path_factory, "run", build) / "run"
 
 
 @pytest.fixture(scope="session")
@@ -83,9 +88,11 @@ def bundle_dir(tmp_path_factory, request) -> Path:
         return Path(os.environ["SMARTBIN_TEST_BUNDLE"])
 
     run_dir = request.getfixturevalue("run_dir")
-    out = tmp_path_factory.mktemp("bundle") / "bundle"
-    assert main(["convert", str(run_dir), "--out", str(out), "--onnx", "--calib-samples", "100"]) == 0
-    return out
+
+    def build(out: Path) -> None:
+        assert main(["convert", str(run_dir), "--out", str(out / "bundle"), "--onnx", "--calib-samples", "100"]) == 0
+
+    return built_once(tmp_path_factory, "bundle", build) / "bundle"
 
 
 OTHER_LABELS = {"0": "可回收物/test_can", "1": "厨余垃圾/test_peel", "2": "有害垃圾/test_battery"}
@@ -97,16 +104,18 @@ def other_bundle_dir(tmp_path_factory) -> Path:
     """A second real bundle with other labels (3 classes of its own) and another input size (48 px).
 
     SMARTBIN_TEST_OTHER_BUNDLE=DIR reuses one, as SMARTBIN_TEST_BUNDLE does."""
-    import json
-
     if os.environ.get("SMARTBIN_TEST_OTHER_BUNDLE"):
         return Path(os.environ["SMARTBIN_TEST_OTHER_BUNDLE"])
+    return built_once(tmp_path_factory, "other", _build_other_bundle) / "bundle"
+
+
+def _build_other_bundle(tmp: Path) -> None:
+    import json
 
     from convert.model import write_stand_in_weights
     from convert.synth import write_synthetic
     from edge.cli import main
 
-    tmp = tmp_path_factory.mktemp("other")
     data = write_synthetic(tmp / "data", 3, 12, seed=5, size=60)
     (data / "garbage_classify_rule.json").write_text(json.dumps(OTHER_LABELS, ensure_ascii=False), encoding="utf-8")
     weights = write_stand_in_weights(tmp / "w.weights.h5", OTHER_IMG_SIZE, BACKBONE)
@@ -131,7 +140,6 @@ def other_bundle_dir(tmp_path_factory) -> Path:
         )
         == 0
     )
-    return out
 
 
 @pytest.fixture()
