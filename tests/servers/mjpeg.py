@@ -36,7 +36,7 @@ def serve(port: int, clip: Path | None = None, start_s: float = 0.0) -> subproce
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 10  # ffmpeg serves one client only: look for its socket, do not connect
+    deadline = time.monotonic() + 30  # ffmpeg serves one client only: look for its socket, do not connect
     while not listening(port) and time.monotonic() < deadline:
         time.sleep(0.05)
     if not listening(port):
