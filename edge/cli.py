@@ -119,11 +119,11 @@ def cmd_bundle_pack(args: argparse.Namespace) -> int:
 
 def cmd_bundle_install(args: argparse.Namespace) -> int:
     """A bundle into a device's model store, made current: what install.sh --bundle runs."""
-    from edge.config import load_config
+    from edge.config import UpdatesConfig, load_config
     from edge.service.models import ModelStore
 
-    store = Path(args.store) if args.store else load_config(args.config).updates.store
-    folder = ModelStore(store, keep=1_000_000).install(Path(args.bundle))  # never prunes: the daemon does
+    updates = load_config(args.config).updates if args.config else UpdatesConfig(store=Path(args.store))
+    folder = ModelStore(updates.store, updates.keep).install(Path(args.bundle))
     print(f"installed {folder} (current); restart the service to run it: systemctl restart smartbin-edge")
     return 0
 

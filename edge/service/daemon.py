@@ -73,7 +73,12 @@ class Daemon:
         self.background = Background()
         self.commands = CommandQueue(lambda payload: self.outputs.publish_answer(payload))
         self.models = Serving(
-            config, self.notifier, self.background, self._switched, lambda: self.outputs.publish_model(), self._answer
+            config,
+            self.notifier,
+            self.background,
+            self._switched,
+            lambda: self.outputs.publish_model(),
+            self.commands.answer,
         )
         self.camera = Camera(config)
         self.pipeline = Pipeline(
@@ -91,9 +96,6 @@ class Daemon:
     def classifier(self) -> Classifier:
         """The classifier that serves now (``Serving`` decides which)."""
         return self.models.classifier
-
-    def _answer(self, command_id: Any, action: str | None, result: dict | None = None, error: str | None = None):
-        self.commands.answer(command_id, action, result, error)
 
     def _switched(self, classifier: Classifier) -> None:
         """Another classifier serves: the vote follows its labels, and the status says what runs."""

@@ -79,10 +79,10 @@ class Outputs:
             retained=lambda: {"model": self.hooks.model()},
         )
 
-    def replace_publisher(self, publisher: Publisher, config: Config) -> None:
+    def replace_publisher(self, publisher: Publisher) -> None:
         """A reload's new broker or topics: offline on the old ones, the backlog kept in the outbox."""
         self.publisher.stop(timeout=3.0)
-        self.publisher, self.config = publisher, config
+        self.publisher = publisher
         self.publisher.start()
 
     # ------------------------------------------------------------------ results

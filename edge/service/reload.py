@@ -108,7 +108,7 @@ def apply_reload(live: Live, prepared: PreparedReload, config_path: Path) -> Non
     if "decision" in sections:
         live.pipeline.set_vote(new.decision.settings())
     if publisher is not None:
-        live.outputs.replace_publisher(publisher, new)
+        live.outputs.replace_publisher(publisher)
     live.web.replace(web, roi)
     logging.getLogger().setLevel(new.log_level)
     live.outputs.publish_status()
