@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge.cli import add_command as _add
 from edge.errors import SmartbinError
+from edge.vision.decision import VoteSettings
 
 
 def _quiet_tensorflow() -> None:
@@ -88,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         fine_tune_epochs=args.fine_tune_epochs,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        bn_batches=args.bn_batches,
     )
     out = train(config)
     import json
@@ -109,6 +111,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         onnx=args.onnx,
         data=args.data,
         calib_samples=args.calib_samples,
+        gate_images=args.gate_images,
+        min_confidence=args.min_confidence,
         allow_accuracy_drop=args.allow_accuracy_drop,
         name=args.name,
         probes=not args.no_probes,
@@ -213,6 +217,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="then unfreeze the last stage for N epochs")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--bn-batches",
+        type=int,
+        default=20,
+        help="after training, re-measure the trained BatchNorms' statistics on N training batches (0: never); "
+        "kept when the validation top-1 is not lower",
+    )
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
@@ -234,6 +245,20 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=100,
         help="training images for int8 calibration, drawn evenly across classes (default 100)",
+    )
+    p.add_argument(
+        "--gate-images",
+        type=int,
+        default=500,
+        help="images the agreement with Keras is measured on: held-out, then spare training images, then "
+        "flipped/brightened copies (default 500)",
+    )
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=VoteSettings.min_confidence,
+        help="quantized variants must agree where either model is this sure (the device's decision.min_confidence, "
+        "default %(default)s)",
     )
     p.add_argument(
         "--quant-report",

@@ -22,8 +22,10 @@ import tensorflow as tf
 from rich.console import Console
 from rich.table import Table
 
+from convert.batchnorm import fold_batchnorm
 from convert.dataset import stratified_split
 from convert.formats import TFLITE_VARIANTS, convert_onnx, convert_tflite, export_saved_model, quantize_onnx
+from convert.gate import describe_failure, gate, gate_images
 from convert.model import load_model
 from convert.probe import write_probes
 from convert.quantdebug import markdown as quantization_markdown
@@ -49,19 +51,11 @@ from edge.errors import SmartbinError
 from edge.labels import Label
 from edge.runtime import open_engine
 from edge.versions import installed_versions
+from edge.vision.decision import VoteSettings
 
 log = logging.getLogger(__name__)
 
-# Minimum argmax agreement with Keras, and the most top-1 accuracy a variant may lose.
 ACCEPTANCE_IMAGES = 8  # in the bundle for the device's own check of an update (~12 kB each at 64 px)
-GATES: dict[str, tuple[float, float | None]] = {
-    "float32": (0.999, None),
-    "float16": (0.999, None),
-    "dynamic": (0.99, 0.01),
-    "int8": (0.99, 0.01),
-    "onnx": (0.999, None),
-    "onnx_int8": (0.99, 0.01),
-}
 # The quantized variants (each with its default calibration): a miss of the gate gets the per-layer
 # report and the fixes of convert/rescue.py.
 CALIBRATION = {"dynamic": "none", "int8": "MinMax", "onnx_int8": "MinMax"}
@@ -74,6 +68,8 @@ class ExportOptions:
     onnx: bool = False
     data: str | None = None
     calib_samples: int = 100
+    gate_images: int = 500  # images the agreement is measured on (held-out, spare training, copies)
+    min_confidence: float = VoteSettings.min_confidence  # agreement counts where the bin would act
     allow_accuracy_drop: bool = False
     quant_report: bool = False  # the per-layer report even when the integer variants pass
     mixed_precision: bool = True  # keep the worst layers in float where full integer misses the gate
@@ -137,36 +133,6 @@ def calibration_samples(samples: list[Sample], n: int, seed: int) -> list[Sample
     return picked
 
 
-def gate(variant: str, probs: np.ndarray, keras_probs: np.ndarray, truth: np.ndarray) -> GateResult:
-    """Compare a variant's probabilities with Keras' on the same images."""
-    min_agreement, max_drop = GATES[variant]
-    top1 = float((probs.argmax(1) == truth).mean())
-    keras_top1 = float((keras_probs.argmax(1) == truth).mean())
-    agreement = float((probs.argmax(1) == keras_probs.argmax(1)).mean())
-    passed = agreement >= min_agreement and (max_drop is None or keras_top1 - top1 <= max_drop + 1e-9)
-    return GateResult(
-        images=len(truth),
-        top1=top1,
-        keras_top1=keras_top1,
-        agreement=agreement,
-        max_prob_diff=float(np.abs(probs - keras_probs).max()),
-        min_agreement=min_agreement,
-        max_top1_drop=max_drop,
-        passed=passed,
-    )
-
-
-def describe_failure(result: GateResult) -> str:
-    reasons = []
-    if result.agreement < result.min_agreement:
-        reasons.append(f"agreement {result.agreement:.2%} < {result.min_agreement:.1%}")
-    if result.max_top1_drop is not None and result.keras_top1 - result.top1 > result.max_top1_drop:
-        reasons.append(
-            f"top-1 drop {(result.keras_top1 - result.top1) * 100:.2f} points > {result.max_top1_drop * 100:.0f}"
-        )
-    return "; ".join(reasons)
-
-
 def _versions() -> dict[str, str]:
     return {
         "tensorflow": tf.__version__,
@@ -188,7 +154,7 @@ def _entry(path: Path, variant: str, seconds: float) -> VariantFile:
 
 def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
     table = Table(title=title)
-    columns = ("variant", "file", "size MB", "convert s", "top-1", "keras top-1", "agreement", "max Δp", "gate")
+    columns = ("variant", "file", "size MB", "convert s", "top-1", "keras top-1", "agreement", "of", "all", "gate")
     for column in (*columns, "calibration", "float ops"):
         table.add_column(
             column, justify="right" if column not in ("variant", "file", "gate", "calibration") else "left"
@@ -201,16 +167,19 @@ def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
             entry.file,
             f"{entry.size / 1e6:.1f}",
             f"{entry.conversion_s or 0:.1f}",
-            *(
-                ("—",) * 4
-                if g is None
-                else (f"{g.top1:.1%}", f"{g.keras_top1:.1%}", f"{g.agreement:.1%}", f"{g.max_prob_diff:.4f}")
-            ),
+            *(("—",) * 5 if g is None else (f"{g.top1:.1%}", f"{g.keras_top1:.1%}", *_agreement(g))),
             status,
             q.calibration.split(",")[0] if q else CALIBRATION.get(variant, "—"),
             str(len(q.float_layers)) if q else ("0" if variant in CALIBRATION else "—"),
         )
     return table
+
+
+def _agreement(g: GateResult) -> tuple[str, str, str]:
+    """(agreement, the images it counts, agreement on all of them) for the table."""
+    where = f"{g.confident_images} ≥{g.min_confidence:.0%}" if g.min_confidence is not None else "all"
+    overall = g.overall_agreement if g.overall_agreement is not None else g.agreement
+    return f"{g.agreement:.1%}", f"{where} of {g.agreement_images or g.images}", f"{overall:.1%}"
 
 
 def write_acceptance(folder: Path, images: np.ndarray, probs: np.ndarray) -> AcceptanceFile:
@@ -260,10 +229,19 @@ class Export:
             self.calibration = load_images(samples, height, width)
             self.held_out = load_images(source.held_out, height, width)
             self.truth = np.array([s.label for s in source.held_out])
-            batches = range(0, len(self.held_out), 32)
-            self.keras_probs = np.concatenate(
-                [np.asarray(keras_model(self.held_out[i : i + 32], training=False)) for i in batches]
+            picked = {s.path for s in samples}
+            spare = [s for s in calibration_samples(source.train, len(source.train), options.seed + 1)]
+            spare = [s for s in spare if s.path not in picked][: max(0, options.gate_images - len(self.held_out))]
+            self.images = gate_images(
+                self.held_out, load_images(spare, height, width), options.gate_images, options.seed
             )
+            batches = range(0, len(self.images), 32)
+            self.keras_probs = np.concatenate(
+                [np.asarray(keras_model(self.images[i : i + 32], training=False)) for i in batches]
+            )
+        # what is converted: the same function with the head's BatchNorms folded (convert/batchnorm.py)
+        self.folded, folded = fold_batchnorm(keras_model)
+        log.info("%d BatchNorm layer(s) folded into the Dense layers around them", folded)
         self.manifest = Manifest(
             format_version=FORMAT_VERSION,
             name=source.name,
@@ -273,7 +251,7 @@ class Export:
             input=InputSpec(height=height, width=width),
             variants={},
             keras_accuracy={
-                "top1": float((self.keras_probs.argmax(1) == self.truth).mean()),
+                "top1": float((self.keras_probs[: len(self.truth)].argmax(1) == self.truth).mean()),
                 "images": len(self.truth),
             },
         )
@@ -285,13 +263,11 @@ class Export:
         with self.console.status(f"converting {variant}"):
             start = time.perf_counter()
             if variant == "onnx":
-                convert_onnx(self.keras_model, path, *self.size)
+                convert_onnx(self.folded, path, *self.size)
             elif variant == "onnx_int8":
                 quantize_onnx(self.staging / VARIANT_FILES["onnx"], path, self.calibration)
             else:
-                self.saved_model = self.saved_model or export_saved_model(
-                    self.keras_model, self.staging / "saved_model"
-                )
+                self.saved_model = self.saved_model or export_saved_model(self.folded, self.staging / "saved_model")
                 path.write_bytes(convert_tflite(self.saved_model, variant, self.calibration))
             return time.perf_counter() - start
 
@@ -304,11 +280,11 @@ class Export:
         self.manifest.variants[variant] = entry = _entry(path, variant, seconds)
         engine = open_engine(Bundle(self.staging, self.manifest), "auto", variant)
         start = time.perf_counter()
-        probs = np.concatenate([engine.infer(x[None]) for x in self.held_out])
-        ms = 1000 * (time.perf_counter() - start) / len(self.held_out)
+        probs = np.concatenate([engine.infer(x[None]) for x in self.images])
+        ms = 1000 * (time.perf_counter() - start) / len(self.images)
         if variant == "int8":  # mixed precision may leave the output in float
             entry.output_dtype = np.dtype(engine.interpreter.get_output_details()[0]["dtype"]).name
-        entry.gate = gate(variant, probs, self.keras_probs, self.truth)
+        entry.gate = gate(variant, probs, self.keras_probs, self.truth, self.options.min_confidence)
         return entry.gate, ms
 
     def variant(self, variant: str) -> None:
@@ -347,7 +323,7 @@ class Export:
         """The acceptance set, probes and manifest, then the staging folder renamed to ``out``; 1 (nothing
         written) when a variant missed its gate without --allow-accuracy-drop."""
         manifest, options, console, staging = self.manifest, self.options, self.console, self.staging
-        manifest.acceptance = write_acceptance(staging, self.held_out, self.keras_probs)
+        manifest.acceptance = write_acceptance(staging, self.held_out, self.keras_probs[: len(self.held_out)])
         if options.probes:
             with console.status("writing the peak probes (matrix products only, for the bench's floor)"):
                 manifest.probes = write_probes(staging, options.onnx)

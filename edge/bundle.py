@@ -57,12 +57,18 @@ class InputSpec(Strict):
 
 
 class GateResult(Strict):
-    """Agreement of one variant with the Keras model on held-out images, measured at export."""
+    """One variant beside the Keras model, measured at export (convert/gate.py): top-1 on the ``images``
+    held-out ones; ``agreement`` of the top-1 on the ``confident_images`` of ``agreement_images`` where
+    either model reaches ``min_confidence`` (float variants: on all of them)."""
 
     images: int
     top1: float
     keras_top1: float
     agreement: float
+    overall_agreement: Optional[float] = None
+    agreement_images: Optional[int] = None
+    confident_images: Optional[int] = None
+    min_confidence: Optional[float] = None
     max_prob_diff: float
     min_agreement: float
     max_top1_drop: Optional[float] = None
