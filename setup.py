@@ -34,7 +34,7 @@ EXTRAS = {
         "keras>=3.10",
         "onnx>=1.17",
         "tf2onnx>=1.17",
-        "onnxruntime>=1.16",
+        "onnxruntime>=1.32",  # quantize_static's calibration cache (one calibration per method in a search)
         "matplotlib>=3.8",
     ],
     "dev": [
@@ -48,6 +48,7 @@ EXTRAS = {
         "amqtt>=0.11",
         "selenium>=4.20",
         "scikit-learn>=1.4",  # its bundled copy of the UCI handwritten digits: real images for the quantization test
+        "scikit-image>=0.22",  # its bundled photographs (textures, scenes): the second real image set
     ],
 }
 

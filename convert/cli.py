@@ -113,6 +113,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         calib_samples=args.calib_samples,
         gate_images=args.gate_images,
         min_confidence=args.min_confidence,
+        onnx_target=args.onnx_target,
         allow_accuracy_drop=args.allow_accuracy_drop,
         name=args.name,
         probes=not args.no_probes,
@@ -236,6 +237,12 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         "--onnx",
         action="store_true",
         help="also write model.onnx (TensorRT/CUDA on Jetson) and model_int8.onnx (ONNX Runtime int8 for x86 CPUs)",
+    )
+    p.add_argument(
+        "--onnx-target",
+        default="auto",
+        choices=["auto", "x86-vnni", "x86", "arm64"],
+        help="the CPU model_int8.onnx will run on (auto: this machine's); sets U8S8/S8S8 and 7/8-bit weights",
     )
     p.add_argument("--data", help="dataset for calibration and the accuracy gate (default: the training data)")
     p.add_argument(

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import platform
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from edge.errors import SmartbinError
+from edge.tools.peak import cpu_flags
 
 TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
+CALIBRATION_CACHE = ".calibration"  # in the staging folder: ONNX Runtime's ranges per calibration method
 
 
 @contextlib.contextmanager
@@ -69,16 +73,74 @@ def convert_onnx(model, path: Path, height: int, width: int) -> None:
         model.export(str(path), format="onnx", input_signature=spec, verbose=False)
 
 
+@dataclass(frozen=True)
+class OnnxRecipe:
+    """How model_int8.onnx is quantized for the CPU it will run on, and why (written to the manifest)."""
+
+    target: str
+    activations: str  # QUInt8 or QInt8
+    reduce_range: bool  # 7-bit weights
+    why: str
+    per_channel: bool = True  # one weight scale per output channel: a folded BatchNorm's scales vary widely
+
+    def describe(self) -> str:
+        kind = "U8S8" if self.activations == "QUInt8" else "S8S8"
+        bits = "7-bit" if self.reduce_range else "8-bit"
+        return f"QDQ {kind}, per-channel {bits} weights, for {self.target}: {self.why}"
+
+
+ONNX_RECIPES = {
+    "x86-vnni": OnnxRecipe(
+        "x86 with VNNI (AVX-512 VNNI, AVX-VNNI, AMX)",
+        "QUInt8",
+        False,
+        "vpdpbusd adds u8 x s8 products into 32 bits, so full 8-bit weights cannot saturate",
+    ),
+    "x86": OnnxRecipe(
+        "x86 without VNNI (AVX2, AVX-512)",
+        "QUInt8",
+        True,
+        "vpmaddubsw adds pairs of u8 x s8 products in 16 bits, which 8-bit weights can saturate "
+        "(ONNX Runtime's guidance: reduce_range there)",
+    ),
+    "arm64": OnnxRecipe(
+        "arm64 (Pi, Jetson CPU)",
+        "QInt8",
+        False,
+        "the dot-product kernels multiply s8 x s8 into 32 bits; S8S8 is ONNX Runtime's default",
+    ),
+}
+
+
+def onnx_recipe(target: str = "auto", flags: set[str] | None = None, machine: str | None = None) -> OnnxRecipe:
+    """The recipe for ``target`` (x86-vnni, x86, arm64), or with ``auto`` for this machine's CPU."""
+    if target != "auto":
+        if target not in ONNX_RECIPES:
+            raise SmartbinError(f"--onnx-target {target}: unknown (allowed: auto, {', '.join(ONNX_RECIPES)})")
+        return ONNX_RECIPES[target]
+    machine = machine or platform.machine()
+    if machine in ("aarch64", "arm64"):
+        return ONNX_RECIPES["arm64"]
+    flags = cpu_flags() if flags is None else flags
+    return ONNX_RECIPES["x86-vnni" if flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else "x86"]
+
+
 def quantize_onnx(
-    float_model: Path, path: Path, calibration: np.ndarray, method: str = "MinMax", exclude: Sequence[str] = ()
+    float_model: Path,
+    path: Path,
+    calibration: np.ndarray,
+    method: str = "MinMax",
+    exclude: Sequence[str] = (),
+    recipe: OnnxRecipe = ONNX_RECIPES["x86"],
+    cache: Path | None = None,
 ) -> None:
-    """Static int8 of the ONNX model (QDQ, per-channel weights), calibrated on the int8 TFLite's images.
+    """Static int8 of the ONNX model (QDQ) as ``recipe`` says, calibrated on the int8 TFLite's images.
 
     ONNX Runtime runs it with u8 x s8 kernels that do twice the multiply-adds per instruction of
-    float32 on x86 CPUs without VNNI, where XNNPACK's int8 is no faster than its float32. Weights
-    keep 7 bits (reduce_range) so that those kernels' 16-bit intermediate sums cannot saturate.
+    float32 on x86 CPUs without VNNI, where XNNPACK's int8 is no faster than its float32.
     ``method`` is ONNX Runtime's calibration (MinMax, Entropy, Percentile); ``exclude`` names nodes
-    left in float (mixed precision).
+    left in float (mixed precision). ``cache``: a folder where each method's activation ranges are kept
+    after its first calibration, so that every later candidate of a search is quantized without one.
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -97,12 +159,13 @@ def quantize_onnx(
             str(path),
             image_reader(name, calibration),
             quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            reduce_range=True,
-            activation_type=QuantType.QUInt8,
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
+            activation_type=QuantType[recipe.activations],
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod[method],
             nodes_to_exclude=list(exclude),
+            calibration_cache_path=None if cache is None else cache / f"{method}.json",
         )
     finally:
         prepared.unlink(missing_ok=True)

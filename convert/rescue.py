@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.formats import convert_tflite, quantize_onnx, tflite_converter
+from convert.formats import CALIBRATION_CACHE, ONNX_RECIPES, OnnxRecipe, convert_tflite, quantize_onnx, tflite_converter
 from convert.quantdebug import (
     WORST,
     DynamicModel,
@@ -54,12 +54,18 @@ def better(a: GateResult, b: GateResult) -> bool:
 
 
 def _calibrations(
-    float_onnx: Path, candidate_path: Path, calibration: np.ndarray, evaluate: Evaluate, attempts: list[Candidate]
+    float_onnx: Path,
+    candidate_path: Path,
+    calibration: np.ndarray,
+    evaluate: Evaluate,
+    attempts: list[Candidate],
+    recipe: OnnxRecipe,
+    cache: Path,
 ) -> tuple[Candidate, str]:
     """ONNX int8 with each other calibration method until one passes; the best one and its method."""
     current, method = attempts[0], "MinMax"
     for other in CALIBRATIONS:
-        quantize_onnx(float_onnx, candidate_path, calibration, method=other)
+        quantize_onnx(float_onnx, candidate_path, calibration, method=other, recipe=recipe, cache=cache)
         gate, ms = evaluate(candidate_path.read_bytes())
         attempts.append(Candidate(candidate_path.read_bytes(), gate, ms, f"{other} calibration"))
         log.info("onnx_int8 with %s calibration: agreement %.1f%%", other, 100 * gate.agreement)
@@ -79,12 +85,14 @@ def rescue(
     float_onnx: Path | None,
     mixed_precision: bool,
     work: Path,
+    recipe: OnnxRecipe = ONNX_RECIPES["x86"],
 ) -> tuple[Candidate, QuantizationReport]:
     """The best candidate found (the current one when nothing beats it) and the report of the search."""
     debug = calibration[:DEBUG_IMAGES]
     attempts = [current]
     method = "MinMax"
     candidate_path = work / f"candidate-{variant}"
+    cache = work / CALIBRATION_CACHE  # ONNX Runtime's activation ranges per method: calibrated once each
     if variant == "dynamic":
         # weights and input are quantized inside each hybrid op: no neighbour needs to stay float
         dynamic = DynamicModel(current.data, convert_tflite(saved_model, "float32", calibration))
@@ -97,7 +105,7 @@ def rescue(
         ranked = onnx_layer_errors(float_onnx, candidate_path, debug)
         neighbours = onnx_neighbours(float_onnx)
         if not current.gate.passed:
-            current, method = _calibrations(float_onnx, candidate_path, calibration, evaluate, attempts)
+            current, method = _calibrations(float_onnx, candidate_path, calibration, evaluate, attempts, recipe, cache)
     best, float_layers = current, []
     if not best.gate.passed and mixed_precision:
         for names in float_sets(ranked, neighbours):
@@ -106,7 +114,9 @@ def rescue(
             elif variant == "dynamic":
                 data = dynamic.mixed(names)
             else:
-                quantize_onnx(float_onnx, candidate_path, calibration, method=method, exclude=names)
+                quantize_onnx(
+                    float_onnx, candidate_path, calibration, method=method, exclude=names, recipe=recipe, cache=cache
+                )
                 data = candidate_path.read_bytes()
             if data is None:
                 break

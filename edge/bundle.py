@@ -58,12 +58,13 @@ class InputSpec(Strict):
 
 class GateResult(Strict):
     """One variant beside the Keras model, measured at export (convert/gate.py): top-1 on the ``images``
-    held-out ones; ``agreement`` of the top-1 on the ``confident_images`` of ``agreement_images`` where
-    either model reaches ``min_confidence`` (float variants: on all of them)."""
+    held-out ones, ``top1_drop`` on all ``agreement_images``; ``agreement`` of the top-1 on the
+    ``confident_images`` where either model reaches ``min_confidence`` (float variants: on all)."""
 
     images: int
     top1: float
     keras_top1: float
+    top1_drop: Optional[float] = None
     agreement: float
     overall_agreement: Optional[float] = None
     agreement_images: Optional[int] = None
@@ -114,6 +115,7 @@ class VariantFile(Strict):
     input_dtype: str
     output_dtype: str
     conversion_s: Optional[float] = None
+    recipe: Optional[str] = None  # how it was quantized, for which CPU, and why (onnx_int8)
     gate: Optional[GateResult] = None
     quantization: Optional[QuantizationReport] = None
 
