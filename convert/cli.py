@@ -54,6 +54,15 @@ def cmd_dataset_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_dataset_sample(args: argparse.Namespace) -> int:
+    from convert.dataset import sample_dataset
+
+    counts = sample_dataset(args.dir, args.out, args.n, args.seed, args.link)
+    how = "linked" if args.link else "copied"
+    print(f"{sum(counts.values())} images {how} to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
 def cmd_samples_pull(args: argparse.Namespace) -> int:
     from convert.pull import pull
 
@@ -179,6 +188,12 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-class", type=int, default=30, help="images per class (default 30)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p = _add(dsub, "sample", cmd_dataset_sample, "draw N images of a dataset, each class keeping its share")
+    p.add_argument("dir", help="the full dataset (the seed's format or class folders)")
+    p.add_argument("--out", required=True, help="new folder for the sample, in the same format")
+    p.add_argument("--n", type=int, required=True, help="images to draw, e.g. 3000 of garbage_classify_v2's 15,000")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--link", action="store_true", help="symbolic links to the images instead of copies")
     p = _add(dsub, "check", cmd_dataset_check, "report every broken item and the class/bin balance")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="machine-readable output")

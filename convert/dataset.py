@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.dataset import Dataset, Sample, load_dataset
-from edge.errors import ImageError
+from edge.dataset import RULES_FILE, Dataset, Sample, is_seed_format, load_dataset
+from edge.errors import ImageError, SmartbinError
 from edge.images import read_image
 
 
@@ -84,3 +84,50 @@ def check_dataset(root: str | Path) -> CheckReport:
         good.append(sample)
     dataset.samples = good
     return CheckReport(dataset, problems)
+
+
+def _quotas(counts: dict[int, int], n: int) -> dict[int, int]:
+    """``n`` split over the classes in proportion to their counts (largest remainders), none above its count."""
+    total = sum(counts.values())
+    exact = {label: n * count / total for label, count in counts.items()}
+    quotas = {label: int(share) for label, share in exact.items()}
+    for label in sorted(exact, key=lambda k: exact[k] - quotas[k], reverse=True)[: n - sum(quotas.values())]:
+        quotas[label] += 1
+    return {label: min(quota, counts[label]) for label, quota in quotas.items()}
+
+
+def sample_dataset(root: str | Path, out: str | Path, n: int, seed: int = 0, link: bool = False) -> dict[str, int]:
+    """Write ``n`` images of the dataset at ``root`` to ``out`` in the same format (the seed's sample.py,
+    stratified: each class keeps its share), copied or, with ``link``, as symbolic links. Returns the
+    count per class name."""
+    import shutil
+
+    dataset = load_dataset(root)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SmartbinError(f"--out {out}: exists and is not empty; choose a new folder")
+    if not 0 < n <= len(dataset.samples):
+        raise SmartbinError(f"--n {n}: choose 1 to {len(dataset.samples)} (the images in {dataset.root})")
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[Sample]] = {}
+    for sample in dataset.samples:
+        by_class.setdefault(sample.label, []).append(sample)
+    quotas = _quotas({label: len(group) for label, group in by_class.items()}, n)
+    seed_format = is_seed_format(dataset.root)
+
+    def put(source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source.resolve()) if link else shutil.copy2(source, target)
+
+    for label, group in by_class.items():
+        for index in sorted(rng.choice(len(group), quotas[label], replace=False)):
+            image = group[index].path
+            if seed_format:  # img_N.jpg beside img_N.txt, whose one line names it and its label
+                put(image, out / image.name)
+                line = f"{image.name}, {dataset.labels[label].index}\n"
+                (out / image.with_suffix(".txt").name).write_text(line, encoding="utf-8")
+            else:
+                put(image, out / image.parent.name / image.name)
+    if (dataset.root / RULES_FILE).is_file():
+        shutil.copy2(dataset.root / RULES_FILE, out / RULES_FILE)
+    return {dataset.labels[label].name: count for label, count in sorted(quotas.items()) if count}

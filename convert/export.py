@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from rich.console import Console
-from rich.table import Table
 
 from convert.batchnorm import fold_batchnorm
 from convert.dataset import stratified_split
@@ -38,6 +37,7 @@ from convert.model import load_model
 from convert.probe import write_probes
 from convert.quantdebug import markdown as quantization_markdown
 from convert.rescue import Candidate, rescue
+from convert.summary import CALIBRATION, summary_table
 from convert.train import CONFIG_FILE, LABELS_FILE, find_run, load_labels
 from edge.bundle import (
     ACCEPTANCE_FILE,
@@ -63,10 +63,8 @@ from edge.vision.decision import VoteSettings
 
 log = logging.getLogger(__name__)
 
+MOSTLY_FLOAT = 0.25  # a mixed-precision variant with more of its operations in float is called out
 ACCEPTANCE_IMAGES = 8  # in the bundle for the device's own check of an update (~12 kB each at 64 px)
-# The quantized variants (each with its default calibration): a miss of the gate gets the per-layer
-# report and the fixes of convert/rescue.py.
-CALIBRATION = {"dynamic": "none", "int8": "MinMax", "onnx_int8": "MinMax"}
 TRTEXEC_HINT = "trtexec --onnx={onnx} --saveEngine={engine} --fp16"
 
 
@@ -159,37 +157,6 @@ def _entry(path: Path, variant: str, seconds: float) -> VariantFile:
         output_dtype="uint8" if variant == "int8" else "float32",
         conversion_s=round(seconds, 2),
     )
-
-
-def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
-    table = Table(title=title)
-    columns = ("variant", "file", "size MB", "convert s", "top-1", "keras top-1", "agreement", "on", "all", "gate")
-    for column in (*columns, "calibration", "float ops"):
-        table.add_column(
-            column, justify="right" if column not in ("variant", "file", "gate", "calibration") else "left"
-        )
-    for variant, entry in rows:
-        g, q = entry.gate, entry.quantization
-        status = "—" if g is None else "pass" if g.passed else ("FAIL (kept)" if g.accepted_despite_failure else "FAIL")
-        table.add_row(
-            variant,
-            entry.file,
-            f"{entry.size / 1e6:.1f}",
-            f"{entry.conversion_s or 0:.1f}",
-            *(("—",) * 5 if g is None else (f"{g.top1:.1%}", f"{g.keras_top1:.1%}", *_agreement(g))),
-            status,
-            q.calibration.split(",")[0] if q else CALIBRATION.get(variant, "—"),
-            str(len(q.float_layers)) if q else ("0" if variant in CALIBRATION else "—"),
-        )
-    return table
-
-
-def _agreement(g: GateResult) -> tuple[str, str, str]:
-    """(agreement, the images it counts, agreement on all of them) for the table."""
-    total = g.agreement_images or g.images
-    where = f"{g.confident_images}/{total} ≥{g.min_confidence:.0%}" if g.min_confidence is not None else f"{total}"
-    overall = g.overall_agreement if g.overall_agreement is not None else g.agreement
-    return f"{g.agreement:.1%}", where, f"{overall:.1%}"
 
 
 def write_acceptance(folder: Path, images: np.ndarray, probs: np.ndarray) -> AcceptanceFile:
@@ -341,6 +308,11 @@ class Export:
                 self.reports[variant] = report.model_dump()
         q = self.manifest.variants[variant].quantization
         floats = f", {len(q.float_layers)} layer(s) left in float" if q and q.float_layers else ""
+        if q and q.quantized_ops and len(q.float_layers) > MOSTLY_FLOAT * q.quantized_ops:
+            self.console.print(
+                f"[bold yellow]{variant} is mostly float: {len(q.float_layers)} of {q.quantized_ops} operations "
+                "were kept in float to pass its gate; expect little of int8's speed (quantization.md says which)"
+            )
         self.console.log(
             f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "
             f"agreement {result.agreement:.1%}, top-1 {result.top1:.1%}{floats}"

@@ -135,6 +135,7 @@ def rescue(
         ),
         attempts=[Attempt(what=a.what, agreement=a.gate.agreement, top1=a.gate.top1, kept=a is best) for a in attempts],
         float_layers=float_layers,
+        quantized_ops=len(ranked),
         ms_per_image=round(best.ms_per_image, 3) if float_layers else None,
         int8_ms_per_image=round(attempts[0].ms_per_image, 3) if float_layers else None,
         worst_layers=ranked[:WORST],

@@ -102,6 +102,7 @@ class QuantizationReport(Strict):
     calibration: str  # method and number of images
     attempts: list[Attempt] = []
     float_layers: list[str] = []  # mixed precision: what stayed float to pass the gate
+    quantized_ops: Optional[int] = None  # the operations the report ranked (float_layers is part of them)
     ms_per_image: Optional[float] = None  # with float_layers, measured on the held-out images
     int8_ms_per_image: Optional[float] = None  # the full-integer model, same images, same run
     worst_layers: list[LayerError] = []

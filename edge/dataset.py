@@ -56,7 +56,8 @@ def _find_rules(root: Path) -> Path:
     return default_rules_path()
 
 
-def _is_seed_format(root: Path) -> bool:
+def is_seed_format(root: Path) -> bool:
+    """The seed's layout (a label file beside each image), not class folders."""
     return any(root.glob("*.txt"))
 
 
@@ -123,9 +124,9 @@ def load_dataset(root: str | Path | list[str | Path]) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     for sub in ("train_data_v2", "train_data"):  # the seed's layout nests the images
-        if (root / sub).is_dir() and not _is_seed_format(root):
+        if (root / sub).is_dir() and not is_seed_format(root):
             root = root / sub
-    dataset = _load_seed(root) if _is_seed_format(root) else _load_folders(root)
+    dataset = _load_seed(root) if is_seed_format(root) else _load_folders(root)
     if not dataset.samples:
         raise DatasetError(f"{root}: no usable images ({len(dataset.problems)} problems)")
     return dataset

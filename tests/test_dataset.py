@@ -128,3 +128,32 @@ def test_missing_dataset_and_bad_rules_are_one_line_errors(tmp_path: Path, capsy
     (tmp_path / "garbage_classify_rule.json").write_text('{"0": "trash/x", "1": "other/y"}', encoding="utf-8")
     with pytest.raises(DatasetError, match="unknown bin 'trash'"):
         load_dataset(tmp_path)
+
+
+def test_sample_keeps_the_format_and_each_class_share(tmp_path: Path, capsys):
+    """The seed's sample.py, stratified: the seed's format (label files beside the images, the rules) and
+    class folders of real photographs (scikit-image's), copied or linked."""
+    from tests.realimages import write_photo_patches
+
+    seed = tmp_path / "train_data_v2"
+    write_synthetic(seed, num_classes=4, per_class=30, seed=0, size=32)
+    photos = write_photo_patches(tmp_path / "photos", per_class=12, side=32)
+    (photos / "brick").joinpath("extra.png").write_bytes((photos / "brick" / "0.png").read_bytes())  # 13 bricks
+    assert main(["dataset", "sample", str(seed), "--out", str(tmp_path / "s1"), "--n", "30"]) == 0
+    assert "30 images copied" in capsys.readouterr().out
+    small = load_dataset(tmp_path / "s1")
+    assert len(small.samples) == 30 and sorted(small.class_counts().values()) == [7, 7, 8, 8]
+    assert [lab.name for lab in small.labels] == [lab.name for lab in load_dataset(seed).labels]
+    assert all(not s.path.is_symlink() and read_image(s.path).shape == (32, 32, 3) for s in small.samples)
+
+    assert main(["dataset", "sample", str(photos), "--out", str(tmp_path / "s2"), "--n", "61", "--link"]) == 0
+    linked = load_dataset(tmp_path / "s2")
+    counts = {linked.labels[k].name: v for k, v in linked.class_counts().items()}
+    assert sum(counts.values()) == 61 and counts["brick"] == 7 and set(counts.values()) == {6, 7}
+    assert all(s.path.is_symlink() and s.path.resolve().parent.parent == photos.resolve() for s in linked.samples)
+    # the same seed draws the same images; a full folder and too many images are refused in one line
+    assert main(["dataset", "sample", str(seed), "--out", str(tmp_path / "s3"), "--n", "30"]) == 0
+    assert sorted(p.name for p in (tmp_path / "s1").iterdir()) == sorted(p.name for p in (tmp_path / "s3").iterdir())
+    assert main(["dataset", "sample", str(seed), "--out", str(tmp_path / "s1"), "--n", "5"]) == 2
+    assert main(["dataset", "sample", str(seed), "--out", str(tmp_path / "s4"), "--n", "500"]) == 2
+    assert "--n 500: choose 1 to 120" in capsys.readouterr().err

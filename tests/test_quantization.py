@@ -85,6 +85,7 @@ def test_mixed_precision_keeps_the_fewest_layers_in_float_until_the_gate_passes(
         assert len(kept) == 1 and kept[0].agreement >= 0.99
         if report.float_layers:  # mixed precision: measured speed of both models, same images, same run
             assert report.ms_per_image > 0 and report.int8_ms_per_image > 0
+            assert len(report.float_layers) < report.quantized_ops  # how much of the model stayed float
             assert report.float_layers[0] == report.worst_layers[0].name  # the search starts from the worst
         else:  # another calibration passed
             assert variant == "onnx_int8" and kept[0].what.endswith("calibration")
@@ -133,7 +134,8 @@ def assert_integer_variants(bundle: Bundle, most_in_float: dict[str, int]) -> No
         floats = len(report.float_layers) if report else 0
         print(
             f"{bundle.manifest.name} {variant}: agreement {g.agreement:.1%} on {g.confident_images} of "
-            f"{g.agreement_images} (all: {g.overall_agreement:.1%}), held-out top-1 {g.top1:.1%} vs {g.keras_top1:.1%}, "
+            f"{g.agreement_images} (all: {g.overall_agreement:.1%}), held-out top-1 {g.top1:.1%} vs "
+            f"{g.keras_top1:.1%}, "
             f"{floats} op(s) in float"
         )
         assert g.passed and g.agreement >= 0.99 and g.top1_drop <= 0.01 + 1e-9, variant
