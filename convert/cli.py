@@ -99,6 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
         bn_batches=args.bn_batches,
+        devices=args.devices,
+        precision=args.precision,
     )
     out = train(config)
     import json
@@ -233,6 +235,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="then unfreeze the last stage for N epochs")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--devices",
+        default="auto",
+        help="auto (every GPU TensorFlow sees, else the CPU), all, a list (gpu:0,gpu:1), or cpu:N (N CPU replicas); "
+        "several machines: set TF_CONFIG on each (docs/training.md)",
+    )
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "mixed_float16", "mixed_bfloat16"],
+        help="mixed_float16 on NVIDIA GPUs (loss scaled dynamically), mixed_bfloat16 on recent CPUs/TPUs",
+    )
     p.add_argument(
         "--bn-batches",
         type=int,

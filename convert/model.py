@@ -104,7 +104,8 @@ def build_model(
     x = layers.Dense(512, activation="relu")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # float32 under a mixed-precision policy too: a float16 softmax rounds small probabilities to 0
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=f"smartbin_{backbone}"), base
 
 

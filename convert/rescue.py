@@ -76,6 +76,27 @@ def _calibrations(
     return current, method
 
 
+def _search(
+    variant: str,
+    sets: list[list[str]],
+    mixed: Callable[[list[str]], bytes | None],
+    evaluate: Evaluate,
+    attempts: list[Candidate],
+    current: Candidate,
+) -> tuple[Candidate, list[str]]:
+    """Mixed precision: each set of ops kept in float in turn, until one passes the gate (stops there)."""
+    for names in sets:
+        data = mixed(names)
+        if data is None:  # nothing left quantized
+            break
+        gate, ms = evaluate(data)
+        attempts.append(Candidate(data, gate, ms, f"{len(names)} op(s) in float"))
+        log.info("%s with %d op(s) in float: agreement %.1f%%", variant, len(names), 100 * gate.agreement)
+        if gate.passed:
+            return attempts[-1], names
+    return current, []
+
+
 def rescue(
     variant: str,
     current: Candidate,
@@ -96,36 +117,24 @@ def rescue(
     if variant == "dynamic":
         # weights and input are quantized inside each hybrid op: no neighbour needs to stay float
         dynamic = DynamicModel(current.data, convert_tflite(saved_model, "float32", calibration))
-        ranked, neighbours = dynamic.layer_errors(debug), {}
+        ranked, neighbours, mixed = dynamic.layer_errors(debug), {}, dynamic.mixed
     elif variant == "int8":
         calibrated = TfliteInt8(tflite_converter(saved_model, "int8", calibration), debug)
-        ranked, neighbours = calibrated.layer_errors(), tflite_neighbours(current.data)
+        ranked, neighbours, mixed = calibrated.layer_errors(), tflite_neighbours(current.data), calibrated.mixed
     else:
         candidate_path.write_bytes(current.data)
         ranked = onnx_layer_errors(float_onnx, candidate_path, debug)
         neighbours = onnx_neighbours(float_onnx)
         if not current.gate.passed:
             current, method = _calibrations(float_onnx, candidate_path, calibration, evaluate, attempts, recipe, cache)
+
+        def mixed(names: list[str]) -> bytes:
+            quantize_onnx(float_onnx, candidate_path, calibration, method, names, recipe, cache)
+            return candidate_path.read_bytes()
+
     best, float_layers = current, []
     if not best.gate.passed and mixed_precision:
-        for names in float_sets(ranked, neighbours):
-            if variant == "int8":
-                data = calibrated.mixed(names)
-            elif variant == "dynamic":
-                data = dynamic.mixed(names)
-            else:
-                quantize_onnx(
-                    float_onnx, candidate_path, calibration, method=method, exclude=names, recipe=recipe, cache=cache
-                )
-                data = candidate_path.read_bytes()
-            if data is None:
-                break
-            gate, ms = evaluate(data)
-            attempts.append(Candidate(data, gate, ms, f"{len(names)} op(s) in float"))
-            log.info("%s with %d op(s) in float: agreement %.1f%%", variant, len(names), 100 * gate.agreement)
-            if gate.passed:
-                best, float_layers = attempts[-1], names
-                break
+        best, float_layers = _search(variant, float_sets(ranked, neighbours), mixed, evaluate, attempts, current)
     candidate_path.unlink(missing_ok=True)
     report = QuantizationReport(
         calibration=(

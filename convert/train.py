@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import tensorflow as tf
 
 from convert.batchnorm import reestimate_batchnorm
 from convert.dataset import stratified_split
+from convert.distribute import place, plan, visible_gpus
 from convert.model import build_model, load_model, unfreeze_last_stage
 from convert.pipeline import make_dataset
 from convert.report import write_report
@@ -46,6 +50,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     bn_batches: int = 20  # BatchNorm statistics re-estimated on this many training batches (0: never)
+    devices: str = "auto"  # convert/distribute.py: auto, all, gpu:0,gpu:1, cpu:N
+    precision: str = "float32"  # or mixed_float16 (GPU), mixed_bfloat16
 
 
 def save_labels(path: Path, labels: list[Label]) -> None:
@@ -100,7 +106,11 @@ def _resolve_weights(weights: str) -> str | None:
 
 def train(config: TrainConfig) -> Path:
     """Train, keep the best checkpoint, write the report. Returns the run folder."""
-    out = Path(config.out)
+    placement = plan(config.devices, config.precision, visible_gpus(), os.environ.get("TF_CONFIG"))
+    strategy = place(placement)  # before anything else starts TensorFlow's devices
+    log.info("%s", placement.describe(config.batch_size, config.learning_rate))
+    # every worker of a cluster trains; the chief (worker 0) alone writes the run folder
+    out = Path(config.out) if placement.chief else Path(tempfile.mkdtemp(prefix="smartbin-worker-"))
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     # The same data, seed and machine give the same model (and so the same export gates).
@@ -118,22 +128,49 @@ def train(config: TrainConfig) -> Path:
     save_labels(out / LABELS_FILE, dataset.labels)
 
     weights = _resolve_weights(config.weights)
-    model, backbone = build_model(dataset.num_classes, config.img_size, config.backbone, weights)
-    # A random backbone learns little when frozen: with no weights, everything trains.
-    backbone.trainable = weights is None
-    train_ds = make_dataset(train_samples, config.img_size, config.batch_size, True, config.seed)
-    val_ds = make_dataset(val_samples, config.img_size, config.batch_size, False)
-    verbose = 1 if sys.stderr.isatty() else 2
+    batch = config.batch_size * placement.replicas
+    train_ds = make_dataset(train_samples, config.img_size, batch, True, config.seed)
+    val_ds = make_dataset(val_samples, config.img_size, batch, False)
+    with strategy.scope():
+        model, backbone = build_model(dataset.num_classes, config.img_size, config.backbone, weights)
+        # A random backbone learns little when frozen: with no weights, everything trains.
+        backbone.trainable = weights is None
+        _fit(model, backbone, config, placement.replicas, train_ds, val_ds, out)
+    if (out / MODEL_FILE).exists():  # the best checkpoint, not the last epoch
+        model = load_model(out / MODEL_FILE)
+    model = _in_float32(model, config, dataset.num_classes)
+    if config.bn_batches:
+        # a frozen backbone keeps the statistics its features were learned with: only what trained is measured
+        frozen = model.get_layer(backbone.name) if weights is not None else None
+        _settle_batchnorm(model, train_ds, val_ds, config.bn_batches, frozen)
+    model.save(out / MODEL_FILE)
+    write_report(out, model, val_samples, dataset.labels, config.img_size, config.batch_size)
+    if not placement.chief:
+        shutil.rmtree(out, ignore_errors=True)
+    return Path(config.out)
 
-    _compile(model, config.learning_rate, dataset.num_classes)
+
+def _fit(
+    model: keras.Model,
+    backbone: keras.Model,
+    config: TrainConfig,
+    replicas: int,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    out: Path,
+) -> None:
+    """The head phase, then the optional fine-tune phase; learning rates scaled with the replicas."""
+    verbose = 1 if sys.stderr.isatty() else 2
+    classes = int(model.output_shape[-1])
+    _compile(model, config.learning_rate * replicas, classes)
     history = model.fit(
         train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=_callbacks(out, False), verbose=verbose
     )
-    if config.fine_tune_epochs > 0 and weights is not None:
+    if config.fine_tune_epochs > 0 and config.weights.lower() != "none":
         best = max(history.history["val_accuracy"])
         count = unfreeze_last_stage(backbone)
         log.info("fine-tuning %d layers of the last stage at lr %g", count, config.fine_tune_learning_rate)
-        _compile(model, config.fine_tune_learning_rate, dataset.num_classes)
+        _compile(model, config.fine_tune_learning_rate * replicas, classes)
         model.fit(
             train_ds,
             validation_data=val_ds,
@@ -142,15 +179,16 @@ def train(config: TrainConfig) -> Path:
             callbacks=_callbacks(out, True, best),
             verbose=verbose,
         )
-    if (out / MODEL_FILE).exists():  # the best checkpoint, not the last epoch
-        model = load_model(out / MODEL_FILE)
-    if config.bn_batches:
-        # a frozen backbone keeps the statistics its features were learned with: only what trained is measured
-        frozen = model.get_layer(backbone.name) if weights is not None else None
-        _settle_batchnorm(model, train_ds, val_ds, config.bn_batches, frozen)
-    model.save(out / MODEL_FILE)
-    write_report(out, model, val_samples, dataset.labels, config.img_size, config.batch_size)
-    return out
+
+
+def _in_float32(model: keras.Model, config: TrainConfig, num_classes: int) -> keras.Model:
+    """The model as saved and converted: float32 layers (mixed precision's weights are float32 already)."""
+    if keras.mixed_precision.global_policy().name == "float32":
+        return model
+    keras.mixed_precision.set_global_policy("float32")
+    plain, _ = build_model(num_classes, config.img_size, config.backbone, None)
+    plain.set_weights(model.get_weights())
+    return plain
 
 
 def _top1(model: keras.Model, batches: tf.data.Dataset) -> float:
