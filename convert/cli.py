@@ -103,6 +103,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     out = train(config)
+    if out is None:
+        print(f"this worker's part is done; the chief (worker 0) writes {args.out}")
+        return 0
     import json
 
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))

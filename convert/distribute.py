@@ -109,10 +109,32 @@ def place(plan_: Plan):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * plan_.logical_cpus)
     keras.mixed_precision.set_global_policy(plan_.precision)
     if plan_.strategy == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker()
     if plan_.strategy == "mirrored":
         return tf.distribute.MirroredStrategy(plan_.devices)
     return tf.distribute.get_strategy()
+
+
+def _multi_worker():
+    """MultiWorkerMirroredStrategy, with a ``reduce`` that takes what Keras 3 gives it (TensorFlow issue
+    72388, checked on TensorFlow 2.21 and Keras 3.15 with two workers): the symbolic build at the start of
+    ``fit`` reduces a whole (uint8 images, labels) batch in one call, which the collectives take neither
+    as a nest nor as uint8, and each scalar metric is reduced "along axis 0", which a scalar has not."""
+    import tensorflow as tf
+
+    class Strategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            def one(part):
+                distributed = isinstance(part, tf.distribute.DistributedValues)
+                sample = part.values[0] if distributed else part
+                if distributed and sample.dtype.is_integer:  # the batch is only looked at for its shapes
+                    part = self.run(lambda t: tf.cast(t, tf.float32), args=(part,))
+                scalar = getattr(sample, "shape", None) is not None and sample.shape.rank == 0
+                return super(Strategy, self).reduce(reduce_op, part, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return Strategy()
 
 
 def visible_gpus() -> list[str]:

@@ -47,7 +47,7 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     ds = ds.map(lambda p, y: (_decode(p, resize_to), y), num_parallel_calls=tf.data.AUTOTUNE).cache()
     if training:
-        rotate = keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed)
+        rotate = keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed, dtype="float32")  # any policy
 
         def augment(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             image = tf.image.random_crop(image, (img_size, img_size, 3))

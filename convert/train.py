@@ -104,8 +104,9 @@ def _resolve_weights(weights: str) -> str | None:
     return weights
 
 
-def train(config: TrainConfig) -> Path:
-    """Train, keep the best checkpoint, write the report. Returns the run folder."""
+def train(config: TrainConfig) -> Path | None:
+    """Train, keep the best checkpoint, write the report. Returns the run folder (None on a cluster's
+    workers but the chief, which train beside it and write nothing)."""
     placement = plan(config.devices, config.precision, visible_gpus(), os.environ.get("TF_CONFIG"))
     strategy = place(placement)  # before anything else starts TensorFlow's devices
     log.info("%s", placement.describe(config.batch_size, config.learning_rate))
@@ -147,7 +148,8 @@ def train(config: TrainConfig) -> Path:
     write_report(out, model, val_samples, dataset.labels, config.img_size, config.batch_size)
     if not placement.chief:
         shutil.rmtree(out, ignore_errors=True)
-    return Path(config.out)
+        return None
+    return out
 
 
 def _fit(
