@@ -23,20 +23,22 @@ EDGE = [
     "prometheus-client>=0.20",
     "cryptography>=41",  # ed25519 signatures of over-the-air bundles
 ]
+TRAIN = [
+    "tensorflow>=2.21.0; platform_machine != 'x86_64'",  # arm64 workstations: the one build there is
+    "keras>=3.10",
+    "onnx>=1.17",
+    "tf2onnx>=1.17",
+    "onnxruntime>=1.32",  # quantize_static's calibration cache (one calibration per method in a search)
+    "matplotlib>=3.8",
+]
 EXTRAS = {
     "edge": EDGE,
     "pi": EDGE + ["picamera2>=0.3.12", "gpiozero>=2.0"],
     "jetson": EDGE + ["onnxruntime>=1.16"],  # the GPU build comes from the board's own wheel
-    "train": EDGE
-    + [
-        "tensorflow-cpu>=2.21.0; platform_machine == 'x86_64'",
-        "tensorflow>=2.21.0; platform_machine != 'x86_64'",
-        "keras>=3.10",
-        "onnx>=1.17",
-        "tf2onnx>=1.17",
-        "onnxruntime>=1.32",  # quantize_static's calibration cache (one calibration per method in a search)
-        "matplotlib>=3.8",
-    ],
+    # the workstation: CPU TensorFlow (what CI tests) or, on Linux with an NVIDIA GPU, TensorFlow with
+    # its CUDA libraries from pip (`pip install "smartbin[train-gpu]"`; the two are alternatives)
+    "train": EDGE + ["tensorflow-cpu>=2.21.0; platform_machine == 'x86_64'", *TRAIN],
+    "train-gpu": EDGE + ["tensorflow[and-cuda]>=2.21.0; platform_system == 'Linux'", *TRAIN],
     "dev": [
         "pytest>=8.0",
         "pytest-timeout>=2.3",

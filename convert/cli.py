@@ -101,6 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         bn_batches=args.bn_batches,
         devices=args.devices,
         precision=args.precision,
+        feature_cache=args.feature_cache,
+        feature_passes=args.feature_passes,
     )
     out = train(config)
     if out is None:
@@ -112,6 +114,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"trained {out}/model.keras: validation top-1 {report['top1']:.1%}, top-5 {report['top5']:.1%}, "
         f"bin accuracy {report['bin_accuracy']:.1%}"
+    )
+    speed = json.loads((out / "throughput.json").read_text(encoding="utf-8"))
+    print(
+        ", ".join(f"{p['phase']} {p['images_per_s']:.0f} images/s" for p in speed["phases"])
+        + f" ({', '.join(speed['devices'])}, {speed['precision']})"
     )
     return 0
 
@@ -249,6 +256,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default="float32",
         choices=["float32", "mixed_float16", "mixed_bfloat16"],
         help="mixed_float16 on NVIDIA GPUs (loss scaled dynamically), mixed_bfloat16 on recent CPUs/TPUs",
+    )
+    p.add_argument(
+        "--feature-cache",
+        metavar="DIR",
+        help="with a frozen backbone, compute its features once per image and augmentation pass, keep them in "
+        "DIR and train the head on them (a later run reuses them)",
+    )
+    p.add_argument(
+        "--feature-passes", type=int, default=0, help="augmentation passes the cache holds (default: one per epoch)"
     )
     p.add_argument(
         "--bn-batches",

@@ -66,3 +66,40 @@ def make_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _augment_keyed(image: tf.Tensor, seed: tf.Tensor, img_size: int) -> tf.Tensor:
+    """The crop, flip, brightness and cutout of ``make_dataset`` drawn from ``seed`` (a pair of int64):
+    the same image and seed give the same pixels, so the features of an augmented image can be cached
+    (rotation is left out: Keras has no stateless one)."""
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    image = tf.image.stateless_random_crop(image, (img_size, img_size, 3), seeds[0])
+    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    x = tf.cast(image, tf.float32) + tf.random.stateless_uniform((), seeds[2], -25.0, 25.0)
+    image = tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+    side = tf.random.stateless_uniform((), seeds[3], img_size // 8, img_size // 3 + 1, dtype=tf.int32)
+    cy = tf.random.stateless_uniform((), seeds[4], 0, img_size, dtype=tf.int32)
+    cx = tf.random.stateless_uniform((), seeds[5], 0, img_size, dtype=tf.int32)
+    ys, xs = tf.range(img_size)[:, None], tf.range(img_size)[None, :]
+    mask = (tf.abs(ys - cy) <= side // 2) & (tf.abs(xs - cx) <= side // 2)
+    return tf.where(mask[..., None], tf.constant(128, tf.uint8), image)
+
+
+def keyed_dataset(paths: list[str], keys: list[int], img_size: int, batch_size: int, pass_seed: int | None):
+    """Batches of uint8 images in the given order: augmented from (``pass_seed``, each image's key), or with
+    ``pass_seed`` None the validation's centre crop."""
+    resize_to = round(img_size * RESIZE_RATIO)
+    ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(keys, tf.int64)))
+    if pass_seed is None:
+        ds = ds.map(
+            lambda p, k: tf.image.resize_with_crop_or_pad(_decode(p, resize_to), img_size, img_size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        ds = ds.map(
+            lambda p, k: _augment_keyed(
+                _decode(p, resize_to), tf.stack([tf.constant(pass_seed, tf.int64), k]), img_size
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

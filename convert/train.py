@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,10 +19,11 @@ import tensorflow as tf
 from convert.batchnorm import reestimate_batchnorm
 from convert.dataset import stratified_split
 from convert.distribute import place, plan, visible_gpus
+from convert.features import FeatureCache, head_model
 from convert.model import build_model, load_model, unfreeze_last_stage
 from convert.pipeline import make_dataset
 from convert.report import write_report
-from edge.dataset import load_dataset
+from edge.dataset import Sample, load_dataset
 from edge.errors import SmartbinError
 from edge.labels import Label
 
@@ -52,6 +54,8 @@ class TrainConfig:
     bn_batches: int = 20  # BatchNorm statistics re-estimated on this many training batches (0: never)
     devices: str = "auto"  # convert/distribute.py: auto, all, gpu:0,gpu:1, cpu:N
     precision: str = "float32"  # or mixed_float16 (GPU), mixed_bfloat16
+    feature_cache: str | None = None  # a frozen backbone's features kept here (convert/features.py)
+    feature_passes: int = 0  # augmentation passes the cache holds (0: one per epoch)
 
 
 def save_labels(path: Path, labels: list[Label]) -> None:
@@ -82,12 +86,50 @@ def _compile(model: keras.Model, learning_rate: float, num_classes: int) -> None
     )
 
 
-def _callbacks(out: Path, append: bool, best: float | None = None) -> list[keras.callbacks.Callback]:
-    """``best``: the best validation accuracy so far, so a later phase only overwrites a better model."""
+THROUGHPUT_FILE = "throughput.json"
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training images per second of one phase: each epoch's training steps (validation left out), the
+    first epoch (tracing) left out when there are more."""
+
+    def __init__(self, phase: str, images: int):
+        super().__init__()
+        self.phase, self.images, self.seconds = phase, images, []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def figure(self) -> dict:
+        timed = self.seconds[1:] or self.seconds
+        return {"phase": self.phase, "images_per_s": round(self.images * len(timed) / max(sum(timed), 1e-9), 1)}
+
+
+class _SaveWhole(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that saves the whole model while another one (the head on its own) trains."""
+
+    def __init__(self, whole: keras.Model, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.whole = whole
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(self.whole)
+
+
+def _callbacks(
+    out: Path, append: bool, best: float | None = None, whole: keras.Model | None = None
+) -> list[keras.callbacks.Callback]:
+    """``best``: the best validation accuracy so far, so a later phase only overwrites a better model;
+    ``whole``: the model to save when what trains is a part of it."""
+    save = {"monitor": "val_accuracy", "mode": "max", "save_best_only": True, "initial_value_threshold": best}
     return [
-        keras.callbacks.ModelCheckpoint(
-            str(out / MODEL_FILE), monitor="val_accuracy", save_best_only=True, initial_value_threshold=best
-        ),
+        _SaveWhole(whole, str(out / MODEL_FILE), **save)
+        if whole
+        else keras.callbacks.ModelCheckpoint(str(out / MODEL_FILE), **save),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=1e-7),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=5, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(out / HISTORY_FILE), append=append),
@@ -136,7 +178,7 @@ def train(config: TrainConfig) -> Path | None:
         model, backbone = build_model(dataset.num_classes, config.img_size, config.backbone, weights)
         # A random backbone learns little when frozen: with no weights, everything trains.
         backbone.trainable = weights is None
-        _fit(model, backbone, config, placement.replicas, train_ds, val_ds, out)
+        phases = _fit(model, backbone, config, placement.replicas, train_ds, val_ds, out, (train_samples, val_samples))
     if (out / MODEL_FILE).exists():  # the best checkpoint, not the last epoch
         model = load_model(out / MODEL_FILE)
     model = _in_float32(model, config, dataset.num_classes)
@@ -146,6 +188,12 @@ def train(config: TrainConfig) -> Path | None:
         _settle_batchnorm(model, train_ds, val_ds, config.bn_batches, frozen)
     model.save(out / MODEL_FILE)
     write_report(out, model, val_samples, dataset.labels, config.img_size, config.batch_size)
+    where = {"devices": placement.devices or ["CPU"], "replicas": placement.replicas, "precision": config.precision}
+    (out / THROUGHPUT_FILE).write_text(json.dumps({**where, "phases": phases}, indent=2), encoding="utf-8")
+    for phase in phases:
+        log.info(
+            "%s: %.1f images/s (%s, %s)", phase["phase"], phase["images_per_s"], where["devices"], config.precision
+        )
     if not placement.chief:
         shutil.rmtree(out, ignore_errors=True)
         return None
@@ -160,27 +208,83 @@ def _fit(
     train_ds: tf.data.Dataset,
     val_ds: tf.data.Dataset,
     out: Path,
-) -> None:
-    """The head phase, then the optional fine-tune phase; learning rates scaled with the replicas."""
+    samples: tuple[list[Sample], list[Sample]],
+) -> list[dict]:
+    """The head phase, then the optional fine-tune phase; learning rates scaled with the replicas.
+    Returns each phase's throughput."""
     verbose = 1 if sys.stderr.isatty() else 2
-    classes = int(model.output_shape[-1])
-    _compile(model, config.learning_rate * replicas, classes)
-    history = model.fit(
-        train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=_callbacks(out, False), verbose=verbose
-    )
-    if config.fine_tune_epochs > 0 and config.weights.lower() != "none":
+    classes, images = int(model.output_shape[-1]), len(samples[0])
+    frozen = config.weights.lower() != "none"
+    figures: list[dict] = []
+    if config.feature_cache and frozen and replicas == 1:
+        history = _fit_head_on_features(model, config, samples, out, verbose, figures)
+    else:
+        _compile(model, config.learning_rate * replicas, classes)
+        speed = Throughput("head" if frozen else "whole model", images)
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            callbacks=[*_callbacks(out, False), speed],
+            verbose=verbose,
+        )
+        figures.append(speed.figure())
+    if config.fine_tune_epochs > 0 and frozen:
         best = max(history.history["val_accuracy"])
         count = unfreeze_last_stage(backbone)
         log.info("fine-tuning %d layers of the last stage at lr %g", count, config.fine_tune_learning_rate)
         _compile(model, config.fine_tune_learning_rate * replicas, classes)
+        speed = Throughput("fine-tune", images)
         model.fit(
             train_ds,
             validation_data=val_ds,
             initial_epoch=config.epochs,
             epochs=config.epochs + config.fine_tune_epochs,
-            callbacks=_callbacks(out, True, best),
+            callbacks=[*_callbacks(out, True, best), speed],
             verbose=verbose,
         )
+        figures.append(speed.figure())
+    return figures
+
+
+def _fit_head_on_features(
+    model: keras.Model,
+    config: TrainConfig,
+    samples: tuple[list[Sample], list[Sample]],
+    out: Path,
+    verbose: int,
+    figures: list[dict],
+):
+    """The head phase on cached backbone features: epoch e trains on augmentation pass e mod passes."""
+    train_samples, val_samples = samples
+    cache = FeatureCache(config.feature_cache, model, config.img_size, config.batch_size, config.seed)
+    passes = min(config.feature_passes or config.epochs, config.epochs)
+    start = time.perf_counter()
+    features = np.stack([cache.features(train_samples, p) for p in range(passes)])
+    labels = np.array([s.label for s in train_samples])
+    val = (cache.features(val_samples, None), np.array([s.label for s in val_samples]))
+    seconds = time.perf_counter() - start
+    log.info("feature cache %s: %d computed, %d reused (%d passes)", cache.folder, cache.computed, cache.reused, passes)
+    figures.append({"phase": "features", "images_per_s": round(cache.computed / max(seconds, 1e-9), 1)})
+    head = head_model(model)
+    _compile(head, config.learning_rate, int(model.output_shape[-1]))
+
+    def epoch(e: tf.Tensor) -> tf.data.Dataset:
+        rows = tf.data.Dataset.from_tensor_slices((tf.gather(features, e % passes), labels))
+        return rows.shuffle(len(labels), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size)
+
+    data = tf.data.Dataset.range(config.epochs).flat_map(epoch).prefetch(tf.data.AUTOTUNE)
+    speed = Throughput("head on cached features", len(labels))
+    history = head.fit(
+        data,
+        validation_data=val,
+        epochs=config.epochs,
+        steps_per_epoch=-(-len(labels) // config.batch_size),
+        callbacks=[*_callbacks(out, False, whole=model), speed],
+        verbose=verbose,
+    )
+    figures.append(speed.figure())
+    return history
 
 
 def _in_float32(model: keras.Model, config: TrainConfig, num_classes: int) -> keras.Model:

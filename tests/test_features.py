@@ -1,0 +1,79 @@
+"""A frozen backbone's features computed once (convert/features.py) on real photographs: the head trained
+on them reaches what training through the backbone reaches, a second run computes nothing again, a grown
+dataset computes only its new images, and each augmentation pass is its own, repeatable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory) -> tuple[Path, Path]:
+    from convert.model import write_stand_in_weights
+    from tests.realimages import write_photo_patches
+
+    tmp = tmp_path_factory.mktemp("features")
+    data = write_photo_patches(tmp / "photos", per_class=30, side=SIZE)
+    return data, write_stand_in_weights(tmp / "backbone.weights.h5", SIZE, "resnet-mini")
+
+
+def _train(data: Path, weights: Path, out: Path, *extra: str) -> dict:
+    command = ["train", "--data", str(data), "--out", str(out), "--weights", str(weights), "--backbone", "resnet-mini"]
+    assert main([*command, "--img-size", str(SIZE), "--epochs", "6", "--val-fraction", "0.25", *extra]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+def test_the_head_on_cached_features_learns_what_training_through_the_backbone_learns(setting, tmp_path: Path):
+    data, weights = setting
+    cache = tmp_path / "cache"
+    plain = _train(data, weights, tmp_path / "plain")
+    cached = _train(data, weights, tmp_path / "cached", "--feature-cache", str(cache))
+    speed = {
+        p["phase"]: p["images_per_s"]
+        for p in json.loads((tmp_path / "cached" / "throughput.json").read_text())["phases"]
+    }
+    through = json.loads((tmp_path / "plain" / "throughput.json").read_text())["phases"][0]["images_per_s"]
+    print(
+        f"validation top-1: through the backbone {plain['top1']:.1%}, on cached features {cached['top1']:.1%}; "
+        f"head {through:.0f} images/s through the backbone, {speed['head on cached features']:.0f} on features "
+        f"({speed['features']:.0f} images/s to compute them once)"
+    )
+    assert set(speed) == {"features", "head on cached features"}
+    assert abs(plain["top1"] - cached["top1"]) <= 0.15  # the tolerance: 11 of the 75 held-out images
+    assert cached["top1"] > 0.3  # it learned (chance is 0.1)
+    files = sorted(cache.rglob("*.npz"))
+    assert len(files) == 7  # six augmentation passes and the validation's centre crop, under one backbone key
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    _train(data, weights, tmp_path / "again", "--feature-cache", str(cache))
+    assert {f: f.stat().st_mtime_ns for f in cache.rglob("*.npz")} == stamps  # nothing computed again
+
+
+def test_passes_are_repeatable_and_a_grown_dataset_computes_only_its_new_images(setting, tmp_path: Path):
+    from convert.features import FeatureCache
+    from convert.model import build_model
+    from edge.dataset import load_dataset
+
+    data, weights = setting
+    model, _ = build_model(10, SIZE, "resnet-mini", str(weights))
+    samples = load_dataset(data).samples
+    first = FeatureCache(tmp_path, model, SIZE, 16)
+    a = first.features(samples[:40], 0)
+    assert first.computed == 40 and first.reused == 0
+    again = FeatureCache(tmp_path, model, SIZE, 16)
+    assert np.array_equal(again.features(samples[:40], 0), a) and again.computed == 0
+    grown = again.features(samples[:50], 0)
+    assert again.computed == 10 and np.array_equal(grown[:40], a)
+    other_pass = again.features(samples[:40], 1)
+    assert not np.allclose(other_pass, a)  # another augmentation of the same images
+    centre = again.features(samples[:40], None)
+    assert np.array_equal(centre, FeatureCache(tmp_path, model, SIZE, 16).features(samples[:40], None))
+    other_backbone, _ = build_model(10, SIZE, "resnet-mini", None)
+    assert FeatureCache(tmp_path, other_backbone, SIZE, 16).folder != first.folder  # never another's features
