@@ -8,17 +8,13 @@ TensorFlow import it when they run.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from convert.cli_samples import cmd_features, cmd_samples_pull, quiet_tensorflow
 from edge.cli import add_command as _add
 from edge.errors import SmartbinError
 from edge.vision.decision import VoteSettings
-
-
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 # ---------------------------------------------------------------- dataset
@@ -63,28 +59,9 @@ def cmd_dataset_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_samples_pull(args: argparse.Namespace) -> int:
-    from convert.pull import pull
-
-    password = None
-    if args.password_env:
-        password = os.environ.get(args.password_env)
-        if password is None:
-            raise SmartbinError(f"--password-env: the environment variable {args.password_env} is not set")
-    counts = pull(args.source, args.out, args.user, password)
-    new = counts["new_labels"]
-    print(
-        f"{counts['reviewed']} corrected sample(s) -> {args.out}, {counts['unreviewed']} unreviewed -> "
-        f"{Path(args.out) / 'unreviewed'}"
-        + (f"; new label(s) {', '.join(new)} go to bin other (edit the rules file to change that)" if new else "")
-    )
-    print(f"train with: smartbin train --data <your dataset> --data {args.out} ...")
-    return 0
-
-
 # ---------------------------------------------------------------- train / convert / evaluate
 def cmd_train(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    quiet_tensorflow()
     from convert.train import TrainConfig, train
 
     config = TrainConfig(
@@ -124,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    quiet_tensorflow()
     from convert.export import ExportOptions, export_bundle
 
     options = ExportOptions(
@@ -164,7 +141,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from edge.bundle import is_bundle
 
     if not is_bundle(args.model):
-        _quiet_tensorflow()
+        quiet_tensorflow()
     from convert.predict import PredictOptions, format_result, open_predictor, predict_one
 
     options = PredictOptions(
@@ -182,7 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    quiet_tensorflow()
     from pathlib import Path
 
     from convert.demo import run_demo
@@ -220,6 +197,17 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--user", default="smartbin", help="the status page's user name")
     p.add_argument("--password-env", help="environment variable holding the status page's password")
     p.add_argument("--out", required=True, help="dataset folder to write (new or empty)")
+    p.add_argument(
+        "--rank-with",
+        metavar="RUN",
+        help="a run folder: rank the unreviewed samples by distance to its training images (most novel first)",
+    )
+    p.add_argument("--feature-cache", metavar="DIR", help="keep the embeddings here for the next pull")
+    p = _add(sub, "features", cmd_features, "write the backbone's embeddings of a dataset or of pulled samples")
+    p.add_argument("run", help="run folder or .keras file")
+    p.add_argument("--data", required=True, action="append", help="dataset folder (again to add more)")
+    p.add_argument("--out", required=True, help="the .npz to write (paths, labels, features)")
+    p.add_argument("--cache", metavar="DIR", help="keep the features here (the feature cache of train)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

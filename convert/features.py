@@ -88,3 +88,18 @@ class FeatureCache:
         self.computed += len(missing)
         self.reused += len(digests) - len(missing)
         return np.stack([known[d] for d in digests])
+
+
+def embeddings(model: keras.Model, samples: list[Sample], img_size: int, cache: Path) -> np.ndarray:
+    """Each image's pooled backbone features (the validation's centre crop), L2-normalised."""
+    vectors = FeatureCache(cache, model, img_size, 32).features(samples, None).astype(np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def novelty(known: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Each candidate's cosine distance to its nearest known image (normalised embeddings): 0 for an image
+    the model has seen, larger for what it has not."""
+    nearest = np.full(len(candidates), -1.0)
+    for start in range(0, len(known), 4096):  # bounded memory for a large training set
+        nearest = np.maximum(nearest, (candidates @ known[start : start + 4096].T).max(axis=1))
+    return 1.0 - nearest

@@ -253,7 +253,15 @@ def keras_arithmetic(model_file: Path) -> tuple[float, int]:
 
 # The longest modules first: in parallel workers (make test) the run lasts at least as long as its
 # longest module, so that one starts at once instead of after the others have been handed out.
-LONGEST_FIRST = ("test_quantization.py", "test_field_day.py", "test_real_systemd.py", "test_updates.py")
+LONGEST_FIRST = (
+    "test_quantization.py",
+    "test_distribute.py",
+    "test_updates.py",
+    "test_features.py",
+    "test_field_day.py",
+    "test_quant_photos.py",
+    "test_real_systemd.py",
+)
 
 
 def pytest_collection_modifyitems(items: list) -> None:

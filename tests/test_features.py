@@ -77,3 +77,36 @@ def test_passes_are_repeatable_and_a_grown_dataset_computes_only_its_new_images(
     assert np.array_equal(centre, FeatureCache(tmp_path, model, SIZE, 16).features(samples[:40], None))
     other_backbone, _ = build_model(10, SIZE, "resnet-mini", None)
     assert FeatureCache(tmp_path, other_backbone, SIZE, 16).folder != first.folder  # never another's features
+
+
+def test_embeddings_and_the_most_novel_pulled_samples_first(run_dir: Path, dataset_dir: Path, tmp_path: Path, capsys):
+    """`smartbin features` writes normalised embeddings; `samples pull --rank-with` puts the field samples
+    least like the training images first: real photographs (scikit-image's) before copies of training
+    images."""
+    import cv2
+
+    from edge.dataset import load_dataset
+    from tests.realimages import write_photo_patches
+
+    out = tmp_path / "emb.npz"
+    assert main(["features", str(run_dir), "--data", str(dataset_dir), "--out", str(out)]) == 0
+    with np.load(out) as saved:
+        assert len(saved["features"]) == len(load_dataset(dataset_dir).samples) == len(saved["paths"])
+        assert np.allclose(np.linalg.norm(saved["features"], axis=1), 1, atol=1e-5)
+    # a device's sample folder: four copies of training images, four real photographs it never saw
+    samples, photos = tmp_path / "samples", write_photo_patches(tmp_path / "photos", per_class=1, side=80)
+    samples.mkdir()
+    seen = [s.path for s in load_dataset(dataset_dir).samples[:4]]
+    novel = sorted(photos.rglob("*.png"))[:4]
+    for i, image in enumerate(seen + novel):
+        cv2.imwrite(str(samples / f"s{i}.jpg"), cv2.imread(str(image)))
+        (samples / f"s{i}.json").write_text(json.dumps({"label": "glass", "bin": "recyclable", "confidence": 0.5}))
+    pulled = tmp_path / "pulled"
+    assert main(["samples", "pull", str(samples), "--out", str(pulled), "--rank-with", str(run_dir)]) == 0
+    assert "most novel first" in capsys.readouterr().out
+    ranked = json.loads((pulled / "unreviewed" / "novelty.json").read_text())
+    field = {r["image"]: r["source"] for r in json.loads((pulled / "unreviewed" / "field_samples.json").read_text())}
+    order = [int(field[r["image"]][1:]) for r in ranked]
+    assert sorted(order[:4]) == [4, 5, 6, 7], ranked  # the photographs first
+    assert [r["distance"] for r in ranked] == sorted((r["distance"] for r in ranked), reverse=True)
+    assert max(r["distance"] for r in ranked[4:]) < 0.05  # a training image (re-encoded) is almost where it was

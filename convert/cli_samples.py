@@ -1,0 +1,103 @@
+"""The `smartbin` subcommands about images already taken: embeddings of a dataset, and pulling a device's
+samples (ranked by novelty when asked). Their arguments are declared in convert/cli.py."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from edge.errors import SmartbinError
+
+
+def quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _run_model(run: str):
+    """(model, image size, training dataset folders) of a run folder."""
+    import json
+
+    from convert.model import load_model
+    from convert.train import CONFIG_FILE, find_run
+
+    run_dir, model_file = find_run(Path(run))
+    config = (
+        json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) if (run_dir / CONFIG_FILE).is_file() else {}
+    )
+    model = load_model(model_file)
+    return model, int(model.input_shape[1]), config.get("data")
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    quiet_tensorflow()
+    import tempfile
+
+    import numpy as np
+
+    from convert.features import embeddings
+    from edge.dataset import load_dataset
+
+    model, size, _ = _run_model(args.run)
+    dataset = load_dataset(args.data[0] if len(args.data) == 1 else args.data)
+    with tempfile.TemporaryDirectory(prefix="smartbin-features-") as tmp:
+        vectors = embeddings(model, dataset.samples, size, Path(args.cache or tmp))
+    with open(args.out, "wb") as fh:
+        np.savez(
+            fh,
+            paths=np.array([str(s.path) for s in dataset.samples]),
+            labels=np.array([dataset.labels[s.label].name for s in dataset.samples]),
+            features=vectors.astype(np.float32),
+        )
+    print(f"{len(vectors)} embeddings of {vectors.shape[1]} dimensions (L2-normalised) -> {args.out}")
+    return 0
+
+
+def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
+    """Write ``folder/novelty.json``: the unreviewed samples, farthest from the training images first."""
+    import json
+    import tempfile
+
+    from convert.features import embeddings, novelty
+    from edge.dataset import load_dataset
+
+    model, size, data = _run_model(run)
+    if not data:
+        raise SmartbinError(f"--rank-with {run}: no training config naming its data")
+    unreviewed = load_dataset(folder)
+    with tempfile.TemporaryDirectory(prefix="smartbin-features-") as tmp:
+        known = embeddings(model, load_dataset(data).samples, size, Path(cache or tmp))
+        distance = novelty(known, embeddings(model, unreviewed.samples, size, Path(cache or tmp)))
+    ranked = sorted(zip(unreviewed.samples, distance), key=lambda pair: -pair[1])
+    rows = [
+        {"image": s.path.name, "label": unreviewed.labels[s.label].name, "distance": round(float(d), 4)}
+        for s, d in ranked
+    ]
+    (folder / "novelty.json").write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
+    print(f"ranked by distance to the training images, most novel first: {folder / 'novelty.json'}")
+    for row in rows[:5]:
+        print(f"  {row['image']}  {row['distance']:.3f}  (the model said {row['label']})")
+
+
+def cmd_samples_pull(args: argparse.Namespace) -> int:
+    from convert.pull import pull
+
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise SmartbinError(f"--password-env: the environment variable {args.password_env} is not set")
+    counts = pull(args.source, args.out, args.user, password)
+    new = counts["new_labels"]
+    print(
+        f"{counts['reviewed']} corrected sample(s) -> {args.out}, {counts['unreviewed']} unreviewed -> "
+        f"{Path(args.out) / 'unreviewed'}"
+        + (f"; new label(s) {', '.join(new)} go to bin other (edit the rules file to change that)" if new else "")
+    )
+    print(f"train with: smartbin train --data <your dataset> --data {args.out} ...")
+    if args.rank_with and counts["unreviewed"]:
+        quiet_tensorflow()
+        from convert.pull import UNREVIEWED
+
+        _rank_unreviewed(args.rank_with, Path(args.out) / UNREVIEWED, args.feature_cache)
+    return 0
