@@ -27,7 +27,17 @@ def setting(tmp_path_factory) -> tuple[Path, Path]:
 
 def _train(data: Path, weights: Path, out: Path, *extra: str) -> dict:
     command = ["train", "--data", str(data), "--out", str(out), "--weights", str(weights), "--backbone", "resnet-mini"]
-    assert main([*command, "--img-size", str(SIZE), "--epochs", "4", "--val-fraction", "0.25", *extra]) == 0
+    command += [
+        "--img-size",
+        str(SIZE),
+        "--epochs",
+        "4",
+        "--val-fraction",
+        "0.25",
+        "--bn-batches",
+        "0",
+    ]  # the heads alone
+    assert main([*command, *extra]) == 0
     return json.loads((out / "report.json").read_text())
 
 
