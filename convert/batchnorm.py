@@ -1,14 +1,16 @@
 """BatchNorm made quantization-friendly: statistics re-estimated on the user's images, then folded away.
 
-A briefly trained (or frozen, borrowed) network's moving statistics lag its weights, or were measured
-on other images: an activation whose real spread is far from its BatchNorm's variance widens the int8
-range of everything after it. Re-estimation (NNCF's BatchNorm adaptation, AdaBN) runs the model on
-training images in training mode, weights untouched, and sets every BatchNorm's statistics to their
-average over those batches, with Dropout off so they are the statistics inference sees.
+A briefly trained network's moving statistics lag its weights (and the head's were taken with Dropout
+on): an activation whose real spread is far from its BatchNorm's variance widens the int8 range of
+everything after it. Re-estimation (NNCF's BatchNorm adaptation) runs the model on training images in
+training mode, weights untouched, and sets each BatchNorm's statistics to their average over those
+batches, with Dropout off so they are the statistics inference sees. A frozen, borrowed backbone is
+left as it is (``keep``): its features were learned with its own statistics.
 
 Folding: a BatchNorm after a convolution is folded by both converters; one after ``Dense`` + ReLU (the
-head) is not, and stays as a float multiply and add between quantized layers. It is an exact affine
-map, so it folds into the ``Dense`` after it (Dropout between them is the identity at inference).
+head) is not, and stays as a float multiply and add between quantized layers (or, folded by TFLite into
+the next layer, as weights scaled up to 1/sqrt(epsilon)). It is an exact affine map, so it folds into
+the ``Dense`` layers on either side of it (Dropout between them is the identity at inference).
 """
 
 from __future__ import annotations

@@ -16,17 +16,12 @@ def quiet_tensorflow() -> None:
 
 def _run_model(run: str):
     """(model, image size, training dataset folders) of a run folder."""
-    import json
-
     from convert.model import load_model
-    from convert.train import CONFIG_FILE, find_run
+    from convert.train import find_run, run_config
 
     run_dir, model_file = find_run(Path(run))
-    config = (
-        json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) if (run_dir / CONFIG_FILE).is_file() else {}
-    )
     model = load_model(model_file)
-    return model, int(model.input_shape[1]), config.get("data")
+    return model, int(model.input_shape[1]), run_config(run_dir).get("data")
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -35,13 +30,13 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from convert.features import embeddings
+    from convert.features import FeatureCache, embeddings
     from edge.dataset import load_dataset
 
     model, size, _ = _run_model(args.run)
     dataset = load_dataset(args.data[0] if len(args.data) == 1 else args.data)
     with tempfile.TemporaryDirectory(prefix="smartbin-features-") as tmp:
-        vectors = embeddings(model, dataset.samples, size, Path(args.cache or tmp))
+        vectors = embeddings(FeatureCache(args.cache or tmp, model, size, 32), dataset.samples)
     with open(args.out, "wb") as fh:
         np.savez(
             fh,
@@ -58,7 +53,7 @@ def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
     import json
     import tempfile
 
-    from convert.features import embeddings, novelty
+    from convert.features import FeatureCache, embeddings, novelty
     from edge.dataset import load_dataset
 
     model, size, data = _run_model(run)
@@ -66,8 +61,8 @@ def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
         raise SmartbinError(f"--rank-with {run}: no training config naming its data")
     unreviewed = load_dataset(folder)
     with tempfile.TemporaryDirectory(prefix="smartbin-features-") as tmp:
-        known = embeddings(model, load_dataset(data).samples, size, Path(cache or tmp))
-        distance = novelty(known, embeddings(model, unreviewed.samples, size, Path(cache or tmp)))
+        features = FeatureCache(cache or tmp, model, size, 32)  # one extractor and weights hash for both sets
+        distance = novelty(embeddings(features, load_dataset(data).samples), embeddings(features, unreviewed.samples))
     ranked = sorted(zip(unreviewed.samples, distance), key=lambda pair: -pair[1])
     rows = [
         {"image": s.path.name, "label": unreviewed.labels[s.label].name, "distance": round(float(d), 4)}

@@ -17,14 +17,20 @@ from edge.errors import ImageError, SmartbinError
 from edge.images import read_image
 
 
+def group_by_class(samples: list[Sample]) -> dict[int, list[Sample]]:
+    """The samples of each class, in their order, classes in order of first appearance."""
+    by_class: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_class.setdefault(sample.label, []).append(sample)
+    return by_class
+
+
 def stratified_split(
     samples: list[Sample], val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[Sample], list[Sample]]:
     """Split each class ``1 - val_fraction : val_fraction`` (at least one validation image per class)."""
     rng = np.random.default_rng(seed)
-    by_class: dict[int, list[Sample]] = {}
-    for sample in samples:
-        by_class.setdefault(sample.label, []).append(sample)
+    by_class = group_by_class(samples)
     train: list[Sample] = []
     val: list[Sample] = []
     for label in sorted(by_class):
@@ -109,9 +115,7 @@ def sample_dataset(root: str | Path, out: str | Path, n: int, seed: int = 0, lin
     if not 0 < n <= len(dataset.samples):
         raise SmartbinError(f"--n {n}: choose 1 to {len(dataset.samples)} (the images in {dataset.root})")
     rng = np.random.default_rng(seed)
-    by_class: dict[int, list[Sample]] = {}
-    for sample in dataset.samples:
-        by_class.setdefault(sample.label, []).append(sample)
+    by_class = group_by_class(dataset.samples)
     quotas = _quotas({label: len(group) for label, group in by_class.items()}, n)
     seed_format = is_seed_format(dataset.root)
 

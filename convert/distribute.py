@@ -79,9 +79,9 @@ def plan(devices: str, precision: str, gpus: list[str], tf_config: str | None = 
         if spec == "all" and not local:
             raise SmartbinError("--devices all: TensorFlow sees no GPU (pip install 'smartbin[train-gpu]')")
     elif spec.startswith("cpu:"):
-        logical = int(spec[4:]) if spec[4:].isdigit() and int(spec[4:]) > 0 else -1
-        if logical < 0:
+        if not spec[4:].isdigit() or int(spec[4:]) < 1:
             raise SmartbinError(f"--devices {devices}: cpu:N needs a count, e.g. cpu:2")
+        logical = int(spec[4:])
         chosen = [f"/cpu:{i}" for i in range(logical)] if logical > 1 else []
     else:
         chosen = [f"/{part.strip()}" for part in spec.split(",") if part.strip()]

@@ -22,7 +22,7 @@ import tensorflow as tf
 from rich.console import Console
 
 from convert.batchnorm import fold_batchnorm
-from convert.dataset import stratified_split
+from convert.dataset import group_by_class, stratified_split
 from convert.formats import (
     CALIBRATION_CACHE,
     TFLITE_VARIANTS,
@@ -38,7 +38,7 @@ from convert.probe import write_probes
 from convert.quantdebug import markdown as quantization_markdown
 from convert.rescue import Candidate, rescue
 from convert.summary import CALIBRATION, summary_table
-from convert.train import CONFIG_FILE, LABELS_FILE, find_run, load_labels
+from convert.train import LABELS_FILE, find_run, load_labels, run_config
 from edge.bundle import (
     ACCEPTANCE_FILE,
     FORMAT_VERSION,
@@ -112,8 +112,7 @@ class Source:
 
 def load_source(model: str | Path, options: ExportOptions) -> Source:
     run_dir, model_file = find_run(Path(model))
-    train_config = run_dir / CONFIG_FILE
-    config = json.loads(train_config.read_text(encoding="utf-8")) if train_config.is_file() else {}
+    config = run_config(run_dir)
     data = options.data or config.get("data")
     if not data:
         raise SmartbinError(f"{model_file}: no training config beside it; pass --data for calibration and the gate")
@@ -127,9 +126,7 @@ def load_source(model: str | Path, options: ExportOptions) -> Source:
 def calibration_samples(samples: list[Sample], n: int, seed: int) -> list[Sample]:
     """Up to ``n`` training samples drawn evenly across classes."""
     rng = np.random.default_rng(seed)
-    by_class: dict[int, list[Sample]] = {}
-    for s in samples:
-        by_class.setdefault(s.label, []).append(s)
+    by_class = group_by_class(samples)
     pools = [list(rng.permutation(len(g))) for g in by_class.values()]
     groups = list(by_class.values())
     picked: list[Sample] = []
@@ -207,7 +204,7 @@ class Export:
             self.held_out = load_images(source.held_out, height, width)
             self.truth = np.array([s.label for s in source.held_out])
             picked = {s.path for s in samples}
-            spare = [s for s in calibration_samples(source.train, len(source.train), options.seed + 1)]
+            spare = calibration_samples(source.train, len(source.train), options.seed + 1)
             spare = [s for s in spare if s.path not in picked][: max(0, options.gate_images - len(self.held_out))]
             spare_images = load_images(spare, height, width) if spare else self.held_out[:0]
             self.images, self.labels = gate_images(

@@ -90,9 +90,9 @@ class FeatureCache:
         return np.stack([known[d] for d in digests])
 
 
-def embeddings(model: keras.Model, samples: list[Sample], img_size: int, cache: Path) -> np.ndarray:
+def embeddings(cache: FeatureCache, samples: list[Sample]) -> np.ndarray:
     """Each image's pooled backbone features (the validation's centre crop), L2-normalised."""
-    vectors = FeatureCache(cache, model, img_size, 32).features(samples, None).astype(np.float64)
+    vectors = cache.features(samples, None).astype(np.float64)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 

@@ -131,7 +131,8 @@ def quantize_onnx(
     calibration: np.ndarray,
     method: str = "MinMax",
     exclude: Sequence[str] = (),
-    recipe: OnnxRecipe = ONNX_RECIPES["x86"],
+    *,
+    recipe: OnnxRecipe,
     cache: Path | None = None,
 ) -> None:
     """Static int8 of the ONNX model (QDQ) as ``recipe`` says, calibrated on the int8 TFLite's images.

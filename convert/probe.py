@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from convert.formats import OnnxRecipe, export_saved_model, onnx_recipe, quantize_onnx, quiet_stdout
+from convert.formats import OnnxRecipe, export_saved_model, quantize_onnx, quiet_stdout
 from edge.bundle import ProbeFile, sha256_file
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def calibration(n: int = 16) -> np.ndarray:
     return np.random.default_rng(0).random((n, SIDE, SIDE, CHANNELS), dtype=np.float32)
 
 
-def write_probes(out: Path, onnx: bool, recipe: OnnxRecipe | None = None) -> dict[str, ProbeFile]:
+def write_probes(out: Path, onnx: bool, recipe: OnnxRecipe) -> dict[str, ProbeFile]:
     """Write float32 and int8 probes for TFLite (and ONNX Runtime when ``onnx``, quantized as the model
     by ``recipe``) into ``out``."""
     model = probe_model()
@@ -67,7 +67,7 @@ def write_probes(out: Path, onnx: bool, recipe: OnnxRecipe | None = None) -> dic
             model.export(str(float_path), format="onnx", input_signature=spec, verbose=False)
         probes["onnx_float32"] = _entry(float_path, "onnx", "float32")
         int8_path = out / "probe_int8.onnx"
-        quantize_onnx(float_path, int8_path, images, recipe=recipe or onnx_recipe())
+        quantize_onnx(float_path, int8_path, images, recipe=recipe)
         probes["onnx_int8"] = _entry(int8_path, "onnx", "int8")
     shutil.rmtree(saved, ignore_errors=True)
     log.info("peak probes: %s (%.2f GFLOP each)", ", ".join(probes), GFLOP)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.formats import CALIBRATION_CACHE, ONNX_RECIPES, OnnxRecipe, convert_tflite, quantize_onnx, tflite_converter
+from convert.formats import CALIBRATION_CACHE, OnnxRecipe, convert_tflite, quantize_onnx, tflite_converter
 from convert.quantdebug import (
     WORST,
     DynamicModel,
@@ -106,7 +106,7 @@ def rescue(
     float_onnx: Path | None,
     mixed_precision: bool,
     work: Path,
-    recipe: OnnxRecipe = ONNX_RECIPES["x86"],
+    recipe: OnnxRecipe,
 ) -> tuple[Candidate, QuantizationReport]:
     """The best candidate found (the current one when nothing beats it) and the report of the search."""
     debug = calibration[:DEBUG_IMAGES]
@@ -129,7 +129,7 @@ def rescue(
             current, method = _calibrations(float_onnx, candidate_path, calibration, evaluate, attempts, recipe, cache)
 
         def mixed(names: list[str]) -> bytes:
-            quantize_onnx(float_onnx, candidate_path, calibration, method, names, recipe, cache)
+            quantize_onnx(float_onnx, candidate_path, calibration, method, names, recipe=recipe, cache=cache)
             return candidate_path.read_bytes()
 
     best, float_layers = current, []

@@ -37,7 +37,6 @@ def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
 
 def _agreement(g: GateResult) -> tuple[str, str, str]:
     """(agreement, the images it counts, agreement on all of them) for the table."""
-    total = g.agreement_images or g.images
+    total = g.agreement_images
     where = f"{g.confident_images}/{total} ≥{g.min_confidence:.0%}" if g.min_confidence is not None else f"{total}"
-    overall = g.overall_agreement if g.overall_agreement is not None else g.agreement
-    return f"{g.agreement:.1%}", where, f"{overall:.1%}"
+    return f"{g.agreement:.1%}", where, f"{g.overall_agreement:.1%}"

@@ -66,6 +66,12 @@ def load_labels(path: Path) -> list[Label]:
     return [Label(**item) for item in json.loads(path.read_text(encoding="utf-8"))]
 
 
+def run_config(run_dir: Path) -> dict:
+    """The training config saved in a run folder ({} when there is none, e.g. a bare .keras file's folder)."""
+    path = run_dir / CONFIG_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def find_run(path: Path, expected: str = "a run folder or a .keras file") -> tuple[Path, Path]:
     """(run folder, model file) for a training run folder or the .keras file in one."""
     run_dir = path if path.is_dir() else path.parent
@@ -179,6 +185,9 @@ def train(config: TrainConfig) -> Path | None:
         # A random backbone learns little when frozen: with no weights, everything trains.
         backbone.trainable = weights is None
         phases = _fit(model, backbone, config, placement.replicas, train_ds, val_ds, out, (train_samples, val_samples))
+    if not placement.chief:  # its part of the cluster's training is done; the chief writes the run
+        shutil.rmtree(out, ignore_errors=True)
+        return None
     if (out / MODEL_FILE).exists():  # the best checkpoint, not the last epoch
         model = load_model(out / MODEL_FILE)
     model = _in_float32(model, config, dataset.num_classes)
@@ -194,9 +203,6 @@ def train(config: TrainConfig) -> Path | None:
         log.info(
             "%s: %.1f images/s (%s, %s)", phase["phase"], phase["images_per_s"], where["devices"], config.precision
         )
-    if not placement.chief:
-        shutil.rmtree(out, ignore_errors=True)
-        return None
     return out
 
 
@@ -214,10 +220,9 @@ def _fit(
     Returns each phase's throughput."""
     verbose = 1 if sys.stderr.isatty() else 2
     classes, images = int(model.output_shape[-1]), len(samples[0])
-    frozen = config.weights.lower() != "none"
-    figures: list[dict] = []
+    frozen = not backbone.trainable
     if config.feature_cache and frozen and replicas == 1:
-        history = _fit_head_on_features(model, config, samples, out, verbose, figures)
+        history, figures = _fit_head_on_features(model, config, samples, out, verbose)
     else:
         _compile(model, config.learning_rate * replicas, classes)
         speed = Throughput("head" if frozen else "whole model", images)
@@ -228,7 +233,7 @@ def _fit(
             callbacks=[*_callbacks(out, False), speed],
             verbose=verbose,
         )
-        figures.append(speed.figure())
+        figures = [speed.figure()]
     if config.fine_tune_epochs > 0 and frozen:
         best = max(history.history["val_accuracy"])
         count = unfreeze_last_stage(backbone)
@@ -253,9 +258,9 @@ def _fit_head_on_features(
     samples: tuple[list[Sample], list[Sample]],
     out: Path,
     verbose: int,
-    figures: list[dict],
-):
-    """The head phase on cached backbone features: epoch e trains on augmentation pass e mod passes."""
+) -> tuple[keras.callbacks.History, list[dict]]:
+    """The head phase on cached backbone features: epoch e trains on augmentation pass e mod passes.
+    Returns its history and the throughput of computing the features and of training on them."""
     train_samples, val_samples = samples
     cache = FeatureCache(config.feature_cache, model, config.img_size, config.batch_size, config.seed)
     passes = min(config.feature_passes or config.epochs, config.epochs)
@@ -265,7 +270,7 @@ def _fit_head_on_features(
     val = (cache.features(val_samples, None), np.array([s.label for s in val_samples]))
     seconds = time.perf_counter() - start
     log.info("feature cache %s: %d computed, %d reused (%d passes)", cache.folder, cache.computed, cache.reused, passes)
-    figures.append({"phase": "features", "images_per_s": round(cache.computed / max(seconds, 1e-9), 1)})
+    computing = {"phase": "features", "images_per_s": round(cache.computed / max(seconds, 1e-9), 1)}
     head = head_model(model)
     _compile(head, config.learning_rate, int(model.output_shape[-1]))
 
@@ -283,8 +288,7 @@ def _fit_head_on_features(
         callbacks=[*_callbacks(out, False, whole=model), speed],
         verbose=verbose,
     )
-    figures.append(speed.figure())
-    return history
+    return history, [computing, speed.figure()]
 
 
 def _in_float32(model: keras.Model, config: TrainConfig, num_classes: int) -> keras.Model:
