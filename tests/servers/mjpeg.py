@@ -8,16 +8,21 @@ watches), and can be lost for a while (nothing listens) and restored.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+LISTEN, ESTABLISHED = "0A", "01"
 
-def listening(port: int) -> bool:
-    """Whether a socket listens on 127.0.0.1:port (read from /proc, without connecting)."""
+
+def serving(port: int) -> bool:
+    """Whether 127.0.0.1:port listens or already serves a client (read from /proc, without connecting):
+    ffmpeg with ``-listen 1`` closes its listening socket on its first client, which a reconnecting
+    camera client may be within milliseconds."""
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         local, state = line.split()[1], line.split()[3]
-        if state == "0A" and int(local.split(":")[1], 16) == port:
+        if state in (LISTEN, ESTABLISHED) and int(local.split(":")[1], 16) == port:
             return True
     return False
 
@@ -27,6 +32,7 @@ def serve(port: int, clip: Path | None = None, start_s: float = 0.0) -> subproce
     source = (
         ["-ss", f"{start_s:.2f}", "-i", str(clip)] if clip else ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=15"]
     )
+    errors = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", *source,
@@ -34,14 +40,16 @@ def serve(port: int, clip: Path | None = None, start_s: float = 0.0) -> subproce
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=errors,
     )  # fmt: skip
     deadline = time.monotonic() + 30  # ffmpeg serves one client only: look for its socket, do not connect
-    while not listening(port) and time.monotonic() < deadline:
+    while not serving(port) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    if not listening(port):
+    if process.poll() is not None or not serving(port):
         process.kill()
-        raise RuntimeError("ffmpeg did not listen")
+        process.wait()
+        errors.seek(0)
+        raise RuntimeError(f"ffmpeg did not listen on {port}: {errors.read().decode(errors='replace')[-500:]}")
     return process
 
 
