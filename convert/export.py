@@ -240,7 +240,7 @@ class Export:
         with self.console.status(f"converting {variant}"):
             start = time.perf_counter()
             if variant == "onnx":
-                convert_onnx(self.folded, path, *self.size)
+                convert_onnx(self._float32_tflite(), path)
             elif variant == "onnx_int8":
                 cache = self.staging / CALIBRATION_CACHE
                 cache.mkdir(exist_ok=True)
@@ -248,9 +248,22 @@ class Export:
                     self.staging / VARIANT_FILES["onnx"], path, self.calibration, recipe=self.recipe, cache=cache
                 )
             else:
-                self.saved_model = self.saved_model or export_saved_model(self.folded, self.staging / "saved_model")
-                path.write_bytes(convert_tflite(self.saved_model, variant, self.calibration))
+                path.write_bytes(convert_tflite(self._saved_model(), variant, self.calibration))
             return time.perf_counter() - start
+
+    def _saved_model(self) -> Path:
+        """The one traced SavedModel every TFLite file converts from."""
+        self.saved_model = self.saved_model or export_saved_model(self.folded, self.staging / "saved_model")
+        return self.saved_model
+
+    def _float32_tflite(self) -> Path:
+        """The float32 TFLite file ONNX converts from: the variant's, or one of its own when float32 is not asked
+        for (removed with the staging files)."""
+        path = self.staging / VARIANT_FILES["float32"]
+        if not path.is_file():
+            path = self.staging / "saved_model" / "for-onnx.tflite"
+            path.write_bytes(convert_tflite(self._saved_model(), "float32", self.calibration))
+        return path
 
     def _evaluate(
         self, variant: str, path: Path, seconds: float, data: bytes | None = None

@@ -1,4 +1,5 @@
-"""The file formats a Keras model becomes: TFLite variants (from one traced SavedModel), ONNX, static int8 ONNX."""
+"""The file formats a Keras model becomes: TFLite variants (from one traced SavedModel), ONNX (from the float32
+TFLite), static int8 ONNX."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from edge.errors import SmartbinError
 from edge.tools.peak import cpu_flags
 
 TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
+ONNX_OPSET = 15  # what TensorRT 8.5 (JetPack 5) reads
 CALIBRATION_CACHE = ".calibration"  # in the staging folder: ONNX Runtime's ranges per calibration method
 
 
@@ -64,13 +66,20 @@ def tflite_converter(saved_model: Path, variant: str, calibration: np.ndarray):
     return converter
 
 
-def convert_onnx(model, path: Path, height: int, width: int) -> None:
-    """ONNX with a static (1, H, W, 3) uint8 input, as TensorRT prefers."""
-    import keras
+def convert_onnx(tflite: Path, path: Path) -> None:
+    """ONNX from the float32 TFLite file: the same frozen graph with the same folded BatchNorms (the same
+    outputs, bit for bit, measured), in half the time of tracing the Keras model again. The batch is fixed
+    at 1, as TensorRT prefers a static input."""
+    import onnx
+    import tf2onnx
 
-    spec = [keras.InputSpec(shape=(1, height, width, 3), dtype="uint8")]
     with quiet_stdout():
-        model.export(str(path), format="onnx", input_signature=spec, verbose=False)
+        proto, _ = tf2onnx.convert.from_tflite(str(tflite), opset=ONNX_OPSET)
+    for value in (*proto.graph.input, *proto.graph.output):
+        batch = value.type.tensor_type.shape.dim[0]
+        batch.ClearField("dim_param")
+        batch.dim_value = 1
+    onnx.save(proto, str(path))
 
 
 @dataclass(frozen=True)

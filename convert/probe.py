@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from convert.formats import OnnxRecipe, export_saved_model, quantize_onnx, quiet_stdout
+from convert.formats import OnnxRecipe, convert_onnx, export_saved_model, quantize_onnx, quiet_stdout
 from edge.bundle import ProbeFile, sha256_file
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,8 @@ def write_probes(out: Path, onnx: bool, recipe: OnnxRecipe) -> dict[str, ProbeFi
             path.write_bytes(converter.convert())
         probes[f"tflite_{dtype}"] = _entry(path, "tflite", dtype)
     if onnx:
-        import keras
-
         float_path = out / "probe_float32.onnx"
-        with quiet_stdout():
-            spec = [keras.InputSpec(shape=(1, SIDE, SIDE, CHANNELS), dtype="float32")]
-            model.export(str(float_path), format="onnx", input_signature=spec, verbose=False)
+        convert_onnx(out / "probe_float32.tflite", float_path)
         probes["onnx_float32"] = _entry(float_path, "onnx", "float32")
         int8_path = out / "probe_int8.onnx"
         quantize_onnx(float_path, int8_path, images, recipe=recipe)

@@ -15,6 +15,8 @@ from edge.errors import BundleError
 from edge.runtime import open_engine
 from tests.conftest import keras_arithmetic
 
+QUANTIZED = {"dynamic", "int8", "onnx_int8"}
+
 pytestmark = pytest.mark.slow
 
 
@@ -134,8 +136,10 @@ def test_evaluate_json_matches_the_dataset(bundle_dir: Path, dataset_dir: Path, 
     assert result["images"] == 96 and result["reference"] == "float32"
     assert set(result["variants"]) == {"float32", "float16", "dynamic", "int8", "onnx", "onnx_int8"}
     assert result["variants"]["onnx"]["backend"] == result["variants"]["onnx_int8"]["backend"] == "onnxruntime"
-    for figures in result["variants"].values():
-        assert figures["top1"] > 0.8 and figures["agreement"] >= 0.97
+    for variant, figures in result["variants"].items():
+        # the float variants are the same arithmetic; a quantized one's gate counts the images either model is
+        # sure of, and this synthetic set has a few near-ties among its 96, which a quantized model may flip
+        assert figures["top1"] > 0.8 and figures["agreement"] >= (0.95 if variant in QUANTIZED else 0.99), variant
 
 
 def test_gate_fails_a_variant_made_to_disagree(run_dir: Path, tmp_path: Path, monkeypatch, capsys):
