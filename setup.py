@@ -42,7 +42,7 @@ EXTRAS = {
     "dev": [
         "pytest>=8.0",
         "pytest-timeout>=2.3",
-        "pytest-xdist>=3.5",  # make test runs the suite in parallel workers
+        "pytest-xdist>=3.6",  # make test runs the suite in parallel workers (--no-loadscope-reorder: 3.6)
         "hypothesis>=6.100",
         "ruff>=0.6",
         "jsonschema>=4.20",
