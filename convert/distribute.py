@@ -11,12 +11,9 @@ scaling rule), and the plan says so.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 
 from edge.errors import SmartbinError
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 

@@ -261,8 +261,9 @@ class Export:
         for (removed with the staging files)."""
         path = self.staging / VARIANT_FILES["float32"]
         if not path.is_file():
-            path = self.staging / "saved_model" / "for-onnx.tflite"
-            path.write_bytes(convert_tflite(self._saved_model(), "float32", self.calibration))
+            saved_model = self._saved_model()
+            path = saved_model / "for-onnx.tflite"
+            path.write_bytes(convert_tflite(saved_model, "float32", self.calibration))
         return path
 
     def _evaluate(

@@ -17,7 +17,7 @@ from edge.errors import SmartbinError
 from edge.tools.peak import cpu_flags
 
 TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
-ONNX_OPSET = 15  # what TensorRT 8.5 (JetPack 5) reads
+ONNX_OPSET = 15  # what Keras' exporter wrote into model.onnx before (tf2onnx's choice then)
 CALIBRATION_CACHE = ".calibration"  # in the staging folder: ONNX Runtime's ranges per calibration method
 
 

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convert.summary import CALIBRATION
 from edge.bundle import Bundle
 from edge.cli import main
 from edge.dataset import load_dataset, load_images
 from edge.errors import BundleError
 from edge.runtime import open_engine
 from tests.conftest import keras_arithmetic
-
-QUANTIZED = {"dynamic", "int8", "onnx_int8"}
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +138,7 @@ def test_evaluate_json_matches_the_dataset(bundle_dir: Path, dataset_dir: Path, 
     for variant, figures in result["variants"].items():
         # the float variants are the same arithmetic; a quantized one's gate counts the images either model is
         # sure of, and this synthetic set has a few near-ties among its 96, which a quantized model may flip
-        assert figures["top1"] > 0.8 and figures["agreement"] >= (0.95 if variant in QUANTIZED else 0.99), variant
+        assert figures["top1"] > 0.8 and figures["agreement"] >= (0.95 if variant in CALIBRATION else 0.99), variant
 
 
 def test_gate_fails_a_variant_made_to_disagree(run_dir: Path, tmp_path: Path, monkeypatch, capsys):

@@ -32,24 +32,24 @@ def serve(port: int, clip: Path | None = None, start_s: float = 0.0) -> subproce
     source = (
         ["-ss", f"{start_s:.2f}", "-i", str(clip)] if clip else ["-f", "lavfi", "-i", "testsrc=size=320x240:rate=15"]
     )
-    errors = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", *source,
-            "-c:v", "mjpeg", "-q:v", "5", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/cam.mjpg",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=errors,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30  # ffmpeg serves one client only: look for its socket, do not connect
-    while not serving(port) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if process.poll() is not None or not serving(port):
-        process.kill()
-        process.wait()
-        errors.seek(0)
-        raise RuntimeError(f"ffmpeg did not listen on {port}: {errors.read().decode(errors='replace')[-500:]}")
+    with tempfile.TemporaryFile() as errors:  # ffmpeg keeps its own descriptor of it
+        process = subprocess.Popen(
+            [
+                "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", *source,
+                "-c:v", "mjpeg", "-q:v", "5", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/cam.mjpg",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30  # ffmpeg serves one client only: look for its socket, do not connect
+        while not serving(port) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process.poll() is not None or not serving(port):
+            process.kill()
+            process.wait()
+            errors.seek(0)
+            raise RuntimeError(f"ffmpeg did not listen on {port}: {errors.read().decode(errors='replace')[-500:]}")
     return process
 
 
