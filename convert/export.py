@@ -29,6 +29,7 @@ from convert.formats import (
     convert_onnx,
     convert_tflite,
     export_saved_model,
+    one_load_per_saved_model,
     onnx_recipe,
     quantize_onnx,
 )
@@ -183,10 +184,11 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
         )
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent if out.parent.exists() else None))
     try:
-        export = Export(source, keras_model, options, staging)
-        for variant in list(options.variants) + (["onnx", "onnx_int8"] if options.onnx else []):
-            export.variant(variant)
-        return export.finish(out)
+        with one_load_per_saved_model():
+            export = Export(source, keras_model, options, staging)
+            for variant in list(options.variants) + (["onnx", "onnx_int8"] if options.onnx else []):
+                export.variant(variant)
+            return export.finish(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

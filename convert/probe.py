@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from convert.formats import OnnxRecipe, convert_onnx, export_saved_model, quantize_onnx, quiet_stdout
+from convert.formats import (
+    OnnxRecipe,
+    convert_onnx,
+    export_saved_model,
+    quantize_onnx,
+    quiet_stdout,
+    saved_model_converter,
+)
 from edge.bundle import ProbeFile, sha256_file
 
 log = logging.getLogger(__name__)
@@ -49,7 +56,7 @@ def write_probes(out: Path, onnx: bool, recipe: OnnxRecipe) -> dict[str, ProbeFi
     saved = export_saved_model(model, out / "probe_saved_model")
     probes: dict[str, ProbeFile] = {}
     for dtype in ("float32", "int8"):
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        converter = saved_model_converter(saved)
         if dtype == "int8":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: ([image[None]] for image in images)

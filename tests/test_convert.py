@@ -13,7 +13,7 @@ from edge.bundle import Bundle
 from edge.cli import main
 from edge.dataset import load_dataset, load_images
 from edge.errors import BundleError
-from edge.runtime import open_engine
+from edge.runtime import load_model_file, open_engine
 from tests.conftest import keras_arithmetic
 
 pytestmark = pytest.mark.slow
@@ -183,3 +183,56 @@ def test_convert_refuses_to_replace_a_folder_that_is_not_a_bundle(run_dir: Path,
     assert main([*convert, "--force"]) == 0
     assert not (models / "notes.txt").exists() and manifest(models)["variants"].keys() == {"float16"}
     assert main(convert) == 0  # an earlier bundle is replaced without --force
+
+
+def test_one_load_per_saved_model_converts_the_same_bytes(run_dir: Path, dataset_dir: Path, tmp_path: Path):
+    """Sharing the converter's SavedModel loads changes nothing in the files, and loads each SavedModel once."""
+    from tensorflow.lite.python import lite
+
+    from convert.formats import convert_tflite, export_saved_model, one_load_per_saved_model
+    from convert.model import load_model
+
+    saved = export_saved_model(load_model(run_dir / "model.keras"), tmp_path / "saved_model")
+    calibration = load_images(load_dataset(dataset_dir).samples[:8], 64, 64)
+    variants = ("float16", "int8")  # a weight-only and a calibrated conversion
+    alone = {v: convert_tflite(saved, v, calibration) for v in variants}
+    loads: list[str] = []
+    original = lite._load
+
+    def counted(path, tags=None):
+        loads.append(str(path))
+        return original(path, tags)
+
+    lite._load = counted
+    try:
+        with one_load_per_saved_model():
+            shared = {v: convert_tflite(saved, v, calibration) for v in variants}
+    finally:
+        lite._load = original
+    assert loads == [str(saved)]
+    for variant in variants:
+        assert shared[variant] == alone[variant], variant
+    assert lite._load is original
+
+
+def test_onnx_conversion_survives_a_failing_optimizer(bundle_dir: Path, dataset_dir: Path, tmp_path: Path, monkeypatch):
+    """ONNX is converted without tf2onnx's graph copies; an optimizer that fails there (injected) sends it
+    the careful way, and the model comes out the same."""
+    from tf2onnx import optimizer
+
+    from convert.formats import convert_onnx
+
+    class Failing:
+        graph_been_opt = False
+
+        def optimize(self, graph, iteration):
+            raise RuntimeError("injected")
+
+    monkeypatch.setitem(optimizer._optimizers, "failing", Failing)
+    convert_onnx(bundle_dir / "float32.tflite", tmp_path / "model.onnx")
+    images = load_images(load_dataset(dataset_dir).samples[:8], 64, 64)
+    outputs = []
+    for folder in (bundle_dir, tmp_path):
+        engine = load_model_file(folder / "model.onnx", "onnxruntime")
+        outputs.append(np.concatenate([engine.infer(x[None]) for x in images]))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
