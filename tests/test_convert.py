@@ -236,3 +236,39 @@ def test_onnx_conversion_survives_a_failing_optimizer(bundle_dir: Path, dataset_
         engine = load_model_file(folder / "model.onnx", "onnxruntime")
         outputs.append(np.concatenate([engine.infer(x[None]) for x in images]))
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_background_conversions_write_the_same_files(run_dir: Path, dataset_dir: Path, tmp_path: Path):
+    """The second process converts the same bytes as this one would; when it dies (SIGKILL, before it has
+    converted anything) its variants fall back to this process."""
+    import multiprocessing
+    import os
+    import signal
+
+    from convert.background import BackgroundConversions
+    from convert.formats import convert_tflite, export_saved_model
+    from convert.model import load_model
+
+    saved = export_saved_model(load_model(run_dir / "model.keras"), tmp_path / "saved_model")
+    calibration = load_images(load_dataset(dataset_dir).samples[:8], 64, 64)
+    variants = ["float32", "float16", "int8"]
+    background = BackgroundConversions(saved, variants, calibration, tmp_path, weights=1, min_weights=1, min_cores=1)
+    try:
+        assert [background.pending(v) for v in variants] == [False, True, True]
+        assert background.result("float32") is None  # this process's to convert
+        for variant in ("float16", "int8"):
+            assert background.result(variant) > 0
+            assert (tmp_path / f"{variant}.tflite").read_bytes() == convert_tflite(saved, variant, calibration)
+    finally:
+        background.close()
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    background = BackgroundConversions(saved, variants, calibration, killed, weights=1, min_weights=1, min_cores=1)
+    try:
+        (worker,) = multiprocessing.active_children()
+        os.kill(worker.pid, signal.SIGKILL)  # still starting TensorFlow
+        assert background.result("float16") is None and background.result("int8") is None
+        assert not list(killed.iterdir())
+    finally:
+        background.close()

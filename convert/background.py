@@ -1,0 +1,94 @@
+"""TFLite conversions in a second process while this one converts ONNX and gates.
+
+Each TFLite conversion uses one core, and TFLite's converter holds the GIL, so a thread would not help
+(two 12 s conversions in two threads took 26 s, measured); a process does. It costs a TensorFlow start
+(~8 s of one core), so only large models are converted there.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import VARIANT_FILES
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_VARIANTS = ("float16", "dynamic", "int8")  # float32 stays here: ONNX converts from it
+MIN_WEIGHTS = 5_000_000  # ResNet50's conversions take 6-40 s each, resnet-mini's (300 k weights) under 1 s
+
+_worker_context = ExitStack()  # held for the worker process's life
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _start_worker() -> None:
+    from convert.formats import one_load_per_saved_model
+
+    _worker_context.enter_context(one_load_per_saved_model())
+
+
+def _convert(saved_model: str, variant: str, calibration: np.ndarray, path: str) -> float:
+    from convert.formats import convert_tflite
+
+    start = time.perf_counter()
+    Path(path).write_bytes(convert_tflite(Path(saved_model), variant, calibration))
+    return time.perf_counter() - start
+
+
+class BackgroundConversions:
+    """The TFLite variants a second process converts into ``folder`` (all of them are submitted at once);
+    nothing when the machine has one core or the model is small."""
+
+    def __init__(
+        self,
+        saved_model: Path,
+        variants: list[str],
+        calibration: np.ndarray,
+        folder: Path,
+        weights: int,
+        min_weights: int = MIN_WEIGHTS,
+        min_cores: int = 2,
+    ):
+        chosen = [v for v in variants if v in BACKGROUND_VARIANTS]
+        self.futures: dict[str, Future] = {}
+        self.pool: ProcessPoolExecutor | None = None
+        if usable_cores() < min_cores or weights < min_weights or not chosen:
+            return
+        spawn = multiprocessing.get_context("spawn")  # TensorFlow's threads do not survive a fork
+        self.pool = ProcessPoolExecutor(1, mp_context=spawn, initializer=_start_worker)
+        for variant in chosen:
+            path = str(folder / VARIANT_FILES[variant])
+            self.futures[variant] = self.pool.submit(_convert, str(saved_model), variant, calibration, path)
+        log.info("converting %s in a second process (%d cores)", ", ".join(chosen), usable_cores())
+
+    def pending(self, variant: str) -> bool:
+        """Whether ``variant`` is being converted there."""
+        return variant in self.futures
+
+    def result(self, variant: str) -> float | None:
+        """Wait for ``variant``'s file; the seconds its conversion took, or None when this process must
+        convert it (not submitted, or the worker died: out of memory, killed)."""
+        future = self.futures.pop(variant, None)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            log.warning("the conversion process ended before %s was converted; converting it here", variant)
+            return None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
