@@ -23,7 +23,8 @@ from edge.bundle import VARIANT_FILES
 log = logging.getLogger(__name__)
 
 BACKGROUND_VARIANTS = ("float16", "dynamic", "int8")  # float32 stays here: ONNX converts from it
-MIN_WEIGHTS = 5_000_000  # ResNet50's conversions take 6-40 s each, resnet-mini's (300 k weights) under 1 s
+# from ~5 M weights: ResNet50's (98 MB) conversions take 6-40 s each, resnet-mini's (1.5 MB) under 1 s
+MIN_MODEL_BYTES = 20_000_000
 
 _worker_context = ExitStack()  # held for the worker process's life
 
@@ -48,30 +49,32 @@ def _convert(saved_model: str, variant: str, calibration: np.ndarray, path: str)
 
 
 class BackgroundConversions:
-    """The TFLite variants a second process converts into ``folder`` (all of them are submitted at once);
-    nothing when the machine has one core or the model is small."""
+    """The TFLite variants a second process converts; nothing when the machine has one core or the model is
+    small. The process starts (and imports TensorFlow) at once, while this one loads the model."""
 
-    def __init__(
-        self,
-        saved_model: Path,
-        variants: list[str],
-        calibration: np.ndarray,
-        folder: Path,
-        weights: int,
-        min_weights: int = MIN_WEIGHTS,
-        min_cores: int = 2,
-    ):
-        chosen = [v for v in variants if v in BACKGROUND_VARIANTS]
+    def __init__(self, variants: list[str], model_bytes: int, min_bytes: int = MIN_MODEL_BYTES, min_cores: int = 2):
+        self.variants = [v for v in variants if v in BACKGROUND_VARIANTS]
         self.futures: dict[str, Future] = {}
         self.pool: ProcessPoolExecutor | None = None
-        if usable_cores() < min_cores or weights < min_weights or not chosen:
+        if usable_cores() < min_cores or model_bytes < min_bytes or not self.variants:
+            self.variants = []
             return
         spawn = multiprocessing.get_context("spawn")  # TensorFlow's threads do not survive a fork
         self.pool = ProcessPoolExecutor(1, mp_context=spawn, initializer=_start_worker)
-        for variant in chosen:
-            path = str(folder / VARIANT_FILES[variant])
-            self.futures[variant] = self.pool.submit(_convert, str(saved_model), variant, calibration, path)
-        log.info("converting %s in a second process (%d cores)", ", ".join(chosen), usable_cores())
+        self.pool.submit(int)  # the process starts with its first task
+
+    def submit(self, saved_model: Path, calibration: np.ndarray, folder: Path) -> None:
+        """Convert every variant of the SavedModel into ``folder``, one after another."""
+        try:
+            for variant in self.variants:
+                path = str(folder / VARIANT_FILES[variant])
+                self.futures[variant] = self.pool.submit(_convert, str(saved_model), variant, calibration, path)
+        except BrokenProcessPool:
+            log.warning("the conversion process ended as it started; converting %s here", ", ".join(self.variants))
+            self.futures.clear()
+            return
+        if self.variants:
+            log.info("converting %s in a second process (%d cores)", ", ".join(self.variants), usable_cores())
 
     def pending(self, variant: str) -> bool:
         """Whether ``variant`` is being converted there."""

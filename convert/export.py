@@ -6,7 +6,6 @@ that misses its gate fails the command unless ``--allow-accuracy-drop`` is given
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -171,6 +170,11 @@ def write_acceptance(folder: Path, images: np.ndarray, probs: np.ndarray) -> Acc
     return AcceptanceFile(file=path.name, sha256=sha256_file(path), size=path.stat().st_size, images=len(order))
 
 
+def all_variants(options: ExportOptions) -> list[str]:
+    """The variants asked for, in the bundle's order."""
+    return list(options.variants) + (["onnx", "onnx_int8"] if options.onnx else [])
+
+
 def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) -> int:
     """Write the bundle; return 0, or 1 when a variant missed its gate (and was not kept)."""
     unknown = [v for v in options.variants if v not in TFLITE_VARIANTS]
@@ -179,6 +183,14 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
     out = Path(out)
     check_out(out, options.force)
     source = load_source(model, options)
+    background = BackgroundConversions(all_variants(options), source.model_file.stat().st_size)
+    try:
+        return _export(source, background, out, options)
+    finally:
+        background.close()
+
+
+def _export(source: Source, background: BackgroundConversions, out: Path, options: ExportOptions) -> int:
     keras_model = load_model(source.model_file)
     if int(keras_model.output_shape[-1]) != len(source.labels):
         raise SmartbinError(
@@ -186,11 +198,10 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
         )
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent if out.parent.exists() else None))
     try:
-        with one_load_per_saved_model(), contextlib.ExitStack() as stack:
-            export = Export(source, keras_model, options, staging)
-            stack.callback(export.background.close)
+        with one_load_per_saved_model():
+            export = Export(source, keras_model, options, staging, background)
             # what this process converts first, while the second process converts the others
-            for variant in sorted(export.variants, key=export.background.pending):
+            for variant in sorted(export.variants, key=background.pending):
                 export.variant(variant)
             return export.finish(out)
     finally:
@@ -200,7 +211,9 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
 class Export:
     """One conversion in a staging folder: the images it gates on, the manifest it fills, each variant."""
 
-    def __init__(self, source: Source, keras_model, options: ExportOptions, staging: Path):
+    def __init__(
+        self, source: Source, keras_model, options: ExportOptions, staging: Path, background: BackgroundConversions
+    ):
         self.keras_model, self.options, self.staging = keras_model, options, staging
         self.console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
         self.size = height, width = int(keras_model.input_shape[1]), int(keras_model.input_shape[2])
@@ -222,16 +235,13 @@ class Export:
         # what is converted: the same function with the head's BatchNorms folded (convert/batchnorm.py)
         self.folded, folded = fold_batchnorm(keras_model)
         log.info("%d BatchNorm layer(s) folded into the Dense layers around them", folded)
-        self.variants = list(options.variants) + (["onnx", "onnx_int8"] if options.onnx else [])
+        self.variants = all_variants(options)
         self.saved_model: Path | None = None
-        self.background = BackgroundConversions(
-            self._saved_model(), self.variants, self.calibration, staging, keras_model.count_params()
-        )
-        with self.console.status("running the Keras model on the gate's images"), contextlib.ExitStack() as failing:
-            failing.callback(self.background.close)  # the second process goes with a failure here
+        self.background = background
+        background.submit(self._saved_model(), self.calibration, staging)
+        with self.console.status("running the Keras model on the gate's images"):
             # compiled, not eager: ~2x faster for ResNet50 at 224 px on 2 cores
             self.keras_probs = np.asarray(keras_model.predict(self.images, batch_size=32, verbose=0))
-            failing.pop_all()
         self.manifest = Manifest(
             format_version=FORMAT_VERSION,
             name=source.name,

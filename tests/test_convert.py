@@ -252,8 +252,9 @@ def test_background_conversions_write_the_same_files(run_dir: Path, dataset_dir:
     saved = export_saved_model(load_model(run_dir / "model.keras"), tmp_path / "saved_model")
     calibration = load_images(load_dataset(dataset_dir).samples[:8], 64, 64)
     variants = ["float32", "float16", "int8"]
-    background = BackgroundConversions(saved, variants, calibration, tmp_path, weights=1, min_weights=1, min_cores=1)
+    background = BackgroundConversions(variants, model_bytes=1, min_bytes=1, min_cores=1)
     try:
+        background.submit(saved, calibration, tmp_path)
         assert [background.pending(v) for v in variants] == [False, True, True]
         assert background.result("float32") is None  # this process's to convert
         for variant in ("float16", "int8"):
@@ -264,11 +265,14 @@ def test_background_conversions_write_the_same_files(run_dir: Path, dataset_dir:
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    background = BackgroundConversions(saved, variants, calibration, killed, weights=1, min_weights=1, min_cores=1)
+    background = BackgroundConversions(variants, model_bytes=1, min_bytes=1, min_cores=1)
     try:
         (worker,) = multiprocessing.active_children()
         os.kill(worker.pid, signal.SIGKILL)  # still starting TensorFlow
+        worker.join()
+        background.submit(saved, calibration, killed)
         assert background.result("float16") is None and background.result("int8") is None
         assert not list(killed.iterdir())
     finally:
         background.close()
+    assert not BackgroundConversions(variants, model_bytes=1, min_bytes=2).pending("int8")  # small: converted here
