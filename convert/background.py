@@ -22,7 +22,9 @@ from edge.bundle import VARIANT_FILES
 
 log = logging.getLogger(__name__)
 
-BACKGROUND_VARIANTS = ("float16", "dynamic", "int8")  # float32 stays here: ONNX converts from it
+# the longest first (int8 calibrates), so that this process gates it while the others convert; float32 stays
+# here: ONNX converts from it
+BACKGROUND_VARIANTS = ("int8", "dynamic", "float16")
 # from ~5 M weights: ResNet50's (98 MB) conversions take 6-40 s each, resnet-mini's (1.5 MB) under 1 s
 MIN_MODEL_BYTES = 20_000_000
 
@@ -53,7 +55,7 @@ class BackgroundConversions:
     small. The process starts (and imports TensorFlow) at once, while this one loads the model."""
 
     def __init__(self, variants: list[str], model_bytes: int, min_bytes: int = MIN_MODEL_BYTES, min_cores: int = 2):
-        self.variants = [v for v in variants if v in BACKGROUND_VARIANTS]
+        self.variants = [v for v in BACKGROUND_VARIANTS if v in variants]
         self.futures: dict[str, Future] = {}
         self.pool: ProcessPoolExecutor | None = None
         if usable_cores() < min_cores or model_bytes < min_bytes or not self.variants:
@@ -79,6 +81,10 @@ class BackgroundConversions:
     def pending(self, variant: str) -> bool:
         """Whether ``variant`` is being converted there."""
         return variant in self.futures
+
+    def order(self, variant: str) -> int:
+        """Where ``variant`` comes: -1 for this process's own, then in the order the second one converts."""
+        return self.variants.index(variant) if self.pending(variant) else -1
 
     def result(self, variant: str) -> float | None:
         """Wait for ``variant``'s file; the seconds its conversion took, or None when this process must

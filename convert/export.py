@@ -86,6 +86,7 @@ class ExportOptions:
     seed: int = 0
     probes: bool = True
     force: bool = False  # replace an --out folder that is not a bundle
+    jobs: int = 2  # processes converting at once (convert/background.py)
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -183,7 +184,8 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
     out = Path(out)
     check_out(out, options.force)
     source = load_source(model, options)
-    background = BackgroundConversions(all_variants(options), source.model_file.stat().st_size)
+    variants = all_variants(options) if options.jobs > 1 else []
+    background = BackgroundConversions(variants, source.model_file.stat().st_size)
     try:
         return _export(source, background, out, options)
     finally:
@@ -201,7 +203,7 @@ def _export(source: Source, background: BackgroundConversions, out: Path, option
         with one_load_per_saved_model():
             export = Export(source, keras_model, options, staging, background)
             # what this process converts first, while the second process converts the others
-            for variant in sorted(export.variants, key=background.pending):
+            for variant in sorted(export.variants, key=background.order):
                 export.variant(variant)
             return export.finish(out)
     finally:

@@ -256,6 +256,7 @@ def test_background_conversions_write_the_same_files(run_dir: Path, dataset_dir:
     try:
         background.submit(saved, calibration, tmp_path)
         assert [background.pending(v) for v in variants] == [False, True, True]
+        assert sorted(variants, key=background.order) == ["float32", "int8", "float16"]  # the longest first
         assert background.result("float32") is None  # this process's to convert
         for variant in ("float16", "int8"):
             assert background.result(variant) > 0
