@@ -99,5 +99,6 @@ class BackgroundConversions:
             return None
 
     def close(self) -> None:
+        """Stop the second process: what it has not started is dropped, what it is converting ends first."""
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)

@@ -71,3 +71,29 @@ def test_sqlite_failures_are_the_projects_errors(tmp_path: Path):
     for call in (counters.summary, lambda: counters.count_correction("cup")):
         with pytest.raises(CountersError, match="counters.sqlite"):
             call()
+
+
+SIGNAL_WHILE_LOCKED = """
+import os, signal, sys, threading
+from edge.service.signals import set_on
+
+stop = threading.Event()
+set_on(stop, signal.SIGTERM)
+with stop._cond:  # the main thread holds the event's lock, as inside wait() or clear()
+    os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, before the lock is let go
+    for _ in range(1000):  # bytecodes, at which Python runs the handler
+        pass
+sys.exit(0 if stop.wait(60) else 3)
+"""
+
+
+def test_a_signal_arriving_while_the_event_is_locked_still_sets_it():
+    """A real SIGTERM while the main thread holds the event's lock: it is set once the lock is free (an
+    ``event.set`` handler would wait for the lock there forever; the daemon's back-off hung so)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_LOCKED], cwd=ROOT, timeout=120)
+    assert done.returncode == 0

@@ -23,6 +23,7 @@ from edge.errors import SmartbinError
 from edge.labels import BINS
 from edge.service.mqtt import dumps
 from edge.service.mqtt_client import make_client
+from edge.service.signals import set_on
 from edge.service.sqlitedb import Database
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,7 @@ def run_actuator(config_path: str | Path) -> int:
     config = load_config(config_path)
     actuator = Actuator(config).start()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    set_on(stop, signal.SIGTERM, signal.SIGINT)
     stop.wait()
     actuator.stop()
     return 0

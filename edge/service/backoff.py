@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from edge.service.notify import EXTEND_S, Notifier
+from edge.service.signals import set_on
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ class RestartBackoff:
         delay = delay_after(failures)
         log.error("%s; start %d failed in a row: exiting for a restart in %.0f s", reason, failures, delay)
         stop = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        set_on(stop, signal.SIGTERM)
         with self.notifier.extending(f"failed: {reason[:200]}; restarting in {delay:.0f} s", delay + EXTEND_S):
             stop.wait(delay)
         return delay

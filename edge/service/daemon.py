@@ -36,6 +36,7 @@ from edge.service.outputs import Hooks, Outputs
 from edge.service.pipeline import Pipeline
 from edge.service.reload import PreparedReload, apply_reload, prepare_reload
 from edge.service.serving import Serving
+from edge.service.signals import set_on
 from edge.service.status import StatusView, cpu_temperature, metrics_payload, status_payload
 from edge.service.update import UpdateRequest
 from edge.service.web import answer_classify_requests
@@ -298,11 +299,8 @@ class Daemon:
         log.info("stopped")
 
     def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_requested.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+        set_on(self.stop_requested, signal.SIGTERM, signal.SIGINT)
+        set_on(self.reload_requested, signal.SIGHUP)
 
 
 def run_daemon(config_path: str | Path) -> int:
