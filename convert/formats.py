@@ -132,8 +132,8 @@ def convert_onnx(tflite: Path, path: Path) -> None:
     try:
         with quiet_stdout(), _environment(TF2ONNX_CATCH_ERRORS="FALSE"):
             proto, _ = tf2onnx.convert.from_tflite(str(tflite), opset=ONNX_OPSET)
-    except Exception:  # an optimizer failed on this graph: tf2onnx's own way skips it and goes on
-        log.warning("tf2onnx: an optimizer failed on %s; converting again, skipping it", tflite, exc_info=True)
+    except Exception:  # an optimizer failed, most likely: tf2onnx's own way skips a failing one and goes on
+        log.warning("tf2onnx failed on %s without its graph copies; converting again with them", tflite, exc_info=True)
         with quiet_stdout():
             proto, _ = tf2onnx.convert.from_tflite(str(tflite), opset=ONNX_OPSET)
     for value in (*proto.graph.input, *proto.graph.output):

@@ -185,17 +185,29 @@ def test_convert_refuses_to_replace_a_folder_that_is_not_a_bundle(run_dir: Path,
     assert main(convert) == 0  # an earlier bundle is replaced without --force
 
 
-def test_one_load_per_saved_model_converts_the_same_bytes(run_dir: Path, dataset_dir: Path, tmp_path: Path):
+@pytest.fixture(scope="module")
+def images(dataset_dir: Path) -> np.ndarray:
+    """Eight of the dataset's images: calibration for the conversions below, inputs for their outputs."""
+    return load_images(load_dataset(dataset_dir).samples[:8], 64, 64)
+
+
+@pytest.fixture(scope="module")
+def saved_model(run_dir: Path, tmp_path_factory) -> Path:
+    """The trained run's SavedModel, traced once for the conversion tests below."""
+    from convert.formats import export_saved_model
+    from convert.model import load_model
+
+    return export_saved_model(load_model(run_dir / "model.keras"), tmp_path_factory.mktemp("traced") / "saved_model")
+
+
+def test_one_load_per_saved_model_converts_the_same_bytes(saved_model: Path, images: np.ndarray):
     """Sharing the converter's SavedModel loads changes nothing in the files, and loads each SavedModel once."""
     from tensorflow.lite.python import lite
 
-    from convert.formats import convert_tflite, export_saved_model, one_load_per_saved_model
-    from convert.model import load_model
+    from convert.formats import convert_tflite, one_load_per_saved_model
 
-    saved = export_saved_model(load_model(run_dir / "model.keras"), tmp_path / "saved_model")
-    calibration = load_images(load_dataset(dataset_dir).samples[:8], 64, 64)
     variants = ("float16", "int8")  # a weight-only and a calibrated conversion
-    alone = {v: convert_tflite(saved, v, calibration) for v in variants}
+    alone = {v: convert_tflite(saved_model, v, images) for v in variants}
     loads: list[str] = []
     original = lite._load
 
@@ -206,16 +218,18 @@ def test_one_load_per_saved_model_converts_the_same_bytes(run_dir: Path, dataset
     lite._load = counted
     try:
         with one_load_per_saved_model():
-            shared = {v: convert_tflite(saved, v, calibration) for v in variants}
+            shared = {v: convert_tflite(saved_model, v, images) for v in variants}
     finally:
         lite._load = original
-    assert loads == [str(saved)]
+    assert loads == [str(saved_model)]
     for variant in variants:
         assert shared[variant] == alone[variant], variant
     assert lite._load is original
 
 
-def test_onnx_conversion_survives_a_failing_optimizer(bundle_dir: Path, dataset_dir: Path, tmp_path: Path, monkeypatch):
+def test_onnx_conversion_survives_a_failing_optimizer(
+    bundle_dir: Path, images: np.ndarray, tmp_path: Path, monkeypatch
+):
     """ONNX is converted without tf2onnx's graph copies; an optimizer that fails there (injected) sends it
     the careful way, and the model comes out the same."""
     from tf2onnx import optimizer
@@ -230,7 +244,6 @@ def test_onnx_conversion_survives_a_failing_optimizer(bundle_dir: Path, dataset_
 
     monkeypatch.setitem(optimizer._optimizers, "failing", Failing)
     convert_onnx(bundle_dir / "float32.tflite", tmp_path / "model.onnx")
-    images = load_images(load_dataset(dataset_dir).samples[:8], 64, 64)
     outputs = []
     for folder in (bundle_dir, tmp_path):
         engine = load_model_file(folder / "model.onnx", "onnxruntime")
@@ -238,7 +251,7 @@ def test_onnx_conversion_survives_a_failing_optimizer(bundle_dir: Path, dataset_
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
 
-def test_background_conversions_write_the_same_files(run_dir: Path, dataset_dir: Path, tmp_path: Path):
+def test_background_conversions_write_the_same_files(saved_model: Path, images: np.ndarray, tmp_path: Path):
     """The second process converts the same bytes as this one would; when it dies (SIGKILL, before it has
     converted anything) its variants fall back to this process."""
     import multiprocessing
@@ -246,21 +259,18 @@ def test_background_conversions_write_the_same_files(run_dir: Path, dataset_dir:
     import signal
 
     from convert.background import BackgroundConversions
-    from convert.formats import convert_tflite, export_saved_model
-    from convert.model import load_model
+    from convert.formats import convert_tflite
 
-    saved = export_saved_model(load_model(run_dir / "model.keras"), tmp_path / "saved_model")
-    calibration = load_images(load_dataset(dataset_dir).samples[:8], 64, 64)
     variants = ["float32", "float16", "int8"]
     background = BackgroundConversions(variants, model_bytes=1, min_bytes=1, min_cores=1)
     try:
-        background.submit(saved, calibration, tmp_path)
+        background.submit(saved_model, images, tmp_path)
         assert [background.pending(v) for v in variants] == [False, True, True]
         assert sorted(variants, key=background.order) == ["float32", "int8", "float16"]  # the longest first
         assert background.result("float32") is None  # this process's to convert
         for variant in ("float16", "int8"):
             assert background.result(variant) > 0
-            assert (tmp_path / f"{variant}.tflite").read_bytes() == convert_tflite(saved, variant, calibration)
+            assert (tmp_path / f"{variant}.tflite").read_bytes() == convert_tflite(saved_model, variant, images)
     finally:
         background.close()
 
@@ -271,7 +281,7 @@ def test_background_conversions_write_the_same_files(run_dir: Path, dataset_dir:
         (worker,) = multiprocessing.active_children()
         os.kill(worker.pid, signal.SIGKILL)  # still starting TensorFlow
         worker.join()
-        background.submit(saved, calibration, killed)
+        background.submit(saved_model, images, killed)
         assert background.result("float16") is None and background.result("int8") is None
         assert not list(killed.iterdir())
     finally:
