@@ -124,6 +124,19 @@ def load_model(path: str | Path) -> keras.Model:
     return keras.models.load_model(str(path), compile=False)
 
 
+def predict(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The model's outputs on ``images``, in batches through one compiled function (any batch size).
+
+    Not ``model.predict``: destroying its tf.data iterator waits for tf.data's autotuning thread to wake,
+    which left the converter idle for 20-28 s after the gate's 500 images at 224 px (measured, every run).
+    """
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, *images.shape[1:]], tf.as_dtype(images.dtype))
+    run = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return np.concatenate([run(images[i : i + batch_size]).numpy() for i in range(0, len(images), batch_size)])
+
+
 def write_stand_in_weights(path: str | Path, img_size: int, backbone: str = "resnet50", seed: int = 0) -> Path:
     """Write a seeded, randomly initialised backbone as a weights file.
 
