@@ -24,7 +24,6 @@ from rich.console import Console
 
 from convert.background import BackgroundConversions
 from convert.batchnorm import fold_batchnorm
-from convert.dataset import group_by_class, stratified_split
 from convert.formats import (
     CALIBRATION_CACHE,
     TFLITE_VARIANTS,
@@ -40,8 +39,8 @@ from convert.model import load_model, predict
 from convert.probe import write_probes
 from convert.quantdebug import markdown as quantization_markdown
 from convert.rescue import Candidate, rescue
+from convert.source import Source, calibration_samples, check_out, load_source
 from convert.summary import CALIBRATION, summary_table
-from convert.train import LABELS_FILE, find_run, load_labels, run_config
 from edge.bundle import (
     ACCEPTANCE_FILE,
     FORMAT_VERSION,
@@ -57,9 +56,8 @@ from edge.bundle import (
     is_onnx,
     sha256_file,
 )
-from edge.dataset import Sample, load_dataset, load_images
+from edge.dataset import load_images
 from edge.errors import SmartbinError
-from edge.labels import Label
 from edge.runtime import open_engine
 from edge.versions import installed_versions
 from edge.vision.decision import VoteSettings
@@ -88,57 +86,6 @@ class ExportOptions:
     probes: bool = True
     force: bool = False  # replace an --out folder that is not a bundle
     jobs: int = 2  # processes converting at once (convert/background.py)
-
-
-def check_out(out: Path, force: bool) -> None:
-    """``--out`` may be new, empty or an earlier bundle (replaced); anything else is a user's folder."""
-    if not out.exists() or force:
-        return
-    if not out.is_dir():
-        raise SmartbinError(f"--out {out}: exists and is not a folder; choose another path")
-    if any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
-        raise SmartbinError(
-            f"--out {out}: exists and is not a bundle (no {MANIFEST_FILE}); nothing was changed. "
-            "Choose another folder, or pass --force to replace it and everything in it"
-        )
-
-
-@dataclass
-class Source:
-    """What a conversion starts from: the model, its labels, and the images it was trained on."""
-
-    model_file: Path
-    labels: list[Label]
-    train: list[Sample]
-    held_out: list[Sample]
-    name: str
-
-
-def load_source(model: str | Path, options: ExportOptions) -> Source:
-    run_dir, model_file = find_run(Path(model))
-    config = run_config(run_dir)
-    data = options.data or config.get("data")
-    if not data:
-        raise SmartbinError(f"{model_file}: no training config beside it; pass --data for calibration and the gate")
-    dataset = load_dataset(data)
-    labels = load_labels(run_dir / LABELS_FILE) if (run_dir / LABELS_FILE).is_file() else dataset.labels
-    # The same split as training, so the gate runs on images the model never saw.
-    train, held_out = stratified_split(dataset.samples, config.get("val_fraction", 0.1), config.get("seed", 0))
-    return Source(model_file, labels, train or held_out, held_out or train, options.name or run_dir.name)
-
-
-def calibration_samples(samples: list[Sample], n: int, seed: int) -> list[Sample]:
-    """Up to ``n`` training samples drawn evenly across classes."""
-    rng = np.random.default_rng(seed)
-    by_class = group_by_class(samples)
-    pools = [list(rng.permutation(len(g))) for g in by_class.values()]
-    groups = list(by_class.values())
-    picked: list[Sample] = []
-    while len(picked) < min(n, len(samples)):
-        for group, pool in zip(groups, pools):
-            if pool and len(picked) < n:
-                picked.append(group[pool.pop()])
-    return picked
 
 
 def _versions() -> dict[str, str]:
@@ -184,7 +131,7 @@ def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) ->
         raise SmartbinError(f"--variants: unknown {', '.join(unknown)} (allowed: {', '.join(TFLITE_VARIANTS)})")
     out = Path(out)
     check_out(out, options.force)
-    source = load_source(model, options)
+    source = load_source(model, options.data, options.name)
     variants = all_variants(options) if options.jobs > 1 else []
     background = BackgroundConversions(variants, source.model_file.stat().st_size)
     try:

@@ -59,6 +59,17 @@ def test_every_variant_loads_and_agrees_with_keras(bundle_dir: Path, run_dir: Pa
         assert engine.backend == ("onnxruntime" if variant.startswith("onnx") else "litert")
 
 
+def test_the_gates_reference_is_the_models_own_output_in_batches_of_any_size(run_dir: Path, dataset_dir: Path):
+    """convert/model.predict (one compiled function, not model.predict's tf.data iterator) gives what the
+    model gives, with a last batch smaller than the others."""
+    from convert.model import load_model, predict
+
+    model = load_model(run_dir / "model.keras")
+    images = load_images(load_dataset(dataset_dir).samples[:19], 64, 64)
+    expected = np.asarray(model(images, training=False))
+    np.testing.assert_allclose(predict(model, images, batch_size=8), expected, atol=1e-5)
+
+
 def test_int8_is_integer_inside(bundle_dir: Path, run_dir: Path):
     import onnx
     from ai_edge_litert.interpreter import Interpreter
