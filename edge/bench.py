@@ -42,6 +42,7 @@ from edge.tools.peak import nominal_peak, variant_dtype
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 PLACEMENT_LINE = re.compile(r"(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)")
+FLOAT_REFERENCE = {"onnx_int8": "onnx"}  # the float model in the same format (float32 for the TFLite ones)
 PEAK_SPREAD = 1.15  # probe rate before vs after an invoke row beyond which its floor ratio is not trusted
 
 
@@ -171,16 +172,24 @@ def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float |
     return seconds
 
 
+def float_reference(label: str) -> str:
+    """The row a variant's speed is held against: its bundle's float32 (onnx for onnx_int8: the same format
+    and backend); ``label`` is the variant, with `` (bundle)`` when several bundles are measured."""
+    variant, _, bundle = label.partition(" ")
+    return " ".join(filter(None, (FLOAT_REFERENCE.get(variant, "float32"), bundle)))
+
+
 def compute_ratios(results: list[dict]) -> dict:
-    """Variant vs float32 (same backend, threads, mode); pipeline and e2e vs the invoke paced the same way;
-    invoke vs its floor."""
+    """Variant vs its float reference (same bundle, backend, threads, mode); pipeline and e2e vs the invoke
+    paced the same way; invoke vs its floor."""
     index = {(r["variant"], r["backend"], r["threads"], r["mode"]): r for r in results if r["status"] == "ok"}
     ratios: dict[str, dict] = {"vs_float32": {}, "vs_invoke": {}, "vs_floor": {}}
     for (variant, backend, threads, mode), r in index.items():
         key = f"{variant}/{backend}/{threads}t/{mode}"
-        ref = index.get(("float32", backend, threads, mode))
-        if ref and variant != "float32":
+        ref = index.get((float_reference(variant), backend, threads, mode))
+        if ref and ref is not r:
             ratios["vs_float32"][key] = {
+                "base": ref["variant"],
                 "p50_speedup": ref["latency_ms"]["p50"] / r["latency_ms"]["p50"],
                 "size_ratio": r["model_mb"] / ref["model_mb"],
             }

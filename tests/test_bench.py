@@ -119,8 +119,27 @@ def test_ratios_match_the_raw_figures(report):
     for key, ratio in report["ratios"]["vs_float32"].items():
         variant, _, _, mode = key.split("/")
         r, ref = rows[(variant, mode)], rows[("float32", mode)]
+        assert ratio["base"] == "float32"
         assert ratio["p50_speedup"] == pytest.approx(ref["latency_ms"]["p50"] / r["latency_ms"]["p50"])
         assert ratio["size_ratio"] == pytest.approx(r["model_mb"] / ref["model_mb"]) and ratio["size_ratio"] < 0.5
+
+
+def test_each_variant_is_held_against_the_float_model_of_its_own_bundle_and_format():
+    from edge.bench import compute_ratios
+
+    def row(variant: str, backend: str, p50: float, mb: float) -> dict:
+        return {"variant": variant, "backend": backend, "threads": 2, "mode": "invoke", "status": "ok",
+                "latency_ms": {"p50": p50}, "model_mb": mb}  # fmt: skip
+
+    rows = [row("float32 (a)", "litert", 40, 100), row("int8 (a)", "litert", 10, 25)]
+    rows += [row("onnx (a)", "onnxruntime", 45, 100), row("onnx_int8 (a)", "onnxruntime", 15, 25)]
+    rows += [row("float32 (b)", "litert", 4, 100), row("int8 (b)", "litert", 1, 25)]
+    ratios = compute_ratios(rows)["vs_float32"]
+    assert {key: (r["base"], r["p50_speedup"]) for key, r in ratios.items()} == {
+        "int8 (a)/litert/2t/invoke": ("float32 (a)", 4.0),
+        "onnx_int8 (a)/onnxruntime/2t/invoke": ("onnx (a)", 3.0),
+        "int8 (b)/litert/2t/invoke": ("float32 (b)", 4.0),
+    }
 
 
 def test_e2e_measured_messages_that_arrived(report):

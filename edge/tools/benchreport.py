@@ -223,4 +223,4 @@ def print_summary(report: dict, console: Console, new_warnings: list[str]) -> No
     for warning in new_warnings:
         console.print(f"[yellow]warning: {warning}")
     for key, r in report["ratios"]["vs_float32"].items():
-        console.print(f"{key}: {r['p50_speedup']:.2f}x float32 speed, {r['size_ratio']:.2f}x its size")
+        console.print(f"{key}: {r['p50_speedup']:.2f}x {r['base']}'s speed (p50), {r['size_ratio']:.2f}x its size")
