@@ -1,4 +1,5 @@
-"""TFLite conversions in a second process while this one converts ONNX and gates.
+"""TFLite conversions (and the bench's peak probes) in a second process while this one converts ONNX and
+gates.
 
 Each TFLite conversion uses one core, and TFLite's converter holds the GIL, so a thread would not help
 (two 12 s conversions in two threads took 26 s, measured); a process does. It costs a TensorFlow start
@@ -15,10 +16,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.bundle import VARIANT_FILES
+from edge.bundle import VARIANT_FILES, ProbeFile
+
+if TYPE_CHECKING:
+    from convert.formats import OnnxRecipe
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,12 @@ def _convert(saved_model: str, variant: str, calibration: np.ndarray, path: str)
     return time.perf_counter() - start
 
 
+def _write_probes(folder: str, onnx: bool, recipe: OnnxRecipe) -> dict[str, ProbeFile]:
+    from convert.probe import write_probes
+
+    return write_probes(Path(folder), onnx, recipe)
+
+
 class BackgroundConversions:
     """The TFLite variants a second process converts; nothing when the machine has one core or the model is
     small. The process starts (and imports TensorFlow) at once, while this one loads the model."""
@@ -57,6 +68,8 @@ class BackgroundConversions:
     def __init__(self, variants: list[str], model_bytes: int, min_bytes: int = MIN_MODEL_BYTES, min_cores: int = 2):
         self.variants = [v for v in BACKGROUND_VARIANTS if v in variants]
         self.futures: dict[str, Future] = {}
+        self.probes: Future | None = None
+        self.converting = False  # the variants went to the second process
         self.pool: ProcessPoolExecutor | None = None
         if usable_cores() < min_cores or model_bytes < min_bytes or not self.variants:
             self.variants = []
@@ -75,8 +88,26 @@ class BackgroundConversions:
             log.warning("the conversion process ended as it started; converting %s here", ", ".join(self.variants))
             self.futures.clear()
             return
+        self.converting = bool(self.futures)
         if self.variants:
             log.info("converting %s in a second process (%d cores)", ", ".join(self.variants), usable_cores())
+
+    def submit_probes(self, folder: Path, onnx: bool, recipe: OnnxRecipe) -> None:
+        """Write the peak probes into ``folder`` once the variants are converted (nothing when no second
+        process converts)."""
+        if self.converting:
+            try:
+                self.probes = self.pool.submit(_write_probes, str(folder), onnx, recipe)
+            except BrokenProcessPool:
+                self.probes = None
+
+    def probe_files(self) -> dict[str, ProbeFile] | None:
+        """Wait for the probes' entries; None when this process must write them."""
+        try:
+            return self.probes.result() if self.probes else None
+        except BrokenProcessPool:
+            log.warning("the conversion process ended before the peak probes were written; writing them here")
+            return None
 
     def pending(self, variant: str) -> bool:
         """Whether ``variant`` is being converted there."""

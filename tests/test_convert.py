@@ -263,14 +263,15 @@ def test_onnx_conversion_survives_a_failing_optimizer(
 
 
 def test_background_conversions_write_the_same_files(saved_model: Path, images: np.ndarray, tmp_path: Path):
-    """The second process converts the same bytes as this one would; when it dies (SIGKILL, before it has
-    converted anything) its variants fall back to this process."""
+    """The second process converts the same bytes as this one would, peak probes included; when it dies
+    (SIGKILL, before it has converted anything) its variants and the probes fall back to this process."""
     import multiprocessing
     import os
     import signal
 
     from convert.background import BackgroundConversions
-    from convert.formats import convert_tflite
+    from convert.formats import convert_tflite, onnx_recipe
+    from convert.probe import write_probes
 
     variants = ["float32", "float16", "int8"]
     background = BackgroundConversions(variants, model_bytes=1, min_bytes=1, min_cores=1)
@@ -282,6 +283,11 @@ def test_background_conversions_write_the_same_files(saved_model: Path, images: 
         for variant in ("float16", "int8"):
             assert background.result(variant) > 0
             assert (tmp_path / f"{variant}.tflite").read_bytes() == convert_tflite(saved_model, variant, images)
+        (tmp_path / "probes").mkdir()
+        background.submit_probes(tmp_path / "probes", False, onnx_recipe())
+        probes = background.probe_files()
+        (tmp_path / "here").mkdir()
+        assert probes == write_probes(tmp_path / "here", False, onnx_recipe())  # names, sizes and sha256
     finally:
         background.close()
 
@@ -294,6 +300,8 @@ def test_background_conversions_write_the_same_files(saved_model: Path, images: 
         worker.join()
         background.submit(saved_model, images, killed)
         assert background.result("float16") is None and background.result("int8") is None
+        background.submit_probes(killed, False, onnx_recipe())
+        assert background.probe_files() is None
         assert not list(killed.iterdir())
     finally:
         background.close()
