@@ -264,8 +264,6 @@ class Export:
         start = time.perf_counter()
         probs = np.concatenate([engine.infer(x[None]) for x in self.images[:count]])
         ms = 1000 * (time.perf_counter() - start) / count
-        if variant == "onnx_int8":
-            entry.recipe = self.recipe.describe()
         if variant == "int8":  # mixed precision may leave the output in float
             entry.output_dtype = np.dtype(engine.interpreter.get_output_details()[0]["dtype"]).name
         entry.gate = gate(
@@ -279,6 +277,7 @@ class Export:
         seconds = self._convert(variant, path)
         evaluate = functools.partial(self._evaluate, variant, path, seconds)
         result, ms = evaluate()
+        recipe = self.recipe if variant == "onnx_int8" else None
         if variant in CALIBRATION and (not result.passed or self.options.quant_report):
             with self.console.status(
                 f"{variant}: per-layer quantization report" + ("" if result.passed else ", fixes")
@@ -287,24 +286,28 @@ class Export:
                 what = "every hybrid op quantized" if variant == "dynamic" else what
                 best, report = rescue(
                     variant,
-                    Candidate(path.read_bytes(), result, ms, what),
+                    Candidate(path.read_bytes(), result, ms, what, recipe),
                     evaluate,
                     self.calibration,
                     self.saved_model,
                     self.staging / VARIANT_FILES["onnx"] if variant == "onnx_int8" else None,
                     self.options.mixed_precision,
                     self.staging,
-                    self.recipe,
                 )
                 result, _ = evaluate(best.data)
+                recipe = best.recipe
                 self.manifest.variants[variant].quantization = report
                 self.reports[variant] = report.model_dump()
+        if recipe is not None:
+            self.manifest.variants[variant].recipe = recipe.describe()
         q = self.manifest.variants[variant].quantization
         floats = f", {len(q.float_layers)} layer(s) left in float" if q and q.float_layers else ""
         if q and q.quantized_ops and len(q.float_layers) > MOSTLY_FLOAT * q.quantized_ops:
+            kinds = ", ".join(f"{kind} x{count}" for kind, count in q.float_op_types.items())
             self.console.print(
-                f"[bold yellow]{variant} is mostly float: {len(q.float_layers)} of {q.quantized_ops} operations "
-                "were kept in float to pass its gate; expect little of int8's speed (quantization.md says which)"
+                f"[bold yellow]{variant} is mostly float: {len(q.float_layers)} of its {q.quantized_ops} operations "
+                f"({kinds}) were kept in float to pass its gate; expect little of int8's speed (quantization.md "
+                "names them)"
             )
         self.console.log(
             f"{variant}: {seconds:.1f} s, {path.stat().st_size / 1e6:.1f} MB, "

@@ -9,14 +9,14 @@ import logging
 import os
 import platform
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from edge.cpu import x86_int8_dot_product
 from edge.errors import SmartbinError
-from edge.tools.peak import cpu_flags
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,17 @@ class OnnxRecipe:
         bits = "7-bit" if self.reduce_range else "8-bit"
         return f"QDQ {kind}, per-channel {bits} weights, for {self.target}: {self.why}"
 
+    def full_weights(self) -> OnnxRecipe | None:
+        """The same recipe with 8-bit weights, tried when 7-bit ones miss the gate; None if it has them."""
+        if not self.reduce_range:
+            return None
+        why = (
+            "7-bit weights missed the gate (half the resolution in every layer, which no few layers in float "
+            "can restore); 8-bit ones, which smartbin's engine has ONNX Runtime run as u8 x u8 on a CPU without "
+            "VNNI (session.x64quantprecision: exact, slower than 7-bit's u8 x s8)"
+        )
+        return replace(self, reduce_range=False, why=why)
+
 
 ONNX_RECIPES = {
     "x86-vnni": OnnxRecipe(
@@ -170,8 +181,8 @@ ONNX_RECIPES = {
         "x86 without VNNI (AVX2, AVX-512)",
         "QUInt8",
         True,
-        "vpmaddubsw adds pairs of u8 x s8 products in 16 bits, which 8-bit weights can saturate "
-        "(ONNX Runtime's guidance: reduce_range there)",
+        "vpmaddubsw adds pairs of u8 x s8 products in 16 bits, which 8-bit weights can saturate and 7-bit "
+        "ones cannot (2 x 255 x 64 < 32,768), keeping those fast kernels (ONNX Runtime's guidance)",
     ),
     "arm64": OnnxRecipe(
         "arm64 (Pi, Jetson CPU)",
@@ -191,8 +202,7 @@ def onnx_recipe(target: str = "auto", flags: set[str] | None = None, machine: st
     machine = machine or platform.machine()
     if machine in ("aarch64", "arm64"):
         return ONNX_RECIPES["arm64"]
-    flags = cpu_flags() if flags is None else flags
-    return ONNX_RECIPES["x86-vnni" if flags & {"avx512_vnni", "avx_vnni", "amx_int8"} else "x86"]
+    return ONNX_RECIPES["x86-vnni" if x86_int8_dot_product(flags) else "x86"]
 
 
 def quantize_onnx(

@@ -15,7 +15,9 @@ import csv
 import io
 import math
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +101,21 @@ class TfliteInt8:
         return self.debugger.get_nondebug_quantized_model()
 
 
-def tflite_neighbours(model: bytes) -> dict[str, list[str]]:
-    """For each op (named by its output tensor, as TFLite's denylist names it), the ops that write its
-    inputs and the ops that read its output."""
+@dataclass
+class OpGraph:
+    """A model's operations by the names a float list uses (name -> kind), and each one's neighbours: the
+    operations that write its inputs and read its outputs."""
+
+    ops: dict[str, str]
+    neighbours: dict[str, list[str]] = field(default_factory=dict)
+
+    def count(self, names: Sequence[str]) -> dict[str, int]:
+        """How many of ``names`` are of each kind of operation, most first."""
+        return dict(Counter(self.ops.get(name, "?") for name in names).most_common())
+
+
+def tflite_graph(model: bytes) -> OpGraph:
+    """The int8 model's operations, named by their output tensor as TFLite's denylist names them."""
     import tensorflow as tf
 
     interpreter = tf.lite.Interpreter(model_content=model)
@@ -109,7 +123,7 @@ def tflite_neighbours(model: bytes) -> dict[str, list[str]]:
     ops = [op for op in interpreter._get_ops_details() if len(op["outputs"])]  # the op graph is not public API
     produced = {names[op["outputs"][0]] for op in ops}
     edges = [(names[t], names[op["outputs"][0]]) for op in ops for t in op["inputs"] if names.get(t) in produced]
-    return _neighbours(edges)
+    return OpGraph({names[op["outputs"][0]]: op["op_name"] for op in ops}, _neighbours(edges))
 
 
 def _neighbours(edges: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -250,14 +264,15 @@ def onnx_layer_errors(float_model: Path, qdq_model: Path, images: np.ndarray) ->
     return sorted(layers, key=lambda layer: layer.error)
 
 
-def onnx_neighbours(float_model: Path) -> dict[str, list[str]]:
-    """For each node of the graph quantization works on, the nodes that write its inputs and read its outputs."""
+def onnx_graph(float_model: Path) -> OpGraph:
+    """The nodes of the graph quantization works on (ONNX Runtime's pre-processed one), by node name."""
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="smartbin-qdq-") as tmp:
         graph = onnx.load(str(prepare_onnx(float_model, Path(tmp) / "prepared.onnx"))).graph
     producer = {out: node.name for node in graph.node for out in node.output}
-    return _neighbours([(producer[t], node.name) for node in graph.node for t in node.input if t in producer])
+    edges = [(producer[t], node.name) for node in graph.node for t in node.input if t in producer]
+    return OpGraph({node.name: node.op_type for node in graph.node}, _neighbours(edges))
 
 
 def float_sets(ranked: Sequence[LayerError], neighbours: dict[str, list[str]]) -> list[list[str]]:

@@ -1,8 +1,9 @@
 """A quantized variant (int8, onnx_int8, dynamic) that misses its gate: find out why, then try what
 can fix it, the gate deciding.
 
-In order: the per-layer report (always written when asked, or when the gate fails), ONNX Runtime's
-other calibration methods (Percentile, Entropy) for onnx_int8, then mixed precision: the worst
+In order: the per-layer report (always written when asked, or when the gate fails); for onnx_int8,
+8-bit weights where the recipe had 7-bit ones, then ONNX Runtime's other calibration methods
+(Percentile, Entropy); then mixed precision: the worst
 1, 2, 4 ... layers of the report (int8: with the layers on either side) kept in float until the gate
 passes. What stayed float and what it costs in speed (measured with the device's engine on the
 held-out images) goes to the manifest.
@@ -21,11 +22,12 @@ from convert.formats import CALIBRATION_CACHE, OnnxRecipe, convert_tflite, quant
 from convert.quantdebug import (
     WORST,
     DynamicModel,
+    OpGraph,
     TfliteInt8,
     float_sets,
+    onnx_graph,
     onnx_layer_errors,
-    onnx_neighbours,
-    tflite_neighbours,
+    tflite_graph,
 )
 from edge.bundle import Attempt, GateResult, QuantizationReport
 
@@ -43,6 +45,7 @@ class Candidate:
     gate: GateResult
     ms_per_image: float
     what: str
+    recipe: OnnxRecipe | None = None  # onnx_int8: how it was quantized
 
 
 # Writes the bytes as the variant's file, runs the engine on the held-out images: (gate, ms/image).
@@ -53,26 +56,29 @@ def better(a: GateResult, b: GateResult) -> bool:
     return (a.passed, a.agreement, a.top1) > (b.passed, b.agreement, b.top1)
 
 
-def _calibrations(
+def _onnx_int8(
     float_onnx: Path,
     candidate_path: Path,
     calibration: np.ndarray,
     evaluate: Evaluate,
     attempts: list[Candidate],
-    recipe: OnnxRecipe,
     cache: Path,
 ) -> tuple[Candidate, str]:
-    """ONNX int8 with each other calibration method until one passes; the best one and its method."""
+    """ONNX int8 with 8-bit weights (where the recipe had 7-bit ones), then with each other calibration
+    method, until one passes; the best candidate and its calibration method."""
     current, method = attempts[0], "MinMax"
-    for other in CALIBRATIONS:
+    wider = current.recipe.full_weights()
+    tries = [("MinMax", wider, "8-bit weights, MinMax calibration")] if wider else []
+    for other, recipe, label in [*tries, *((m, None, f"{m} calibration") for m in CALIBRATIONS)]:
+        if current.gate.passed:
+            break
+        recipe = recipe or current.recipe
         quantize_onnx(float_onnx, candidate_path, calibration, method=other, recipe=recipe, cache=cache)
         gate, ms = evaluate(candidate_path.read_bytes())
-        attempts.append(Candidate(candidate_path.read_bytes(), gate, ms, f"{other} calibration"))
-        log.info("onnx_int8 with %s calibration: agreement %.1f%%", other, 100 * gate.agreement)
+        attempts.append(Candidate(candidate_path.read_bytes(), gate, ms, label, recipe))
+        log.info("onnx_int8 with %s: agreement %.1f%%", label, 100 * gate.agreement)
         if better(gate, current.gate):
             current, method = attempts[-1], other
-        if gate.passed:
-            break
     return current, method
 
 
@@ -90,7 +96,7 @@ def _search(
         if data is None:  # nothing left quantized
             break
         gate, ms = evaluate(data)
-        attempts.append(Candidate(data, gate, ms, f"{len(names)} op(s) in float"))
+        attempts.append(Candidate(data, gate, ms, f"{len(names)} op(s) in float", current.recipe))
         log.info("%s with %d op(s) in float: agreement %.1f%%", variant, len(names), 100 * gate.agreement)
         if gate.passed:
             return attempts[-1], names
@@ -106,9 +112,9 @@ def rescue(
     float_onnx: Path | None,
     mixed_precision: bool,
     work: Path,
-    recipe: OnnxRecipe,
 ) -> tuple[Candidate, QuantizationReport]:
-    """The best candidate found (the current one when nothing beats it) and the report of the search."""
+    """The best candidate found (the current one when nothing beats it) and the report of the search;
+    an onnx_int8 candidate carries the recipe it was quantized with."""
     debug = calibration[:DEBUG_IMAGES]
     attempts = [current]
     method = "MinMax"
@@ -117,24 +123,25 @@ def rescue(
     if variant == "dynamic":
         # weights and input are quantized inside each hybrid op: no neighbour needs to stay float
         dynamic = DynamicModel(current.data, convert_tflite(saved_model, "float32", calibration))
-        ranked, neighbours, mixed = dynamic.layer_errors(debug), {}, dynamic.mixed
+        ranked, graph, mixed = dynamic.layer_errors(debug), OpGraph(dynamic.ops), dynamic.mixed
     elif variant == "int8":
         calibrated = TfliteInt8(tflite_converter(saved_model, "int8", calibration), debug)
-        ranked, neighbours, mixed = calibrated.layer_errors(), tflite_neighbours(current.data), calibrated.mixed
+        ranked, graph, mixed = calibrated.layer_errors(), tflite_graph(current.data), calibrated.mixed
     else:
         candidate_path.write_bytes(current.data)
         ranked = onnx_layer_errors(float_onnx, candidate_path, debug)
-        neighbours = onnx_neighbours(float_onnx)
-        if not current.gate.passed:
-            current, method = _calibrations(float_onnx, candidate_path, calibration, evaluate, attempts, recipe, cache)
+        graph = onnx_graph(float_onnx)
+        current, method = _onnx_int8(float_onnx, candidate_path, calibration, evaluate, attempts, cache)
 
         def mixed(names: list[str]) -> bytes:
+            recipe = current.recipe
             quantize_onnx(float_onnx, candidate_path, calibration, method, names, recipe=recipe, cache=cache)
             return candidate_path.read_bytes()
 
     best, float_layers = current, []
     if not best.gate.passed and mixed_precision:
-        best, float_layers = _search(variant, float_sets(ranked, neighbours), mixed, evaluate, attempts, current)
+        sets = float_sets(ranked, graph.neighbours)
+        best, float_layers = _search(variant, sets, mixed, evaluate, attempts, current)
     candidate_path.unlink(missing_ok=True)
     report = QuantizationReport(
         calibration=(
@@ -144,7 +151,8 @@ def rescue(
         ),
         attempts=[Attempt(what=a.what, agreement=a.gate.agreement, top1=a.gate.top1, kept=a is best) for a in attempts],
         float_layers=float_layers,
-        quantized_ops=len(ranked),
+        float_op_types=graph.count(float_layers),
+        quantized_ops=len(set(graph.ops) | {layer.name for layer in ranked}),
         ms_per_image=round(best.ms_per_image, 3) if float_layers else None,
         int8_ms_per_image=round(attempts[0].ms_per_image, 3) if float_layers else None,
         worst_layers=ranked[:WORST],

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from edge.errors import BundleError
 from edge.jsonfile import read_json
@@ -102,11 +102,19 @@ class QuantizationReport(Strict):
 
     calibration: str  # method and number of images
     attempts: list[Attempt] = []
-    float_layers: list[str] = []  # mixed precision: what stayed float to pass the gate
-    quantized_ops: Optional[int] = None  # the operations the report ranked (float_layers is part of them)
+    float_layers: list[str] = []  # mixed precision: the operations that stayed float to pass the gate
+    float_op_types: dict[str, int] = {}  # the same, counted by kind of operation (Conv, Add, ...)
+    quantized_ops: Optional[int] = None  # the operations of the graph float_layers names (all of them are in it)
     ms_per_image: Optional[float] = None  # with float_layers, measured on the held-out images
     int8_ms_per_image: Optional[float] = None  # the full-integer model, same images, same run
     worst_layers: list[LayerError] = []
+
+    @model_validator(mode="after")
+    def _float_part_of_the_model(self) -> QuantizationReport:
+        # a count of float operations above the model's own (seen once: "126 of 79") is a wrong report
+        if self.quantized_ops is not None and len(set(self.float_layers)) > self.quantized_ops:
+            raise ValueError(f"{len(set(self.float_layers))} operations in float of a model of {self.quantized_ops}")
+        return self
 
 
 class VariantFile(Strict):

@@ -151,3 +151,21 @@ def test_the_onnx_recipe_follows_the_cpu():
     assert onnx_recipe("arm64") == arm
     with pytest.raises(SmartbinError, match="allowed: auto, x86-vnni, x86, arm64"):
         onnx_recipe("riscv")
+    # 7-bit weights fall back to 8-bit ones (u8 x u8 on such a CPU); the 8-bit recipes have nowhere to go
+    wider = avx2.full_weights()
+    assert (wider.activations, wider.reduce_range, wider.target) == ("QUInt8", False, avx2.target)
+    assert "8-bit" in wider.describe() and "x64quantprecision" in wider.describe()
+    assert vnni.full_weights() is None and arm.full_weights() is None
+    assert onnx_recipe(flags={"avx2", "avx_vnni"}, machine="x86_64") == vnni  # AVX-VNNI (no AVX-512)
+    assert onnx_recipe(flags={"avx512f", "amx_int8"}, machine="x86_64") == vnni
+
+
+def test_a_report_never_counts_more_float_operations_than_the_model_has():
+    from pydantic import ValidationError
+
+    from edge.bundle import QuantizationReport
+
+    fine = QuantizationReport(calibration="MinMax", float_layers=["a", "b"], quantized_ops=2)
+    assert fine.float_layers == ["a", "b"]
+    with pytest.raises(ValidationError, match="3 operations in float of a model of 2"):
+        QuantizationReport(calibration="MinMax", float_layers=["a", "b", "c"], quantized_ops=2)

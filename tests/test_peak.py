@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.tools.peak import clock_ghz, cpu_flags, nominal_peak, variant_dtype
+from edge.cpu import cpu_flags
+from edge.tools.peak import clock_ghz, nominal_peak, variant_dtype
 
 CLOCK = (3.0, "test clock")
 

@@ -10,7 +10,12 @@ import pytest
 
 from edge.bundle import Bundle
 from tests.realimages import write_photo_patches
-from tests.test_quantization import assert_integer_variants
+from tests.test_quantization import (
+    assert_every_recipe_passes,
+    assert_integer_variants,
+    class_folder_images,
+    onnx_recipe_gates,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,3 +33,6 @@ def test_a_network_trained_from_scratch_on_real_photographs_quantizes_to_full_in
     assert bundle.manifest.keras_accuracy["top1"] > 0.5  # it learned (chance is 0.1)
     assert all(entry.gate.passed for entry in bundle.manifest.variants.values())
     assert_integer_variants(bundle, {"dynamic": 2, "int8": 3, "onnx_int8": 3})
+    # every CPU target's ONNX recipe on the same photographs, whichever CPU runs this
+    images, labels = class_folder_images(data)
+    assert_every_recipe_passes(onnx_recipe_gates(out, images, labels, tmp_path))

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convert.gate import describe_failure
 from edge.bundle import Bundle
+from edge.cpu import is_x86
 from edge.runtime import open_engine
 from tests.conftest import keras_arithmetic
 
@@ -72,9 +74,16 @@ def test_full_integer_fails_and_the_report_names_the_layers(outlier_model, tmp_p
 
 def test_mixed_precision_keeps_the_fewest_layers_in_float_until_the_gate_passes(outlier_model, tmp_path):
     model, data = outlier_model
+    from convert.formats import ONNX_RECIPES
+
     out = tmp_path / "mixed"
-    assert convert(model, data, out, "--variants", "float32,int8", "--onnx") == 0
+    assert convert(model, data, out, "--variants", "float32,int8", "--onnx", "--onnx-target", "x86") == 0
     bundle = Bundle.open(out)
+    # x86 without VNNI: 7-bit weights first, then the same with 8-bit ones, before calibrations and float layers
+    onnx_attempts = [a.what for a in bundle.manifest.variants["onnx_int8"].quantization.attempts]
+    assert onnx_attempts[1] == "8-bit weights, MinMax calibration", onnx_attempts
+    x86 = ONNX_RECIPES["x86"]
+    assert bundle.manifest.variants["onnx_int8"].recipe in (x86.describe(), x86.full_weights().describe())
     for variant in ("int8", "onnx_int8"):
         entry = bundle.manifest.variants[variant]
         report = entry.quantization
@@ -86,6 +95,7 @@ def test_mixed_precision_keeps_the_fewest_layers_in_float_until_the_gate_passes(
         if report.float_layers:  # mixed precision: measured speed of both models, same images, same run
             assert report.ms_per_image > 0 and report.int8_ms_per_image > 0
             assert len(report.float_layers) < report.quantized_ops  # how much of the model stayed float
+            assert sum(report.float_op_types.values()) == len(report.float_layers)  # and which kinds of op
             assert report.float_layers[0] == report.worst_layers[0].name  # the search starts from the worst
         else:  # another calibration passed
             assert variant == "onnx_int8" and kept[0].what.endswith("calibration")
@@ -127,7 +137,8 @@ def test_the_report_on_request_when_everything_passes(tmp_path, run_dir):
 
 
 def assert_integer_variants(bundle: Bundle, most_in_float: dict[str, int]) -> None:
-    """Every quantized variant passed its gate on many images with at most the given operations in float."""
+    """Every quantized variant passed its gate on many images with at most the given operations in float, a
+    count that is part of the model's own."""
     for variant, most in most_in_float.items():
         entry = bundle.manifest.variants[variant]
         g, report = entry.gate, entry.quantization
@@ -135,12 +146,49 @@ def assert_integer_variants(bundle: Bundle, most_in_float: dict[str, int]) -> No
         print(
             f"{bundle.manifest.name} {variant}: agreement {g.agreement:.1%} on {g.confident_images} of "
             f"{g.agreement_images} (all: {g.overall_agreement:.1%}), held-out top-1 {g.top1:.1%} vs "
-            f"{g.keras_top1:.1%}, "
-            f"{floats} op(s) in float"
+            f"{g.keras_top1:.1%}, {floats} op(s) in float" + (f", {entry.recipe}" if entry.recipe else "")
         )
         assert g.passed and g.agreement >= 0.99 and g.top1_drop <= 0.01 + 1e-9, variant
         assert g.agreement_images >= 500 and g.confident_images >= 100, variant  # measured on many images
         assert floats <= most, (variant, report.float_layers)
+        if report and report.quantized_ops is not None:
+            assert floats <= report.quantized_ops and sum(report.float_op_types.values()) == floats, variant
+
+
+def class_folder_images(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB images, label indices) of a class-folder tree, classes in sorted order."""
+    import cv2
+
+    images, labels = [], []
+    for index, klass in enumerate(sorted(p for p in folder.iterdir() if p.is_dir())):
+        for path in sorted(klass.glob("*.png")):
+            images.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+            labels.append(index)
+    return np.stack(images), np.array(labels)
+
+
+def onnx_recipe_gates(bundle_dir: Path, images: np.ndarray, labels: np.ndarray, out: Path) -> dict:
+    """model.onnx quantized with every target's recipe (100 calibration images, 10 per class at most), each
+    gated on up to 500 other images against the float ONNX model: {target: (file, GateResult)}."""
+    from convert.formats import ONNX_RECIPES, quantize_onnx
+    from convert.gate import gate
+    from edge.runtime.onnx import OnnxEngine
+
+    order = np.random.default_rng(0).permutation(len(images))
+    calibration = np.concatenate([order[labels[order] == k][:10] for k in np.unique(labels)])
+    rest = np.setdiff1d(order, calibration)[:500]
+
+    def probs(path: Path) -> np.ndarray:
+        engine = OnnxEngine(path, threads=2)
+        return np.concatenate([engine.infer(x[None]) for x in images[rest]])
+
+    reference = probs(bundle_dir / "model.onnx")
+    gates = {}
+    for target, recipe in ONNX_RECIPES.items():
+        path = out / f"{target}.onnx"
+        quantize_onnx(bundle_dir / "model.onnx", path, images[calibration], recipe=recipe)
+        gates[target] = path, gate("onnx_int8", probs(path), reference, labels[rest], len(rest), 0.6)
+    return gates
 
 
 @pytest.fixture(scope="module")
@@ -152,25 +200,114 @@ def digits(tmp_path_factory) -> Path:
     return write_digits(tmp_path_factory.mktemp("digits") / "data")
 
 
-def test_resnet50_on_real_scans_quantizes_to_full_integer(digits, tmp_path):
-    """ResNet50 (a frozen seeded backbone, the head trained 4 epochs on real scans): with the head's
-    BatchNorms re-estimated and folded, dynamic, int8 and onnx_int8 pass the gate with at most 2/3/3
-    operations in float, and the exported file's arithmetic is ResNet50's own."""
-    from convert.formats import onnx_recipe
+@pytest.fixture(scope="module")
+def digits_bundle(digits, tmp_path_factory) -> tuple[Path, Path]:
+    """(run, bundle): ResNet50 (a frozen seeded backbone, the head trained 4 epochs on the real scans),
+    converted with dynamic, int8 and onnx_int8 for x86 without VNNI: the recipe whose arithmetic differs
+    most from the machine's own where that has VNNI."""
     from convert.model import write_stand_in_weights
     from edge.cli import main
 
-    weights = write_stand_in_weights(tmp_path / "w.weights.h5", 48)
-    run = tmp_path / "run"
+    tmp = tmp_path_factory.mktemp("digits-resnet50")
+    weights = write_stand_in_weights(tmp / "w.weights.h5", 48)
+    run = tmp / "run"
     train = ["train", "--data", str(digits), "--out", str(run), "--weights", str(weights), "--img-size", "48"]
     assert main([*train, "--epochs", "4"]) == 0
-    out = tmp_path / "digits"
-    assert main(["convert", str(run), "--out", str(out), "--variants", "dynamic,int8", "--onnx", "--no-probes"]) == 0
+    out = tmp / "digits"
+    convert = ["convert", str(run), "--out", str(out), "--variants", "dynamic,int8", "--onnx", "--no-probes"]
+    assert main([*convert, "--onnx-target", "x86"]) == 0
+    return run, out
+
+
+def test_resnet50_on_real_scans_quantizes_to_full_integer(digits_bundle):
+    """With the head's BatchNorms re-estimated and folded, dynamic, int8 and onnx_int8 (x86 recipe) pass the
+    gate with at most 2/3/3 operations in float, and the exported file's arithmetic is ResNet50's own."""
+    from convert.formats import ONNX_RECIPES
+
+    run, out = digits_bundle
     bundle = Bundle.open(out)
     assert bundle.manifest.keras_accuracy["top1"] > 0.3  # it learned (chance is 0.1)
     assert_integer_variants(bundle, {"dynamic": 2, "int8": 3, "onnx_int8": 3})
-    assert bundle.manifest.variants["onnx_int8"].recipe == onnx_recipe().describe()  # for this machine's CPU
+    x86 = ONNX_RECIPES["x86"]  # 7-bit weights, or 8-bit ones where those missed the gate
+    assert bundle.manifest.variants["onnx_int8"].recipe in (x86.describe(), x86.full_weights().describe())
     # the arithmetic the bench's floor uses, counted on the exported file, is ResNet50's own
     gflop, layers = keras_arithmetic(run / "model.keras")
     assert layers == 53 + 3 and 0.35 < gflop < 0.45  # 53 convolutions and the head's 3 dense layers, at 48 px
     assert open_engine(bundle, "litert", "int8").flops() / 1e9 == pytest.approx(gflop, rel=0.01)
+
+
+@pytest.fixture(scope="module")
+def digits_recipes(digits, digits_bundle, tmp_path_factory) -> dict:
+    """The digits' ResNet50 quantized with every target's recipe and gated on this machine's CPU."""
+    from tests.realimages import load_digit_images
+
+    images, labels = load_digit_images(48)
+    return onnx_recipe_gates(digits_bundle[1], images, labels, tmp_path_factory.mktemp("recipes"))
+
+
+def assert_every_recipe_passes(gates: dict) -> None:
+    """x86 with VNNI (8-bit weights) and arm64 (S8S8) pass the gate fully integer; x86 without VNNI passes with
+    7-bit weights, or the converter falls back to 8-bit ones: the VNNI recipe's very file, which smartbin's
+    engine runs exactly on such a CPU."""
+    for target, (_, result) in gates.items():
+        print(f"{target}: agreement {result.agreement:.1%} of {result.confident_images}, drop {result.top1_drop:+.2%}")
+    for target in ("x86-vnni", "arm64"):
+        assert gates[target][1].passed, (target, describe_failure(gates[target][1]))
+    assert gates["x86"][1].passed or gates["x86-vnni"][1].passed
+
+
+def test_every_cpu_target_recipe_passes_on_real_scans(digits_recipes):
+    """Each target's recipe, quantized and gated on this machine's CPU; what another CPU computes with the same
+    file is the next test's business."""
+    assert_every_recipe_passes(digits_recipes)
+
+
+QEMU_CPU = "Haswell-v4"  # AVX2 + FMA, no AVX-512, no VNNI: the CPU that the x86 recipe is for
+EMULATED = """
+import json, sys
+import numpy as np, onnxruntime as ort
+from edge.cpu import x86_int8_dot_product
+from edge.runtime.onnx import OnnxEngine
+from tests.realimages import load_digit_images
+
+images = load_digit_images(48, int(sys.argv[1]))[0]
+out = {"int8_dot_product": x86_int8_dot_product()}
+for name in sys.argv[2:]:
+    engine = OnnxEngine(name, threads=1)
+    out[name] = np.concatenate([engine.infer(x[None]) for x in images]).tolist()
+plain = ort.InferenceSession(sys.argv[2], providers=["CPUExecutionProvider"])  # no option: u8 x s8 kernels
+out["plain"] = np.concatenate([plain.run(None, {plain.get_inputs()[0].name: x[None]})[0] for x in images]).tolist()
+print(json.dumps(out))
+"""
+
+
+def test_an_avx2_cpu_computes_what_the_gate_measured(digits_recipes):
+    """The int8 ONNX files run by smartbin's engine on an emulated AVX2 CPU (qemu-user, no VNNI) give this
+    machine's outputs: 7-bit weights cannot saturate vpmaddubsw's 16-bit pair sums, and 8-bit ones (the VNNI
+    recipe, or the x86 one's fallback) run as u8 x u8. The same 8-bit file in a plain session, which uses
+    the saturating u8 x s8 kernels there, does not: the emulation runs the AVX2 kernels for real."""
+    import shutil
+
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None or not is_x86():
+        pytest.skip("needs qemu-user (tests/system-packages.sh installs it) on an x86 machine")
+    files = [str(digits_recipes["x86-vnni"][0]), str(digits_recipes["x86"][0])]
+    count = 16  # ~0.25 s an image emulated
+    command = [qemu, "-cpu", QEMU_CPU, sys.executable, "-c", EMULATED, str(count), *files]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    emulated = json.loads(result.stdout.splitlines()[-1])
+    assert emulated["int8_dot_product"] is False  # the engine saw the emulated CPU, not the host's flags
+
+    from edge.runtime.onnx import OnnxEngine
+    from tests.realimages import load_digit_images
+
+    images = load_digit_images(48, count)[0]
+    for name in files:
+        here = np.concatenate([OnnxEngine(Path(name), threads=1).infer(x[None]) for x in images])
+        there = np.array(emulated[name], np.float32)
+        # the same integers; only the output softmax's float exp differs between AVX2 and AVX-512, by steps
+        assert (there.argmax(1) == here.argmax(1)).all() and np.abs(there - here).max() <= 5 / 255, name
+    plain = np.array(emulated["plain"], np.float32)
+    here = np.concatenate([OnnxEngine(Path(files[0]), threads=1).infer(x[None]) for x in images])
+    assert np.abs(plain - here).max() > 5 / 255, "the emulated CPU did not saturate: not AVX2's kernels"

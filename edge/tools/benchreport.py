@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edge.tools.peak import cpu_flags
+from edge.cpu import cpu_flags
 from edge.versions import installed_versions
 
 LIBRARIES = ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime", "onnxruntime", "paho-mqtt")

@@ -13,6 +13,8 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.cpu import cpu_flags
+
 # (flag that must be present, operations per cycle per core, what it assumes), best first.
 X86 = {
     "float32": (
@@ -73,19 +75,6 @@ class NominalPeak:
             f"{self.dtype}: {self.threads} thread(s) x {self.ghz:.2f} GHz ({self.clock_source}) x "
             f"{self.ops_per_cycle} ops/cycle ({self.isa}) = {self.gops:.0f} GOP/s"
         )
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """Instruction-set flags of the first CPU (x86 'flags', ARM 'Features')."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def clock_ghz(cpuinfo: str | None = None) -> tuple[float | None, str]:

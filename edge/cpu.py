@@ -1,0 +1,56 @@
+"""What this CPU can do, as the kernels that run the models see it."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+# x86 instructions that add u8 x s8 products into 32 bits with no 16-bit step (vpdpbusd, AMX tiles)
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def is_x86() -> bool:
+    """True on a 64- or 32-bit x86 CPU."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """Instruction-set flags of the first CPU (x86 'flags', ARM 'Features'), as the kernel reports them."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _cpuid_features() -> dict[str, bool]:
+    """numpy's own reading of CPUID (what a process is really given; {} where numpy does not say)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # numpy 1.x
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__
+        except ImportError:
+            return {}
+    return dict(__cpu_features__)
+
+
+def x86_int8_dot_product(flags: set[str] | None = None) -> bool:
+    """True on an x86 CPU whose int8 kernels add u8 x s8 products straight into 32 bits (VNNI, AMX).
+
+    Without them ONNX Runtime's u8 x s8 kernels (vpmaddubsw) add pairs of products in 16 bits, which
+    weights using all 8 bits can saturate. ONNX Runtime chooses its kernels by CPUID, and under an
+    emulator (qemu-user) /proc/cpuinfo is the host's while CPUID is the emulated CPU's: both must say
+    AVX-512 VNNI when that is the only flag (numpy reads CPUID; it has no name for AVX-VNNI or AMX).
+    """
+    if flags is None:
+        if not is_x86():
+            return False
+        flags = cpu_flags()
+        if "avx512_vnni" in flags and not _cpuid_features().get("AVX512VNNI", True):
+            flags = flags - {"avx512_vnni"}
+    return bool(flags & INT8_DOT_FLAGS)
