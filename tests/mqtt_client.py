@@ -65,8 +65,8 @@ class Subscriber:
             time.sleep(0.05)
         return found
 
-    def publish(self, topic: str, payload, qos: int = 1) -> None:
-        self.client.publish(topic, payload, qos=qos).wait_for_publish(timeout=5)
+    def publish(self, topic: str, payload, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(timeout=5)
 
     def close(self) -> None:
         self.client.disconnect()

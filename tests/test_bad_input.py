@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import uuid
 import zlib
 from pathlib import Path
 
@@ -190,12 +191,14 @@ def test_daemon_answers_every_random_command_and_keeps_classifying(running_daemo
     process, sub = running_daemon
     results_before = len(sub.on("command/result"))
     # a drawn "pause" is legitimate; the resume after the batch undoes it before classification is checked
-    for payload in [*batch, json.dumps({"id": "undo", "action": "resume"}).encode()]:
+    # (an id of its own each time: an id that changed something once is not carried out again)
+    undo_id = f"undo-{uuid.uuid4().hex}"
+    for payload in [*batch, json.dumps({"id": undo_id, "action": "resume"}).encode()]:
         sub.publish(COMMAND_TOPIC, payload)
     results = sub.wait_for("command/result", count=results_before + len(batch) + 1)
     assert len(results) == results_before + len(batch) + 1, "a command went unanswered"
     # by id, not position: a drawn reload_model is answered when its model has loaded, maybe after "undo"
-    undo = [m.json() for m in results[results_before:] if m.json().get("id") == "undo"]
+    undo = [m.json() for m in results[results_before:] if m.json().get("id") == undo_id]
     assert undo and undo[-1]["ok"]
     classified = len(sub.on("classification"))
     assert sub.wait_for("classification", count=classified + 3), "classification stopped"

@@ -4,9 +4,11 @@ answer on …/command/result, never a crash."""
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -18,6 +20,12 @@ from edge.service.update import UpdateRequest
 log = logging.getLogger(__name__)
 
 COMMAND_QUEUE = 64
+ANSWERED_IDS = 256  # the last command ids that changed something: a re-delivered one (QoS 1) acts once
+READ_ONLY = frozenset({"ping", "status", "snapshot"})  # asking again is harmless, and ids get reused by hand
+RETAINED = (
+    "a retained command is not carried out: a command acts once, when it is sent (clear it with "
+    "mosquitto_pub -r -n -t <this topic>, or publish without retain)"
+)
 
 Publish = Callable[[dict], None]  # one answer, as published on …/command/result
 
@@ -93,12 +101,19 @@ class CommandQueue:
         self.publish = publish
         self.pending: queue.Queue[bytes] = queue.Queue(COMMAND_QUEUE)
         self.rejected = 0
+        self.retained = 0  # retained command messages seen and not carried out
+        self.answered: OrderedDict[str, None] = OrderedDict()  # ids carried out, oldest first
 
     def answer(self, command_id: Any, action: str | None, result: dict | None = None, error: str | None = None) -> None:
         self.publish(answer_payload(command_id, action, result, error))
 
-    def submit(self, payload: bytes) -> None:
-        """Any thread: queue it, or answer busy at once."""
+    def submit(self, payload: bytes, retained: bool = False) -> None:
+        """Any thread: queue it, or answer busy at once. A retained message (one the broker kept from before
+        this subscription) is answered and never carried out: it would act again at every reconnect."""
+        if retained:
+            self.retained += 1
+            self.answer(_command_id(payload), None, error=RETAINED)
+            return
         try:
             self.pending.put_nowait(payload)
         except queue.Full:
@@ -111,6 +126,8 @@ class CommandQueue:
             command = None
             try:
                 command = parse_command(payload)
+                if command.action not in READ_ONLY and command.id is not None and self._seen(command.id):
+                    raise CommandError(f"command id {command.id!r} was already carried out: not again", command.id)
                 result = execute_command(target, command)
                 if result is not None:
                     self.answer(command.id, command.action, result)
@@ -122,3 +139,22 @@ class CommandQueue:
                 log.exception("command failed")
                 self.rejected += 1
                 self.answer(None, None, error=f"internal error: {type(exc).__name__}: {exc}")
+
+    def _seen(self, command_id: Any) -> bool:
+        """Whether this id was carried out already; remembers it otherwise (the last ANSWERED_IDS)."""
+        key = json.dumps(command_id, sort_keys=True)
+        if key in self.answered:
+            return True
+        self.answered[key] = None
+        if len(self.answered) > ANSWERED_IDS:
+            self.answered.popitem(last=False)
+        return False
+
+
+def _command_id(payload: bytes) -> Any:
+    """The id a payload carries, if it is a JSON object with one (for the answer only)."""
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return None
+    return message.get("id") if isinstance(message, dict) else None

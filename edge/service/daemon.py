@@ -106,10 +106,10 @@ class Daemon:
     # ------------------------------------------------------------------ the status view
     def health(self) -> str:
         """``camera_lost`` (reconnecting, or no frame for a few seconds), ``degraded`` (the outbox cannot be
-        written, or presence is re-learning the empty bin), else ``ok``."""
+        written, the broker refuses decisions, or presence is re-learning the empty bin), else ``ok``."""
         if self.camera.lost():
             return "camera_lost"
-        if self.outputs.outbox_error or self.pipeline.relearning():
+        if self.outputs.outbox_error or self.outputs.refusals()[1] or self.pipeline.relearning():
             return "degraded"
         return "ok"
 
@@ -118,6 +118,7 @@ class Daemon:
         engine, capture = self.classifier.engine, self.camera.capture.health
         outbox_depth, outbox_dropped, outbox_error = self.outputs.outbox_figures()
         connected, connects = self.outputs.broker()
+        refused, refusal = self.outputs.refusals()
         samples = self.outputs.samples
         return StatusView(
             device_id=self.config.device_id,
@@ -140,6 +141,8 @@ class Daemon:
             outbox_depth=outbox_depth,
             outbox_dropped=outbox_dropped,
             outbox_error=outbox_error,
+            outbox_refused=refused,
+            outbox_refusal=refusal,
             source_reconnects=capture.reconnects,
             broker_connected=connected,
             broker_connects=connects,

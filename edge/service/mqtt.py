@@ -28,6 +28,7 @@ from edge.service.queues import drain
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 50
+REFUSED_RETRY_S = 30.0  # a decision the broker refused (MQTT 5 PUBACK >= 0x80) is offered again after this
 UNSUPPORTED_PROTOCOL = 132  # CONNACK reason: the broker speaks only MQTT 3.1.1
 V5_ANSWER_TIMEOUT_S = 5.0
 
@@ -45,10 +46,11 @@ class Publisher:
         base: str,
         device_id: str,
         outbox: Outbox,
-        on_command: Callable[[bytes], None],
+        on_command: Callable[[bytes, bool], None],
         status: Callable[[str], dict],
         retained: Callable[[], dict[str, dict]] | None = None,
         reconnect_delay_s: tuple[float, float] | None = None,
+        refused_retry_s: float = REFUSED_RETRY_S,
     ):
         self.config = config
         # Jitter: a fleet of bins must not reconnect to a restarted broker in lockstep.
@@ -65,7 +67,11 @@ class Publisher:
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._sent_upto = 0
-        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._acks: queue.SimpleQueue[tuple[int, mqtt.ReasonCode | None]] = queue.SimpleQueue()
+        self.refused_retry_s = refused_retry_s
+        self.refused = 0  # decisions the broker refused (each refusal counted; the decision stays in the outbox)
+        self.refusal: str | None = None  # the last refusal's reason, until the broker accepts decisions again
+        self._retry_refused: tuple[int, float] | None = None  # (oldest refused row, monotonic time to offer it)
         self._protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self._switch_protocol: str | None = None  # why the broker seems to speak only 3.1.1
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
@@ -175,11 +181,12 @@ class Publisher:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Never take our lock here: paho holds its own message lock while calling this.
-        self._acks.put(mid)
+        self._acks.put((mid, reason_code))
 
     def _on_message(self, client, userdata, message) -> None:
         if message.topic == self.topic("command"):
-            self.on_command(message.payload)
+            # retain is set only on what the broker kept from before this subscription: never carried out
+            self.on_command(message.payload, bool(message.retain))
 
     # ------------------------------------------------------------------ publishing
     def publish_json(self, suffix: str, payload: dict, qos: int = 0, retain: bool = False) -> None:
@@ -200,27 +207,52 @@ class Publisher:
         self.flush()
 
     def flush(self) -> None:
-        """Send unacknowledged outbox rows not yet sent on this connection, in order."""
+        """Send unacknowledged outbox rows not yet sent on this connection, in order; refused ones again once
+        their retry is due."""
         self.process_acks()
         with self._lock:
+            if self._retry_refused is not None and time.monotonic() >= self._retry_refused[1]:
+                self._sent_upto = min(self._sent_upto, self._retry_refused[0] - 1)
+                self._retry_refused = None
             while self.connected.is_set() and len(self._inflight) < MAX_INFLIGHT:
                 rows = self.outbox.pending(self._sent_upto, MAX_INFLIGHT - len(self._inflight))
                 if not rows:
                     return
+                waiting = set(self._inflight.values())
                 for row_id, topic, payload in rows:
+                    self._sent_upto = row_id
+                    if row_id in waiting:  # sent before a refusal rewound, and not answered yet
+                        continue
                     info = self.client.publish(topic, payload, qos=1)
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         return  # the connection dropped; on_connect replays from here
                     self._inflight[info.mid] = row_id
-                    self._sent_upto = row_id
 
     def process_acks(self) -> None:
-        """Delete acknowledged rows from the outbox."""
-        for mid in drain(self._acks):
+        """Delete the rows the broker accepted from the outbox; keep the refused ones (an ACL that does not
+        let this client publish its decisions, a quota, a size limit) and offer them again later."""
+        for mid, reason in drain(self._acks):
             with self._lock:
                 row_id = self._inflight.pop(mid, None)
-            if row_id is not None:
-                self.outbox.ack(row_id)
+            if row_id is None:
+                continue
+            if reason is not None and reason.is_failure:
+                self._refused(row_id, reason)
+                continue
+            self.outbox.ack(row_id)
+            if self.refusal is not None and self._retry_refused is None:
+                log.info("the broker accepts decisions again")
+                self.refusal = None
+
+    def _refused(self, row_id: int, reason: mqtt.ReasonCode) -> None:
+        self.refused += 1
+        why = f"the broker refused a decision: {reason} (0x{reason.value:02x}); kept in the outbox"
+        if why != self.refusal:
+            log.error("%s, offered again every %g s", why, self.refused_retry_s)
+            self.refusal = why
+        with self._lock:
+            oldest = row_id if self._retry_refused is None else min(row_id, self._retry_refused[0])
+            self._retry_refused = (oldest, time.monotonic() + self.refused_retry_s)
 
     def maintain(self) -> None:
         """Called from the daemon's loop: acks, backlog, and a protocol fallback if the broker asked for one."""

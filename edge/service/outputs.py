@@ -32,7 +32,7 @@ RECENT_DECISIONS = 50
 class Hooks:
     """What the outputs read from the rest of the daemon, when they need it."""
 
-    on_command: Callable[[bytes], None]  # a command arrived (paho's thread)
+    on_command: Callable[[bytes, bool], None]  # a command arrived (paho's thread), and whether it was retained
     status: Callable[[str], dict]  # the retained status message in a given state
     model: Callable[[], dict]  # the retained …/model message
     reference: Callable[[], dict]  # which model made a prediction (samples record it)
@@ -205,6 +205,12 @@ class Outputs:
         if self.publisher is None:
             return False, 0
         return self.publisher.connected.is_set(), self.publisher.connects
+
+    def refusals(self) -> tuple[int, str | None]:
+        """Decisions the broker refused so far, and why the last one was, while refusals last."""
+        if self.publisher is None:
+            return 0, None
+        return self.publisher.refused, self.publisher.refusal
 
     # ------------------------------------------------------------------ life
     def start(self) -> None:

@@ -41,6 +41,8 @@ class StatusView:
     outbox_depth: int
     outbox_dropped: int
     outbox_error: str | None
+    outbox_refused: int  # decisions the broker refused (MQTT 5 PUBACK reason >= 0x80), each kept and offered again
+    outbox_refusal: str | None  # the last refusal's reason while refusals last
     source_reconnects: int
     broker_connected: bool
     broker_connects: int
@@ -87,6 +89,8 @@ def metrics_payload(view: StatusView) -> dict:
         "outbox_depth": view.outbox_depth,
         "outbox_dropped": view.outbox_dropped,
         "outbox_error": view.outbox_error,
+        "outbox_refused": view.outbox_refused,
+        "outbox_refusal": view.outbox_refusal,
         "source_state": view.source["state"],
         "source_reconnects": view.source_reconnects,
         "broker_connects": view.broker_connects,
@@ -113,6 +117,7 @@ def prometheus_registry(view: Callable[[], StatusView]):
             yield CounterMetricFamily("smartbin_decisions", "Decisions made", v.decisions)
             yield GaugeMetricFamily("smartbin_fps", "Classified frames per second", v.fps)
             yield GaugeMetricFamily("smartbin_outbox_depth", "Decisions waiting for the broker", v.outbox_depth)
+            yield CounterMetricFamily("smartbin_outbox_refused", "Decisions the broker refused", v.outbox_refused)
             yield GaugeMetricFamily("smartbin_up", "1 when healthy", 1.0 if v.health == "ok" else 0.0)
             latency = GaugeMetricFamily("smartbin_latency_ms", "Latency percentiles", labels=["stage", "quantile"])
             for stage, figures in v.latency_ms.items():
