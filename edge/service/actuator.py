@@ -3,7 +3,8 @@
 Subscribes with a persistent session (QoS 1), remembers carried-out ``event_id``s in SQLite
 (so a re-delivery, even after a restart, never moves the bin twice), acknowledges each event
 on ``…/actuator/ack``, and never moves on malformed input, an unknown bin, or a decision older
-than ``max_age_s``: the backlog a broker or actuator restart delivers is about items long gone.
+than ``max_age_s``: the backlog a broker or actuator restart delivers is about items long gone. The age
+needs no clock shared with the daemon's host (edge/service/freshness.py).
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ import queue
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge.config import ActuatorConfig, Config, load_config
 from edge.errors import SmartbinError
 from edge.labels import BINS
+from edge.service.freshness import age_on_arrival
 from edge.service.mqtt import dumps
 from edge.service.mqtt_client import make_client
 from edge.service.signals import set_on
@@ -29,6 +34,7 @@ from edge.service.sqlitedb import Database
 log = logging.getLogger(__name__)
 
 REMEMBERED_EVENTS = 10000
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5's value for a session kept as long as the broker keeps any
 JOB_QUEUE = 100
 
 
@@ -109,19 +115,38 @@ def parse_decision(payload: bytes) -> tuple[str, str, float]:
     return data["event_id"], data["bin"], float(ts)
 
 
+@dataclass(frozen=True)
+class Job:
+    """A decision waiting for the flap."""
+
+    event_id: str
+    bin_name: str
+    ts: float  # when it was made, by the daemon's wall clock
+    arrival_age: float | None  # its age on arrival, from the daemon's and the broker's counts (MQTT 5)
+    arrived: float  # time.monotonic() on arrival
+
+    def age(self) -> float:
+        """Seconds since the decision was made, now: without comparing clocks when it came with its age."""
+        if self.arrival_age is None:
+            return time.time() - self.ts
+        return self.arrival_age + time.monotonic() - self.arrived
+
+
 class Actuator:
     def __init__(self, config: Config):
         self.config = config
         self.base = config.topic_base
         self.mover = Mover(config.actuator)
         self.seen = Seen(config.actuator.state_path)
-        self.jobs: queue.Queue[tuple[str, str, float] | None] = queue.Queue(maxsize=JOB_QUEUE)
+        self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=JOB_QUEUE)
         self.moves = 0
         self.stale = 0
         self.ready = threading.Event()
-        # A persistent session (3.1.1, clean_session off): decisions sent while it restarts still arrive.
+        # A persistent session: decisions sent while it restarts still arrive (and are judged by their age).
+        # MQTT 5 unless pinned to 3.1.1: the age of a decision travels in MQTT 5 properties only.
         client_id = f"smartbin-actuator-{config.device_id}"
-        self.client = make_client(config.mqtt, client_id, mqtt.MQTTv311, clean_session=False)
+        self.protocol = mqtt.MQTTv311 if config.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
+        self.client = make_client(config.mqtt, client_id, self.protocol, clean_session=False)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self.ready.set()
@@ -139,8 +164,8 @@ class Actuator:
             log.error("refused decision: %s", exc)
             self._ack(None, None, error=str(exc))
             return
-        try:
-            self.jobs.put_nowait((event_id, bin_name, ts))  # paho's thread: never wait here
+        try:  # paho's thread: never wait here
+            self.jobs.put_nowait(Job(event_id, bin_name, ts, age_on_arrival(message.properties), time.monotonic()))
         except queue.Full:
             log.error("event %s refused: %d moves are queued already", event_id[:8], JOB_QUEUE)
             self._ack(event_id, bin_name, error=f"busy: {JOB_QUEUE} moves queued already")
@@ -167,7 +192,7 @@ class Actuator:
 
     def _work(self) -> None:
         while not self._stopping.is_set() and (job := self.jobs.get()) is not None:
-            event_id, bin_name, ts = job
+            event_id, bin_name = job.event_id, job.bin_name
             try:
                 new = self.seen.add(event_id)
             except SmartbinError as exc:  # the age check below still keeps a replay from moving the flap
@@ -178,8 +203,8 @@ class Actuator:
                 self._ack(event_id, bin_name, duplicate=True)
                 continue
             # The age when the flap would move, not when the message arrived: a job that waited behind
-            # others ages too. Too far in the future means the two clocks disagree: not trusted either.
-            age, limit = time.time() - ts, self.config.actuator.max_age_s
+            # others ages too. By the clocks (MQTT 3.1.1 only), too far in the future is not trusted either.
+            age, limit = job.age(), self.config.actuator.max_age_s
             if not -limit <= age <= limit:
                 why = f"{age:.1f} s old" if age > 0 else f"{-age:.1f} s in the future (are both clocks on NTP?)"
                 log.warning("event %s is stale (%s, max_age_s %.1f): not moving", event_id[:8], why, limit)
@@ -197,7 +222,12 @@ class Actuator:
 
     def start(self) -> Actuator:
         self._worker.start()
-        self.client.connect_async(self.config.mqtt.host, self.config.mqtt.port, self.config.mqtt.keepalive)
+        mqtt_config, session = self.config.mqtt, {}
+        if self.protocol == mqtt.MQTTv5:  # the session outlives a disconnect, as 3.1.1's clean_session off
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+            session = {"clean_start": False, "properties": properties}
+        self.client.connect_async(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive, **session)
         self.client.loop_start()
         return self
 

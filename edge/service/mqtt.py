@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
 from edge.labels import BINS
+from edge.service.freshness import sent_properties
 from edge.service.mqtt_client import make_client, tls_context
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
@@ -28,6 +29,7 @@ from edge.service.queues import drain
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 50
+MADE_REMEMBERED = 10000  # decisions whose monotonic birth time is kept until acknowledged
 REFUSED_RETRY_S = 30.0  # a decision the broker refused (MQTT 5 PUBACK >= 0x80) is offered again after this
 UNSUPPORTED_PROTOCOL = 132  # CONNACK reason: the broker speaks only MQTT 3.1.1
 V5_ANSWER_TIMEOUT_S = 5.0
@@ -72,6 +74,7 @@ class Publisher:
         self.refused = 0  # decisions the broker refused (each refusal counted; the decision stays in the outbox)
         self.refusal: str | None = None  # the last refusal's reason, until the broker accepts decisions again
         self._retry_refused: tuple[int, float] | None = None  # (oldest refused row, monotonic time to offer it)
+        self._made: dict[int, float] = {}  # outbox row -> monotonic time its decision was made (this run)
         self._protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self._switch_protocol: str | None = None  # why the broker seems to speak only 3.1.1
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
@@ -203,8 +206,22 @@ class Publisher:
 
     def publish_decision(self, payload: dict) -> None:
         """Store durably, then send. Raises OutboxError when the outbox cannot be written."""
-        self.outbox.add(payload["event_id"], self.topic("decision"), payload, payload["ts"])
+        made = time.monotonic()  # a decision is published as it is made; its age from here needs no wall clock
+        self._made[self.outbox.add(payload["event_id"], self.topic("decision"), payload, payload["ts"])] = made
+        while len(self._made) > MADE_REMEMBERED:  # rows the outbox dropped when full are never acknowledged
+            del self._made[next(iter(self._made))]
         self.flush()
+
+    def _age(self, row_id: int, payload: str) -> float:
+        """Seconds since the decision was made: by the monotonic clock for this run's, by this host's wall
+        clock for a backlog from before a restart (either way, one host's clock only)."""
+        made = self._made.get(row_id)
+        if made is not None:
+            return time.monotonic() - made
+        try:
+            return time.time() - float(json.loads(payload)["ts"])
+        except (ValueError, KeyError, TypeError):
+            return 0.0
 
     def flush(self) -> None:
         """Send unacknowledged outbox rows not yet sent on this connection, in order; refused ones again once
@@ -223,7 +240,10 @@ class Publisher:
                     self._sent_upto = row_id
                     if row_id in waiting:  # sent before a refusal rewound, and not answered yet
                         continue
-                    info = self.client.publish(topic, payload, qos=1)
+                    properties = None
+                    if self._protocol == mqtt.MQTTv5:  # how old it is, and a countdown for the broker
+                        properties = sent_properties(self._age(row_id, payload))
+                    info = self.client.publish(topic, payload, qos=1, properties=properties)
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         return  # the connection dropped; on_connect replays from here
                     self._inflight[info.mid] = row_id
@@ -240,6 +260,7 @@ class Publisher:
                 self._refused(row_id, reason)
                 continue
             self.outbox.ack(row_id)
+            self._made.pop(row_id, None)
             if self.refusal is not None and self._retry_refused is None:
                 log.info("the broker accepts decisions again")
                 self.refusal = None

@@ -1,0 +1,48 @@
+"""How old a decision is when the flap would move, with no clock shared between hosts.
+
+The daemon and the broker each measure part of the age by their own clock: the daemon sends a decision
+with the seconds it has existed so far (a user property, from its monotonic clock while it runs), and with
+a Message Expiry Interval that the broker counts down while it holds the message (MQTT 5 says it must
+forward the remaining interval). The actuator adds the two, and its own monotonic wait before the move.
+No wall clock is compared across hosts, so a bin whose actuator runs 30 s ahead or an hour behind still
+moves for fresh decisions and never for stale ones. Over MQTT 3.1.1 neither travels: the decision's
+``ts`` against the actuator's wall clock is all there is, and the hosts' clocks must agree (NTP).
+"""
+
+from __future__ import annotations
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+AGE_PROPERTY = "smartbin-age-s"  # user property: seconds since the decision was made, when it was sent
+# Far beyond any delivery worth making, so no broker discards a decision for it: only counted down.
+EXPIRY_S = 30 * 24 * 3600
+
+
+def sent_properties(age_s: float) -> Properties:
+    """The MQTT 5 properties a decision is published with."""
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.MessageExpiryInterval = EXPIRY_S
+    properties.UserProperty = [(AGE_PROPERTY, f"{max(0.0, age_s):.3f}")]
+    return properties
+
+
+def age_on_arrival(properties: Properties | None) -> float | None:
+    """The decision's age when it reached this client (daemon's part + broker's part, in seconds), or None
+    when the message does not carry both (MQTT 3.1.1, another publisher): then only clocks can tell.
+
+    The broker counts whole seconds, so its part can be up to a second more than the true wait: a decision
+    is judged older, never younger, than it is."""
+    if properties is None:
+        return None
+    sent = dict(getattr(properties, "UserProperty", None) or []).get(AGE_PROPERTY)
+    remaining = getattr(properties, "MessageExpiryInterval", None)
+    if sent is None or remaining is None:
+        return None
+    try:
+        age = float(sent)
+    except ValueError:
+        return None
+    if age != age or age < 0:
+        return None
+    return age + max(0, EXPIRY_S - int(remaining))
