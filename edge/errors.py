@@ -27,3 +27,8 @@ class ModelUnavailable(SmartbinError):
 
 class CameraLost(SmartbinError):
     """No frame for ``source.restart_after_s``: the service restarts (a hung driver may need a new process)."""
+
+
+class FilesUnavailable(SmartbinError):
+    """Files the config names exist no longer or not yet (a certificate renewal replacing them): waiting and
+    trying again fixes it, unlike a ConfigError."""

@@ -32,7 +32,7 @@ def actuator_config(tmp_path: Path, port: int, mode: str, **options) -> Path:
     import yaml
 
     data = yaml.safe_load(path.read_text())
-    data["actuator"].update(mode=mode, hold_s=0.05, state_path=str(tmp_path / "actuator.sqlite"), **options)
+    data["actuator"].update({"mode": mode, "hold_s": 0.05, "state_path": str(tmp_path / "actuator.sqlite"), **options})
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -183,3 +183,58 @@ def test_a_burst_never_blocks_the_network_thread(tmp_path, broker, mock_pins):
     assert busy, "a full queue refused nothing"
     actuator.stop()
     sub.close()
+
+
+def test_sighup_reloads_and_a_failed_start_waits_in_the_process(tmp_path, broker):
+    """The real actuator process: a state file it cannot open is retried in the process (no exit for systemd's
+    start limit to count); SIGHUP retries at once once it is fixed, and later reloads a changed config,
+    where it used to end the process (and systemd counts SIGHUP as a clean exit: no restart)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import poll
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the state's folder should be")
+    config = actuator_config(tmp_path, broker.port, "pins", state_path=str(blocked / "actuator.sqlite"))
+    sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")
+    log = tmp_path / "actuator.log"
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    with log.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "actuator", "--config", str(config)], cwd=ROOT, stderr=err, env=env
+        )
+    acked = lambda event: any(a.json().get("event_id") == event for a in sub.on("ack"))  # noqa: E731
+    try:
+        assert poll(lambda: "cannot start" in log.read_text(), 30), log.read_text()[-2000:]
+        assert process.poll() is None  # waiting to try again, not exited
+        blocked.unlink()
+        blocked.mkdir()
+        process.send_signal(signal.SIGHUP)
+        first = uuid.uuid4().hex
+        sent = lambda event: sub.publish("smartbin/test-bin/decision", decision("kitchen", event)) or acked(event)  # noqa: E731
+        assert poll(lambda: sent(first), 30), log.read_text()[-2000:]
+
+        data = yaml.safe_load(config.read_text())
+        data["actuator"]["max_age_s"] = 0.0001  # from now on every decision is stale: the reload took
+        config.write_text(yaml.safe_dump(data))
+        process.send_signal(signal.SIGHUP)
+
+        def stale_once_reloaded() -> bool:
+            event = uuid.uuid4().hex
+            sub.publish("smartbin/test-bin/decision", decision("kitchen", event))
+            answered = poll(lambda: [a.json() for a in sub.on("ack") if a.json().get("event_id") == event], 10)
+            return bool(answered) and answered[0]["stale"]
+
+        assert poll(stale_once_reloaded, 30), log.read_text()[-2000:]
+        assert process.poll() is None
+        first_ack = [a.json() for a in sub.on("ack") if a.json().get("event_id") == first][0]
+        assert first_ack["ok"] and not first_ack["stale"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0, log.read_text()[-2000:]
+        sub.close()

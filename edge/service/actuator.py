@@ -23,8 +23,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.config import ActuatorConfig, Config, load_config
-from edge.errors import SmartbinError
+from edge.errors import ConfigError, SmartbinError
 from edge.labels import BINS
+from edge.service.backoff import delay_after
 from edge.service.freshness import age_on_arrival
 from edge.service.mqtt import dumps
 from edge.service.mqtt_client import make_client
@@ -137,7 +138,11 @@ class Actuator:
         self.config = config
         self.base = config.topic_base
         self.mover = Mover(config.actuator)
-        self.seen = Seen(config.actuator.state_path)
+        try:
+            self.seen = Seen(config.actuator.state_path)
+        except SmartbinError:
+            self.mover.close()  # the pins are free for the next try
+            raise
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=JOB_QUEUE)
         self.moves = 0
         self.stale = 0
@@ -245,10 +250,41 @@ class Actuator:
 
 
 def run_actuator(config_path: str | Path) -> int:
+    """The actuator until SIGTERM. SIGHUP reads the config again and restarts the actuator with it (a config
+    that no longer loads is refused, the running one kept). A start that fails (a pin another process holds,
+    a state file that cannot be written, TLS files being renewed) is retried after 30, 60, 120, then every
+    300 s, in this process: systemd would otherwise meet its start limit and leave the flap dead until
+    someone types reset-failed; SIGHUP retries at once. A config error at the first start exits 78."""
     config = load_config(config_path)
-    actuator = Actuator(config).start()
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
     set_on(stop, signal.SIGTERM, signal.SIGINT)
-    stop.wait()
-    actuator.stop()
+    set_on(reload, signal.SIGHUP)
+    actuator: Actuator | None = None
+    reloaded, failures, retry_at = False, 0, 0.0
+    while not stop.is_set():
+        if reload.is_set():
+            reload.clear()
+            try:
+                config = load_config(config_path)
+            except ConfigError as exc:
+                log.error("reload refused, the actuator keeps its config: %s", exc)
+            else:
+                log.info("reloading %s", config_path)
+                if actuator is not None:
+                    actuator.stop()
+                actuator, reloaded, retry_at = None, True, 0.0
+        if actuator is None and time.monotonic() >= retry_at:
+            try:
+                actuator = Actuator(config).start()
+                failures = 0
+            except Exception as exc:  # the hardware's, the disk's or the certificates': a restart meets the same
+                if isinstance(exc, ConfigError) and not reloaded:
+                    raise  # the config as written cannot work (a key's passphrase): 78, no restart loop
+                failures += 1
+                delay = delay_after(failures)
+                retry_at = time.monotonic() + delay
+                log.error("the actuator cannot start (%s: %s); trying again in %.0f s", type(exc).__name__, exc, delay)
+        stop.wait(0.2)  # signals set their events from a thread of their own: a short poll sees either
+    if actuator is not None:
+        actuator.stop()
     return 0
