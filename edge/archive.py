@@ -7,6 +7,7 @@ what the archive is, who signed it and how much it holds before it writes a byte
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import shutil
@@ -97,6 +98,9 @@ def unpack(
                 verify_manifest(manifest_bytes, signed, public_key, archive)
             _check_members(archive, manifest_bytes, members, variant)
             dest.mkdir(parents=True)
+            free = shutil.disk_usage(dest).free
+            if total > free:
+                raise BundleError(f"{archive}: unpacks to {total} bytes, only {free} free in {dest.parent}")
             # Bytes only, no owner, mode or time from the archive; by hand, not extractall(filter=...): Debian
             # bookworm's Python 3.11.2 (Raspberry Pi OS) has no extraction filters.
             for member in members:
@@ -104,6 +108,10 @@ def unpack(
                     shutil.copyfileobj(source, target)
     except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"{archive}: not a readable tar archive: {exc}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise BundleError(f"{archive}: no space left in {dest.parent} to unpack it") from None
+        raise
     bundle = Bundle.open(dest)
     bundle.verify()
     return bundle

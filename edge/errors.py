@@ -32,3 +32,8 @@ class CameraLost(SmartbinError):
 class FilesUnavailable(SmartbinError):
     """Files the config names exist no longer or not yet (a certificate renewal replacing them): waiting and
     trying again fixes it, unlike a ConfigError."""
+
+
+class Crashed(SmartbinError):
+    """The daemon met an error it did not foresee (logged with its traceback): it exits 75 after its back-off,
+    and systemd starts a new process."""

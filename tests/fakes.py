@@ -3,8 +3,10 @@ and picamera2. Everything above these boundaries is the real code."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import types
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -145,10 +147,12 @@ TENSORRT = "TensorrtExecutionProvider"
 FAKE_ENGINE = "model.engine"
 
 
-def install_slow_tensorrt(build_s: float, monkeypatch=None) -> None:
+def install_slow_tensorrt(build_s: float, monkeypatch=None, resets_after: int | None = None) -> None:
     """ONNX Runtime as on a Jetson, as far as starting goes: a TensorRT provider whose first session
     "builds an engine" for ``build_s`` seconds and writes it into ``trt_engine_cache_path``; a session
     that finds the engine there starts at once. Inference itself runs on the real CPU provider.
+    ``resets_after``: the device resets after that many runs of the process's TensorRT sessions, and
+    every later run raises ONNX Runtime's RuntimeError, as CUDA's errors do until the process ends.
 
     Installed into a process by ``sitecustomize`` when SMARTBIN_FAKE_TENSORRT_BUILD_S is set (the
     real-systemd test's drop-in): the unit, the daemon and the engine cache are the real ones. In a
@@ -159,6 +163,7 @@ def install_slow_tensorrt(build_s: float, monkeypatch=None) -> None:
     import onnxruntime as ort
 
     real_session, real_providers = ort.InferenceSession, ort.get_available_providers
+    runs = [0]
 
     class SlowTensorrtSession(real_session):
         def __init__(self, path, options=None, providers=None, **kwargs):
@@ -175,6 +180,32 @@ def install_slow_tensorrt(build_s: float, monkeypatch=None) -> None:
         def get_providers(self):
             return [TENSORRT, *super().get_providers()] if self._trt else super().get_providers()
 
+        def run(self, *args, **kwargs):
+            if self._trt and resets_after is not None:
+                runs[0] += 1
+                if runs[0] > resets_after:
+                    raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 999: unknown error (device reset)")
+            return super().run(*args, **kwargs)
+
     put = monkeypatch.setattr if monkeypatch is not None else setattr
     put(ort, "InferenceSession", SlowTensorrtSession)
     put(ort, "get_available_providers", lambda: [TENSORRT, *real_providers()])
+
+
+FAKES_LOADER = """import os
+
+if os.environ.get("SMARTBIN_FAKE_TENSORRT_BUILD_S"):
+    from smartbin_fakes import install_slow_tensorrt
+
+    resets = os.environ.get("SMARTBIN_FAKE_TENSORRT_RESETS_AFTER")
+    install_slow_tensorrt(float(os.environ["SMARTBIN_FAKE_TENSORRT_BUILD_S"]), resets_after=resets and int(resets))
+"""
+
+
+def fake_accelerator_path(folder: Path) -> Path:
+    """A folder for PYTHONPATH that makes a Python process see the fake TensorRT (when its variables are
+    set): this module as ``smartbin_fakes`` and a ``sitecustomize`` that installs it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__), folder / "smartbin_fakes.py")
+    (folder / "sitecustomize.py").write_text(FAKES_LOADER)
+    return folder

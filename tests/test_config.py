@@ -235,3 +235,18 @@ def test_the_default_device_id_is_the_machines_own(tmp_path: Path, monkeypatch):
     assert load_config(path).device_id == "bin-3f2a9c1e"
     for shipped in sorted((ROOT / "firmware_config").glob("*.yaml")):
         assert "device_id" not in yaml.safe_load(shipped.read_text(encoding="utf-8")), shipped
+
+
+def test_every_config_section_says_how_a_reload_treats_it():
+    """A section added to Config without a place here would be ignored by SIGHUP without a word."""
+    from edge.config import Config
+    from edge.service.reload import AT_RESTART, FIXED, LIVE, NOT_OURS
+
+    places = [set(LIVE), {n for n in FIXED if "." not in n}, set(NOT_OURS), set(AT_RESTART)]
+    for name in Config.model_fields:
+        assert sum(name in place for place in places) == 1, f"{name}: live, fixed, not ours or at restart?"
+    for dotted in FIXED:
+        section, _, field = dotted.partition(".")
+        assert section in Config.model_fields and (
+            not field or field in Config.model_fields[section].annotation.model_fields
+        )

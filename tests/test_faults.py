@@ -238,3 +238,41 @@ def test_outbox_not_writable_is_reported_without_crash_loop(tmp_path: Path, bund
     assert metrics and all("cannot open outbox" in m["outbox_error"] for m in metrics)
     assert len(unique_decisions(sub.on("decision"))) == 4  # still sorting
     assert any(m.json()["health"] == "degraded" for m in sub.on("status"))
+
+
+def test_an_accelerator_that_resets_mid_run_ends_in_the_back_off_not_a_crash(
+    tmp_path: Path, bundle_dir: Path, broker, clip_factory
+):
+    """An error nobody foresaw in the loop (a TensorRT device that resets, faked at ONNX Runtime's provider:
+    every run after the fifth raises RuntimeError) goes through the same restart back-off as a lost model:
+    counted, STATUS says why and when it restarts, exit 75 (systemd restarts it) instead of exit 1 five
+    times in a row, after which systemd's start limit would leave the bin dead."""
+    from edge.service.daemon import START_FAILURES
+    from tests.fakes import fake_accelerator_path
+
+    clip, _ = clip_factory(items=4)
+    config = write_config(tmp_path / "c.yaml", bundle_dir, f"file://{clip}?realtime=1", broker.port)
+    fakes = fake_accelerator_path(tmp_path / "fakes")
+    sock, path = notify_socket(tmp_path)
+    env = {
+        "NOTIFY_SOCKET": path,
+        "PYTHONPATH": f"{fakes}:{ROOT}",
+        "SMARTBIN_FAKE_TENSORRT_BUILD_S": "0",
+        "SMARTBIN_FAKE_TENSORRT_RESETS_AFTER": "5",
+    }
+    sub = Subscriber(broker.port)
+    process = daemon(config, env)
+    try:
+        failed: list[str] = []
+        deadline = time.monotonic() + 90
+        while not failed and time.monotonic() < deadline and process.poll() is None:
+            failed = [m for _, m in drain(sock, 0.5) if "STATUS=failed" in m]
+        assert failed and "RuntimeError" in failed[0] and "restarting in 30 s" in failed[0], failed
+        assert process.poll() is None  # waiting out the back-off, SIGTERM cuts it short
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        sub.close()
+    assert process.returncode == 75, err[-1500:]
+    assert (tmp_path / "models" / START_FAILURES).read_text().strip() == "1"
+    assert [m.json()["backend"] for m in sub.on("status")][:1] == ["onnxruntime"]  # it ran on the "accelerator"

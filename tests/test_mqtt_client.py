@@ -27,14 +27,14 @@ def test_clients_send_without_nagles_delay(broker):
         client.loop_stop()
 
 
-def publisher(port: int, protocol: str = "auto", device: str = "pub-test"):
+def publisher(port: int, protocol: str = "auto", device: str = "pub-test", on_command=lambda *_: None):
     """The daemon's publisher alone (in-memory outbox), reconnecting fast: a test restarts its broker often."""
     from edge.service.mqtt import Publisher
     from edge.service.outbox import Outbox
 
     config = MqttConfig(host="127.0.0.1", port=port, protocol=protocol)
     return Publisher(
-        config, f"smartbin/{device}", device, Outbox(":memory:"), lambda _: None, lambda state: {"state": state},
+        config, f"smartbin/{device}", device, Outbox(":memory:"), on_command, lambda state: {"state": state},
         reconnect_delay_s=(0.05, 0.2),
     )  # fmt: skip
 
@@ -86,3 +86,31 @@ def test_no_descriptor_leaks_across_a_hundred_broker_restarts(tmp_path):
     assert pub.connects == 101 and pub.protocol == "5"
     # a leak grows with the restarts; one socket half-way through a reconnect when sampled does not
     assert max(counts[-10:]) <= counts[0], f"descriptors after each reconnect: {counts}"
+
+
+def test_an_exception_in_a_callback_does_not_end_the_network_thread(broker):
+    """A command the daemon's code fails on (a bug, an input nobody foresaw) is logged by paho and the next
+    one still arrives, decisions still go out: the exception used to end paho's thread, and with it every
+    later message and reconnect, without a word."""
+    from tests.mqtt_client import Subscriber
+
+    seen: list[bytes] = []
+
+    def on_command(payload: bytes, retained: bool) -> None:
+        seen.append(payload)
+        if payload == b"boom":
+            raise RuntimeError("a bug in a command handler")
+
+    pub = publisher(broker.port, on_command=on_command)
+    sub = Subscriber(broker.port, "smartbin/pub-test/decision")
+    pub.start()
+    try:
+        assert poll(pub.connected.is_set, 30, pub.maintain)
+        assert poll(lambda: sub.publish("smartbin/pub-test/command", "boom") or seen, 10)
+        sub.publish("smartbin/pub-test/command", "after")
+        assert poll(lambda: b"after" in seen, 10, pub.maintain), seen
+        pub.publish_decision({"event_id": "e1", "bin": "other", "ts": time.time()})
+        assert poll(lambda: sub.on("decision"), 10, pub.maintain)
+    finally:
+        pub.stop(timeout=0.5)
+        sub.close()

@@ -26,6 +26,7 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.container import Container, unavailable
+from tests.fakes import fake_accelerator_path
 
 pytestmark = pytest.mark.real_systemd
 
@@ -332,13 +333,6 @@ SLOW_ENGINE = """[Service]
 TimeoutStartSec=8
 Environment=PYTHONPATH=/srv/fakes SMARTBIN_FAKE_TENSORRT_BUILD_S=20
 """
-FAKES_LOADER = """import os
-
-if os.environ.get("SMARTBIN_FAKE_TENSORRT_BUILD_S"):
-    from smartbin_fakes import install_slow_tensorrt
-
-    install_slow_tensorrt(float(os.environ["SMARTBIN_FAKE_TENSORRT_BUILD_S"]))
-"""
 
 
 def test_an_engine_build_longer_than_the_start_timeout_completes_and_is_cached(machine: Container):
@@ -346,10 +340,7 @@ def test_an_engine_build_longer_than_the_start_timeout_completes_and_is_cached(m
     timeout of 8 s. The daemon extends the timeout while it builds, the unit becomes active, the engine is
     cached; a build killed half-way leaves no engine, and the restart builds a whole one."""
     machine.sh("/opt/smartbin/venv/bin/pip install --quiet --no-index --find-links /wheels onnxruntime")
-    fakes = machine.path("/srv/fakes")
-    fakes.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "tests" / "fakes.py", fakes / "smartbin_fakes.py")
-    (fakes / "sitecustomize.py").write_text(FAKES_LOADER)
+    fake_accelerator_path(machine.path("/srv/fakes"))
     drop_in = machine.path(f"/etc/systemd/system/{EDGE}.d/slow-engine.conf")
     drop_in.write_text(SLOW_ENGINE)
     machine.sh("systemctl daemon-reload")

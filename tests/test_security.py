@@ -282,3 +282,71 @@ def test_actuator_shares_the_daemons_tls_including_an_encrypted_key(tmp_path, pk
     )
     assert result.returncode == 78, result.stderr[-1500:]
     assert "mqtt.tls: cannot load the CA, certificate or key" in result.stderr and "Traceback" not in result.stderr
+
+
+def issue_client_certificate(folder: Path, name: str) -> Path:
+    """A new CA in ``folder`` and a client certificate ``name`` from it (a renewal from a new issuer)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=smartbin renewed CA", cwd=folder)  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}", cwd=folder)  # fmt: skip
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", cwd=folder)  # fmt: skip
+    return folder
+
+
+def test_a_renewed_client_certificate_is_used_at_the_next_reconnect(tmp_path, pki, bundle_dir, monkeypatch):
+    """The certificate files are read again before every connect: after a renewal (here from a new issuer,
+    which the restarted broker alone trusts from then on) the client reconnects with the new certificate,
+    where it used to offer the one it read at start for ever."""
+    import yaml
+
+    from edge.config import load_config
+    from edge.service.actuator import Actuator
+
+    live = tmp_path / "live"
+    live.mkdir()
+    for suffix in ("crt", "key"):
+        shutil.copy(pki / f"test-bin.{suffix}", live / f"test-bin.{suffix}")
+    server = f"certfile {pki / 'server.crt'}\nkeyfile {pki / 'server.key'}\nrequire_certificate true\n"
+    broker = LocalBroker(workdir=tmp_path / "broker", extra_config=f"cafile {pki / 'ca.crt'}\n{server}").start()
+    path = tls_config(tmp_path, pki, bundle_dir, broker.port)
+    data = yaml.safe_load(path.read_text())
+    data["mqtt"]["tls"].update(cert_file=str(live / "test-bin.crt"), key_file=str(live / "test-bin.key"))
+    data["actuator"].update(mode="pins", state_path=str(tmp_path / "actuator.sqlite"))
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    actuator = Actuator(load_config(path)).start()
+    try:
+        assert actuator.ready.wait(10), "the actuator did not subscribe over TLS"
+        renewed = issue_client_certificate(tmp_path / "renewed", "test-bin")
+        for suffix in ("crt", "key"):  # as renewal agents do: a new file renamed over the old
+            shutil.copy(renewed / f"test-bin.{suffix}", live / f"new.{suffix}")
+            (live / f"new.{suffix}").replace(live / f"test-bin.{suffix}")
+        broker.stop()
+        broker.extra_config = f"cafile {renewed / 'ca.crt'}\n{server}"
+        actuator.ready.clear()
+        broker.start()
+        _, _, old = tls_client(pki, broker.port, "test-bin")  # the control: the old certificate is refused now
+        assert not any(not isinstance(r, Exception) and not r.is_failure for r in old), old
+        assert actuator.ready.wait(30), "no reconnect with the renewed certificate"
+    finally:
+        actuator.stop()
+        broker.close()
+
+
+def test_a_certificate_file_missing_at_start_is_retried_not_a_config_error(tmp_path, pki, bundle_dir):
+    """A renewal agent that removes the key for a moment: the start exits 75 (systemd starts it again after
+    the back-off), not 78, which systemd never restarts."""
+    import yaml
+
+    path = tls_config(tmp_path, pki, bundle_dir, 1)
+    data = yaml.safe_load(path.read_text())
+    data["mqtt"]["tls"]["key_file"] = str(tmp_path / "renewing" / "test-bin.key")
+    path.write_text(yaml.safe_dump(data))
+    run = subprocess.run(
+        [sys.executable, "-m", "edge", "--config", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 75, run.stderr[-1500:]
+    assert "test-bin.key is missing" in run.stderr and "Traceback" not in run.stderr

@@ -31,7 +31,7 @@ from edge.errors import BundleError
 from edge.service.models import ModelStore
 from edge.service.update import UpdateError, download
 from edge.tools.localbroker import free_port
-from tests.conftest import OTHER_LABELS, ROOT, write_config
+from tests.conftest import OTHER_LABELS, ROOT, poll, write_config
 from tests.mqtt_client import Subscriber, answered
 from tests.servers.slow_link import SlowLink
 
@@ -252,6 +252,7 @@ def test_bad_updates_are_refused_and_the_old_model_keeps_serving(tmp_path, v1, v
     # nothing refused stayed in the store
     left = sorted(p.name for p in (tmp_path / "models").iterdir() if p.is_dir() and not p.is_symlink())
     assert left == [f"other-model-{old_digest[:12]}"], left
+    assert not [p.name for p in (tmp_path / "models").glob(".*") if p.name != ".start-failures"]  # no partial file
 
 
 def rolled_back(sub: Subscriber, digest: str) -> dict:
@@ -569,3 +570,91 @@ def test_a_bundle_installed_by_hand_becomes_the_stores_choice(tmp_path, other_bu
     (broken / "int8.tflite").write_bytes(b"not a model")
     assert main(["bundle", "install", str(broken), "--store", str(store_dir)]) == 2
     assert store.state().current == "second" and not (store_dir / "broken").exists()
+
+
+def test_leftovers_of_an_update_are_removed_at_start(tmp_path, v1, broker, clip_factory):
+    """A download or an unpack cut short by a power cut (nothing resumes them) is removed at the next start."""
+    clip, _ = clip_factory(items=4)
+    config = config_for(tmp_path, v1, clip, broker.port, window=60)
+    store = tmp_path / "models"
+    (store / ".unpack-0123456789ab").mkdir(parents=True)
+    (store / ".unpack-0123456789ab" / "int8.tflite").write_bytes(b"half a model")
+    (store / ".download-0123456789ab.tar").write_bytes(b"half an archive")
+    (store / ".download-0123456789ab.tar.validator").write_text('"etag"')
+    sub = Subscriber(broker.port)
+    process = start(config)
+    try:
+        assert sub.wait_for("classification"), "daemon did not start"
+        assert sorted(p.name for p in store.glob(".*")) == []
+    finally:
+        err = stop(process)
+        sub.close()
+    assert process.returncode == 0, err[-2000:]
+
+
+def test_an_update_that_does_not_fit_is_refused_before_it_fills_the_card(tmp_path, v1, v2, web, broker, clip_factory):
+    """The model store on a small filesystem of its own (a tmpfs in the daemon's mount namespace, as a small
+    card partition): an archive that would not fit with its unpacked copy is refused before a byte is
+    written, with the sizes on MQTT, nothing is left behind, and the old model keeps serving."""
+    url, digest = publish(web, v2, "v2.tar")
+    archive = web[0] / "v2.tar"
+    clip, _ = clip_factory(items=4)
+    config = config_for(tmp_path, v1, clip, broker.port, window=60)
+    store = tmp_path / "models"
+    store.mkdir()
+    size_k = archive.stat().st_size * 3 // 2 // 1024 + 1  # the archive fits, it and its bundle do not
+    mount = f"mount -t tmpfs -o size={size_k}k smartbin-store {store}"
+    command = f"{mount} && exec {sys.executable} -m edge --config {config}"
+    sub = Subscriber(broker.port)
+    process = subprocess.Popen(["unshare", "-rm", "sh", "-c", command], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sub.wait_for("classification"), "daemon did not start"
+        sub.publish(TOPIC, json.dumps({"id": "big", "action": "update_model", "url": url, "sha256": digest}))
+        result = outcome(sub, "big")
+        assert not result["ok"] and "to download and as many to unpack, only" in result["error"], result
+        assert not labels_after(sub, result["ts"], 3) & OTHER_NAMES
+        inside = Path(f"/proc/{process.pid}/root{store}")  # the store as the daemon sees it: its tmpfs
+        assert os.statvfs(inside).f_blocks * os.statvfs(inside).f_frsize < size_k * 1024 + 4096  # the tmpfs
+        assert [p.name for p in inside.iterdir() if p.name.startswith(".")] == []
+    finally:
+        err = stop(process)
+        sub.close()
+    assert process.returncode == 0, err[-2000:]
+
+
+def test_a_reload_applies_updates_and_samples_without_a_restart(tmp_path, v1, v2, web, broker, clip_factory):
+    """SIGHUP with updates.public_key added: an unsigned bundle is refused from then on (it was accepted until
+    the next restart); samples.enabled false (a privacy request): no frame is kept from then on."""
+    import yaml
+
+    from edge.signing import generate_key
+
+    url, digest = publish(web, v2, "v2.tar")
+    public = generate_key(tmp_path / "fleet.pem")
+    clip, _ = clip_factory(items=4)
+    config = config_for(tmp_path, v1, clip, broker.port, window=60)
+    data = yaml.safe_load(config.read_text())
+    data["samples"]["confident_fraction"] = 1.0  # every decision's frame is kept
+    config.write_text(yaml.safe_dump(data))
+    samples = lambda: sorted((tmp_path / "samples").rglob("*.jpg"))  # noqa: E731
+    sub = Subscriber(broker.port)
+    process = start(config)
+    try:
+        assert sub.wait_for("decision", count=2, timeout=60), "no decisions"
+        assert poll(samples, 30), "the control: frames are kept before the reload"
+        statuses = len(sub.on("status"))
+        data["updates"]["public_key"] = public
+        data["samples"]["enabled"] = False
+        config.write_text(yaml.safe_dump(data))
+        process.send_signal(signal.SIGHUP)
+        assert sub.wait_for("status", count=statuses + 1), "no status after the reload"
+        kept, since = samples(), time.time()
+        assert len(sub.wait_for("decision", count=3, timeout=60, where=lambda m: m.json()["ts"] > since)) >= 3
+        assert samples() == kept
+        sub.publish(TOPIC, json.dumps({"id": "unsigned", "action": "update_model", "url": url, "sha256": digest}))
+        result = outcome(sub, "unsigned")
+        assert not result["ok"] and "not signed" in result["error"], result
+    finally:
+        err = stop(process)
+        sub.close()
+    assert process.returncode == 0, err[-2000:]

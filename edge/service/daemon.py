@@ -25,7 +25,7 @@ from typing import Any
 from edge import __version__
 from edge.classifier import Classifier
 from edge.config import Config, load_config
-from edge.errors import CameraLost, ConfigError, SmartbinError
+from edge.errors import CameraLost, ConfigError, Crashed, SmartbinError
 from edge.service.background import Background
 from edge.service.backoff import RestartBackoff
 from edge.service.build import make_presence
@@ -321,3 +321,10 @@ def run_daemon(config_path: str | Path) -> int:
     except SmartbinError as exc:  # 75 (edge/cli.py): a restart may, after the back-off
         backoff.wait(str(exc))
         raise
+    except Exception as exc:
+        # Not foreseen (an accelerator that reset, a disk error): a new process may fix it, after the same
+        # back-off, so that repeated crashes never reach systemd's start limit and leave the bin dead.
+        log.exception("the daemon failed")
+        reason = f"{type(exc).__name__}: {exc}"
+        backoff.wait(reason)
+        raise Crashed(reason) from exc

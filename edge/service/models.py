@@ -113,7 +113,7 @@ class ModelStore:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             bundle = unpack(archive, staging, max_bytes, public_key, variant)
-        except SmartbinError:
+        except BaseException:  # a refusal or a full disk: half a bundle is only in the way
             shutil.rmtree(staging, ignore_errors=True)
             raise
         folder = self.root / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', bundle.manifest.name)}-{sha256[:12]}"
@@ -124,6 +124,20 @@ class ModelStore:
         else:
             staging.rename(folder)
         return folder
+
+    def remove_leftovers(self) -> list[str]:
+        """Downloads and unpacks a killed or failed update left behind (``.download-*``, ``.unpack-*``):
+        nothing resumes them, and on a small card they are in the way of the next one. Returns their names."""
+        gone = []
+        for path in [*self.root.glob(".download-*"), *self.root.glob(".unpack-*")] if self.root.is_dir() else []:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            gone.append(path.name)
+        if gone:
+            log.info("%s: removed what an unfinished update left: %s", self.root, ", ".join(sorted(gone)))
+        return gone
 
     def install(self, bundle_dir: Path) -> Path:
         """A bundle copied in by hand (install.sh --bundle): verified, copied to ``<store>/<folder name>``

@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 from edge.config import MqttConfig
 from edge.labels import BINS
 from edge.service.freshness import sent_properties
-from edge.service.mqtt_client import make_client, tls_context
+from edge.service.mqtt_client import make_client, tls_files
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
 
@@ -79,7 +79,7 @@ class Publisher:
         self._switch_protocol: str | None = None  # why the broker seems to speak only 3.1.1
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
         self.ever_connected = False
-        self._tls_context = tls_context(config)
+        self._tls = tls_files(config)
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -93,7 +93,7 @@ class Publisher:
 
     def _make_client(self) -> mqtt.Client:
         client_id = self.config.client_id or f"smartbin-{self.device_id}"
-        client = make_client(self.config, client_id, self._protocol, context=self._tls_context)
+        client = make_client(self.config, client_id, self._protocol, tls=self._tls)
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.max_queued_messages_set(1000)
         low, high = self.reconnect_delay_s
@@ -123,14 +123,20 @@ class Publisher:
     def _probe(self) -> str:
         try:
             with socket.create_connection((self.config.host, self.config.port), timeout=5) as sock:
-                if self._tls_context is not None:
-                    with self._tls_context.wrap_socket(sock, server_hostname=self.config.host):
+                if self._tls is not None:
+                    with self._tls.context.wrap_socket(sock, server_hostname=self.config.host):
                         pass
         except ssl.SSLCertVerificationError as exc:
             return f"TLS: the broker's certificate was refused: {exc.verify_message}"
         except (OSError, ssl.SSLError) as exc:
             return f"{type(exc).__name__}: {exc}"
         return "the broker accepted TCP/TLS but not the MQTT connection"
+
+    def read_tls_again(self) -> None:
+        """A reload that left ``mqtt:`` as it was: a renewed certificate is checked now and used from the next
+        connect (this connection was made with the old one, which stays valid for it)."""
+        if self._tls is not None:
+            self._tls.read_again()
 
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself."""

@@ -15,27 +15,76 @@ import threading
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.config import MqttConfig
-from edge.errors import ConfigError
+from edge.config import MqttConfig, TlsConfig
+from edge.errors import ConfigError, FilesUnavailable, SmartbinError
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5, "auto": mqtt.MQTTv5}  # auto: 5 first, then 3.1.1
 
 
-def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
-    """The TLS context the config asks for (None when TLS is off); unreadable files are a ConfigError."""
-    tls = config.tls
-    if not tls.enabled:
-        return None
-    try:
-        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-        context.check_hostname = tls.check_hostname
-        if tls.cert_file:
-            password = os.environ.get(tls.key_password_env) if tls.key_password_env else None
-            context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=password)
-    except (OSError, ssl.SSLError) as exc:
-        # keep the cause: "wrong password", "no such file" and "PEM lib" each need a different fix
-        raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
-    return context
+class TlsFiles:
+    """The TLS context a config asks for, its files read again when they change, before every connect: a
+    fleet on short-lived client certificates reconnects with the renewed one. A CA file that changes adds
+    its certificates to those trusted (OpenSSL keeps the ones read before until the next start)."""
+
+    def __init__(self, tls: TlsConfig):
+        self.tls = tls
+        self._loaded: tuple | None = None  # the files' identity (inode, size, mtime) when last read
+        try:
+            self.context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        except FileNotFoundError as exc:
+            raise self._missing(exc) from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
+        self.context.check_hostname = tls.check_hostname
+        self.refresh()
+
+    @staticmethod
+    def _missing(exc: OSError) -> FilesUnavailable:
+        return FilesUnavailable(f"mqtt.tls: {exc.filename or 'a file'} is missing (a certificate renewal?)")
+
+    def _identity(self) -> tuple:
+        files = [f for f in (self.tls.ca_file, self.tls.cert_file, self.tls.key_file) if f is not None]
+        try:
+            return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in map(os.stat, files))
+        except FileNotFoundError as exc:
+            raise self._missing(exc) from exc
+
+    def refresh(self) -> bool:
+        """Read the files again when they changed since the last read; True when they did. FilesUnavailable
+        when one is missing (waiting fixes that), ConfigError when one does not load (a wrong passphrase)."""
+        identity = self._identity()
+        if identity == self._loaded:
+            return False
+        tls = self.tls
+        try:
+            if tls.ca_file and self._loaded is not None:
+                self.context.load_verify_locations(cafile=str(tls.ca_file))
+            if tls.cert_file:
+                password = os.environ.get(tls.key_password_env) if tls.key_password_env else None
+                self.context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=password)
+        except FileNotFoundError as exc:
+            raise self._missing(exc) from exc
+        except (OSError, ssl.SSLError) as exc:
+            # keep the cause: "wrong password", "no such file" and "PEM lib" each need a different fix
+            raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
+        self._loaded = identity
+        return True
+
+    def read_again(self, *_paho) -> None:
+        """Before every connect and reconnect (paho's on_pre_connect), and at a reload: the files as they
+        are now; a problem is logged and the files read before stay in use."""
+        try:
+            if self.refresh():
+                log.info("mqtt.tls: the certificate files changed; connecting with the new ones")
+        except SmartbinError as exc:  # half-way through a renewal: the next reconnect tries again
+            log.warning("%s; connecting with the ones read before", exc)
+
+
+def tls_files(config: MqttConfig) -> TlsFiles | None:
+    """The config's TLS files, read (None when TLS is off)."""
+    return TlsFiles(config.tls) if config.tls.enabled else None
 
 
 def make_client(
@@ -43,19 +92,23 @@ def make_client(
     client_id: str,
     protocol: int | None = None,
     clean_session: bool | None = None,
-    context: ssl.SSLContext | None = None,
+    tls: TlsFiles | None = None,
 ) -> mqtt.Client:
-    """A configured, not yet connected paho client. ``context`` reuses a TLS context already made."""
+    """A configured, not yet connected paho client. ``tls`` reuses TLS files already read. An exception in a
+    callback is logged by paho and the network thread goes on: it would otherwise end the thread, and
+    with it every reconnect, without a word."""
     protocol = PROTOCOLS[config.protocol] if protocol is None else protocol
     options = {"clean_session": clean_session} if clean_session is not None and protocol != mqtt.MQTTv5 else {}
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **options)
     client.enable_logger(logging.getLogger("paho"))
+    client.suppress_exceptions = True
     client.on_socket_open = _no_delay
     if config.username:
         client.username_pw_set(config.username, config.password())
-    context = context or tls_context(config)
-    if context is not None:
-        client.tls_set_context(context)
+    tls = tls or tls_files(config)
+    if tls is not None:
+        client.tls_set_context(tls.context)
+        client.on_pre_connect = tls.read_again
     return client
 
 
@@ -66,7 +119,7 @@ def _no_delay(client: mqtt.Client, userdata, sock) -> None:
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):  # not a TCP socket (a proxy or a test double): nothing to tune
-        logging.getLogger(__name__).debug("TCP_NODELAY not set", exc_info=True)
+        log.debug("TCP_NODELAY not set", exc_info=True)
 
 
 def start_subscriber(

@@ -213,13 +213,24 @@ class Outputs:
         return self.publisher.refused, self.publisher.refusal
 
     # ------------------------------------------------------------------ life
-    def start(self) -> None:
+    def _start_samples(self) -> None:
         if self.samples is not None:
             try:
                 self.samples.start()
             except OSError as exc:  # samples are for later; the bin sorts without them
                 log.error("%s: cannot keep samples: %s", self.config.samples.path, exc)
                 self.samples = None
+
+    def replace_samples(self, config: Config) -> None:
+        """A reload's ``samples:``: what the old store has queued is written, then the new settings hold
+        (``enabled: false``, a privacy request, keeps no frame from now on)."""
+        if self.samples is not None:
+            self.samples.stop()
+        self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
+        self._start_samples()
+
+    def start(self) -> None:
+        self._start_samples()
         self.publisher.start()
 
     def stop(self) -> None:

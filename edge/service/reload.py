@@ -24,15 +24,27 @@ from edge.service.webhost import WebHost
 
 log = logging.getLogger(__name__)
 
+# Every section of Config is in exactly one of these (a test holds it): a new section must say how a
+# reload treats it.
 # Rebuilt in this order: what can fail (model, mqtt, web) is prepared before anything is switched.
-LIVE = ("model", "source", "presence", "decision", "mqtt", "web", "log_level")
+LIVE = ("model", "source", "presence", "decision", "mqtt", "updates", "samples", "web", "log_level")
 # Read by another service, not by the daemon: a change there is theirs to apply.
-NOT_OURS = {"actuator": "smartbin-actuator reads it: restart that service"}
-# Changing these while running would strand state that belongs to the old value.
+NOT_OURS = {"actuator": "smartbin-actuator reads it: reload or restart that service"}
+# Changing these while running would strand state that belongs to the old value (dotted: one field).
 FIXED = {
     "device_id": "the bin's topics, retained status and Last Will are named after it",
     "outbox": "the backlog of unsent decisions lives in the outbox file",
+    "updates.store": "the serving model and the one to roll back to live in the model store",
 }
+# Applied at the next start, with a warning: nothing is lost meanwhile.
+AT_RESTART = {"counters": "today's counts stay in the file open now; the new one is used from the next start"}
+
+
+def _value(config: Config, dotted: str) -> object:
+    value: object = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
 
 
 class ReloadRefused(Exception):
@@ -47,7 +59,7 @@ def changed_sections(old: Config, new: Config) -> list[str]:
 def plan_reload(old: Config, new: Config) -> list[str]:
     """The live sections to rebuild (in order). Raises ReloadRefused naming a section that cannot change."""
     changed = changed_sections(old, new)
-    fixed = [name for name in changed if name in FIXED]
+    fixed = [name for name in FIXED if _value(old, name) != _value(new, name)]
     if fixed:
         reasons = "; ".join(f"{name}: {FIXED[name]}" for name in fixed)
         raise ReloadRefused(f"{', '.join(fixed)} cannot change while running ({reasons}); restart the service")
@@ -88,14 +100,21 @@ def apply_reload(live: Live, prepared: PreparedReload, config_path: Path) -> Non
     try:
         # Prepare what can still fail before anything is switched: a refused reload changes nothing.
         publisher = live.outputs.make_publisher(new) if "mqtt" in sections else None
-        web = live.web.prepare(live.config, new) if "web" in sections else live.web.server
+        # the page serves the samples folder too
+        web = live.web.prepare(live.config, new) if {"web", "samples"} & set(sections) else live.web.server
     except SmartbinError as exc:
         log.error("reload refused, keeping the running configuration: %s", exc)
         return
     for name in changed_sections(live.config, new):
         if name in NOT_OURS:
             log.info("%s changed: %s", name, NOT_OURS[name])
+        if name in AT_RESTART:
+            log.warning("%s changed, applied at the next start: %s", name, AT_RESTART[name])
     live.config = live.models.config = live.outputs.config = new
+    if "updates" in sections:
+        live.models.updates_changed()
+    if "samples" in sections:
+        live.outputs.replace_samples(new)
     roi = config_roi(new) if "source" in sections else live.models.classifier.roi
     if "source" in sections:
         live.camera.replace(new)
@@ -109,6 +128,8 @@ def apply_reload(live: Live, prepared: PreparedReload, config_path: Path) -> Non
         live.pipeline.set_vote(new.decision.settings())
     if publisher is not None:
         live.outputs.replace_publisher(publisher)
+    else:
+        live.outputs.publisher.read_tls_again()
     live.web.replace(web, roi)
     logging.getLogger().setLevel(new.log_level)
     live.outputs.publish_status()

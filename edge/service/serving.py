@@ -54,9 +54,8 @@ class Serving:
         self.classifier = self._load_at_start(notifier)
         self.previous: Classifier | None = None  # kept through a health window: a rollback is a swap
         load = lambda path: load_classifier(self.config, path)  # noqa: E731 - the config in force then
-        self.updater = Updater(
-            self.store, load, u.max_bytes, u.timeout_s, u.attempts, u.public_key, config.model.variant
-        )
+        self.store.remove_leftovers()
+        self.updater = Updater(self.store, load, lambda: self.config)
         self.trial_until: float | None = None  # monotonic end of the health window after a switch
         state = self.store.state()
         if state.trial_until is not None:
@@ -216,6 +215,11 @@ class Serving:
             self.changed()
 
         self.background.submit("rollback", lambda: load_classifier(config, path), done)
+
+    def updates_changed(self) -> None:
+        """A reload changed ``updates:`` (in ``self.config`` already): each update reads its settings when it
+        starts; the store keeps the new number of models from the next switch on."""
+        self.store.keep = self.config.updates.keep
 
     def check_trial(self) -> None:
         """The health window passed: the new model stays."""

@@ -8,11 +8,13 @@ failed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import logging
 import queue
 import re
+import shutil
 import threading
 import time
 import urllib.error
@@ -27,6 +29,7 @@ import numpy as np
 from edge import __version__
 from edge.bundle import Bundle, sha256_file
 from edge.classifier import Classifier
+from edge.config import Config, UpdatesConfig
 from edge.errors import SmartbinError
 from edge.service.models import ModelStore, UpdateError
 
@@ -93,6 +96,11 @@ def download(
                 total = have + int(length) if length and length.isdigit() else None
                 if total is not None and total > max_bytes:
                     raise UpdateError(f"{url}: {total} bytes, more than updates.max_bytes ({max_bytes})")
+                free = shutil.disk_usage(dest.parent).free
+                if total is not None and 2 * total - have > free:  # the archive, then as much unpacked
+                    raise UpdateError(
+                        f"{url}: {total} bytes to download and as many to unpack, only {free} free in {dest.parent}"
+                    )
                 with dest.open("ab" if have else "wb") as fh:
                     while chunk := resp.read(CHUNK):
                         have += len(chunk)
@@ -111,6 +119,8 @@ def download(
                 raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from None
             last = f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            if getattr(exc, "errno", None) == errno.ENOSPC:  # another attempt would only append to a full disk
+                raise UpdateError(f"{url}: no space left in {dest.parent}") from None
             reason = getattr(exc, "reason", None) or exc
             last = f"{type(exc).__name__}: {reason}"
         log.warning("download of %s, attempt %d of %d: %s", url, attempt, attempts, last)
@@ -145,21 +155,10 @@ def acceptance_test(classifier: Classifier) -> str:
 class Updater:
     """One update at a time, in its own thread; events come back through a queue the loop drains."""
 
-    def __init__(
-        self,
-        store: ModelStore,
-        load: Callable[[Path], Classifier],
-        max_bytes: int,
-        timeout_s: float,
-        attempts: int,
-        public_key: str | None = None,
-        variant: str | None = None,
-    ):
+    def __init__(self, store: ModelStore, load: Callable[[Path], Classifier], config: Callable[[], Config]):
         self.store = store
         self.load = load
-        self.public_key = public_key
-        self.variant = variant  # the one this device runs: an archive without it is refused before unpacking
-        self.max_bytes, self.timeout_s, self.attempts = max_bytes, timeout_s, attempts
+        self.config = config  # the config in force when an update starts (a reload may change it)
         self.events: queue.SimpleQueue[tuple[UpdateRequest, str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -169,36 +168,44 @@ class Updater:
     def start(self, request: UpdateRequest, current: Bundle) -> None:
         if self.busy():
             raise UpdateError("an update is already running; wait for its result")
-        if request.sha256 is None and self.public_key is None:
+        config = self.config()
+        if request.sha256 is None and config.updates.public_key is None:
             raise UpdateError("update_model needs 'sha256' (or updates.public_key in the config, for signed bundles)")
-        self._thread = threading.Thread(target=self._run, args=(request, current), name="update", daemon=True)
+        args = (request, current, config.updates, config.model.variant)
+        self._thread = threading.Thread(target=self._run, args=args, name="update", daemon=True)
         self._thread.start()
 
-    def _run(self, request: UpdateRequest, current: Bundle) -> None:
+    def _run(self, request: UpdateRequest, current: Bundle, settings: UpdatesConfig, variant: str | None) -> None:
         try:
-            self.events.put((request, "ready", self.prepare(request, current)))
+            self.events.put((request, "ready", self.prepare(request, current, settings, variant)))
         except SmartbinError as exc:
             self.events.put((request, "failed", str(exc)))
         except Exception as exc:  # an update must never take the bin down
             log.exception("update failed")
             self.events.put((request, "failed", f"internal error: {type(exc).__name__}: {exc}"))
+        finally:
+            self.store.remove_leftovers()  # a failed download is not resumed by a later update
 
     def _stage(self, request: UpdateRequest, stage: str, **details: Any) -> None:
         log.info("update %s: %s", request.url, stage)
         self.events.put((request, "progress", {"stage": stage, **details}))
 
-    def prepare(self, request: UpdateRequest, current: Bundle) -> Prepared:
+    def prepare(
+        self, request: UpdateRequest, current: Bundle, settings: UpdatesConfig, variant: str | None
+    ) -> Prepared:
+        """Download, check, unpack and test ``request``'s bundle (``variant``: the one this device runs, an
+        archive without it is refused before unpacking)."""
         self.store.root.mkdir(parents=True, exist_ok=True)
         partial = self.store.root / f".download-{hashlib.sha256(request.url.encode()).hexdigest()[:12]}.tar"
         self._stage(request, "downloading", url=request.url)
-        download(request.url, partial, self.max_bytes, self.timeout_s, self.attempts)
+        download(request.url, partial, settings.max_bytes, settings.timeout_s, settings.attempts)
         self._stage(request, "verifying", bytes=partial.stat().st_size)
         digest = sha256_file(partial)
         if request.sha256 is not None and digest != request.sha256:
             partial.unlink(missing_ok=True)
             raise UpdateError(f"sha256 check failed: downloaded {digest[:12]}…, expected {request.sha256[:12]}…")
         try:
-            folder = self.store.add(partial, digest, self.max_bytes, self.public_key, self.variant)
+            folder = self.store.add(partial, digest, settings.max_bytes, settings.public_key, variant)
         finally:
             partial.unlink(missing_ok=True)
         try:
