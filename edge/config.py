@@ -7,6 +7,7 @@ a file the config names.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -246,9 +247,31 @@ class WebConfig(Strict):
     username: str = "smartbin"
     password_env: Optional[str] = Field(None, description="environment variable holding the page password")
     password_file: Optional[Path] = Field(None, description="file holding the page password")
+    allow_anonymous_lan: bool = Field(
+        False, description="serve the page beyond this machine without a password (anyone on the network sees it)"
+    )
+
+    @model_validator(mode="after")
+    def lan_needs_password(self) -> WebConfig:
+        # The page shows the camera, serves the kept frames and relabels decisions: not for anyone on the LAN.
+        lan = not is_loopback(self.host)
+        if self.enabled and lan and not (self.password_env or self.password_file or self.allow_anonymous_lan):
+            raise ValueError(
+                f"host {self.host} opens the page (camera, samples, corrections) to the network without a "
+                "password: set password_env or password_file, or allow_anonymous_lan: true"
+            )
+        return self
 
     def password(self) -> str | None:
         return read_secret("web", self.password_env, self.password_file)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it resolves to whatever the network says
+        return False
 
 
 class ActuatorConfig(Strict):

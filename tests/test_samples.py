@@ -177,6 +177,7 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
         body = json.dumps({"event_id": second["event_id"], "label": "bottle"}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/correct", data=body, method="POST")
         request.add_header("Authorization", "Basic " + base64.b64encode(b"smartbin:pw").decode())
+        request.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(request, timeout=10) as response:
             queued = json.loads(response.read())["queued"]
         assert answered(sub, queued)["ok"]

@@ -58,16 +58,16 @@ def wait_http(port: int, timeout: float = 20) -> None:
     raise AssertionError("status page did not come up")
 
 
-@pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (installed by .ci/run)"
 )
-def test_status_page_in_headless_chromium(tmp_path, bundle_dir, broker, artifacts):
+
+
+def chromium(tmp_path: Path):
+    """Debian's Chromium, headless, driven by its chromedriver."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    process, port = start(tmp_path, bundle_dir, broker.port, {})
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -83,10 +83,19 @@ def test_status_page_in_headless_chromium(tmp_path, bundle_dir, broker, artifact
         "--window-size=1200,900",
     ):
         options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@needs_chromium
+def test_status_page_in_headless_chromium(tmp_path, bundle_dir, broker, artifacts):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    process, port = start(tmp_path, bundle_dir, broker.port, {})
     driver = None
     try:
         wait_http(port)
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        driver = chromium(tmp_path)
         driver.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(driver, 30)
         first = wait.until(
@@ -154,3 +163,80 @@ def test_disabled_page_opens_no_port(tmp_path, bundle_dir, broker):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(15)
+
+
+@needs_chromium
+def test_a_page_elsewhere_cannot_change_anything(tmp_path, bundle_dir, broker):
+    """A page on another origin that the operator opens in the same browser posts a correction as a form
+    (text/plain: no CORS preflight) and is refused; the page's own correction is carried out."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.mqtt_client import Subscriber, answered
+
+    evil = tmp_path / "elsewhere"
+    evil.mkdir()
+    process, port = start(tmp_path, bundle_dir, broker.port, {})
+    field = '{"event_id":"forged","label":"battery","pad":"'
+    (evil / "form.html").write_text(
+        f"""<form method="POST" action="http://127.0.0.1:{port}/api/correct" enctype="text/plain">"""
+        f"""<input name='{field}' value='"}}'></form><script>document.forms[0].submit()</script>"""
+    )
+    other = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(other), "--bind", "127.0.0.1", "--directory", str(evil)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sub = Subscriber(broker.port)
+    driver = None
+    try:
+        wait_http(port)
+        driver = chromium(tmp_path)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the other origin's server may still be starting
+            driver.get(f"http://127.0.0.1:{other}/form.html")
+            if "refused" in driver.page_source or "queued" in driver.page_source:
+                break
+            time.sleep(0.2)
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.startswith(f"http://127.0.0.1:{port}/api/correct"))
+        assert "refused: not a JSON request" in driver.page_source and "queued" not in driver.page_source
+        driver.get(f"http://127.0.0.1:{port}/")
+        own = driver.execute_async_script(
+            """const done = arguments[arguments.length - 1];
+            fetch('/api/correct', {method: 'POST', headers: {'Content-Type': 'application/json'},
+              body: JSON.stringify({event_id: 'own', label: 'battery'})}).then(r => r.json()).then(done);"""
+        )
+        answered(sub, own["queued"])  # carried out (answered: no such decision here)
+        corrections = [m.json()["id"] for m in sub.on("command/result") if m.json()["id"].startswith("web-")]
+        assert corrections == [own["queued"]], corrections  # commands are answered in order: none came before
+    finally:
+        if driver:
+            driver.quit()
+        server.terminate()
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+        sub.close()
+
+
+def test_the_page_on_the_network_needs_a_password_or_a_stated_choice(tmp_path, bundle_dir, broker):
+    """web.host 0.0.0.0 without a password is a config error naming the key and both ways out; a password or
+    allow_anonymous_lan: true starts it."""
+    import yaml
+
+    from edge.config import load_config
+    from edge.errors import ConfigError
+
+    config = write_config(tmp_path / "c.yaml", bundle_dir, "synthetic://", broker.port)
+    data = yaml.safe_load(config.read_text())
+    data["web"].update(enabled=True, host="0.0.0.0")
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as refused:
+        load_config(config)
+    assert "web" in str(refused.value) and "password_env" in str(refused.value) and str(config) in str(refused.value)
+    assert "allow_anonymous_lan" in str(refused.value)
+    for choice in ({"password_file": str(tmp_path / "pw")}, {"allow_anonymous_lan": True}):
+        config.write_text(yaml.safe_dump({**data, "web": {**data["web"], **choice}}))
+        assert load_config(config).web.host == "0.0.0.0"
+    data["web"].update(host="127.0.0.1")
+    config.write_text(yaml.safe_dump(data))
+    assert load_config(config).web.host == "127.0.0.1"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -114,7 +115,8 @@ async function refreshState(){try{const s=await (await fetch('/api/state')).json
    +esc(d.event_id)+'">correct…</button></td></tr>').join('');
  }catch(e){} setTimeout(refreshState,1000);}
 document.getElementById('classify').onclick=async()=>{const out=document.getElementById('result');out.textContent='…';
- const r=await (await fetch('/api/classify',{method:'POST'})).json();
+ const post={method:'POST',headers:{'Content-Type':'application/json'},body:'{}'};
+ const r=await (await fetch('/api/classify',post)).json();
  out.textContent=r.error?('error: '+r.error):(r.label+' → '+r.bin+' ('+(r.confidence*100).toFixed(0)+'%)');
  out.className='bin-'+(r.bin||'');};
 document.getElementById('decisions').onclick=async(e)=>{const b=e.target.closest('button.correct');if(!b)return;
@@ -214,8 +216,19 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
 
+    def _same_origin(self) -> bool:
+        """A request that changes something comes from this page only: with a JSON body (a page elsewhere
+        cannot send one here without a CORS preflight, which is never answered; a cross-site form sends
+        text/plain) and, where the browser names the origin, this server's own."""
+        origin = self.headers.get("Origin")
+        json_body = self.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
+        if json_body and (origin is None or urlsplit(origin).netloc == self.headers.get("Host")):
+            return True
+        self._json({"error": "refused: not a JSON request from this page's own origin"}, HTTPStatus.FORBIDDEN)
+        return False
+
     def do_POST(self) -> None:  # noqa: N802
-        if not self._authorised():
+        if not self._authorised() or not self._same_origin():
             return
         if self.path == "/api/correct":
             self._correct()
