@@ -276,3 +276,31 @@ def test_an_accelerator_that_resets_mid_run_ends_in_the_back_off_not_a_crash(
     assert process.returncode == 75, err[-1500:]
     assert (tmp_path / "models" / START_FAILURES).read_text().strip() == "1"
     assert [m.json()["backend"] for m in sub.on("status")][:1] == ["onnxruntime"]  # it ran on the "accelerator"
+
+
+def test_a_failing_card_is_logged_once_per_change_not_every_loop_turn(
+    tmp_path: Path, bundle_dir: Path, broker, clip_factory
+):
+    """The outbox file turns to garbage under the running daemon (a dying SD card): every loop turn's read
+    fails, and the journal gets the error once (it used to get it ~30 times a second); the daemon goes on
+    sorting and says so in its metrics."""
+    clip, _ = clip_factory(items=4)
+    config = write_config(tmp_path / "c.yaml", bundle_dir, f"file://{clip}?loop=1&realtime=1", broker.port)
+    sub = Subscriber(broker.port)
+    process = daemon(config)
+    try:
+        assert sub.wait_for("decision", timeout=60), "no decision"
+        for part in tmp_path.glob("outbox.sqlite*"):  # the same files (database, WAL, index), their bytes gone bad
+            with part.open("r+b") as card:
+                card.write(b"\x5a" * part.stat().st_size)
+        failing = sub.wait_for("metrics", where=lambda m: m.json()["outbox_error"], timeout=30)
+        assert failing, "the outbox error never showed"
+        since = time.time()
+        assert sub.wait_for("decision", count=3, timeout=60, where=lambda m: m.json()["ts"] > since)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        sub.close()
+    assert process.returncode == 0, err[-1500:]
+    lines = [line for line in err.splitlines() if "ERROR" in line]
+    assert 1 <= len(lines) <= 6, lines[:10]

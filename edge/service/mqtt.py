@@ -25,6 +25,7 @@ from edge.service.freshness import sent_properties
 from edge.service.mqtt_client import make_client, tls_files
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.queues import drain
+from edge.service.repeats import OncePerChange
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Publisher:
         self._switch_protocol: str | None = None  # why the broker seems to speak only 3.1.1
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
         self.ever_connected = False
+        self.outbox_errors = OncePerChange(log, "the outbox")
         self._tls = tls_files(config)
         self.client = self._make_client()
 
@@ -170,7 +172,7 @@ class Publisher:
         try:
             self.flush()
         except OutboxError as exc:  # paho's thread: an exception here would end it
-            log.error("%s", exc)
+            self.outbox_errors.error(str(exc))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
@@ -302,8 +304,9 @@ class Publisher:
             self.start()
         try:
             self.flush()
-        except OutboxError as exc:
-            log.error("%s", exc)
+            self.outbox_errors.ok()
+        except OutboxError as exc:  # every loop turn while the card fails: logged once per change
+            self.outbox_errors.error(str(exc))
 
     def _publish_discovery(self) -> None:
         """Home Assistant MQTT discovery: the bin appears with sensors for its last decision."""
@@ -374,7 +377,7 @@ class Publisher:
                     break
                 time.sleep(0.05)
         except OutboxError as exc:
-            log.error("%s", exc)
+            self.outbox_errors.error(str(exc))
         if self.connected.is_set():
             info = self.client.publish(self.topic("status"), dumps(self.status("offline")), qos=1, retain=True)
             try:
@@ -388,5 +391,5 @@ class Publisher:
         try:
             return self.outbox.depth()
         except OutboxError as exc:
-            log.error("%s", exc)
+            self.outbox_errors.error(str(exc))
             return 0

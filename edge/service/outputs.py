@@ -18,6 +18,7 @@ from edge.service.counters import Counters, CountersError
 from edge.service.mqtt import Publisher, dumps
 from edge.service.outbox import Outbox, OutboxError
 from edge.service.pipeline import Timings
+from edge.service.repeats import OncePerChange
 from edge.service.samples import SampleStore
 from edge.service.web import WebState
 from edge.sources import Frame
@@ -58,6 +59,8 @@ class Outputs:
         except CountersError as exc:  # counts are for people; the bin sorts without them
             log.error("%s: cannot keep counts (%s); counting in memory", config.counters.path, exc)
             self.counters = Counters(":memory:")
+        self.counter_errors = OncePerChange(log, "counting")
+        self.store_errors = OncePerChange(log, "storing decisions")  # each its own: they alternate
         self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
         self.web_state: WebState | None = None  # made when a status page is first served
         self.decisions = 0
@@ -120,15 +123,17 @@ class Outputs:
         try:
             self.publisher.publish_decision(payload)
             self.outbox_error = self.outbox_open_error
+            self.store_errors.ok()
         except OutboxError as exc:
             self.outbox_error = str(exc)
-            log.error("%s; sending without store-and-forward", exc)
+            self.store_errors.error(f"{exc}; sending without store-and-forward")
             self.publisher.publish_json("decision", payload, qos=1)
         self.recent.append((payload, frame, self.last_top_k))
         try:
             self.counters.count_decision(payload)
+            self.counter_errors.ok()
         except CountersError as exc:
-            log.error("decision not counted: %s", exc)
+            self.counter_errors.error(f"decision not counted: {exc}")
         if self.samples is not None:
             self.samples.offer(payload, frame.image, self.last_top_k, self.hooks.reference())
 
@@ -196,8 +201,8 @@ class Outputs:
     def counts(self) -> dict | None:
         try:
             return self.counters.summary()
-        except CountersError as exc:
-            log.error("%s", exc)
+        except CountersError as exc:  # read for every metrics message
+            self.counter_errors.error(str(exc))
             return None
 
     def broker(self) -> tuple[bool, int]:
