@@ -5,18 +5,22 @@
 The real daemon and the real actuator process (gpiozero's mock pins) against mosquitto, watching a
 network camera (ffmpeg serving a multipart-JPEG stream, as IP cameras do) that plays a scripted day:
 items dropped every few seconds, a light switched on, a bag left in view. Meanwhile the field happens
-to it: a broker outage, an actuator restart, the camera lost, the daemon SIGKILLed (and restarted, as
-systemd's Restart= would; tests/test_real_systemd.py covers systemd itself).
+to it: a broker outage, an actuator restart, the camera lost, a broker that refuses decisions for a while
+(its ACL), the daemon SIGKILLed (and restarted, as systemd's Restart= would; tests/test_real_systemd.py
+covers systemd itself), and all along a `pause` command an operator's tool left retained.
 
 Prints items dropped, decisions published, decisions delivered after the outage, flap moves against
 decisions acknowledged fresh (and stale moves, which must be 0), decisions lost (0), presence
-re-learns, and the health states seen with their times. Exits 1 when a stale move or a lost decision
-is found. ``--scale`` shortens every period (the CI test runs 0.5).
+re-learns, decisions the broker refused (delivered later), fresh decisions refused as stale (0), how
+often the retained pause was answered and carried out (0), and the health states seen with their times.
+Exits 1 when a stale move, a lost decision, a fresh one refused or a retained command carried out is
+found. ``--scale`` shortens every period (the CI test runs 0.5).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sqlite3
@@ -44,6 +48,7 @@ DEVICE = "field-bin"
 FPS = 10
 MAX_AGE_S = 2.0
 HOLD_S = 0.2
+PAUSE = "tool-pause"
 
 
 @dataclass
@@ -64,7 +69,9 @@ class Day:
         settled = self.light_on + RELEARN_SETTLE_S + 3 * s  # the new light learned, items seen again
         self.bag = (settled, settled + self.max_item_s + 6)  # left in view
         self.camera_lost = (self.bag[1] + 6 * s, self.bag[1] + 6 * s + 20 * s)
-        self.kill = self.camera_lost[1] + 10 * s
+        # the broker refuses decisions (an ACL that no longer lets the bin publish them), then accepts them
+        self.refused = (self.camera_lost[1], self.camera_lost[1] + 10 * s)
+        self.kill = self.refused[1] + 2 * s
         self.end = self.kill + 15 * s
 
     def items(self) -> list[tuple[float, int]]:
@@ -115,6 +122,10 @@ class Report:
     stale_moves: int = 0
     decisions_lost: int = 0
     relearns: int = 0
+    refused_by_broker: int = 0
+    fresh_refused_as_stale: int = 0
+    retained_answered: int = 0
+    retained_carried_out: int = 0
     health: list[tuple[float, str]] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -125,6 +136,9 @@ class Report:
             f"broker outage {self.delivered_after_outage}; flap moves {self.flap_moves} = decisions acknowledged "
             f"fresh {self.acknowledged_fresh}, refused as stale {self.acknowledged_stale}, stale moves "
             f"{self.stale_moves}; decisions lost {self.decisions_lost}; presence re-learns {self.relearns}\n"
+            f"refused by the broker {self.refused_by_broker} (kept, delivered later); fresh decisions refused as "
+            f"stale {self.fresh_refused_as_stale}; a retained pause answered {self.retained_answered} times, "
+            f"carried out {self.retained_carried_out}\n"
             f"health seen: {states}"
         )
 
@@ -162,6 +176,11 @@ class Processes:
             process.wait(20)
 
 
+def acl(path: Path, decisions: bool) -> None:
+    """Anonymous clients may do anything, publish decisions only when ``decisions``."""
+    path.write_text("topic readwrite #\n" + ("" if decisions else "topic deny smartbin/+/decision\n"))
+
+
 def at(t0: float, when: float) -> None:
     """Sleep until ``when`` seconds after ``t0``."""
     time.sleep(max(0.0, t0 + when - time.monotonic()))
@@ -171,7 +190,9 @@ def run_day(bundle: Path, scale: float, work: Path) -> tuple[Report, Processes]:
     day = Day(scale=scale)
     clip = work / "day.avi"
     day.render(clip)
-    broker = LocalBroker(workdir=work / "broker").start()
+    rules = work / "acl"
+    acl(rules, decisions=True)
+    broker = LocalBroker(workdir=work / "broker", extra_config=f"acl_file {rules}\n").start()
     camera = MjpegCamera(clip, free_port())
     config = write_config(
         work / "config.yaml",
@@ -192,6 +213,8 @@ def run_day(bundle: Path, scale: float, work: Path) -> tuple[Report, Processes]:
     # a persistent watcher: nothing published while the broker restarts is missed
     sub = Subscriber(broker.port, f"smartbin/{DEVICE}/#", client_id="field-day-watcher", persistent=True)
     try:
+        # an operator's tool left `pause` retained: answered at every start and reconnect, never carried out
+        sub.publish(f"smartbin/{DEVICE}/command", json.dumps({"id": PAUSE, "action": "pause"}), retain=True)
         camera.start()
         run.start_daemon()
         run.start_actuator()
@@ -210,6 +233,12 @@ def run_day(bundle: Path, scale: float, work: Path) -> tuple[Report, Processes]:
         camera.lose()
         at(t0, day.camera_lost[1])
         camera.restore()
+        at(t0, day.refused[0])
+        acl(rules, decisions=False)
+        broker.process.send_signal(signal.SIGHUP)  # mosquitto reads its ACL file again
+        at(t0, day.refused[1])
+        acl(rules, decisions=True)
+        broker.process.send_signal(signal.SIGHUP)
         at(t0, day.kill)
         Processes.stop(run.daemon, signal.SIGKILL)
         time.sleep(1.0)  # systemd's RestartSec
@@ -239,6 +268,7 @@ def report(day: Day, work: Path, sub: Subscriber, t0: float, outage: tuple[float
     made = int(counted.fetchone()[0] or 0)
     metrics = [m.json() for m in sub.on("metrics")]
     lost_at = day.camera_lost
+    pause = [m.json() for m in sub.on("command/result") if m.json().get("id") == PAUSE]
     in_view = [t for t, _ in day.items() if not lost_at[0] <= t <= lost_at[1]]
     return Report(
         items_dropped=len(day.items()),
@@ -259,6 +289,15 @@ def report(day: Day, work: Path, sub: Subscriber, t0: float, outage: tuple[float
         ),
         decisions_lost=max(0, made - len(decisions)),
         relearns=sum(max((m["presence"] or {}).get("relearns", 0) for m in part) for part in _runs(metrics)),
+        refused_by_broker=sum(max(m.get("outbox_refused", 0) for m in part) for part in _runs(metrics)),
+        # refused as stale when it was made less than half of max_age_s before (one host here: one clock)
+        fresh_refused_as_stale=sum(
+            1
+            for a in acks
+            if a["stale"] and a["event_id"] in decisions and a["ts"] - decisions[a["event_id"]]["ts"] < MAX_AGE_S / 2
+        ),
+        retained_answered=len(pause),
+        retained_carried_out=sum(1 for answer in pause if answer["ok"]),
         health=health,
     )
 
@@ -292,7 +331,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="smartbin-field-day-") as tmp:
         result, run = run_day(Path(args.bundle), args.scale, Path(tmp))
         sys.stdout.write(result.summary() + "\n")
-        failed = result.stale_moves or result.decisions_lost
+        failed = result.stale_moves or result.decisions_lost or result.fresh_refused_as_stale
+        failed = failed or result.retained_carried_out
         if failed:
             for log in run.logs:
                 sys.stdout.write(f"{log.name}:\n{tail(log)}\n")

@@ -23,5 +23,7 @@ def test_a_compressed_field_day_moves_only_for_fresh_decisions_and_loses_none(bu
     assert report.acknowledged_stale >= 1  # the actuator's backlog after its restart: refused, not moved
     assert report.flap_moves == report.acknowledged_fresh >= 1
     assert report.relearns >= 2  # the light and the bag
+    assert report.refused_by_broker >= 1 and report.fresh_refused_as_stale == 0  # refused, kept, delivered
+    assert report.retained_answered >= 2 and report.retained_carried_out == 0  # at each start, never acted on
     states = [state for _, state in report.health]
     assert "camera_lost" in states and "ok" in states[states.index("camera_lost") :], report.health
