@@ -7,14 +7,13 @@ a file the config names.
 
 from __future__ import annotations
 
-import ipaddress
-import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from edge.access import is_loopback, read_secret
 from edge.bundle import VARIANT_FILES
 from edge.errors import ConfigError
 from edge.identity import default_device_id
@@ -149,21 +148,6 @@ class HomeAssistantConfig(Strict):
     discovery_prefix: str = "homeassistant"
 
 
-def read_secret(section: str, env: str | None, file: Path | None) -> str | None:
-    """A secret from an environment variable or a file; ConfigError names the key when it is missing."""
-    if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise ConfigError(f"{section}.password_env: environment variable {env} is not set")
-        return value
-    if file:
-        try:
-            return file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{section}.password_file: cannot read {file}: {exc.strerror}") from exc
-    return None
-
-
 class MqttConfig(Strict):
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
@@ -264,14 +248,6 @@ class WebConfig(Strict):
 
     def password(self) -> str | None:
         return read_secret("web", self.password_env, self.password_file)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable from this machine only."""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name: it resolves to whatever the network says
-        return False
 
 
 class ActuatorConfig(Strict):

@@ -449,6 +449,15 @@ def test_the_actuator_unit_moves_mock_pins_on_decisions(machine: Container):
     journal = unit_log(machine, ACTUATOR)
     assert f"moving to {acks[0]['bin']}" in journal, journal[-2000:]
     assert show(machine, ACTUATOR)["ActiveState"] == "active"
+    before = show(machine, ACTUATOR)
+    machine.sh(f"systemctl reload {ACTUATOR}")  # SIGHUP: the config read again, the same process
+    more = messages(machine, f"{TOPIC}/actuator/ack", 2)
+    assert more and all(a["ok"] for a in more), more
+    state = show(machine, ACTUATOR)
+    assert state["ActiveState"] == "active" and (state["MainPID"], state["NRestarts"]) == (
+        before["MainPID"],
+        before["NRestarts"],
+    ), (before, state)
     machine.sh(f"systemctl stop {ACTUATOR}")
 
 

@@ -83,6 +83,7 @@ def test_unit_contract():
         assert line in edge, line
     actuator = (ROOT / "systemd" / "smartbin-actuator.service").read_text()
     assert "After=network.target mosquitto.service smartbin-edge.service" in actuator
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in actuator  # reload re-reads its config; it used to end it
 
 
 def test_prefix_install_is_complete_and_idempotent(prefix: Path, bundle_dir: Path):

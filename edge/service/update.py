@@ -58,16 +58,23 @@ class Prepared:
     acceptance: str
 
 
+def _check_room(url: str, dest: Path, total: int, have: int, max_bytes: int) -> None:
+    """Refuse an archive of ``total`` bytes (``have`` of them here) that breaks the cap or the disk's room."""
+    if total > max_bytes:
+        raise UpdateError(f"{url}: {total} bytes, more than updates.max_bytes ({max_bytes})")
+    free = shutil.disk_usage(dest.parent).free
+    if 2 * total - have > free:  # the archive, then as much unpacked
+        raise UpdateError(f"{url}: {total} bytes to download and as many to unpack, only {free} free in {dest.parent}")
+
+
 def download(
     url: str, dest: Path, max_bytes: int, timeout_s: float, attempts: int, backoff_s: float = BACKOFF_S
 ) -> Path:
     """Fetch ``url`` into ``dest``, resuming a partial file on each further attempt (waiting ``backoff_s``,
-    then twice as long each time, up to BACKOFF_MAX_S).
-
-    A resumed request sends ``If-Range`` with the validator (ETag, else Last-Modified) of the response
-    the partial file came from, and a 206 answer must carry the same validator: a file replaced on the
-    server since is fetched whole, never spliced onto the old one's beginning (busybox httpd, for one,
-    ignores If-Range)."""
+    then twice as long each time, up to BACKOFF_MAX_S). A resumed request sends ``If-Range`` with the
+    validator (ETag, else Last-Modified) of the response the partial file came from, and a 206 answer must
+    carry the same: a file replaced on the server since is fetched whole, never spliced onto the old one's
+    beginning (busybox httpd, for one, ignores If-Range)."""
     if not re.match(r"^https?://", url):
         raise UpdateError(f"url must start with http:// or https://, not {url[:40]!r}")
     validator_file = dest.with_name(dest.name + ".validator")
@@ -94,13 +101,8 @@ def download(
                 validator_file.write_text(now)
                 length = resp.headers.get("Content-Length")
                 total = have + int(length) if length and length.isdigit() else None
-                if total is not None and total > max_bytes:
-                    raise UpdateError(f"{url}: {total} bytes, more than updates.max_bytes ({max_bytes})")
-                free = shutil.disk_usage(dest.parent).free
-                if total is not None and 2 * total - have > free:  # the archive, then as much unpacked
-                    raise UpdateError(
-                        f"{url}: {total} bytes to download and as many to unpack, only {free} free in {dest.parent}"
-                    )
+                if total is not None:
+                    _check_room(url, dest, total, have, max_bytes)
                 with dest.open("ab" if have else "wb") as fh:
                     while chunk := resp.read(CHUNK):
                         have += len(chunk)
