@@ -281,11 +281,12 @@ def report(day: Day, work: Path, sub: Subscriber, t0: float, outage: tuple[float
         flap_moves=len(moves),
         acknowledged_fresh=sum(1 for a in acks if not a["stale"] and not a["duplicate"] and a["ok"]),
         acknowledged_stale=sum(1 for a in acks if a["stale"]),
-        # a move for a decision older than max_age_s when the flap moved (the ack follows the move by hold_s)
+        # a move for a decision older than max_age_s when the flap moved (one host here: one clock; both
+        # times travel to the millisecond)
         stale_moves=sum(
             1
             for a in moves
-            if a["event_id"] in decisions and a["ts"] - HOLD_S - decisions[a["event_id"]]["ts"] > MAX_AGE_S
+            if a["event_id"] in decisions and a["moved_at"] - decisions[a["event_id"]]["ts"] > MAX_AGE_S + 0.002
         ),
         decisions_lost=max(0, made - len(decisions)),
         relearns=sum(max((m["presence"] or {}).get("relearns", 0) for m in part) for part in _runs(metrics)),

@@ -182,6 +182,7 @@ class Actuator:
         error: str | None = None,
         duplicate: bool = False,
         stale: bool = False,
+        **judged: float,
     ) -> None:
         payload = {
             "event_id": event_id,
@@ -190,6 +191,7 @@ class Actuator:
             "duplicate": duplicate,
             "stale": stale,
             "ts": round(time.time(), 3),
+            **{key: round(value, 3) for key, value in judged.items()},  # age_s, moved_at
         }
         if error:
             payload["error"] = error
@@ -210,17 +212,20 @@ class Actuator:
             # The age when the flap would move, not when the message arrived: a job that waited behind
             # others ages too. By the clocks (MQTT 3.1.1 only), too far in the future is not trusted either.
             age, limit = job.age(), self.config.actuator.max_age_s
+            now = time.time()  # when the flap moves, if it does: the ack says so
             if not -limit <= age <= limit:
                 why = f"{age:.1f} s old" if age > 0 else f"{-age:.1f} s in the future (are both clocks on NTP?)"
                 log.warning("event %s is stale (%s, max_age_s %.1f): not moving", event_id[:8], why, limit)
                 self.stale += 1
-                self._ack(event_id, bin_name, error=f"stale: {why}, more than actuator.max_age_s", stale=True)
+                self._ack(
+                    event_id, bin_name, error=f"stale: {why}, more than actuator.max_age_s", stale=True, age_s=age
+                )
                 continue
             log.info("event %s: moving to %s", event_id[:8], bin_name)
             try:
                 self.mover.move(bin_name)
                 self.moves += 1
-                self._ack(event_id, bin_name)
+                self._ack(event_id, bin_name, age_s=age, moved_at=now)
             except Exception as exc:  # a hardware error must not stop the actuator
                 log.exception("move failed")
                 self._ack(event_id, bin_name, error=f"move failed: {exc}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 from edge.service.notify import EXTEND_S, Notifier
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 FIRST_S = 30.0
 MAX_S = 300.0
+SLICE_S = 0.5
 
 
 def delay_after(failures: int) -> float:
@@ -59,5 +61,9 @@ class RestartBackoff:
         stop = threading.Event()
         set_on(stop, signal.SIGTERM)
         with self.notifier.extending(f"failed: {reason[:200]}; restarting in {delay:.0f} s", delay + EXTEND_S):
-            stop.wait(delay)
+            end = time.monotonic() + delay
+            # In slices: a SIGTERM the kernel hands to another thread (the one extending the start timeout)
+            # runs Python's handler only once the main thread is back from its wait, not in the middle of it.
+            while not stop.is_set() and (left := end - time.monotonic()) > 0:
+                stop.wait(min(SLICE_S, left))
         return delay

@@ -214,7 +214,10 @@ class Publisher:
 
     def publish_decision(self, payload: dict) -> None:
         """Store durably, then send. Raises OutboxError when the outbox cannot be written."""
-        made = time.monotonic()  # a decision is published as it is made; its age from here needs no wall clock
+        # Its age from here on needs no wall clock; the moments since its ts was stamped (this host, just now)
+        # count too, unless the wall clock was stepped meanwhile.
+        since = time.time() - payload["ts"]
+        made = time.monotonic() - (since if 0 <= since < 1 else 0.0)
         self._made[self.outbox.add(payload["event_id"], self.topic("decision"), payload, payload["ts"])] = made
         while len(self._made) > MADE_REMEMBERED:  # rows the outbox dropped when full are never acknowledged
             del self._made[next(iter(self._made))]
