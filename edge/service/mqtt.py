@@ -371,13 +371,14 @@ class Publisher:
 
     # ------------------------------------------------------------------ shutdown
     def stop(self, timeout: float = 3.0) -> int:
-        """Wait (up to ``timeout``) for the outbox to drain, publish offline, disconnect. Returns rows left."""
+        """Wait (up to ``timeout``) for the outbox to drain, publish offline, disconnect. Returns rows left.
+        A backlog waits for a connection still being made too: a short run (a finite source) that starts
+        with one would otherwise end before its first CONNACK and send nothing."""
         deadline = time.monotonic() + timeout
         try:
-            while self.connected.is_set() and time.monotonic() < deadline:
-                self.flush()
-                if self.outbox.depth() == 0:
-                    break
+            while time.monotonic() < deadline and self.outbox.depth() > 0:
+                if self.connected.is_set():
+                    self.flush()
                 time.sleep(0.05)
         except OutboxError as exc:
             self.outbox_errors.error(str(exc))
