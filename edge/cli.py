@@ -227,10 +227,22 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     return parser
 
 
+def _split_bench(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Everything after ``bench`` is edge/bench.py's, untouched: argparse's REMAINDER refuses a first token
+    that looks like an option (``smartbin bench --bundle m`` ended in "unrecognized arguments")."""
+    for i, token in enumerate(argv):
+        if not token.startswith("-"):
+            return (argv[: i + 1], argv[i + 1 :]) if token == "bench" else (argv, None)
+    return argv, None
+
+
 def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] | None = None) -> int:
     """Parse and run one command (the console script); user mistakes become one line and an exit code,
     never a traceback. ``extensions``: the subcommand sets to add (default: the registered ones)."""
+    argv, passed_on = _split_bench(list(sys.argv[1:] if argv is None else argv))
     args = build_parser(registered_extensions() if extensions is None else extensions).parse_args(argv)
+    if passed_on is not None:
+        args.bench_args = passed_on
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -162,9 +162,11 @@ def test_e2e_measured_messages_that_arrived(report):
             assert inter["pipeline_fps"] == pytest.approx(r["throughput_fps"])
 
 
-def test_bad_arguments_are_one_line_errors(bundle_dir: Path):
+@pytest.mark.parametrize("command", [["edge/bench.py"], ["-m", "edge.cli", "bench"]], ids=["script", "smartbin"])
+def test_bad_arguments_are_one_line_errors(bundle_dir: Path, command: list[str]):
+    """Both ways in reach the bench's own options (`smartbin bench --bundle` was "unrecognized arguments")."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "edge" / "bench.py"), "--bundle", str(bundle_dir), "--variants", "int4"],
+        [sys.executable, *command, "--bundle", str(bundle_dir), "--variants", "int4"],
         capture_output=True,
         text=True,
         cwd=ROOT,
