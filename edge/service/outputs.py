@@ -60,6 +60,7 @@ class Outputs:
             log.error("%s: cannot keep counts (%s); counting in memory", config.counters.path, exc)
             self.counters = Counters(":memory:")
         self.counter_errors = OncePerChange(log, "counting")
+        self.count_read_errors = OncePerChange(log, "reading the counts")  # apart: it alternates with counting
         self.store_errors = OncePerChange(log, "storing decisions")  # each its own: they alternate
         self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
         self.web_state: WebState | None = None  # made when a status page is first served
@@ -200,9 +201,11 @@ class Outputs:
 
     def counts(self) -> dict | None:
         try:
-            return self.counters.summary()
+            summary = self.counters.summary()
+            self.count_read_errors.ok()
+            return summary
         except CountersError as exc:  # read for every metrics message
-            self.counter_errors.error(str(exc))
+            self.count_read_errors.error(str(exc))
             return None
 
     def broker(self) -> tuple[bool, int]:
