@@ -163,6 +163,10 @@ class Processes:
                 env={**os.environ, **(env or {})},
             )
 
+    def tails(self) -> str:
+        """The last lines of every log (the daemon's, the actuator's, the broker's): why a day failed."""
+        return "\n".join(f"{log.name}:\n{tail(log, 30)}" for log in self.logs)
+
     def start_daemon(self) -> None:
         self.daemon = self._start(["run"], "daemon")
 
@@ -177,8 +181,10 @@ class Processes:
 
 
 def acl(path: Path, decisions: bool) -> None:
-    """Anonymous clients may do anything, publish decisions only when ``decisions``."""
-    path.write_text("topic readwrite #\n" + ("" if decisions else "topic deny smartbin/+/decision\n"))
+    """Anonymous clients may do anything, publish decisions only when ``decisions``. The grant is a ``pattern``
+    line: mosquitto 2.0 checks an anonymous ``topic`` line against a session restored after a restart as a
+    denial, and keeps nothing for it until its client is back (docs/mqtt.md)."""
+    path.write_text("pattern readwrite #\n" + ("" if decisions else "topic deny smartbin/+/decision\n"))
 
 
 def at(t0: float, when: float) -> None:
@@ -210,6 +216,7 @@ def run_day(bundle: Path, scale: float, work: Path) -> tuple[Report, Processes]:
         actuator__state_path=str(work / "actuator.sqlite"),
     )
     run = Processes(work, config)
+    run.logs.append(broker.log_path)
     # a persistent watcher: nothing published while the broker restarts is missed
     sub = Subscriber(broker.port, f"smartbin/{DEVICE}/#", client_id="field-day-watcher", persistent=True)
     try:
@@ -335,8 +342,7 @@ def main() -> int:
         failed = result.stale_moves or result.decisions_lost or result.fresh_refused_as_stale
         failed = failed or result.retained_carried_out
         if failed:
-            for log in run.logs:
-                sys.stdout.write(f"{log.name}:\n{tail(log)}\n")
+            sys.stdout.write(run.tails() + "\n")
     return 1 if failed else 0
 
 

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg serves the camera (.ci/run installs it)")
 def test_a_compressed_field_day_moves_only_for_fresh_decisions_and_loses_none(bundle_dir: Path, tmp_path: Path):
-    report, _ = run_day(bundle_dir, 0.5, tmp_path)
+    report, run = run_day(bundle_dir, 0.5, tmp_path)
     print("\n" + report.summary())
-    assert report.stale_moves == 0 and report.decisions_lost == 0, report.summary()
+    assert report.stale_moves == 0 and report.decisions_lost == 0, report.summary() + "\n" + run.tails()
     assert report.decisions_published == report.decisions_made > 0
     assert report.delivered_after_outage >= 1  # made while the broker was down, sent when it was back
     assert report.acknowledged_stale >= 1  # the actuator's backlog after its restart: refused, not moved

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 REMEMBERED_EVENTS = 10000
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5's value for a session kept as long as the broker keeps any
 JOB_QUEUE = 100
+# A broker back after an outage is found within seconds: paho's default (doubling up to 120 s) left the flaps
+# still for up to two minutes after a long outage, and a broker with an ACL keeps nothing for a session it
+# restored until its client is back (see docs/mqtt.md).
+RECONNECT_DELAY_S = (1, 5)
 
 
 class Mover:
@@ -152,6 +156,7 @@ class Actuator:
         client_id = f"smartbin-actuator-{config.device_id}"
         self.protocol = mqtt.MQTTv311 if config.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
         self.client = make_client(config.mqtt, client_id, self.protocol, clean_session=False)
+        self.client.reconnect_delay_set(*RECONNECT_DELAY_S)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self.ready.set()
