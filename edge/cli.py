@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge import __version__
-from edge.errors import ConfigError, SmartbinError
+from edge.errors import ConfigError, NoPermission, SmartbinError
 
 log = logging.getLogger("smartbin")
 
 EXIT_USER_ERROR = 2
 EXIT_RETRY = 75  # EX_TEMPFAIL: systemd restarts the unit (the daemon has waited its back-off first)
+EXIT_NO_PERMISSION = 77  # EX_NOPERM: a file this user may not read (sudo fixes it, not an edit)
 EXIT_CONFIG_ERROR = 78  # EX_CONFIG: systemd's RestartPreventExitStatus stops a restart loop on it
 
 
@@ -254,6 +255,9 @@ def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] | No
         log.debug("cause", exc_info=True)  # -v shows the chain of causes
         print(f"smartbin: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except NoPermission as exc:
+        print(f"smartbin: error: {exc}", file=sys.stderr)
+        return EXIT_NO_PERMISSION
     except SmartbinError as exc:
         log.debug("cause", exc_info=True)
         print(f"smartbin: error: {exc}", file=sys.stderr)

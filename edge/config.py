@@ -7,6 +7,8 @@ a file the config names.
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -15,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from edge.access import is_loopback, read_secret
 from edge.bundle import VARIANT_FILES
-from edge.errors import ConfigError
+from edge.errors import ConfigError, NoPermission
 from edge.identity import default_device_id
 from edge.labels import BINS
 from edge.runtime import BACKENDS, runs
@@ -355,6 +357,14 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: source.uri: {exc}") from None
 
 
+def _user() -> str:
+    """Who is reading, for a permission message."""
+    try:
+        return f"user {getpass.getuser()}"
+    except (KeyError, OSError):  # a uid without a passwd entry (a container)
+        return f"uid {os.getuid()}"
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file; relative paths in it are taken from the file's folder."""
     path = Path(path)
@@ -362,6 +372,11 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except PermissionError:
+        raise NoPermission(
+            f"{path}: permission denied for {_user()} (the installer lets only root and the service's user "
+            "read it): run the command with sudo"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     try:

@@ -21,6 +21,11 @@ class ConfigError(SmartbinError):
     """An invalid configuration file; the message names file, key and allowed values."""
 
 
+class NoPermission(SmartbinError):
+    """A file this user may not read (a config made for the service's user, read without sudo): not a mistake
+    in the file, so not a ConfigError."""
+
+
 class ModelUnavailable(SmartbinError):
     """No model loads at start (the store's, the previous one, the configured one): a restart may fix it."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from edge.cli import EXIT_CONFIG_ERROR, main
+from edge.cli import EXIT_CONFIG_ERROR, EXIT_NO_PERMISSION, main
 from edge.config import json_schema, load_config, masked
 from edge.errors import ConfigError
 from tests.conftest import ROOT
@@ -183,6 +184,20 @@ def test_cli_exits_with_the_config_error_code_without_traceback(tmp_path: Path):
     )
     assert result.returncode == 75 and "bundle folder not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_config_this_user_may_not_read_is_a_permission_error_not_a_config_error(tmp_path: Path):
+    """`smartbin config check /etc/smartbin/config.yaml` without sudo: the installer's 0640 root:smartbin file.
+    As root the suite drops the capability that reads any file (what a user without sudo lacks)."""
+    path = write(tmp_path, base())
+    path.chmod(0o600)
+    as_user = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    command = [sys.executable, "-m", "edge.cli", "config", "check", str(path)]
+    assert subprocess.run(command, capture_output=True, cwd=ROOT).returncode == 0  # the control: it is valid
+    path.chmod(0o000)
+    result = subprocess.run([*as_user, *command], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == EXIT_NO_PERMISSION == 77, result.stderr
+    assert "permission denied" in result.stderr and "sudo" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_backend_and_variant_must_fit_each_other(tmp_path: Path):
