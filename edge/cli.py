@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edge import __version__
+from edge import __version__, journal
 from edge.errors import ConfigError, NoPermission, SmartbinError
 
 log = logging.getLogger("smartbin")
@@ -36,7 +36,9 @@ def _service(start: Callable[[str], int], config: str) -> int:
         raise
     except SmartbinError as exc:
         log.debug("cause", exc_info=True)
-        print(f"smartbin: error: {exc} (exit {EXIT_RETRY}: systemd starts it again)", file=sys.stderr)
+        print(
+            journal.error_line(f"smartbin: error: {exc} (exit {EXIT_RETRY}: systemd starts it again)"), file=sys.stderr
+        )
         return EXIT_RETRY
 
 
@@ -244,23 +246,19 @@ def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] | No
     args = build_parser(registered_extensions() if extensions is None else extensions).parse_args(argv)
     if passed_on is not None:
         args.bench_args = passed_on
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    journal.configure(args.verbose)
     try:
         return args.func(args)
     except ConfigError as exc:
         log.debug("cause", exc_info=True)  # -v shows the chain of causes
-        print(f"smartbin: configuration error: {exc}", file=sys.stderr)
+        print(journal.error_line(f"smartbin: configuration error: {exc}"), file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except NoPermission as exc:
-        print(f"smartbin: error: {exc}", file=sys.stderr)
+        print(journal.error_line(f"smartbin: error: {exc}"), file=sys.stderr)
         return EXIT_NO_PERMISSION
     except SmartbinError as exc:
         log.debug("cause", exc_info=True)
-        print(f"smartbin: error: {exc}", file=sys.stderr)
+        print(journal.error_line(f"smartbin: error: {exc}"), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130

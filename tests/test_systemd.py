@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from edge.tools.localbroker import free_port
+from tests.conftest import ROOT, write_config
 
 INSTALL = ROOT / "systemd" / "install.sh"
 UNITS = ("smartbin-edge.service", "smartbin-actuator.service")
@@ -165,3 +166,26 @@ def test_an_old_python_is_stopped_with_one_sentence(tmp_path: Path):
     result = install("--dry-run", "--board", "jetson-nano", "--python", str(old), check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "is Python 3.6; smartbin needs 3.9 or newer (JetPack 4 on the Jetson Nano ships 3.6" in result.stderr
+
+
+def test_under_systemd_each_line_carries_its_priority_and_no_time(tmp_path: Path):
+    """journald reads a "<N>" prefix as the entry's priority (`journalctl -p warning` finds warnings) and adds
+    the time itself. The stream is the one JOURNAL_STREAM names, as systemd sets it; a run on a terminal (the
+    control: another stream) keeps its times and has no prefixes."""
+    # valid, its model missing: an info line, a logged error, exit 75
+    config = write_config(tmp_path / "config.yaml", tmp_path / "no-model", "synthetic://", free_port())
+    runs = {}
+    for name in ("journal", "terminal"):
+        with (tmp_path / name).open("w") as err:
+            st = os.fstat(err.fileno())
+            named = f"{st.st_dev}:{st.st_ino}" if name == "journal" else f"{st.st_dev}:{st.st_ino + 1}"
+            env = {**os.environ, "JOURNAL_STREAM": named}
+            result = subprocess.run([sys.executable, "-m", "edge", "--config", str(config)], stderr=err, env=env)
+        assert result.returncode == 75
+        runs[name] = (tmp_path / name).read_text().splitlines()
+    priorities = [int(m.group(1)) for m in map(re.compile(r"^<(\d)>").match, runs["journal"]) if m]
+    assert len(priorities) == len(runs["journal"]) >= 3, runs["journal"]
+    assert 6 in priorities and priorities[-1] == 3  # info, and the exit's error line
+    time = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+    assert not any(time.search(line) for line in runs["journal"])
+    assert all(time.match(line) for line in runs["terminal"][:-1]) and not runs["terminal"][-1].startswith("<")
