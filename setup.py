@@ -60,7 +60,7 @@ setup(
     description="Garbage classification for a smart sorting bin: ResNet training, TFLite/ONNX export, MQTT daemon",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # TensorFlow 2.21 and LiteRT's wheels; install.sh reads it
     packages=find_packages(include=["edge", "edge.*", "convert", "convert.*"]),
     package_data={"edge": ["schemas/*.json"]},
     data_files=[

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install smartbin as a systemd service on a Raspberry Pi, a Jetson or an x86 box.
 #
-#   sudo systemd/install.sh [--board rpi4|rpi5|jetson-nano|jetson-orin-nano|x86-dev] [--bundle DIR]
+#   sudo systemd/install.sh [--board rpi4|rpi5|jetson-orin-nano|x86-dev] [--bundle DIR]
 #   sudo systemd/install.sh --uninstall [--purge]   # --purge: also config, state, overrides, user
 #   systemd/install.sh --dry-run ...        # print what would be done, change nothing
 #   systemd/install.sh --prefix DIR ...     # install under DIR (packaging, tests); no user, no systemctl
@@ -85,11 +85,15 @@ case " $BOARDS " in *" $BOARD "*) ;; *) die "unknown board '$BOARD' (allowed: $B
 case "$BOARD" in rpi*) EXTRAS=pi ;; jetson*) EXTRAS=jetson ;; *) EXTRAS=edge ;; esac
 echo "board: $BOARD (extras: $EXTRAS)"
 
-# 0. a Python smartbin can run on (JetPack 4 on the Jetson Nano ships 3.6)
-PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || die "$PYTHON not found; install python3 (3.9 or newer)"
-case "$PYVER" in
-  2.*|3.[0-8]) die "$PYTHON is Python $PYVER; smartbin needs 3.9 or newer (JetPack 4 on the Jetson Nano ships 3.6: install python3.9 and pass --python python3.9, or use JetPack 5/6)" ;;
-esac
+# 0. a board and a Python smartbin can run on; the lowest Python is setup.py's python_requires, stated once
+if [ "$BOARD" = jetson-nano ]; then
+  die "the Jetson Nano is not supported: its newest JetPack (4.6) ships Python 3.6 and NVIDIA's ONNX Runtime GPU wheels for it stop at Python 3.8, below what smartbin needs; a Jetson Orin with JetPack 6 (Python 3.10) is"
+fi
+MINPY=$(sed -n 's/.*python_requires=">=\([0-9.]*\)".*/\1/p' "$SRC/setup.py")
+PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || die "$PYTHON not found; install python3 ($MINPY or newer)"
+if ! printf '%s\n%s\n' "$MINPY" "$PYVER" | sort -C -V; then
+  die "$PYTHON is Python $PYVER; smartbin needs $MINPY or newer (Raspberry Pi OS 12 ships 3.11, JetPack 6 ships 3.10): pass --python with a newer one"
+fi
 # Boards whose camera (or GPU-enabled OpenCV) comes from the OS, not from pip: the venv sees the system's packages.
 case "$BOARD" in rpi*|jetson*) VENV_ARGS=(--system-site-packages) ;; *) VENV_ARGS=() ;; esac
 

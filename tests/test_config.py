@@ -17,7 +17,7 @@ from edge.config import json_schema, load_config, masked
 from edge.errors import ConfigError
 from tests.conftest import ROOT
 
-DEVICES = ["rpi4", "rpi5", "jetson-nano", "jetson-orin-nano", "x86-dev"]
+DEVICES = ["rpi4", "rpi5", "jetson-orin-nano", "x86-dev"]
 
 
 @pytest.mark.parametrize("device", DEVICES)

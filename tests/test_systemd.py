@@ -159,13 +159,16 @@ def test_units_name_only_groups_that_exist_here(prefix: Path):
 
 
 def test_an_old_python_is_stopped_with_one_sentence(tmp_path: Path):
-    """JetPack 4 ships Python 3.6: the installer says so instead of failing inside pip."""
-    old = tmp_path / "python3.6"
-    old.write_text("#!/bin/sh\necho 3.6\n")
+    """Debian 11 ships Python 3.9: the installer names the version setup.py requires instead of failing inside
+    pip; a Jetson Nano (JetPack 4: Python 3.6) is refused as unsupported, whatever Python is passed."""
+    old = tmp_path / "python3.9"
+    old.write_text("#!/bin/sh\necho 3.9\n")
     old.chmod(0o755)
-    result = install("--dry-run", "--board", "jetson-nano", "--python", str(old), check=False)
+    result = install("--dry-run", "--board", "x86-dev", "--python", str(old), check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "is Python 3.6; smartbin needs 3.9 or newer (JetPack 4 on the Jetson Nano ships 3.6" in result.stderr
+    assert "is Python 3.9; smartbin needs 3.10 or newer" in result.stderr
+    nano = install("--dry-run", "--board", "jetson-nano", "--python", sys.executable, check=False)
+    assert nano.returncode == 1 and "the Jetson Nano is not supported" in nano.stderr
 
 
 def test_under_systemd_each_line_carries_its_priority_and_no_time(tmp_path: Path):
