@@ -12,9 +12,8 @@ VERSION = next(
 )
 
 # Lower bounds are the versions the test suite ran with.
-EDGE = [
+DEVICE = [  # what every device needs but OpenCV, which a Jetson takes from JetPack (GStreamer for csi://)
     "numpy>=1.24",
-    "opencv-python-headless>=4.8",
     "paho-mqtt>=2.0,<3",
     "ai-edge-litert>=2.3.0; platform_machine in 'x86_64 aarch64 AMD64 arm64'",
     "pyyaml>=6.0",
@@ -23,6 +22,7 @@ EDGE = [
     "prometheus-client>=0.20",
     "cryptography>=41",  # ed25519 signatures of over-the-air bundles
 ]
+EDGE = DEVICE + ["opencv-python-headless>=4.8"]
 TRAIN = [
     "tensorflow>=2.21.0; platform_machine != 'x86_64'",  # arm64 workstations: the one build there is
     "keras>=3.10",
@@ -34,7 +34,8 @@ TRAIN = [
 EXTRAS = {
     "edge": EDGE,
     "pi": EDGE + ["picamera2>=0.3.12", "gpiozero>=2.0"],
-    "jetson": EDGE + ["onnxruntime>=1.16"],  # the GPU build comes from the board's own wheel
+    # OpenCV and the GPU build of ONNX Runtime come from JetPack and NVIDIA's wheel (a pip OpenCV has no GStreamer)
+    "jetson": DEVICE + ["onnxruntime>=1.16"],
     # the workstation: CPU TensorFlow (what CI tests) or, on Linux with an NVIDIA GPU, TensorFlow with
     # its CUDA libraries from pip (`pip install "smartbin[train-gpu]"`; the two are alternatives)
     "train": EDGE + ["tensorflow-cpu>=2.21.0; platform_machine == 'x86_64'", *TRAIN],

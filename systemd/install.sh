@@ -59,6 +59,7 @@ fi
 ETC="$PREFIX/etc/smartbin"
 STATE="$PREFIX/var/lib/smartbin"
 UNITS="$PREFIX/etc/systemd/system"
+JETSON_DROP_IN=10-jetson-camera.conf
 OPT="$PREFIX/opt/smartbin"
 [ -n "$VENV" ] || VENV="$OPT/venv"
 
@@ -66,7 +67,7 @@ if [ "$UNINSTALL" -eq 1 ]; then
   if [ -z "$PREFIX" ]; then
     run systemctl disable --now smartbin-edge.service smartbin-actuator.service || true
   fi
-  run rm -f "$UNITS/smartbin-edge.service" "$UNITS/smartbin-actuator.service"
+  run rm -f "$UNITS/smartbin-edge.service" "$UNITS/smartbin-actuator.service" "$UNITS/smartbin-edge.service.d/$JETSON_DROP_IN"
   run rm -rf "$OPT"
   if [ "$PURGE" -eq 1 ]; then
     # the state, the config, local overrides (systemctl edit) and the service user
@@ -180,6 +181,11 @@ for unit in smartbin-edge.service smartbin-actuator.service; do
     chmod 0644 "$UNITS/$unit"
   fi
 done
+
+case "$BOARD" in
+  jetson*)  # the CSI camera's argus socket lives in the host's /tmp
+    run install -D -m 0644 "$SRC/systemd/jetson-camera.conf" "$UNITS/smartbin-edge.service.d/$JETSON_DROP_IN" ;;
+esac
 
 if [ -z "$PREFIX" ]; then
   run chown -R smartbin:smartbin "$STATE"

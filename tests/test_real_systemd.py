@@ -329,6 +329,26 @@ def test_the_hardened_unit_runs_the_onnx_engine_too(machine: Container):
     restart_and_wait(machine)
 
 
+def test_a_jetsons_drop_in_keeps_the_argus_socket_in_reach(machine: Container):
+    """libargus (csi://0 on a Jetson) reaches nvargus-daemon through /tmp/argus_socket. Seen from the running
+    daemon's own mount namespace: the hardened unit's private /tmp hides it (the control), the drop-in that
+    install.sh adds on a Jetson shows it."""
+    machine.sh("python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"/tmp/argus_socket\")'")
+    seen = lambda: machine.sh(f"nsenter -t {show(machine)['MainPID']} -m test -S /tmp/argus_socket", check=False)  # noqa: E731
+    assert seen().returncode != 0
+    drop_in = machine.path(f"/etc/systemd/system/{EDGE}.d/10-jetson-camera.conf")
+    drop_in.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "systemd" / "jetson-camera.conf", drop_in)
+    try:
+        machine.sh("systemctl daemon-reload")
+        restart_and_wait(machine)
+        assert seen().returncode == 0
+    finally:
+        drop_in.unlink()
+        machine.sh("systemctl daemon-reload")
+    restart_and_wait(machine)
+
+
 SLOW_ENGINE = """[Service]
 TimeoutStartSec=8
 Environment=PYTHONPATH=/srv/fakes SMARTBIN_FAKE_TENSORRT_BUILD_S=20

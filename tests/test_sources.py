@@ -171,6 +171,22 @@ def test_jetson_csi_uses_a_gstreamer_pipeline(monkeypatch):
     assert "nvarguscamerasrc sensor-id=1" in target and "width=1280" in target and api == 1800  # CAP_GSTREAMER
 
 
+def test_a_jetson_camera_on_an_opencv_without_gstreamer_says_which_wheel_to_remove(monkeypatch):
+    """The pip wheel this suite runs has no GStreamer, as one that shadows JetPack's OpenCV in a Jetson's venv;
+    JetPack's own build (its line as it prints it) has it, and then the hint is about nvargus-daemon."""
+    import cv2
+
+    import edge.sources.csi as csi
+
+    monkeypatch.setattr(csi, "is_jetson", lambda: True)
+    source = open_source("csi://0")
+    assert not csi.has_gstreamer(cv2.getBuildInformation())
+    assert "has no GStreamer" in source.hint() and "pip uninstall opencv-python-headless" in source.hint()
+    jetpack = "  Video I/O:\n    FFMPEG:                      YES\n    GStreamer:                   YES (1.20.3)\n"
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: jetpack)
+    assert csi.has_gstreamer(jetpack) and "nvargus-daemon" in source.hint()
+
+
 @pytest.mark.parametrize(
     "uri, message",
     [

@@ -144,6 +144,8 @@ def test_install_paths_per_board():
     assert "python3 -m venv --system-site-packages /opt/smartbin/venv" in jetson and "[jetson]" in jetson
     x86 = install("--dry-run", "--board", "x86-dev").stdout
     assert "python3 -m venv /opt/smartbin/venv" in x86 and "picamera2" not in x86
+    # the CSI camera's /tmp/argus_socket stays in reach on a Jetson only (tests/test_real_systemd.py runs it)
+    assert "10-jetson-camera.conf" in jetson and "10-jetson-camera.conf" not in x86
 
 
 @needs_systemd

@@ -91,7 +91,22 @@ class JetsonCSISource(OpenCVSource):
         super().__init__(uri, jetson_pipeline(index, width, height, fps))
 
     def hint(self) -> str:
-        return "is nvargus-daemon running and OpenCV built with GStreamer?"
+        if not has_gstreamer(cv2.getBuildInformation()):
+            return (
+                f"this OpenCV ({Path(cv2.__file__).parent}) has no GStreamer: a pip wheel (opencv-python*) "
+                "shadows JetPack's. Remove it from the venv (pip uninstall opencv-python-headless "
+                "opencv-python) so that JetPack's python3-opencv serves; smartbin[jetson] installs none"
+            )
+        return "is nvargus-daemon running (systemctl status nvargus-daemon), and /tmp/argus_socket in reach?"
+
+
+def has_gstreamer(build_information: str) -> bool:
+    """Whether an OpenCV build (its ``cv2.getBuildInformation()``) reads GStreamer pipelines."""
+    for line in build_information.splitlines():
+        name, _, value = line.strip().partition(":")
+        if name == "GStreamer":
+            return value.strip().upper().startswith("YES")
+    return False
 
 
 def jetson_pipeline(index: int, width: int, height: int, fps: float) -> str:
