@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check
+.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check dist
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ $(WHEELS)/.done: setup.py Makefile | $(STAMP)
 	touch $@
 
 wheels: $(WHEELS)/.done
+
+# The package as one file for a device: dist/smartbin-<version>-py3-none-any.whl (docs/deployment.md).
+dist: $(STAMP)
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
 
 # The Debian packages the tests use (tests/system-packages.sh says which, and installs them when it may).
 system-packages:

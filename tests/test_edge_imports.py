@@ -78,3 +78,39 @@ def test_the_console_script_starts_on_the_device_side_and_the_workstation_regist
     import convert.cli
 
     assert convert.cli.register in registered_extensions()
+
+
+def test_make_dist_builds_a_wheel_that_runs_outside_the_repository(tmp_path: Path):
+    """`make dist`'s file, installed alone into a folder (its dependencies from this venv), runs the device's
+    commands from anywhere, and carries the board configs, the schemas and the Python it needs."""
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(["make", "-s", "dist", f"BIN={Path(sys.executable).parent}"], cwd=root, check=True)
+    wheels = sorted((root / "dist").glob(f"smartbin-{edge.__version__}-py3-none-any.whl"))
+    assert wheels, "make dist wrote no wheel"
+    names = zipfile.ZipFile(wheels[-1]).namelist()
+    assert "edge/schemas/decision.json" in names and any(n.endswith("firmware_config/rpi5.yaml") for n in names)
+    metadata = zipfile.ZipFile(wheels[-1]).read(f"smartbin-{edge.__version__}.dist-info/METADATA").decode()
+    assert "Requires-Python: >=3.10" in metadata
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(target)]
+    subprocess.run([*pip, str(wheels[-1])], check=True)
+    config = target / "share" / "smartbin" / "firmware_config" / "x86-dev.yaml"
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}  # the wheel's code, not the repository's
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import edge, sys; from edge.cli import main; print(edge.__file__); main()",
+            "config",
+            "check",
+            str(config),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(str(target)) and "OK" in result.stdout
