@@ -23,6 +23,7 @@ DEVICE = [  # what every device needs but OpenCV, which a Jetson takes from JetP
     "cryptography>=41",  # ed25519 signatures of over-the-air bundles
 ]
 EDGE = DEVICE + ["opencv-python-headless>=4.8"]
+ONNX = ["onnxruntime>=1.16"]  # the ONNX variants' runtime (install.sh adds it when the config runs one)
 TRAIN = [
     "tensorflow>=2.21.0; platform_machine != 'x86_64'",  # arm64 workstations: the one build there is
     "keras>=3.10",
@@ -35,7 +36,8 @@ EXTRAS = {
     "edge": EDGE,
     "pi": EDGE + ["picamera2>=0.3.12", "gpiozero>=2.0"],
     # OpenCV and the GPU build of ONNX Runtime come from JetPack and NVIDIA's wheel (a pip OpenCV has no GStreamer)
-    "jetson": DEVICE + ["onnxruntime>=1.16"],
+    "jetson": DEVICE + ONNX,
+    "onnx": ONNX,
     # the workstation: CPU TensorFlow (what CI tests) or, on Linux with an NVIDIA GPU, TensorFlow with
     # its CUDA libraries from pip (`pip install "smartbin[train-gpu]"`; the two are alternatives)
     "train": EDGE + ["tensorflow-cpu>=2.21.0; platform_machine == 'x86_64'", *TRAIN],

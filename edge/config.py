@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edge.access import is_loopback, read_secret
-from edge.bundle import VARIANT_FILES
+from edge.bundle import VARIANT_FILES, is_onnx
 from edge.errors import ConfigError, NoPermission
 from edge.identity import default_device_id
 from edge.labels import BINS
@@ -51,6 +51,11 @@ class ModelConfig(Strict):
         None, description="TFLite delegate library or ONNX provider; none: plain CPU kernels, without XNNPACK"
     )
     top_k: int = Field(3, ge=1, le=10)
+
+    @property
+    def runs_onnx(self) -> bool:
+        """Whether this model runs on ONNX Runtime (the device then needs smartbin's ``onnx`` extra)."""
+        return self.backend == "onnxruntime" or (self.variant is not None and is_onnx(self.variant))
 
     @model_validator(mode="after")
     def backend_runs_variant(self) -> ModelConfig:

@@ -157,6 +157,11 @@ if [ "$DRY" -eq 0 ]; then
     echo "warning: $ETC/config.yaml does not load yet; see: $VENV/bin/smartbin config check $ETC/config.yaml" >&2
   fi
 fi
+# 3b. what the configured model needs: an ONNX variant runs on ONNX Runtime, which [edge] and [pi] leave out
+if [ "$VENV" = "$OPT/venv" ] && [ -x "$VENV/bin/python" ] && [ "$EXTRAS" != jetson ] &&
+  "$VENV/bin/python" -c 'import sys; from edge.config import load_config as l; sys.exit(not l(sys.argv[1]).model.runs_onnx)' "$ETC/config.yaml" 2>/dev/null; then
+  run "$VENV/bin/pip" install "${pip_args[@]}" "$SRC[$EXTRAS,onnx]"
+fi
 if [ -n "$BUNDLE" ]; then
   [ -f "$BUNDLE/manifest.json" ] || die "$BUNDLE is not a model bundle (no manifest.json); make one with 'smartbin convert'"
   # the store's own rule (edge/service/models.py): copied in, verified, made current and recorded

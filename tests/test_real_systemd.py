@@ -315,10 +315,14 @@ def test_systemctl_reload_applies_a_change_without_a_restart(machine: Container)
 
 
 def test_the_hardened_unit_runs_the_onnx_engine_too(machine: Container):
-    machine.sh("/opt/smartbin/venv/bin/pip install --quiet --no-index --find-links /wheels onnxruntime")
+    """A config switched to an ONNX variant: install.sh run again adds ONNX Runtime, which [edge] leaves out."""
+    venv_python = "/opt/smartbin/venv/bin/python"
+    assert machine.sh(f"{venv_python} -c 'import onnxruntime'", check=False).returncode != 0  # the control
     onnx = {**machine.config, "model": {**machine.config["model"], "variant": "onnx_int8"}}
     write_config(machine, onnx)
     try:
+        machine.sh("/root/src/systemd/install.sh --board x86-dev --find-links /wheels")
+        assert machine.sh(f"{venv_python} -c 'import onnxruntime'", check=False).returncode == 0
         state = restart_and_wait(machine)
         assert "onnx_int8 on onnxruntime" in state["StatusText"], state
         status = messages(machine, f"{TOPIC}/status", 1)[0]
