@@ -47,3 +47,34 @@ class Window:
     def values(self) -> list[float]:
         with self._lock:
             return list(self._values)
+
+
+# Prometheus-style latency buckets, in seconds: a 4-core ARM board's inference (tens of ms) to a stalled frame
+BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    """Counts of every value since the start per bucket (``le`` bounds, seconds) and their sum: what a
+    Prometheus histogram exports, so a dashboard computes any quantile over any range across scrapes."""
+
+    def __init__(self, bounds: tuple[float, ...] = BUCKETS_S):
+        self.bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)  # the last: above every bound (+Inf)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        index = next((i for i, bound in enumerate(self.bounds) if value <= bound), len(self.bounds))
+        with self._lock:
+            self._counts[index] += 1
+            self._sum += value
+
+    def cumulative(self) -> tuple[list[tuple[str, int]], float]:
+        """([(le, values <= le), ..., ("+Inf", all)], sum), as prometheus_client's HistogramMetricFamily takes."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        running, buckets = 0, []
+        for bound, n in zip([*map(str, self.bounds), "+Inf"], counts):
+            running += n
+            buckets.append((bound, running))
+        return buckets, total

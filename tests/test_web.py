@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -14,7 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from edge import __version__
 from edge.tools.localbroker import free_port
 from tests.conftest import ROOT, write_config
 
@@ -136,14 +139,21 @@ def test_healthz_metrics_and_password(tmp_path, bundle_dir, broker, monkeypatch)
 
         request.add_header("Authorization", "Basic " + base64.b64encode(b"smartbin:pw-for-test").decode())
         deadline, text = time.monotonic() + 60, ""
-        while 'stage="infer"' not in text and time.monotonic() < deadline:  # latency once a frame is classified
+        classified = re.compile(r'smartbin_latency_seconds_count\{stage="infer"\} [1-9]')
+        while not classified.search(text) and time.monotonic() < deadline:  # latency once a frame is classified
             time.sleep(0.2)
             with urllib.request.urlopen(request, timeout=5) as response:
                 text = response.read().decode()
-        assert (
-            "smartbin_frames_classified_total" in text and 'smartbin_latency_ms{quantile="p50",stage="infer"}' in text
-        )
-        assert "smartbin_up 1.0" in text
+        assert "smartbin_frames_classified_total" in text and "smartbin_up 1.0" in text
+        # Prometheus's conventions: latency a histogram in seconds, what runs as build_info, process metrics
+        metrics = {(m.name, m.type): m for m in text_string_to_metric_families(text)}
+        latency = metrics[("smartbin_latency_seconds", "histogram")]
+        infer = {s.labels.get("le"): s.value for s in latency.samples if s.labels["stage"] == "infer"}
+        counts = [infer[le] for le in sorted((k for k in infer if k not in (None, "+Inf")), key=float)]
+        assert counts == sorted(counts) and infer["+Inf"] >= counts[-1] and infer["+Inf"] >= 1  # cumulative
+        info = metrics[("smartbin_build_info", "gauge")].samples[0]
+        assert info.value == 1 and info.labels["variant"] == "int8" and info.labels["version"] == __version__
+        assert metrics[("process_resident_memory_bytes", "gauge")].samples[0].value > 10e6
         # the per-bin counters (all time, today) and the drift signal
         assert 'smartbin_items_total{bin="recyclable"}' in text and 'smartbin_items_today{bin="other"}' in text
         assert "smartbin_low_confidence_share_today" in text

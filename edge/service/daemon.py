@@ -138,6 +138,7 @@ class Daemon:
             frames_dropped=max(0, capture.grabbed - capture.frames),
             decisions=self.outputs.decisions,
             latency_ms=self.pipeline.timings.percentiles(("infer", "total"), digits=2),
+            latency_histograms={k: h.cumulative() for k, h in self.pipeline.timings.histograms.items()},
             outbox_depth=outbox_depth,
             outbox_dropped=outbox_dropped,
             outbox_error=outbox_error,

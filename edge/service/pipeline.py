@@ -12,13 +12,14 @@ import numpy as np
 from edge.classifier import Prediction
 from edge.labels import Label
 from edge.sources import Frame
-from edge.stats import Window, percentiles
+from edge.stats import Histogram, Window, percentiles
 from edge.vision.decision import Decider, Decision, PresenceDetector, VoteSettings
 
 LATENCY_WINDOW = 500
 FPS_WINDOW_S = 5.0
 # Per-frame stages timed by the loop (the bench prints them; `infer` and `total` go to metrics).
 STAGES = ("wait", "preprocess", "infer", "postprocess", "decide", "json", "publish", "total")
+HISTOGRAM_STAGES = ("infer", "total")  # the ones Prometheus gets as histograms (seconds)
 
 Classify = Callable[[np.ndarray], "Prediction | None"]  # None: no answer for this frame (a rollback)
 
@@ -37,9 +38,12 @@ class Timings:
 
     def __init__(self) -> None:
         self.stages: dict[str, Window] = {k: Window(LATENCY_WINDOW) for k in STAGES}
+        self.histograms: dict[str, Histogram] = {k: Histogram() for k in HISTOGRAM_STAGES}
 
     def add(self, stage: str, ms: float) -> None:
         self.stages[stage].append(ms)
+        if stage in self.histograms:
+            self.histograms[stage].observe(ms / 1e3)
 
     def percentiles(self, names: tuple[str, ...] = STAGES, digits: int | None = None) -> dict[str, dict[str, float]]:
         """Percentiles of the named stages that have figures."""

@@ -38,6 +38,7 @@ class StatusView:
     frames_dropped: int
     decisions: int
     latency_ms: dict
+    latency_histograms: dict  # stage -> ([(le seconds, cumulative count)], sum seconds), for Prometheus
     outbox_depth: int
     outbox_dropped: int
     outbox_error: str | None
@@ -105,9 +106,10 @@ def metrics_payload(view: StatusView) -> dict:
 
 
 def prometheus_registry(view: Callable[[], StatusView]):
-    """Prometheus metrics read from the view at scrape time (no work on the hot path)."""
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    """Prometheus metrics read from the view at scrape time (no work on the hot path), named and in base units
+    by Prometheus's conventions: latency as histograms in seconds, ``smartbin_build_info``, process metrics."""
+    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
     class Collector:
         def collect(self):
@@ -119,11 +121,17 @@ def prometheus_registry(view: Callable[[], StatusView]):
             yield GaugeMetricFamily("smartbin_outbox_depth", "Decisions waiting for the broker", v.outbox_depth)
             yield CounterMetricFamily("smartbin_outbox_refused", "Decisions the broker refused", v.outbox_refused)
             yield GaugeMetricFamily("smartbin_up", "1 when healthy", 1.0 if v.health == "ok" else 0.0)
-            latency = GaugeMetricFamily("smartbin_latency_ms", "Latency percentiles", labels=["stage", "quantile"])
-            for stage, figures in v.latency_ms.items():
-                for quantile, value in figures.items():
-                    latency.add_metric([stage, quantile], value)
+            latency = HistogramMetricFamily(
+                "smartbin_latency_seconds", "Latency of a stage since the start", labels=["stage"]
+            )
+            for stage, (buckets, total) in v.latency_histograms.items():
+                latency.add_metric([stage], buckets, total)
             yield latency
+            build = GaugeMetricFamily(
+                "smartbin_build_info", "What runs (always 1)", labels=["version", "model", "variant", "backend"]
+            )
+            build.add_metric([v.version, str(v.model.get("name", "")), str(v.model.get("variant", "")), v.backend], 1)
+            yield build
             if v.cpu_temp_c is not None:
                 yield GaugeMetricFamily("smartbin_cpu_temperature_celsius", "CPU temperature", v.cpu_temp_c)
             if v.counts:
@@ -144,4 +152,6 @@ def prometheus_registry(view: Callable[[], StatusView]):
 
     registry = CollectorRegistry()
     registry.register(Collector())
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU seconds, open fds: what a soak watches
+    PlatformCollector(registry=registry)  # python_info
     return registry
