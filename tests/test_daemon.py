@@ -232,7 +232,10 @@ def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(
 
     try:
         assert sub.wait_for("classification"), "daemon did not start"
-        discovery = ha.wait_for("config", count=9)
+        discovery = ha.wait_for("config", count=1)
+        # Home Assistant restarting says "online" on its status topic: the bin announces itself again
+        ha.publish("homeassistant/status", "online")
+        assert len(ha.wait_for("config", count=2)) >= 2, "no discovery after Home Assistant's birth message"
 
         # 1. decision.min_confidence 1.0: the decisions that follow go to the default bin
         before = len(statuses())
@@ -283,18 +286,27 @@ def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(
     assert code == 0, err[-2000:]
     assert "reload refused, keeping the running configuration: device_id cannot change while running" in err
     assert "not valid YAML" in err
-    sensors = {m.topic for m in discovery}
-    assert "homeassistant/sensor/smartbin_test-bin/last_bin/config" in sensors
-    assert "homeassistant/binary_sensor/smartbin_test-bin/online/config" in sensors
+    # one device-based discovery message (Home Assistant's documented keys: dev, o, cmps with p and unique_id)
+    assert {m.topic for m in discovery} == {"homeassistant/device/test-bin/config"}
     late = Subscriber(broker.port, "homeassistant/#")  # Home Assistant starting later still finds the bin
-    retained = late.wait_for("config", count=9)
+    retained = late.wait_for("config", count=1)
     late.close()
-    # last bin, label, confidence; items today per bin (4) and the low-confidence share; online
-    assert len(retained) == 9 and all(m.retain for m in retained)
-    today = next(m.json() for m in retained if m.topic.endswith("items_today_kitchen/config"))
-    assert today["state_topic"] == "smartbin/test-bin/metrics"
+    assert len(retained) == 1 and retained[0].retain
+    device = retained[0].json()
+    shared = {"availability_topic", "availability_template", "payload_available", "payload_not_available", "qos"}
+    assert set(device) == {"dev", "o", "cmps"} | shared and device["o"]["name"] == "smartbin"
+    cmps = device["cmps"]
+    assert all(c["p"] in ("sensor", "binary_sensor", "event") and c["unique_id"] for c in cmps.values())
+    assert len({c["unique_id"] for c in cmps.values()}) == len(cmps)
+    # items today fall back to 0 at midnight: total_increasing (a reset), not measurement
+    today = cmps["items_today_kitchen"]
+    assert today["state_topic"] == "smartbin/test-bin/metrics" and today["state_class"] == "total_increasing"
     assert "counts.today.per_bin.kitchen" in today["value_template"]
-    last_bin = next(m.json() for m in discovery if m.topic.endswith("last_bin/config"))
+    sorted_item = cmps["item_sorted"]  # an event per sorted item, its type the bin
+    assert sorted_item["p"] == "event" and sorted_item["state_topic"] == "smartbin/test-bin/decision"
+    assert set(sorted_item["event_types"]) == {"recyclable", "kitchen", "hazardous", "other"}
+    assert '"event_type": "{{ value_json.bin }}"' in sorted_item["value_template"]
+    last_bin = cmps["last_bin"]
     assert last_bin["state_topic"] == "smartbin/test-bin/decision" and "value_json.bin" in last_bin["value_template"]
 
 

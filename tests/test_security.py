@@ -52,7 +52,8 @@ def pki(tmp_path_factory) -> Path:
         cwd=d,
     )
     (d / "server.ext").write_text("subjectAltName=DNS:localhost\n")
-    for name, ext in (("server", "server.ext"), ("test-bin", None), ("other-bin", None), ("operator", None)):
+    names = ("test-bin", "other-bin", "operator", "homeassistant")
+    for name, ext in (("server", "server.ext"), *((n, None) for n in names)):
         openssl(
             "req",
             "-newkey",
@@ -212,6 +213,32 @@ def test_acl_a_device_cannot_speak_for_another(pki, tls_broker):
         f"messages other-bin read from test-bin: {len(spy_received)}"
     )
     assert first_received == [] and spy_received == []
+
+
+def test_acl_lets_a_bin_announce_itself_to_home_assistant_and_only_itself(pki, tls_broker):
+    """The example ACL with Home Assistant's discovery: a bin writes its own device config and hears Home
+    Assistant's birth message; another bin cannot announce in its name."""
+    from edge.config import HomeAssistantConfig
+    from edge.service import homeassistant
+
+    ha_config, port = HomeAssistantConfig(enabled=True), tls_broker.port
+    ha, ha_received, _ = tls_client(pki, port, "homeassistant")
+    ha.subscribe("homeassistant/device/#", qos=1)
+    bin_, bin_received, _ = tls_client(pki, port, "test-bin")
+    bin_.subscribe(homeassistant.status_topic(ha_config), qos=1)
+    other, _, _ = tls_client(pki, port, "other-bin")
+    time.sleep(0.3)
+    topic = homeassistant.discovery_topic(ha_config, "test-bin")
+    payload = json.dumps(homeassistant.discovery("smartbin/test-bin", "test-bin"))
+    other.publish(topic, json.dumps({"forged": True}), qos=1, retain=True).wait_for_publish(5)
+    bin_.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    ha.publish(homeassistant.status_topic(ha_config), "online", qos=1).wait_for_publish(5)
+    time.sleep(1)
+    for client in (ha, bin_, other):
+        client.disconnect()
+        client.loop_stop()
+    assert ha_received == [(topic, payload.encode())]
+    assert bin_received == [("homeassistant/status", b"online")]
 
 
 def test_no_secrets_in_logs_config_show_or_status(tmp_path, bundle_dir, broker, monkeypatch):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
-from edge.labels import BINS
+from edge.service import homeassistant
 from edge.service.freshness import sent_properties
 from edge.service.mqtt_client import make_client, tls_files
 from edge.service.outbox import Outbox, OutboxError
@@ -159,6 +159,7 @@ class Publisher:
         self.last_error = None
         client.subscribe(self.topic("command"), qos=1)
         if self.config.home_assistant.enabled:
+            client.subscribe(homeassistant.status_topic(self.config.home_assistant), qos=1)
             self._publish_discovery()
         for suffix, payload in (self.retained() if self.retained else {}).items():
             client.publish(self.topic(suffix), dumps(payload), qos=1, retain=True)
@@ -195,6 +196,11 @@ class Publisher:
         self._acks.put((mid, reason_code))
 
     def _on_message(self, client, userdata, message) -> None:
+        ha = self.config.home_assistant
+        if ha.enabled and message.topic == homeassistant.status_topic(ha):
+            if message.payload == b"online":  # Home Assistant (re)started: it asks every device to announce
+                self._publish_discovery()
+            return
         if message.topic == self.topic("command"):
             # retain is set only on what the broker kept from before this subscription: never carried out
             self.on_command(message.payload, bool(message.retain))
@@ -312,52 +318,10 @@ class Publisher:
             self.outbox_errors.error(str(exc))
 
     def _publish_discovery(self) -> None:
-        """Home Assistant MQTT discovery: the bin appears with sensors for its last decision."""
-        prefix = self.config.home_assistant.discovery_prefix
-        device = {
-            "identifiers": [f"smartbin_{self.device_id}"],
-            "name": f"Smart bin {self.device_id}",
-            "manufacturer": "smartbin",
-        }
-        availability = {
-            "availability_topic": self.topic("status"),
-            "availability_template": "{{ value_json.state }}",
-            "payload_available": "online",
-            "payload_not_available": "offline",
-        }
-        # the last decision's fields; items sorted today per bin and the low-confidence share (metrics)
-        sensors = {k: ("decision", f, {}) for k, f in (("last_bin", "bin"), ("last_label", "label"))}
-        sensors["confidence"] = ("decision", "confidence", {})
-        measurement = {"state_class": "measurement"}
-        for b in BINS:
-            sensors[f"items_today_{b}"] = ("metrics", f"counts.today.per_bin.{b}", measurement)
-        sensors["low_confidence_share_today"] = ("metrics", "counts.today.low_confidence_share", measurement)
-        for key, (topic, field, extra) in sensors.items():
-            config = {
-                "name": key.replace("_", " "),
-                "unique_id": f"smartbin_{self.device_id}_{key}",
-                "state_topic": self.topic(topic),
-                "value_template": f"{{{{ value_json.{field} }}}}",
-                "device": device,
-                **extra,
-                **availability,
-            }
-            self.client.publish(
-                f"{prefix}/sensor/smartbin_{self.device_id}/{key}/config", dumps(config), qos=1, retain=True
-            )
-        online = {
-            "name": "online",
-            "unique_id": f"smartbin_{self.device_id}_online",
-            "device": device,
-            "state_topic": self.topic("status"),
-            "value_template": "{{ value_json.state }}",
-            "payload_on": "online",
-            "payload_off": "offline",
-            "device_class": "connectivity",
-        }
-        self.client.publish(
-            f"{prefix}/binary_sensor/smartbin_{self.device_id}/online/config", dumps(online), qos=1, retain=True
-        )
+        """Home Assistant discovery (edge/service/homeassistant.py): the bin, its sensors and its events."""
+        ha = self.config.home_assistant
+        payload = homeassistant.discovery(self.base, self.device_id)
+        self.client.publish(homeassistant.discovery_topic(ha, self.device_id), dumps(payload), qos=1, retain=True)
 
     def _discard_client(self) -> None:
         """Stop the old client's thread and close its socket: nothing of it outlives the switch."""
