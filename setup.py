@@ -18,7 +18,6 @@ DEVICE = [  # what every device needs but OpenCV, which a Jetson takes from JetP
     "ai-edge-litert>=2.3.0; platform_machine in 'x86_64 aarch64 AMD64 arm64'",
     "pyyaml>=6.0",
     "pydantic>=2.6,<3",
-    "rich>=13.0",
     "prometheus-client>=0.20",
     "cryptography>=41",  # ed25519 signatures of over-the-air bundles
 ]
@@ -31,6 +30,7 @@ TRAIN = [
     "tf2onnx>=1.17",
     "onnxruntime>=1.32",  # quantize_static's calibration cache (one calibration per method in a search)
     "matplotlib>=3.8",
+    "rich>=13.0",  # progress and tables on the workstation; the device's bench prints plain text
 ]
 EXTRAS = {
     "edge": EDGE,

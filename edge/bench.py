@@ -11,6 +11,7 @@ load time and peak memory are its own; ratios are computed from figures measured
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -20,9 +21,6 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python edge/bench.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from rich.console import Console
-from rich.progress import Progress
 
 from edge.bundle import Bundle
 from edge.errors import SmartbinError
@@ -36,11 +34,12 @@ from edge.runtime import (
     runs,
 )
 from edge.runtime.base import NO_DELEGATE
+from edge.tools import textui
 from edge.tools.benchreport import environment, markdown, plot, print_summary
 from edge.tools.benchworker import private_state
 from edge.tools.peak import nominal_peak, variant_dtype
 
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = textui.console(stderr=True, width=None if sys.stderr.isatty() else 160)
 PLACEMENT_LINE = re.compile(r"(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)")
 FLOAT_REFERENCE = {"onnx_int8": "onnx"}  # the float model in the same format (float32 for the TFLite ones)
 PEAK_SPREAD = 1.15  # probe rate before vs after an invoke row beyond which its floor ratio is not trusted
@@ -294,6 +293,11 @@ def plan(bundle: Bundle, args: argparse.Namespace, missing_ok: bool = False) -> 
 
 def _planned(args) -> tuple[list[Bundle], list[dict]]:
     """The bundles, verified, and the rows to measure; SmartbinError when nothing can be."""
+    if args.plot and importlib.util.find_spec("matplotlib") is None:  # found out before minutes of measuring
+        raise SmartbinError(
+            "--plot needs matplotlib, which the workstation has and a device does not: "
+            "pip install matplotlib, or plot the --json report on the workstation"
+        )
     bundles = [Bundle.open(path) for path in args.bundle]
     planned = []
     for bundle in bundles:
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     gflop = {b.path: model_gflop(b) for b in bundles} if any(r["mode"] == "invoke" for r in planned) else {}
     results = []
     try:
-        with Progress(console=console, transient=True) as progress:
+        with textui.progress(console) as progress:
             task = progress.add_task("benchmarking", total=len(planned))
             for run in planned:
                 bundle = run.pop("bundle")

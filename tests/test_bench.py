@@ -241,3 +241,26 @@ def test_a_bench_daemon_keeps_off_the_devices_own_state(tmp_path: Path):
     assert shared == [], "a bench daemon would write the device's own state"
     assert config.outbox.path.name == config.counters.path.name == ":memory:"
     assert config.updates.store.parent == tmp_path
+
+
+DEVICE_WITHOUT = """
+import runpy, sys
+sys.modules.update(rich=None, matplotlib=None)  # absent, as in a device's venv: import fails, find_spec is None
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_the_bench_runs_on_a_device_without_rich_or_matplotlib(bundle_dir: Path, tmp_path: Path):
+    """The device's extras carry neither: the table comes out as plain text, and --plot says at once (before
+    any measuring) what it needs."""
+    bench = [sys.executable, "-c", DEVICE_WITHOUT, str(ROOT / "edge" / "bench.py"), "--bundle", str(bundle_dir)]
+    small = ["--variants", "int8", "--threads", "1", "--runs", "3", "--warmup", "1", "--modes", "invoke"]
+    plot = subprocess.run([*bench, *small, "--plot", str(tmp_path / "p.png")], capture_output=True, text=True, cwd=ROOT)
+    assert plot.returncode == 2 and "--plot needs matplotlib" in plot.stderr and "Traceback" not in plot.stderr
+    result = subprocess.run([*bench, *small], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    header = next(line for line in result.stdout.splitlines() if line.startswith("variant"))
+    assert header.split()[:4] == ["variant", "backend", "thr", "mode"] and "[1/1] int8" in result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("int8"))
+    assert row.split()[4] == "ok"

@@ -7,11 +7,10 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
+from typing import Any
 
 from edge.cpu import cpu_flags
+from edge.tools import textui
 from edge.versions import installed_versions
 
 LIBRARIES = ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime", "onnxruntime", "paho-mqtt")
@@ -81,8 +80,8 @@ def delegate_ops(row: dict) -> str:
     return f"{nodes['delegate']} {nodes['delegated']}/{nodes['total']}" if nodes["delegate"] else "none"
 
 
-def table(results: list[dict]) -> Table:
-    t = Table(title="smartbin bench (latency in ms)")
+def table(results: list[dict]) -> Any:
+    t = textui.table("smartbin bench (latency in ms)")
     for column in (
         "variant",
         "backend",
@@ -172,10 +171,10 @@ def plot(report: dict, path: str) -> None:
     plt.close(fig)
 
 
-def print_summary(report: dict, console: Console, new_warnings: list[str]) -> None:
+def print_summary(report: dict, console: Any, new_warnings: list[str]) -> None:
     """The table, then one line per figure that matters: ratios, the loop's stages, floors, delegates."""
     results = report["results"]
-    Console(width=None if sys.stdout.isatty() else 200).print(table(results))
+    textui.console(width=None if sys.stdout.isatty() else 200).print(table(results))
     env = report["environment"]
     console.print(f"{env['cpu']}, {env['cores']} cores, instruction sets: {', '.join(env['instruction_sets']) or '?'}")
     for r in results:
