@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check dist
+.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check dist constraints
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,15 @@ demo: $(STAMP)
 # gpiozero) into a container with systemd/install.sh --find-links, as on a bin with no internet; bottleneck
 # for tests/test_pi_venv.py (a numpy-2 build of a module Debian compiles for numpy 1.24).
 WHEELS := .cache/wheels
-$(WHEELS)/.done: setup.py Makefile | $(STAMP)
-	$(BIN)/pip download --quiet --dest $(WHEELS) ".[edge]" setuptools wheel onnxruntime gpiozero bottleneck
+$(WHEELS)/.done: setup.py Makefile constraints/x86_64.txt | $(STAMP)
+	$(BIN)/pip download --quiet --dest $(WHEELS) -c constraints/x86_64.txt ".[edge,onnx]" setuptools wheel gpiozero bottleneck
 	touch $@
 
 wheels: $(WHEELS)/.done
+
+# The versions a device installs, pinned (needs the network): constraints/<machine>.txt
+constraints:
+	bash constraints/refresh.sh
 
 # The package as one file for a device: dist/smartbin-<version>-py3-none-any.whl (docs/deployment.md).
 dist: $(STAMP)

@@ -119,6 +119,13 @@ fi
 if [ "$VENV" = "$OPT/venv" ]; then
   pip_args=(--quiet --upgrade)
   [ -z "$FIND_LINKS" ] || pip_args+=(--no-index --find-links "$FIND_LINKS")
+  # the versions tested together for this machine (constraints/refresh.sh), so bins installed apart match
+  PINNED="$SRC/constraints/$(uname -m).txt"
+  if [ -f "$PINNED" ]; then
+    pip_args+=(-c "$PINNED")
+  else
+    echo "note: no pinned versions for $(uname -m) yet ($PINNED; make constraints on one): pip takes the newest" >&2
+  fi
   run "$VENV/bin/pip" install "${pip_args[@]}" "$SRC[$EXTRAS]"
 fi
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import sqlite3
 import time
@@ -208,6 +209,18 @@ def test_installer_enables_the_unit_and_it_becomes_active_only_on_ready(machine:
     decisions = messages(machine, f"{TOPIC}/decision", 2)
     assert len(decisions) == 2 and all(d["device_id"] == DEVICE for d in decisions)
     assert machine.sh(f"ps -o user= -p {show(machine)['MainPID']}").stdout.strip() == "smartbin"
+    # the versions pinned for this machine (constraints/refresh.sh) are the ones the installer put in the venv
+    pinned = dict(
+        line.lower().split("==")
+        for line in (ROOT / "constraints" / f"{platform.machine()}.txt").read_text().splitlines()
+        if "==" in line
+    )
+    frozen = machine.sh("/opt/smartbin/venv/bin/pip freeze --exclude smartbin").stdout.lower().splitlines()
+    installed = dict(line.split("==") for line in frozen if "==" in line)
+    assert {"numpy", "opencv-python-headless", "ai-edge-litert"} <= set(installed)
+    assert {name: version for name, version in installed.items() if name in pinned} == {
+        name: pinned[name] for name in installed if name in pinned
+    }
 
 
 def test_watchdog_restarts_a_hung_loop(machine: Container):
