@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.access import is_loopback, read_secret
 from edge.bundle import VARIANT_FILES, is_onnx
@@ -23,7 +23,7 @@ from edge.labels import BINS
 from edge.runtime import BACKENDS, runs
 from edge.signing import check_public_key
 from edge.sources import check_uri
-from edge.strict import Strict
+from edge.strict import Strict, describe_error
 from edge.vision.decision import VoteSettings
 from edge.vision.preprocess import Roi
 
@@ -326,29 +326,6 @@ class Config(Strict):
         return f"{self.mqtt.topic_prefix}/{self.device_id}"
 
 
-def _describe_error(error: dict, data: Any) -> str:
-    loc = error["loc"]
-    path = ".".join(str(p) for p in loc) or "(top level)"
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        parent = Config
-        for part in loc[:-1]:
-            field = parent.model_fields.get(str(part))
-            annotation = getattr(field, "annotation", None) if field else None
-            parent = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-            if parent is None:
-                break
-        allowed = ", ".join(parent.model_fields) if parent else "see `smartbin config show`"
-        return f"{path}: unknown key (allowed here: {allowed})"
-    if kind == "missing":
-        return f"{path}: required key is missing"
-    value = error.get("input")
-    message = error["msg"]
-    if kind == "literal_error":
-        message = "must be one of " + message.split("Input should be ", 1)[-1]
-    return f"{path}: {value!r} is not valid: {message}"
-
-
 def parse_config(data: Any, source: str = "<config>") -> Config:
     """Validate a mapping; ConfigError lists every problem with its key path."""
     if not isinstance(data, dict):
@@ -356,7 +333,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe_error(e, data) for e in exc.errors()]
+        lines = [describe_error(e, Config) for e in exc.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines)) from None
     except ConfigError as exc:  # raised inside a validator (e.g. a bad source URI)
         raise ConfigError(f"{source}: source.uri: {exc}") from None
