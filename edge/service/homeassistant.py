@@ -26,6 +26,14 @@ def status_topic(config: HomeAssistantConfig) -> str:
     return f"{config.discovery_prefix}/status"
 
 
+def retired_topics(config: HomeAssistantConfig, device_id: str) -> list[str]:
+    """The per-entity discovery topics of smartbin 0.1.0's first releases: cleared (an empty retained message),
+    or Home Assistant would keep those entities beside the device's."""
+    prefix, uid = config.discovery_prefix, f"smartbin_{device_id}"
+    keys = ["last_bin", "last_label", "confidence", *(f"items_today_{b}" for b in BINS), "low_confidence_share_today"]
+    return [f"{prefix}/sensor/{uid}/{key}/config" for key in keys] + [f"{prefix}/binary_sensor/{uid}/online/config"]
+
+
 def discovery(base: str, device_id: str) -> dict:
     """The device-based discovery payload for the bin whose topics start with ``base``."""
     uid = f"smartbin_{device_id}"

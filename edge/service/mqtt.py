@@ -160,6 +160,8 @@ class Publisher:
         client.subscribe(self.topic("command"), qos=1)
         if self.config.home_assistant.enabled:
             client.subscribe(homeassistant.status_topic(self.config.home_assistant), qos=1)
+            for topic in homeassistant.retired_topics(self.config.home_assistant, self.device_id):
+                client.publish(topic, b"", qos=0, retain=True)  # an ACL may refuse it: nothing to answer then
             self._publish_discovery()
         for suffix, payload in (self.retained() if self.retained else {}).items():
             client.publish(self.topic(suffix), dumps(payload), qos=1, retain=True)
