@@ -29,7 +29,7 @@ wheels: $(WHEELS)/.done
 
 # The versions a device installs, pinned (needs the network): constraints/<machine>.txt
 constraints:
-	bash constraints/refresh.sh
+	PIP=$(BIN)/pip bash constraints/refresh.sh
 
 # The package as one file for a device: dist/smartbin-<version>-py3-none-any.whl (docs/deployment.md).
 dist: $(STAMP)

@@ -35,8 +35,9 @@ TRAIN = [
 EXTRAS = {
     "edge": EDGE,
     "pi": EDGE + ["picamera2>=0.3.12", "gpiozero>=2.0"],
-    # OpenCV and the GPU build of ONNX Runtime come from JetPack and NVIDIA's wheel (a pip OpenCV has no GStreamer)
-    "jetson": DEVICE + ONNX,
+    # OpenCV and the GPU build of ONNX Runtime come from JetPack and NVIDIA's wheel (a pip OpenCV has no GStreamer);
+    # JetPack's OpenCV is built for numpy 1.x, which numpy 2 cannot load: the venv keeps 1.x
+    "jetson": DEVICE + ONNX + ["numpy<2"],
     "onnx": ONNX,
     # the workstation: CPU TensorFlow (what CI tests) or, on Linux with an NVIDIA GPU, TensorFlow with
     # its CUDA libraries from pip (`pip install "smartbin[train-gpu]"`; the two are alternatives)

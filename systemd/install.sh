@@ -121,10 +121,11 @@ if [ "$VENV" = "$OPT/venv" ]; then
   [ -z "$FIND_LINKS" ] || pip_args+=(--no-index --find-links "$FIND_LINKS")
   # the versions tested together for this machine (constraints/refresh.sh), so bins installed apart match
   PINNED="$SRC/constraints/$(uname -m).txt"
+  case "$BOARD" in jetson*) PINNED="$SRC/constraints/jetson.txt" ;; esac  # numpy 1.x there (setup.py says why)
   if [ -f "$PINNED" ]; then
     pip_args+=(-c "$PINNED")
   else
-    echo "note: no pinned versions for $(uname -m) yet ($PINNED; make constraints on one): pip takes the newest" >&2
+    echo "note: no pinned versions for $BOARD yet ($PINNED): pip takes the newest of each" >&2
   fi
   run "$VENV/bin/pip" install "${pip_args[@]}" "$SRC[$EXTRAS]"
 fi

@@ -69,7 +69,7 @@ echo "arm64 root: $(inside python3 --version) on $machine (qemu-user)"
 
 # 4. the install a Pi owner runs (system site packages, as install.sh does on a Pi)
 [ -x "$ROOTFS/opt/venv/bin/pip" ] || inside python3 -m venv --system-site-packages /opt/venv
-inside pip install --quiet --upgrade "/root/src[edge]" >"$ROOTFS/root/pip.log" 2>&1 || {
+inside pip install --quiet --upgrade -c /root/src/constraints/aarch64.txt "/root/src[edge]" >"$ROOTFS/root/pip.log" 2>&1 || {
   grep -v '^WARNING: Location' "$ROOTFS/root/pip.log" >&2
   die "pip install \".[edge]\" failed on aarch64"
 }
