@@ -36,9 +36,7 @@ def _service(start: Callable[[str], int], config: str) -> int:
         raise
     except SmartbinError as exc:
         log.debug("cause", exc_info=True)
-        print(
-            journal.error_line(f"smartbin: error: {exc} (exit {EXIT_RETRY}: systemd starts it again)"), file=sys.stderr
-        )
+        journal.print_error(f"smartbin: error: {exc} (exit {EXIT_RETRY}: systemd starts it again)")
         return EXIT_RETRY
 
 
@@ -251,14 +249,14 @@ def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] | No
         return args.func(args)
     except ConfigError as exc:
         log.debug("cause", exc_info=True)  # -v shows the chain of causes
-        print(journal.error_line(f"smartbin: configuration error: {exc}"), file=sys.stderr)
+        journal.print_error(f"smartbin: configuration error: {exc}")
         return EXIT_CONFIG_ERROR
     except NoPermission as exc:
-        print(journal.error_line(f"smartbin: error: {exc}"), file=sys.stderr)
+        journal.print_error(f"smartbin: error: {exc}")
         return EXIT_NO_PERMISSION
     except SmartbinError as exc:
         log.debug("cause", exc_info=True)
-        print(journal.error_line(f"smartbin: error: {exc}"), file=sys.stderr)
+        journal.print_error(f"smartbin: error: {exc}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130

@@ -57,6 +57,6 @@ def configure(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
-def error_line(text: str) -> str:
+def print_error(text: str) -> None:
     """A line the CLI writes to stderr itself (not through logging): an error to the journal too."""
-    return f"<{ERROR}>{text}" if to_journal(sys.stderr) else text
+    sys.stderr.write((f"<{ERROR}>{text}" if to_journal(sys.stderr) else text) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -64,7 +66,7 @@ class Histogram:
         self._lock = threading.Lock()
 
     def observe(self, value: float) -> None:
-        index = next((i for i, bound in enumerate(self.bounds) if value <= bound), len(self.bounds))
+        index = bisect.bisect_left(self.bounds, value)  # the first bound >= value; len(bounds): +Inf
         with self._lock:
             self._counts[index] += 1
             self._sum += value
@@ -73,8 +75,4 @@ class Histogram:
         """([(le, values <= le), ..., ("+Inf", all)], sum), as prometheus_client's HistogramMetricFamily takes."""
         with self._lock:
             counts, total = list(self._counts), self._sum
-        running, buckets = 0, []
-        for bound, n in zip([*map(str, self.bounds), "+Inf"], counts):
-            running += n
-            buckets.append((bound, running))
-        return buckets, total
+        return list(zip([*map(str, self.bounds), "+Inf"], itertools.accumulate(counts))), total
