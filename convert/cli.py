@@ -11,52 +11,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from convert.cli_dataset import add_dataset_commands
 from convert.cli_samples import cmd_features, cmd_samples_pull, quiet_tensorflow
 from edge.cli import add_command as _add
 from edge.errors import SmartbinError
 from edge.vision.decision import VoteSettings
-
-
-# ---------------------------------------------------------------- dataset
-def cmd_dataset_synth(args: argparse.Namespace) -> int:
-    from convert.synth import write_synthetic
-
-    out = write_synthetic(args.out, args.classes, args.per_class, args.seed, args.size)
-    print(f"wrote {args.classes * args.per_class} images of {args.classes} classes to {out}")
-    return 0
-
-
-def cmd_dataset_check(args: argparse.Namespace) -> int:
-    from convert.dataset import check_dataset
-
-    report = check_dataset(args.dir)
-    if args.json:
-        print(report.to_json())
-        return 0 if report.ok else 1
-    for problem in report.problems:
-        print(f"problem: {problem}")
-    per_class, per_bin = report.balance()
-    print(
-        f"{len(report.dataset.samples)} usable images, {len(report.problems)} problems, "
-        f"{report.dataset.num_classes} classes"
-    )
-    print("per bin: " + ", ".join(f"{b} {n}" for b, n in per_bin.items()))
-    print("per class: " + ", ".join(f"{c} {n}" for c, n in per_class.items()))
-    from convert.pull import field_summary
-
-    field = field_summary(Path(args.dir))
-    if field:
-        print(field)
-    return 0 if report.ok else 1
-
-
-def cmd_dataset_sample(args: argparse.Namespace) -> int:
-    from convert.dataset import sample_dataset
-
-    counts = sample_dataset(args.dir, args.out, args.n, args.seed, args.link)
-    how = "linked" if args.link else "copied"
-    print(f"{sum(counts.values())} images {how} to {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return 0
 
 
 # ---------------------------------------------------------------- train / convert / evaluate
@@ -80,6 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         feature_cache=args.feature_cache,
         feature_passes=args.feature_passes,
+        force=args.force,
     )
     out = train(config)
     if out is None:
@@ -124,16 +84,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from convert.evaluate import print_evaluation
+    from convert.evaluate import evaluation_report, print_evaluation
     from edge.tools.accuracy import evaluate_bundle
 
-    result = evaluate_bundle(args.bundle, args.data, args.backend, args.threads)
+    probs: dict = {}
+    result = evaluate_bundle(args.bundle, args.data, args.backend, args.threads, probs)
     if args.json:
         import json
 
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print_evaluation(result)
+    if args.report:
+        variant = evaluation_report(args.bundle, args.data, probs, args.variant, Path(args.report))
+        print(f"report of {variant}: {Path(args.report) / 'report.html'}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -169,25 +133,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
-    """dataset synth/check and samples pull."""
-    dataset = sub.add_parser("dataset", help="make or check a dataset", description="Make or check a dataset.")
-    dsub = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
-    p = _add(dsub, "synth", cmd_dataset_synth, "write a synthetic dataset in the garbage_classify_v2 format")
-    p.add_argument("--out", required=True, help="folder to write")
-    p.add_argument("--classes", type=int, default=6, help="number of classes (1-40, default 6)")
-    p.add_argument("--per-class", type=int, default=30, help="images per class (default 30)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    p = _add(dsub, "sample", cmd_dataset_sample, "draw N images of a dataset, each class keeping its share")
-    p.add_argument("dir", help="the full dataset (the seed's format or class folders)")
-    p.add_argument("--out", required=True, help="new folder for the sample, in the same format")
-    p.add_argument("--n", type=int, required=True, help="images to draw, e.g. 3000 of garbage_classify_v2's 15,000")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--link", action="store_true", help="symbolic links to the images instead of copies")
-    p = _add(dsub, "check", cmd_dataset_check, "report every broken item and the class/bin balance")
-    p.add_argument("dir")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
+    """dataset ..., samples pull and features."""
+    add_dataset_commands(sub)
     samples = sub.add_parser("samples", help="field samples from a device", description="Field samples.")
     ssub = samples.add_subparsers(dest="samples_command", metavar="ACTION", required=True)
     p = _add(ssub, "pull", cmd_samples_pull, "a device's kept samples as a dataset to train on")
@@ -254,6 +201,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--feature-passes", type=int, default=0, help="augmentation passes the cache holds (default: one per epoch)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when a class has no bin (it goes to other) or every class goes to one bin",
     )
     p.add_argument(
         "--bn-batches",
@@ -346,6 +298,8 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--report", metavar="DIR", help="write the training report's page and PNGs for one variant")
+    p.add_argument("--variant", help="the variant --report shows (default: int8 where the bundle has it)")
 
     p = _add(sub, "predict", cmd_predict, "classify images with a run folder, .keras file or bundle")
     p.add_argument("model", help="run folder, .keras file or bundle folder")

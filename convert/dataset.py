@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.classbins import BINS_FILE
 from edge.dataset import RULES_FILE, Dataset, Sample, is_seed_format, load_dataset
 from edge.errors import ImageError, SmartbinError
 from edge.images import read_image
@@ -70,6 +71,10 @@ class CheckReport:
                 "problems": self.problems,
                 "per_class": per_class,
                 "per_bin": per_bin,
+                "bins": {
+                    lab.name: None if lab.name in self.dataset.unmapped else lab.bin for lab in self.dataset.labels
+                },
+                "bin_sources": self.dataset.bin_sources,
             },
             ensure_ascii=False,
             indent=2,
@@ -79,7 +84,7 @@ class CheckReport:
 def check_dataset(root: str | Path) -> CheckReport:
     """Load the dataset and additionally decode every image; report every broken item."""
     dataset = load_dataset(root)
-    problems = list(dataset.problems)
+    problems = dataset.bin_problems() + dataset.problems
     good: list[Sample] = []
     for sample in dataset.samples:
         try:
@@ -102,36 +107,53 @@ def _quotas(counts: dict[int, int], n: int) -> dict[int, int]:
     return {label: min(quota, counts[label]) for label, quota in quotas.items()}
 
 
-def sample_dataset(root: str | Path, out: str | Path, n: int, seed: int = 0, link: bool = False) -> dict[str, int]:
-    """Write ``n`` images of the dataset at ``root`` to ``out`` in the same format (the seed's sample.py,
-    stratified: each class keeps its share), copied or, with ``link``, as symbolic links. Returns the
-    count per class name."""
+def write_samples(dataset: Dataset, samples: list[Sample], out: Path, link: bool = False) -> None:
+    """``samples`` of ``dataset`` as a dataset in its format at ``out``, copied or, with ``link``, as
+    symbolic links; its rules and bins files go along."""
     import shutil
 
-    dataset = load_dataset(root)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise SmartbinError(f"--out {out}: exists and is not empty; choose a new folder")
-    if not 0 < n <= len(dataset.samples):
-        raise SmartbinError(f"--n {n}: choose 1 to {len(dataset.samples)} (the images in {dataset.root})")
-    rng = np.random.default_rng(seed)
-    by_class = group_by_class(dataset.samples)
-    quotas = _quotas({label: len(group) for label, group in by_class.items()}, n)
     seed_format = is_seed_format(dataset.root)
 
     def put(source: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(source.resolve()) if link else shutil.copy2(source, target)
 
-    for label, group in by_class.items():
-        for index in sorted(rng.choice(len(group), quotas[label], replace=False)):
-            image = group[index].path
-            if seed_format:  # img_N.jpg beside img_N.txt, whose one line names it and its label
-                put(image, out / image.name)
-                line = f"{image.name}, {dataset.labels[label].index}\n"
-                (out / image.with_suffix(".txt").name).write_text(line, encoding="utf-8")
-            else:
-                put(image, out / image.parent.name / image.name)
-    if (dataset.root / RULES_FILE).is_file():
-        shutil.copy2(dataset.root / RULES_FILE, out / RULES_FILE)
+    for sample in samples:
+        image = sample.path
+        if seed_format:  # img_N.jpg beside img_N.txt, whose one line names it and its label
+            put(image, out / image.name)
+            line = f"{image.name}, {dataset.labels[sample.label].index}\n"
+            (out / image.with_suffix(".txt").name).write_text(line, encoding="utf-8")
+        else:
+            put(image, out / image.parent.name / image.name)
+    for name in (RULES_FILE, BINS_FILE):
+        if (dataset.root / name).is_file():
+            shutil.copy2(dataset.root / name, out / name)
+
+
+def new_folder(out: str | Path, flag: str = "--out") -> Path:
+    """``out`` as a folder to write a dataset to: new, or empty."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise SmartbinError(f"{flag} {out}: exists and is not empty; choose a new folder")
+    return out
+
+
+def sample_dataset(root: str | Path, out: str | Path, n: int, seed: int = 0, link: bool = False) -> dict[str, int]:
+    """Write ``n`` images of the dataset at ``root`` to ``out`` in the same format (the seed's sample.py,
+    stratified: each class keeps its share), copied or, with ``link``, as symbolic links. Returns the
+    count per class name."""
+    dataset = load_dataset(root)
+    out = new_folder(out)
+    if not 0 < n <= len(dataset.samples):
+        raise SmartbinError(f"--n {n}: choose 1 to {len(dataset.samples)} (the images in {dataset.root})")
+    rng = np.random.default_rng(seed)
+    by_class = group_by_class(dataset.samples)
+    quotas = _quotas({label: len(group) for label, group in by_class.items()}, n)
+    drawn = [
+        group[index]
+        for label, group in by_class.items()
+        for index in sorted(rng.choice(len(group), quotas[label], replace=False))
+    ]
+    write_samples(dataset, drawn, out, link)
     return {dataset.labels[label].name: count for label, count in sorted(quotas.items()) if count}

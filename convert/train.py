@@ -19,11 +19,12 @@ import tensorflow as tf
 from convert.batchnorm import reestimate_batchnorm
 from convert.dataset import stratified_split
 from convert.distribute import place, plan, visible_gpus
+from convert.eta import plan_and_say
 from convert.features import FeatureCache, head_model
 from convert.model import build_model, load_model, unfreeze_last_stage
 from convert.pipeline import make_dataset
 from convert.report import write_report
-from edge.dataset import Sample, load_dataset
+from edge.dataset import Dataset, Sample, load_dataset
 from edge.errors import SmartbinError
 from edge.labels import Label
 
@@ -56,6 +57,7 @@ class TrainConfig:
     precision: str = "float32"  # or mixed_float16 (GPU), mixed_bfloat16
     feature_cache: str | None = None  # a frozen backbone's features kept here (convert/features.py)
     feature_passes: int = 0  # augmentation passes the cache holds (0: one per epoch)
+    force: bool = False  # train even when classes have no bin or all share one
 
 
 def save_labels(path: Path, labels: list[Label]) -> None:
@@ -164,15 +166,7 @@ def train(config: TrainConfig) -> Path | None:
     keras.utils.set_random_seed(config.seed)
     # The same data, seed and machine give the same model (and so the same export gates).
     tf.config.experimental.enable_op_determinism()
-    dataset = load_dataset(config.data)
-    for problem in dataset.problems:
-        log.warning("skipped: %s", problem)
-    train_samples, val_samples = stratified_split(dataset.samples, config.val_fraction, config.seed)
-    if not val_samples:
-        val_samples = train_samples
-    log.info(
-        "%d training and %d validation images, %d classes", len(train_samples), len(val_samples), dataset.num_classes
-    )
+    dataset, (train_samples, val_samples) = _load(config)
     (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2), encoding="utf-8")
     save_labels(out / LABELS_FILE, dataset.labels)
 
@@ -184,6 +178,11 @@ def train(config: TrainConfig) -> Path | None:
         model, backbone = build_model(dataset.num_classes, config.img_size, config.backbone, weights)
         # A random backbone learns little when frozen: with no weights, everything trains.
         backbone.trainable = weights is None
+        cached = bool(config.feature_cache) and weights is not None and placement.replicas == 1
+        split = (train_samples, val_samples)
+        estimates, speed = (
+            plan_and_say(model, split, config, not backbone.trainable, cached) if placement.replicas == 1 else ([], 0)
+        )
         phases = _fit(model, backbone, config, placement.replicas, train_ds, val_ds, out, (train_samples, val_samples))
     if not placement.chief:  # its part of the cluster's training is done; the chief writes the run
         shutil.rmtree(out, ignore_errors=True)
@@ -196,14 +195,44 @@ def train(config: TrainConfig) -> Path | None:
         frozen = model.get_layer(backbone.name) if weights is not None else None
         _settle_batchnorm(model, train_ds, val_ds, config.bn_batches, frozen)
     model.save(out / MODEL_FILE)
-    write_report(out, model, val_samples, dataset.labels, config.img_size, config.batch_size)
+    _report(out, model, val_samples, dataset.labels, config, frozen=weights is not None)
     where = {"devices": placement.devices or ["CPU"], "replicas": placement.replicas, "precision": config.precision}
-    (out / THROUGHPUT_FILE).write_text(json.dumps({**where, "phases": phases}, indent=2), encoding="utf-8")
+    told = {"estimates": estimates, "forward_images_per_s": speed}
+    (out / THROUGHPUT_FILE).write_text(json.dumps({**where, "phases": phases, **told}, indent=2), encoding="utf-8")
     for phase in phases:
         log.info(
             "%s: %.1f images/s (%s, %s)", phase["phase"], phase["images_per_s"], where["devices"], config.precision
         )
     return out
+
+
+def _load(config: TrainConfig) -> tuple[Dataset, tuple[list[Sample], list[Sample]]]:
+    """The dataset (refused when its classes' bins would sort badly, unless forced) and its split."""
+    dataset = load_dataset(config.data)
+    if (problems := dataset.bin_problems()) and not config.force:
+        raise SmartbinError("; ".join(problems) + " (or train anyway with --force)")
+    for problem in problems:
+        log.warning("%s (--force: training anyway)", problem)
+    for problem in dataset.problems:
+        log.warning("skipped: %s", problem)
+    train_samples, val_samples = stratified_split(dataset.samples, config.val_fraction, config.seed)
+    log.info(
+        "%d training and %d validation images, %d classes", len(train_samples), len(val_samples), dataset.num_classes
+    )
+    return dataset, (train_samples, val_samples or train_samples)
+
+
+def _report(
+    out: Path, model: keras.Model, val: list[Sample], labels: list[Label], config: TrainConfig, frozen: bool
+) -> None:
+    """The run's report (convert/report.py) on the validation images, each training phase marked."""
+    probs = model.predict(make_dataset(val, config.img_size, config.batch_size, False), verbose=0)
+    phases = [("head" if frozen else "whole model", 0)]
+    if config.fine_tune_epochs and frozen:
+        phases.append(("fine-tune", config.epochs))
+    truth = np.array([s.label for s in val])
+    title = f"Training run {out.resolve().name}: validation images"
+    write_report(out, probs, truth, labels, [s.path for s in val], title, out / HISTORY_FILE, phases)
 
 
 def _fit(

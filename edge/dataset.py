@@ -1,4 +1,5 @@
-"""The dataset format, read: the seed's (img_N.jpg + img_N.txt + rules) or class-per-folder trees.
+"""The dataset format, read: the seed's (img_N.jpg + img_N.txt + rules) or class-per-folder trees
+(each folder's bin by name: edge/classbins.py).
 
 A shared format: the workstation trains on it, the device's tools measure accuracy on it.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.classbins import bin_problems, resolve
 from edge.errors import DatasetError
 from edge.images import read_image
 from edge.labels import Label, load_rules
@@ -34,12 +36,15 @@ class Sample:
 
 @dataclass
 class Dataset:
-    """Samples with their labels; ``problems`` lists items that could not be used."""
+    """Samples with their labels; ``problems`` lists items that could not be used, ``bin_sources`` where
+    each class's bin came from (by class name) and ``unmapped`` the classes no source gave a bin."""
 
     root: Path
     labels: list[Label]
     samples: list[Sample]
     problems: list[str] = field(default_factory=list)
+    bin_sources: dict[str, str] = field(default_factory=dict)
+    unmapped: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -47,6 +52,10 @@ class Dataset:
 
     def class_counts(self) -> Counter:
         return Counter(s.label for s in self.samples)
+
+    def bin_problems(self) -> list[str]:
+        """Why a model trained on it would sort badly (classes without a bin, one bin for all); [] if none."""
+        return bin_problems(self.root, self.labels, self.unmapped)
 
 
 def _find_rules(root: Path) -> Path:
@@ -99,21 +108,21 @@ def _load_seed(root: Path) -> Dataset:
 
 
 def _load_folders(root: Path) -> Dataset:
-    """Class-per-folder tree. Folder names are '<index>_<name>', '<bin>__<name>' or plain names."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    """Class-per-folder tree, the classes in folder-name order; each folder's bin found by name."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DatasetError(f"{root}: no label files (*.txt) and no class folders found")
     rules = root / RULES_FILE
-    labels = load_rules(rules) if rules.is_file() else [Label(i, f.name, "other") for i, f in enumerate(folders)]
-    if len(labels) != len(folders):
-        raise DatasetError(f"{rules}: {len(labels)} classes but {len(folders)} class folders in {root}")
+    classes = resolve([f.name for f in folders], root, load_rules(rules) if rules.is_file() else None)
+    labels = [Label(i, c.name, c.bin or "other") for i, c in enumerate(classes)]
     samples = [
         Sample(path, index)
         for index, folder in enumerate(folders)
         for path in sorted(folder.iterdir())
         if path.suffix.lower() in IMAGE_SUFFIXES
     ]
-    return Dataset(root, labels, samples, [])
+    sources = {c.name: c.source for c in classes}
+    return Dataset(root, labels, samples, [], sources, [c.name for c in classes if c.bin is None])
 
 
 def load_dataset(root: str | Path | list[str | Path]) -> Dataset:
@@ -126,7 +135,11 @@ def load_dataset(root: str | Path | list[str | Path]) -> Dataset:
     for sub in ("train_data_v2", "train_data"):  # the seed's layout nests the images
         if (root / sub).is_dir() and not is_seed_format(root):
             root = root / sub
-    dataset = _load_seed(root) if is_seed_format(root) else _load_folders(root)
+    if is_seed_format(root):
+        dataset = _load_seed(root)
+        dataset.bin_sources = {lab.name: "rules file" for lab in dataset.labels}
+    else:
+        dataset = _load_folders(root)
     if not dataset.samples:
         raise DatasetError(f"{root}: no usable images ({len(dataset.problems)} problems)")
     return dataset
@@ -143,7 +156,13 @@ def merge(datasets: list[Dataset]) -> Dataset:
     index: dict[str, int] = {}
     samples: list[Sample] = []
     problems: list[str] = []
+    sources: dict[str, str] = {}
+    unmapped: list[str] = []
     for dataset in datasets:
+        for name in dataset.unmapped:
+            if name not in index and name not in unmapped:
+                unmapped.append(name)
+        sources = {**dataset.bin_sources, **sources}
         for label in dataset.labels:
             if label.name not in index:
                 index[label.name] = len(labels)
@@ -156,7 +175,7 @@ def merge(datasets: list[Dataset]) -> Dataset:
         names = [lab.name for lab in dataset.labels]
         samples += [Sample(s.path, index[names[s.label]]) for s in dataset.samples]
         problems += dataset.problems
-    return Dataset(datasets[0].root, labels, samples, problems)
+    return Dataset(datasets[0].root, labels, samples, problems, sources, unmapped)
 
 
 def load_images(samples: list[Sample], height: int, width: int) -> np.ndarray:

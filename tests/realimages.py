@@ -7,6 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.labels import BINS
+
+
+def write_bins(out: Path, names: list[str]) -> None:
+    """A bins.yaml that spreads the classes over the four bins (as a user would name where each goes)."""
+    import yaml
+
+    (out / "bins.yaml").write_text(yaml.safe_dump({n: BINS[i % len(BINS)] for i, n in enumerate(names)}))
+
+
 # scikit-image's own photographs: materials (brick, grass, gravel), scenes, a cat, a microscope slide,
 # a retina, the deep sky. A class is one photograph; an image is a patch of it at a random place and scale.
 PHOTOS = ("brick", "grass", "gravel", "coffee", "chelsea", "astronaut", "rocket", "immunohistochemistry", "retina")
@@ -39,6 +49,7 @@ def write_digits(out: Path, side: int = 48) -> Path:
         folder = out / f"digit_{label}"
         folder.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    write_bins(out, [f"digit_{d}" for d in range(10)])
     return out
 
 
@@ -60,4 +71,5 @@ def write_photo_patches(out: Path, per_class: int = 60, side: int = 48, seed: in
             y, x = int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
             patch = cv2.resize(photo[y : y + crop, x : x + crop], (side, side), interpolation=cv2.INTER_AREA)
             cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(patch, cv2.COLOR_RGB2BGR))
+    write_bins(out, list(PHOTOS))
     return out

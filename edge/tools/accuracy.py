@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundle import Bundle
-from edge.dataset import load_dataset, load_images
+from edge.dataset import Dataset, load_dataset, load_images
 from edge.errors import SmartbinError
 from edge.labels import BINS, Label
 from edge.runtime import open_engine, runs
@@ -37,18 +37,32 @@ def accuracy_figures(probs: np.ndarray, truth: np.ndarray, labels: list[Label]) 
     }
 
 
+def bundle_truth(dataset: Dataset, labels: list[Label], data: str | Path) -> np.ndarray:
+    """Each sample's class as the bundle's label index, matched by class name (a hold-out may lack a class)."""
+    index = {lab.name: lab.index for lab in labels}
+    if missing := [lab.name for lab in dataset.labels if lab.name not in index]:
+        raise SmartbinError(
+            f"{data}: the bundle has no class {missing[0]!r} ({len(missing)} unknown; it knows: "
+            f"{', '.join(sorted(index)[:12])}{' ...' if len(index) > 12 else ''})"
+        )
+    return np.array([index[dataset.labels[s.label].name] for s in dataset.samples], dtype=np.int64)
+
+
 def evaluate_bundle(
-    bundle_path: str | Path, data: str | Path, backend: str = "auto", threads: int | None = None
+    bundle_path: str | Path,
+    data: str | Path,
+    backend: str = "auto",
+    threads: int | None = None,
+    probs_out: dict[str, np.ndarray] | None = None,
 ) -> dict:
-    """Top-1, bin accuracy and agreement with float32 (or the first variant) for each variant."""
+    """Top-1, bin accuracy and agreement with float32 (or the first variant) for each variant;
+    ``probs_out`` receives each variant's probabilities."""
     bundle = Bundle.open(bundle_path)
     bundle.verify()
     dataset = load_dataset(data)
-    if dataset.num_classes != len(bundle.labels):
-        raise SmartbinError(f"{data}: {dataset.num_classes} classes, but the bundle has {len(bundle.labels)} labels")
+    truth = bundle_truth(dataset, bundle.labels, data)
     spec = bundle.manifest.input
     images = load_images(dataset.samples, spec.height, spec.width)
-    truth = np.array([s.label for s in dataset.samples])
     results: dict[str, dict] = {}
     probs_by_variant: dict[str, np.ndarray] = {}
     for variant in bundle.variant_names():
@@ -65,6 +79,8 @@ def evaluate_bundle(
             "bin_accuracy": figures["bin_accuracy"],
             "per_bin": figures["per_bin"],
         }
+    if probs_out is not None:
+        probs_out.update(probs_by_variant)
     reference = "float32" if "float32" in probs_by_variant else next(iter(probs_by_variant))
     ref = probs_by_variant[reference]
     for variant, probs in probs_by_variant.items():

@@ -1,0 +1,84 @@
+"""How long training will take, said before it starts: the model's measured speed on a few batches of
+the user's images, times the images and epochs of each phase."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import keras
+import numpy as np
+
+from convert.pipeline import make_dataset
+from edge.dataset import Sample
+
+log = logging.getLogger(__name__)
+
+# A training step's cost against a forward pass: a frozen backbone only runs forward, the whole model
+# runs backward too (about twice the forward), the fine-tune phase backward through its last stage.
+STEP_COST = {"head": 1.0, "whole model": 3.0, "fine-tune": 1.6}
+WARM_UP_BATCHES = 3  # the first traces the model and is not timed
+
+
+def forward_speed(model: keras.Model, samples: list[Sample], img_size: int, batch_size: int) -> float:
+    """Images per second of the model's forward pass on a few batches of ``samples`` (decoding not timed)."""
+    batches = [x for x, _ in make_dataset(samples[: batch_size * WARM_UP_BATCHES], img_size, batch_size, False)]
+    model(batches[0], training=False)
+    timed = batches[1:] or batches
+    start = time.perf_counter()
+    for x in timed:
+        model(x, training=False)
+    return sum(len(x) for x in timed) / max(time.perf_counter() - start, 1e-9)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def estimate(
+    speed: float, train: int, val: int, epochs: int, fine_tune: int, frozen: bool, cache_passes: int | None
+) -> list[dict]:
+    """Each phase's estimated seconds, named as throughput.json names the phases that ran.
+    ``cache_passes``: the feature cache's augmentation passes (None: no cache)."""
+    phases = []
+    if not frozen:
+        phases.append(("whole model", epochs * (train * STEP_COST["whole model"] + val) / speed))
+    elif cache_passes is None:
+        phases.append(("head", epochs * (train + val) / speed))
+    else:  # at most: what the cache holds already is reused; the head then trains in seconds
+        phases.append(("features", (train * cache_passes + val) / speed))
+        phases.append(("head on cached features", 0.0))
+    if fine_tune and frozen:
+        phases.append(("fine-tune", fine_tune * (train * STEP_COST["fine-tune"] + val) / speed))
+    return [{"phase": name, "seconds": round(seconds, 1)} for name, seconds in phases]
+
+
+def say(phases: list[dict], speed: float, train: int, epochs: int, frozen: bool, cache_passes: int | None) -> None:
+    """Log the estimate, and what the feature cache would save where it would."""
+    total = sum(p["seconds"] for p in phases)
+    log.info(
+        "estimated time: %s (%s; the model runs %.1f images/s forward here, %d training images)",
+        _minutes(total),
+        ", ".join(f"{p['phase']} ~{_minutes(p['seconds'])}" for p in phases),
+        speed,
+        train,
+    )
+    once = train / speed
+    if frozen and (cache_passes is None or cache_passes > 1) and epochs > 1:
+        log.info(
+            "with --feature-cache DIR --feature-passes 1 the backbone would run once (~%s) instead of %d times",
+            _minutes(once),
+            cache_passes or epochs,
+        )
+
+
+def plan_and_say(
+    model: keras.Model, samples: tuple[list[Sample], list[Sample]], config, frozen: bool, cached: bool
+) -> tuple[list[dict], float]:
+    """Measure, estimate and log; returns (the phases' estimates, forward images/s)."""
+    train, val = samples
+    speed = forward_speed(model, train, config.img_size, config.batch_size)
+    passes = min(config.feature_passes or config.epochs, config.epochs) if cached else None
+    phases = estimate(speed, len(train), len(val), config.epochs, config.fine_tune_epochs, frozen, passes)
+    say(phases, speed, len(train), config.epochs, frozen, passes)
+    return phases, float(np.round(speed, 1))
