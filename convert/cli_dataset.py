@@ -123,8 +123,8 @@ def add_dataset_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--near",
         type=int,
-        default=6,
-        help="images whose 64-bit perceptual hashes differ in at most this many bits are one item (default 6; -1: "
+        default=8,
+        help="images whose 64-bit perceptual hashes differ in at most this many bits are one item (default 8; -1: "
         "exact copies only)",
     )
     p = _add(dsub, "check", cmd_dataset_check, "the class/bin table, every broken item and the balance")

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import pytest
 
 from edge.cli import main
@@ -21,10 +22,15 @@ def test_training_run_folder_and_accuracy_above_chance(run_dir: Path):
         "history.csv",
         "report.json",
         "confusion_matrix.png",
+        "bin_confusion_matrix.png",
+        "worst_images.png",
         "training_curves.png",
+        "report.html",
         "train_config.json",
     ):
         assert (run_dir / name).is_file(), name
+    for png in run_dir.glob("*.png"):  # pictures that open, not empty files
+        assert min(cv2.imread(str(png)).shape[:2]) >= 200, png
     report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
     chance = 1 / CLASSES
     assert report["top1"] >= chance + 0.4, report["top1"]
@@ -35,6 +41,16 @@ def test_training_run_folder_and_accuracy_above_chance(run_dir: Path):
     with (run_dir / "history.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert rows and {"accuracy", "val_accuracy", "loss"} <= set(rows[0])
+    # the report's figures agree with each other: the matrices hold every validation image
+    images = report["images"]
+    assert sum(map(sum, report["confusion_matrix"])) == sum(map(sum, report["bin_confusion_matrix"])) == images
+    assert sum(r["support"] for r in report["per_class_precision_recall"].values()) == images
+    worst = [w["true_probability"] for w in report["worst"]]
+    assert worst == sorted(worst) and len(worst) == min(24, images)
+    # every phase that ran was estimated before it started
+    speed = json.loads((run_dir / "throughput.json").read_text(encoding="utf-8"))
+    assert [e["phase"] for e in speed["estimates"]] == [p["phase"] for p in speed["phases"]]
+    assert all(e["seconds"] > 0 for e in speed["estimates"]) and speed["forward_images_per_s"] > 0
 
 
 def test_model_takes_uint8_pixels_with_preprocessing_inside(run_dir: Path):
@@ -251,3 +267,16 @@ def test_the_best_checkpoint_survives_a_worse_fine_tune_phase(tmp_path: Path):
     assert min(val[6:]) < max(val[:6])  # the fine-tune phase really was worse at some point
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["top1"] == pytest.approx(max(val), abs=1e-6)
+
+
+def test_evaluate_report_has_the_figures_evaluate_prints(bundle_dir: Path, dataset_dir: Path, tmp_path: Path, capsys):
+    """`evaluate --report` draws the same computation `evaluate` prints, for the variant a bin runs."""
+    args = ["evaluate", str(bundle_dir), "--data", str(dataset_dir), "--json"]
+    assert main([*args, "--report", str(tmp_path / "r"), "--variant", "float16"]) == 0
+    printed = json.loads(capsys.readouterr().out)["variants"]["float16"]
+    report = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
+    for key in ("top1", "top5", "bin_accuracy", "per_bin"):
+        assert report[key] == printed[key], key
+    assert {p.name for p in (tmp_path / "r").iterdir()} >= {"report.html", "confusion_matrix.png", "worst_images.png"}
+    assert main([*args, "--report", str(tmp_path / "r2"), "--variant", "int4"]) == 2
+    assert "--variant int4: not in" in capsys.readouterr().err
