@@ -53,15 +53,18 @@ def write_digits(out: Path, side: int = 48) -> Path:
     return out
 
 
-def write_photo_patches(out: Path, per_class: int = 60, side: int = 48, seed: int = 0) -> Path:
+def write_photo_patches(
+    out: Path, per_class: int = 60, side: int = 48, seed: int = 0, folders: dict[str, str] | None = None
+) -> Path:
     """Patches of scikit-image's photographs (10 classes): each a random square of 1/6 to 1/3 of the
-    photograph's shorter side, resized to ``side`` px."""
+    photograph's shorter side, resized to ``side`` px. ``folders``: class folder -> photograph, for another
+    dataset's layout (no bins.yaml then: that layout's own rules apply)."""
     import cv2
     from skimage import data
 
     rng = np.random.default_rng(seed)
-    for name in PHOTOS:
-        photo = getattr(data, name)()
+    for name, source in (folders or {p: p for p in PHOTOS}).items():
+        photo = getattr(data, source)()
         photo = cv2.cvtColor(photo, cv2.COLOR_GRAY2RGB) if photo.ndim == 2 else photo[..., :3]
         height, width = photo.shape[:2]
         folder = out / name
@@ -71,5 +74,6 @@ def write_photo_patches(out: Path, per_class: int = 60, side: int = 48, seed: in
             y, x = int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
             patch = cv2.resize(photo[y : y + crop, x : x + crop], (side, side), interpolation=cv2.INTER_AREA)
             cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(patch, cv2.COLOR_RGB2BGR))
-    write_bins(out, list(PHOTOS))
+    if folders is None:
+        write_bins(out, list(PHOTOS))
     return out
