@@ -3,8 +3,8 @@
 Images are one item when their bytes are equal (sha256) or when their perceptual hashes (pHash, 64 bits:
 is each of the 8x8 lowest frequencies of a 32x32 grey thumbnail's DCT above their median) differ in few
 bits: a resized, recompressed or brightened copy of a photo. (On scikit-image's photographs such copies
-differ in 0-6 bits, different patches of one photograph in 14 or more; dHash mixed the two.) An item's images all go to one side, so the
-hold-out measures photos the model never saw. No TensorFlow here.
+differ in 0-6 bits, different patches of one photograph in 14 or more; dHash mixed the two.) An item's
+images all go to one side, so the hold-out measures photos the model never saw. No TensorFlow here.
 """
 
 from __future__ import annotations
