@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.bundle import VARIANT_FILES, ProbeFile
+from edge.formats.bundle import VARIANT_FILES, ProbeFile
 
 if TYPE_CHECKING:
     from convert.formats import OnnxRecipe

@@ -85,7 +85,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from convert.evaluate import evaluation_report, print_evaluation
-    from edge.tools.accuracy import evaluate_bundle
+    from edge.benchmark.accuracy import evaluate_bundle
 
     probs: dict = {}
     result = evaluate_bundle(args.bundle, args.data, args.backend, args.threads, probs)
@@ -103,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- predict
 def cmd_predict(args: argparse.Namespace) -> int:
-    from edge.bundle import is_bundle
+    from edge.formats.bundle import is_bundle
 
     if not is_bundle(args.model):
         quiet_tensorflow()

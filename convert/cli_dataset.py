@@ -54,8 +54,8 @@ def cmd_dataset_check(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_bins(args: argparse.Namespace) -> int:
-    from edge.classbins import write_bins
-    from edge.dataset import is_seed_format, load_dataset
+    from edge.formats.classbins import write_bins
+    from edge.formats.dataset import is_seed_format, load_dataset
 
     root = Path(args.dir)
     if args.set:

@@ -31,7 +31,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
     from convert.features import FeatureCache, embeddings
-    from edge.dataset import load_dataset
+    from edge.formats.dataset import load_dataset
 
     model, size, _ = _run_model(args.run)
     dataset = load_dataset(args.data[0] if len(args.data) == 1 else args.data)
@@ -54,7 +54,7 @@ def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
     import tempfile
 
     from convert.features import FeatureCache, embeddings, novelty
-    from edge.dataset import load_dataset
+    from edge.formats.dataset import load_dataset
 
     model, size, data = _run_model(run)
     if not data:

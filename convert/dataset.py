@@ -1,4 +1,4 @@
-"""`smartbin dataset check` and the training split, on the dataset format of edge/dataset.py.
+"""`smartbin dataset check` and the training split, on the dataset format of edge/formats/dataset.py.
 
 No TensorFlow here: `smartbin dataset check` runs anywhere.
 """
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classbins import BINS_FILE
-from edge.dataset import RULES_FILE, Dataset, Sample, is_seed_format, load_dataset
 from edge.errors import ImageError, SmartbinError
-from edge.images import read_image
+from edge.formats.classbins import BINS_FILE
+from edge.formats.dataset import RULES_FILE, Dataset, Sample, is_seed_format, load_dataset
+from edge.formats.images import read_image
 
 
 def group_by_class(samples: list[Sample]) -> dict[int, list[Sample]]:

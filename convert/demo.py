@@ -22,8 +22,8 @@ from rich.console import Console
 from convert.demo_fleet import loop_config, retrain, run_loop
 from edge.cli import main as smartbin
 from edge.errors import SmartbinError
-from edge.paths import firmware_config_dir
 from edge.sources.synthetic import SyntheticSource, write_clip
+from edge.system.paths import firmware_config_dir
 from edge.tools.localbroker import LocalBroker
 
 ROOT = Path(__file__).resolve().parent.parent

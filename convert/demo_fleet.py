@@ -25,8 +25,8 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
-from edge.archive import pack
 from edge.cli import main as smartbin
+from edge.formats.archive import pack
 
 ROOT = Path(__file__).resolve().parent.parent
 

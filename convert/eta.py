@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from convert.pipeline import make_dataset
-from edge.dataset import Sample
+from edge.formats.dataset import Sample
 
 log = logging.getLogger(__name__)
 

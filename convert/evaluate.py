@@ -36,9 +36,9 @@ def evaluation_report(bundle_path: str, data: str, probs: dict[str, np.ndarray],
     """`evaluate --report DIR`: the training report's page and PNGs for one variant of the bundle on ``data``
     (default: int8 where the bundle has it, what a bin runs). Returns the variant."""
     from convert.report import write_report
-    from edge.bundle import Bundle
-    from edge.dataset import load_dataset
-    from edge.tools.accuracy import bundle_truth
+    from edge.benchmark.accuracy import bundle_truth
+    from edge.formats.bundle import Bundle
+    from edge.formats.dataset import load_dataset
 
     chosen = variant or ("int8" if "int8" in probs else next(iter(probs)))
     if chosen not in probs:

@@ -41,7 +41,8 @@ from convert.quantdebug import markdown as quantization_markdown
 from convert.rescue import Candidate, rescue
 from convert.source import Source, calibration_samples, check_out, load_source
 from convert.summary import CALIBRATION, summary_table
-from edge.bundle import (
+from edge.errors import SmartbinError
+from edge.formats.bundle import (
     ACCEPTANCE_FILE,
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -56,10 +57,9 @@ from edge.bundle import (
     is_onnx,
     sha256_file,
 )
-from edge.dataset import load_images
-from edge.errors import SmartbinError
+from edge.formats.dataset import load_images
 from edge.runtime import open_engine
-from edge.versions import installed_versions
+from edge.system.versions import installed_versions
 from edge.vision.decision import VoteSettings
 
 log = logging.getLogger(__name__)

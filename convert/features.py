@@ -18,9 +18,9 @@ import keras
 import numpy as np
 
 from convert.pipeline import keyed_dataset
-from edge.atomic import atomic_output
-from edge.bundle import sha256_file
-from edge.dataset import Sample
+from edge.formats.bundle import sha256_file
+from edge.formats.dataset import Sample
+from edge.system.atomic import atomic_output
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from edge.cpu import x86_int8_dot_product
 from edge.errors import SmartbinError
+from edge.system.cpu import x86_int8_dot_product
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.bundle import GateResult
+from edge.formats.bundle import GateResult
 
 # (minimum agreement, most of the items sorted right lost; None: agreement on every image, not only the
 # confident ones)

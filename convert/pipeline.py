@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from edge.dataset import Sample
-from edge.images import read_image
+from edge.formats.dataset import Sample
+from edge.formats.images import read_image
 from edge.vision.preprocess import RESIZE_RATIO, resize_shorter
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import is_bundle
 from edge.errors import SmartbinError
-from edge.images import read_image
-from edge.labels import Label
+from edge.formats.bundle import is_bundle
+from edge.formats.images import read_image
+from edge.formats.labels import Label
 from edge.vision.preprocess import tta_crops
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ class KerasPredictor:
     def __init__(self, model_path: Path):
         from convert.model import load_model
         from convert.train import LABELS_FILE, find_run, load_labels
-        from edge.labels import load_rules
-        from edge.paths import default_rules_path
+        from edge.formats.labels import load_rules
+        from edge.system.paths import default_rules_path
 
         run_dir, file = find_run(model_path, "a run folder, a .keras file or a bundle")
         self.model = load_model(file)

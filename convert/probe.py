@@ -22,7 +22,7 @@ from convert.formats import (
     quiet_stdout,
     saved_model_converter,
 )
-from edge.bundle import ProbeFile, sha256_file
+from edge.formats.bundle import ProbeFile, sha256_file
 
 log = logging.getLogger(__name__)
 

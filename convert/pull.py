@@ -20,8 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from edge.dataset import RULES_FILE
 from edge.errors import DatasetError
+from edge.formats.dataset import RULES_FILE
 
 log = logging.getLogger(__name__)
 

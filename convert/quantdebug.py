@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.formats import image_reader, onnx_input_name, prepare_onnx, quiet_stdout
-from edge.bundle import LayerError
+from edge.formats.bundle import LayerError
 
 WORST = 10  # layers in the report
 METRIC = "channel_sqnr_db"

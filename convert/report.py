@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from convert.report_plots import plot_confusion, plot_curves, plot_worst
-from edge.labels import BINS, Label
-from edge.tools.accuracy import accuracy_figures
+from edge.benchmark.accuracy import accuracy_figures
+from edge.formats.labels import BINS, Label
 
 log = logging.getLogger(__name__)
 

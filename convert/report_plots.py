@@ -93,7 +93,7 @@ def plot_curves(path: Path, history_csv: Path, phases: list[tuple[str, int]]) ->
 def plot_worst(path: Path, worst: list[dict], names: list[str], columns: int = 6) -> None:
     """A contact sheet: each image with its true and predicted class (red: wrong) and the confidence."""
     from edge.errors import ImageError
-    from edge.images import read_image
+    from edge.formats.images import read_image
 
     plt = _pyplot()
     rows = max(1, -(-len(worst) // columns))

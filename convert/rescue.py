@@ -29,7 +29,7 @@ from convert.quantdebug import (
     onnx_layer_errors,
     tflite_graph,
 )
-from edge.bundle import Attempt, GateResult, QuantizationReport
+from edge.formats.bundle import Attempt, GateResult, QuantizationReport
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import numpy as np
 
 from convert.dataset import group_by_class, stratified_split
 from convert.train import LABELS_FILE, find_run, load_labels, run_config
-from edge.bundle import MANIFEST_FILE
-from edge.dataset import Sample, load_dataset
 from edge.errors import SmartbinError
-from edge.labels import Label
+from edge.formats.bundle import MANIFEST_FILE
+from edge.formats.dataset import Sample, load_dataset
+from edge.formats.labels import Label
 
 
 def check_out(out: Path, force: bool) -> None:

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from convert.dataset import new_folder, write_samples
-from edge.dataset import Sample, load_dataset
 from edge.errors import SmartbinError
-from edge.images import declared_size
+from edge.formats.dataset import Sample, load_dataset
+from edge.formats.images import declared_size
 
 REDUCED = {
     1: cv2.IMREAD_GRAYSCALE,

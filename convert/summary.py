@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from edge.bundle import GateResult, VariantFile
+from edge.formats.bundle import GateResult, VariantFile
 
 # The quantized variants' default calibration (what the table says when no search report exists).
 CALIBRATION = {"dynamic": "none", "int8": "MinMax", "onnx_int8": "MinMax"}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.dataset import RULES_FILE
-from edge.images import write_jpeg
-from edge.paths import default_rules_path
+from edge.formats.dataset import RULES_FILE
+from edge.formats.images import write_jpeg
 from edge.sources.scene import render_sample
+from edge.system.paths import default_rules_path
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from convert.features import FeatureCache, head_model
 from convert.model import build_model, load_model, unfreeze_last_stage
 from convert.pipeline import make_dataset
 from convert.report import write_report
-from edge.dataset import Dataset, Sample, load_dataset
 from edge.errors import SmartbinError
-from edge.labels import Label
+from edge.formats.dataset import Dataset, Sample, load_dataset
+from edge.formats.labels import Label
 
 log = logging.getLogger(__name__)
 

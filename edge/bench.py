@@ -4,7 +4,7 @@ Several bundles (``--bundle`` given again) are measured in one run, their rows n
 bundle's folder: e.g. a mixed-precision int8 beside the full-integer one converted with
 ``--no-mixed-precision --allow-accuracy-drop``.
 
-Each (variant, backend, threads, mode) runs in a fresh process (edge/tools/benchworker.py) so that
+Each (variant, backend, threads, mode) runs in a fresh process (edge/benchmark/worker.py) so that
 load time and peak memory are its own; ratios are computed from figures measured in this run.
 """
 
@@ -22,8 +22,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python edge/bench.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.bundle import Bundle
+from edge.benchmark import textui
+from edge.benchmark.peak import nominal_peak, variant_dtype
+from edge.benchmark.report import environment, markdown, plot, print_summary
+from edge.benchmark.worker import private_state
 from edge.errors import SmartbinError
+from edge.formats.bundle import Bundle
 from edge.runtime import (
     BACKENDS,
     TFLITE_BACKENDS,
@@ -34,10 +38,6 @@ from edge.runtime import (
     runs,
 )
 from edge.runtime.base import NO_DELEGATE
-from edge.tools import textui
-from edge.tools.benchreport import environment, markdown, plot, print_summary
-from edge.tools.benchworker import private_state
-from edge.tools.peak import nominal_peak, variant_dtype
 
 console = textui.console(stderr=True, width=None if sys.stderr.isatty() else 160)
 PLACEMENT_LINE = re.compile(r"(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)")
@@ -48,7 +48,7 @@ PEAK_SPREAD = 1.15  # probe rate before vs after an invoke row beyond which its 
 def run_worker(spec: dict, timeout: float = 900) -> dict:
     """One measurement in a fresh process."""
     result = subprocess.run(
-        [sys.executable, "-m", "edge.tools.benchworker", json.dumps(spec)],
+        [sys.executable, "-m", "edge.benchmark.worker", json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -130,7 +130,7 @@ def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float |
     import yaml
 
     from edge.config import MqttConfig
-    from edge.service.mqtt_client import make_client
+    from edge.wire.mqtt_client import make_client
 
     host, port = broker.rsplit(":", 1)
     config = {
@@ -216,7 +216,7 @@ def compute_ratios(results: list[dict]) -> dict:
 def _accuracy(bundle: Bundle, variant: str, data: str | None, backend: str, threads: int) -> tuple:
     """top-1 and agreement: measured on --data, else the figures the converter measured at export."""
     if data:
-        from edge.tools.accuracy import evaluate_bundle
+        from edge.benchmark.accuracy import evaluate_bundle
 
         figures = evaluate_bundle(bundle.path, data, backend, threads)["variants"][variant]
         return figures["top1"], figures["agreement"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import Bundle
-from edge.labels import Label
+from edge.formats.bundle import Bundle
+from edge.formats.labels import Label
 from edge.runtime import open_engine
 from edge.vision.preprocess import Roi, prepare
 

@@ -15,8 +15,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edge import __version__, journal
+from edge import __version__
 from edge.errors import ConfigError, NoPermission, SmartbinError
+from edge.system import journal
 
 log = logging.getLogger("smartbin")
 
@@ -41,7 +42,7 @@ def _service(start: Callable[[str], int], config: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.service.daemon import run_daemon
+    from edge.daemon.daemon import run_daemon
 
     return _service(run_daemon, args.config)
 
@@ -64,7 +65,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_actuator(args: argparse.Namespace) -> int:
-    from edge.service.actuator import run_actuator
+    from edge.actuator.actuator import run_actuator
 
     return _service(run_actuator, args.config)
 
@@ -96,7 +97,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_bundle_pack(args: argparse.Namespace) -> int:
     """One file for an over-the-air update, and the command that installs it."""
-    from edge.archive import pack
+    from edge.formats.archive import pack
 
     out = Path(args.out or f"{Path(args.bundle).resolve().name}.tar")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
@@ -121,7 +122,7 @@ def cmd_bundle_pack(args: argparse.Namespace) -> int:
 def cmd_bundle_install(args: argparse.Namespace) -> int:
     """A bundle into a device's model store, made current: what install.sh --bundle runs."""
     from edge.config import UpdatesConfig, load_config
-    from edge.service.models import ModelStore
+    from edge.models.store import ModelStore
 
     updates = load_config(args.config).updates if args.config else UpdatesConfig(store=Path(args.store))
     folder = ModelStore(updates.store, updates.keep).install(Path(args.bundle))
@@ -130,7 +131,7 @@ def cmd_bundle_install(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_keygen(args: argparse.Namespace) -> int:
-    from edge.signing import generate_key
+    from edge.formats.signing import generate_key
 
     if Path(args.out).exists():
         raise SmartbinError(f"{args.out}: exists; a key is never overwritten")

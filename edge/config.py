@@ -15,15 +15,15 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from edge.access import is_loopback, read_secret
-from edge.bundle import VARIANT_FILES, is_onnx
 from edge.errors import ConfigError, NoPermission
-from edge.identity import default_device_id
-from edge.labels import BINS
+from edge.formats.bundle import VARIANT_FILES, is_onnx
+from edge.formats.labels import BINS
+from edge.formats.signing import check_public_key
 from edge.runtime import BACKENDS, runs
-from edge.signing import check_public_key
 from edge.sources import check_uri
 from edge.strict import Strict, describe_error
+from edge.system.access import is_loopback, read_secret
+from edge.system.identity import default_device_id
 from edge.vision.decision import VoteSettings
 from edge.vision.preprocess import Roi
 

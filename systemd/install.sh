@@ -172,7 +172,7 @@ if [ "$VENV" = "$OPT/venv" ] && [ -x "$VENV/bin/python" ] && [ "$EXTRAS" != jets
 fi
 if [ -n "$BUNDLE" ]; then
   [ -f "$BUNDLE/manifest.json" ] || die "$BUNDLE is not a model bundle (no manifest.json); make one with 'smartbin convert'"
-  # the store's own rule (edge/service/models.py): copied in, verified, made current and recorded
+  # the store's own rule (edge/models/store.py): copied in, verified, made current and recorded
   run "$VENV/bin/smartbin" bundle install "$BUNDLE" --store "$STATE/models"
 fi
 

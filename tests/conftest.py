@@ -170,7 +170,7 @@ def write_config(path: Path, bundle: Path, uri: str, port: int, **overrides) -> 
 
     data = yaml.safe_load((ROOT / "firmware_config" / "x86-dev.yaml").read_text(encoding="utf-8"))
     data["device_id"] = overrides.pop("device_id", "test-bin")
-    if data["device_id"] is None:  # the machine's own (edge/identity.py)
+    if data["device_id"] is None:  # the machine's own (edge/system/identity.py)
         del data["device_id"]
     data["model"].update(bundle=str(bundle), threads=1)
     data["source"].update(uri=uri, frozen_after_s=0, roi=None)
@@ -216,7 +216,7 @@ def poll(predicate, timeout: float, tick=lambda: None):
 
 def empty_bin_source(folder: Path) -> str:
     """A dir:// source of one empty-bin frame: the daemon starts, sends its outbox backlog, and ends."""
-    from edge.images import write_jpeg
+    from edge.formats.images import write_jpeg
     from edge.sources.scene import empty_floor
 
     folder.mkdir(parents=True, exist_ok=True)

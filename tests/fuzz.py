@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.service.command_spec import ACTIONS, MAX_PAYLOAD  # noqa: E402
 from edge.tools.localbroker import LocalBroker  # noqa: E402
+from edge.wire.command_spec import ACTIONS, MAX_PAYLOAD  # noqa: E402
 from tests.conftest import ROOT, write_config  # noqa: E402
 from tests.mqtt_client import Subscriber  # noqa: E402
 

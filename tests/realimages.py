@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.labels import BINS
+from edge.formats.labels import BINS
 
 
 def write_bins(out: Path, names: list[str]) -> None:

@@ -63,7 +63,7 @@ def highs(pin) -> int:
 
 
 def test_pins_move_exactly_once_even_when_redelivered_and_after_restart(tmp_path, broker, mock_pins):
-    from edge.service.actuator import Actuator
+    from edge.actuator.actuator import Actuator
 
     config = load_config(actuator_config(tmp_path, broker.port, "pins"))
     sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")
@@ -91,7 +91,7 @@ def test_pins_move_exactly_once_even_when_redelivered_and_after_restart(tmp_path
 
 
 def test_servo_angles_and_refusals(tmp_path, broker, mock_pins):
-    from edge.service.actuator import Actuator
+    from edge.actuator.actuator import Actuator
 
     config = load_config(actuator_config(tmp_path, broker.port, "servo"))
     sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")
@@ -121,7 +121,7 @@ def test_servo_angles_and_refusals(tmp_path, broker, mock_pins):
 def test_the_servo_reaches_its_full_travel_with_the_configured_pulses(tmp_path, broker, mock_pins):
     """-90° and +90° are 0.5 ms and 2.5 ms pulses by default (gpiozero's own 1-2 ms give about ±45°),
     and the config's pulse widths are what the pin gets."""
-    from edge.service.actuator import Mover
+    from edge.actuator.actuator import Mover
 
     config = load_config(actuator_config(tmp_path, broker.port, "servo")).actuator
     config = config.model_copy(
@@ -140,7 +140,7 @@ def test_the_servo_reaches_its_full_travel_with_the_configured_pulses(tmp_path, 
 def test_decisions_older_than_max_age_never_move_the_flap(tmp_path, broker, mock_pins):
     """The actuator is down while items fall in: when it is back, the broker delivers the backlog of its
     persistent session, each acknowledged stale and none moved; the next fresh decision moves at once."""
-    from edge.service.actuator import Actuator
+    from edge.actuator.actuator import Actuator
 
     # 3 s: a fresh decision reaches the flap well within it on any machine; the backlog waits longer
     config = load_config(actuator_config(tmp_path, broker.port, "pins", max_age_s=3))
@@ -171,7 +171,7 @@ def test_decisions_older_than_max_age_never_move_the_flap(tmp_path, broker, mock
 def test_a_burst_never_blocks_the_network_thread(tmp_path, broker, mock_pins):
     """150 decisions at once against a queue of 100 and a flap that holds 50 ms: every one is answered
     (moved, stale or refused as busy), so paho's thread never waited on a full queue."""
-    from edge.service.actuator import JOB_QUEUE, Actuator
+    from edge.actuator.actuator import JOB_QUEUE, Actuator
 
     config = load_config(actuator_config(tmp_path, broker.port, "pins", max_age_s=60))
     sub = Subscriber(broker.port, "smartbin/test-bin/actuator/#")

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from edge.cli import main
 from edge.errors import ImageError
-from edge.images import read_image
-from edge.service.command_spec import ACTIONS, MAX_PAYLOAD, CommandError, parse_command
+from edge.formats.images import read_image
+from edge.wire.command_spec import ACTIONS, MAX_PAYLOAD, CommandError, parse_command
 from tests.conftest import ROOT
 from tests.fuzz import COMMAND_TOPIC, fuzz, start_daemon
 from tests.mqtt_client import Subscriber

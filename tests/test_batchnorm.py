@@ -163,7 +163,7 @@ def test_the_onnx_recipe_follows_the_cpu():
 def test_a_report_never_counts_more_float_operations_than_the_model_has():
     from pydantic import ValidationError
 
-    from edge.bundle import QuantizationReport
+    from edge.formats.bundle import QuantizationReport
 
     fine = QuantizationReport(calibration="MinMax", float_layers=["a", "b"], quantized_ops=2)
     assert fine.float_layers == ["a", "b"]

@@ -222,8 +222,8 @@ def test_a_bench_daemon_keeps_off_the_devices_own_state(tmp_path: Path):
     the device's model nor counts or samples its frames, and measures the bundle it was given."""
     from pydantic import BaseModel
 
+    from edge.benchmark.worker import private_state
     from edge.config import parse_config
-    from edge.tools.benchworker import private_state
 
     state = private_state(tmp_path)
     config = parse_config(

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from edge.cli import main
-from edge.dataset import load_dataset
-from edge.images import read_image, write_jpeg
-from edge.labels import load_rules
-from edge.paths import default_rules_path
+from edge.formats.dataset import load_dataset
+from edge.formats.images import read_image, write_jpeg
+from edge.formats.labels import load_rules
+from edge.system.paths import default_rules_path
 
 
 def folders(root: Path, names: list[str], per_class: int = 2) -> Path:

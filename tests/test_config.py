@@ -223,8 +223,8 @@ def test_backend_for_names_what_is_missing_instead_of_raising_anything_else():
 def test_threads_auto_is_every_core_up_to_four(tmp_path: Path):
     import os
 
+    from edge.daemon.build import inference_threads
     from edge.runtime import default_threads
-    from edge.service.build import inference_threads
 
     cores = os.cpu_count() or 1
     auto = load_config(write(tmp_path, edit(lambda d: d["model"].update(threads="auto"))))
@@ -239,7 +239,7 @@ def test_the_default_device_id_is_the_machines_own(tmp_path: Path, monkeypatch):
     """No device_id in the file: the hostname; a stock hostname many boards share: bin-<machine id>."""
     import socket
 
-    import edge.identity as identity
+    import edge.system.identity as identity
 
     path = write(tmp_path, base())
     monkeypatch.setattr(socket, "gethostname", lambda: "kitchen.local")
@@ -255,7 +255,7 @@ def test_the_default_device_id_is_the_machines_own(tmp_path: Path, monkeypatch):
 def test_every_config_section_says_how_a_reload_treats_it():
     """A section added to Config without a place here would be ignored by SIGHUP without a word."""
     from edge.config import Config
-    from edge.service.reload import AT_RESTART, FIXED, LIVE, NOT_OURS
+    from edge.daemon.reload import AT_RESTART, FIXED, LIVE, NOT_OURS
 
     places = [set(LIVE), {n for n in FIXED if "." not in n}, set(NOT_OURS), set(AT_RESTART)]
     for name in Config.model_fields:

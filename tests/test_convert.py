@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from convert.summary import CALIBRATION
-from edge.bundle import Bundle
 from edge.cli import main
-from edge.dataset import load_dataset, load_images
 from edge.errors import BundleError
+from edge.formats.bundle import Bundle
+from edge.formats.dataset import load_dataset, load_images
 from edge.runtime import load_model_file, open_engine
 from tests.conftest import keras_arithmetic
 
@@ -119,7 +119,7 @@ def test_tampering_is_refused_everywhere(bundle_copy: Path, tmp_path: Path, tamp
 
 
 def _write_image(tmp_path: Path) -> Path:
-    from edge.images import write_jpeg
+    from edge.formats.images import write_jpeg
 
     path = tmp_path / "x.jpg"
     write_jpeg(path, np.zeros((32, 32, 3), np.uint8))

@@ -207,7 +207,7 @@ def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(
     import numpy as np
     import yaml
 
-    from edge.images import write_jpeg
+    from edge.formats.images import write_jpeg
 
     clip, _ = clip_factory(items=4)
     config = write_config(
@@ -349,7 +349,7 @@ def test_reload_model_swaps_labels_and_input_size_and_a_failed_swap_keeps_servin
 ):
     import shutil
 
-    from edge.bundle import Bundle, sha256_file
+    from edge.formats.bundle import Bundle, sha256_file
     from tests.conftest import OTHER_LABELS
 
     other_names = {v.split("/", 1)[1] for v in OTHER_LABELS.values()}

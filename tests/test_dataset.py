@@ -11,11 +11,11 @@ import pytest
 from convert.dataset import check_dataset, stratified_split
 from convert.synth import write_synthetic
 from edge.cli import main
-from edge.dataset import load_dataset
 from edge.errors import DatasetError
-from edge.images import read_image, write_jpeg
-from edge.labels import BINS, load_rules
-from edge.paths import default_rules_path
+from edge.formats.dataset import load_dataset
+from edge.formats.images import read_image, write_jpeg
+from edge.formats.labels import BINS, load_rules
+from edge.system.paths import default_rules_path
 
 
 def test_default_rules_are_the_40_classes():

@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.labels import Label
+from edge.formats.labels import Label
 from edge.sources.scene import add_noise, draw_item, empty_floor
 from edge.vision.decision import Decider, PresenceDetector, VoteSettings
 
@@ -101,7 +101,7 @@ def photo_view(height: int = 120, width: int = 160) -> np.ndarray:
     import cv2
     import matplotlib.cbook
 
-    from edge.images import read_image
+    from edge.formats.images import read_image
 
     path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     return cv2.resize(read_image(path), (width, height), interpolation=cv2.INTER_AREA)

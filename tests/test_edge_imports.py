@@ -33,7 +33,7 @@ sys.meta_path.insert(0, Block())
 
 def test_every_edge_module_imports_with_tensorflow_keras_and_convert_blocked():
     modules = edge_modules()
-    assert {"edge.runtime.litert", "edge.cli", "edge.service.daemon", "edge.tools.benchworker"} <= set(modules)
+    assert {"edge.runtime.litert", "edge.cli", "edge.daemon.daemon", "edge.benchmark.worker"} <= set(modules)
     code = BLOCKER + (f"for name in {modules!r}:\n    importlib.import_module(name)\nprint(len(sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-1500:]

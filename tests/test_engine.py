@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bundle import Bundle
 from edge.classifier import Classifier
 from edge.errors import SmartbinError
-from edge.images import read_image
+from edge.formats.bundle import Bundle
+from edge.formats.images import read_image
 from edge.runtime import available_backends, choose, open_engine
 from edge.runtime.litert import LiteRTEngine
 from edge.runtime.tflite import delegated_nodes

@@ -247,7 +247,7 @@ def test_an_accelerator_that_resets_mid_run_ends_in_the_back_off_not_a_crash(
     every run after the fifth raises RuntimeError) goes through the same restart back-off as a lost model:
     counted, STATUS says why and when it restarts, exit 75 (systemd restarts it) instead of exit 1 five
     times in a row, after which systemd's start limit would leave the bin dead."""
-    from edge.service.daemon import START_FAILURES
+    from edge.daemon.daemon import START_FAILURES
     from tests.fakes import fake_accelerator_path
 
     clip, _ = clip_factory(items=4)

@@ -69,7 +69,7 @@ def test_the_head_on_cached_features_learns_what_training_through_the_backbone_l
 def test_passes_are_repeatable_and_a_grown_dataset_computes_only_its_new_images(setting, tmp_path: Path):
     from convert.features import FeatureCache
     from convert.model import build_model
-    from edge.dataset import load_dataset
+    from edge.formats.dataset import load_dataset
 
     data, weights = setting
     model, _ = build_model(10, SIZE, "resnet-mini", str(weights))
@@ -95,7 +95,7 @@ def test_embeddings_and_the_most_novel_pulled_samples_first(run_dir: Path, datas
     images."""
     import cv2
 
-    from edge.dataset import load_dataset
+    from edge.formats.dataset import load_dataset
     from tests.realimages import write_photo_patches
 
     out = tmp_path / "emb.npz"

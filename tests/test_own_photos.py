@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.dataset import load_dataset
-from edge.images import read_image
+from edge.formats.dataset import load_dataset
+from edge.formats.images import read_image
 from edge.sources.scene import empty_floor
 from tests.conftest import write_config
 from tests.mqtt_client import Subscriber, unique_decisions

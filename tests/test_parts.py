@@ -7,9 +7,9 @@ from pathlib import Path
 
 from edge.classifier import Classifier
 from edge.config import load_config
-from edge.service.build import make_presence
-from edge.service.camera import Camera
-from edge.service.pipeline import Pipeline
+from edge.daemon.build import make_presence
+from edge.daemon.camera import Camera
+from edge.daemon.pipeline import Pipeline
 from tests.conftest import write_config
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.cpu import cpu_flags
-from edge.tools.peak import clock_ghz, nominal_peak, variant_dtype
+from edge.benchmark.peak import clock_ghz, nominal_peak, variant_dtype
+from edge.system.cpu import cpu_flags
 
 CLOCK = (3.0, "test clock")
 

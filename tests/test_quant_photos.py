@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundle import Bundle
+from edge.formats.bundle import Bundle
 from tests.realimages import write_photo_patches
 from tests.test_quantization import (
     assert_every_recipe_passes,

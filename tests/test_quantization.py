@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from convert.gate import describe_failure
-from edge.bundle import Bundle
-from edge.cpu import is_x86
+from edge.formats.bundle import Bundle
 from edge.runtime import open_engine
+from edge.system.cpu import is_x86
 from tests.conftest import keras_arithmetic
 
 pytestmark = pytest.mark.slow
@@ -269,7 +269,7 @@ QEMU_CPU = "Haswell-v4"  # AVX2 + FMA, no AVX-512, no VNNI: the CPU that the x86
 EMULATED = """
 import json, sys
 import numpy as np, onnxruntime as ort
-from edge.cpu import x86_int8_dot_product
+from edge.system.cpu import x86_int8_dot_product
 from edge.runtime.onnx import OnnxEngine
 from tests.realimages import load_digit_images
 

@@ -419,7 +419,7 @@ def test_the_hardened_unit_updates_over_http_and_keeps_samples_and_counts(
 ):
     """Under the unit's sandbox: a download from busybox's httpd, the model store, samples and counters in
     /var/lib/smartbin (StateDirectory), all written by the smartbin user."""
-    from edge.archive import pack
+    from edge.formats.archive import pack
 
     r2 = tmp_path / "r2"
     r2.mkdir()

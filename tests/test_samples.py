@@ -22,7 +22,7 @@ import pytest
 
 from edge.cli import main
 from edge.config import SamplesConfig
-from edge.service.samples import SampleStore
+from edge.storage.samples import SampleStore
 from tests.conftest import BACKBONE, ROOT, write_config
 from tests.mqtt_client import Subscriber, answered
 
@@ -88,7 +88,7 @@ WRITER = """
 import sys, time, numpy as np
 from edge.cli import main
 from edge.config import SamplesConfig
-from edge.service.samples import SampleStore
+from edge.storage.samples import SampleStore
 store = SampleStore(SamplesConfig(path=sys.argv[1], min_free_bytes=0, max_bytes=5_000_000, queue=2), "other").start()
 rng = np.random.default_rng(int(sys.argv[2]))
 image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)  # ~900 kB JPEGs: writes take a while
@@ -194,7 +194,7 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
     assert process.returncode == 0, err[-2000:]
     assert check_samples(samples) >= 2
     # the counts outlive the process
-    from edge.service.counters import Counters
+    from edge.storage.counters import Counters
 
     kept = Counters(tmp_path / "counters.sqlite").summary()["total"]
     assert kept["items"] >= 2 and kept["corrections"] == {"cup": 1, "bottle": 1}
@@ -223,7 +223,7 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
 
 
 def test_counters_keep_days_apart_and_outlive_a_reopen(tmp_path: Path):
-    from edge.service.counters import Counters, today
+    from edge.storage.counters import Counters, today
 
     path = tmp_path / "counters.sqlite"
     counters = Counters(path)

@@ -219,7 +219,7 @@ def test_acl_lets_a_bin_announce_itself_to_home_assistant_and_only_itself(pki, t
     """The example ACL with Home Assistant's discovery: a bin writes its own device config and hears Home
     Assistant's birth message; another bin cannot announce in its name."""
     from edge.config import HomeAssistantConfig
-    from edge.service import homeassistant
+    from edge.wire import homeassistant
 
     ha_config, port = HomeAssistantConfig(enabled=True), tls_broker.port
     ha, ha_received, _ = tls_client(pki, port, "homeassistant")
@@ -282,8 +282,8 @@ def test_actuator_shares_the_daemons_tls_including_an_encrypted_key(tmp_path, pk
 
     import yaml
 
+    from edge.actuator.actuator import Actuator
     from edge.config import load_config
-    from edge.service.actuator import Actuator
 
     openssl("pkey", "-in", "test-bin.key", "-aes256", "-passout", "pass:s3cret", "-out", "enc.key", cwd=pki)
     path = tls_config(tmp_path, pki, bundle_dir, tls_broker.port)
@@ -329,8 +329,8 @@ def test_a_renewed_client_certificate_is_used_at_the_next_reconnect(tmp_path, pk
     where it used to offer the one it read at start for ever."""
     import yaml
 
+    from edge.actuator.actuator import Actuator
     from edge.config import load_config
-    from edge.service.actuator import Actuator
 
     live = tmp_path / "live"
     live.mkdir()

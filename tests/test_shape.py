@@ -11,7 +11,19 @@ PACKAGES = ("edge", "convert")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 STAGES = ("edge.sources", "edge.runtime", "edge.vision")
-ABOVE_STAGES = ("edge.service", "edge.tools", "edge.config", "edge.cli", "convert")
+ABOVE_STAGES = (
+    "edge.daemon",
+    "edge.models",
+    "edge.wire",
+    "edge.storage",
+    "edge.web",
+    "edge.actuator",
+    "edge.benchmark",
+    "edge.tools",
+    "edge.config",
+    "edge.cli",
+    "convert",
+)
 
 
 def modules(root: Path) -> dict[str, Path]:

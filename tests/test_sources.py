@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge.errors import ConfigError
-from edge.images import write_jpeg
+from edge.formats.images import write_jpeg
 from edge.sources import Capture, open_source
 from edge.sources.synthetic import SyntheticSource, write_clip
 from tests.fakes import install_broken_picamera2, install_fake_camera, install_fake_picamera2

@@ -89,9 +89,9 @@ def test_unit_contract():
 
 
 def test_prefix_install_is_complete_and_idempotent(prefix: Path, bundle_dir: Path):
-    from edge.bundle import Bundle
     from edge.config import load_config
-    from edge.identity import default_device_id
+    from edge.formats.bundle import Bundle
+    from edge.system.identity import default_device_id
 
     config = prefix / "etc/smartbin/config.yaml"
     assert load_config(config).model.backend == "auto"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.service.counters import Counters, CountersError
-from edge.service.outbox import Outbox, OutboxError
 from edge.stats import Window
+from edge.storage.counters import Counters, CountersError
+from edge.storage.outbox import Outbox, OutboxError
 
 
 def hammer(write, read, writers: int = 2, rounds: int = 400) -> list[BaseException]:
@@ -75,7 +75,7 @@ def test_sqlite_failures_are_the_projects_errors(tmp_path: Path):
 
 SIGNAL_WHILE_LOCKED = """
 import os, signal, sys, threading
-from edge.service.signals import set_on
+from edge.system.signals import set_on
 
 stop = threading.Event()
 set_on(stop, signal.SIGTERM)

@@ -198,8 +198,8 @@ def test_weights_none_trains_the_whole_backbone(tmp_path: Path):
 def test_top5_counts_a_hit_in_the_first_five_and_only_there():
     import numpy as np
 
-    from edge.labels import Label
-    from edge.tools.accuracy import accuracy_figures
+    from edge.benchmark.accuracy import accuracy_figures
+    from edge.formats.labels import Label
 
     labels = [Label(i, f"c{i}", "other") for i in range(7)]
     # image 0: right at rank 1; image 1: right at rank 5; image 2: right at rank 6 (a miss for top-5)
@@ -235,7 +235,7 @@ def test_training_sees_the_pixels_the_device_sees(dataset_dir: Path):
     import numpy as np
 
     from convert.pipeline import make_dataset
-    from edge.dataset import load_dataset, load_images
+    from edge.formats.dataset import load_dataset, load_images
 
     samples = load_dataset(dataset_dir).samples[:12]
     batch, _ = next(iter(make_dataset(samples, 64, 12, False)))

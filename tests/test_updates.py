@@ -25,11 +25,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge.archive import pack, unpack
-from edge.bundle import Bundle, sha256_file
 from edge.errors import BundleError
-from edge.service.models import ModelStore
-from edge.service.update import UpdateError, download
+from edge.formats.archive import pack, unpack
+from edge.formats.bundle import Bundle, sha256_file
+from edge.models.store import ModelStore
+from edge.models.update import UpdateError, download
 from edge.tools.localbroker import free_port
 from tests.conftest import OTHER_LABELS, ROOT, poll, write_config
 from tests.mqtt_client import Subscriber, answered
@@ -286,7 +286,7 @@ def test_a_daemon_killed_inside_the_health_window_comes_back_on_the_old_model(
 
 
 def test_a_device_with_a_public_key_installs_only_bundles_signed_by_it(tmp_path, v1, v2, web, broker, clip_factory):
-    from edge.signing import generate_key
+    from edge.formats.signing import generate_key
 
     root, base = web
     public = generate_key(tmp_path / "fleet.pem")
@@ -437,7 +437,7 @@ def test_bundle_keygen_and_a_signed_pack_from_the_command_line(tmp_path, v2, cap
     import tarfile
 
     from edge.cli import main
-    from edge.signing import verify
+    from edge.formats.signing import verify
 
     key = tmp_path / "fleet.pem"
     assert main(["bundle", "keygen", "--out", str(key)]) == 0
@@ -458,7 +458,7 @@ def test_pack_ships_only_what_the_device_runs_and_the_device_checks_before_writi
     import tarfile
 
     from edge.cli import main
-    from edge.signing import generate_key
+    from edge.formats.signing import generate_key
 
     full, slim = tmp_path / "full.tar", tmp_path / "pi.tar"
     pack(bundle_dir, full)
@@ -627,7 +627,7 @@ def test_a_reload_applies_updates_and_samples_without_a_restart(tmp_path, v1, v2
     the next restart); samples.enabled false (a privacy request): no frame is kept from then on."""
     import yaml
 
-    from edge.signing import generate_key
+    from edge.formats.signing import generate_key
 
     url, digest = publish(web, v2, "v2.tar")
     public = generate_key(tmp_path / "fleet.pem")

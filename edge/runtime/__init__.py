@@ -8,8 +8,8 @@ import logging
 import os
 from pathlib import Path
 
-from edge.bundle import VARIANT_FILES, Bundle, is_onnx
 from edge.errors import SmartbinError
+from edge.formats.bundle import VARIANT_FILES, Bundle, is_onnx
 from edge.runtime.base import Engine
 
 log = logging.getLogger(__name__)

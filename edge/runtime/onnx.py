@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.cpu import is_x86, x86_int8_dot_product
 from edge.errors import BundleError
 from edge.runtime.base import NO_DELEGATE, Engine
+from edge.system.cpu import is_x86, x86_int8_dot_product
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import ImageError
-from edge.images import read_image
+from edge.formats.images import read_image
 from edge.sources.base import FrameSource, SourceError
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

@@ -1,1 +1,1 @@
-"""What measures or simulates: bench worker, accuracy on a dataset, fleet simulator, local broker."""
+"""Tools around the bin: the fleet simulator and a local broker for the demo, the bench and the tests."""

@@ -11,11 +11,11 @@ import uuid
 
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
-from edge.labels import BINS
-from edge.service.mqtt import Publisher
-from edge.service.mqtt_client import start_subscriber
-from edge.service.outbox import Outbox
+from edge.formats.labels import BINS
 from edge.stats import percentiles
+from edge.storage.outbox import Outbox
+from edge.wire.mqtt import Publisher
+from edge.wire.mqtt_client import start_subscriber
 
 MAX_BINS = 300
 

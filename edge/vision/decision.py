@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from edge.labels import Label
+from edge.formats.labels import Label
 
 log = logging.getLogger(__name__)
 

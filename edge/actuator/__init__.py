@@ -1,0 +1,1 @@
+"""`smartbin actuator`: its own program and systemd service, moving the flaps for fresh decisions."""

@@ -1,0 +1,300 @@
+"""`smartbin actuator`: decisions on MQTT -> a servo angle or a GPIO flap per bin, exactly once per event.
+
+Subscribes with a persistent session (QoS 1), remembers carried-out ``event_id``s in SQLite
+(so a re-delivery, even after a restart, never moves the bin twice), acknowledges each event
+on ``…/actuator/ack``, and never moves on malformed input, an unknown bin, or a decision older
+than ``max_age_s``: the backlog a broker or actuator restart delivers is about items long gone. The age
+needs no clock shared with the daemon's host (edge/actuator/freshness.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.actuator.freshness import age_on_arrival
+from edge.config import ActuatorConfig, Config, load_config
+from edge.errors import ConfigError, SmartbinError
+from edge.formats.labels import BINS
+from edge.storage.sqlitedb import Database
+from edge.system.backoff import delay_after
+from edge.system.signals import set_on
+from edge.wire.mqtt import dumps
+from edge.wire.mqtt_client import make_client
+
+log = logging.getLogger(__name__)
+
+REMEMBERED_EVENTS = 10000
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5's value for a session kept as long as the broker keeps any
+JOB_QUEUE = 100
+# A broker back after an outage is found within seconds: paho's default (doubling up to 120 s) left the flaps
+# still for up to two minutes after a long outage, and a broker with an ACL keeps nothing for a session it
+# restored until its client is back (see docs/mqtt.md).
+RECONNECT_DELAY_S = (1, 5)
+
+
+class Mover:
+    """The gpiozero side. GPIOZERO_PIN_FACTORY=mock selects gpiozero's own mock pins (tests, dev boxes)."""
+
+    def __init__(self, config: ActuatorConfig):
+        self.config = config
+        if config.mode == "servo":
+            from gpiozero import AngularServo
+
+            self.servo = AngularServo(
+                config.servo_pin,
+                min_angle=-90,
+                max_angle=90,
+                initial_angle=config.neutral_angle,
+                min_pulse_width=config.min_pulse_width_ms / 1000,
+                max_pulse_width=config.max_pulse_width_ms / 1000,
+            )
+        else:
+            from gpiozero import DigitalOutputDevice
+
+            self.flaps = {b: DigitalOutputDevice(pin) for b, pin in config.pins.items()}
+
+    def move(self, bin_name: str) -> None:
+        """Open the bin's way for ``hold_s``, then return to neutral."""
+        if self.config.mode == "servo":
+            self.servo.angle = self.config.angles[bin_name]
+            time.sleep(self.config.hold_s)
+            self.servo.angle = self.config.neutral_angle
+        else:
+            flap = self.flaps[bin_name]
+            flap.on()
+            time.sleep(self.config.hold_s)
+            flap.off()
+
+    def close(self) -> None:
+        for device in [getattr(self, "servo", None), *getattr(self, "flaps", {}).values()]:
+            if device is not None:
+                device.close()
+
+
+class Seen:
+    """event_ids already carried out, kept across restarts (SmartbinError naming the file on any failure)."""
+
+    def __init__(self, path: Path):
+        self.db = Database(path, SmartbinError)
+        self.db.query("CREATE TABLE IF NOT EXISTS done (event_id TEXT PRIMARY KEY, ts REAL NOT NULL)")
+
+    def add(self, event_id: str) -> bool:
+        """Record the event; False when it was already there."""
+        with self.db.transaction() as db:
+            added = db.execute("INSERT OR IGNORE INTO done VALUES (?, ?)", (event_id, time.time())).rowcount
+            if added:
+                db.execute(
+                    "DELETE FROM done WHERE event_id NOT IN (SELECT event_id FROM done ORDER BY ts DESC LIMIT ?)",
+                    (REMEMBERED_EVENTS,),
+                )
+        return bool(added)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def parse_decision(payload: bytes) -> tuple[str, str, float]:
+    """(event_id, bin, ts) of a decision message, or ValueError saying what is wrong."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("not a JSON decision") from None
+    if not isinstance(data, dict) or not isinstance(data.get("event_id"), str) or not data["event_id"]:
+        raise ValueError("decision without an event_id")
+    if data.get("bin") not in BINS:
+        raise ValueError(f"unknown bin {data.get('bin')!r} (allowed: {', '.join(BINS)})")
+    ts = data.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or ts != ts:
+        raise ValueError("decision without a ts (seconds since the epoch, when it was made)")
+    return data["event_id"], data["bin"], float(ts)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A decision waiting for the flap."""
+
+    event_id: str
+    bin_name: str
+    ts: float  # when it was made, by the daemon's wall clock
+    arrival_age: float | None  # its age on arrival, from the daemon's and the broker's counts (MQTT 5)
+    arrived: float  # time.monotonic() on arrival
+
+    def age(self) -> float:
+        """Seconds since the decision was made, now: without comparing clocks when it came with its age."""
+        if self.arrival_age is None:
+            return time.time() - self.ts
+        return self.arrival_age + time.monotonic() - self.arrived
+
+
+class Actuator:
+    def __init__(self, config: Config):
+        self.config = config
+        self.base = config.topic_base
+        self.mover = Mover(config.actuator)
+        try:
+            self.seen = Seen(config.actuator.state_path)
+        except SmartbinError:
+            self.mover.close()  # the pins are free for the next try
+            raise
+        self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=JOB_QUEUE)
+        self.moves = 0
+        self.stale = 0
+        self.ready = threading.Event()
+        # A persistent session: decisions sent while it restarts still arrive (and are judged by their age).
+        # MQTT 5 unless pinned to 3.1.1: the age of a decision travels in MQTT 5 properties only.
+        client_id = f"smartbin-actuator-{config.device_id}"
+        self.protocol = mqtt.MQTTv311 if config.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
+        self.client = make_client(config.mqtt, client_id, self.protocol, clean_session=False)
+        self.client.reconnect_delay_set(*RECONNECT_DELAY_S)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self.ready.set()
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="actuator", daemon=True)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            client.subscribe(f"{self.base}/decision", qos=1)
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            event_id, bin_name, ts = parse_decision(message.payload)
+        except ValueError as exc:
+            log.error("refused decision: %s", exc)
+            self._ack(None, None, error=str(exc))
+            return
+        try:  # paho's thread: never wait here
+            self.jobs.put_nowait(Job(event_id, bin_name, ts, age_on_arrival(message.properties), time.monotonic()))
+        except queue.Full:
+            log.error("event %s refused: %d moves are queued already", event_id[:8], JOB_QUEUE)
+            self._ack(event_id, bin_name, error=f"busy: {JOB_QUEUE} moves queued already")
+
+    def _ack(
+        self,
+        event_id: str | None,
+        bin_name: str | None,
+        error: str | None = None,
+        duplicate: bool = False,
+        stale: bool = False,
+        **judged: float,
+    ) -> None:
+        payload = {
+            "event_id": event_id,
+            "bin": bin_name,
+            "ok": error is None,
+            "duplicate": duplicate,
+            "stale": stale,
+            "ts": round(time.time(), 3),
+            **{key: round(value, 3) for key, value in judged.items()},  # age_s, moved_at
+        }
+        if error:
+            payload["error"] = error
+        self.client.publish(f"{self.base}/actuator/ack", dumps(payload), qos=1)
+
+    def _work(self) -> None:
+        while not self._stopping.is_set() and (job := self.jobs.get()) is not None:
+            event_id, bin_name = job.event_id, job.bin_name
+            try:
+                new = self.seen.add(event_id)
+            except SmartbinError as exc:  # the age check below still keeps a replay from moving the flap
+                log.error("cannot record event %s: %s", event_id[:8], exc)
+                new = True
+            if not new:
+                log.info("event %s already carried out; not moving again", event_id[:8])
+                self._ack(event_id, bin_name, duplicate=True)
+                continue
+            # The age when the flap would move, not when the message arrived: a job that waited behind
+            # others ages too. By the clocks (MQTT 3.1.1 only), too far in the future is not trusted either.
+            age, limit = job.age(), self.config.actuator.max_age_s
+            now = time.time()  # when the flap moves, if it does: the ack says so
+            if not -limit <= age <= limit:
+                why = f"{age:.1f} s old" if age > 0 else f"{-age:.1f} s in the future (are both clocks on NTP?)"
+                log.warning("event %s is stale (%s, max_age_s %.1f): not moving", event_id[:8], why, limit)
+                self.stale += 1
+                self._ack(
+                    event_id, bin_name, error=f"stale: {why}, more than actuator.max_age_s", stale=True, age_s=age
+                )
+                continue
+            log.info("event %s: moving to %s", event_id[:8], bin_name)
+            try:
+                self.mover.move(bin_name)
+                self.moves += 1
+                self._ack(event_id, bin_name, age_s=age, moved_at=now)
+            except Exception as exc:  # a hardware error must not stop the actuator
+                log.exception("move failed")
+                self._ack(event_id, bin_name, error=f"move failed: {exc}")
+
+    def start(self) -> Actuator:
+        self._worker.start()
+        mqtt_config, session = self.config.mqtt, {}
+        if self.protocol == mqtt.MQTTv5:  # the session outlives a disconnect, as 3.1.1's clean_session off
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+            session = {"clean_start": False, "properties": properties}
+        self.client.connect_async(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive, **session)
+        self.client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._stopping.set()  # what is still queued is not moved: by the next start it is stale anyway
+        try:
+            self.jobs.put_nowait(None)
+        except queue.Full:
+            pass  # the worker sees the flag after its current move
+        self._worker.join(timeout=self.config.actuator.hold_s + 2)
+        self.mover.close()
+        self.seen.close()
+
+
+def run_actuator(config_path: str | Path) -> int:
+    """The actuator until SIGTERM. SIGHUP reads the config again and restarts the actuator with it (a config
+    that no longer loads is refused, the running one kept). A start that fails (a pin another process holds,
+    a state file that cannot be written, TLS files being renewed) is retried after 30, 60, 120, then every
+    300 s, in this process: systemd would otherwise meet its start limit and leave the flap dead until
+    someone types reset-failed; SIGHUP retries at once. A config error at the first start exits 78."""
+    config = load_config(config_path)
+    stop, reload = threading.Event(), threading.Event()
+    set_on(stop, signal.SIGTERM, signal.SIGINT)
+    set_on(reload, signal.SIGHUP)
+    actuator: Actuator | None = None
+    reloaded, failures, retry_at = False, 0, 0.0
+    while not stop.is_set():
+        if reload.is_set():
+            reload.clear()
+            try:
+                config = load_config(config_path)
+            except ConfigError as exc:
+                log.error("reload refused, the actuator keeps its config: %s", exc)
+            else:
+                log.info("reloading %s", config_path)
+                if actuator is not None:
+                    actuator.stop()
+                actuator, reloaded, retry_at = None, True, 0.0
+        if actuator is None and time.monotonic() >= retry_at:
+            try:
+                actuator = Actuator(config).start()
+                failures = 0
+            except Exception as exc:  # the hardware's, the disk's or the certificates': a restart meets the same
+                if isinstance(exc, ConfigError) and not reloaded:
+                    raise  # the config as written cannot work (a key's passphrase): 78, no restart loop
+                failures += 1
+                delay = delay_after(failures)
+                retry_at = time.monotonic() + delay
+                log.error("the actuator cannot start (%s: %s); trying again in %.0f s", type(exc).__name__, exc, delay)
+        stop.wait(0.2)  # signals set their events from a thread of their own: a short poll sees either
+    if actuator is not None:
+        actuator.stop()
+    return 0

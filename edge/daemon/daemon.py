@@ -1,0 +1,331 @@
+"""`smartbin run`: camera -> preprocess -> engine -> decision -> MQTT, for months, under systemd.
+
+The daemon composes parts with one job each: the camera (edge/daemon/camera.py), the pipeline
+(presence -> classify -> vote, no I/O), the model's life (edge/models/serving.py), the outputs
+(MQTT, outbox, counters, samples, page state) and the status page's server. Everything happens in the
+main loop (``step``) except capture (its own thread) and MQTT I/O (paho's thread): commands are queued
+and carried out between frames, so a reload never races an inference, and watchdog pings prove that a
+whole cycle really ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.classifier import Classifier
+from edge.config import Config, load_config
+from edge.daemon.background import Background
+from edge.daemon.build import make_presence
+from edge.daemon.camera import Camera
+from edge.daemon.commands import CommandQueue
+from edge.daemon.pipeline import Pipeline
+from edge.daemon.reload import PreparedReload, apply_reload, prepare_reload
+from edge.errors import CameraLost, ConfigError, Crashed, SmartbinError
+from edge.models.serving import Serving
+from edge.models.update import UpdateRequest
+from edge.sources import Frame
+from edge.system.backoff import RestartBackoff
+from edge.system.notify import Notifier
+from edge.system.signals import set_on
+from edge.vision.decision import Decision
+from edge.web.host import WebHost
+from edge.web.page import answer_classify_requests
+from edge.wire.outputs import Hooks, Outputs
+from edge.wire.status import StatusView, cpu_temperature, metrics_payload, status_payload
+
+log = logging.getLogger(__name__)
+
+START_FAILURES = ".start-failures"  # in the model store: failed starts in a row, for the restart back-off
+
+
+@dataclass
+class Step:
+    """What one turn of the loop did: the frame it took (None on timeout) and the decision it made."""
+
+    frame: Frame | None = None
+    decision: Decision | None = None
+
+
+class Daemon:
+    """The bin's service: its parts, the loop that drives them, and what commands and reloads may change."""
+
+    def __init__(self, config: Config, config_path: Path | None = None):
+        self.config = config
+        self.config_path = config_path
+        self.notifier = Notifier()
+        self.started = time.time()
+        self.started_mono = time.monotonic()
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.paused = False
+        self.ready = False
+        self.on_ready: Callable[[], None] | None = None  # run_daemon: a good start resets the restart backoff
+        self.background = Background()
+        self.commands = CommandQueue(lambda payload: self.outputs.publish_answer(payload))
+        self.models = Serving(
+            config,
+            self.notifier,
+            self.background,
+            self._switched,
+            lambda: self.outputs.publish_model(),
+            self.commands.answer,
+        )
+        self.camera = Camera(config)
+        self.pipeline = Pipeline(
+            self.models.classify, self.classifier.labels, make_presence(config), config.decision.settings()
+        )
+        hooks = Hooks(self.commands.submit, self._status_message, self.models.payload, self.models.reference)
+        self.outputs = Outputs(config, self.pipeline.timings, hooks)
+        self.outputs.publisher = self.outputs.make_publisher(config)  # its Last Will reads the view
+        self.web = WebHost(self.view, lambda: self.camera.last_frame, self.outputs.page_state, self.commands.submit)
+        self.web.server = self.web.make(config)
+        self._metrics_due = time.monotonic() + config.mqtt.metrics_interval_s
+        self._health_reported = "ok"
+
+    @property
+    def classifier(self) -> Classifier:
+        """The classifier that serves now (``Serving`` decides which)."""
+        return self.models.classifier
+
+    def _switched(self, classifier: Classifier) -> None:
+        """Another classifier serves: the vote follows its labels, and the status says what runs."""
+        self.pipeline.relabel(classifier.labels)
+        self.outputs.publish_status()
+
+    # ------------------------------------------------------------------ the status view
+    def health(self) -> str:
+        """``camera_lost`` (reconnecting, or no frame for a few seconds), ``degraded`` (the outbox cannot be
+        written, the broker refuses decisions, or presence is re-learning the empty bin), else ``ok``."""
+        if self.camera.lost():
+            return "camera_lost"
+        if self.outputs.outbox_error or self.outputs.refusals()[1] or self.pipeline.relearning():
+            return "degraded"
+        return "ok"
+
+    def view(self) -> StatusView:
+        """A snapshot of what runs and how it does: the only thing MQTT status/metrics and the web page read."""
+        engine, capture = self.classifier.engine, self.camera.capture.health
+        outbox_depth, outbox_dropped, outbox_error = self.outputs.outbox_figures()
+        connected, connects = self.outputs.broker()
+        refused, refusal = self.outputs.refusals()
+        samples = self.outputs.samples
+        return StatusView(
+            device_id=self.config.device_id,
+            version=__version__,
+            host=socket.gethostname(),
+            started=self.started,
+            ts=time.time(),
+            model=self.models.summary(),
+            backend=engine.backend,
+            delegate=engine.delegate,
+            health=self.health(),
+            source=self.camera.source(),
+            paused=self.paused,
+            fps=self.pipeline.fps(),
+            frames_classified=self.pipeline.classified,
+            frames_grabbed=capture.grabbed,
+            frames_dropped=max(0, capture.grabbed - capture.frames),
+            decisions=self.outputs.decisions,
+            latency_ms=self.pipeline.timings.percentiles(("infer", "total"), digits=2),
+            latency_histograms={k: h.cumulative() for k, h in self.pipeline.timings.histograms.items()},
+            outbox_depth=outbox_depth,
+            outbox_dropped=outbox_dropped,
+            outbox_error=outbox_error,
+            outbox_refused=refused,
+            outbox_refusal=refusal,
+            source_reconnects=capture.reconnects,
+            broker_connected=connected,
+            broker_connects=connects,
+            commands_rejected=self.commands.rejected,
+            cpu_temp_c=cpu_temperature(),
+            samples=samples.counts() if samples else None,
+            counts=self.outputs.counts(),
+            presence=self.pipeline.presence_summary(),
+        )
+
+    def _status_message(self, state: str) -> dict:
+        return status_payload(self.view(), state)
+
+    def summary(self, metrics: dict | None = None) -> str:
+        """One line for systemd's STATUS=."""
+        engine = self.classifier.engine
+        text = f"{engine.variant} on {engine.backend}, camera {self.camera.capture.health.state}"
+        if metrics:
+            text += f", {metrics['fps']} fps, outbox {metrics['outbox_depth']}"
+        return text
+
+    # ------------------------------------------------------------------ what commands may do (CommandTarget)
+    def status(self) -> dict:
+        return status_payload(self.view())
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        self.outputs.publish_status()
+
+    def set_threshold(self, value: float) -> float:
+        return self.pipeline.set_threshold(value)
+
+    def snapshot(self) -> dict:
+        return self.outputs.snapshot(self.camera.last_frame)
+
+    def flag(self) -> dict:
+        return self.outputs.flag(self.camera.last_frame)
+
+    def correct(self, event_id: str, label: str) -> dict:
+        return self.outputs.correct(event_id, label, self.classifier.labels)
+
+    def start_update(self, request: UpdateRequest) -> None:
+        self.models.start_update(request)
+
+    def reload_model(self, bundle: str | None, command_id: Any) -> None:
+        self.models.reload(bundle, command_id)
+
+    # ------------------------------------------------------------------ SIGHUP
+    def reload_config(self) -> None:
+        """SIGHUP: read the file and load a changed model beside the loop, then rebuild each changed section on
+        it, or refuse the whole reload (edge/daemon/reload.py). A SIGHUP while one is prepared waits its turn
+        and plans against the config the one before left in force."""
+        if self.config_path is None:
+            return
+        path = self.config_path
+
+        def done(prepared: PreparedReload | None, error: BaseException | None) -> None:
+            if error is not None:
+                log.error("reload refused, keeping the running configuration: %s", error)
+            else:
+                apply_reload(self, prepared, path)
+
+        self.background.submit("reload", lambda: prepare_reload(self.config, path), done)
+
+    # ------------------------------------------------------------------ the loop
+    def process(self, frame: Frame) -> Decision | None:
+        """One frame through the pipeline, and what it led to out through the outputs."""
+        outcome = self.pipeline.process(frame)
+        if outcome is None:  # the new model failed inside its health window: rolled back
+            return None
+        if outcome.prediction is not None:
+            self.outputs.prediction(frame, outcome.prediction)
+        if outcome.decision is not None:
+            self.outputs.decision(outcome.decision, frame)
+        return outcome.decision
+
+    def start(self) -> Daemon:
+        """Connect to the broker, open the camera, serve the page, start the sample writer."""
+        self.outputs.start()
+        self.camera.start()
+        self.web.start()
+        return self
+
+    def step(self, timeout: float = 0.5) -> Step:
+        """One turn of the loop: reload and commands, the newest frame through the pipeline, watchdog, metrics."""
+        if self.reload_requested.is_set():
+            self.reload_requested.clear()
+            self.reload_config()
+        self.background.apply()
+        self.commands.handle(self)
+        self.models.handle_updates()
+        if self.outputs.web_state is not None:
+            classify = lambda image: self.classifier.classify(image).to_dict()  # noqa: E731
+            answer_classify_requests(self.outputs.web_state, self.camera.last_frame, classify)
+        self.outputs.publisher.maintain()
+        step = Step(self.camera.next_frame(timeout))
+        if step.frame is not None and not self.paused:
+            step.decision = self.process(step.frame)
+        self._after_turn(step.frame is not None)
+        return step
+
+    def _after_turn(self, had_frame: bool) -> None:
+        """READY once, the watchdog, a camera gone too long, the periodic messages."""
+        now, source = time.monotonic(), self.config.source
+        if not self.ready and (had_frame or now - self.started_mono > source.stall_timeout_s):
+            # READY after the first real cycle; without a camera at boot, after stall_timeout_s anyway: the
+            # unit is up and says camera_lost, instead of dying of its start timeout in a restart loop
+            self.ready = True
+            self.notifier.ready(self.summary())
+            log.info("ready: %s", self.summary())
+        if had_frame and self.on_ready is not None:  # a real cycle: the back-off starts over
+            self.on_ready()
+            self.on_ready = None
+        # The loop turned: that is what the watchdog watches. A lost camera is the capture thread's to
+        # reconnect and the status's to say; a hung loop stops these pings and systemd restarts it.
+        self.notifier.watchdog()
+        quiet = self.camera.quiet_s()
+        if source.restart_after_s and quiet > source.restart_after_s:
+            raise CameraLost(
+                f"{source.uri}: no frame for {quiet:.0f} s (source.restart_after_s): "
+                f"restarting the service ({self.camera.capture.health.error or 'no error reported'})"
+            )
+        self._periodic()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT or the end of a finite source. Returns the exit code."""
+        self._install_signals()
+        self.start()
+        try:
+            while not self.stop_requested.is_set():
+                if self.step().frame is None and self.camera.ended:
+                    log.info("source ended")
+                    break
+        finally:
+            self.shutdown()
+        return 0
+
+    def _periodic(self) -> None:
+        self.models.check_trial()
+        now = time.monotonic()
+        health = self.health()
+        if health != self._health_reported:
+            self._health_reported = health
+            self.outputs.publish_status()
+        if now >= self._metrics_due:
+            self._metrics_due = now + self.config.mqtt.metrics_interval_s
+            metrics = metrics_payload(self.view())
+            self.outputs.publisher.publish_json("metrics", metrics)
+            self.notifier.status(self.summary(metrics))
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        self.models.stopping()
+        self.web.stop()
+        self.camera.stop()
+        self.outputs.stop()
+        log.info("stopped")
+
+    def _install_signals(self) -> None:
+        set_on(self.stop_requested, signal.SIGTERM, signal.SIGINT)
+        set_on(self.reload_requested, signal.SIGHUP)
+
+
+def run_daemon(config_path: str | Path) -> int:
+    """Load the config (ConfigError on mistakes), build the daemon and run it."""
+    config = load_config(config_path)
+    logging.getLogger().setLevel(config.log_level)
+    log.info("smartbin %s on %s (%s), pid %d", __version__, socket.gethostname(), platform.machine(), os.getpid())
+    backoff = RestartBackoff(config.updates.store / START_FAILURES, Notifier())
+    try:
+        daemon = Daemon(config, Path(config_path))
+        daemon.on_ready = backoff.reset
+        return daemon.run()
+    except ConfigError:
+        raise  # 78: a restart cannot fix it
+    except SmartbinError as exc:  # 75 (edge/cli.py): a restart may, after the back-off
+        backoff.wait(str(exc))
+        raise
+    except Exception as exc:
+        # Not foreseen (an accelerator that reset, a disk error): a new process may fix it, after the same
+        # back-off, so that repeated crashes never reach systemd's start limit and leave the bin dead.
+        log.exception("the daemon failed")
+        reason = f"{type(exc).__name__}: {exc}"
+        backoff.wait(reason)
+        raise Crashed(reason) from exc

@@ -1,0 +1,148 @@
+"""A bundle as one file, for over-the-air updates: a plain .tar, manifest.json first.
+
+Any static HTTP server or S3-compatible store can serve it; the device needs only its URL and
+sha256 (or a signature). The manifest (and its signature) come first, so that a device checks
+what the archive is, who signed it and how much it holds before it writes a byte of the models.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+from edge.errors import BundleError
+from edge.formats.bundle import MANIFEST_FILE, Bundle, listed_files, parse_manifest, sha256_file
+from edge.formats.signing import SIGNATURE_FILE, sign, verify_manifest
+from edge.system.atomic import atomic_output
+
+# Written by `smartbin convert` beside the models and not listed in the manifest: a person's reading only.
+REPORT_FILES = ("quantization.md", "quantization.json")
+
+
+def pack(
+    bundle_dir: str | Path, out: str | Path, key: str | Path | None = None, variants: list[str] | None = None
+) -> str:
+    """Write the verified bundle as a .tar (manifest first, then its files, flat); return its sha256.
+
+    ``variants``: only these (with the acceptance set, without the bench's probes), under a manifest
+    that lists just them: what one kind of device runs. ``key``: an Ed25519 private key (PEM); its
+    signature of the manifest follows the manifest."""
+    bundle = Bundle.open(bundle_dir)
+    bundle.verify()
+    manifest, manifest_bytes = bundle.manifest, (bundle.path / MANIFEST_FILE).read_bytes()
+    if variants is not None:
+        for name in variants:
+            bundle.file(name)  # a variant the bundle lacks is named here
+        data = json.loads(manifest_bytes)
+        data["variants"] = {name: data["variants"][name] for name in variants}
+        data["probes"] = {}
+        manifest_bytes = json.dumps(data, indent=2, ensure_ascii=False).encode()
+        manifest = parse_manifest(data, bundle.path / MANIFEST_FILE)
+    files = sorted(listed_files(manifest))
+    if variants is None:
+        files += [name for name in REPORT_FILES if (bundle.path / name).is_file()]
+    members = [(MANIFEST_FILE, manifest_bytes)]
+    if key:
+        members.append((SIGNATURE_FILE, sign(manifest_bytes, key)))
+    out = Path(out)
+    with atomic_output(out) as partial, tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            _add(tar, name, len(data), io.BytesIO(data))
+        for name in files:
+            with (bundle.path / name).open("rb") as fh:
+                _add(tar, name, (bundle.path / name).stat().st_size, fh)
+    return sha256_file(out)
+
+
+def _add(tar: tarfile.TarFile, name: str, size: int, fh) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+    tar.addfile(info, fh)
+
+
+def unpack(
+    archive: str | Path,
+    dest: str | Path,
+    max_bytes: int,
+    public_key: str | None = None,
+    variant: str | None = None,
+) -> Bundle:
+    """Extract a bundle archive into ``dest`` (created; must not exist) and verify it.
+
+    Before anything is written: the manifest comes first and parses, its signature holds (with
+    ``public_key``), it lists ``variant`` (the one this device runs), every other member is a plain
+    top-level file it lists with the size it gives, and all of it fits in ``max_bytes``. So an archive
+    cannot write outside ``dest``, fill the disk, or put an unsigned byte on it.
+    """
+    archive, dest = Path(archive), Path(dest)
+    try:
+        with tarfile.open(archive, "r:") as tar:
+            members = tar.getmembers()
+            if not members or members[0].name != MANIFEST_FILE or not members[0].isfile():
+                raise BundleError(f"{archive}: not a bundle archive ({MANIFEST_FILE} must come first)")
+            bad = [m.name for m in members if not m.isfile() or "/" in m.name or m.name in ("", ".", "..")]
+            if bad:
+                raise BundleError(f"{archive}: only plain files at the top level are allowed, not {bad[0]!r}")
+            total = sum(m.size for m in members)
+            if total > max_bytes:
+                raise BundleError(f"{archive}: unpacks to {total} bytes, more than the limit of {max_bytes}")
+            manifest_bytes = _read(tar, members[0], max_bytes)
+            signature = members[1] if len(members) > 1 and members[1].name == SIGNATURE_FILE else None
+            if public_key is not None:
+                signed = _read(tar, signature, 1 << 12) if signature is not None else None
+                verify_manifest(manifest_bytes, signed, public_key, archive)
+            _check_members(archive, manifest_bytes, members, variant)
+            dest.mkdir(parents=True)
+            free = shutil.disk_usage(dest).free
+            if total > free:
+                raise BundleError(f"{archive}: unpacks to {total} bytes, only {free} free in {dest.parent}")
+            # Bytes only, no owner, mode or time from the archive; by hand, not extractall(filter=...): Debian
+            # bookworm's Python 3.11.2 (Raspberry Pi OS) has no extraction filters.
+            for member in members:
+                with tar.extractfile(member) as source, (dest / member.name).open("wb") as target:
+                    shutil.copyfileobj(source, target)
+    except (tarfile.TarError, EOFError) as exc:
+        raise BundleError(f"{archive}: not a readable tar archive: {exc}") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise BundleError(f"{archive}: no space left in {dest.parent} to unpack it") from None
+        raise
+    bundle = Bundle.open(dest)
+    bundle.verify()
+    return bundle
+
+
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
+    if member.size > limit:
+        raise BundleError(f"{member.name}: {member.size} bytes, more than {limit}")
+    with tar.extractfile(member) as fh:
+        return fh.read()
+
+
+def _check_members(archive: Path, manifest_bytes: bytes, members: list[tarfile.TarInfo], variant: str | None) -> None:
+    """The archive holds what its manifest lists, at the listed sizes, and the variant this device runs."""
+    where = f"{archive}: {MANIFEST_FILE}"
+    try:
+        manifest = parse_manifest(json.loads(manifest_bytes), where)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{where}: not valid JSON: {exc}") from None
+    if variant is not None and variant not in manifest.variants:
+        raise BundleError(
+            f"{archive}: has no {variant!r} variant, which this device's model.variant asks for "
+            f"(it has: {', '.join(manifest.variants) or 'none'}); pack it with --variants {variant}"
+        )
+    listed = listed_files(manifest)
+    for member in members[1:]:
+        if member.name in (SIGNATURE_FILE, *REPORT_FILES):
+            continue
+        if member.name not in listed:
+            raise BundleError(f"{archive}: {member.name!r} is not listed in the manifest")
+        if member.size != listed[member.name]:
+            raise BundleError(
+                f"{archive}: {member.name}: size check failed: {member.size} bytes, manifest says {listed[member.name]}"
+            )

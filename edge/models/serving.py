@@ -1,0 +1,235 @@
+"""The model's life on the device: which model serves, loading beside the loop, over-the-air
+updates, the health window after a switch, and rollback.
+
+The daemon asks ``Serving`` for the classifier and hears back through two callbacks: ``switched``
+(another classifier serves now: rebuild what depends on its labels) and ``changed`` (the retained
+model topic is to be published again). Slow loads run on the shared ``Background``, so the loop
+keeps classifying with the old model and feeding the watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge.classifier import Classifier, Prediction
+from edge.config import Config
+from edge.daemon.background import Background
+from edge.daemon.build import load_classifier
+from edge.errors import ModelUnavailable, SmartbinError
+from edge.formats.bundle import Bundle
+from edge.formats.signing import verify as verify_signature
+from edge.models.store import ModelStore
+from edge.models.update import Prepared, Updater, UpdateRequest
+from edge.system.notify import Notifier
+from edge.system.queues import drain
+
+log = logging.getLogger(__name__)
+
+Answer = Callable[..., None]  # (command_id, action, result=None, error=None)
+
+
+class Serving:
+    """The classifier that serves and the model store behind it."""
+
+    def __init__(
+        self,
+        config: Config,
+        notifier: Notifier,
+        background: Background,
+        switched: Callable[[Classifier], None],
+        changed: Callable[[], None],
+        answer: Answer,
+    ):
+        self.config = config  # the config in force: a reload replaces it
+        self.background = background
+        self.switched, self.changed, self.answer = switched, changed, answer
+        self.started = time.time()
+        u = config.updates
+        self.store = ModelStore(u.store, u.keep)
+        self.store.recover(u.health_window_s)  # a run that died inside a health window: back to the previous model
+        self.classifier = self._load_at_start(notifier)
+        self.previous: Classifier | None = None  # kept through a health window: a rollback is a swap
+        load = lambda path: load_classifier(self.config, path)  # noqa: E731 - the config in force then
+        self.store.remove_leftovers()
+        self.updater = Updater(self.store, load, lambda: self.config)
+        self.trial_until: float | None = None  # monotonic end of the health window after a switch
+        state = self.store.state()
+        if state.trial_until is not None:
+            self.trial_until = time.monotonic() + max(0.0, state.trial_until - time.time())
+
+    def _load_at_start(self, notifier: Notifier) -> Classifier:
+        """The store's current model; when it does not load, the one before it, then the configured bundle.
+        A fallback is recorded in the store, so the retained model topic says which failed and why. Raises
+        ModelUnavailable (a restart may help: a model copied in, a disk remounted) when none loads."""
+        errors: list[str] = []
+        for path in self.store.start_candidates(self.config.model.bundle):
+            try:
+                with notifier.extending(f"loading model {path} (an engine build may take minutes)"):
+                    classifier = load_classifier(self.config, path)
+            except SmartbinError as exc:
+                log.error("model %s does not load: %s", path, exc)
+                errors.append(str(exc))
+                continue
+            if errors and self.store.state().current:
+                self.store.rollback(f"failed to load at start: {errors[0]}", to=path)
+            return classifier
+        raise ModelUnavailable("no model loads: " + "; ".join(errors))
+
+    def serve(self, classifier: Classifier) -> None:
+        """``classifier`` serves from now on (``switched`` tells the daemon)."""
+        self.classifier = classifier
+        self.switched(classifier)
+
+    # ------------------------------------------------------------------ what serves
+    def classify(self, image) -> Prediction | None:
+        """The serving model on one frame. Inside the health window a failure rolls back (None for this
+        frame); outside it the exception is the caller's."""
+        try:
+            return self.classifier.classify(image)
+        except Exception as exc:
+            if self.background.busy("rollback"):
+                return None  # the failed model's last frames, while the previous one loads
+            if self.trial_until is None:
+                raise
+            log.exception("the new model failed on a frame")
+            self.rollback(f"classification failed inside the health window: {type(exc).__name__}: {exc}")
+            return None
+
+    def summary(self) -> dict:
+        """What serves, as the status gives it: name, variant and the variant file's sha256."""
+        engine, bundle = self.classifier.engine, self.classifier.bundle
+        return {
+            "name": bundle.manifest.name,
+            "variant": engine.variant,
+            "sha256": bundle.manifest.variants[engine.variant].sha256,
+        }
+
+    def payload(self) -> dict:
+        """The retained …/model topic: what serves, since when, what served before, how the last change went."""
+        state, bundle = self.store.state(), self.classifier.bundle
+        return {
+            "name": bundle.manifest.name,
+            "folder": bundle.path.name,
+            "variant": self.classifier.engine.variant,
+            "created": bundle.manifest.created,
+            "sha256": state.sha256 if state.current else None,
+            "since": state.since if state.current else round(self.started, 3),
+            "previous": state.previous if state.current else None,
+            "health_window": self.trial_until is not None,
+            "last_change": state.outcome or None,
+        }
+
+    def reference(self) -> dict:
+        """Which model made a prediction, as a sample records it."""
+        state = self.store.state()
+        return {
+            "name": self.classifier.bundle.manifest.name,
+            "folder": self.classifier.bundle.path.name,
+            "variant": self.classifier.engine.variant,
+            "sha256": state.sha256 if state.current else None,
+        }
+
+    # ------------------------------------------------------------------ changes
+    def reload(self, bundle: str | None, command_id: Any = None) -> None:
+        """Verify and load a bundle beside the loop, which keeps serving the old one; the answer comes when
+        it is switched in, or refused. ``bundle``: a folder of the model store by name, a path, or None for
+        the configured bundle. With ``updates.public_key`` only a bundle signed by it loads, whether it came
+        over the air or by path. Loads wait their turn behind one another."""
+        config = self.config
+        path = self.store.resolve(bundle) if bundle else Path(config.model.bundle)
+
+        def load() -> Classifier:
+            bundle = Bundle.open(path)
+            bundle.verify()
+            if config.updates.public_key is not None:
+                verify_signature(bundle.path, config.updates.public_key)
+            return load_classifier(config, path)
+
+        def done(classifier: Classifier | None, error: BaseException | None) -> None:
+            if error is not None:
+                self.answer(command_id, "reload_model", error=f"reload refused, still serving the old model: {error}")
+                return
+            previous = self.classifier.bundle.path
+            self.serve(classifier)
+            if self.store.state().current:  # once updates are in use, the store's choice is what starts next time
+                self.store.switch(path, previous, None, 0)
+                self.trial_until, self.previous = None, None
+            self.changed()
+            log.info("model reloaded from %s", path)
+            self.answer(command_id, "reload_model", {"model": self.summary()})
+
+        if not self.background.submit("reload_model", load, done):
+            raise SmartbinError("too many model loads are waiting already; wait for their answers")
+
+    def start_update(self, request: UpdateRequest) -> None:
+        self.updater.start(request, self.classifier.bundle)
+
+    def handle_updates(self) -> None:
+        """The updater's news: progress and failures are answered, a tested model is switched in."""
+        for request, kind, value in drain(self.updater.events):
+            if kind == "progress":
+                self.answer(request.command_id, "update_model", {"done": False, **value})
+            elif kind == "failed":
+                error = f"update refused, still serving the old model: {value}"
+                self.answer(request.command_id, "update_model", error=error)
+            else:
+                self.answer(request.command_id, "update_model", {"done": True, **self.apply_update(value)})
+
+    def apply_update(self, prepared: Prepared) -> dict:
+        """Switch to a tested model (a pointer swap: no gap in classification) and open the health window."""
+        old = self.classifier
+        self.serve(prepared.classifier)
+        window = self.config.updates.health_window_s
+        self.store.switch(prepared.folder, old.bundle.path, prepared.request.sha256, window)
+        self.trial_until = time.monotonic() + window if window > 0 else None
+        self.previous = old if self.trial_until is not None else None
+        if self.trial_until is None:
+            self.store.confirm()
+        self.changed()
+        log.info("updated to %s (%s); health window %.0f s", prepared.folder.name, prepared.acceptance, window)
+        return {"stage": "switched", "model": prepared.folder.name, "acceptance": prepared.acceptance}
+
+    def rollback(self, reason: str) -> None:
+        """Back to the previous model, now (a failure inside the health window): a swap when it is still in
+        memory, else a load beside the loop (after a restart inside the window), the choice saved first."""
+        if self.background.busy("rollback"):
+            return
+        state = self.store.rollback(reason)
+        self.trial_until = None
+        if self.previous is not None:
+            self.serve(self.previous)
+            self.previous = None
+            self.changed()
+            return
+        path, config = self.store.path(state.current), self.config
+
+        def done(classifier: Classifier | None, error: BaseException | None) -> None:
+            if error is not None:  # the store's choice stands; a restart loads it or falls back further
+                log.error("rollback to %s failed: %s", path, error)
+                return
+            self.serve(classifier)
+            self.changed()
+
+        self.background.submit("rollback", lambda: load_classifier(config, path), done)
+
+    def updates_changed(self) -> None:
+        """A reload changed ``updates:`` (in ``self.config`` already): each update reads its settings when it
+        starts; the store keeps the new number of models from the next switch on."""
+        self.store.keep = self.config.updates.keep
+
+    def check_trial(self) -> None:
+        """The health window passed: the new model stays."""
+        if self.trial_until is not None and time.monotonic() >= self.trial_until:
+            self.trial_until, self.previous = None, None
+            self.store.confirm()
+            self.changed()
+            log.info("health window passed: %s stays", self.classifier.bundle.path.name)
+
+    def stopping(self) -> None:
+        """A stop asked for is no failure: inside a health window, the window opens again at the next start."""
+        if self.trial_until is not None:
+            self.store.interrupted()

@@ -1,1 +1,0 @@
-"""The service around the stages: the daemon loop, MQTT, outbox, commands, notify, status, web, actuator."""

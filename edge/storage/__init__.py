@@ -1,0 +1,1 @@
+"""What the bin keeps on its disk: the decision outbox, the counters, the samples, one SQLite connection."""

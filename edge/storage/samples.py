@@ -1,0 +1,215 @@
+"""The on-device sample store: frames worth a human's look, kept for the next training run.
+
+Each sample is ``<id>.jpg`` + ``<id>.json`` (prediction, top-k, confidence, event_id, model, time,
+why it was kept, and an operator's correction once there is one). A sample is complete when its
+JSON exists: both files are written to temporary names and renamed, the JPEG first, so a power
+cut or SIGKILL leaves either a whole sample or nothing a reader would take for one. Writes happen
+in the store's own thread behind a bounded queue: the loop never waits on the disk, and a full
+queue is counted, not waited on. Oldest samples go first past the byte cap or the retention time,
+and nothing is written while the disk's free space is under its floor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import shutil
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.config import SamplesConfig
+from edge.formats.images import encode_jpeg
+from edge.system.atomic import write_atomic
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".jpg", ".json")
+
+
+@dataclass
+class Sample:
+    sample_id: str
+    image: np.ndarray
+    meta: dict
+
+
+def reasons_to_keep(decision: dict, default_bin: str, fraction: float, rng: random.Random) -> list[str]:
+    """Why a decision's frame is worth a look (empty: it is not)."""
+    reasons = []
+    if decision.get("reason") == "low_confidence":
+        reasons.append("low_confidence")
+    if decision.get("bin") == default_bin:
+        reasons.append("default_bin")
+    if decision.get("votes", 0) < decision.get("frames", 0):
+        reasons.append("frames_disagreed")
+    if not reasons and rng.random() < fraction:
+        reasons.append("random_confident")
+    return reasons
+
+
+class SampleStore:
+    def __init__(self, config: SamplesConfig, default_bin: str):
+        self.config = config
+        self.default_bin = default_bin
+        self.root = Path(config.path)
+        self.queue: queue.Queue[Sample | None] = queue.Queue(config.queue)
+        self.dropped = 0  # the queue was full: the loop did not wait
+        self.skipped_low_disk = 0
+        self.written = 0
+        self.errors = 0
+        self.rng = random.Random()
+        self._sizes: dict[str, int] = {}  # sample id -> bytes on disk, oldest first
+        self._total = 0
+        self._lock = threading.Lock()  # the byte count, read by the loop's metrics
+        self._write_lock = threading.Lock()  # the writer thread and an operator's correction
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ the loop's side
+    def start(self) -> SampleStore:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._scan()
+        self._thread = threading.Thread(target=self._run, name="samples", daemon=True)
+        self._thread.start()
+        return self
+
+    def offer(self, decision: dict, image: np.ndarray, top_k: list[dict], model: dict, flagged: bool = False) -> bool:
+        """Queue the decision's frame when it is worth keeping; never blocks. True when queued."""
+        fraction = self.config.confident_fraction
+        reasons = ["flagged"] if flagged else reasons_to_keep(decision, self.default_bin, fraction, self.rng)
+        if not reasons:
+            return False
+        try:
+            self.queue.put_nowait(self._sample(decision, image, top_k, model, reasons))
+        except queue.Full:
+            self.dropped += 1
+            return False
+        return True
+
+    def keep_now(self, decision: dict, image: np.ndarray, top_k: list[dict], model: dict, label: str) -> str:
+        """Write a corrected decision's sample at once (an operator's command, not the loop's hot path)."""
+        sample = self._sample(decision, image, top_k, model, ["corrected"])
+        sample.meta["correction"] = {"label": label, "ts": round(time.time(), 3)}
+        self._write(sample, force=True)
+        return sample.sample_id
+
+    @staticmethod
+    def _sample(decision: dict, image: np.ndarray, top_k: list[dict], model: dict, reasons: list[str]) -> Sample:
+        meta = {
+            "event_id": decision.get("event_id"),
+            "ts": decision.get("ts", time.time()),
+            "label": decision.get("label"),
+            "label_index": decision.get("label_index"),
+            "bin": decision.get("bin"),
+            "confidence": decision.get("confidence"),
+            "votes": decision.get("votes"),
+            "frames": decision.get("frames"),
+            "top_k": top_k,
+            "model": model,
+            "kept_because": reasons,
+        }
+        return Sample(f"{int(meta['ts'] * 1000):015d}-{str(meta['event_id'])[:12]}", image, meta)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop."""
+        if self._thread is not None:
+            self.queue.put(None)
+            self._thread.join(timeout)
+
+    def counts(self) -> dict:
+        with self._lock:
+            total, kept = self._total, len(self._sizes)
+        return {
+            "kept": kept,
+            "bytes": total,
+            "written": self.written,
+            "dropped": self.dropped,
+            "skipped_low_disk": self.skipped_low_disk,
+            "errors": self.errors,
+        }
+
+    # ------------------------------------------------------------------ corrections
+    def correct(self, event_id: str, label: str) -> str | None:
+        """Record an operator's answer beside the sample of ``event_id``; its id, or None when none was kept."""
+        for path in sorted(self.root.glob(f"*-{event_id[:12]}.json")):
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            if meta.get("event_id") != event_id:
+                continue
+            meta["correction"] = {"label": label, "ts": round(time.time(), 3)}
+            write_atomic(path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+            return path.stem
+        return None
+
+    def corrections(self) -> Counter:
+        """Corrections per true label, over the samples on disk."""
+        counts: Counter = Counter()
+        for path in self.root.glob("*.json"):
+            try:
+                label = json.loads(path.read_text(encoding="utf-8")).get("correction", {}).get("label")
+            except (OSError, ValueError):
+                continue
+            if label:
+                counts[label] += 1
+        return counts
+
+    # ------------------------------------------------------------------ the writer thread
+    def _scan(self) -> None:
+        """Take stock of what is on disk; finish off what an interrupted write left behind."""
+        for leftover in self.root.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        for jpg in self.root.glob("*.jpg"):  # a JPEG without its JSON: the write stopped between the two
+            if not jpg.with_suffix(".json").exists():
+                jpg.unlink(missing_ok=True)
+        with self._lock:
+            self._sizes = {
+                p.stem: sum(p.with_suffix(s).stat().st_size for s in SUFFIXES if p.with_suffix(s).exists())
+                for p in sorted(self.root.glob("*.json"))
+            }
+            self._total = sum(self._sizes.values())
+
+    def _run(self) -> None:
+        while (sample := self.queue.get()) is not None:
+            try:
+                self._write(sample)
+            except OSError as exc:  # a full or failing disk costs the sample, never the bin
+                self.errors += 1
+                log.error("sample %s not written: %s", sample.sample_id, exc)
+
+    def _write(self, sample: Sample, force: bool = False) -> None:
+        """``force``: an operator's correction, written even under the free-space floor, and never
+        overwritten by the loop's copy of the same sample still in the queue."""
+        with self._write_lock:
+            self._expire()
+            path = self.root / f"{sample.sample_id}.json"
+            if not force and (path.exists() or shutil.disk_usage(self.root).free < self.config.min_free_bytes):
+                self.skipped_low_disk += not path.exists()
+                return
+            jpeg = encode_jpeg(sample.image, quality=self.config.jpeg_quality)
+            meta = json.dumps(sample.meta, ensure_ascii=False).encode("utf-8")
+            write_atomic(self.root / f"{sample.sample_id}.jpg", jpeg)
+            write_atomic(path, meta)  # last: the sample now exists
+            with self._lock:
+                self._total += len(jpeg) + len(meta) - self._sizes.get(sample.sample_id, 0)
+                self._sizes[sample.sample_id] = len(jpeg) + len(meta)
+            self.written += 1
+            self._expire()
+
+    def _expire(self) -> None:
+        """Oldest out: past the retention time, then while over the byte cap."""
+        cutoff_ms = int((time.time() - self.config.retention_days * 86400) * 1000)
+        while True:
+            with self._lock:
+                if not self._sizes:
+                    return
+                oldest = next(iter(self._sizes))
+                if self._total <= self.config.max_bytes and int(oldest.split("-", 1)[0]) >= cutoff_ms:
+                    return
+                self._total -= self._sizes.pop(oldest)
+            for suffix in (".json", ".jpg"):  # the JSON first: a half-removed sample is no sample
+                (self.root / f"{oldest}{suffix}").unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""The local status page and its server."""

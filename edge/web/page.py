@@ -1,0 +1,341 @@
+"""The local status page: live view, last decisions, "classify now", health, /healthz and /metrics.
+
+Off by default, bound to localhost unless configured. It only reads state the daemon already
+keeps; the one thing that runs inference ("classify now") is queued to the daemon's own loop.
+Served with the standard library's threading HTTP server (no extra weight on a Pi) and the
+official Prometheus client for /metrics.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+
+from edge.config import WebConfig
+from edge.formats.images import encode_jpeg
+from edge.sources import Frame
+from edge.system.queues import drain
+from edge.vision.preprocess import Roi
+from edge.wire.command_spec import MAX_PAYLOAD
+from edge.wire.status import StatusView, metrics_payload, prometheus_registry
+
+log = logging.getLogger(__name__)
+
+THUMB_WIDTH = 160
+RECENT_DECISIONS = 20
+
+
+def thumbnail(rgb: np.ndarray) -> bytes:
+    h, w = rgb.shape[:2]
+    return encode_jpeg(cv2.resize(rgb, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA))
+
+
+@dataclass
+class ClassifyRequest:
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict | None = None
+
+
+class WebState:
+    """What the page shows; written by the daemon's loop, read by the web threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.decisions: deque[dict] = deque(maxlen=RECENT_DECISIONS)
+        self.thumbs: dict[str, bytes] = {}
+        self.top: list[dict] = []
+        self.requests: queue.Queue[ClassifyRequest] = queue.Queue(maxsize=4)
+
+    def add_decision(self, payload: dict, frame: np.ndarray) -> None:
+        with self.lock:
+            if len(self.decisions) == self.decisions.maxlen:
+                self.thumbs.pop(self.decisions[0]["event_id"], None)
+            self.decisions.append(payload)
+            self.thumbs[payload["event_id"]] = thumbnail(frame)
+
+    def set_top(self, top_k: list[dict]) -> None:
+        with self.lock:
+            self.top = top_k
+
+
+SAMPLE_FILE = re.compile(r"[0-9]{15}-[A-Za-z0-9_-]{1,12}\.(jpg|json)")  # names the sample store writes
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>smartbin __DEVICE__</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1rem;background:#f6f7f8;color:#222}
+h1{font-size:1.3rem} .grid{display:flex;flex-wrap:wrap;gap:1rem}
+.card{background:#fff;border-radius:8px;padding:1rem;box-shadow:0 1px 3px #0002}
+#live{max-width:100%;width:480px;border-radius:4px} table{border-collapse:collapse}
+td,th{padding:.25rem .5rem;text-align:left;border-bottom:1px solid #eee} button{font-size:1.1rem;padding:.5rem 1rem}
+.bin-other{color:#555}.bin-kitchen{color:#2a7}.bin-recyclable{color:#27c}.bin-hazardous{color:#c22}
+</style></head><body>
+<h1>smartbin <span id="device">__DEVICE__</span> — <span id="health">…</span></h1>
+<div class="grid">
+ <div class="card"><img id="live" alt="live view" src="/live.jpg"><br>
+  <button id="classify">Classify now</button> <span id="result"></span></div>
+ <div class="card"><h2>Health</h2><table id="health-table"></table></div>
+ <div class="card"><h2>Last decisions</h2><table id="decisions"><thead><tr><th></th><th>time</th><th>bin</th>
+  <th>label</th><th>confidence</th><th></th></tr></thead><tbody></tbody></table></div>
+</div>
+<script>
+let frame = 0;
+function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));}
+function refreshImage(){const img=new Image();img.onload=()=>{document.getElementById('live').src=img.src;
+  document.getElementById('live').dataset.frame=++frame;setTimeout(refreshImage,500);};
+  img.onerror=()=>setTimeout(refreshImage,2000);img.src='/live.jpg?t='+Date.now();}
+async function refreshState(){try{const s=await (await fetch('/api/state')).json();
+  document.getElementById('health').textContent=s.health;
+  const h=s.metrics, rows=[['model',s.model],['backend',s.backend],['fps',h.fps],
+   ['latency p50 ms',(h.latency_ms.total||{}).p50],['outbox',h.outbox_depth],['broker',s.broker],
+   ['uptime s',h.uptime_s],['CPU °C',h.cpu_temp_c]];
+  document.getElementById('health-table').innerHTML=rows.map(r=>'<tr><th>'+esc(r[0])+'</th><td>'+esc(r[1]??'—')
+   +'</td></tr>').join('');
+  document.querySelector('#decisions tbody').innerHTML=s.decisions.map(d=>'<tr class="decision"><td>'
+   +'<img src="/decision/'+esc(d.event_id)+'.jpg" width="80"></td><td>'
+   +new Date(d.ts*1000).toLocaleTimeString()+'</td><td class="bin-'+esc(d.bin)+'">'+esc(d.bin)+'</td><td>'
+   +esc(d.label)+'</td><td>'+(d.confidence*100).toFixed(0)+'%</td><td><button class="correct" data-event="'
+   +esc(d.event_id)+'">correct…</button></td></tr>').join('');
+ }catch(e){} setTimeout(refreshState,1000);}
+document.getElementById('classify').onclick=async()=>{const out=document.getElementById('result');out.textContent='…';
+ const post={method:'POST',headers:{'Content-Type':'application/json'},body:'{}'};
+ const r=await (await fetch('/api/classify',post)).json();
+ out.textContent=r.error?('error: '+r.error):(r.label+' → '+r.bin+' ('+(r.confidence*100).toFixed(0)+'%)');
+ out.className='bin-'+(r.bin||'');};
+document.getElementById('decisions').onclick=async(e)=>{const b=e.target.closest('button.correct');if(!b)return;
+ const label=prompt('What was it really? (the label to train with)');if(!label)return;
+ const r=await fetch('/api/correct',{method:'POST',headers:{'Content-Type':'application/json'},
+  body:JSON.stringify({event_id:b.dataset.event,label:label})});
+ b.textContent=r.ok?('→ '+label):'failed';b.disabled=r.ok;};
+refreshImage();refreshState();
+</script></body></html>"""
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_ref: WebServer
+    auth: str | None = None  # expected "Basic …" header value
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        log.debug("web: " + format, *args)
+
+    def _authorised(self) -> bool:
+        if self.auth is None or self.path == "/healthz":
+            return True
+        if hmac.compare_digest(self.headers.get("Authorization", ""), self.auth):
+            return True
+        self.send_response(HTTPStatus.UNAUTHORIZED)
+        self.send_header("WWW-Authenticate", 'Basic realm="smartbin"')
+        self.end_headers()
+        return False
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, data: dict, status: int = HTTPStatus.OK) -> None:
+        self._send(status, json.dumps(data, ensure_ascii=False).encode(), "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if not self._authorised():
+            return
+        path = self.path.split("?", 1)[0]
+        web = self.server_ref
+        if path == "/":
+            page = PAGE.replace("__DEVICE__", web.device_id)
+            self._send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
+        elif path == "/live.jpg":
+            frame = web.live()
+            if frame is None:
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet", "text/plain")
+                return
+            self._send(HTTPStatus.OK, encode_jpeg(self._overlay(frame.image)), "image/jpeg")
+        elif path.startswith("/decision/") and path.endswith(".jpg"):
+            with web.state.lock:
+                data = web.state.thumbs.get(path[len("/decision/") : -4])
+            self._send(HTTPStatus.OK, data, "image/jpeg") if data else self._send(
+                HTTPStatus.NOT_FOUND, b"", "text/plain"
+            )
+        elif path == "/api/state":
+            view = web.view()
+            with web.state.lock:
+                decisions = list(web.state.decisions)[::-1]
+            self._json(
+                {
+                    "health": view.health,
+                    "model": f"{view.model['name']} ({view.model['variant']})",
+                    "backend": view.backend,
+                    "broker": "connected" if view.broker_connected else "disconnected",
+                    "metrics": metrics_payload(view),
+                    "decisions": decisions,
+                }
+            )
+        elif path == "/api/samples" and web.samples is not None:
+            # newest first: what `smartbin samples pull http://…` fetches
+            self._json({"samples": [p.stem for p in sorted(web.samples.glob("*.json"), reverse=True)]})
+        elif path.startswith("/samples/") and web.samples is not None:
+            name = path[len("/samples/") :]
+            file = web.samples / name
+            if not SAMPLE_FILE.fullmatch(name) or not file.is_file():
+                self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+                return
+            self._send(HTTPStatus.OK, file.read_bytes(), "image/jpeg" if name.endswith(".jpg") else "application/json")
+        elif path == "/healthz":
+            view = web.view()
+            body = {
+                "status": view.health,
+                "source": view.source["state"],
+                "broker_connected": view.broker_connected,
+                "model": view.model,
+            }
+            self._json(body, HTTPStatus.OK if view.health == "ok" else HTTPStatus.SERVICE_UNAVAILABLE)
+        elif path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            self._send(HTTPStatus.OK, generate_latest(web.registry), CONTENT_TYPE_LATEST)
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+
+    def _same_origin(self) -> bool:
+        """A request that changes something comes from this page only: with a JSON body (a page elsewhere
+        cannot send one here without a CORS preflight, which is never answered; a cross-site form sends
+        text/plain) and, where the browser names the origin, this server's own."""
+        origin = self.headers.get("Origin")
+        json_body = self.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
+        if json_body and (origin is None or urlsplit(origin).netloc == self.headers.get("Host")):
+            return True
+        self._json({"error": "refused: not a JSON request from this page's own origin"}, HTTPStatus.FORBIDDEN)
+        return False
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._authorised() or not self._same_origin():
+            return
+        if self.path == "/api/correct":
+            self._correct()
+            return
+        if self.path != "/api/classify":
+            self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            return
+        request = ClassifyRequest()
+        try:
+            self.server_ref.state.requests.put_nowait(request)
+        except queue.Full:
+            self._json({"error": "busy"}, HTTPStatus.SERVICE_UNAVAILABLE)
+            return
+        if not request.done.wait(10):
+            self._json({"error": "timed out"}, HTTPStatus.GATEWAY_TIMEOUT)
+            return
+        self._json(request.result or {"error": "no frame yet"})
+
+    def _correct(self) -> None:
+        """The page's correction: sent to the daemon's loop as a `correct` command (answered on MQTT too)."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_PAYLOAD:
+            self._json({"error": f"body must be 1..{MAX_PAYLOAD} bytes of JSON"}, HTTPStatus.BAD_REQUEST)
+            return
+        try:
+            body = json.loads(self.rfile.read(length))
+            command = {
+                "id": f"web-{time.time():.3f}",
+                "action": "correct",
+                **{k: body[k] for k in ("event_id", "label")},
+            }
+        except (ValueError, KeyError, TypeError):
+            self._json({"error": 'expected {"event_id": "...", "label": "..."}'}, HTTPStatus.BAD_REQUEST)
+            return
+        self.server_ref.submit(json.dumps(command).encode())
+        self._json({"queued": command["id"]}, HTTPStatus.ACCEPTED)
+
+    def _overlay(self, image: np.ndarray) -> np.ndarray:
+        """The ROI rectangle and the current top-3 drawn on a copy of the frame."""
+        out = image.copy()
+        h, w = out.shape[:2]
+        roi = self.server_ref.roi
+        if roi is not None:
+            cv2.rectangle(
+                out,
+                (int(roi.x * w), int(roi.y * h)),
+                (int((roi.x + roi.w) * w), int((roi.y + roi.h) * h)),
+                (255, 200, 0),
+                2,
+            )
+        with self.server_ref.state.lock:
+            top = list(self.server_ref.state.top)
+        for i, entry in enumerate(top):
+            text = f"{entry['confidence']:.0%} {entry['bin']}"
+            cv2.putText(out, text, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
+            cv2.putText(out, text, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+        return out
+
+
+@dataclass
+class WebServer:
+    """The page's HTTP server. It reads the status view, the newest frame and the page's own state;
+    "classify now" goes into ``state.requests`` for the daemon's loop to answer."""
+
+    config: WebConfig
+    device_id: str
+    view: Callable[[], StatusView]
+    live: Callable[[], Frame | None]
+    state: WebState
+    roi: Roi | None = None
+    samples: Path | None = None  # the sample store's folder, served for `smartbin samples pull`
+    submit: Callable[[bytes], None] = lambda payload: None  # a command for the daemon's loop
+
+    def __post_init__(self) -> None:
+        self.registry = prometheus_registry(self.view)
+        handler = type("BoundHandler", (Handler,), {"server_ref": self})
+        password = self.config.password()
+        if password is not None:
+            token = base64.b64encode(f"{self.config.username}:{password}".encode()).decode()
+            handler.auth = f"Basic {token}"
+            log.warning("status page password is sent in the clear over HTTP; put a TLS reverse proxy in front")
+        self.server = ThreadingHTTPServer((self.config.host, self.config.port), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def start(self) -> WebServer:
+        self.thread.start()
+        log.info("status page on http://%s:%d/", *self.server.server_address[:2])
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def answer_classify_requests(state: WebState, frame: Frame | None, classify: Callable[[np.ndarray], dict]) -> None:
+    """Called from the daemon's loop: run queued "classify now" requests on the newest frame."""
+    for request in drain(state.requests):
+        if frame is not None:
+            started = time.perf_counter()
+            request.result = {
+                **classify(frame.image),
+                "frame_id": frame.frame_id,
+                "ms": round((time.perf_counter() - started) * 1e3, 1),
+            }
+        request.done.set()

@@ -1,0 +1,89 @@
+"""Home Assistant MQTT discovery: the bin as one device (device-based discovery, one retained message).
+
+Sensors for the last decision; items sorted today per bin (``total_increasing``: they fall back to 0 at
+midnight, which Home Assistant's long-term statistics read as a reset, not as items taken away); the share
+of today's low-confidence decisions; an event entity that fires once per sorted item with its bin; and
+whether the bin is online. Announced on every connect and again whenever Home Assistant says it started
+(``<prefix>/status`` = ``online``), as its documentation asks.
+"""
+
+from __future__ import annotations
+
+from edge import __version__
+from edge.config import HomeAssistantConfig
+from edge.formats.labels import BINS
+
+ORIGIN = {"name": "smartbin", "sw": __version__}
+
+
+def discovery_topic(config: HomeAssistantConfig, device_id: str) -> str:
+    """Where the device's discovery message goes (retained)."""
+    return f"{config.discovery_prefix}/device/{device_id}/config"
+
+
+def status_topic(config: HomeAssistantConfig) -> str:
+    """Home Assistant's birth and last-will topic: ``online`` asks every device to announce itself again."""
+    return f"{config.discovery_prefix}/status"
+
+
+def retired_topics(config: HomeAssistantConfig, device_id: str) -> list[str]:
+    """The per-entity discovery topics of smartbin 0.1.0's first releases: cleared (an empty retained message),
+    or Home Assistant would keep those entities beside the device's."""
+    prefix, uid = config.discovery_prefix, f"smartbin_{device_id}"
+    keys = ["last_bin", "last_label", "confidence", *(f"items_today_{b}" for b in BINS), "low_confidence_share_today"]
+    return [f"{prefix}/sensor/{uid}/{key}/config" for key in keys] + [f"{prefix}/binary_sensor/{uid}/online/config"]
+
+
+def discovery(base: str, device_id: str) -> dict:
+    """The device-based discovery payload for the bin whose topics start with ``base``."""
+    uid = f"smartbin_{device_id}"
+    decision, metrics = f"{base}/decision", f"{base}/metrics"
+    components: dict[str, dict] = {}
+    for key, field in (("last_bin", "bin"), ("last_label", "label"), ("confidence", "confidence")):
+        components[key] = {"p": "sensor", "name": key.replace("_", " "), "state_topic": decision}
+        components[key]["value_template"] = f"{{{{ value_json.{field} }}}}"
+    for b in BINS:
+        components[f"items_today_{b}"] = {
+            "p": "sensor",
+            "name": f"items today {b}",
+            "state_topic": metrics,
+            "value_template": f"{{{{ value_json.counts.today.per_bin.{b} }}}}",
+            "state_class": "total_increasing",
+        }
+    components["low_confidence_share_today"] = {
+        "p": "sensor",
+        "name": "low confidence share today",
+        "state_topic": metrics,
+        "value_template": "{{ value_json.counts.today.low_confidence_share }}",
+        "state_class": "measurement",
+    }
+    components["item_sorted"] = {
+        "p": "event",
+        "name": "item sorted",
+        "state_topic": decision,
+        "event_types": list(BINS),
+        "value_template": '{ "event_type": "{{ value_json.bin }}", "label": "{{ value_json.label }}" }',
+    }
+    for key, component in components.items():
+        component["unique_id"] = f"{uid}_{key}"
+    # "online" is the availability itself, so it has none of its own
+    components["online"] = {
+        "p": "binary_sensor",
+        "name": "online",
+        "unique_id": f"{uid}_online",
+        "state_topic": f"{base}/status",
+        "value_template": "{{ value_json.state }}",
+        "payload_on": "online",
+        "payload_off": "offline",
+        "device_class": "connectivity",
+    }
+    return {
+        "dev": {"ids": [uid], "name": f"Smart bin {device_id}", "mf": "smartbin", "sw": __version__},
+        "o": ORIGIN,
+        "cmps": components,
+        "availability_topic": f"{base}/status",
+        "availability_template": "{{ value_json.state }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "qos": 1,
+    }

@@ -1,0 +1,251 @@
+"""Where the bin's results go: MQTT (decisions through the outbox), the counters, the sample store and the
+status page's state; and what the operator's commands ask of them (a snapshot, a flag, a correction)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge.classifier import Prediction
+from edge.config import Config
+from edge.daemon.pipeline import Timings
+from edge.formats.images import encode_jpeg
+from edge.formats.labels import Label
+from edge.sources import Frame
+from edge.storage.counters import Counters, CountersError
+from edge.storage.outbox import Outbox, OutboxError
+from edge.storage.samples import SampleStore
+from edge.system.repeats import OncePerChange
+from edge.vision.decision import Decision
+from edge.web.page import WebState
+from edge.wire.command_spec import CommandError
+from edge.wire.mqtt import Publisher, dumps
+
+log = logging.getLogger(__name__)
+
+RECENT_DECISIONS = 50
+
+
+@dataclass
+class Hooks:
+    """What the outputs read from the rest of the daemon, when they need it."""
+
+    on_command: Callable[[bytes, bool], None]  # a command arrived (paho's thread), and whether it was retained
+    status: Callable[[str], dict]  # the retained status message in a given state
+    model: Callable[[], dict]  # the retained …/model message
+    reference: Callable[[], dict]  # which model made a prediction (samples record it)
+
+
+class Outputs:
+    """The publisher, outbox, counters, samples and web state, and the one way results reach them."""
+
+    def __init__(self, config: Config, timings: Timings, hooks: Hooks):
+        self.config = config
+        self.timings, self.hooks = timings, hooks
+        self.outbox_open_error: str | None = None  # sticky: the configured file could not be opened
+        try:
+            self.outbox = Outbox(config.outbox.path, config.outbox.max_items)
+        except OutboxError as exc:
+            # Keep sorting: decisions still go out, only the power-cut guarantee is lost (and reported).
+            self.outbox_open_error = f"{exc}; decisions are kept in memory only"
+            log.error("%s", self.outbox_open_error)
+            self.outbox = Outbox(":memory:", config.outbox.max_items)
+        self.outbox_error = self.outbox_open_error
+        try:
+            self.counters = Counters(config.counters.path)
+        except CountersError as exc:  # counts are for people; the bin sorts without them
+            log.error("%s: cannot keep counts (%s); counting in memory", config.counters.path, exc)
+            self.counters = Counters(":memory:")
+        self.counter_errors = OncePerChange(log, "counting")
+        self.count_read_errors = OncePerChange(log, "reading the counts")  # apart: it alternates with counting
+        self.store_errors = OncePerChange(log, "storing decisions")  # each its own: they alternate
+        self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
+        self.web_state: WebState | None = None  # made when a status page is first served
+        self.decisions = 0
+        self.last_top_k: list[dict] = []
+        # the last decisions with their frames: a correction of one that was not sampled still keeps it
+        self.recent: deque[tuple[dict, Frame, list[dict]]] = deque(maxlen=RECENT_DECISIONS)
+        # made by the owner once the status can be read: its Last Will is built from the status, which reads it
+        self.publisher: Publisher | None = None
+
+    def make_publisher(self, config: Config) -> Publisher:
+        """A publisher for this config (not started): the daemon's, or a reload's replacement."""
+        return Publisher(
+            config.mqtt,
+            config.topic_base,
+            config.device_id,
+            self.outbox,
+            self.hooks.on_command,
+            self.hooks.status,
+            retained=lambda: {"model": self.hooks.model()},
+        )
+
+    def replace_publisher(self, publisher: Publisher) -> None:
+        """A reload's new broker or topics: offline on the old ones, the backlog kept in the outbox."""
+        self.publisher.stop(timeout=3.0)
+        self.publisher = publisher
+        self.publisher.start()
+
+    # ------------------------------------------------------------------ results
+    def prediction(self, frame: Frame, prediction: Prediction) -> None:
+        """One classified frame: the page's top-k, and …/classification when configured."""
+        result = prediction.to_dict()
+        self.last_top_k = result["top_k"]
+        if self.web_state is not None:
+            self.web_state.set_top(result["top_k"])
+        if self.config.mqtt.publish_classifications:
+            t = time.monotonic()
+            result["latency_ms"]["capture_to_publish"] = round((t - frame.mono) * 1e3, 3)
+            text = dumps({"ts": round(frame.ts, 3), "frame_id": frame.frame_id, **result})
+            t2 = time.monotonic()
+            self.publisher.publish_bytes("classification", text)
+            self.timings.add("json", (t2 - t) * 1e3)
+            self.timings.add("publish", (time.monotonic() - t2) * 1e3)
+        self.timings.add("total", (time.monotonic() - frame.mono) * 1e3)
+
+    def decision(self, decision: Decision, frame: Frame) -> None:
+        """One item's decision: outbox and MQTT, the page, the counters and (maybe) a sample."""
+        self.decisions += 1
+        payload = {**decision.to_dict(), "device_id": self.config.device_id}
+        if self.web_state is not None:
+            self.web_state.add_decision(payload, frame.image)
+        log.info(
+            "decision %s: %s -> %s (%.0f%%, %d/%d votes)",
+            decision.event_id[:8],
+            decision.label,
+            decision.bin,
+            decision.confidence * 100,
+            decision.votes,
+            decision.frames,
+        )
+        try:
+            self.publisher.publish_decision(payload)
+            self.outbox_error = self.outbox_open_error
+            self.store_errors.ok()
+        except OutboxError as exc:
+            self.outbox_error = str(exc)
+            self.store_errors.error(f"{exc}; sending without store-and-forward")
+            self.publisher.publish_json("decision", payload, qos=1)
+        self.recent.append((payload, frame, self.last_top_k))
+        try:
+            self.counters.count_decision(payload)
+            self.counter_errors.ok()
+        except CountersError as exc:
+            self.counter_errors.error(f"decision not counted: {exc}")
+        if self.samples is not None:
+            self.samples.offer(payload, frame.image, self.last_top_k, self.hooks.reference())
+
+    def page_state(self) -> WebState:
+        """The status page's state, fed from now on."""
+        self.web_state = self.web_state or WebState()
+        return self.web_state
+
+    def publish_status(self) -> None:
+        self.publisher.publish_status()
+
+    def publish_model(self) -> None:
+        self.publisher.publish_json("model", self.hooks.model(), qos=1, retain=True)
+
+    def publish_answer(self, payload: dict) -> None:
+        self.publisher.publish_json("command/result", payload, qos=1)
+
+    # ------------------------------------------------------------------ what commands ask
+    def snapshot(self, frame: Frame | None) -> dict:
+        """The newest frame as a JPEG on …/snapshot."""
+        if frame is None:
+            raise CommandError("no frame captured yet")
+        jpeg = encode_jpeg(frame.image, quality=95)
+        self.publisher.publish_bytes("snapshot", jpeg, qos=0)
+        return {"topic": self.publisher.topic("snapshot"), "bytes": len(jpeg), "frame_id": frame.frame_id}
+
+    def flag(self, frame: Frame | None) -> dict:
+        """Keep the newest frame as a sample, with the newest prediction (an operator's "look at this")."""
+        if self.samples is None:
+            raise CommandError("samples.enabled is false in the config")
+        if frame is None:
+            raise CommandError("no frame captured yet")
+        top = self.last_top_k[0] if self.last_top_k else {}
+        event = {"event_id": f"flag-{frame.frame_id}-{int(frame.ts)}", "ts": frame.ts, **top}
+        if not self.samples.offer(event, frame.image, self.last_top_k, self.hooks.reference(), flagged=True):
+            raise CommandError("the sample writer is busy; try again")
+        return {"event_id": event["event_id"]}
+
+    def correct(self, event_id: str, label: str, labels: list[Label]) -> dict:
+        """Record the true label of a decision beside its sample (kept now if it had not been)."""
+        if self.samples is None:
+            raise CommandError("samples.enabled is false in the config")
+        sample = self.samples.correct(event_id, label)
+        if sample is None:
+            match = [r for r in self.recent if r[0]["event_id"] == event_id]
+            if not match:
+                raise CommandError(f"no sample and no recent decision with event_id {event_id!r}")
+            payload, frame, top_k = match[-1]
+            sample = self.samples.keep_now(payload, frame.image, top_k, self.hooks.reference(), label)
+        try:
+            self.counters.count_correction(label)
+        except CountersError as exc:  # the correction itself is kept in the sample
+            log.error("correction not counted: %s", exc)
+        return {"sample": sample, "label": label, "known_label": label in {lab.name for lab in labels}}
+
+    # ------------------------------------------------------------------ for the status view
+    def outbox_figures(self) -> tuple[int, int, str | None]:
+        """Depth, dropped and the error, if any. Read from paho's and the web page's threads: never raises."""
+        try:
+            return self.outbox.depth(), self.outbox.dropped(), self.outbox_error
+        except OutboxError as exc:
+            self.outbox_error = str(exc)
+            return 0, 0, self.outbox_error  # unknown; the error (and health) say why
+
+    def counts(self) -> dict | None:
+        try:
+            summary = self.counters.summary()
+            self.count_read_errors.ok()
+            return summary
+        except CountersError as exc:  # read for every metrics message
+            self.count_read_errors.error(str(exc))
+            return None
+
+    def broker(self) -> tuple[bool, int]:
+        """Connected now, and how many times it connected."""
+        if self.publisher is None:
+            return False, 0
+        return self.publisher.connected.is_set(), self.publisher.connects
+
+    def refusals(self) -> tuple[int, str | None]:
+        """Decisions the broker refused so far, and why the last one was, while refusals last."""
+        if self.publisher is None:
+            return 0, None
+        return self.publisher.refused, self.publisher.refusal
+
+    # ------------------------------------------------------------------ life
+    def _start_samples(self) -> None:
+        if self.samples is not None:
+            try:
+                self.samples.start()
+            except OSError as exc:  # samples are for later; the bin sorts without them
+                log.error("%s: cannot keep samples: %s", self.config.samples.path, exc)
+                self.samples = None
+
+    def replace_samples(self, config: Config) -> None:
+        """A reload's ``samples:``: what the old store has queued is written, then the new settings hold
+        (``enabled: false``, a privacy request, keeps no frame from now on)."""
+        if self.samples is not None:
+            self.samples.stop()
+        self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
+        self._start_samples()
+
+    def start(self) -> None:
+        self._start_samples()
+        self.publisher.start()
+
+    def stop(self) -> None:
+        if self.samples is not None:
+            self.samples.stop()
+        left = self.publisher.stop(timeout=3.0)
+        if left:
+            log.warning("%d decision(s) stay in the outbox for the next start", left)
+        self.outbox.close()
+        self.counters.close()
