@@ -59,7 +59,7 @@ clean:
 SMALL_BUNDLE := soak-output/bundle
 $(SMALL_BUNDLE)/manifest.json: $(STAMP)
 	$(BIN)/smartbin dataset synth --out soak-output/data --classes 4 --per-class 24 --size 80
-	$(BIN)/python -c "from convert.model import write_stand_in_weights as w; w('soak-output/w.weights.h5', 64)"
+	$(BIN)/python -c "from convert.training.model import write_stand_in_weights as w; w('soak-output/w.weights.h5', 64)"
 	$(BIN)/smartbin train --data soak-output/data --out soak-output/run --weights soak-output/w.weights.h5 \
 		--img-size 64 --epochs 20 --val-fraction 0.25
 	$(BIN)/smartbin convert soak-output/run --out $(SMALL_BUNDLE) --variants int8

@@ -74,6 +74,6 @@ setup(
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": ["smartbin=edge.cli:main"],  # the device's side; the workstation's commands join it:
-        "smartbin.commands": ["workstation=convert.cli:register"],
+        "smartbin.commands": ["workstation=convert.commands.cli:register"],
     },
 )

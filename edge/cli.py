@@ -2,7 +2,7 @@
 bundle, bench.
 
 Other packages add theirs through the ``smartbin.commands`` entry-point group (the workstation's
-dataset, train, convert, ... register from convert/cli.py), so nothing here imports `convert` or
+dataset, train, convert, ... register from convert/commands/cli.py), so nothing here imports `convert` or
 TensorFlow, and a device without the workstation's parts still runs all of its own commands.
 """
 

@@ -48,14 +48,14 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
 
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory) -> Path:
-    from convert.synth import write_synthetic
+    from convert.data.synth import write_synthetic
 
     return built_once(tmp_path_factory, "data", lambda out: write_synthetic(out, CLASSES, 24, seed=0, size=80))
 
 
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory) -> Path:
-    from convert.model import write_stand_in_weights
+    from convert.training.model import write_stand_in_weights
 
     def build(out: Path) -> None:
         write_stand_in_weights(out / "backbone.weights.h5", IMG_SIZE, BACKBONE)
@@ -112,8 +112,8 @@ def other_bundle_dir(tmp_path_factory) -> Path:
 def _build_other_bundle(tmp: Path) -> None:
     import json
 
-    from convert.model import write_stand_in_weights
-    from convert.synth import write_synthetic
+    from convert.data.synth import write_synthetic
+    from convert.training.model import write_stand_in_weights
     from edge.cli import main
 
     data = write_synthetic(tmp / "data", 3, 12, seed=5, size=60)
@@ -230,7 +230,7 @@ def keras_arithmetic(model_file: Path) -> tuple[float, int]:
     import keras
     import numpy as np
 
-    from convert.model import load_model
+    from convert.training.model import load_model
 
     flops, count = 0.0, 0
 

@@ -83,7 +83,7 @@ def test_predict_gives_one_line_per_bad_image_and_still_classifies_the_rest(bund
 
 
 def test_dataset_check_reports_bad_images(tmp_path: Path, images, capsys):
-    from convert.synth import write_synthetic
+    from convert.data.synth import write_synthetic
 
     data = write_synthetic(tmp_path / "data", 2, 4, size=32)
     for i, name in enumerate(("zero.jpg", "truncated.jpg", "huge.png", "text.jpg")):

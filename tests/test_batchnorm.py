@@ -1,5 +1,6 @@
-"""BatchNorm made quantization-friendly (convert/batchnorm.py) on real scans: re-estimated statistics are the
-images' own, folding keeps the function, and the gate counts what the bin acts on (convert/gate.py)."""
+"""BatchNorm made quantization-friendly (convert/quantization/batchnorm.py) on real scans: re-estimated
+statistics are the images' own, folding keeps the function, and the gate counts what the bin acts on
+(convert/export/gate.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _model(seed: int = 0):
     far from identity: spread statistics, a negative scale, dead units (variance 0)."""
     import keras
 
-    from convert.model import build_model
+    from convert.training.model import build_model
 
     keras.utils.set_random_seed(seed)
     model, backbone = build_model(10, SIZE, "resnet-mini", None)
@@ -46,7 +47,7 @@ def _model(seed: int = 0):
 def test_folding_keeps_the_function_and_leaves_no_batchnorm_in_the_head(scans):
     import keras
 
-    from convert.batchnorm import fold_batchnorm
+    from convert.quantization.batchnorm import fold_batchnorm
 
     model, _ = _model()
     images, _ = scans
@@ -65,7 +66,7 @@ def test_folding_keeps_the_function_and_leaves_no_batchnorm_in_the_head(scans):
 def test_reestimation_sets_the_statistics_the_images_give_and_leaves_a_kept_backbone_alone(scans):
     import keras
 
-    from convert.batchnorm import reestimate_batchnorm
+    from convert.quantization.batchnorm import reestimate_batchnorm
 
     model, backbone = _model(1)
     backbone.trainable = False  # as training leaves a borrowed backbone
@@ -90,7 +91,7 @@ def test_reestimation_sets_the_statistics_the_images_give_and_leaves_a_kept_back
 
 
 def test_the_gate_counts_agreement_where_the_bin_acts():
-    from convert.gate import gate
+    from convert.export.gate import gate
 
     keras_probs = np.array([[0.9, 0.1], [0.55, 0.45], [0.3, 0.7], [0.52, 0.48]] * 50)
     probs = keras_probs.copy()
@@ -124,7 +125,7 @@ def test_the_gate_counts_agreement_where_the_bin_acts():
 
 
 def test_the_agreement_set_fills_up_with_spare_images_then_copies(scans):
-    from convert.gate import gate_images
+    from convert.export.gate import gate_images
 
     images, labels = scans
     held_out, spare = (images[:20], labels[:20]), (images[20:60], labels[20:60])
@@ -137,7 +138,7 @@ def test_the_agreement_set_fills_up_with_spare_images_then_copies(scans):
 
 
 def test_the_onnx_recipe_follows_the_cpu():
-    from convert.formats import onnx_recipe
+    from convert.export.writers import onnx_recipe
     from edge.errors import SmartbinError
 
     vnni = onnx_recipe(flags={"avx2", "avx512f", "avx512_vnni"}, machine="x86_64")

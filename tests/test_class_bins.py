@@ -113,7 +113,7 @@ def test_classes_without_a_bin_are_refused_with_the_command_that_fixes_it(tmp_pa
 
 
 def test_every_class_in_one_bin_is_refused_and_force_trains_anyway(tmp_path: Path, capsys):
-    from convert.train import TrainConfig, _load
+    from convert.training.train import TrainConfig, _load
 
     root = folders(tmp_path / "recycling", ["cardboard", "glass", "metal"])
     assert main(["dataset", "check", str(root), "--json"]) == 1
@@ -193,7 +193,7 @@ def test_split_keeps_copies_together_is_stratified_and_repeatable(tmp_path: Path
 
 
 def test_split_of_the_seed_format_and_its_refusals(tmp_path: Path, capsys):
-    from convert.synth import write_synthetic
+    from convert.data.synth import write_synthetic
 
     seed = write_synthetic(tmp_path / "seed", 4, 10, seed=0, size=32)
     assert main(["dataset", "split", str(seed), "--out", str(tmp_path / "s"), "--link"]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.summary import CALIBRATION
+from convert.export.summary import CALIBRATION
 from edge.cli import main
 from edge.errors import BundleError
 from edge.formats.bundle import Bundle
@@ -39,7 +39,7 @@ def test_bundle_has_every_variant_with_manifest(bundle_dir: Path):
 
 
 def test_every_variant_loads_and_agrees_with_keras(bundle_dir: Path, run_dir: Path, dataset_dir: Path):
-    from convert.model import load_model
+    from convert.training.model import load_model
 
     bundle = Bundle.open(bundle_dir)
     samples = load_dataset(dataset_dir).samples[:16]
@@ -60,9 +60,9 @@ def test_every_variant_loads_and_agrees_with_keras(bundle_dir: Path, run_dir: Pa
 
 
 def test_the_gates_reference_is_the_models_own_output_in_batches_of_any_size(run_dir: Path, dataset_dir: Path):
-    """convert/model.predict (one compiled function, not model.predict's tf.data iterator) gives what the
+    """convert/training/model.predict (one compiled function, not model.predict's tf.data iterator) gives what the
     model gives, with a last batch smaller than the others."""
-    from convert.model import load_model, predict
+    from convert.training.model import load_model, predict
 
     model = load_model(run_dir / "model.keras")
     images = load_images(load_dataset(dataset_dir).samples[:19], 64, 64)
@@ -156,7 +156,7 @@ def test_gate_fails_a_variant_made_to_disagree(run_dir: Path, tmp_path: Path, mo
     """float16 is converted from a copy of the model whose output classes are rotated."""
     import keras
 
-    import convert.export as export
+    import convert.export.exporter as export
 
     real = export.export_saved_model
 
@@ -205,8 +205,8 @@ def images(dataset_dir: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def saved_model(run_dir: Path, tmp_path_factory) -> Path:
     """The trained run's SavedModel, traced once for the conversion tests below."""
-    from convert.formats import export_saved_model
-    from convert.model import load_model
+    from convert.export.writers import export_saved_model
+    from convert.training.model import load_model
 
     return export_saved_model(load_model(run_dir / "model.keras"), tmp_path_factory.mktemp("traced") / "saved_model")
 
@@ -215,7 +215,7 @@ def test_one_load_per_saved_model_converts_the_same_bytes(saved_model: Path, ima
     """Sharing the converter's SavedModel loads changes nothing in the files, and loads each SavedModel once."""
     from tensorflow.lite.python import lite
 
-    from convert.formats import convert_tflite, one_load_per_saved_model
+    from convert.export.writers import convert_tflite, one_load_per_saved_model
 
     variants = ("float16", "int8")  # a weight-only and a calibrated conversion
     alone = {v: convert_tflite(saved_model, v, images) for v in variants}
@@ -245,7 +245,7 @@ def test_onnx_conversion_survives_a_failing_optimizer(
     the careful way, and the model comes out the same."""
     from tf2onnx import optimizer
 
-    from convert.formats import convert_onnx
+    from convert.export.writers import convert_onnx
 
     class Failing:
         graph_been_opt = False
@@ -269,9 +269,9 @@ def test_background_conversions_write_the_same_files(saved_model: Path, images: 
     import os
     import signal
 
-    from convert.background import BackgroundConversions
-    from convert.formats import convert_tflite, onnx_recipe
-    from convert.probe import write_probes
+    from convert.export.parallel import BackgroundConversions
+    from convert.export.probe import write_probes
+    from convert.export.writers import convert_tflite, onnx_recipe
 
     variants = ["float32", "float16", "int8"]
     background = BackgroundConversions(variants, model_bytes=1, min_bytes=1, min_cores=1)

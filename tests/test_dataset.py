@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.dataset import check_dataset, stratified_split
-from convert.synth import write_synthetic
+from convert.data.sampling import check_dataset, stratified_split
+from convert.data.synth import write_synthetic
 from edge.cli import main
 from edge.errors import DatasetError
 from edge.formats.dataset import load_dataset

@@ -1,4 +1,4 @@
-"""Training on several devices and machines (convert/distribute.py): the plan from a given device list
+"""Training on several devices and machines (convert/training/distribute.py): the plan from a given device list
 (the GPU path up to its boundary: no GPU here), then real runs on CPU: two CPU replicas under
 MirroredStrategy, and two worker processes on loopback under MultiWorkerMirroredStrategy, each reaching
 the validation top-1 of one device on real scans."""
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from convert.distribute import plan
+from convert.training.distribute import plan
 from edge.errors import SmartbinError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def test_two_replicas_and_two_machines_train_as_one_device_does(photos: Path, tm
 def test_mixed_precision_trains_and_saves_a_float32_model(photos: Path, tmp_path: Path):
     said = _finish(_train(photos, tmp_path / "bf16", "--precision", "mixed_bfloat16", "--epochs", "1"))
     assert "float32" not in said.split("training on", 1)[1].split("\n")[0] and "mixed_bfloat16" in said
-    from convert.model import load_model
+    from convert.training.model import load_model
 
     model = load_model(tmp_path / "bf16" / "model.keras")
     policies = {layer.dtype_policy.name for layer in model.layers} | {w.dtype for w in model.weights}

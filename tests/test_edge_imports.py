@@ -40,7 +40,7 @@ def test_every_edge_module_imports_with_tensorflow_keras_and_convert_blocked():
 
 
 def test_the_blocker_really_blocks():
-    code = BLOCKER + "import convert.dataset\n"
+    code = BLOCKER + "import convert.data.sampling\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0 and "blocked: convert" in result.stderr
 
@@ -75,9 +75,9 @@ def test_the_console_script_starts_on_the_device_side_and_the_workstation_regist
 
     scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.name == "smartbin"}
     assert scripts == {"smartbin": "edge.cli:main"}
-    import convert.cli
+    import convert.commands.cli
 
-    assert convert.cli.register in registered_extensions()
+    assert convert.commands.cli.register in registered_extensions()
 
 
 def test_make_dist_builds_a_wheel_that_runs_outside_the_repository(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""A frozen backbone's features computed once (convert/features.py) on real photographs: the head trained
+"""A frozen backbone's features computed once (convert/training/features.py) on real photographs: the head trained
 on them reaches what training through the backbone reaches, a second run computes nothing again, a grown
 dataset computes only its new images, and each augmentation pass is its own, repeatable."""
 
@@ -17,7 +17,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory) -> tuple[Path, Path]:
-    from convert.model import write_stand_in_weights
+    from convert.training.model import write_stand_in_weights
     from tests.realimages import write_photo_patches
 
     tmp = tmp_path_factory.mktemp("features")
@@ -67,8 +67,8 @@ def test_the_head_on_cached_features_learns_what_training_through_the_backbone_l
 
 
 def test_passes_are_repeatable_and_a_grown_dataset_computes_only_its_new_images(setting, tmp_path: Path):
-    from convert.features import FeatureCache
-    from convert.model import build_model
+    from convert.training.features import FeatureCache
+    from convert.training.model import build_model
     from edge.formats.dataset import load_dataset
 
     data, weights = setting

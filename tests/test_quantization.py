@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert.gate import describe_failure
+from convert.export.gate import describe_failure
 from edge.formats.bundle import Bundle
 from edge.runtime import open_engine
 from edge.system.cpu import is_x86
@@ -74,7 +74,7 @@ def test_full_integer_fails_and_the_report_names_the_layers(outlier_model, tmp_p
 
 def test_mixed_precision_keeps_the_fewest_layers_in_float_until_the_gate_passes(outlier_model, tmp_path):
     model, data = outlier_model
-    from convert.formats import ONNX_RECIPES
+    from convert.export.writers import ONNX_RECIPES
 
     out = tmp_path / "mixed"
     assert convert(model, data, out, "--variants", "float32,int8", "--onnx", "--onnx-target", "x86") == 0
@@ -170,8 +170,8 @@ def class_folder_images(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 def onnx_recipe_gates(bundle_dir: Path, images: np.ndarray, labels: np.ndarray, out: Path) -> dict:
     """model.onnx quantized with every target's recipe (100 calibration images, 10 per class at most), each
     gated on up to 500 other images against the float ONNX model: {target: (file, GateResult)}."""
-    from convert.formats import ONNX_RECIPES, quantize_onnx
-    from convert.gate import gate
+    from convert.export.gate import gate
+    from convert.export.writers import ONNX_RECIPES, quantize_onnx
     from edge.runtime.onnx import OnnxEngine
 
     order = np.random.default_rng(0).permutation(len(images))
@@ -207,7 +207,7 @@ def digits_bundle(digits, tmp_path_factory) -> tuple[Path, Path]:
     """(run, bundle): ResNet50 (a frozen seeded backbone, the head trained 4 epochs on the real scans, on the
     backbone's features computed once, as the README trains), converted with dynamic, int8 and onnx_int8 for
     x86 without VNNI (the recipe that once fell over on an AVX2 machine's model)."""
-    from convert.model import write_stand_in_weights
+    from convert.training.model import write_stand_in_weights
     from edge.cli import main
 
     tmp = tmp_path_factory.mktemp("digits-resnet50")
@@ -225,7 +225,7 @@ def digits_bundle(digits, tmp_path_factory) -> tuple[Path, Path]:
 def test_resnet50_on_real_scans_quantizes_to_full_integer(digits_bundle):
     """With the head's BatchNorms re-estimated and folded, dynamic, int8 and onnx_int8 (x86 recipe) pass the
     gate with at most 2/3/3 operations in float, and the exported file's arithmetic is ResNet50's own."""
-    from convert.formats import ONNX_RECIPES
+    from convert.export.writers import ONNX_RECIPES
 
     run, out = digits_bundle
     bundle = Bundle.open(out)

@@ -57,7 +57,7 @@ def test_model_takes_uint8_pixels_with_preprocessing_inside(run_dir: Path):
     import numpy as np
     from keras.applications.resnet import preprocess_input
 
-    from convert.model import load_model
+    from convert.training.model import load_model
 
     model = load_model(run_dir / "model.keras")
     assert model.input.dtype == "uint8"
@@ -121,7 +121,7 @@ def test_predict_bad_inputs_name_the_input_and_others_still_run(
 def test_weights_file_is_really_loaded(weights_file: Path, tmp_path: Path):
     import numpy as np
 
-    from convert.model import build_model
+    from convert.training.model import build_model
 
     _, loaded = build_model(CLASSES, 64, BACKBONE, weights=str(weights_file))
     _, fresh = build_model(CLASSES, 64, BACKBONE, weights=None)
@@ -156,8 +156,8 @@ def test_weights_none_trains_the_whole_backbone(tmp_path: Path):
     import keras
     import numpy as np
 
-    from convert.model import build_model
-    from convert.synth import write_synthetic
+    from convert.data.synth import write_synthetic
+    from convert.training.model import build_model
 
     data = write_synthetic(tmp_path / "d", 2, 4, size=40)
     out = tmp_path / "run"
@@ -187,7 +187,7 @@ def test_weights_none_trains_the_whole_backbone(tmp_path: Path):
     )
     keras.utils.set_random_seed(0)  # train() seeds the same way before building its model
     _, initial = build_model(2, 32, BACKBONE, weights=None)
-    from convert.model import load_model
+    from convert.training.model import load_model
 
     trained = load_model(out / "model.keras").get_layer("resnet_mini")
     before = initial.get_layer("conv1_conv").get_weights()[0]
@@ -219,7 +219,7 @@ def test_deeper_backbones_are_built_with_the_seed_head(backbone: str, conv4_bloc
     """--backbone resnet101/resnet152: the real Keras networks, with weights from a local file and the same head."""
     import numpy as np
 
-    from convert.model import build_model, write_stand_in_weights
+    from convert.training.model import build_model, write_stand_in_weights
 
     weights = write_stand_in_weights(tmp_path / f"{backbone}.weights.h5", 32, backbone)
     model, base = build_model(3, 32, backbone, str(weights))
@@ -234,7 +234,7 @@ def test_training_sees_the_pixels_the_device_sees(dataset_dir: Path):
     """Validation images through the training pipeline equal the device's own preprocessing, pixel for pixel."""
     import numpy as np
 
-    from convert.pipeline import make_dataset
+    from convert.training.inputs import make_dataset
     from edge.formats.dataset import load_dataset, load_images
 
     samples = load_dataset(dataset_dir).samples[:12]
@@ -250,9 +250,9 @@ def test_train_reports_the_top1_that_convert_measures(run_dir: Path, bundle_dir:
 
 
 def test_the_best_checkpoint_survives_a_worse_fine_tune_phase(tmp_path: Path):
-    from convert.model import write_stand_in_weights
-    from convert.synth import write_synthetic
-    from convert.train import TrainConfig, train
+    from convert.data.synth import write_synthetic
+    from convert.training.model import write_stand_in_weights
+    from convert.training.train import TrainConfig, train
 
     data = write_synthetic(tmp_path / "d", 3, 8, seed=4, size=40)
     weights = write_stand_in_weights(tmp_path / "w.weights.h5", 32, BACKBONE)

@@ -57,7 +57,7 @@ class InputSpec(Strict):
 
 
 class GateResult(Strict):
-    """One variant beside the Keras model, measured at export (convert/gate.py): top-1 on the ``images``
+    """One variant beside the Keras model, measured at export (convert/export/gate.py): top-1 on the ``images``
     held-out ones, ``top1_drop`` on all ``agreement_images`` (quantized variants: of the items the bin sorts
     right, at least ``min_confidence`` sure and right); ``agreement`` of the top-1 on the
     ``confident_images`` where either model reaches ``min_confidence`` (float variants: on all)."""

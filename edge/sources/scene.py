@@ -1,6 +1,6 @@
 """Synthetic scenes: an item of class k on a bin floor.
 
-Shared by the synthetic dataset (convert/synth.py) and the synthetic camera
+Shared by the synthetic dataset (convert/data/synth.py) and the synthetic camera
 (edge/sources/synthetic.py), so that a model trained on one recognises the other.
 Each class has its own shape and hue; position, scale, rotation, background and
 noise vary, so the classes are learnable but not trivially memorised.

@@ -32,8 +32,8 @@ class KerasPredictor:
     """A trained Keras model with its labels (workstation side; imports TensorFlow)."""
 
     def __init__(self, model_path: Path):
-        from convert.model import load_model
-        from convert.train import LABELS_FILE, find_run, load_labels
+        from convert.training.model import load_model
+        from convert.training.train import LABELS_FILE, find_run, load_labels
         from edge.formats.labels import load_rules
         from edge.system.paths import default_rules_path
 

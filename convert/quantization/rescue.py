@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.formats import CALIBRATION_CACHE, OnnxRecipe, convert_tflite, quantize_onnx, tflite_converter
-from convert.quantdebug import (
+from convert.export.writers import CALIBRATION_CACHE, OnnxRecipe, convert_tflite, quantize_onnx, tflite_converter
+from convert.quantization.layers import (
     WORST,
     DynamicModel,
     OpGraph,

@@ -17,14 +17,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convert.pipeline import keyed_dataset
+from convert.training.inputs import keyed_dataset
 from edge.formats.bundle import sha256_file
 from edge.formats.dataset import Sample
 from edge.system.atomic import atomic_output
 
 log = logging.getLogger(__name__)
 
-POOLING = "avg_pooling"  # the layer whose output the head reads (convert/model.py)
+POOLING = "avg_pooling"  # the layer whose output the head reads (convert/training/model.py)
 
 
 def feature_model(model: keras.Model) -> keras.Model:

@@ -22,9 +22,12 @@ import numpy as np
 import tensorflow as tf
 from rich.console import Console
 
-from convert.background import BackgroundConversions
-from convert.batchnorm import fold_batchnorm
-from convert.formats import (
+from convert.export.gate import describe_failure, gate, gate_images
+from convert.export.parallel import BackgroundConversions
+from convert.export.probe import write_probes
+from convert.export.source import Source, calibration_samples, check_out, load_source
+from convert.export.summary import CALIBRATION, summary_table
+from convert.export.writers import (
     CALIBRATION_CACHE,
     TFLITE_VARIANTS,
     convert_onnx,
@@ -34,13 +37,10 @@ from convert.formats import (
     onnx_recipe,
     quantize_onnx,
 )
-from convert.gate import describe_failure, gate, gate_images
-from convert.model import load_model, predict
-from convert.probe import write_probes
-from convert.quantdebug import markdown as quantization_markdown
-from convert.rescue import Candidate, rescue
-from convert.source import Source, calibration_samples, check_out, load_source
-from convert.summary import CALIBRATION, summary_table
+from convert.quantization.batchnorm import fold_batchnorm
+from convert.quantization.layers import markdown as quantization_markdown
+from convert.quantization.rescue import Candidate, rescue
+from convert.training.model import load_model, predict
 from edge.errors import SmartbinError
 from edge.formats.bundle import (
     ACCEPTANCE_FILE,
@@ -77,7 +77,7 @@ class ExportOptions:
     calib_samples: int = 100
     gate_images: int = 500  # images the agreement is measured on (held-out, spare training, copies)
     min_confidence: float = VoteSettings.min_confidence  # agreement counts where the bin would act
-    onnx_target: str = "auto"  # the CPU model_int8.onnx is quantized for (convert/formats.py ONNX_RECIPES)
+    onnx_target: str = "auto"  # the CPU model_int8.onnx is quantized for (convert/export/writers.py ONNX_RECIPES)
     allow_accuracy_drop: bool = False
     quant_report: bool = False  # the per-layer report even when the integer variants pass
     mixed_precision: bool = True  # keep the worst layers in float where full integer misses the gate
@@ -85,7 +85,7 @@ class ExportOptions:
     seed: int = 0
     probes: bool = True
     force: bool = False  # replace an --out folder that is not a bundle
-    jobs: int = 2  # processes converting at once (convert/background.py)
+    jobs: int = 2  # processes converting at once (convert/export/parallel.py)
 
 
 def _versions() -> dict[str, str]:
@@ -187,7 +187,7 @@ class Export:
         reference = ThreadPoolExecutor(1, thread_name_prefix="keras-reference")
         self._keras_probs = reference.submit(predict, keras_model, self.images)
         reference.shutdown(wait=False)
-        # what is converted: the same function with the head's BatchNorms folded (convert/batchnorm.py)
+        # what is converted: the same function with the head's BatchNorms folded (convert/quantization/batchnorm.py)
         self.folded, folded = fold_batchnorm(keras_model)
         log.info("%d BatchNorm layer(s) folded into the Dense layers around them", folded)
         self.variants = all_variants(options)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.report_plots import plot_confusion, plot_curves, plot_worst
+from convert.evaluation.plots import plot_confusion, plot_curves, plot_worst
 from edge.benchmark.accuracy import accuracy_figures
 from edge.formats.labels import BINS, Label
 

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from convert.cli_dataset import add_dataset_commands
-from convert.cli_samples import cmd_features, cmd_samples_pull, quiet_tensorflow
+from convert.commands.cli_dataset import add_dataset_commands
+from convert.commands.cli_samples import cmd_features, cmd_samples_pull, quiet_tensorflow
 from edge.cli import add_command as _add
 from edge.errors import SmartbinError
 from edge.vision.decision import VoteSettings
@@ -21,7 +21,7 @@ from edge.vision.decision import VoteSettings
 # ---------------------------------------------------------------- train / convert / evaluate
 def cmd_train(args: argparse.Namespace) -> int:
     quiet_tensorflow()
-    from convert.train import TrainConfig, train
+    from convert.training.train import TrainConfig, train
 
     config = TrainConfig(
         data=args.data[0] if len(args.data) == 1 else args.data,
@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     quiet_tensorflow()
-    from convert.export import ExportOptions, export_bundle
+    from convert.export.exporter import ExportOptions, export_bundle
 
     options = ExportOptions(
         variants=[v.strip() for v in args.variants.split(",") if v.strip()],
@@ -84,7 +84,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from convert.evaluate import evaluation_report, print_evaluation
+    from convert.evaluation.evaluate import evaluation_report, print_evaluation
     from edge.benchmark.accuracy import evaluate_bundle
 
     probs: dict = {}
@@ -107,7 +107,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if not is_bundle(args.model):
         quiet_tensorflow()
-    from convert.predict import PredictOptions, format_result, open_predictor, predict_one
+    from convert.evaluation.predict import PredictOptions, format_result, open_predictor, predict_one
 
     options = PredictOptions(
         tta=args.tta, top_k=args.top_k, backend=args.backend, variant=args.variant, threads=args.threads
@@ -127,7 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     quiet_tensorflow()
     from pathlib import Path
 
-    from convert.demo import run_demo
+    from convert.demo.demo import run_demo
 
     return run_demo(Path(args.out), args.bench_runs, args.backbone)
 

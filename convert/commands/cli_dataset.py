@@ -13,7 +13,7 @@ from edge.errors import SmartbinError
 
 
 def cmd_dataset_synth(args: argparse.Namespace) -> int:
-    from convert.synth import write_synthetic
+    from convert.data.synth import write_synthetic
 
     out = write_synthetic(args.out, args.classes, args.per_class, args.seed, args.size)
     print(f"wrote {args.classes * args.per_class} images of {args.classes} classes to {out}")
@@ -31,8 +31,8 @@ def _print_bins(dataset, counts: dict[str, int] | None = None) -> None:
 
 
 def cmd_dataset_check(args: argparse.Namespace) -> int:
-    from convert.dataset import check_dataset
-    from convert.pull import field_summary
+    from convert.data.pull import field_summary
+    from convert.data.sampling import check_dataset
 
     report = check_dataset(args.dir)
     if args.json:
@@ -76,7 +76,7 @@ def cmd_dataset_bins(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_sample(args: argparse.Namespace) -> int:
-    from convert.dataset import sample_dataset
+    from convert.data.sampling import sample_dataset
 
     counts = sample_dataset(args.dir, args.out, args.n, args.seed, args.link)
     how = "linked" if args.link else "copied"
@@ -85,7 +85,7 @@ def cmd_dataset_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_split(args: argparse.Namespace) -> int:
-    from convert.split import split_dataset
+    from convert.data.holdout import split_dataset
 
     result = split_dataset(args.dir, args.out, args.holdout, args.seed, args.link, args.near)
     print(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from convert.formats import (
+from convert.export.writers import (
     OnnxRecipe,
     convert_onnx,
     export_saved_model,

@@ -23,7 +23,7 @@ import numpy as np
 from edge.formats.bundle import VARIANT_FILES, ProbeFile
 
 if TYPE_CHECKING:
-    from convert.formats import OnnxRecipe
+    from convert.export.writers import OnnxRecipe
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,13 @@ def usable_cores() -> int:
 
 
 def _start_worker() -> None:
-    from convert.formats import one_load_per_saved_model
+    from convert.export.writers import one_load_per_saved_model
 
     _worker_context.enter_context(one_load_per_saved_model())
 
 
 def _convert(saved_model: str, variant: str, calibration: np.ndarray, path: str) -> float:
-    from convert.formats import convert_tflite
+    from convert.export.writers import convert_tflite
 
     start = time.perf_counter()
     Path(path).write_bytes(convert_tflite(Path(saved_model), variant, calibration))
@@ -56,7 +56,7 @@ def _convert(saved_model: str, variant: str, calibration: np.ndarray, path: str)
 
 
 def _write_probes(folder: str, onnx: bool, recipe: OnnxRecipe) -> dict[str, ProbeFile]:
-    from convert.probe import write_probes
+    from convert.export.probe import write_probes
 
     return write_probes(Path(folder), onnx, recipe)
 

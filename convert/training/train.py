@@ -16,14 +16,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from convert.batchnorm import reestimate_batchnorm
-from convert.dataset import stratified_split
-from convert.distribute import place, plan, visible_gpus
-from convert.eta import plan_and_say
-from convert.features import FeatureCache, head_model
-from convert.model import build_model, load_model, unfreeze_last_stage
-from convert.pipeline import make_dataset
-from convert.report import write_report
+from convert.data.sampling import stratified_split
+from convert.evaluation.report import write_report
+from convert.quantization.batchnorm import reestimate_batchnorm
+from convert.training.distribute import place, plan, visible_gpus
+from convert.training.eta import plan_and_say
+from convert.training.features import FeatureCache, head_model
+from convert.training.inputs import make_dataset
+from convert.training.model import build_model, load_model, unfreeze_last_stage
 from edge.errors import SmartbinError
 from edge.formats.dataset import Dataset, Sample, load_dataset
 from edge.formats.labels import Label
@@ -53,9 +53,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 0
     bn_batches: int = 20  # BatchNorm statistics re-estimated on this many training batches (0: never)
-    devices: str = "auto"  # convert/distribute.py: auto, all, gpu:0,gpu:1, cpu:N
+    devices: str = "auto"  # convert/training/distribute.py: auto, all, gpu:0,gpu:1, cpu:N
     precision: str = "float32"  # or mixed_float16 (GPU), mixed_bfloat16
-    feature_cache: str | None = None  # a frozen backbone's features kept here (convert/features.py)
+    feature_cache: str | None = None  # a frozen backbone's features kept here (convert/training/features.py)
     feature_passes: int = 0  # augmentation passes the cache holds (0: one per epoch)
     force: bool = False  # train even when classes have no bin or all share one
 
@@ -225,7 +225,7 @@ def _load(config: TrainConfig) -> tuple[Dataset, tuple[list[Sample], list[Sample
 def _report(
     out: Path, model: keras.Model, val: list[Sample], labels: list[Label], config: TrainConfig, frozen: bool
 ) -> None:
-    """The run's report (convert/report.py) on the validation images, each training phase marked."""
+    """The run's report (convert/evaluation/report.py) on the validation images, each training phase marked."""
     probs = model.predict(make_dataset(val, config.img_size, config.batch_size, False), verbose=0)
     phases = [("head" if frozen else "whole model", 0)]
     if config.fine_tune_epochs and frozen:

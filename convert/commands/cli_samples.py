@@ -1,5 +1,5 @@
 """The `smartbin` subcommands about images already taken: embeddings of a dataset, and pulling a device's
-samples (ranked by novelty when asked). Their arguments are declared in convert/cli.py."""
+samples (ranked by novelty when asked). Their arguments are declared in convert/commands/cli.py."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ def quiet_tensorflow() -> None:
 
 def _run_model(run: str):
     """(model, image size, training dataset folders) of a run folder."""
-    from convert.model import load_model
-    from convert.train import find_run, run_config
+    from convert.training.model import load_model
+    from convert.training.train import find_run, run_config
 
     run_dir, model_file = find_run(Path(run))
     model = load_model(model_file)
@@ -30,7 +30,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from convert.features import FeatureCache, embeddings
+    from convert.training.features import FeatureCache, embeddings
     from edge.formats.dataset import load_dataset
 
     model, size, _ = _run_model(args.run)
@@ -53,7 +53,7 @@ def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
     import json
     import tempfile
 
-    from convert.features import FeatureCache, embeddings, novelty
+    from convert.training.features import FeatureCache, embeddings, novelty
     from edge.formats.dataset import load_dataset
 
     model, size, data = _run_model(run)
@@ -75,7 +75,7 @@ def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
 
 
 def cmd_samples_pull(args: argparse.Namespace) -> int:
-    from convert.pull import pull
+    from convert.data.pull import pull
 
     password = None
     if args.password_env:
@@ -92,7 +92,7 @@ def cmd_samples_pull(args: argparse.Namespace) -> int:
     print(f"train with: smartbin train --data <your dataset> --data {args.out} ...")
     if args.rank_with and counts["unreviewed"]:
         quiet_tensorflow()
-        from convert.pull import UNREVIEWED
+        from convert.data.pull import UNREVIEWED
 
         _rank_unreviewed(args.rank_with, Path(args.out) / UNREVIEWED, args.feature_cache)
     return 0

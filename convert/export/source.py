@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.dataset import group_by_class, stratified_split
-from convert.train import LABELS_FILE, find_run, load_labels, run_config
+from convert.data.sampling import group_by_class, stratified_split
+from convert.training.train import LABELS_FILE, find_run, load_labels, run_config
 from edge.errors import SmartbinError
 from edge.formats.bundle import MANIFEST_FILE
 from edge.formats.dataset import Sample, load_dataset

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from convert.dataset import new_folder, write_samples
+from convert.data.sampling import new_folder, write_samples
 from edge.errors import SmartbinError
 from edge.formats.dataset import Sample, load_dataset
 from edge.formats.images import declared_size

@@ -28,7 +28,7 @@ from rich.console import Console
 from edge.cli import main as smartbin
 from edge.formats.archive import pack
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Watcher:

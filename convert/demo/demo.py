@@ -19,14 +19,14 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from convert.demo_fleet import loop_config, retrain, run_loop
+from convert.demo.fleet import loop_config, retrain, run_loop
 from edge.cli import main as smartbin
 from edge.errors import SmartbinError
 from edge.sources.synthetic import SyntheticSource, write_clip
 from edge.system.paths import firmware_config_dir
 from edge.tools.localbroker import LocalBroker
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 CLASSES, PER_CLASS, IMG_SIZE, ITEMS = 6, 24, 64, 6
@@ -56,7 +56,7 @@ def make_data(data: Path) -> None:
 def train_and_convert(out: Path, data: Path, run: Path, bundle: Path, backbone: str) -> Path:
     """Steps 2 and 3; the stand-in backbone weights file (the fleet loop retrains from it)."""
     step(f"2. train {backbone} at {IMG_SIZE} px (users train ResNet50 at 224 px with --weights imagenet)")
-    from convert.model import write_stand_in_weights
+    from convert.training.model import write_stand_in_weights
 
     # No network here: a seeded random backbone file stands in for the ImageNet weights file.
     weights = write_stand_in_weights(out / f"{backbone}_notop.weights.h5", IMG_SIZE, backbone)

@@ -9,7 +9,7 @@ import time
 import keras
 import numpy as np
 
-from convert.pipeline import make_dataset
+from convert.training.inputs import make_dataset
 from edge.formats.dataset import Sample
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.formats import image_reader, onnx_input_name, prepare_onnx, quiet_stdout
+from convert.export.writers import image_reader, onnx_input_name, prepare_onnx, quiet_stdout
 from edge.formats.bundle import LayerError
 
 WORST = 10  # layers in the report

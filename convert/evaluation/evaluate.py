@@ -35,7 +35,7 @@ def print_evaluation(result: dict) -> None:
 def evaluation_report(bundle_path: str, data: str, probs: dict[str, np.ndarray], variant: str | None, out: Path) -> str:
     """`evaluate --report DIR`: the training report's page and PNGs for one variant of the bundle on ``data``
     (default: int8 where the bundle has it, what a bin runs). Returns the variant."""
-    from convert.report import write_report
+    from convert.evaluation.report import write_report
     from edge.benchmark.accuracy import bundle_truth
     from edge.formats.bundle import Bundle
     from edge.formats.dataset import load_dataset

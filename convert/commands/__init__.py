@@ -1,0 +1,1 @@
+"""The workstation's subcommands of `smartbin`, registered through the ``smartbin.commands`` entry point."""

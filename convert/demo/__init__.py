@@ -1,0 +1,1 @@
+"""`smartbin demo`: the whole path offline, and its fleet loop."""

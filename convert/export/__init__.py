@@ -1,0 +1,1 @@
+"""`smartbin convert`: the variants' writers, the accuracy gate, the second process, the peak probes."""
