@@ -50,3 +50,22 @@ def test_the_mqtt_page_links_every_schema():
     schemas = sorted(p.name for p in (ROOT / "edge" / "schemas").glob("*.json"))
     assert len(schemas) >= 9
     assert [name for name in schemas if f"(../edge/schemas/{name})" not in text] == []
+
+
+def test_the_layout_picture_names_every_folder_and_only_those():
+    """docs/architecture.md's tree: each `name/` under edge/ and convert/ is a folder of the code."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    picture = text.split("```text", 1)[1].split("```", 1)[0]
+    drawn: dict[str, set[str]] = {}
+    package = ""
+    for line in picture.splitlines():
+        if top := re.match(r"^(\w+)/\s", line):
+            package = top.group(1)
+            drawn[package] = set()
+        elif room := re.match(r"^[├└]── (\w+)/", line):
+            drawn[package].add(room.group(1))
+    real = {
+        package: {p.name for p in (ROOT / package).iterdir() if p.is_dir() and not p.name.startswith("__")}
+        for package in ("edge", "convert")
+    }
+    assert drawn == real
