@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # Offline wheels for the real-systemd test, which installs smartbin[edge] (plus onnxruntime and
 # gpiozero) into a container with systemd/install.sh --find-links, as on a bin with no internet; bottleneck
-# for tests/test_pi_venv.py (a numpy-2 build of a module Debian compiles for numpy 1.24).
+# for tests/system/test_pi_venv.py (a numpy-2 build of a module Debian compiles for numpy 1.24).
 WHEELS := .cache/wheels
 $(WHEELS)/.done: setup.py Makefile constraints/x86_64.txt | $(STAMP)
 	$(BIN)/pip download --quiet --dest $(WHEELS) -c constraints/x86_64.txt ".[edge,onnx]" setuptools wheel gpiozero bottleneck
@@ -68,18 +68,18 @@ $(SMALL_BUNDLE)/manifest.json: $(STAMP)
 SOAK_MINUTES ?= 10
 SOAK_EVERY ?= 10
 soak: $(SMALL_BUNDLE)/manifest.json
-	$(BIN)/python tests/soak.py --bundle $(SMALL_BUNDLE) --minutes $(SOAK_MINUTES) --every $(SOAK_EVERY)
+	$(BIN)/python tests/scenarios/soak.py --bundle $(SMALL_BUNDLE) --minutes $(SOAK_MINUTES) --every $(SOAK_EVERY)
 
 # FUZZ_PAYLOADS hostile payloads to a running daemon over a real broker (CI runs a bounded 600).
 FUZZ_PAYLOADS ?= 10000
 fuzz: $(SMALL_BUNDLE)/manifest.json
-	$(BIN)/python tests/fuzz.py --bundle $(SMALL_BUNDLE) --payloads $(FUZZ_PAYLOADS)
+	$(BIN)/python tests/scenarios/fuzz.py --bundle $(SMALL_BUNDLE) --payloads $(FUZZ_PAYLOADS)
 
 # A bin's first month compressed (broker outage, actuator restart, a light, a bag, the camera lost, SIGKILL):
 # the real daemon and actuator against mosquitto and an ffmpeg camera. CI runs it at FIELD_SCALE 0.5.
 FIELD_SCALE ?= 1
 field-day: $(SMALL_BUNDLE)/manifest.json
-	$(BIN)/python tests/field_day.py --bundle $(SMALL_BUNDLE) --scale $(FIELD_SCALE)
+	$(BIN)/python tests/scenarios/field_day.py --bundle $(SMALL_BUNDLE) --scale $(FIELD_SCALE)
 
 # Not in CI (minutes under emulation): smartbin[edge] installed and run on aarch64 code (qemu-user,
 # a debootstrapped Debian arm64 root cached in .cache/arm64-root). Root; see tests/arm64_check.sh.

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ARTIFACTS, BACKBONE, CLASSES, IMG_SIZE, OTHER_IMG_SIZE, OTHER_LABELS, built_once
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # `make test` runs the suite in parallel workers (pytest-xdist): each worker picks its brokers' and
 # servers' ports from a range of its own (edge/tools/localbroker.free_port), below the kernel's ephemeral
@@ -15,35 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw"):
     _worker = int(os.environ["PYTEST_XDIST_WORKER"][2:])
     os.environ.setdefault("SMARTBIN_PORT_RANGE", f"{20000 + 1500 * _worker}-{21499 + 1500 * _worker}")
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-# Small enough for 2 cores: 4 classes, 64 px input, and the small residual backbone (residual blocks,
-# BatchNorm, the same head, the same training and export code) for the device, daemon, update and bench
-# tests. ResNet50 itself is trained, converted and gated on real images in test_quantization.py.
-IMG_SIZE = 64
-CLASSES = 4
-BACKBONE = "resnet-mini"
-
-
-def built_once(tmp_path_factory, name: str, build) -> Path:
-    """A session folder built by one test process and read by the others: under pytest-xdist every worker
-    would otherwise train and convert the same models again. ``build(folder)`` fills it, under a lock in
-    the run's shared temporary folder; the tests only read what it holds."""
-    import fcntl
-
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # shared by the workers of one run
-    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
-    with (root / f"shared-{name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not done.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            build(folder)
-            done.touch()
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -93,10 +66,6 @@ def bundle_dir(tmp_path_factory, request) -> Path:
         assert main(["convert", str(run_dir), "--out", str(out / "bundle"), "--onnx", "--calib-samples", "100"]) == 0
 
     return built_once(tmp_path_factory, "bundle", build) / "bundle"
-
-
-OTHER_LABELS = {"0": "可回收物/test_can", "1": "厨余垃圾/test_peel", "2": "有害垃圾/test_battery"}
-OTHER_IMG_SIZE = 48
 
 
 @pytest.fixture(scope="session")
@@ -164,28 +133,6 @@ def broker(tmp_path: Path):
     b.stop()
 
 
-def write_config(path: Path, bundle: Path, uri: str, port: int, **overrides) -> Path:
-    """A daemon config for tests: the x86-dev defaults with a test source, broker and outbox."""
-    import yaml
-
-    data = yaml.safe_load((ROOT / "firmware_config" / "x86-dev.yaml").read_text(encoding="utf-8"))
-    data["device_id"] = overrides.pop("device_id", "test-bin")
-    if data["device_id"] is None:  # the machine's own (edge/system/identity.py)
-        del data["device_id"]
-    data["model"].update(bundle=str(bundle), threads=1)
-    data["source"].update(uri=uri, frozen_after_s=0, roi=None)
-    data["mqtt"].update(host="127.0.0.1", port=port, metrics_interval_s=0.3)
-    data["outbox"]["path"] = str(path.parent / "outbox.sqlite")
-    data["updates"] = {"store": str(path.parent / "models")}
-    data["samples"] = {"path": str(path.parent / "samples"), "min_free_bytes": 0}
-    data["counters"] = {"path": str(path.parent / "counters.sqlite")}
-    for dotted, value in overrides.items():
-        section, key = dotted.split("__")
-        data[section][key] = value
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="session")
 def clip_factory(tmp_path_factory):
     """Video clips of items dropped into an empty bin; returns (path, schedule of classes)."""
@@ -198,57 +145,6 @@ def clip_factory(tmp_path_factory):
         return path, source.schedule[:items]
 
     return make
-
-
-def poll(predicate, timeout: float, tick=lambda: None):
-    """Call ``tick`` then ``predicate`` until the latter is truthy or ``timeout`` passes; return its last value.
-    A bound on waiting, never a speed check."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        tick()
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    return predicate()
-
-
-def empty_bin_source(folder: Path) -> str:
-    """A dir:// source of one empty-bin frame: the daemon starts, sends its outbox backlog, and ends."""
-    from edge.formats.images import write_jpeg
-    from edge.sources.scene import empty_floor
-
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jpeg(folder / "0.jpg", empty_floor(240, 320, seed=3))
-    return f"dir://{folder}"
-
-
-def keras_arithmetic(model_file: Path) -> tuple[float, int]:
-    """(GFLOP, convolution and dense layers) of a trained model, counted from its Keras layers: an
-    independent check of what edge/ counts on the exported file (2 FLOP per multiply-add)."""
-    import keras
-    import numpy as np
-
-    from convert.training.model import load_model
-
-    flops, count = 0.0, 0
-
-    def walk(model) -> None:
-        nonlocal flops, count
-        for layer in model.layers:
-            if isinstance(layer, keras.Model):
-                walk(layer)
-            elif isinstance(layer, keras.layers.Conv2D):
-                out = layer.output.shape
-                flops += 2 * out[1] * out[2] * np.prod(layer.kernel_size) * layer.input.shape[-1] * layer.filters
-                count += 1
-            elif isinstance(layer, keras.layers.Dense):
-                flops += 2 * layer.input.shape[-1] * layer.units
-                count += 1
-
-    walk(load_model(model_file))
-    return flops / 1e9, count
 
 
 # The longest modules first (measured, 3 workers on 2 cores): in parallel workers (make test) the run lasts
