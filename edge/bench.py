@@ -28,6 +28,7 @@ from edge.benchmark.report import environment, markdown, plot, print_summary
 from edge.benchmark.worker import private_state
 from edge.errors import SmartbinError
 from edge.formats.bundle import Bundle
+from edge.formats.variants import BY_NAME, TFLITE_VARIANTS, VARIANT_FILES
 from edge.runtime import (
     BACKENDS,
     TFLITE_BACKENDS,
@@ -41,7 +42,6 @@ from edge.runtime.base import NO_DELEGATE
 
 console = textui.console(stderr=True, width=None if sys.stderr.isatty() else 160)
 PLACEMENT_LINE = re.compile(r"(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)")
-FLOAT_REFERENCE = {"onnx_int8": "onnx"}  # the float model in the same format (float32 for the TFLite ones)
 PEAK_SPREAD = 1.15  # probe rate before vs after an invoke row beyond which its floor ratio is not trusted
 
 
@@ -74,7 +74,7 @@ def run_worker(spec: dict, timeout: float = 900) -> dict:
 def model_gflop(bundle: Bundle) -> float | None:
     """The network's arithmetic, counted on its smallest TFLite file (every variant is the same network)."""
     have = [b for b in TFLITE_BACKENDS if b in available_backends()]
-    files = [v for v in ("int8", "dynamic", "float16", "float32") if v in bundle.variant_names()]
+    files = [v for v in reversed(TFLITE_VARIANTS) if v in bundle.variant_names()]  # int8 is the smallest
     if not have or not files:
         return None
     engine = open_engine(bundle, have[0], files[0], threads=1, delegate=NO_DELEGATE)
@@ -175,7 +175,7 @@ def float_reference(label: str) -> str:
     """The row a variant's speed is held against: its bundle's float32 (onnx for onnx_int8: the same format
     and backend); ``label`` is the variant, with `` (bundle)`` when several bundles are measured."""
     variant, _, bundle = label.partition(" ")
-    return " ".join(filter(None, (FLOAT_REFERENCE.get(variant, "float32"), bundle)))
+    return " ".join(filter(None, (BY_NAME[variant].float_reference if variant in BY_NAME else "float32", bundle)))
 
 
 def compute_ratios(results: list[dict]) -> dict:
@@ -229,7 +229,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--bundle", required=True, action="append", help="a bundle folder; again to compare bundles in one run"
     )
-    p.add_argument("--variants", default="all", help="all or a list: int8,float32,float16,dynamic,onnx,onnx_int8")
+    p.add_argument("--variants", default="all", help=f"all or a list: {','.join(VARIANT_FILES)}")
     p.add_argument("--backends", default="auto", help="auto or a list: litert,tflite_runtime,tensorflow,onnxruntime")
     p.add_argument(
         "--threads",

@@ -16,9 +16,9 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.errors import ConfigError, NoPermission
-from edge.formats.bundle import VARIANT_FILES, is_onnx
 from edge.formats.labels import BINS
 from edge.formats.signing import check_public_key
+from edge.formats.variants import VARIANT_FILES, is_onnx
 from edge.runtime import BACKENDS, runs
 from edge.sources import check_uri
 from edge.strict import Strict, describe_error

@@ -15,6 +15,7 @@ from convert.commands.cli_dataset import add_dataset_commands
 from convert.commands.cli_samples import cmd_features, cmd_samples_pull, quiet_tensorflow
 from edge.cli import add_command as _add
 from edge.errors import SmartbinError
+from edge.formats.variants import ONNX_VARIANTS, TFLITE_VARIANTS, VARIANT_FILES
 from edge.vision.decision import VoteSettings
 
 
@@ -221,7 +222,11 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = _add(sub, "convert", cmd_convert, "export a trained model to a verified bundle (TFLite variants, ONNX)")
     p.add_argument("model", help="run folder or .keras file")
     p.add_argument("--out", required=True, help="bundle folder to write")
-    p.add_argument("--variants", default="float32,float16,dynamic,int8")
+    p.add_argument(
+        "--variants",
+        default=",".join(TFLITE_VARIANTS),
+        help=f"TFLite variants to write (default %(default)s); --onnx adds {' and '.join(ONNX_VARIANTS)}",
+    )
     p.add_argument(
         "--onnx",
         action="store_true",
@@ -307,7 +312,7 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, default=1, help="average N crops (the seed's test-time augmentation)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--backend", default="auto", help="bundles: auto, litert, tflite_runtime, tensorflow, onnxruntime")
-    p.add_argument("--variant", help="bundles: int8, float32, float16, dynamic, onnx or onnx_int8")
+    p.add_argument("--variant", help=f"bundles: one of {', '.join(VARIANT_FILES)}")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true")
     p = _add(sub, "demo", cmd_demo, "the whole path offline: data -> train -> convert -> daemon -> MQTT -> bench")

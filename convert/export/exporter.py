@@ -26,10 +26,9 @@ from convert.export.gate import describe_failure, gate, gate_images
 from convert.export.parallel import BackgroundConversions
 from convert.export.probe import write_probes
 from convert.export.source import Source, calibration_samples, check_out, load_source
-from convert.export.summary import CALIBRATION, summary_table
+from convert.export.summary import summary_table
 from convert.export.writers import (
     CALIBRATION_CACHE,
-    TFLITE_VARIANTS,
     convert_onnx,
     convert_tflite,
     export_saved_model,
@@ -46,7 +45,6 @@ from edge.formats.bundle import (
     ACCEPTANCE_FILE,
     FORMAT_VERSION,
     MANIFEST_FILE,
-    VARIANT_FILES,
     AcceptanceFile,
     Bundle,
     GateResult,
@@ -54,10 +52,10 @@ from edge.formats.bundle import (
     LabelEntry,
     Manifest,
     VariantFile,
-    is_onnx,
     sha256_file,
 )
 from edge.formats.dataset import load_images
+from edge.formats.variants import BY_NAME, ONNX_VARIANTS, TFLITE_VARIANTS, VARIANT_FILES, is_onnx
 from edge.runtime import open_engine
 from edge.system.versions import installed_versions
 from edge.vision.decision import VoteSettings
@@ -121,7 +119,7 @@ def write_acceptance(folder: Path, images: np.ndarray, probs: np.ndarray) -> Acc
 
 def all_variants(options: ExportOptions) -> list[str]:
     """The variants asked for, in the bundle's order."""
-    return list(options.variants) + (["onnx", "onnx_int8"] if options.onnx else [])
+    return list(options.variants) + (list(ONNX_VARIANTS) if options.onnx else [])
 
 
 def export_bundle(model: str | Path, out: str | Path, options: ExportOptions) -> int:
@@ -260,7 +258,7 @@ class Export:
         engine = open_engine(Bundle(self.staging, self.manifest), "auto", variant)
         # the float variants are the same arithmetic (≥ 99.9 % on the held-out images says so); the
         # quantized ones are measured on the whole agreement set
-        count = len(self.images) if variant in CALIBRATION else len(self.held_out)
+        count = len(self.images) if BY_NAME[variant].quantized else len(self.held_out)
         start = time.perf_counter()
         probs = np.concatenate([engine.infer(x[None]) for x in self.images[:count]])
         ms = 1000 * (time.perf_counter() - start) / count
@@ -278,7 +276,7 @@ class Export:
         evaluate = functools.partial(self._evaluate, variant, path, seconds)
         result, ms = evaluate()
         recipe = self.recipe if variant == "onnx_int8" else None
-        if variant in CALIBRATION and (not result.passed or self.options.quant_report):
+        if BY_NAME[variant].quantized and (not result.passed or self.options.quant_report):
             with self.console.status(
                 f"{variant}: per-layer quantization report" + ("" if result.passed else ", fixes")
             ):

@@ -15,17 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from edge.formats.bundle import GateResult
-
-# (minimum agreement, most of the items sorted right lost; None: agreement on every image, not only the
-# confident ones)
-GATES: dict[str, tuple[float, float | None]] = {
-    "float32": (0.999, None),
-    "float16": (0.999, None),
-    "dynamic": (0.99, 0.01),
-    "int8": (0.99, 0.01),
-    "onnx": (0.999, None),
-    "onnx_int8": (0.99, 0.01),
-}
+from edge.formats.variants import BY_NAME
 
 
 def gate(
@@ -33,7 +23,7 @@ def gate(
 ) -> GateResult:
     """Compare a variant's probabilities with Keras' on the same labelled images; the first ``held_out``
     are the held-out split."""
-    min_agreement, max_drop = GATES[variant]
+    min_agreement, max_drop = BY_NAME[variant].min_agreement, BY_NAME[variant].max_drop
     right, keras_right = probs.argmax(1) == labels, keras_probs.argmax(1) == labels
     same = probs.argmax(1) == keras_probs.argmax(1)
     confident = np.maximum(probs.max(1), keras_probs.max(1)) >= min_confidence

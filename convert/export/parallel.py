@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.formats.bundle import VARIANT_FILES, ProbeFile
+from edge.formats.bundle import ProbeFile
+from edge.formats.variants import SECOND_PROCESS, VARIANT_FILES
 
 if TYPE_CHECKING:
     from convert.export.writers import OnnxRecipe
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 
 # the longest first (int8 calibrates), so that this process gates it while the others convert; float32 stays
 # here: ONNX converts from it
-BACKGROUND_VARIANTS = ("int8", "dynamic", "float16")
 # from ~5 M weights: ResNet50's (98 MB) conversions take 6-40 s each, resnet-mini's (1.5 MB) under 1 s
 MIN_MODEL_BYTES = 20_000_000
 
@@ -66,7 +66,7 @@ class BackgroundConversions:
     small. The process starts (and imports TensorFlow) at once, while this one loads the model."""
 
     def __init__(self, variants: list[str], model_bytes: int, min_bytes: int = MIN_MODEL_BYTES, min_cores: int = 2):
-        self.variants = [v for v in BACKGROUND_VARIANTS if v in variants]
+        self.variants = [v for v in SECOND_PROCESS if v in variants]
         self.futures: dict[str, Future] = {}
         self.probes: Future | None = None
         self.converting = False  # the variants went to the second process

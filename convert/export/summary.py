@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.table import Table
 
 from edge.formats.bundle import GateResult, VariantFile
+from edge.formats.variants import BY_NAME
 
 # The quantized variants' default calibration (what the table says when no search report exists).
-CALIBRATION = {"dynamic": "none", "int8": "MinMax", "onnx_int8": "MinMax"}
 
 
 def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
@@ -27,10 +27,10 @@ def summary_table(rows: list[tuple[str, VariantFile]], title: str) -> Table:
             f"{entry.conversion_s or 0:.1f}",
             *(("—",) * 5 if g is None else (f"{g.top1:.1%}", f"{g.keras_top1:.1%}", *_agreement(g))),
             status,
-            q.calibration.split(",")[0] if q else CALIBRATION.get(variant, "—"),
+            q.calibration.split(",")[0] if q else (BY_NAME[variant].calibration or "—"),
             (f"{len(q.float_layers)}/{q.quantized_ops}" if q.quantized_ops else str(len(q.float_layers)))
             if q
-            else ("0" if variant in CALIBRATION else "—"),
+            else ("0" if BY_NAME[variant].quantized else "—"),
         )
     return table
 

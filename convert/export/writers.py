@@ -16,11 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from edge.errors import SmartbinError
+from edge.formats.variants import TFLITE_VARIANTS
 from edge.system.cpu import x86_int8_dot_product
 
 log = logging.getLogger(__name__)
 
-TFLITE_VARIANTS = ("float32", "float16", "dynamic", "int8")
 ONNX_OPSET = 15  # what Keras' exporter wrote into model.onnx before (tf2onnx's choice then)
 CALIBRATION_CACHE = ".calibration"  # in the staging folder: ONNX Runtime's ranges per calibration method
 

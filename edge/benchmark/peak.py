@@ -13,6 +13,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.formats.variants import BY_NAME
 from edge.system.cpu import cpu_flags
 
 # (flag that must be present, operations per cycle per core, what it assumes), best first.
@@ -112,6 +113,4 @@ def nominal_peak(
 def variant_dtype(variant: str) -> str:
     """The arithmetic a variant's kernels may do: int8 for full-integer and dynamic-range models, float16
     where the CPU computes in half precision, else float32."""
-    if variant in ("int8", "dynamic", "onnx_int8"):
-        return "int8"
-    return "float16" if variant == "float16" else "float32"
+    return BY_NAME[variant].dtype if variant in BY_NAME else "float32"

@@ -21,20 +21,6 @@ from edge.strict import Strict
 MANIFEST_FILE = "manifest.json"
 ACCEPTANCE_FILE = "acceptance.npz"
 FORMAT_VERSION = 1
-# In the order `auto` prefers them (config and the JSON schema list them in this order too).
-VARIANT_FILES: dict[str, str] = {
-    "int8": "int8.tflite",
-    "float32": "float32.tflite",
-    "float16": "float16.tflite",
-    "dynamic": "dynamic.tflite",
-    "onnx": "model.onnx",
-    "onnx_int8": "model_int8.onnx",
-}
-
-
-def is_onnx(variant: str) -> bool:
-    """ONNX variants run in ONNX Runtime, the others in a TFLite interpreter."""
-    return VARIANT_FILES.get(variant, "").endswith(".onnx")
 
 
 class LabelEntry(Strict):

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 from edge.errors import SmartbinError
-from edge.formats.bundle import VARIANT_FILES, Bundle, is_onnx
+from edge.formats.bundle import Bundle
+from edge.formats.variants import VARIANT_FILES, is_onnx
 from edge.runtime.base import Engine
 
 log = logging.getLogger(__name__)
