@@ -39,6 +39,9 @@ from edge.runtime import (
     runs,
 )
 from edge.runtime.base import NO_DELEGATE
+from edge.wire.topics import DEFAULT_PREFIX, Topic, device_topic
+
+COLDSTART_ID = "coldstart"  # the device id of the cold-start run's daemon
 
 console = textui.console(stderr=True, width=None if sys.stderr.isatty() else 160)
 PLACEMENT_LINE = re.compile(r"(?:All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)")
@@ -134,7 +137,7 @@ def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float |
 
     host, port = broker.rsplit(":", 1)
     config = {
-        "device_id": "coldstart",
+        "device_id": COLDSTART_ID,
         "model": {
             "bundle": str(bundle),
             "backend": spec["backend"],
@@ -151,7 +154,9 @@ def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float |
     arrived = threading.Event()
     sub = make_client(MqttConfig(host=host, port=int(port)), f"smartbin-bench-{os.getpid()}")
     subscribed = threading.Event()
-    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("smartbin/coldstart/classification")
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(
+        device_topic(DEFAULT_PREFIX, COLDSTART_ID, Topic.CLASSIFICATION)
+    )
     sub.on_subscribe = lambda *a: subscribed.set()
     sub.on_message = lambda *a: arrived.set()
     sub.connect(host, int(port))

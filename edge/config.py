@@ -26,6 +26,7 @@ from edge.system.access import is_loopback, read_secret
 from edge.system.identity import default_device_id
 from edge.vision.decision import VoteSettings
 from edge.vision.preprocess import Roi
+from edge.wire.topics import DEFAULT_PREFIX, device_base
 
 VOTE = VoteSettings()
 BACKEND_NAMES = ("auto", *BACKENDS)
@@ -158,7 +159,7 @@ class HomeAssistantConfig(Strict):
 class MqttConfig(Strict):
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
-    topic_prefix: str = Field("smartbin", description="topics are <prefix>/<device_id>/…")
+    topic_prefix: str = Field(DEFAULT_PREFIX, description="topics are <prefix>/<device_id>/…")
     client_id: Optional[str] = None
     username: Optional[str] = None
     password_env: Optional[str] = Field(None, description="environment variable holding the password")
@@ -323,7 +324,7 @@ class Config(Strict):
 
     @property
     def topic_base(self) -> str:
-        return f"{self.mqtt.topic_prefix}/{self.device_id}"
+        return device_base(self.mqtt.topic_prefix, self.device_id)
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:

@@ -21,10 +21,12 @@ from rich.console import Console
 
 from convert.demo.fleet import loop_config, retrain, run_loop
 from edge.cli import main as smartbin
+from edge.config import load_config
 from edge.errors import SmartbinError
 from edge.sources.synthetic import SyntheticSource, write_clip
 from edge.system.paths import firmware_config_dir
 from edge.tools.localbroker import LocalBroker
+from edge.wire.topics import Topic, all_of, topic_of, under
 
 ROOT = Path(__file__).resolve().parents[2]
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -140,9 +142,10 @@ def watch_daemon(config_path: Path, port: int, labels: dict, expected: list[int]
     decisions: list[dict] = []
     seen: set[str] = set()
     lock = threading.Lock()
+    base = load_config(config_path).topic_base
 
     def on_message(client, userdata, message):
-        if message.topic.endswith("/decision"):
+        if topic_of(message.topic) is Topic.DECISION:
             d = json.loads(message.payload)
             with lock:
                 if d["event_id"] in seen:  # de-duplicate, as every subscriber must
@@ -158,17 +161,17 @@ def watch_daemon(config_path: Path, port: int, labels: dict, expected: list[int]
                     "event_id": d["event_id"],
                     "label": want["name"],
                 }
-                client.publish("smartbin/demo-bin/command", json.dumps(correction), qos=1)
+                client.publish(under(base, Topic.COMMAND), json.dumps(correction), qos=1)
             hint = f"(dropped: {want['name']} -> {want['bin']})" if want else ""
             console.print(
                 f"  item {n}: [bold]{d['bin']}[/bold] <- {d['label']} ({d['confidence']:.0%}, "
                 f"{d['votes']}/{d['frames']} votes) {hint}"
             )
-        elif message.topic.endswith("/status"):
+        elif topic_of(message.topic) is Topic.STATUS:
             console.print(f"  status: {json.loads(message.payload)['state']}")
 
     sub = mqtt.Client(CallbackAPIVersion.VERSION2)
-    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("smartbin/demo-bin/#", qos=1)
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(all_of(base), qos=1)
     sub.on_message = on_message
     sub.connect("127.0.0.1", port)
     sub.loop_start()

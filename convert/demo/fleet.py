@@ -26,7 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 
 from edge.cli import main as smartbin
+from edge.config import load_config
 from edge.formats.archive import pack
+from edge.wire.topics import Topic, all_of, topic_of, under
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,35 +36,36 @@ ROOT = Path(__file__).resolve().parents[2]
 class Watcher:
     """A subscriber on the demo bin's topics that prints command results and model changes."""
 
-    def __init__(self, port: int, device: str, console: Console):
-        self.console, self.base = console, f"smartbin/{device}"
+    def __init__(self, port: int, base: str, console: Console):
+        """``base``: the bin's topic base (its config's ``topic_base``)."""
+        self.console, self.base = console, base
         self.results: list[dict] = []
         self.models: list[dict] = []
         self.classified = 0
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{self.base}/#", qos=1)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(all_of(self.base), qos=1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
     def _on_message(self, client, userdata, message) -> None:
-        data = json.loads(message.payload)
-        if message.topic.endswith("/command/result"):
+        data, topic = json.loads(message.payload), topic_of(message.topic)
+        if topic is Topic.COMMAND_RESULT:
             self.results.append(data)
             what = data["result"].get("stage") if data["ok"] else f"[red]refused: {data['error']}"
             self.console.print(f"  {data['id']}: {what}")
-        elif message.topic.endswith("/model"):
+        elif topic is Topic.MODEL:
             self.models.append(data)
             change = data.get("last_change") or {}
             self.console.print(f"  model topic: {data['folder']} ({change.get('event', 'configured')})")
-        elif message.topic.endswith("/classification"):
+        elif topic is Topic.CLASSIFICATION:
             self.classified += 1
 
     def rolled_back(self) -> list[dict]:
         return [m for m in self.models if (m.get("last_change") or {}).get("event") == "rolled_back"]
 
     def command(self, payload: dict) -> None:
-        self.client.publish(f"{self.base}/command", json.dumps(payload), qos=1).wait_for_publish(5)
+        self.client.publish(under(self.base, Topic.COMMAND), json.dumps(payload), qos=1).wait_for_publish(5)
 
     def wait(self, predicate, timeout: float = 120) -> bool:
         deadline = time.monotonic() + timeout
@@ -126,7 +129,7 @@ def run_loop(out: Path, config_path: Path, port: int, v2: Path, console: Console
     (v3 / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     digests = {name: pack(bundle, www / f"{name}.tar") for name, bundle in (("v2", v2), ("v3", v3))}
     server, base = serve(www)
-    watcher = Watcher(port, "demo-bin", console)
+    watcher = Watcher(port, load_config(config_path).topic_base, console)
     log = (out / "daemon-loop.log").open("a")  # the daemon's own log, kept for a look
     daemon = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config_path)], cwd=ROOT, stderr=log)
     ok = False

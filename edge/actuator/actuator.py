@@ -31,6 +31,7 @@ from edge.system.backoff import delay_after
 from edge.system.signals import set_on
 from edge.wire.mqtt import dumps
 from edge.wire.mqtt_client import make_client
+from edge.wire.topics import Topic, under
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class Actuator:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
-            client.subscribe(f"{self.base}/decision", qos=1)
+            client.subscribe(under(self.base, Topic.DECISION), qos=1)
 
     def _on_message(self, client, userdata, message) -> None:
         try:
@@ -200,7 +201,7 @@ class Actuator:
         }
         if error:
             payload["error"] = error
-        self.client.publish(f"{self.base}/actuator/ack", dumps(payload), qos=1)
+        self.client.publish(under(self.base, Topic.ACTUATOR_ACK), dumps(payload), qos=1)
 
     def _work(self) -> None:
         while not self._stopping.is_set() and (job := self.jobs.get()) is not None:

@@ -29,6 +29,7 @@ from edge.sources import Capture, open_source
 from edge.sources.scene import render_sample
 from edge.stats import summary
 from edge.vision.decision import Decider
+from edge.wire.topics import Topic, under
 
 
 def rss_mb() -> float:
@@ -203,7 +204,7 @@ class Arrivals:
         self.to_publish: dict[int, float] = {}
         self.infer_ms: dict[int, float] = {}
         self.done = threading.Event()
-        topic = f"{config.topic_base}/classification"
+        topic = under(config.topic_base, Topic.CLASSIFICATION)
         client_id = f"smartbin-bench-{os.getpid()}"
         self.client, self.subscribed = start_subscriber(config.mqtt, client_id, topic, self._on_message)
 

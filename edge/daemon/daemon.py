@@ -43,6 +43,7 @@ from edge.web.host import WebHost
 from edge.web.page import answer_classify_requests
 from edge.wire.outputs import Hooks, Outputs
 from edge.wire.status import StatusView, cpu_temperature, metrics_payload, status_payload
+from edge.wire.topics import Topic
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ class Daemon:
         if now >= self._metrics_due:
             self._metrics_due = now + self.config.mqtt.metrics_interval_s
             metrics = metrics_payload(self.view())
-            self.outputs.publisher.publish_json("metrics", metrics)
+            self.outputs.publisher.publish_json(Topic.METRICS, metrics)
             self.notifier.status(self.summary(metrics))
 
     def shutdown(self) -> None:

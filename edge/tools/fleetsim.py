@@ -16,6 +16,7 @@ from edge.stats import percentiles
 from edge.storage.outbox import Outbox
 from edge.wire.mqtt import Publisher
 from edge.wire.mqtt_client import start_subscriber
+from edge.wire.topics import Topic, device_base, every_bin
 
 MAX_BINS = 300
 
@@ -29,7 +30,7 @@ class SimulatedBin:
         config = MqttConfig(host=host, port=port, metrics_interval_s=3600)
         self.publisher = Publisher(
             config,
-            f"smartbin/{self.device_id}",
+            device_base(config.topic_prefix, self.device_id),
             self.device_id,
             self.outbox,
             on_command=lambda payload: None,
@@ -67,7 +68,9 @@ class Collector:
         self.duplicates = 0
         self.lock = threading.Lock()
         config = MqttConfig(host=host, port=port)
-        self.client, subscribed = start_subscriber(config, "fleet-collector", "smartbin/+/decision", self._on, qos=1)
+        self.client, subscribed = start_subscriber(
+            config, "fleet-collector", every_bin(config.topic_prefix, Topic.DECISION), self._on, qos=1
+        )
         subscribed.wait(10)
 
     def _on(self, client, userdata, message) -> None:

@@ -12,18 +12,19 @@ from __future__ import annotations
 from edge import __version__
 from edge.config import HomeAssistantConfig
 from edge.formats.labels import BINS
+from edge.wire.topics import Topic, home_assistant_device, home_assistant_status, under
 
 ORIGIN = {"name": "smartbin", "sw": __version__}
 
 
 def discovery_topic(config: HomeAssistantConfig, device_id: str) -> str:
     """Where the device's discovery message goes (retained)."""
-    return f"{config.discovery_prefix}/device/{device_id}/config"
+    return home_assistant_device(config.discovery_prefix, device_id)
 
 
 def status_topic(config: HomeAssistantConfig) -> str:
     """Home Assistant's birth and last-will topic: ``online`` asks every device to announce itself again."""
-    return f"{config.discovery_prefix}/status"
+    return home_assistant_status(config.discovery_prefix)
 
 
 def retired_topics(config: HomeAssistantConfig, device_id: str) -> list[str]:
@@ -37,7 +38,7 @@ def retired_topics(config: HomeAssistantConfig, device_id: str) -> list[str]:
 def discovery(base: str, device_id: str) -> dict:
     """The device-based discovery payload for the bin whose topics start with ``base``."""
     uid = f"smartbin_{device_id}"
-    decision, metrics = f"{base}/decision", f"{base}/metrics"
+    decision, metrics = under(base, Topic.DECISION), under(base, Topic.METRICS)
     components: dict[str, dict] = {}
     for key, field in (("last_bin", "bin"), ("last_label", "label"), ("confidence", "confidence")):
         components[key] = {"p": "sensor", "name": key.replace("_", " "), "state_topic": decision}
@@ -71,7 +72,7 @@ def discovery(base: str, device_id: str) -> dict:
         "p": "binary_sensor",
         "name": "online",
         "unique_id": f"{uid}_online",
-        "state_topic": f"{base}/status",
+        "state_topic": under(base, Topic.STATUS),
         "value_template": "{{ value_json.state }}",
         "payload_on": "online",
         "payload_off": "offline",
@@ -81,7 +82,7 @@ def discovery(base: str, device_id: str) -> dict:
         "dev": {"ids": [uid], "name": f"Smart bin {device_id}", "mf": "smartbin", "sw": __version__},
         "o": ORIGIN,
         "cmps": components,
-        "availability_topic": f"{base}/status",
+        "availability_topic": under(base, Topic.STATUS),
         "availability_template": "{{ value_json.state }}",
         "payload_available": "online",
         "payload_not_available": "offline",

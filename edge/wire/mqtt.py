@@ -26,6 +26,7 @@ from edge.system.queues import drain
 from edge.system.repeats import OncePerChange
 from edge.wire import homeassistant
 from edge.wire.mqtt_client import make_client, tls_files
+from edge.wire.topics import Topic, under
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,14 @@ class Publisher:
         outbox: Outbox,
         on_command: Callable[[bytes, bool], None],
         status: Callable[[str], dict],
-        retained: Callable[[], dict[str, dict]] | None = None,
+        retained: Callable[[], dict[Topic, dict]] | None = None,
         reconnect_delay_s: tuple[float, float] | None = None,
         refused_retry_s: float = REFUSED_RETRY_S,
     ):
         self.config = config
         # Jitter: a fleet of bins must not reconnect to a restarted broker in lockstep.
         self.reconnect_delay_s = reconnect_delay_s or (1 + random.randint(0, 2), 60)
-        self.retained = retained  # other retained state, by topic suffix, sent again on every connect
+        self.retained = retained  # other retained state, by topic, sent again on every connect
         self.base = base
         self.device_id = device_id
         self.outbox = outbox
@@ -90,8 +91,9 @@ class Publisher:
         """The MQTT version this client speaks now: "5" or "3.1.1"."""
         return "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
 
-    def topic(self, suffix: str) -> str:
-        return f"{self.base}/{suffix}"
+    def topic(self, topic: Topic) -> str:
+        """This bin's topic (edge/wire/topics.py)."""
+        return under(self.base, topic)
 
     def _make_client(self) -> mqtt.Client:
         client_id = self.config.client_id or f"smartbin-{self.device_id}"
@@ -107,7 +109,7 @@ class Publisher:
             self._socket_opened = time.monotonic()
 
         client.on_socket_open = on_socket_open
-        client.will_set(self.topic("status"), dumps(self.status("offline")), qos=1, retain=True)
+        client.will_set(self.topic(Topic.STATUS), dumps(self.status("offline")), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -157,16 +159,16 @@ class Publisher:
         self.connects += 1
         self.ever_connected = True
         self.last_error = None
-        client.subscribe(self.topic("command"), qos=1)
+        client.subscribe(self.topic(Topic.COMMAND), qos=1)
         if self.config.home_assistant.enabled:
             client.subscribe(homeassistant.status_topic(self.config.home_assistant), qos=1)
             for topic in homeassistant.retired_topics(self.config.home_assistant, self.device_id):
                 client.publish(topic, b"", qos=0, retain=True)  # an ACL may refuse it: nothing to answer then
             self._publish_discovery()
-        for suffix, payload in (self.retained() if self.retained else {}).items():
-            client.publish(self.topic(suffix), dumps(payload), qos=1, retain=True)
+        for topic, payload in (self.retained() if self.retained else {}).items():
+            client.publish(self.topic(topic), dumps(payload), qos=1, retain=True)
         # Availability goes last, after the other retained state.
-        client.publish(self.topic("status"), dumps(self.status("online")), qos=1, retain=True)
+        client.publish(self.topic(Topic.STATUS), dumps(self.status("online")), qos=1, retain=True)
         with self._lock:
             self._inflight.clear()
             self._sent_upto = 0
@@ -203,22 +205,22 @@ class Publisher:
             if message.payload == b"online":  # Home Assistant (re)started: it asks every device to announce
                 self._publish_discovery()
             return
-        if message.topic == self.topic("command"):
+        if message.topic == self.topic(Topic.COMMAND):
             # retain is set only on what the broker kept from before this subscription: never carried out
             self.on_command(message.payload, bool(message.retain))
 
     # ------------------------------------------------------------------ publishing
-    def publish_json(self, suffix: str, payload: dict, qos: int = 0, retain: bool = False) -> None:
+    def publish_json(self, topic: Topic, payload: dict, qos: int = 0, retain: bool = False) -> None:
         if self.connected.is_set():
-            self.client.publish(self.topic(suffix), dumps(payload), qos=qos, retain=retain)
+            self.client.publish(self.topic(topic), dumps(payload), qos=qos, retain=retain)
 
     def publish_status(self) -> None:
         """The retained status (availability and what runs), e.g. after a pause or a model change."""
-        self.publish_json("status", self.status("online"), qos=1, retain=True)
+        self.publish_json(Topic.STATUS, self.status("online"), qos=1, retain=True)
 
-    def publish_bytes(self, suffix: str, payload: bytes | str, qos: int = 0) -> None:
+    def publish_bytes(self, topic: Topic, payload: bytes | str, qos: int = 0) -> None:
         if self.connected.is_set():
-            self.client.publish(self.topic(suffix), payload, qos=qos)
+            self.client.publish(self.topic(topic), payload, qos=qos)
 
     def publish_decision(self, payload: dict) -> None:
         """Store durably, then send. Raises OutboxError when the outbox cannot be written."""
@@ -226,7 +228,7 @@ class Publisher:
         # count too, unless the wall clock was stepped meanwhile.
         since = time.time() - payload["ts"]
         made = time.monotonic() - (since if 0 <= since < 1 else 0.0)
-        self._made[self.outbox.add(payload["event_id"], self.topic("decision"), payload, payload["ts"])] = made
+        self._made[self.outbox.add(payload["event_id"], self.topic(Topic.DECISION), payload, payload["ts"])] = made
         while len(self._made) > MADE_REMEMBERED:  # rows the outbox dropped when full are never acknowledged
             del self._made[next(iter(self._made))]
         self.flush()
@@ -349,7 +351,7 @@ class Publisher:
         except OutboxError as exc:
             self.outbox_errors.error(str(exc))
         if self.connected.is_set():
-            info = self.client.publish(self.topic("status"), dumps(self.status("offline")), qos=1, retain=True)
+            info = self.client.publish(self.topic(Topic.STATUS), dumps(self.status("offline")), qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (ValueError, RuntimeError):

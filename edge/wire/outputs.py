@@ -23,6 +23,7 @@ from edge.vision.decision import Decision
 from edge.web.page import WebState
 from edge.wire.command_spec import CommandError
 from edge.wire.mqtt import Publisher, dumps
+from edge.wire.topics import Topic
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class Outputs:
             self.outbox,
             self.hooks.on_command,
             self.hooks.status,
-            retained=lambda: {"model": self.hooks.model()},
+            retained=lambda: {Topic.MODEL: self.hooks.model()},
         )
 
     def replace_publisher(self, publisher: Publisher) -> None:
@@ -101,7 +102,7 @@ class Outputs:
             result["latency_ms"]["capture_to_publish"] = round((t - frame.mono) * 1e3, 3)
             text = dumps({"ts": round(frame.ts, 3), "frame_id": frame.frame_id, **result})
             t2 = time.monotonic()
-            self.publisher.publish_bytes("classification", text)
+            self.publisher.publish_bytes(Topic.CLASSIFICATION, text)
             self.timings.add("json", (t2 - t) * 1e3)
             self.timings.add("publish", (time.monotonic() - t2) * 1e3)
         self.timings.add("total", (time.monotonic() - frame.mono) * 1e3)
@@ -128,7 +129,7 @@ class Outputs:
         except OutboxError as exc:
             self.outbox_error = str(exc)
             self.store_errors.error(f"{exc}; sending without store-and-forward")
-            self.publisher.publish_json("decision", payload, qos=1)
+            self.publisher.publish_json(Topic.DECISION, payload, qos=1)
         self.recent.append((payload, frame, self.last_top_k))
         try:
             self.counters.count_decision(payload)
@@ -147,10 +148,10 @@ class Outputs:
         self.publisher.publish_status()
 
     def publish_model(self) -> None:
-        self.publisher.publish_json("model", self.hooks.model(), qos=1, retain=True)
+        self.publisher.publish_json(Topic.MODEL, self.hooks.model(), qos=1, retain=True)
 
     def publish_answer(self, payload: dict) -> None:
-        self.publisher.publish_json("command/result", payload, qos=1)
+        self.publisher.publish_json(Topic.COMMAND_RESULT, payload, qos=1)
 
     # ------------------------------------------------------------------ what commands ask
     def snapshot(self, frame: Frame | None) -> dict:
@@ -158,8 +159,8 @@ class Outputs:
         if frame is None:
             raise CommandError("no frame captured yet")
         jpeg = encode_jpeg(frame.image, quality=95)
-        self.publisher.publish_bytes("snapshot", jpeg, qos=0)
-        return {"topic": self.publisher.topic("snapshot"), "bytes": len(jpeg), "frame_id": frame.frame_id}
+        self.publisher.publish_bytes(Topic.SNAPSHOT, jpeg, qos=0)
+        return {"topic": self.publisher.topic(Topic.SNAPSHOT), "bytes": len(jpeg), "frame_id": frame.frame_id}
 
     def flag(self, frame: Frame | None) -> dict:
         """Keep the newest frame as a sample, with the newest prediction (an operator's "look at this")."""

@@ -155,3 +155,50 @@ def test_no_test_module_imports_another():
                 f"{path.relative_to(ROOT)}: {n}" for n in names if any(p.startswith("test_") for p in n.split("."))
             ]
     assert found == []
+
+
+TOPIC_CALLS = {"topic", "publish_json", "publish_bytes", "publish", "subscribe", "will_set", "under"}
+
+
+def topic_literals(root: Path) -> list[str]:
+    """Topics written as strings outside edge/wire/topics.py: a literal handed to a publish, subscribe or
+    topic call, or a string ending in one of our topics (``"/decision"``, ``"smartbin/+/status"``)."""
+    from edge.wire.topics import Topic
+
+    suffixes = tuple(f"/{t.value}" for t in Topic)
+    found = set()
+    for name, path in modules(root).items():
+        if name == "edge.wire.topics":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                literal = isinstance(node.args[0], (ast.Constant, ast.JoinedStr))
+                if (
+                    literal
+                    and func in TOPIC_CALLS
+                    or func == "endswith"
+                    and ast.unparse(node.args[0])[1:-1] in suffixes
+                ):
+                    found.add(f"{name}:{node.lineno}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "\n" not in node.value:
+                value = node.value  # an HTTP path such as "/metrics" is not a topic: a topic has levels before
+                if (
+                    value.endswith(suffixes)
+                    and value not in suffixes
+                    or value.startswith("smartbin/")
+                    and value != "smartbin/"
+                ):
+                    found.add(f"{name}:{node.lineno}")
+    return sorted(found)
+
+
+def test_topics_are_named_in_one_place():
+    assert topic_literals(ROOT) == []
+
+
+def test_the_topic_check_finds_a_literal(tmp_path: Path):
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "convert").mkdir()
+    (tmp_path / "edge" / "a.py").write_text('client.subscribe(f"{base}/decision")\nok = t.endswith("/status")\n')
+    assert topic_literals(tmp_path) == ["edge.a:1", "edge.a:2"]

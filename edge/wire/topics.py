@@ -1,0 +1,74 @@
+"""The MQTT topics, in one place: ``<prefix>/<device_id>/<topic>`` (Frigate's layout), the prefix from
+``mqtt.topic_prefix``. Every publisher and subscriber of ours (the daemon, the actuator, the fleet
+simulator, the demo, the bench) builds its topics here; the payloads are in edge/schemas/."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+DEFAULT_PREFIX = "smartbin"
+
+
+class Topic(str, Enum):
+    """A bin's topics, each the suffix after ``<prefix>/<device_id>/``; edge/schemas/<name>.json is its payload."""
+
+    STATUS = "status"  # QoS 1, retained, the Last Will
+    DECISION = "decision"  # QoS 1, one per item, through the outbox
+    CLASSIFICATION = "classification"  # QoS 0, every classified frame
+    METRICS = "metrics"  # QoS 0, periodic
+    MODEL = "model"  # QoS 1, retained
+    COMMAND = "command"  # QoS 1, subscribed by the daemon
+    COMMAND_RESULT = "command/result"  # QoS 1, the answer to every command
+    SNAPSHOT = "snapshot"  # QoS 0, a JPEG
+    ACTUATOR_ACK = "actuator/ack"  # QoS 1, from the actuator
+
+    @property
+    def schema(self) -> str:
+        """The file in edge/schemas/ that describes its payload."""
+        return f"{self.name.lower()}.json"
+
+
+def device_base(prefix: str, device_id: str) -> str:
+    """``<prefix>/<device_id>``: where one bin's topics live."""
+    return f"{prefix}/{device_id}"
+
+
+def device_topic(prefix: str, device_id: str, topic: Topic) -> str:
+    """One bin's topic."""
+    return f"{device_base(prefix, device_id)}/{topic.value}"
+
+
+def under(base: str, topic: Topic) -> str:
+    """A topic under a bin's base (``device_base``)."""
+    return f"{base}/{topic.value}"
+
+
+def every_bin(prefix: str, topic: Topic) -> str:
+    """The subscription to one topic of every bin: ``<prefix>/+/<topic>``."""
+    return f"{prefix}/+/{topic.value}"
+
+
+def all_of(base: str) -> str:
+    """The subscription to all of one bin's topics: ``<base>/#``."""
+    return f"{base}/#"
+
+
+def topic_of(topic: str) -> Topic | None:
+    """Which of our topics a received topic is (its last one or two levels), None for another."""
+    parts = topic.split("/")
+    for suffix in ("/".join(parts[-2:]), parts[-1]):
+        try:
+            return Topic(suffix)
+        except ValueError:
+            continue
+    return None
+
+
+def home_assistant_status(discovery_prefix: str) -> str:
+    """Home Assistant's birth and last-will topic (``online``: every device announces itself again)."""
+    return f"{discovery_prefix}/status"
+
+
+def home_assistant_device(discovery_prefix: str, device_id: str) -> str:
+    """Where a device's discovery message goes (retained)."""
+    return f"{discovery_prefix}/device/{device_id}/config"
