@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check dist constraints
+.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check dist constraints schemas
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ constraints:
 # The package as one file for a device: dist/smartbin-<version>-py3-none-any.whl (docs/deployment.md).
 dist: $(STAMP)
 	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
+
+# The MQTT payloads' JSON Schemas (edge/schemas/), generated from edge/wire/payloads.py
+schemas: $(STAMP)
+	$(BIN)/python -m edge.wire.payloads
 
 # The Debian packages the tests use (tests/system-packages.sh says which, and installs them when it may).
 system-packages:

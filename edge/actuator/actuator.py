@@ -31,6 +31,7 @@ from edge.system.backoff import delay_after
 from edge.system.signals import set_on
 from edge.wire.mqtt import dumps
 from edge.wire.mqtt_client import make_client
+from edge.wire.payloads import ActuatorAck
 from edge.wire.topics import Topic, under
 
 log = logging.getLogger(__name__)
@@ -190,17 +191,16 @@ class Actuator:
         stale: bool = False,
         **judged: float,
     ) -> None:
-        payload = {
-            "event_id": event_id,
-            "bin": bin_name,
-            "ok": error is None,
-            "duplicate": duplicate,
-            "stale": stale,
-            "ts": round(time.time(), 3),
+        payload = ActuatorAck(
+            event_id=event_id,
+            bin=bin_name,
+            ok=error is None,
+            duplicate=duplicate,
+            stale=stale,
+            ts=round(time.time(), 3),
+            **({"error": error} if error else {}),
             **{key: round(value, 3) for key, value in judged.items()},  # age_s, moved_at
-        }
-        if error:
-            payload["error"] = error
+        ).dump()
         self.client.publish(under(self.base, Topic.ACTUATOR_ACK), dumps(payload), qos=1)
 
     def _work(self) -> None:

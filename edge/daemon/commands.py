@@ -16,6 +16,7 @@ from edge.errors import SmartbinError
 from edge.models.update import UpdateRequest
 from edge.system.queues import drain
 from edge.wire.command_spec import Command, CommandError, parse_command
+from edge.wire.payloads import CommandResult
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,10 @@ class CommandTarget(Protocol):
 
 def answer_payload(command_id: Any, action: str | None, result: dict | None = None, error: str | None = None) -> dict:
     """The …/command/result message: ``ok`` with a result, or not ok with the reason."""
-    payload: dict = {"id": command_id, "action": action, "ok": error is None, "ts": round(time.time(), 3)}
-    if error is None:
-        payload["result"] = result or {}
-    else:
-        payload["error"] = error
+    if error is not None:
         log.warning("command %s rejected: %s", action or "?", error)
-    return payload
+    when, outcome = round(time.time(), 3), {"result": result or {}} if error is None else {"error": error}
+    return CommandResult(id=command_id, action=action, ok=error is None, ts=when, **outcome).dump()
 
 
 def execute_command(target: CommandTarget, command: Command) -> dict | None:

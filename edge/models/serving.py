@@ -26,6 +26,7 @@ from edge.models.store import ModelStore
 from edge.models.update import Prepared, Updater, UpdateRequest
 from edge.system.notify import Notifier
 from edge.system.queues import drain
+from edge.wire.payloads import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +112,17 @@ class Serving:
     def payload(self) -> dict:
         """The retained …/model topic: what serves, since when, what served before, how the last change went."""
         state, bundle = self.store.state(), self.classifier.bundle
-        return {
-            "name": bundle.manifest.name,
-            "folder": bundle.path.name,
-            "variant": self.classifier.engine.variant,
-            "created": bundle.manifest.created,
-            "sha256": state.sha256 if state.current else None,
-            "since": state.since if state.current else round(self.started, 3),
-            "previous": state.previous if state.current else None,
-            "health_window": self.trial_until is not None,
-            "last_change": state.outcome or None,
-        }
+        return ModelInfo(
+            name=bundle.manifest.name,
+            folder=bundle.path.name,
+            variant=self.classifier.engine.variant,
+            created=bundle.manifest.created,
+            sha256=state.sha256 if state.current else None,
+            since=state.since if state.current else round(self.started, 3),
+            previous=state.previous if state.current else None,
+            health_window=self.trial_until is not None,
+            last_change=state.outcome or None,
+        ).dump()
 
     def reference(self) -> dict:
         """Which model made a prediction, as a sample records it."""

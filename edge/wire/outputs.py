@@ -21,6 +21,7 @@ from edge.storage.samples import SampleStore
 from edge.system.repeats import OncePerChange
 from edge.vision.decision import Decision
 from edge.web.page import WebState
+from edge.wire import payloads
 from edge.wire.command_spec import CommandError
 from edge.wire.mqtt import Publisher, dumps
 from edge.wire.topics import Topic
@@ -110,7 +111,7 @@ class Outputs:
     def decision(self, decision: Decision, frame: Frame) -> None:
         """One item's decision: outbox and MQTT, the page, the counters and (maybe) a sample."""
         self.decisions += 1
-        payload = {**decision.to_dict(), "device_id": self.config.device_id}
+        payload = payloads.Decision(**decision.to_dict(), device_id=self.config.device_id).dump()
         if self.web_state is not None:
             self.web_state.add_decision(payload, frame.image)
         log.info(

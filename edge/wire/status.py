@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.wire.payloads import Metrics, Status
+
 
 def cpu_temperature() -> float | None:
     """°C from the first thermal zone (Pi, Jetson, most Linux boards), or None."""
@@ -60,49 +62,49 @@ class StatusView:
 
 def status_payload(view: StatusView, state: str = "online") -> dict:
     """The retained …/status message (also the Last Will, with state offline)."""
-    return {
-        "state": state,
-        "device_id": view.device_id,
-        "version": view.version,
-        "model": view.model,
-        "backend": view.backend,
-        "delegate": view.delegate,
-        "health": view.health,
-        "source": view.source,
-        "presence": view.presence,
-        "paused": view.paused,
-        "host": view.host,
-        "started": round(view.started, 3),
-        "ts": round(view.ts, 3),
-    }
+    return Status(
+        state=state,
+        device_id=view.device_id,
+        version=view.version,
+        model=view.model,
+        backend=view.backend,
+        delegate=view.delegate,
+        health=view.health,
+        source=view.source,
+        presence=view.presence,
+        paused=view.paused,
+        host=view.host,
+        started=round(view.started, 3),
+        ts=round(view.ts, 3),
+    ).dump()
 
 
 def metrics_payload(view: StatusView) -> dict:
     """The periodic …/metrics message, and the figures of the status page."""
-    return {
-        "ts": round(view.ts, 3),
-        "fps": view.fps,
-        "frames_classified": view.frames_classified,
-        "frames_grabbed": view.frames_grabbed,
-        "frames_dropped": view.frames_dropped,
-        "decisions": view.decisions,
-        "latency_ms": view.latency_ms,
-        "outbox_depth": view.outbox_depth,
-        "outbox_dropped": view.outbox_dropped,
-        "outbox_error": view.outbox_error,
-        "outbox_refused": view.outbox_refused,
-        "outbox_refusal": view.outbox_refusal,
-        "source_state": view.source["state"],
-        "source_reconnects": view.source_reconnects,
-        "broker_connects": view.broker_connects,
-        "commands_rejected": view.commands_rejected,
-        "cpu_temp_c": view.cpu_temp_c,
-        "uptime_s": view.uptime_s,
-        "health": view.health,
-        "presence": view.presence,
-        "samples": view.samples,
-        "counts": view.counts,
-    }
+    return Metrics(
+        ts=round(view.ts, 3),
+        fps=view.fps,
+        frames_classified=view.frames_classified,
+        frames_grabbed=view.frames_grabbed,
+        frames_dropped=view.frames_dropped,
+        decisions=view.decisions,
+        latency_ms=view.latency_ms,
+        outbox_depth=view.outbox_depth,
+        outbox_dropped=view.outbox_dropped,
+        outbox_error=view.outbox_error,
+        outbox_refused=view.outbox_refused,
+        outbox_refusal=view.outbox_refusal,
+        source_state=view.source["state"],
+        source_reconnects=view.source_reconnects,
+        broker_connects=view.broker_connects,
+        commands_rejected=view.commands_rejected,
+        cpu_temp_c=view.cpu_temp_c,
+        uptime_s=view.uptime_s,
+        health=view.health,
+        presence=view.presence,
+        samples=view.samples,
+        counts=view.counts,
+    ).dump()
 
 
 def prometheus_registry(view: Callable[[], StatusView]):

@@ -1,0 +1,337 @@
+"""Every MQTT payload of ours as a typed class; edge/schemas/<topic>.json is generated from them
+(`make schemas`, and a test checks that the shipped files are what these generate).
+
+Producers build their messages with these classes (``dump``), consumers read them with ``parse``;
+unknown fields are ignored when reading, so an older actuator reads a newer daemon's decisions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.formats.labels import BINS
+from edge.formats.variants import VARIANT_FILES
+from edge.wire.command_spec import ACTIONS, MAX_PAYLOAD
+from edge.wire.topics import DEFAULT_PREFIX, Topic
+
+Bin = Literal[BINS]  # type: ignore[valid-type]  # one list of bins: edge/formats/labels.py
+Health = Literal["ok", "degraded", "camera_lost"]
+CommandId = Union[str, int, None]
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _titled(topic: Topic, how: str, **extra: Any) -> ConfigDict:
+    return ConfigDict(title=f"{title(topic)} ({how})", json_schema_extra=extra or None)
+
+
+def title(topic: Topic) -> str:
+    """How the schemas and docs write a topic: ``smartbin/<device_id>/decision``."""
+    return f"{DEFAULT_PREFIX}/<device_id>/{topic.value}"
+
+
+class Payload(BaseModel):
+    """A message body: built with keyword arguments, sent as compact JSON without the fields left unset."""
+
+    def dump(self) -> dict:
+        """The fields the producer set (a None it set stays: null says something), as JSON types."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    @classmethod
+    def parse(cls, data: bytes | str | dict):
+        """Read a received message (pydantic.ValidationError when it is not one)."""
+        return cls.model_validate(data) if isinstance(data, dict) else cls.model_validate_json(data)
+
+
+class Decision(Payload):
+    model_config = _titled(Topic.DECISION, "QoS 1): one per item; de-duplicate on event_id")
+
+    event_id: str = Field(pattern="^[0-9a-f]{32}$")
+    ts: float
+    bin: Bin
+    label: str
+    label_index: int = Field(ge=-1, description="-1: no class was sure enough (reason low_confidence)")
+    confidence: float = Field(ge=0, le=1)
+    votes: int = Field(ge=1)
+    frames: int = Field(ge=1)
+    reason: Literal["vote", "low_confidence"]
+    frame_ids: list[int] | None = None
+    device_id: str
+
+
+class TopK(BaseModel):
+    label: str
+    label_index: int
+    bin: Bin
+    confidence: float = Field(ge=0, le=1)
+
+
+class StageLatency(BaseModel):
+    """Milliseconds per stage of one frame; more stages may follow."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"additionalProperties": {"type": "number", "minimum": 0}}
+    )
+
+    preprocess: float = Field(ge=0)
+    infer: float = Field(ge=0)
+    postprocess: float = Field(ge=0)
+    capture_to_publish: float = Field(ge=0)
+
+
+class Classification(Payload):
+    model_config = _titled(Topic.CLASSIFICATION, "QoS 0): every classified frame")
+
+    ts: float
+    frame_id: int = Field(ge=0)
+    label: str
+    label_index: int = Field(ge=0)
+    confidence: float = Field(ge=0, le=1)
+    bin: Bin
+    top_k: list[TopK] = Field(min_length=1)
+    latency_ms: StageLatency
+
+
+class Relearn(BaseModel):
+    ts: float
+    reason: str
+
+
+class Presence(BaseModel):
+    """null with presence.mode always; learning: warm-up, or settling after a re-learn (health degraded)"""
+
+    state: Literal["empty", "item", "learning"]
+    relearns: int = Field(ge=0)
+    last_relearn: Relearn | None
+
+
+class Serving(BaseModel):
+    name: str
+    variant: Literal[tuple(VARIANT_FILES)]  # type: ignore[valid-type]
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+class SourceState(BaseModel):
+    uri: str
+    state: Literal["starting", "ok", "reconnecting", "ended"]
+    error: str | None = None
+
+
+class Status(Payload):
+    model_config = _titled(Topic.STATUS, "QoS 1, retained, also the Last Will)")
+
+    state: Literal["online", "offline"]
+    device_id: str
+    version: str
+    model: Serving
+    backend: Literal["litert", "tflite_runtime", "tensorflow", "onnxruntime"]
+    delegate: str | None = None
+    health: Health
+    source: SourceState
+    presence: Presence | None = None
+    paused: bool | None = None
+    host: str | None = None
+    started: float
+    ts: float
+
+
+class Percentiles(BaseModel):
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+
+
+class Metrics(Payload):
+    model_config = _titled(Topic.METRICS, "QoS 0, periodic)")
+
+    ts: float
+    fps: float = Field(ge=0)
+    frames_classified: int = Field(ge=0)
+    frames_grabbed: int = Field(ge=0)
+    frames_dropped: int = Field(ge=0)
+    decisions: int = Field(ge=0)
+    latency_ms: dict[str, Percentiles]
+    outbox_depth: int = Field(ge=0)
+    outbox_dropped: int = Field(ge=0)
+    outbox_error: str | None = None
+    outbox_refused: int | None = Field(None, ge=0)
+    outbox_refusal: str | None = None
+    source_state: str
+    source_reconnects: int | None = Field(None, ge=0)
+    broker_connects: int | None = Field(None, ge=0)
+    commands_rejected: int | None = Field(None, ge=0)
+    cpu_temp_c: float | None = None
+    uptime_s: float = Field(ge=0)
+    health: Health
+    presence: Presence | None = None
+    samples: dict[str, int] | None = Field(
+        None, description="the sample store: kept, bytes, written, dropped (queue full), skipped_low_disk, errors"
+    )
+    counts: dict[str, Any] | None = Field(
+        None, description="items per bin and label, today and all time (outlive restarts); today's low-confidence share"
+    )
+
+
+class LastChange(BaseModel):
+    event: Literal["switched", "confirmed", "rolled_back"] | None = None
+    failed: str | None = None
+    reason: str | None = None
+    ts: float | None = None
+
+
+class ModelInfo(Payload):
+    model_config = _titled(Topic.MODEL, "QoS 1, retained): the model that serves and how the last change went")
+
+    name: str
+    folder: str = Field(description="the bundle's folder (in the model store: <name>-<sha12>)")
+    variant: str
+    created: str = Field(description="when the converter made the bundle (ISO 8601)")
+    sha256: str | None = Field(description="of the archive it was installed from; null otherwise")
+    since: float
+    previous: str | None
+    health_window: bool = Field(description="true while a failure would still roll back")
+    last_change: LastChange | None
+
+
+_ONE_LINE = r"^\s*\S([\s\S]{0,98}\S)?\s*$"
+
+
+class Command(Payload):
+    """Every command is answered on …/command/result with the same id (command_result.json). Any field listed
+    here may accompany any action; each action requires its own."""
+
+    model_config = ConfigDict(
+        title=f"{title(Topic.COMMAND)} (QoS 1, subscribed): what a client may ask; at most {MAX_PAYLOAD} bytes of "
+        "UTF-8 JSON",
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"action": {"const": "set_threshold"}}},
+                    "then": {
+                        "required": ["value"],
+                        "properties": {"value": {"type": "number", "minimum": 0, "maximum": 1}},
+                    },
+                },
+                {
+                    "if": {"properties": {"action": {"const": "reload_model"}}},
+                    "then": {"properties": {"bundle": {"type": ["string", "null"]}}},
+                },
+                {
+                    "if": {"properties": {"action": {"const": "update_model"}}},
+                    "then": {
+                        "required": ["url"],
+                        "properties": {
+                            "url": {"type": "string", "pattern": r"^https?://[^\s]{1,2040}$"},
+                            "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+                            "force": {"type": "boolean"},
+                        },
+                    },
+                },
+                {
+                    "if": {"properties": {"action": {"const": "correct"}}},
+                    "then": {
+                        "required": ["event_id", "label"],
+                        "properties": {
+                            "event_id": {"type": "string", "pattern": _ONE_LINE},
+                            "label": {"type": "string", "pattern": _ONE_LINE},
+                        },
+                    },
+                },
+            ]
+        },
+    )
+
+    id: CommandId = Field(None, description="echoed in the result")
+    action: Literal[ACTIONS]  # type: ignore[valid-type]
+    value: Any = Field(None, description="set_threshold: the new decision.min_confidence")
+    bundle: Any = Field(
+        None, description="reload_model: a model store folder name or a path (default: the configured bundle)"
+    )
+    url: Any = Field(None, description="update_model: where the bundle .tar is served")
+    sha256: Any = Field(None, description="update_model: the archive's digest, as `smartbin bundle pack` prints it")
+    force: Any = Field(None, description="update_model: install even when it is the model already serving")
+    event_id: Any = Field(None, description="correct: the decision to correct")
+    label: Any = Field(None, description="correct: what the item really was (a label name; others are kept too)")
+
+
+class CommandResult(Payload):
+    model_config = _titled(
+        Topic.COMMAND_RESULT,
+        "QoS 1): the answer to every command",
+        **{
+            "if": {"properties": {"ok": {"const": True}}},
+            "then": {"required": ["result"]},
+            "else": {"required": ["error"]},
+        },
+    )
+
+    id: CommandId
+    action: str | None
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    ts: float
+
+
+class ActuatorAck(Payload):
+    model_config = _titled(
+        Topic.ACTUATOR_ACK,
+        "QoS 1): one per decision the actuator received",
+        allOf=[{"if": {"properties": {"ok": {"const": False}}}, "then": {"required": ["error"]}}],
+    )
+
+    event_id: str | None = Field(description="null when the decision could not be read")
+    bin: Bin | None
+    ok: bool = Field(description="true: moved (or already moved for this event_id)")
+    duplicate: bool = Field(description="this event_id was carried out before: not moved again")
+    stale: bool = Field(description="older than actuator.max_age_s: not moved, the item is gone")
+    error: str | None = Field(None, description="why it was not moved (only when ok is false)")
+    ts: float
+    age_s: float | None = Field(None, description="the decision's age as the actuator judged it, in seconds")
+    moved_at: float | None = Field(None, description="when the flap began to move (this host's clock); only on a move")
+
+
+SNAPSHOT_SCHEMA = {
+    "$schema": DIALECT,
+    "title": f"{title(Topic.SNAPSHOT)} (QoS 0): the newest frame, asked for with the snapshot command",
+    "description": "Not JSON: the payload is the JPEG file itself (quality 95, the camera's full frame); the "
+    "command's result gives its size and frame_id.",
+    "type": "string",
+    "contentEncoding": "binary",
+    "contentMediaType": "image/jpeg",
+}
+PAYLOADS: dict[Topic, type[Payload]] = {
+    Topic.STATUS: Status,
+    Topic.DECISION: Decision,
+    Topic.CLASSIFICATION: Classification,
+    Topic.METRICS: Metrics,
+    Topic.MODEL: ModelInfo,
+    Topic.COMMAND: Command,
+    Topic.COMMAND_RESULT: CommandResult,
+    Topic.ACTUATOR_ACK: ActuatorAck,
+}
+
+
+def schemas() -> dict[str, dict]:
+    """File name in edge/schemas/ -> the JSON Schema of that topic's payload."""
+    out = {topic.schema: {"$schema": DIALECT, **model.model_json_schema()} for topic, model in PAYLOADS.items()}
+    return {**out, Topic.SNAPSHOT.schema: SNAPSHOT_SCHEMA}
+
+
+def write_schemas(folder: Path) -> list[Path]:
+    """Write every payload's schema (`make schemas`)."""
+    written = []
+    for name, schema in schemas().items():
+        path = folder / name
+        path.write_text(json.dumps(schema, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # python -m edge.wire.payloads: regenerate edge/schemas/
+    for written in write_schemas(Path(__file__).resolve().parents[1] / "schemas"):
+        print(written)  # noqa: T201
