@@ -24,7 +24,7 @@ from edge.sources import check_uri
 from edge.strict import Strict, describe_error
 from edge.system.access import is_loopback, read_secret
 from edge.system.identity import default_device_id
-from edge.vision.decision import VoteSettings
+from edge.vision.decision import PRESENCE, VoteSettings
 from edge.vision.preprocess import Roi
 from edge.wire.topics import DEFAULT_PREFIX, device_base
 
@@ -102,14 +102,19 @@ class SourceConfig(Strict):
 
 class PresenceConfig(Strict):
     mode: Literal["background", "always"] = Field("background", description="how an item is detected")
-    pixel_threshold: int = Field(30, ge=1, le=255)
-    area_fraction: float = Field(0.02, gt=0, lt=1)
-    warmup_frames: int = Field(3, ge=1)
+    pixel_threshold: int = Field(PRESENCE.pixel_threshold, ge=1, le=255)
+    area_fraction: float = Field(PRESENCE.area_fraction, gt=0, lt=1)
+    warmup_frames: int = Field(PRESENCE.warmup_frames, ge=1)
     relearn_fraction: float = Field(
-        0.75, gt=0, le=1, description="more of the view than this changing at once is lighting: re-learn (1: never)"
+        PRESENCE.relearn_fraction,
+        gt=0,
+        le=1,
+        description="more of the view than this changing at once is lighting: re-learn (1: never)",
     )
     max_item_s: float = Field(
-        15.0, gt=0, description="something in view longer than this (a bag left there) becomes the background"
+        PRESENCE.max_item_s,
+        gt=0,
+        description="something in view longer than this (a bag left there) becomes the background",
     )
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from convert.commands.cli_dataset import add_dataset_commands
 from convert.commands.cli_samples import cmd_features, cmd_samples_pull, quiet_tensorflow
+from convert.export.recipes import ONNX_RECIPES
+from convert.training.backbones import BACKBONES, DEFAULT_BACKBONE, SMALL_BACKBONE
+from convert.training.distribute import PRECISIONS
 from edge.cli import add_command as _add
 from edge.errors import SmartbinError
 from edge.formats.variants import ONNX_VARIANTS, TFLITE_VARIANTS, VARIANT_FILES
@@ -171,8 +174,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder to write")
     p.add_argument(
         "--backbone",
-        default="resnet50",
-        choices=["resnet50", "resnet101", "resnet152", "resnet-mini"],
+        default=DEFAULT_BACKBONE,
+        choices=BACKBONES,
         help="resnet-mini: a small residual network for small boards (no ImageNet weights)",
     )
     p.add_argument("--weights", default="imagenet", help="imagenet (downloads), none, or a backbone weights file")
@@ -191,7 +194,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision",
         default="float32",
-        choices=["float32", "mixed_float16", "mixed_bfloat16"],
+        choices=PRECISIONS,
         help="mixed_float16 on NVIDIA GPUs (loss scaled dynamically), mixed_bfloat16 on recent CPUs/TPUs",
     )
     p.add_argument(
@@ -235,7 +238,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--onnx-target",
         default="auto",
-        choices=["auto", "x86-vnni", "x86", "arm64"],
+        choices=["auto", *ONNX_RECIPES],
         help="the CPU model_int8.onnx will run on (auto: this machine's); sets U8S8/S8S8 and 7/8-bit weights",
     )
     p.add_argument("--data", help="dataset for calibration and the accuracy gate (default: the training data)")
@@ -320,8 +323,8 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bench-runs", type=int, default=50)
     p.add_argument(
         "--backbone",
-        default="resnet-mini",
-        choices=["resnet-mini", "resnet50"],
+        default=SMALL_BACKBONE,
+        choices=[SMALL_BACKBONE, DEFAULT_BACKBONE],
         help="the network the demo trains (resnet50: the users' one, several minutes more on 2 cores)",
     )
 

@@ -25,6 +25,7 @@ from rich.console import Console
 from convert.export.gate import describe_failure, gate, gate_images
 from convert.export.parallel import BackgroundConversions
 from convert.export.probe import write_probes
+from convert.export.recipes import onnx_recipe
 from convert.export.source import Source, calibration_samples, check_out, load_source
 from convert.export.summary import summary_table
 from convert.export.writers import (
@@ -33,7 +34,6 @@ from convert.export.writers import (
     convert_tflite,
     export_saved_model,
     one_load_per_saved_model,
-    onnx_recipe,
     quantize_onnx,
 )
 from convert.quantization.batchnorm import fold_batchnorm

@@ -24,7 +24,7 @@ from edge.formats.bundle import ProbeFile
 from edge.formats.variants import SECOND_PROCESS, VARIANT_FILES
 
 if TYPE_CHECKING:
-    from convert.export.writers import OnnxRecipe
+    from convert.export.recipes import OnnxRecipe
 
 log = logging.getLogger(__name__)
 

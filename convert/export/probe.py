@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from convert.export.recipes import OnnxRecipe
 from convert.export.writers import (
-    OnnxRecipe,
     convert_onnx,
     export_saved_model,
     quantize_onnx,

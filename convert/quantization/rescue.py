@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.export.writers import CALIBRATION_CACHE, OnnxRecipe, convert_tflite, quantize_onnx, tflite_converter
+from convert.export.recipes import OnnxRecipe
+from convert.export.writers import CALIBRATION_CACHE, convert_tflite, quantize_onnx, tflite_converter
 from convert.quantization.layers import (
     WORST,
     DynamicModel,

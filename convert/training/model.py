@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from convert.training.backbones import BACKBONES
 from edge.errors import SmartbinError
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,12 @@ def resnet_mini(include_top: bool = False, weights: str | None = None, input_sha
     return keras.Model(inputs, x, name="resnet_mini")
 
 
-BACKBONES = {
-    "resnet50": keras.applications.ResNet50,
-    "resnet101": keras.applications.ResNet101,
-    "resnet152": keras.applications.ResNet152,
-    "resnet-mini": resnet_mini,
-}
+BUILDERS = dict(
+    zip(
+        BACKBONES,
+        (keras.applications.ResNet50, keras.applications.ResNet101, keras.applications.ResNet152, resnet_mini),
+    )
+)
 # keras.applications.resnet.preprocess_input ("caffe" mode): RGB->BGR, minus ImageNet means.
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
 # The head's BatchNorm (and a from-scratch backbone's) must track its statistics within the
@@ -79,10 +80,10 @@ def build_model(
     ``weights``: "imagenet" (downloads; the users' path), None (random), or the path
     of a backbone weights file (``*.weights.h5`` or Keras' ``*_notop.h5``).
     """
-    if backbone not in BACKBONES:
+    if backbone not in BUILDERS:
         raise ValueError(f"unknown backbone {backbone!r} (allowed: {', '.join(BACKBONES)})")
     local_weights = weights not in (None, "imagenet")
-    base = BACKBONES[backbone](
+    base = BUILDERS[backbone](
         include_top=False,
         weights=None if local_weights else weights,
         input_shape=(img_size, img_size, 3),

@@ -17,6 +17,7 @@ from edge.system.paths import default_rules_path
 
 BINS_FILE = "bins.yaml"
 SEPARATOR = "__"  # <bin>__<name>
+RULES_SOURCE = "rules file"  # where a bin came from: garbage_classify_rule.json
 
 _RECYCLABLE = "recyclable"
 # The class names of the public datasets users train on, by name (matched ignoring case, '-', '_' and spaces).
@@ -102,7 +103,7 @@ def resolve(folders: list[str], root: Path, rules: list[Label] | None) -> list[F
             classes.append(FolderClass(folder, folder, bins_file[normalise(folder)], BINS_FILE))
         elif rules and (folder.isdigit() and int(folder) < len(rules) or normalise(folder) in by_rule):
             label = rules[int(folder)] if folder.isdigit() else by_rule[normalise(folder)]
-            classes.append(FolderClass(folder, label.name, label.bin, "rules file"))
+            classes.append(FolderClass(folder, label.name, label.bin, RULES_SOURCE))
         elif normalise(folder) in known:
             bin_name, layout = known[normalise(folder)]
             classes.append(FolderClass(folder, folder, bin_name, layout))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import DatasetError
-from edge.formats.classbins import bin_problems, resolve
+from edge.formats.classbins import RULES_SOURCE, bin_problems, resolve
 from edge.formats.images import read_image
 from edge.formats.labels import Label, load_rules
 from edge.system.paths import default_rules_path
@@ -54,8 +54,10 @@ class Dataset:
         return Counter(s.label for s in self.samples)
 
     def bin_problems(self) -> list[str]:
-        """Why a model trained on it would sort badly (classes without a bin, one bin for all); [] if none."""
-        return bin_problems(self.root, self.labels, self.unmapped)
+        """Why a model trained on it would sort badly (classes without a bin, one bin for all); [] if none.
+        Bins a rules file states (the seed's format, pulled field samples) are the user's word: not judged."""
+        stated = all(source == RULES_SOURCE for source in self.bin_sources.values())
+        return [] if stated else bin_problems(self.root, self.labels, self.unmapped)
 
 
 def _find_rules(root: Path) -> Path:
@@ -137,7 +139,7 @@ def load_dataset(root: str | Path | list[str | Path]) -> Dataset:
             root = root / sub
     if is_seed_format(root):
         dataset = _load_seed(root)
-        dataset.bin_sources = {lab.name: "rules file" for lab in dataset.labels}
+        dataset.bin_sources = {lab.name: RULES_SOURCE for lab in dataset.labels}
     else:
         dataset = _load_folders(root)
     if not dataset.samples:

@@ -53,6 +53,18 @@ class VoteSettings:
     cooldown_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class PresenceSettings:
+    """The presence trigger's defaults (the config's ``presence`` section takes them from here)."""
+
+    pixel_threshold: int = 30  # a pixel differs from the background by more than this (0-255)
+    area_fraction: float = 0.02  # ... over more than this share of the view: something is there
+    warmup_frames: int = 3  # frames that learn the empty bin first
+    relearn_fraction: float = 0.75  # more of the view changing at once is lighting: re-learn
+    max_item_s: float = 15.0  # something in view longer becomes the background
+
+
+PRESENCE = PresenceSettings()
 RELEARN_SETTLE_S = 5.0  # after a re-learn the background follows the view fast for this long (lights warm up)
 SETTLE_LEARN_RATE = 0.5
 
@@ -69,13 +81,13 @@ class PresenceDetector:
 
     def __init__(
         self,
-        pixel_threshold: int = 30,
-        area_fraction: float = 0.02,
+        pixel_threshold: int = PRESENCE.pixel_threshold,
+        area_fraction: float = PRESENCE.area_fraction,
         learn_rate: float = 0.05,
-        warmup_frames: int = 3,
+        warmup_frames: int = PRESENCE.warmup_frames,
         size: tuple[int, int] = (64, 48),
-        relearn_fraction: float = 0.75,
-        max_item_s: float = 15.0,
+        relearn_fraction: float = PRESENCE.relearn_fraction,
+        max_item_s: float = PRESENCE.max_item_s,
     ):
         self.pixel_threshold = pixel_threshold
         self.area_fraction = area_fraction

@@ -38,7 +38,7 @@ from edge.wire.status import StatusView, metrics_payload, prometheus_registry
 log = logging.getLogger(__name__)
 
 THUMB_WIDTH = 160
-RECENT_DECISIONS = 20
+SHOWN_DECISIONS = 20  # on the page (each may be corrected: fewer than outputs keeps)
 
 
 def thumbnail(rgb: np.ndarray) -> bytes:
@@ -57,7 +57,7 @@ class WebState:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.decisions: deque[dict] = deque(maxlen=RECENT_DECISIONS)
+        self.decisions: deque[dict] = deque(maxlen=SHOWN_DECISIONS)
         self.thumbs: dict[str, bytes] = {}
         self.top: list[dict] = []
         self.requests: queue.Queue[ClassifyRequest] = queue.Queue(maxsize=4)

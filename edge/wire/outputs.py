@@ -28,7 +28,7 @@ from edge.wire.topics import Topic
 
 log = logging.getLogger(__name__)
 
-RECENT_DECISIONS = 50
+CORRECTABLE_DECISIONS = 50  # a correction or flag may name one of the last this many decisions
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Outputs:
         self.decisions = 0
         self.last_top_k: list[dict] = []
         # the last decisions with their frames: a correction of one that was not sampled still keeps it
-        self.recent: deque[tuple[dict, Frame, list[dict]]] = deque(maxlen=RECENT_DECISIONS)
+        self.recent: deque[tuple[dict, Frame, list[dict]]] = deque(maxlen=CORRECTABLE_DECISIONS)
         # made by the owner once the status can be read: its Last Will is built from the status, which reads it
         self.publisher: Publisher | None = None
 

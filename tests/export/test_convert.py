@@ -271,7 +271,8 @@ def test_background_conversions_write_the_same_files(saved_model: Path, images: 
 
     from convert.export.parallel import BackgroundConversions
     from convert.export.probe import write_probes
-    from convert.export.writers import convert_tflite, onnx_recipe
+    from convert.export.recipes import onnx_recipe
+    from convert.export.writers import convert_tflite
 
     variants = ["float32", "float16", "int8"]
     background = BackgroundConversions(variants, model_bytes=1, min_bytes=1, min_cores=1)

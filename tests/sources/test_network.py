@@ -23,7 +23,7 @@ from tests.support import ROOT, drain
 from tests.support.servers.mjpeg import serve
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-RTSP_SCRIPT = ROOT / "tests" / "servers" / "rtsp_server.py"
+RTSP_SCRIPT = ROOT / "tests" / "support" / "servers" / "rtsp_server.py"
 
 
 def real_photo() -> Path:
