@@ -75,7 +75,7 @@ class ExportOptions:
     calib_samples: int = 100
     gate_images: int = 500  # images the agreement is measured on (held-out, spare training, copies)
     min_confidence: float = VoteSettings.min_confidence  # agreement counts where the bin would act
-    onnx_target: str = "auto"  # the CPU model_int8.onnx is quantized for (convert/export/writers.py ONNX_RECIPES)
+    onnx_target: str = "auto"  # the CPU model_int8.onnx is quantized for (convert/export/recipes.py ONNX_RECIPES)
     allow_accuracy_drop: bool = False
     quant_report: bool = False  # the per-layer report even when the integer variants pass
     mixed_precision: bool = True  # keep the worst layers in float where full integer misses the gate

@@ -138,7 +138,7 @@ def test_the_agreement_set_fills_up_with_spare_images_then_copies(scans):
 
 
 def test_the_onnx_recipe_follows_the_cpu():
-    from convert.export.writers import onnx_recipe
+    from convert.export.recipes import onnx_recipe
     from edge.errors import SmartbinError
 
     vnni = onnx_recipe(flags={"avx2", "avx512f", "avx512_vnni"}, machine="x86_64")

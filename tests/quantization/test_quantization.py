@@ -73,7 +73,7 @@ def test_full_integer_fails_and_the_report_names_the_layers(outlier_model, tmp_p
 
 def test_mixed_precision_keeps_the_fewest_layers_in_float_until_the_gate_passes(outlier_model, tmp_path):
     model, data = outlier_model
-    from convert.export.writers import ONNX_RECIPES
+    from convert.export.recipes import ONNX_RECIPES
 
     out = tmp_path / "mixed"
     assert convert(model, data, out, "--variants", "float32,int8", "--onnx", "--onnx-target", "x86") == 0
@@ -167,7 +167,7 @@ def digits_bundle(digits, tmp_path_factory) -> tuple[Path, Path]:
 def test_resnet50_on_real_scans_quantizes_to_full_integer(digits_bundle):
     """With the head's BatchNorms re-estimated and folded, dynamic, int8 and onnx_int8 (x86 recipe) pass the
     gate with at most 2/3/3 operations in float, and the exported file's arithmetic is ResNet50's own."""
-    from convert.export.writers import ONNX_RECIPES
+    from convert.export.recipes import ONNX_RECIPES
 
     run, out = digits_bundle
     bundle = Bundle.open(out)

@@ -45,7 +45,8 @@ def onnx_recipe_gates(bundle_dir: Path, images: np.ndarray, labels: np.ndarray, 
     """model.onnx quantized with every target's recipe (100 calibration images, 10 per class at most), each
     gated on up to 500 other images against the float ONNX model: {target: (file, GateResult)}."""
     from convert.export.gate import gate
-    from convert.export.writers import ONNX_RECIPES, quantize_onnx
+    from convert.export.recipes import ONNX_RECIPES
+    from convert.export.writers import quantize_onnx
     from edge.runtime.onnx import OnnxEngine
 
     order = np.random.default_rng(0).permutation(len(images))
