@@ -61,7 +61,8 @@ class Step:
 class Daemon:
     """The bin's service: its parts, the loop that drives them, and what commands and reloads may change."""
 
-    def __init__(self, config: Config, config_path: Path | None = None):
+    def __init__(self, config: Config, config_path: Path | None = None, on_ready: Callable[[], None] | None = None):
+        """``on_ready``: called once, after the first real cycle (run_daemon: the restart back-off starts over)."""
         self.config = config
         self.config_path = config_path
         self.notifier = Notifier()
@@ -71,7 +72,7 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.paused = False
         self.ready = False
-        self.on_ready: Callable[[], None] | None = None  # run_daemon: a good start resets the restart backoff
+        self.on_ready = on_ready
         self.background = Background()
         self.commands = CommandQueue(lambda payload: self.outputs.publish_answer(payload))
         self.models = Serving(
@@ -88,9 +89,9 @@ class Daemon:
         )
         hooks = Hooks(self.commands.submit, self._status_message, self.models.payload, self.models.reference)
         self.outputs = Outputs(config, self.pipeline.timings, hooks)
-        self.outputs.publisher = self.outputs.make_publisher(config)  # its Last Will reads the view
-        self.web = WebHost(self.view, lambda: self.camera.last_frame, self.outputs.page_state, self.commands.submit)
-        self.web.server = self.web.make(config)
+        self.web = WebHost(
+            config, self.view, lambda: self.camera.last_frame, self.outputs.page_state, self.commands.submit
+        )
         self._metrics_due = time.monotonic() + config.mqtt.metrics_interval_s
         self._health_reported = "ok"
 
@@ -315,9 +316,7 @@ def run_daemon(config_path: str | Path) -> int:
     log.info("smartbin %s on %s (%s), pid %d", __version__, socket.gethostname(), platform.machine(), os.getpid())
     backoff = RestartBackoff(config.updates.store / START_FAILURES, Notifier())
     try:
-        daemon = Daemon(config, Path(config_path))
-        daemon.on_ready = backoff.reset
-        return daemon.run()
+        return Daemon(config, Path(config_path), on_ready=backoff.reset).run()
     except ConfigError:
         raise  # 78: a restart cannot fix it
     except SmartbinError as exc:  # 75 (edge/cli.py): a restart may, after the back-off

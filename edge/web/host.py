@@ -19,13 +19,14 @@ class WebHost:
 
     def __init__(
         self,
+        config: Config,
         view: Callable[[], StatusView],
         live: Callable[[], Frame | None],
         state: Callable[[], WebState],
         submit: Callable[[bytes], None],
     ):
         self.view, self.live, self.state, self.submit = view, live, state, submit
-        self.server: WebServer | None = None
+        self.server: WebServer | None = self.make(config)  # bound, started with the daemon
 
     def make(self, config: Config) -> WebServer | None:
         """A bound, not yet started server for this config (None when the page is off)."""

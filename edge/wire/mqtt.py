@@ -109,7 +109,6 @@ class Publisher:
             self._socket_opened = time.monotonic()
 
         client.on_socket_open = on_socket_open
-        client.will_set(self.topic(Topic.STATUS), dumps(self.status("offline")), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -143,7 +142,9 @@ class Publisher:
             self._tls.read_again()
 
     def start(self) -> None:
-        """Connect in the background; paho reconnects with backoff by itself."""
+        """Connect in the background; paho reconnects with backoff by itself. The Last Will is the status
+        as it is now (made here, not when the publisher was: its owner's status may read the publisher)."""
+        self.client.will_set(self.topic(Topic.STATUS), dumps(self.status("offline")), qos=1, retain=True)
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
         self.client.loop_start()
 

@@ -70,8 +70,7 @@ class Outputs:
         self.last_top_k: list[dict] = []
         # the last decisions with their frames: a correction of one that was not sampled still keeps it
         self.recent: deque[tuple[dict, Frame, list[dict]]] = deque(maxlen=CORRECTABLE_DECISIONS)
-        # made by the owner once the status can be read: its Last Will is built from the status, which reads it
-        self.publisher: Publisher | None = None
+        self.publisher = self.make_publisher(config)  # not started: its Last Will is made when it starts
 
     def make_publisher(self, config: Config) -> Publisher:
         """A publisher for this config (not started): the daemon's, or a reload's replacement."""
@@ -212,14 +211,10 @@ class Outputs:
 
     def broker(self) -> tuple[bool, int]:
         """Connected now, and how many times it connected."""
-        if self.publisher is None:
-            return False, 0
         return self.publisher.connected.is_set(), self.publisher.connects
 
     def refusals(self) -> tuple[int, str | None]:
         """Decisions the broker refused so far, and why the last one was, while refusals last."""
-        if self.publisher is None:
-            return 0, None
         return self.publisher.refused, self.publisher.refusal
 
     # ------------------------------------------------------------------ life
