@@ -144,7 +144,10 @@ def _export(source: Source, background: BackgroundConversions, out: Path, option
         raise SmartbinError(
             f"{source.model_file}: {keras_model.output_shape[-1]} outputs but {len(source.labels)} labels"
         )
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent if out.parent.exists() else None))
+    # staged beside --out (the same file system, so the finished bundle is renamed into place whole);
+    # `--out models/r1` makes models/ as `train --out runs/r1` makes runs/
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))
     try:
         with one_load_per_saved_model():
             export = Export(source, keras_model, options, staging, background)

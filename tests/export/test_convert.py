@@ -194,6 +194,10 @@ def test_convert_refuses_to_replace_a_folder_that_is_not_a_bundle(run_dir: Path,
     assert main([*convert, "--force"]) == 0
     assert not (models / "notes.txt").exists() and manifest(models)["variants"].keys() == {"float16"}
     assert main(convert) == 0  # an earlier bundle is replaced without --force
+    # the README's `--out models/r1` where models/ does not exist yet: made, as train makes runs/
+    nested = tmp_path / "new" / "models" / "r1"
+    assert main(["convert", str(run_dir), "--out", str(nested), "--variants", "float16", "--no-probes"]) == 0
+    assert manifest(nested)["variants"].keys() == {"float16"} and not list(nested.parent.glob(".convert-*"))
 
 
 @pytest.fixture(scope="module")
