@@ -91,6 +91,7 @@ def chromium(tmp_path: Path):
 
 @needs_chromium
 def test_status_page_in_headless_chromium(tmp_path, bundle_dir, broker, artifacts):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -100,7 +101,7 @@ def test_status_page_in_headless_chromium(tmp_path, bundle_dir, broker, artifact
         wait_http(port)
         driver = chromium(tmp_path)
         driver.get(f"http://127.0.0.1:{port}/")
-        wait = WebDriverWait(driver, 30)
+        wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
         first = wait.until(
             lambda d: (
                 int(d.find_element(By.ID, "live").get_attribute("data-frame") or 0) >= 1
@@ -112,9 +113,13 @@ def test_status_page_in_headless_chromium(tmp_path, bundle_dir, broker, artifact
         driver.find_element(By.ID, "classify").click()
         result = wait.until(lambda d: (t := d.find_element(By.ID, "result").text) not in ("", "…") and t)
         assert "→" in result and "%" in result, result
-        rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#decisions tr.decision"))
-        assert rows and any(b in rows[0].text for b in ("other", "kitchen", "recyclable", "hazardous"))
-        health = driver.find_element(By.ID, "health-table").text
+        # the page redraws the table every refresh: a row is found and read in one try (a row found in one
+        # redraw and read after the next is stale, and the wait tries again)
+        first_row = wait.until(
+            lambda d: (rows := d.find_elements(By.CSS_SELECTOR, "#decisions tr.decision")) and rows[0].text
+        )
+        assert any(b in first_row for b in ("other", "kitchen", "recyclable", "hazardous")), first_row
+        health = wait.until(lambda d: d.find_element(By.ID, "health-table").text)
         assert "litert" in health and "connected" in health
         driver.save_screenshot(str(artifacts / "status_page.png"))
     finally:
