@@ -163,8 +163,16 @@ def registered_extensions() -> list[Extension]:
     for entry in group:
         try:
             extensions.append(entry.load())
-        except ImportError as exc:  # e.g. a device without the workstation's packages
-            log.debug("commands of %s not available: %s", entry.value, exc)
+        except ImportError as exc:
+            if getattr(exc, "name", None) == entry.module:  # its package is there, the module it names is not
+                log.warning(
+                    "the commands of %s are left out: %s is not in this install (metadata of an older version: "
+                    "reinstall the package; an old smartbin.egg-info in this folder shadows the installed one)",
+                    entry.value,
+                    entry.module,
+                )
+            else:  # e.g. a device without the workstation's packages
+                log.debug("commands of %s not available: %s", entry.value, exc)
     return extensions
 
 

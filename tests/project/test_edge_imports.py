@@ -114,3 +114,24 @@ def test_make_dist_builds_a_wheel_that_runs_outside_the_repository(tmp_path: Pat
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(str(target)) and "OK" in result.stdout
+
+
+def test_metadata_naming_a_module_that_is_gone_is_said_not_hidden(tmp_path: Path, monkeypatch, caplog):
+    """An older install's metadata (an egg-info left in the folder) names convert.cli, which moved: its commands
+    are left out with a warning saying why; a package that is not installed at all stays a quiet debug line."""
+    import logging
+
+    from edge.cli import registered_extensions
+
+    dist = tmp_path / "smartbin_old-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: smartbin-old\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[smartbin.commands]\nold = convert.cli:register\nelsewhere = notinstalledpkg.cli:register\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with caplog.at_level(logging.DEBUG, logger="edge.cli"):
+        extensions = registered_extensions()
+    assert [e.__module__ for e in extensions] == ["convert.commands.cli"]  # the real one still loads
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "convert.cli is not in this install" in warnings[0]
