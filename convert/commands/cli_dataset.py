@@ -70,9 +70,10 @@ def cmd_dataset_bins(args: argparse.Namespace) -> int:
         print(f"wrote {write_bins(root, {name: value for name, _, value in pairs})}")
     dataset = load_dataset(root)
     _print_bins(dataset)
-    for problem in dataset.bin_problems():
+    problems = dataset.bin_problems()
+    for problem in problems:
         print(f"problem: {problem}")
-    return 1 if dataset.bin_problems() else 0
+    return 1 if problems else 0
 
 
 def cmd_dataset_sample(args: argparse.Namespace) -> int:

@@ -47,12 +47,12 @@ def _near_pairs(hashes: np.ndarray, near: int) -> list[tuple[int, int]]:
     """Index pairs (i < j) whose hashes differ in at most ``near`` bits."""
     as_bytes = hashes.astype(">u8").view(np.uint8).reshape(-1, 8)
     pairs = []
-    for start in range(0, len(hashes), 256):  # 256 rows at a time: memory stays at 2 KB per image
-        xor = as_bytes[start : start + 256, None, :] ^ as_bytes[None, :, :]
+    for start in range(0, len(hashes), 256):  # 256 rows at a time, each against itself and what follows
+        xor = as_bytes[start : start + 256, None, :] ^ as_bytes[None, start:, :]
         distance = _POPCOUNT[xor].sum(axis=2, dtype=np.uint16)
         for i, j in zip(*np.nonzero(distance <= near)):
-            if start + i < j:
-                pairs.append((start + int(i), int(j)))
+            if i < j:  # j counts from ``start`` too: each pair once, no image with itself
+                pairs.append((start + int(i), start + int(j)))
     return pairs
 
 

@@ -20,6 +20,7 @@ import yaml
 from rich.console import Console
 
 from convert.demo.fleet import loop_config, retrain, run_loop
+from convert.training.backbones import SMALL_BACKBONE
 from edge.cli import main as smartbin
 from edge.config import load_config
 from edge.errors import SmartbinError
@@ -96,7 +97,7 @@ def bench(out: Path, bundle: Path, runs: int) -> None:
         raise SmartbinError(f"demo: the benchmark failed: `{' '.join(command)}` exited {code}")
 
 
-def run_demo(out: Path, bench_runs: int = 50, backbone: str = "resnet-mini") -> int:
+def run_demo(out: Path, bench_runs: int = 50, backbone: str = SMALL_BACKBONE) -> int:
     """The whole path on this machine; 0 when every step did what it shows. ``backbone``: the small ResNet
     keeps the demo to minutes on 2 cores; resnet50 shows the same path with the users' network."""
     out = out.resolve()  # the daemon's config resolves relative paths from its own folder

@@ -80,12 +80,12 @@ def say(phases: list[dict], speed: float, train: int, epochs: int, frozen: bool,
 
 
 def plan_and_say(
-    model: keras.Model, samples: tuple[list[Sample], list[Sample]], config, frozen: bool, cached: bool
+    model: keras.Model, samples: tuple[list[Sample], list[Sample]], config, frozen: bool, passes: int | None
 ) -> tuple[list[dict], float]:
-    """Measure, estimate and log; returns (the phases' estimates, forward images/s)."""
+    """Measure, estimate and log; returns (the phases' estimates, forward images/s). ``passes``: the
+    feature cache's augmentation passes when the head trains on it, else None."""
     train, val = samples
     speed = forward_speed(model, train, config.img_size, config.batch_size)
-    passes = min(config.feature_passes or config.epochs, config.epochs) if cached else None
     phases = estimate(speed, len(train), len(val), config.epochs, config.fine_tune_epochs, frozen, passes)
     say(phases, speed, len(train), config.epochs, frozen, passes)
     return phases, float(np.round(speed, 1))

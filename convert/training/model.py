@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from convert.training.backbones import BACKBONES
+from convert.training.backbones import BACKBONES, DEFAULT_BACKBONE
 from edge.errors import SmartbinError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class CaffePreprocess(layers.Layer):
 def build_model(
     num_classes: int,
     img_size: int = 224,
-    backbone: str = "resnet50",
+    backbone: str = DEFAULT_BACKBONE,
     weights: str | None = None,
     dropout: float = 0.5,
     l2: float = 1e-4,
@@ -138,7 +138,7 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.
     return np.concatenate([run(images[i : i + batch_size]).numpy() for i in range(0, len(images), batch_size)])
 
 
-def write_stand_in_weights(path: str | Path, img_size: int, backbone: str = "resnet50", seed: int = 0) -> Path:
+def write_stand_in_weights(path: str | Path, img_size: int, backbone: str = DEFAULT_BACKBONE, seed: int = 0) -> Path:
     """Write a seeded, randomly initialised backbone as a weights file.
 
     The offline stand-in for ImageNet weights (tests and the demo have no network): it is

@@ -19,6 +19,7 @@ import tensorflow as tf
 from convert.data.sampling import stratified_split
 from convert.evaluation.report import write_report
 from convert.quantization.batchnorm import reestimate_batchnorm
+from convert.training.backbones import DEFAULT_BACKBONE
 from convert.training.distribute import place, plan, visible_gpus
 from convert.training.eta import plan_and_say
 from convert.training.features import FeatureCache, head_model
@@ -42,7 +43,7 @@ class TrainConfig:
 
     data: str | list[str]  # several folders are merged by label name
     out: str
-    backbone: str = "resnet50"
+    backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     img_size: int = 224
     epochs: int = 8
@@ -58,6 +59,16 @@ class TrainConfig:
     feature_cache: str | None = None  # a frozen backbone's features kept here (convert/training/features.py)
     feature_passes: int = 0  # augmentation passes the cache holds (0: one per epoch)
     force: bool = False  # train even when classes have no bin or all share one
+
+    @property
+    def cache_passes(self) -> int:
+        """The augmentation passes the feature cache computes: --feature-passes, at most one per epoch."""
+        return min(self.feature_passes or self.epochs, self.epochs)
+
+
+def heads_on_cache(config: TrainConfig, frozen: bool, replicas: int) -> bool:
+    """Whether the head phase trains on cached features: a frozen backbone, a cache folder, one replica."""
+    return bool(config.feature_cache) and frozen and replicas == 1
 
 
 def save_labels(path: Path, labels: list[Label]) -> None:
@@ -178,12 +189,10 @@ def train(config: TrainConfig) -> Path | None:
         model, backbone = build_model(dataset.num_classes, config.img_size, config.backbone, weights)
         # A random backbone learns little when frozen: with no weights, everything trains.
         backbone.trainable = weights is None
-        cached = bool(config.feature_cache) and weights is not None and placement.replicas == 1
-        split = (train_samples, val_samples)
-        estimates, speed = (
-            plan_and_say(model, split, config, not backbone.trainable, cached) if placement.replicas == 1 else ([], 0)
-        )
-        phases = _fit(model, backbone, config, placement.replicas, train_ds, val_ds, out, (train_samples, val_samples))
+        frozen, split = not backbone.trainable, (train_samples, val_samples)
+        passes = config.cache_passes if heads_on_cache(config, frozen, placement.replicas) else None
+        estimates, speed = plan_and_say(model, split, config, frozen, passes) if placement.replicas == 1 else ([], 0)
+        phases = _fit(model, backbone, config, placement.replicas, train_ds, val_ds, out, split)
     if not placement.chief:  # its part of the cluster's training is done; the chief writes the run
         shutil.rmtree(out, ignore_errors=True)
         return None
@@ -192,10 +201,10 @@ def train(config: TrainConfig) -> Path | None:
     model = _in_float32(model, config, dataset.num_classes)
     if config.bn_batches:
         # a frozen backbone keeps the statistics its features were learned with: only what trained is measured
-        frozen = model.get_layer(backbone.name) if weights is not None else None
-        _settle_batchnorm(model, train_ds, val_ds, config.bn_batches, frozen)
+        kept = model.get_layer(backbone.name) if frozen else None
+        _settle_batchnorm(model, train_ds, val_ds, config.bn_batches, kept)
     model.save(out / MODEL_FILE)
-    _report(out, model, val_samples, dataset.labels, config, frozen=weights is not None)
+    _report(out, model, val_samples, dataset.labels, config, frozen)
     where = {"devices": placement.devices or ["CPU"], "replicas": placement.replicas, "precision": config.precision}
     told = {"estimates": estimates, "forward_images_per_s": speed}
     (out / THROUGHPUT_FILE).write_text(json.dumps({**where, "phases": phases, **told}, indent=2), encoding="utf-8")
@@ -250,7 +259,7 @@ def _fit(
     verbose = 1 if sys.stderr.isatty() else 2
     classes, images = int(model.output_shape[-1]), len(samples[0])
     frozen = not backbone.trainable
-    if config.feature_cache and frozen and replicas == 1:
+    if heads_on_cache(config, frozen, replicas):
         history, figures = _fit_head_on_features(model, config, samples, out, verbose)
     else:
         _compile(model, config.learning_rate * replicas, classes)
@@ -292,7 +301,7 @@ def _fit_head_on_features(
     Returns its history and the throughput of computing the features and of training on them."""
     train_samples, val_samples = samples
     cache = FeatureCache(config.feature_cache, model, config.img_size, config.batch_size, config.seed)
-    passes = min(config.feature_passes or config.epochs, config.epochs)
+    passes = config.cache_passes
     start = time.perf_counter()
     features = np.stack([cache.features(train_samples, p) for p in range(passes)])
     labels = np.array([s.label for s in train_samples])

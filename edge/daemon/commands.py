@@ -55,8 +55,8 @@ def answer_payload(command_id: Any, action: str | None, result: dict | None = No
     """The …/command/result message: ``ok`` with a result, or not ok with the reason."""
     if error is not None:
         log.warning("command %s rejected: %s", action or "?", error)
-    when, outcome = round(time.time(), 3), {"result": result or {}} if error is None else {"error": error}
-    return CommandResult(id=command_id, action=action, ok=error is None, ts=when, **outcome).dump()
+    outcome = {"result": result or {}} if error is None else {"error": error}
+    return CommandResult(id=command_id, action=action, ok=error is None, ts=round(time.time(), 3), **outcome).dump()
 
 
 def execute_command(target: CommandTarget, command: Command) -> dict | None:

@@ -8,6 +8,7 @@ A class found in none of them has no bin: training refuses it and names the comm
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,8 @@ def bin_key(value: object, source: str, key: str) -> str:
     return bin_name
 
 
-def read_bins_file(path: Path) -> dict[str, str]:
-    """``bins.yaml``: ``class name: bin`` lines; {} when there is none."""
+def _bins_yaml(path: Path) -> dict:
+    """The raw ``class name: bin`` mapping of a bins.yaml; {} when there is none."""
     import yaml
 
     if not path.is_file():
@@ -76,7 +77,12 @@ def read_bins_file(path: Path) -> dict[str, str]:
         raise DatasetError(f"{path}: cannot read: {exc}") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected 'class name: bin' lines, e.g. 'cans: recyclable'")
-    return {normalise(str(name)): bin_key(value, str(path), str(name)) for name, value in data.items()}
+    return data
+
+
+def read_bins_file(path: Path) -> dict[str, str]:
+    """``bins.yaml``: normalised class name -> bin, each bin checked; {} when there is none."""
+    return {normalise(str(name)): bin_key(value, str(path), str(name)) for name, value in _bins_yaml(path).items()}
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,9 @@ def resolve(folders: list[str], root: Path, rules: list[Label] | None) -> list[F
 def bin_problems(root: Path, labels: list[Label], unmapped: list[str]) -> list[str]:
     """Why a model trained on these classes would sort badly: classes without a bin, or one bin for all."""
     example = unmapped or ([labels[-1].name] if labels else [])
-    fix = f"smartbin dataset bins {root} " + " ".join(f"--set {_quoted(n)}=BIN" for n in example[:3])
+    fix = f"smartbin dataset bins {shlex.quote(str(root))} " + " ".join(
+        f"--set {shlex.quote(n)}=BIN" for n in example[:3]
+    )
     allowed = f"BIN: {', '.join(BINS)}"
     if unmapped:
         names = ", ".join(unmapped[:8]) + (f" and {len(unmapped) - 8} more" if len(unmapped) > 8 else "")
@@ -127,19 +135,13 @@ def bin_problems(root: Path, labels: list[Label], unmapped: list[str]) -> list[s
     return []
 
 
-def _quoted(name: str) -> str:
-    return name if name.replace("-", "").replace("_", "").isalnum() else f"'{name}'"
-
-
 def write_bins(root: Path, assignments: dict[str, str]) -> Path:
     """Add or change ``class: bin`` lines of the dataset's bins.yaml (each bin checked)."""
     import yaml
 
     path = root / BINS_FILE
-    current: dict[str, str] = {}
-    if path.is_file():
-        read_bins_file(path)  # a broken file is named, not overwritten
-        current = {str(k): str(v) for k, v in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items()}
+    # a broken file is named, not overwritten
+    current = {str(k): bin_key(v, str(path), str(k)) for k, v in _bins_yaml(path).items()}
     for name, value in assignments.items():
         current = {k: v for k, v in current.items() if normalise(k) != normalise(name)}
         current[name] = bin_key(value, "--set", name)

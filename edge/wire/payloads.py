@@ -1,8 +1,8 @@
 """Every MQTT payload of ours as a typed class; edge/schemas/<topic>.json is generated from them
 (`make schemas`, and a test checks that the shipped files are what these generate).
 
-Producers build their messages with these classes (``dump``), consumers read them with ``parse``;
-unknown fields are ignored when reading, so an older actuator reads a newer daemon's decisions.
+Producers build their messages with these classes (``dump``). Unknown fields are ignored when a class
+reads a message, so a reader of an older version reads a newer daemon's messages.
 """
 
 from __future__ import annotations
@@ -39,11 +39,6 @@ class Payload(BaseModel):
     def dump(self) -> dict:
         """The fields the producer set (a None it set stays: null says something), as JSON types."""
         return self.model_dump(mode="json", exclude_unset=True)
-
-    @classmethod
-    def parse(cls, data: bytes | str | dict):
-        """Read a received message (pydantic.ValidationError when it is not one)."""
-        return cls.model_validate(data) if isinstance(data, dict) else cls.model_validate_json(data)
 
 
 class Decision(Payload):
@@ -108,7 +103,9 @@ class Presence(BaseModel):
     last_relearn: Relearn | None
 
 
-class Serving(BaseModel):
+class StatusModel(BaseModel):
+    """What serves, as the status gives it."""
+
     name: str
     variant: Literal[tuple(VARIANT_FILES)]  # type: ignore[valid-type]
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
@@ -126,7 +123,7 @@ class Status(Payload):
     state: Literal["online", "offline"]
     device_id: str
     version: str
-    model: Serving
+    model: StatusModel
     backend: Literal["litert", "tflite_runtime", "tensorflow", "onnxruntime"]
     delegate: str | None = None
     health: Health

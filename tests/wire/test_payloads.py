@@ -30,7 +30,7 @@ def test_the_contract_takes_its_lists_from_their_owners():
     assert typing.get_args(payloads.Bin) == BINS
     assert typing.get_args(payloads.Command.model_fields["action"].annotation) == ACTIONS
     assert set(payloads.Command.model_fields) == FIELDS | {"id", "action"}
-    assert typing.get_args(payloads.Serving.model_fields["variant"].annotation) == tuple(VARIANT_FILES)
+    assert typing.get_args(payloads.StatusModel.model_fields["variant"].annotation) == tuple(VARIANT_FILES)
 
 
 def test_a_decision_built_with_its_class_is_what_its_schema_allows():
@@ -40,7 +40,7 @@ def test_a_decision_built_with_its_class_is_what_its_schema_allows():
     )  # fmt: skip
     sent = decision.dump()
     jsonschema.validate(sent, payloads.schemas()["decision.json"])
-    assert "frame_ids" not in sent and payloads.Decision.parse(json.dumps(sent)) == decision
+    assert "frame_ids" not in sent and payloads.Decision.model_validate_json(json.dumps(sent)) == decision
     with pytest.raises(ValidationError):
         payloads.Decision(**{**sent, "bin": "compost"})
 
