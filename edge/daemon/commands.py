@@ -1,6 +1,6 @@
 """Messages on …/command: queued from paho's thread, validated (edge/wire/command_spec.py), then carried
 out on the daemon's loop through the small ``CommandTarget`` interface. Anything a client sends gets an
-answer on …/command/result, never a crash."""
+answer on …/command/result (posted to the daemon's events, sent by its loop), never a crash."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import logging
 import queue
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any, Protocol
 
+from edge.daemon.events import Answered, Events
 from edge.errors import SmartbinError
 from edge.models.update import UpdateRequest
 from edge.system.queues import drain
@@ -27,8 +27,6 @@ RETAINED = (
     "a retained command is not carried out: a command acts once, when it is sent (clear it with "
     "mosquitto_pub -r -n -t <this topic>, or publish without retain)"
 )
-
-Publish = Callable[[dict], None]  # one answer, as published on …/command/result
 
 
 class CommandTarget(Protocol):
@@ -51,12 +49,13 @@ class CommandTarget(Protocol):
     def reload_model(self, bundle: str | None, command_id: Any) -> None: ...
 
 
-def answer_payload(command_id: Any, action: str | None, result: dict | None = None, error: str | None = None) -> dict:
+def answer_payload(answer: Answered) -> dict:
     """The …/command/result message: ``ok`` with a result, or not ok with the reason."""
-    if error is not None:
-        log.warning("command %s rejected: %s", action or "?", error)
-    outcome = {"result": result or {}} if error is None else {"error": error}
-    return CommandResult(id=command_id, action=action, ok=error is None, ts=round(time.time(), 3), **outcome).dump()
+    if answer.error is not None:
+        log.warning("command %s rejected: %s", answer.action or "?", answer.error)
+    outcome = {"result": answer.result or {}} if answer.error is None else {"error": answer.error}
+    ok = answer.error is None
+    return CommandResult(id=answer.command_id, action=answer.action, ok=ok, ts=round(time.time(), 3), **outcome).dump()
 
 
 def execute_command(target: CommandTarget, command: Command) -> dict | None:
@@ -95,15 +94,12 @@ def execute_command(target: CommandTarget, command: Command) -> dict | None:
 class CommandQueue:
     """Commands wait here between paho's thread (or the web page's) and the loop, at most COMMAND_QUEUE."""
 
-    def __init__(self, publish: Publish):
-        self.publish = publish
+    def __init__(self, events: Events):
+        self.answer = events.answer
         self.pending: queue.Queue[bytes] = queue.Queue(COMMAND_QUEUE)
         self.rejected = 0
         self.retained = 0  # retained command messages seen and not carried out
         self.answered: OrderedDict[str, None] = OrderedDict()  # ids carried out, oldest first
-
-    def answer(self, command_id: Any, action: str | None, result: dict | None = None, error: str | None = None) -> None:
-        self.publish(answer_payload(command_id, action, result, error))
 
     def submit(self, payload: bytes, retained: bool = False) -> None:
         """Any thread: queue it, or answer busy at once. A retained message (one the broker kept from before

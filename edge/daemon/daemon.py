@@ -5,7 +5,9 @@ The daemon composes parts with one job each: the camera (edge/daemon/camera.py),
 (MQTT, outbox, counters, samples, page state) and the status page's server. Everything happens in the
 main loop (``step``) except capture (its own thread) and MQTT I/O (paho's thread): commands are queued
 and carried out between frames, so a reload never races an inference, and watchdog pings prove that a
-whole cycle really ran.
+whole cycle really ran. The parts are built bottom-up and never call the daemon: what they have to say
+(answers, another model serving, "classify now") is posted to one event queue (edge/daemon/events.py)
+that the loop handles in one place, before the next frame.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from edge.config import Config, load_config
 from edge.daemon.background import Background
 from edge.daemon.build import make_presence
 from edge.daemon.camera import Camera
-from edge.daemon.commands import CommandQueue
+from edge.daemon.commands import CommandQueue, answer_payload
+from edge.daemon.events import Answered, ClassifyNow, Events, ModelChanged, Switched
 from edge.daemon.pipeline import Pipeline
 from edge.daemon.reload import PreparedReload, apply_reload, prepare_reload
 from edge.errors import CameraLost, ConfigError, Crashed, SmartbinError
@@ -40,7 +43,7 @@ from edge.system.notify import Notifier
 from edge.system.signals import set_on
 from edge.vision.decision import Decision
 from edge.web.host import WebHost
-from edge.web.page import answer_classify_requests
+from edge.web.page import ClassifyRequest
 from edge.wire.outputs import Hooks, Outputs
 from edge.wire.status import StatusView, cpu_temperature, metrics_payload, status_payload
 from edge.wire.topics import Topic
@@ -74,15 +77,9 @@ class Daemon:
         self.ready = False
         self.on_ready = on_ready
         self.background = Background()
-        self.commands = CommandQueue(lambda payload: self.outputs.publish_answer(payload))
-        self.models = Serving(
-            config,
-            self.notifier,
-            self.background,
-            self._switched,
-            lambda: self.outputs.publish_model(),
-            self.commands.answer,
-        )
+        self.events = Events()
+        self.commands = CommandQueue(self.events)
+        self.models = Serving(config, self.notifier, self.background, self.events)
         self.camera = Camera(config)
         self.pipeline = Pipeline(
             self.models.classify, self.classifier.labels, make_presence(config), config.decision.settings()
@@ -90,7 +87,12 @@ class Daemon:
         hooks = Hooks(self.commands.submit, self._status_message, self.models.payload, self.models.reference)
         self.outputs = Outputs(config, self.pipeline.timings, hooks)
         self.web = WebHost(
-            config, self.view, lambda: self.camera.last_frame, self.outputs.page_state, self.commands.submit
+            config,
+            self.view,
+            lambda: self.camera.last_frame,
+            self.outputs.page_state,
+            self.commands.submit,
+            self.events.classify_now,
         )
         self._metrics_due = time.monotonic() + config.mqtt.metrics_interval_s
         self._health_reported = "ok"
@@ -99,11 +101,6 @@ class Daemon:
     def classifier(self) -> Classifier:
         """The classifier that serves now (``Serving`` decides which)."""
         return self.models.classifier
-
-    def _switched(self, classifier: Classifier) -> None:
-        """Another classifier serves: the vote follows its labels, and the status says what runs."""
-        self.pipeline.relabel(classifier.labels)
-        self.outputs.publish_status()
 
     # ------------------------------------------------------------------ the status view
     def health(self) -> str:
@@ -237,15 +234,46 @@ class Daemon:
         self.background.apply()
         self.commands.handle(self)
         self.models.handle_updates()
-        if self.outputs.web_state is not None:
-            classify = lambda image: self.classifier.classify(image).to_dict()  # noqa: E731
-            answer_classify_requests(self.outputs.web_state, self.camera.last_frame, classify)
+        self.handle_events()
         self.outputs.publisher.maintain()
         step = Step(self.camera.next_frame(timeout))
         if step.frame is not None and not self.paused:
             step.decision = self.process(step.frame)
         self._after_turn(step.frame is not None)
         return step
+
+    def handle_events(self) -> None:
+        """What the parts posted, in order; a model switched in is relabelled here, never inside a frame."""
+        for event in self.events.drain():
+            if isinstance(event, Answered):
+                self.outputs.publish_answer(answer_payload(event))
+            elif isinstance(event, Switched):
+                self.pipeline.relabel(event.classifier.labels)
+                self.outputs.publish_status()
+            elif isinstance(event, ModelChanged):
+                self.outputs.publish_model()
+            elif isinstance(event, ClassifyNow):
+                self._classify_now(event.request)
+
+    def _classify_now(self, request: ClassifyRequest) -> None:
+        """The page's "classify now" on the newest frame, through ``Serving`` as every frame goes (a failure
+        inside a health window rolls back there too)."""
+        frame = self.camera.last_frame
+        try:
+            if frame is None:
+                return
+            started = time.perf_counter()
+            prediction = self.models.classify(frame.image)
+            if prediction is None:
+                request.result = {"error": "the new model failed and is being rolled back; try again"}
+                return
+            ms = round((time.perf_counter() - started) * 1e3, 1)
+            request.result = {**prediction.to_dict(), "frame_id": frame.frame_id, "ms": ms}
+        except Exception as exc:  # the page's button must never stop the bin
+            log.exception("classify now failed")
+            request.result = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            request.done.set()
 
     def _after_turn(self, had_frame: bool) -> None:
         """READY once, the watchdog, a camera gone too long, the periodic messages."""
@@ -299,6 +327,7 @@ class Daemon:
     def shutdown(self) -> None:
         self.notifier.stopping()
         self.models.stopping()
+        self.handle_events()  # answers still waiting go out before the broker does
         self.web.stop()
         self.camera.stop()
         self.outputs.stop()

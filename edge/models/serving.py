@@ -1,17 +1,16 @@
 """The model's life on the device: which model serves, loading beside the loop, over-the-air
 updates, the health window after a switch, and rollback.
 
-The daemon asks ``Serving`` for the classifier and hears back through two callbacks: ``switched``
-(another classifier serves now: rebuild what depends on its labels) and ``changed`` (the retained
-model topic is to be published again). Slow loads run on the shared ``Background``, so the loop
-keeps classifying with the old model and feeding the watchdog.
+The daemon asks ``Serving`` for the classifier; ``Serving`` posts what the loop must act on to the
+daemon's events (edge/daemon/events.py): another classifier serves (``Switched``), the retained model
+topic changed (``ModelChanged``), a command's answer (``Answered``). Slow loads run on the shared
+``Background``, so the loop keeps classifying with the old model and feeding the watchdog.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from edge.classifier import Classifier, Prediction
 from edge.config import Config
 from edge.daemon.background import Background
 from edge.daemon.build import load_classifier
+from edge.daemon.events import Events, ModelChanged, Switched
 from edge.errors import ModelUnavailable, SmartbinError
 from edge.formats.bundle import Bundle
 from edge.formats.signing import verify as verify_signature
@@ -30,8 +30,6 @@ from edge.wire.payloads import ModelInfo
 
 log = logging.getLogger(__name__)
 
-Answer = Callable[..., None]  # (command_id, action, result=None, error=None)
-
 
 class Serving:
     """The classifier that serves and the model store behind it."""
@@ -41,13 +39,11 @@ class Serving:
         config: Config,
         notifier: Notifier,
         background: Background,
-        switched: Callable[[Classifier], None],
-        changed: Callable[[], None],
-        answer: Answer,
+        events: Events,
     ):
         self.config = config  # the config in force: a reload replaces it
-        self.background = background
-        self.switched, self.changed, self.answer = switched, changed, answer
+        self.background, self.events = background, events
+        self.answer = events.answer
         self.started = time.time()
         u = config.updates
         self.store = ModelStore(u.store, u.keep)
@@ -81,9 +77,13 @@ class Serving:
         raise ModelUnavailable("no model loads: " + "; ".join(errors))
 
     def serve(self, classifier: Classifier) -> None:
-        """``classifier`` serves from now on (``switched`` tells the daemon)."""
+        """``classifier`` serves from now on; the loop relabels the vote before the next frame."""
         self.classifier = classifier
-        self.switched(classifier)
+        self.events.post(Switched(classifier))
+
+    def changed(self) -> None:
+        """The retained …/model topic is out of date."""
+        self.events.post(ModelChanged())
 
     # ------------------------------------------------------------------ what serves
     def classify(self, image) -> Prediction | None:

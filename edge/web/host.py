@@ -10,7 +10,7 @@ from edge.daemon.build import config_roi
 from edge.errors import SmartbinError
 from edge.sources import Frame
 from edge.vision.preprocess import Roi
-from edge.web.page import WebServer, WebState
+from edge.web.page import ClassifyRequest, WebServer, WebState
 from edge.wire.status import StatusView
 
 
@@ -24,8 +24,10 @@ class WebHost:
         live: Callable[[], Frame | None],
         state: Callable[[], WebState],
         submit: Callable[[bytes], None],
+        classify_now: Callable[[ClassifyRequest], None],
     ):
         self.view, self.live, self.state, self.submit = view, live, state, submit
+        self.classify_now = classify_now
         self.server: WebServer | None = self.make(config)  # bound, started with the daemon
 
     def make(self, config: Config) -> WebServer | None:
@@ -34,7 +36,15 @@ class WebHost:
             return None
         samples = config.samples.path if config.samples.enabled else None
         return WebServer(
-            config.web, config.device_id, self.view, self.live, self.state(), config_roi(config), samples, self.submit
+            config.web,
+            config.device_id,
+            self.view,
+            self.live,
+            self.state(),
+            config_roi(config),
+            samples,
+            self.submit,
+            self.classify_now,
         )
 
     def prepare(self, running: Config, new: Config) -> WebServer | None:

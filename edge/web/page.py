@@ -12,7 +12,6 @@ import base64
 import hmac
 import json
 import logging
-import queue
 import re
 import threading
 import time
@@ -30,7 +29,6 @@ import numpy as np
 from edge.config import WebConfig
 from edge.formats.images import encode_jpeg
 from edge.sources import Frame
-from edge.system.queues import drain
 from edge.vision.preprocess import Roi
 from edge.wire.command_spec import MAX_PAYLOAD
 from edge.wire.status import StatusView, metrics_payload, prometheus_registry
@@ -46,8 +44,13 @@ def thumbnail(rgb: np.ndarray) -> bytes:
     return encode_jpeg(cv2.resize(rgb, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA))
 
 
+CLASSIFY_WAITING = 4  # "classify now" requests waiting for the loop at once; more are answered busy
+
+
 @dataclass
 class ClassifyRequest:
+    """One "classify now": the loop sets ``result`` (None: no frame yet), then ``done``."""
+
     done: threading.Event = field(default_factory=threading.Event)
     result: dict | None = None
 
@@ -60,7 +63,6 @@ class WebState:
         self.decisions: deque[dict] = deque(maxlen=SHOWN_DECISIONS)
         self.thumbs: dict[str, bytes] = {}
         self.top: list[dict] = []
-        self.requests: queue.Queue[ClassifyRequest] = queue.Queue(maxsize=4)
 
     def add_decision(self, payload: dict, frame: np.ndarray) -> None:
         with self.lock:
@@ -236,15 +238,18 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/api/classify":
             self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
             return
-        request = ClassifyRequest()
-        try:
-            self.server_ref.state.requests.put_nowait(request)
-        except queue.Full:
+        web = self.server_ref
+        if not web.waiting.acquire(blocking=False):
             self._json({"error": "busy"}, HTTPStatus.SERVICE_UNAVAILABLE)
             return
-        if not request.done.wait(10):
-            self._json({"error": "timed out"}, HTTPStatus.GATEWAY_TIMEOUT)
-            return
+        try:
+            request = ClassifyRequest()
+            web.classify_now(request)
+            if not request.done.wait(10):
+                self._json({"error": "timed out"}, HTTPStatus.GATEWAY_TIMEOUT)
+                return
+        finally:
+            web.waiting.release()
         self._json(request.result or {"error": "no frame yet"})
 
     def _correct(self) -> None:
@@ -291,7 +296,7 @@ class Handler(BaseHTTPRequestHandler):
 @dataclass
 class WebServer:
     """The page's HTTP server. It reads the status view, the newest frame and the page's own state;
-    "classify now" goes into ``state.requests`` for the daemon's loop to answer."""
+    "classify now" and corrections go to the daemon's loop (``classify_now``, ``submit``)."""
 
     config: WebConfig
     device_id: str
@@ -301,8 +306,10 @@ class WebServer:
     roi: Roi | None = None
     samples: Path | None = None  # the sample store's folder, served for `smartbin samples pull`
     submit: Callable[[bytes], None] = lambda payload: None  # a command for the daemon's loop
+    classify_now: Callable[[ClassifyRequest], None] = lambda request: request.done.set()  # for the loop
 
     def __post_init__(self) -> None:
+        self.waiting = threading.BoundedSemaphore(CLASSIFY_WAITING)
         self.registry = prometheus_registry(self.view)
         handler = type("BoundHandler", (Handler,), {"server_ref": self})
         password = self.config.password()
@@ -326,16 +333,3 @@ class WebServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def answer_classify_requests(state: WebState, frame: Frame | None, classify: Callable[[np.ndarray], dict]) -> None:
-    """Called from the daemon's loop: run queued "classify now" requests on the newest frame."""
-    for request in drain(state.requests):
-        if frame is not None:
-            started = time.perf_counter()
-            request.result = {
-                **classify(frame.image),
-                "frame_id": frame.frame_id,
-                "ms": round((time.perf_counter() - started) * 1e3, 1),
-            }
-        request.done.set()

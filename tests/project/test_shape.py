@@ -202,3 +202,56 @@ def test_the_topic_check_finds_a_literal(tmp_path: Path):
     (tmp_path / "convert").mkdir()
     (tmp_path / "edge" / "a.py").write_text('client.subscribe(f"{base}/decision")\nok = t.endswith("/status")\n')
     assert topic_literals(tmp_path) == ["edge.a:1", "edge.a:2"]
+
+
+def handed_out(statement: ast.stmt) -> list[ast.Attribute]:
+    """``a.b.c`` references that outlive the statement: inside a lambda, or a bound method passed as an
+    argument (not called)."""
+    refs = []
+    for node in ast.walk(statement):
+        if isinstance(node, ast.Lambda):
+            refs += [n for n in ast.walk(node.body) if isinstance(n, ast.Attribute)]
+        elif isinstance(node, ast.Call):
+            refs += [a for a in [*node.args, *(k.value for k in node.keywords)] if isinstance(a, ast.Attribute)]
+    return [r for r in refs if isinstance(r.value, ast.Attribute)]
+
+
+def forward_references(root: Path) -> list[str]:
+    """Constructors that hand out ``self.X`` (in a lambda or as ``self.X.method``) before ``self.X`` is
+    made: a part built so calls back into its owner's later parts. Methods of the class are its own."""
+    found = []
+    for name, path in modules(root).items():
+        for cls in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            own = {f.name for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            init = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+            made: dict[str, int] = {}  # attribute -> the line that first sets it
+            for node in ast.walk(init) if init else []:
+                if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                    made[node.attr] = min(made.get(node.attr, node.lineno), node.lineno)
+            for ref in [r for statement in (init.body if init else []) for r in handed_out(statement)]:
+                inner = ref.value
+                if isinstance(inner, ast.Attribute) and ast.unparse(inner.value) == "self" and inner.attr not in own:
+                    if made.get(inner.attr, ref.lineno + 1) > ref.lineno:
+                        found.append(f"{name}:{ref.lineno} self.{inner.attr}")
+    return sorted(set(found))
+
+
+def test_parts_are_built_before_anything_refers_to_them():
+    assert forward_references(ROOT) == []
+
+
+def test_the_construction_check_finds_a_forward_reference(tmp_path: Path):
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "convert").mkdir()
+    code = (
+        "class D:\n"
+        "    def __init__(self):\n"
+        "        self.a = A(lambda p: self.b.send(p))\n"
+        "        self.b = B(self.a.submit, self.view)\n"
+        "    def view(self):\n"
+        "        return 1\n"
+    )
+    (tmp_path / "edge" / "d.py").write_text(code)
+    assert forward_references(tmp_path) == ["edge.d:3 self.b"]

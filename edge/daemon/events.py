@@ -1,0 +1,69 @@
+"""What the daemon's parts have to tell the loop, in one queue that the loop drains once a turn, before
+the next frame: answers to commands, another model serving, the retained model topic to send again,
+and the status page's "classify now". Parts post; none of them reaches the daemon or its outputs."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from edge.classifier import Classifier
+from edge.system.queues import drain
+from edge.web.page import ClassifyRequest
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A command's answer for …/command/result: ``result`` when it was carried out, else ``error``."""
+
+    command_id: Any
+    action: str | None
+    result: dict | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Switched:
+    """Another classifier serves: the vote takes its labels before the next frame, the status says so."""
+
+    classifier: Classifier
+
+
+@dataclass(frozen=True)
+class ModelChanged:
+    """What the retained …/model topic says changed (a switch, a health window's end, a rollback)."""
+
+
+@dataclass(frozen=True)
+class ClassifyNow:
+    """The page's "classify now": the serving model on the newest frame, answered through ``request``."""
+
+    request: ClassifyRequest
+
+
+Event = Answered | Switched | ModelChanged | ClassifyNow
+
+
+class Events:
+    """Any thread posts; the loop takes what waits (never blocking). Unbounded: an answer is never dropped,
+    and every poster is bounded on its own side (command queue, page requests, one job per name)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Event] = queue.SimpleQueue()
+
+    def post(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def answer(self, command_id: Any, action: str | None, result: dict | None = None, error: str | None = None) -> None:
+        """Post a command's answer (the form ``Serving`` and ``CommandQueue`` answer in)."""
+        self.post(Answered(command_id, action, result, error))
+
+    def classify_now(self, request: ClassifyRequest) -> None:
+        """Post the page's "classify now" (called from a web thread)."""
+        self.post(ClassifyNow(request))
+
+    def drain(self) -> Iterator[Event]:
+        """The events posted so far, oldest first."""
+        return drain(self._queue)
