@@ -53,7 +53,7 @@ def worst_images(probs: np.ndarray, truth: np.ndarray, paths: list[Path], labels
     order = np.argsort(probs[np.arange(len(truth)), truth], kind="stable")[:WORST]
     return [
         {
-            "path": str(paths[i]),
+            "path": str(Path(paths[i]).resolve()),  # the page links it: a file URI needs an absolute path
             "true": labels[truth[i]].name,
             "predicted": labels[int(probs[i].argmax())].name,
             "confidence": float(probs[i].max()),

@@ -269,14 +269,19 @@ def test_the_best_checkpoint_survives_a_worse_fine_tune_phase(tmp_path: Path):
     assert report["top1"] == pytest.approx(max(val), abs=1e-6)
 
 
-def test_evaluate_report_has_the_figures_evaluate_prints(bundle_dir: Path, dataset_dir: Path, tmp_path: Path, capsys):
-    """`evaluate --report` draws the same computation `evaluate` prints, for the variant a bin runs."""
-    args = ["evaluate", str(bundle_dir), "--data", str(dataset_dir), "--json"]
+def test_evaluate_report_has_the_figures_evaluate_prints(
+    bundle_dir: Path, dataset_dir: Path, tmp_path: Path, capsys, monkeypatch
+):
+    """`evaluate --report` draws the same computation `evaluate` prints, for the variant a bin runs; the
+    data folder given as a user types it, relative (the page links each worst image by its file URI)."""
+    monkeypatch.chdir(dataset_dir.parent)
+    args = ["evaluate", str(bundle_dir), "--data", dataset_dir.name, "--json"]
     assert main([*args, "--report", str(tmp_path / "r"), "--variant", "float16"]) == 0
     printed = json.loads(capsys.readouterr().out)["variants"]["float16"]
     report = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
     for key in ("top1", "top5", "bin_accuracy", "per_bin"):
         assert report[key] == printed[key], key
     assert {p.name for p in (tmp_path / "r").iterdir()} >= {"report.html", "confusion_matrix.png", "worst_images.png"}
+    assert all(Path(w["path"]).is_file() for w in report["worst"])
     assert main([*args, "--report", str(tmp_path / "r2"), "--variant", "int4"]) == 2
     assert "--variant int4: not in" in capsys.readouterr().err
