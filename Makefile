@@ -35,9 +35,9 @@ constraints:
 dist: $(STAMP)
 	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
 
-# The MQTT payloads' JSON Schemas (edge/schemas/), generated from edge/wire/payloads.py
+# The MQTT payloads' JSON Schemas (edge/schemas/), generated from edge/wire/payloads.py by edge/wire/schemas.py
 schemas: $(STAMP)
-	$(BIN)/python -m edge.wire.payloads
+	$(BIN)/python -m edge.wire.schemas
 
 # The Debian packages the tests use (tests/system-packages.sh says which, and installs them when it may).
 system-packages:

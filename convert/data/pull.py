@@ -18,10 +18,15 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from edge.errors import DatasetError
 from edge.formats.dataset import RULES_FILE
+from edge.wire.payloads import Sample
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +34,23 @@ FIELD_FILE = "field_samples.json"
 UNREVIEWED = "unreviewed"
 
 
-def read_samples(source: Path) -> list[tuple[Path, dict]]:
+@dataclass
+class FieldImage:
+    """One line of ``field_samples.json``: an image of the dataset and the sample it came from."""
+
+    image: str
+    label: str
+    reviewed: bool
+    predicted: str | None
+    confidence: float | None
+    kept_because: list[str]
+    event_id: str
+    model: dict[str, Any] = field(default_factory=dict)
+    ts: float | None = None
+    source: str = ""
+
+
+def read_samples(source: Path) -> list[tuple[Path, Sample]]:
     """(JPEG, metadata) of every whole sample in a device's sample folder, oldest first."""
     if not source.is_dir():
         raise DatasetError(f"{source}: sample folder not found")
@@ -37,18 +58,19 @@ def read_samples(source: Path) -> list[tuple[Path, dict]]:
     for meta_path in sorted(source.glob("*.json")):
         image = meta_path.with_suffix(".jpg")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("skipped %s: %s", meta_path, exc)
+            meta = Sample.model_validate_json(meta_path.read_bytes())
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError too
+            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else exc
+            log.warning("skipped %s: %s", meta_path, reason)
             continue
-        if image.is_file() and isinstance(meta, dict) and meta.get("label"):
+        if image.is_file() and meta.label:
             found.append((image, meta))
     if not found:
         raise DatasetError(f"{source}: no samples (<id>.jpg + <id>.json) in it")
     return found
 
 
-def _write(folder: Path, items: list[tuple[Path, dict, str]], bins: dict[str, str]) -> None:
+def _write(folder: Path, items: list[tuple[Path, Sample, str]], bins: dict[str, str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     names = sorted({label for _, _, label in items})
     index = {name: i for i, name in enumerate(names)}
@@ -59,21 +81,23 @@ def _write(folder: Path, items: list[tuple[Path, dict, str]], bins: dict[str, st
         name = f"img_{n}.jpg"
         shutil.copyfile(image, folder / name)
         (folder / f"img_{n}.txt").write_text(f"{name}, {index[label]}\n", encoding="utf-8")
+        reviewed = meta.correction is not None
         record.append(
-            {
-                "image": name,
-                "label": label,
-                "reviewed": "correction" in meta,
-                "predicted": meta.get("label"),
-                "confidence": meta.get("confidence"),
-                "kept_because": meta.get("kept_because", []),
-                "event_id": meta.get("event_id"),
-                "model": meta.get("model", {}),
-                "ts": meta.get("ts"),
-                "source": image.stem,
-            }
+            FieldImage(
+                name,
+                label,
+                reviewed,
+                meta.label,
+                meta.confidence,
+                meta.kept_because,
+                meta.event_id,
+                meta.model,
+                meta.ts,
+                image.stem,
+            )
         )
-    (folder / FIELD_FILE).write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+    text = json.dumps([asdict(r) for r in record], ensure_ascii=False, indent=1)
+    (folder / FIELD_FILE).write_text(text, encoding="utf-8")
 
 
 def fetch(url: str, folder: Path, user: str, password: str | None) -> Path:
@@ -114,11 +138,11 @@ def pull(source: str | Path, out: str | Path, user: str = "smartbin", password: 
     # each label's bin as the device knew it (predictions and their top-k); a new label goes to "other"
     bins: dict[str, str] = {}
     for _, meta in samples:
-        for entry in [meta, *meta.get("top_k", [])]:
-            if entry.get("label") and entry.get("bin"):
-                bins.setdefault(entry["label"], entry["bin"])
-    reviewed = [(image, meta, meta["correction"]["label"]) for image, meta in samples if "correction" in meta]
-    unreviewed = [(image, meta, meta["label"]) for image, meta in samples if "correction" not in meta]
+        for entry in [meta, *meta.top_k]:
+            if entry.label and entry.bin:
+                bins.setdefault(entry.label, entry.bin)
+    reviewed = [(image, meta, meta.correction.label) for image, meta in samples if meta.correction is not None]
+    unreviewed = [(image, meta, meta.label) for image, meta in samples if meta.correction is None]
     if reviewed:
         _write(out, reviewed, bins)
     if unreviewed:
@@ -132,12 +156,12 @@ def field_summary(root: Path) -> str | None:
     path = root / FIELD_FILE
     if not path.is_file():
         return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    corrected = sum(1 for r in record if r["reviewed"] and r["label"] != r["predicted"])
-    models = sorted({(r.get("model") or {}).get("name") or "?" for r in record})
+    record = [FieldImage(**r) for r in json.loads(path.read_text(encoding="utf-8"))]
+    corrected = sum(1 for r in record if r.reviewed and r.label != r.predicted)
+    models = sorted({str(r.model.get("name") or "?") for r in record})
     text = (
         f"{len(record)} image(s) pulled from the field ({', '.join(models)}): "
-        f"{sum(r['reviewed'] for r in record)} reviewed, {corrected} of them corrected to another label"
+        f"{sum(r.reviewed for r in record)} reviewed, {corrected} of them corrected to another label"
     )
     if (root / UNREVIEWED).is_dir():
         text += f"; unreviewed ones are in {root / UNREVIEWED}"

@@ -27,6 +27,7 @@ from edge.errors import SmartbinError
 from edge.sources.synthetic import SyntheticSource, write_clip
 from edge.system.paths import firmware_config_dir
 from edge.tools.localbroker import LocalBroker
+from edge.wire.payloads import Command, Decision, Status
 from edge.wire.topics import Topic, all_of, topic_of, under
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +118,7 @@ def run_demo(out: Path, bench_runs: int = 50, backbone: str = SMALL_BACKBONE) ->
         console.print(f"broker: {broker.kind} on 127.0.0.1:{broker.port}")
         config_path = daemon_config(out, bundle, clip, broker.port)
         decisions = watch_daemon(config_path, broker.port, labels, expected, out / "daemon.log")
-        matched = sum(d["label_index"] == e for d, e in zip(decisions, expected))
+        matched = sum(d.label_index == e for d, e in zip(decisions, expected))
         console.print(
             f"\n{ITEMS} items dropped, {len(decisions)} decisions received, {matched} sorted into the "
             f"expected bin and class; the operator's answers are kept beside the samples"
@@ -134,42 +135,36 @@ def run_demo(out: Path, bench_runs: int = 50, backbone: str = SMALL_BACKBONE) ->
     return 0
 
 
-def watch_daemon(config_path: Path, port: int, labels: dict, expected: list[int], log_path: Path) -> list[dict]:
+def watch_daemon(config_path: Path, port: int, labels: dict, expected: list[int], log_path: Path) -> list[Decision]:
     """Start the daemon, print decisions as a subscriber receives them, stop it when the clip ends. Its log
     goes to ``log_path``; the end of it is shown when it fails or decides less than it should."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    decisions: list[dict] = []
+    decisions: list[Decision] = []
     seen: set[str] = set()
     lock = threading.Lock()
     base = load_config(config_path).topic_base
 
     def on_message(client, userdata, message):
         if topic_of(message.topic) is Topic.DECISION:
-            d = json.loads(message.payload)
+            d = Decision.model_validate_json(message.payload)
             with lock:
-                if d["event_id"] in seen:  # de-duplicate, as every subscriber must
+                if d.event_id in seen:  # de-duplicate, as every subscriber must
                     return
-                seen.add(d["event_id"])
+                seen.add(d.event_id)
                 decisions.append(d)
                 n = len(decisions)
             want = labels[expected[n - 1]] if n <= len(expected) else None
             if want:  # the operator says what the item really was (the status page's "correct…" button)
-                correction = {
-                    "id": f"correct-{n}",
-                    "action": "correct",
-                    "event_id": d["event_id"],
-                    "label": want["name"],
-                }
-                client.publish(under(base, Topic.COMMAND), json.dumps(correction), qos=1)
+                correction = Command(id=f"correct-{n}", action="correct", event_id=d.event_id, label=want["name"])
+                client.publish(under(base, Topic.COMMAND), json.dumps(correction.dump()), qos=1)
             hint = f"(dropped: {want['name']} -> {want['bin']})" if want else ""
             console.print(
-                f"  item {n}: [bold]{d['bin']}[/bold] <- {d['label']} ({d['confidence']:.0%}, "
-                f"{d['votes']}/{d['frames']} votes) {hint}"
+                f"  item {n}: [bold]{d.bin}[/bold] <- {d.label} ({d.confidence:.0%}, {d.votes}/{d.frames} votes) {hint}"
             )
         elif topic_of(message.topic) is Topic.STATUS:
-            console.print(f"  status: {json.loads(message.payload)['state']}")
+            console.print(f"  status: {Status.model_validate_json(message.payload).state}")
 
     sub = mqtt.Client(CallbackAPIVersion.VERSION2)
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe(all_of(base), qos=1)

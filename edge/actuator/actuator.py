@@ -9,7 +9,6 @@ needs no clock shared with the daemon's host (edge/actuator/freshness.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import signal
@@ -25,13 +24,12 @@ from paho.mqtt.properties import Properties
 from edge.actuator.freshness import age_on_arrival
 from edge.config import ActuatorConfig, Config, load_config
 from edge.errors import ConfigError, SmartbinError
-from edge.formats.labels import BINS
 from edge.storage.sqlitedb import Database
 from edge.system.backoff import delay_after
 from edge.system.signals import set_on
 from edge.wire.mqtt import dumps
 from edge.wire.mqtt_client import make_client
-from edge.wire.payloads import ActuatorAck
+from edge.wire.payloads import ActuatorAck, Routing
 from edge.wire.topics import Topic, under
 
 log = logging.getLogger(__name__)
@@ -106,22 +104,6 @@ class Seen:
         self.db.close()
 
 
-def parse_decision(payload: bytes) -> tuple[str, str, float]:
-    """(event_id, bin, ts) of a decision message, or ValueError saying what is wrong."""
-    try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("not a JSON decision") from None
-    if not isinstance(data, dict) or not isinstance(data.get("event_id"), str) or not data["event_id"]:
-        raise ValueError("decision without an event_id")
-    if data.get("bin") not in BINS:
-        raise ValueError(f"unknown bin {data.get('bin')!r} (allowed: {', '.join(BINS)})")
-    ts = data.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or ts != ts:
-        raise ValueError("decision without a ts (seconds since the epoch, when it was made)")
-    return data["event_id"], data["bin"], float(ts)
-
-
 @dataclass(frozen=True)
 class Job:
     """A decision waiting for the flap."""
@@ -171,16 +153,19 @@ class Actuator:
 
     def _on_message(self, client, userdata, message) -> None:
         try:
-            event_id, bin_name, ts = parse_decision(message.payload)
+            routing = Routing.read(message.payload)
         except ValueError as exc:
             log.error("refused decision: %s", exc)
             self._ack(None, None, error=str(exc))
             return
         try:  # paho's thread: never wait here
-            self.jobs.put_nowait(Job(event_id, bin_name, ts, age_on_arrival(message.properties), time.monotonic()))
+            job = Job(
+                routing.event_id, routing.bin, float(routing.ts), age_on_arrival(message.properties), time.monotonic()
+            )
+            self.jobs.put_nowait(job)
         except queue.Full:
-            log.error("event %s refused: %d moves are queued already", event_id[:8], JOB_QUEUE)
-            self._ack(event_id, bin_name, error=f"busy: {JOB_QUEUE} moves queued already")
+            log.error("event %s refused: %d moves are queued already", routing.event_id[:8], JOB_QUEUE)
+            self._ack(routing.event_id, routing.bin, error=f"busy: {JOB_QUEUE} moves queued already")
 
     def _ack(
         self,

@@ -210,11 +210,13 @@ class Arrivals:
 
     def _on_message(self, client, userdata, message) -> None:
         now = time.monotonic()
-        payload = json.loads(message.payload)
-        frame_id = payload["frame_id"]
+        from edge.wire.payloads import Classification
+
+        classification = Classification.model_validate_json(message.payload)
+        frame_id = classification.frame_id
         self.at[frame_id] = now
-        self.to_publish[frame_id] = payload["latency_ms"]["capture_to_publish"]
-        self.infer_ms[frame_id] = payload["latency_ms"]["infer"]
+        self.to_publish[frame_id] = classification.latency_ms.capture_to_publish
+        self.infer_ms[frame_id] = classification.latency_ms.infer
         if len(self.at) >= self.wanted:
             self.done.set()
 

@@ -15,7 +15,7 @@ from edge.daemon.events import Answered, Events
 from edge.errors import SmartbinError
 from edge.models.update import UpdateRequest
 from edge.system.queues import drain
-from edge.wire.command_spec import Command, CommandError, parse_command
+from edge.wire.command_spec import Command, CommandError, command_id_of, parse_command
 from edge.wire.payloads import CommandResult
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class CommandQueue:
         this subscription) is answered and never carried out: it would act again at every reconnect."""
         if retained:
             self.retained += 1
-            self.answer(_command_id(payload), None, error=RETAINED)
+            self.answer(command_id_of(payload), None, error=RETAINED)
             return
         try:
             self.pending.put_nowait(payload)
@@ -143,12 +143,3 @@ class CommandQueue:
         if len(self.answered) > ANSWERED_IDS:
             self.answered.popitem(last=False)
         return False
-
-
-def _command_id(payload: bytes) -> Any:
-    """The id a payload carries, if it is a JSON object with one (for the answer only)."""
-    try:
-        message = json.loads(payload)
-    except ValueError:
-        return None
-    return message.get("id") if isinstance(message, dict) else None

@@ -9,10 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.errors import SmartbinError
 from edge.formats.labels import BINS
 from edge.storage.sqlitedb import Database
+
+if TYPE_CHECKING:
+    from edge.wire.payloads import Decision
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,8 @@ class Counters:
                 [(day, kind, key) for kind, key in entries],
             )
 
-    def count_decision(self, decision: dict) -> None:
-        self.add([("label", decision["label"]), ("bin", decision["bin"]), ("reason", decision["reason"])])
+    def count_decision(self, decision: Decision) -> None:
+        self.add([("label", decision.label), ("bin", decision.bin), ("reason", decision.reason)])
 
     def count_correction(self, label: str) -> None:
         self.add([("correction", label)])

@@ -27,6 +27,8 @@ import numpy as np
 from edge.config import SamplesConfig
 from edge.formats.images import encode_jpeg
 from edge.system.atomic import write_atomic
+from edge.wire.payloads import Correction
+from edge.wire.payloads import Sample as SampleMeta
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +37,25 @@ SUFFIXES = (".jpg", ".json")
 
 @dataclass
 class Sample:
-    sample_id: str
+    """A frame to write and its JSON (edge/wire/payloads.py's ``Sample``)."""
+
     image: np.ndarray
-    meta: dict
+    meta: SampleMeta
+
+    @property
+    def sample_id(self) -> str:
+        """``<ms since the epoch, 15 digits>-<event_id's first 12>``: oldest first by name."""
+        return f"{int(self.meta.ts * 1000):015d}-{self.meta.event_id[:12]}"
 
 
-def reasons_to_keep(decision: dict, default_bin: str, fraction: float, rng: random.Random) -> list[str]:
+def reasons_to_keep(meta: SampleMeta, default_bin: str, fraction: float, rng: random.Random) -> list[str]:
     """Why a decision's frame is worth a look (empty: it is not)."""
     reasons = []
-    if decision.get("reason") == "low_confidence":
+    if meta.reason == "low_confidence":
         reasons.append("low_confidence")
-    if decision.get("bin") == default_bin:
+    if meta.bin == default_bin:
         reasons.append("default_bin")
-    if decision.get("votes", 0) < decision.get("frames", 0):
+    if (meta.votes or 0) < (meta.frames or 0):
         reasons.append("frames_disagreed")
     if not reasons and rng.random() < fraction:
         reasons.append("random_confident")
@@ -79,42 +87,26 @@ class SampleStore:
         self._thread.start()
         return self
 
-    def offer(self, decision: dict, image: np.ndarray, top_k: list[dict], model: dict, flagged: bool = False) -> bool:
-        """Queue the decision's frame when it is worth keeping; never blocks. True when queued."""
+    def offer(self, meta: SampleMeta, image: np.ndarray, flagged: bool = False) -> bool:
+        """Queue a decision's frame when it is worth keeping (``flagged``: always); never blocks. True when
+        queued."""
         fraction = self.config.confident_fraction
-        reasons = ["flagged"] if flagged else reasons_to_keep(decision, self.default_bin, fraction, self.rng)
+        reasons = ["flagged"] if flagged else reasons_to_keep(meta, self.default_bin, fraction, self.rng)
         if not reasons:
             return False
         try:
-            self.queue.put_nowait(self._sample(decision, image, top_k, model, reasons))
+            self.queue.put_nowait(Sample(image, meta.model_copy(update={"kept_because": reasons})))
         except queue.Full:
             self.dropped += 1
             return False
         return True
 
-    def keep_now(self, decision: dict, image: np.ndarray, top_k: list[dict], model: dict, label: str) -> str:
+    def keep_now(self, meta: SampleMeta, image: np.ndarray, label: str) -> str:
         """Write a corrected decision's sample at once (an operator's command, not the loop's hot path)."""
-        sample = self._sample(decision, image, top_k, model, ["corrected"])
-        sample.meta["correction"] = {"label": label, "ts": round(time.time(), 3)}
+        correction = Correction(label=label, ts=round(time.time(), 3))
+        sample = Sample(image, meta.model_copy(update={"kept_because": ["corrected"], "correction": correction}))
         self._write(sample, force=True)
         return sample.sample_id
-
-    @staticmethod
-    def _sample(decision: dict, image: np.ndarray, top_k: list[dict], model: dict, reasons: list[str]) -> Sample:
-        meta = {
-            "event_id": decision.get("event_id"),
-            "ts": decision.get("ts", time.time()),
-            "label": decision.get("label"),
-            "label_index": decision.get("label_index"),
-            "bin": decision.get("bin"),
-            "confidence": decision.get("confidence"),
-            "votes": decision.get("votes"),
-            "frames": decision.get("frames"),
-            "top_k": top_k,
-            "model": model,
-            "kept_because": reasons,
-        }
-        return Sample(f"{int(meta['ts'] * 1000):015d}-{str(meta['event_id'])[:12]}", image, meta)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop."""
@@ -138,11 +130,11 @@ class SampleStore:
     def correct(self, event_id: str, label: str) -> str | None:
         """Record an operator's answer beside the sample of ``event_id``; its id, or None when none was kept."""
         for path in sorted(self.root.glob(f"*-{event_id[:12]}.json")):
-            meta = json.loads(path.read_text(encoding="utf-8"))
-            if meta.get("event_id") != event_id:
+            meta = SampleMeta.model_validate_json(path.read_bytes())
+            if meta.event_id != event_id:
                 continue
-            meta["correction"] = {"label": label, "ts": round(time.time(), 3)}
-            write_atomic(path, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+            meta.correction = Correction(label=label, ts=round(time.time(), 3))
+            write_atomic(path, json.dumps(meta.dump(), ensure_ascii=False).encode("utf-8"))
             return path.stem
         return None
 
@@ -151,11 +143,11 @@ class SampleStore:
         counts: Counter = Counter()
         for path in self.root.glob("*.json"):
             try:
-                label = json.loads(path.read_text(encoding="utf-8")).get("correction", {}).get("label")
-            except (OSError, ValueError):
+                correction = SampleMeta.model_validate_json(path.read_bytes()).correction
+            except (OSError, ValueError):  # pydantic's ValidationError too
                 continue
-            if label:
-                counts[label] += 1
+            if correction is not None:
+                counts[correction.label] += 1
         return counts
 
     # ------------------------------------------------------------------ the writer thread
@@ -191,7 +183,7 @@ class SampleStore:
                 self.skipped_low_disk += not path.exists()
                 return
             jpeg = encode_jpeg(sample.image, quality=self.config.jpeg_quality)
-            meta = json.dumps(sample.meta, ensure_ascii=False).encode("utf-8")
+            meta = json.dumps(sample.meta.dump(), ensure_ascii=False).encode("utf-8")
             write_atomic(self.root / f"{sample.sample_id}.jpg", jpeg)
             write_atomic(path, meta)  # last: the sample now exists
             with self._lock:

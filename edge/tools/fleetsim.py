@@ -3,7 +3,6 @@ broker; reports message rate, latency percentiles and the count of lost messages
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -16,6 +15,7 @@ from edge.stats import percentiles
 from edge.storage.outbox import Outbox
 from edge.wire.mqtt import Publisher
 from edge.wire.mqtt_client import start_subscriber
+from edge.wire.payloads import Decision, Routing
 from edge.wire.topics import Topic, device_base, every_bin
 
 MAX_BINS = 300
@@ -43,18 +43,18 @@ class SimulatedBin:
 
     def decide(self) -> None:
         self.publisher.publish_decision(
-            {
-                "event_id": uuid.uuid4().hex,
-                "ts": time.time(),
-                "device_id": self.device_id,
-                "bin": random.choice(BINS),
-                "label": "simulated",
-                "label_index": 0,
-                "confidence": 0.9,
-                "votes": 5,
-                "frames": 5,
-                "reason": "vote",
-            }
+            Decision(
+                event_id=uuid.uuid4().hex,
+                ts=time.time(),
+                device_id=self.device_id,
+                bin=random.choice(BINS),
+                label="simulated",
+                label_index=0,
+                confidence=0.9,
+                votes=5,
+                frames=5,
+                reason="vote",
+            ).dump()
         )
         self.sent += 1
 
@@ -74,13 +74,13 @@ class Collector:
         subscribed.wait(10)
 
     def _on(self, client, userdata, message) -> None:
-        payload = json.loads(message.payload)
+        decision = Routing.read(message.payload)
         with self.lock:
-            if payload["event_id"] in self.received:
+            if decision.event_id in self.received:
                 self.duplicates += 1
                 return
-            self.received[payload["event_id"]] = time.time()
-            self.latencies.append((time.time() - payload["ts"]) * 1e3)
+            self.received[decision.event_id] = time.time()
+            self.latencies.append((time.time() - decision.ts) * 1e3)
 
     def wait_for(self, sent: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -60,16 +60,19 @@ class WebState:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.decisions: deque[dict] = deque(maxlen=SHOWN_DECISIONS)
+        self.decisions: deque[dict] = deque(maxlen=SHOWN_DECISIONS)  # as published, for the page's script
+        self.order: deque[str] = deque(maxlen=SHOWN_DECISIONS)  # their event ids
         self.thumbs: dict[str, bytes] = {}
         self.top: list[dict] = []
 
-    def add_decision(self, payload: dict, frame: np.ndarray) -> None:
+    def add_decision(self, event_id: str, payload: dict, frame: np.ndarray) -> None:
+        """A decision message for the page, with its frame's thumbnail under ``event_id``."""
         with self.lock:
             if len(self.decisions) == self.decisions.maxlen:
-                self.thumbs.pop(self.decisions[0]["event_id"], None)
+                self.thumbs.pop(self.order[0], None)
             self.decisions.append(payload)
-            self.thumbs[payload["event_id"]] = thumbnail(frame)
+            self.order.append(event_id)
+            self.thumbs[event_id] = thumbnail(frame)
 
     def set_top(self, top_k: list[dict]) -> None:
         with self.lock:

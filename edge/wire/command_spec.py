@@ -85,3 +85,12 @@ def parse_command(payload: bytes) -> Command:
     if unknown:
         raise CommandError(f"unknown field(s) {', '.join(sorted(map(str, unknown)))}", command_id)
     return Command(command_id, action, params)
+
+
+def command_id_of(payload: bytes) -> Any:
+    """The id a payload carries, if it is a JSON object with one (to answer a command refused unread)."""
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return None
+    return message.get("id") if isinstance(message, dict) else None

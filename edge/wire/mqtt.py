@@ -26,6 +26,7 @@ from edge.system.queues import drain
 from edge.system.repeats import OncePerChange
 from edge.wire import homeassistant
 from edge.wire.mqtt_client import make_client, tls_files
+from edge.wire.payloads import Routing
 from edge.wire.topics import Topic, under
 
 log = logging.getLogger(__name__)
@@ -227,9 +228,10 @@ class Publisher:
         """Store durably, then send. Raises OutboxError when the outbox cannot be written."""
         # Its age from here on needs no wall clock; the moments since its ts was stamped (this host, just now)
         # count too, unless the wall clock was stepped meanwhile.
-        since = time.time() - payload["ts"]
+        routing = Routing.model_validate(payload)
+        since = time.time() - routing.ts
         made = time.monotonic() - (since if 0 <= since < 1 else 0.0)
-        self._made[self.outbox.add(payload["event_id"], self.topic(Topic.DECISION), payload, payload["ts"])] = made
+        self._made[self.outbox.add(routing.event_id, self.topic(Topic.DECISION), payload, routing.ts)] = made
         while len(self._made) > MADE_REMEMBERED:  # rows the outbox dropped when full are never acknowledged
             del self._made[next(iter(self._made))]
         self.flush()
@@ -241,8 +243,8 @@ class Publisher:
         if made is not None:
             return time.monotonic() - made
         try:
-            return time.time() - float(json.loads(payload)["ts"])
-        except (ValueError, KeyError, TypeError):
+            return time.time() - float(Routing.model_validate_json(payload).ts)
+        except ValueError:  # pydantic's ValidationError too
             return 0.0
 
     def flush(self) -> None:

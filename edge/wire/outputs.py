@@ -67,9 +67,9 @@ class Outputs:
         self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
         self.web_state: WebState | None = None  # made when a status page is first served
         self.decisions = 0
-        self.last_top_k: list[dict] = []
-        # the last decisions with their frames: a correction of one that was not sampled still keeps it
-        self.recent: deque[tuple[dict, Frame, list[dict]]] = deque(maxlen=CORRECTABLE_DECISIONS)
+        self.last_top_k: list[payloads.TopK] = []
+        # the last decisions, each as its sample would be: a correction of one that was not sampled keeps it
+        self.recent: deque[tuple[payloads.Sample, Frame]] = deque(maxlen=CORRECTABLE_DECISIONS)
         self.publisher = self.make_publisher(config)  # not started: its Last Will is made when it starts
 
     def make_publisher(self, config: Config) -> Publisher:
@@ -93,14 +93,13 @@ class Outputs:
     # ------------------------------------------------------------------ results
     def prediction(self, frame: Frame, prediction: Prediction) -> None:
         """One classified frame: the page's top-k, and …/classification when configured."""
-        result = prediction.to_dict()
-        self.last_top_k = result["top_k"]
+        self.last_top_k = payloads.top_k(prediction)
         if self.web_state is not None:
-            self.web_state.set_top(result["top_k"])
+            self.web_state.set_top([t.model_dump() for t in self.last_top_k])
         if self.config.mqtt.publish_classifications:
             t = time.monotonic()
-            result["latency_ms"]["capture_to_publish"] = round((t - frame.mono) * 1e3, 3)
-            text = dumps({"ts": round(frame.ts, 3), "frame_id": frame.frame_id, **result})
+            message = payloads.classification(prediction, frame.ts, frame.frame_id, (t - frame.mono) * 1e3)
+            text = dumps(message.dump())
             t2 = time.monotonic()
             self.publisher.publish_bytes(Topic.CLASSIFICATION, text)
             self.timings.add("json", (t2 - t) * 1e3)
@@ -110,9 +109,10 @@ class Outputs:
     def decision(self, decision: Decision, frame: Frame) -> None:
         """One item's decision: outbox and MQTT, the page, the counters and (maybe) a sample."""
         self.decisions += 1
-        payload = payloads.Decision(**decision.to_dict(), device_id=self.config.device_id).dump()
+        message = payloads.Decision(**decision.to_dict(), device_id=self.config.device_id)
+        payload = message.dump()
         if self.web_state is not None:
-            self.web_state.add_decision(payload, frame.image)
+            self.web_state.add_decision(message.event_id, payload, frame.image)
         log.info(
             "decision %s: %s -> %s (%.0f%%, %d/%d votes)",
             decision.event_id[:8],
@@ -130,14 +130,15 @@ class Outputs:
             self.outbox_error = str(exc)
             self.store_errors.error(f"{exc}; sending without store-and-forward")
             self.publisher.publish_json(Topic.DECISION, payload, qos=1)
-        self.recent.append((payload, frame, self.last_top_k))
+        sample = payloads.Sample(**payload, top_k=self.last_top_k, model=self.hooks.reference())
+        self.recent.append((sample, frame))
         try:
-            self.counters.count_decision(payload)
+            self.counters.count_decision(message)
             self.counter_errors.ok()
         except CountersError as exc:
             self.counter_errors.error(f"decision not counted: {exc}")
         if self.samples is not None:
-            self.samples.offer(payload, frame.image, self.last_top_k, self.hooks.reference())
+            self.samples.offer(sample, frame.image)
 
     def page_state(self) -> WebState:
         """The status page's state, fed from now on."""
@@ -168,11 +169,17 @@ class Outputs:
             raise CommandError("samples.enabled is false in the config")
         if frame is None:
             raise CommandError("no frame captured yet")
-        top = self.last_top_k[0] if self.last_top_k else {}
-        event = {"event_id": f"flag-{frame.frame_id}-{int(frame.ts)}", "ts": frame.ts, **top}
-        if not self.samples.offer(event, frame.image, self.last_top_k, self.hooks.reference(), flagged=True):
+        top = self.last_top_k[0].model_dump() if self.last_top_k else {}
+        sample = payloads.Sample(
+            event_id=f"flag-{frame.frame_id}-{int(frame.ts)}",
+            ts=frame.ts,
+            **top,
+            top_k=self.last_top_k,
+            model=self.hooks.reference(),
+        )
+        if not self.samples.offer(sample, frame.image, flagged=True):
             raise CommandError("the sample writer is busy; try again")
-        return {"event_id": event["event_id"]}
+        return {"event_id": sample.event_id}
 
     def correct(self, event_id: str, label: str, labels: list[Label]) -> dict:
         """Record the true label of a decision beside its sample (kept now if it had not been)."""
@@ -180,11 +187,11 @@ class Outputs:
             raise CommandError("samples.enabled is false in the config")
         sample = self.samples.correct(event_id, label)
         if sample is None:
-            match = [r for r in self.recent if r[0]["event_id"] == event_id]
+            match = [(kept, frame) for kept, frame in self.recent if kept.event_id == event_id]
             if not match:
                 raise CommandError(f"no sample and no recent decision with event_id {event_id!r}")
-            payload, frame, top_k = match[-1]
-            sample = self.samples.keep_now(payload, frame.image, top_k, self.hooks.reference(), label)
+            kept, frame = match[-1]
+            sample = self.samples.keep_now(kept, frame.image, label)
         try:
             self.counters.count_correction(label)
         except CountersError as exc:  # the correction itself is kept in the sample

@@ -1,5 +1,5 @@
 """Every MQTT payload of ours as a typed class; edge/schemas/<topic>.json is generated from them
-(`make schemas`, and a test checks that the shipped files are what these generate).
+(edge/wire/schemas.py: `make schemas`, and a test checks that the shipped files are what these generate).
 
 Producers build their messages with these classes (``dump``). Unknown fields are ignored when a class
 reads a message, so a reader of an older version reads a newer daemon's messages.
@@ -8,15 +8,17 @@ reads a message, so a reader of an older version reads a newer daemon's messages
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
 from edge.formats.labels import BINS
 from edge.formats.variants import VARIANT_FILES
 from edge.wire.command_spec import ACTIONS, MAX_PAYLOAD
 from edge.wire.topics import DEFAULT_PREFIX, Topic
+
+if TYPE_CHECKING:
+    from edge.classifier import Prediction
 
 Bin = Literal[BINS]  # type: ignore[valid-type]  # one list of bins: edge/formats/labels.py
 Health = Literal["ok", "degraded", "camera_lost"]
@@ -57,6 +59,34 @@ class Decision(Payload):
     device_id: str
 
 
+class Routing(BaseModel):
+    """What anything that routes or ages a decision reads of it (the actuator, the outbox): only these three
+    fields are required, so a hand-made decision routes too, and the rest may change without breaking it."""
+
+    event_id: str = Field(min_length=1)
+    bin: Bin
+    ts: StrictFloat | StrictInt = Field(allow_inf_nan=False)
+
+    @classmethod
+    def read(cls, payload: bytes | str) -> Routing:
+        """The decision's routing, or ValueError saying in a line what is wrong (for the actuator's ack)."""
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("not a JSON decision") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON decision")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            field = exc.errors()[0]["loc"][0]
+        if field == "bin":
+            raise ValueError(f"unknown bin {data.get(field)!r} (allowed: {', '.join(BINS)})") from None
+        if field == "ts":
+            raise ValueError("decision without a ts (seconds since the epoch, when it was made)") from None
+        raise ValueError("decision without an event_id") from None
+
+
 class TopK(BaseModel):
     label: str
     label_index: int
@@ -88,6 +118,57 @@ class Classification(Payload):
     bin: Bin
     top_k: list[TopK] = Field(min_length=1)
     latency_ms: StageLatency
+
+
+class Correction(BaseModel):
+    label: str
+    ts: float
+
+
+class Sample(BaseModel):
+    """A kept frame's JSON beside its JPEG on the bin (served at /samples/<id>.json to `smartbin samples
+    pull`): the decision or flag it was kept for, the model that made it, and an operator's correction."""
+
+    event_id: str
+    ts: float
+    label: str | None = None
+    label_index: int | None = None
+    bin: str | None = None
+    confidence: float | None = None
+    votes: int | None = None
+    frames: int | None = None
+    reason: str | None = None
+    top_k: list[TopK] = []
+    model: dict[str, Any] = {}
+    kept_because: list[str] = []
+    correction: Correction | None = None
+
+    def dump(self) -> dict:
+        """Every field, as JSON types (a sample on disk names what it does not know)."""
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+def top_k(prediction: Prediction) -> list[TopK]:
+    """A prediction's best classes, as every payload gives them."""
+    return [
+        TopK(label=label.name, label_index=label.index, bin=label.bin, confidence=round(p, 4))
+        for label, p in prediction.top_k
+    ]
+
+
+def classification(prediction: Prediction, ts: float, frame_id: int, capture_to_publish_ms: float) -> Classification:
+    """The …/classification message of one frame."""
+    latency = {stage: round(ms, 3) for stage, ms in prediction.latency_ms.items()}
+    return Classification(
+        ts=round(ts, 3),
+        frame_id=frame_id,
+        label=prediction.label.name,
+        label_index=prediction.label.index,
+        confidence=round(prediction.confidence, 4),
+        bin=prediction.label.bin,
+        top_k=top_k(prediction),
+        latency_ms=StageLatency(**latency, capture_to_publish=round(capture_to_publish_ms, 3)),
+    )
 
 
 class Relearn(BaseModel):
@@ -290,45 +371,3 @@ class ActuatorAck(Payload):
     ts: float
     age_s: float | None = Field(None, description="the decision's age as the actuator judged it, in seconds")
     moved_at: float | None = Field(None, description="when the flap began to move (this host's clock); only on a move")
-
-
-SNAPSHOT_SCHEMA = {
-    "$schema": DIALECT,
-    "title": f"{title(Topic.SNAPSHOT)} (QoS 0): the newest frame, asked for with the snapshot command",
-    "description": "Not JSON: the payload is the JPEG file itself (quality 95, the camera's full frame); the "
-    "command's result gives its size and frame_id.",
-    "type": "string",
-    "contentEncoding": "binary",
-    "contentMediaType": "image/jpeg",
-}
-PAYLOADS: dict[Topic, type[Payload]] = {
-    Topic.STATUS: Status,
-    Topic.DECISION: Decision,
-    Topic.CLASSIFICATION: Classification,
-    Topic.METRICS: Metrics,
-    Topic.MODEL: ModelInfo,
-    Topic.COMMAND: Command,
-    Topic.COMMAND_RESULT: CommandResult,
-    Topic.ACTUATOR_ACK: ActuatorAck,
-}
-
-
-def schemas() -> dict[str, dict]:
-    """File name in edge/schemas/ -> the JSON Schema of that topic's payload."""
-    out = {topic.schema: {"$schema": DIALECT, **model.model_json_schema()} for topic, model in PAYLOADS.items()}
-    return {**out, Topic.SNAPSHOT.schema: SNAPSHOT_SCHEMA}
-
-
-def write_schemas(folder: Path) -> list[Path]:
-    """Write every payload's schema (`make schemas`)."""
-    written = []
-    for name, schema in schemas().items():
-        path = folder / name
-        path.write_text(json.dumps(schema, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        written.append(path)
-    return written
-
-
-if __name__ == "__main__":  # python -m edge.wire.payloads: regenerate edge/schemas/
-    for written in write_schemas(Path(__file__).resolve().parents[1] / "schemas"):
-        print(written)  # noqa: T201

@@ -51,7 +51,20 @@ def test_a_window_is_read_while_the_loop_appends():
 
 def test_counters_shared_by_threads_count_every_item(tmp_path: Path):
     counters = Counters(tmp_path / "counters.sqlite")
-    decision = {"label": "cup", "bin": "other", "reason": "confident"}
+    from edge.wire.payloads import Decision
+
+    decision = Decision(
+        event_id="0" * 32,
+        ts=0,
+        bin="other",
+        label="cup",
+        label_index=0,
+        confidence=0.9,
+        votes=1,
+        frames=1,
+        reason="vote",
+        device_id="t",
+    )
     assert hammer(lambda i: counters.count_decision(decision), counters.summary, writers=4, rounds=200) == []
     assert counters.summary()["total"]["per_label"] == {"cup": 800}
 

@@ -255,3 +255,72 @@ def test_the_construction_check_finds_a_forward_reference(tmp_path: Path):
     )
     (tmp_path / "edge" / "d.py").write_text(code)
     assert forward_references(tmp_path) == ["edge.d:3 self.b"]
+
+
+CONTRACT = {"edge.wire.payloads", "edge.wire.command_spec", "edge.wire.topics"}
+
+
+def payload_fields() -> set[str]:
+    """Every field name of the wire contract's messages (edge/wire/payloads.py), nested ones too."""
+    from pydantic import BaseModel
+
+    from edge.wire import payloads
+
+    classes = [c for c in vars(payloads).values() if isinstance(c, type) and issubclass(c, BaseModel)]
+    return {name for c in classes if c.__module__ == payloads.__name__ for name in c.model_fields}
+
+
+def field_reads(root: Path) -> list[str]:
+    """Fields of a message read by name outside the contract's modules: ``x["bin"]`` or ``x.get("bin")``
+    where ``x`` is ``json.loads(<a message's payload>)`` or a name bound to one in the same function."""
+    fields = payload_fields()
+
+    def parsed(node: ast.AST) -> bool:
+        return (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "loads"
+            and bool(node.args)
+            and "payload" in ast.unparse(node.args[0])
+        )
+
+    found = set()
+    for name, path in modules(root).items():
+        if name in CONTRACT:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for scope in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.Lambda))]:
+            bound = {
+                t.id
+                for n in ast.walk(scope)
+                if isinstance(n, ast.Assign) and parsed(n.value)
+                for t in n.targets
+                if isinstance(t, ast.Name)
+            }
+            for node in ast.walk(scope):
+                if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+                    source, key = node.value, node.slice
+                elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "get" and node.args:
+                    source, key = node.func.value, node.args[0]
+                else:
+                    continue
+                from_json = parsed(source) or isinstance(source, ast.Name) and source.id in bound
+                if from_json and isinstance(key, ast.Constant) and key.value in fields:
+                    found.add(f"{name}:{node.lineno} {key.value}")
+    return sorted(found)
+
+
+def test_messages_are_read_through_the_contract():
+    assert field_reads(ROOT) == []
+
+
+def test_the_field_check_finds_a_read_by_name(tmp_path: Path):
+    (tmp_path / "edge").mkdir()
+    (tmp_path / "convert").mkdir()
+    code = (
+        "def on(message):\n"
+        "    d = json.loads(message.payload)\n"
+        "    ok = {'x': 1}['event_id'], config['bin']\n"
+        "    return d['event_id'], json.loads(message.payload).get('bin'), d['not_a_field']\n"
+    )
+    (tmp_path / "edge" / "m.py").write_text(code)
+    assert field_reads(tmp_path) == ["edge.m:4 bin", "edge.m:4 event_id"]

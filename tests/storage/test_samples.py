@@ -23,6 +23,7 @@ import pytest
 from edge.cli import main
 from edge.config import SamplesConfig
 from edge.storage.samples import SampleStore
+from edge.wire.payloads import Decision, Sample
 from tests.support import BACKBONE, ROOT, write_config
 from tests.support.mqtt_client import Subscriber, answered
 
@@ -63,11 +64,11 @@ def test_the_store_stays_under_its_byte_cap_over_ten_thousand_frames(tmp_path: P
     images = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(8)]
     queued = 0
     for i in range(10_000):
-        while not store.offer(decision(i), images[i % 8], [], {"name": "m"}):
+        while not store.offer(Sample(**decision(i), model={"name": "m"}), images[i % 8]):
             time.sleep(0.0005)  # the writer's queue is full: wait (the daemon would count a drop instead)
         queued += 1
         # confident decisions (not kept unless drawn at random, here never) leave the store alone
-        assert not store.offer(decision(i, confidence=0.99) | {"bin": "kitchen"}, images[0], [], {})
+        assert not store.offer(Sample(**decision(i, confidence=0.99) | {"bin": "kitchen"}), images[0])
     store.stop(timeout=60)
     counts = store.counts()
     on_disk = sum(p.stat().st_size for p in config.path.iterdir())
@@ -80,7 +81,7 @@ def test_the_store_stays_under_its_byte_cap_over_ten_thousand_frames(tmp_path: P
     assert names[-1].endswith(decision(9_999)["event_id"][:12])  # the newest stayed, the oldest went
     # a full queue is counted, never waited on
     blocked = SampleStore(SamplesConfig(path=tmp_path / "b", queue=4), "other")  # not started: nothing drains
-    results = [blocked.offer(decision(i), images[0], [], {}) for i in range(10)]
+    results = [blocked.offer(Sample(**decision(i)), images[0]) for i in range(10)]
     assert results.count(True) == 4 and blocked.dropped == 6
 
 
@@ -89,6 +90,7 @@ import sys, time, numpy as np
 from edge.cli import main
 from edge.config import SamplesConfig
 from edge.storage.samples import SampleStore
+from edge.wire.payloads import Sample
 store = SampleStore(SamplesConfig(path=sys.argv[1], min_free_bytes=0, max_bytes=5_000_000, queue=2), "other").start()
 rng = np.random.default_rng(int(sys.argv[2]))
 image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)  # ~900 kB JPEGs: writes take a while
@@ -97,7 +99,7 @@ i = 0
 while True:
     d = {"event_id": f"{sys.argv[2]}{i:07d}xxxxxxxx", "ts": time.time(), "label": "a", "label_index": 0,
          "bin": "other", "confidence": 0.2, "votes": 1, "frames": 1, "reason": "low_confidence"}
-    store.offer(d, image, [], {})
+    store.offer(Sample(**d), image)
     i += 1
 """
 
@@ -229,7 +231,10 @@ def test_counters_keep_days_apart_and_outlive_a_reopen(tmp_path: Path):
     counters = Counters(path)
     counters.add([("label", "can"), ("bin", "recyclable"), ("reason", "vote")], day="2026-01-01")
     for reason in ("vote", "vote", "low_confidence", "vote"):
-        counters.count_decision({"label": "peel", "bin": "kitchen" if reason == "vote" else "other", "reason": reason})
+        bin_name = "kitchen" if reason == "vote" else "other"
+        counters.count_decision(
+            Decision(**decision(0) | {"event_id": "a" * 32, "bin": bin_name, "reason": reason}, device_id="t")
+        )
     counters.close()
     summary = Counters(path).summary()
     assert summary["today"]["items"] == 4 and summary["total"]["items"] == 5

@@ -12,14 +12,14 @@ from pydantic import ValidationError
 
 from edge.formats.labels import BINS
 from edge.formats.variants import VARIANT_FILES
-from edge.wire import payloads
+from edge.wire import payloads, schemas
 from edge.wire.command_spec import ACTIONS, FIELDS
 from edge.wire.topics import Topic
 from tests.support import SCHEMAS
 
 
 def test_the_shipped_schemas_are_the_generated_ones():
-    generated = payloads.schemas()
+    generated = schemas.schemas()
     assert {p.name for p in SCHEMAS.glob("*.json")} == set(generated) == {t.schema for t in Topic}
     for name, schema in generated.items():
         shipped = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
@@ -39,14 +39,14 @@ def test_a_decision_built_with_its_class_is_what_its_schema_allows():
         reason="vote", device_id="bin-1",
     )  # fmt: skip
     sent = decision.dump()
-    jsonschema.validate(sent, payloads.schemas()["decision.json"])
+    jsonschema.validate(sent, schemas.schemas()["decision.json"])
     assert "frame_ids" not in sent and payloads.Decision.model_validate_json(json.dumps(sent)) == decision
     with pytest.raises(ValidationError):
         payloads.Decision(**{**sent, "bin": "compost"})
 
 
 def test_an_ack_that_says_not_ok_must_say_why():
-    schema = payloads.schemas()["actuator_ack.json"]
+    schema = schemas.schemas()["actuator_ack.json"]
     ack = {"event_id": None, "bin": None, "ok": False, "duplicate": False, "stale": False, "ts": 1.0}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(ack, schema)
