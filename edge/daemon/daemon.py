@@ -45,12 +45,13 @@ from edge.vision.decision import Decision
 from edge.web.host import WebHost
 from edge.web.page import ClassifyRequest
 from edge.wire.outputs import Hooks, Outputs
-from edge.wire.status import StatusView, cpu_temperature, metrics_payload, status_payload
+from edge.wire.status import StatusBoard, StatusView, cpu_temperature, metrics_payload, status_payload
 from edge.wire.topics import Topic
 
 log = logging.getLogger(__name__)
 
 START_FAILURES = ".start-failures"  # in the model store: failed starts in a row, for the restart back-off
+VIEW_EVERY_S = 0.25  # how often the loop posts a new status view for the page and a reconnect to read
 
 
 @dataclass
@@ -78,23 +79,25 @@ class Daemon:
         self.on_ready = on_ready
         self.background = Background()
         self.events = Events()
+        self.board = StatusBoard()
         self.commands = CommandQueue(self.events)
         self.models = Serving(config, self.notifier, self.background, self.events)
         self.camera = Camera(config)
         self.pipeline = Pipeline(
             self.models.classify, self.classifier.labels, make_presence(config), config.decision.settings()
         )
-        hooks = Hooks(self.commands.submit, self._status_message, self.models.payload, self.models.reference)
+        hooks = Hooks(self.commands.submit, self.board.status, self.models.payload, self.models.reference)
         self.outputs = Outputs(config, self.pipeline.timings, hooks)
         self.web = WebHost(
             config,
-            self.view,
+            self.board.view,
             lambda: self.camera.last_frame,
             self.outputs.page_state,
             self.commands.submit,
             self.events.classify_now,
         )
         self._metrics_due = time.monotonic() + config.mqtt.metrics_interval_s
+        self._view_due = 0.0
         self._health_reported = "ok"
 
     @property
@@ -153,8 +156,17 @@ class Daemon:
             presence=self.pipeline.presence_summary(),
         )
 
-    def _status_message(self, state: str) -> dict:
-        return status_payload(self.view(), state)
+    def post_view(self) -> StatusView:
+        """A new view for the board (the page, /healthz, a reconnect's status read it from there)."""
+        view = self.view()
+        self.board.post(view)
+        self._view_due = time.monotonic() + VIEW_EVERY_S
+        return view
+
+    def publish_status(self) -> None:
+        """The retained status, from a view made now."""
+        self.post_view()
+        self.outputs.publish_status()
 
     def summary(self, metrics: dict | None = None) -> str:
         """One line for systemd's STATUS=."""
@@ -170,7 +182,7 @@ class Daemon:
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
-        self.outputs.publish_status()
+        self.publish_status()
 
     def set_threshold(self, value: float) -> float:
         return self.pipeline.set_threshold(value)
@@ -221,6 +233,7 @@ class Daemon:
 
     def start(self) -> Daemon:
         """Connect to the broker, open the camera, serve the page, start the sample writer."""
+        self.post_view()  # the Last Will and the first status are made from it
         self.outputs.start()
         self.camera.start()
         self.web.start()
@@ -249,7 +262,7 @@ class Daemon:
                 self.outputs.publish_answer(answer_payload(event))
             elif isinstance(event, Switched):
                 self.pipeline.relabel(event.classifier.labels)
-                self.outputs.publish_status()
+                self.publish_status()
             elif isinstance(event, ModelChanged):
                 self.outputs.publish_model()
             elif isinstance(event, ClassifyNow):
@@ -317,17 +330,23 @@ class Daemon:
         health = self.health()
         if health != self._health_reported:
             self._health_reported = health
-            self.outputs.publish_status()
+            self.publish_status()
         if now >= self._metrics_due:
             self._metrics_due = now + self.config.mqtt.metrics_interval_s
-            metrics = metrics_payload(self.view())
+            metrics = metrics_payload(self.post_view())
             self.outputs.publisher.publish_json(Topic.METRICS, metrics)
             self.notifier.status(self.summary(metrics))
+        elif now >= self._view_due:
+            self.post_view()
 
     def shutdown(self) -> None:
         self.notifier.stopping()
         self.models.stopping()
         self.handle_events()  # answers still waiting go out before the broker does
+        try:
+            self.post_view()  # the offline status says how it ended
+        except Exception:  # a stop must still close the outbox
+            log.exception("no last status view")
         self.web.stop()
         self.camera.stop()
         self.outputs.stop()

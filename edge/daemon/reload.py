@@ -93,6 +93,8 @@ class Live(Protocol):
     outputs: Outputs
     web: WebHost
 
+    def publish_status(self) -> None: ...
+
 
 def apply_reload(live: Live, prepared: PreparedReload, config_path: Path) -> None:
     """On the loop: rebuild each changed section, or refuse the whole reload and keep running."""
@@ -132,5 +134,5 @@ def apply_reload(live: Live, prepared: PreparedReload, config_path: Path) -> Non
         live.outputs.publisher.read_tls_again()
     live.web.replace(web, roi)
     logging.getLogger().setLevel(new.log_level)
-    live.outputs.publish_status()
+    live.publish_status()
     log.info("reloaded from %s: %s", config_path, ", ".join(sections) or "nothing changed")

@@ -1,7 +1,8 @@
 """The narrow status view: what the bin is running and how it is doing, as one immutable snapshot.
 
-The daemon builds it; the MQTT status and metrics messages, the status page, /healthz and
-/metrics only read it. None of them sees the daemon itself.
+The daemon builds it on its loop and posts it to a ``StatusBoard``; the MQTT status (paho's thread: at
+each connect, and the Last Will) and metrics messages, the status page, /healthz and /metrics only
+read the newest one. None of them sees the daemon itself or calls into it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,26 @@ class StatusView:
     @property
     def uptime_s(self) -> float:
         return round(self.ts - self.started, 1)
+
+
+class StatusBoard:
+    """The newest ``StatusView``: posted by the loop, read from any thread (a reference swap)."""
+
+    def __init__(self) -> None:
+        self._view: StatusView | None = None
+
+    def post(self, view: StatusView) -> None:
+        self._view = view
+
+    def view(self) -> StatusView:
+        """The newest view; the loop posts one before anything can read it (the daemon's ``start``)."""
+        if self._view is None:
+            raise RuntimeError("no status view posted yet")
+        return self._view
+
+    def status(self, state: str = "online") -> dict:
+        """The retained …/status message from the newest view."""
+        return status_payload(self.view(), state)
 
 
 def status_payload(view: StatusView, state: str = "online") -> dict:
