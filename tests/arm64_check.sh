@@ -32,7 +32,10 @@ qemu_major=$(qemu-aarch64-static --version | sed -n 's/.*version \([0-9]*\)\..*/
 # was there at registration, so register again: an upgraded qemu would otherwise not be the one running.
 [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || echo -1 >/proc/sys/fs/binfmt_misc/qemu-aarch64
-update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || die "cannot register qemu-aarch64 with binfmt_misc"
+# qemu 9 and later (bookworm-backports' 10.0) register through systemd-binfmt's file, not update-binfmts.
+conf=/usr/lib/binfmt.d/qemu-aarch64.conf
+update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || { [ -f "$conf" ] && grep -v '^#' "$conf" >/proc/sys/fs/binfmt_misc/register; } ||
+  die "cannot register qemu-aarch64 with binfmt_misc"
 
 # 2. a Debian arm64 root with Python, once
 if [ ! -x "$ROOTFS/usr/bin/python3" ]; then

@@ -52,3 +52,30 @@ def test_an_ack_that_says_not_ok_must_say_why():
         jsonschema.validate(ack, schema)
     jsonschema.validate({**ack, "error": "not a JSON decision"}, schema)
     assert payloads.ActuatorAck(**ack, error="x").dump()["event_id"] is None  # a null the producer set is sent
+
+
+def test_home_assistant_reads_only_fields_the_messages_have(tmp_path):
+    """Each discovery template's ``value_json.a.b`` names a field of its state topic's payload class (the
+    schema), and inside ``counts`` (a dict) a key of what a real counters database sums up."""
+    import re
+
+    from edge.storage.counters import Counters
+    from edge.wire.homeassistant import discovery
+    from edge.wire.topics import topic_of
+
+    counters = Counters(tmp_path / "counters.sqlite")
+    sent = dict(event_id="a" * 32, ts=1.0, label="can", label_index=0, confidence=0.9, votes=5, frames=5)
+    counters.count_decision(payloads.Decision(**sent, bin="recyclable", reason="vote", device_id="b"))
+    counts = counters.summary()
+    read = 0
+    for component in discovery("smartbin/b", "b")["cmps"].values():
+        fields = schemas.schemas()[topic_of(component["state_topic"]).schema]["properties"]
+        for path in re.findall(r"value_json\.([\w.]+)", component.get("value_template", "")):
+            first, *rest = path.split(".")
+            assert first in fields, f"{component['name']}: {first} is no field of {component['state_topic']}"
+            value = counts if first == "counts" else None
+            for key in rest if value is not None else []:
+                assert key in value, f"{component['name']}: counts has no {path}"
+                value = value[key]
+            read += 1
+    assert read >= 8  # bin, label, confidence, four bins' counts, the low-confidence share, the event's two
