@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check dist constraints schemas
+.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check clean-install-check dist constraints schemas
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -87,5 +87,10 @@ field-day: $(SMALL_BUNDLE)/manifest.json
 
 # Not in CI (minutes under emulation): smartbin[edge] installed and run on aarch64 code (qemu-user,
 # a debootstrapped Debian arm64 root cached in .cache/arm64-root). Root; see tests/arm64_check.sh.
+# The README's "Flash and run it on a bin" lines, as written, in a booted debootstrapped Debian root (cached in
+# .cache/clean-root) with pip offline from $(WHEELS). Root; see tests/clean_install_check.sh.
+clean-install-check: $(SMALL_BUNDLE)/manifest.json $(WHEELS)/.done
+	bash tests/clean_install_check.sh $(SMALL_BUNDLE) $(WHEELS)
+
 arm64-check: $(SMALL_BUNDLE)/manifest.json
 	bash tests/arm64_check.sh $(SMALL_BUNDLE) "$$($(BIN)/python -c 'import matplotlib.cbook as c; print(c.get_sample_data("grace_hopper.jpg", asfileobj=False))')" $(BIN)/python

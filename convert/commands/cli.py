@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from convert.commands.cli_dataset import add_dataset_commands
+from convert.commands.cli_review import add_review_commands
 from convert.commands.cli_samples import cmd_features, cmd_samples_pull, quiet_tensorflow
 from convert.export.recipes import ONNX_RECIPES
 from convert.training.backbones import BACKBONES, DEFAULT_BACKBONE, SMALL_BACKBONE
@@ -141,6 +142,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     add_dataset_commands(sub)
     samples = sub.add_parser("samples", help="field samples from a device", description="Field samples.")
     ssub = samples.add_subparsers(dest="samples_command", metavar="ACTION", required=True)
+    add_review_commands(sub, ssub)
     p = _add(ssub, "pull", cmd_samples_pull, "a device's kept samples as a dataset to train on")
     p.add_argument(
         "source",

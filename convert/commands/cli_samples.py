@@ -86,8 +86,12 @@ def cmd_samples_pull(args: argparse.Namespace) -> int:
     new = counts["new_labels"]
     print(
         f"{counts['reviewed']} corrected sample(s) -> {args.out}, {counts['unreviewed']} unreviewed -> "
-        f"{Path(args.out) / 'unreviewed'}"
-        + (f"; new label(s) {', '.join(new)} go to bin other (edit the rules file to change that)" if new else "")
+        f"{Path(args.out) / 'unreviewed'}, {counts['not_items']} answered 'not an item' left out"
+        + (
+            f"; new label(s) {', '.join(new)}: bins from the samples folder's bins.yaml (smartbin review), else other"
+            if new
+            else ""
+        )
     )
     print(f"train with: smartbin train --data <your dataset> --data {args.out} ...")
     if args.rank_with and counts["unreviewed"]:

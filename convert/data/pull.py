@@ -25,7 +25,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge.errors import DatasetError
+from edge.formats.classbins import BINS_FILE, normalise, read_bins_file
 from edge.formats.dataset import RULES_FILE
+from edge.system.atomic import write_atomic
 from edge.wire.payloads import Sample
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,8 @@ def _write(folder: Path, items: list[tuple[Path, Sample, str]], bins: dict[str, 
 
 
 def fetch(url: str, folder: Path, user: str, password: str | None) -> Path:
-    """Download every sample the status page lists into ``folder``."""
+    """Download the samples the status page lists into ``folder``, but for those already there (with the
+    answers given to them since): several bins may be fetched into one folder, again and again."""
     headers = {}
     if password is not None:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -117,12 +120,14 @@ def fetch(url: str, folder: Path, user: str, password: str | None) -> Path:
         except (urllib.error.URLError, OSError) as exc:
             raise DatasetError(f"{url}{path}: {getattr(exc, 'reason', exc)}") from None
 
-    names = json.loads(get("/api/samples"))["samples"]
+    listing = json.loads(get("/api/samples"))
+    names = listing.get("samples", []) if isinstance(listing, dict) else []
     folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
+    new = [name for name in names if not (folder / f"{name}.json").exists()]  # kept: answers given here
+    for name in new:
         for suffix in (".jpg", ".json"):  # the JSON last, as on the device: a sample is whole once it exists
-            (folder / f"{name}{suffix}").write_bytes(get(f"/samples/{name}{suffix}"))
-    log.info("fetched %d samples from %s", len(names), url)
+            write_atomic(folder / f"{name}{suffix}", get(f"/samples/{name}{suffix}"))
+    log.info("fetched %d new sample(s) from %s (%d there already)", len(new), url, len(names) - len(new))
     return folder
 
 
@@ -135,20 +140,36 @@ def pull(source: str | Path, out: str | Path, user: str = "smartbin", password: 
         with tempfile.TemporaryDirectory(prefix="smartbin-pull-") as tmp:
             return pull(fetch(str(source), Path(tmp) / "samples", user, password), out)
     samples = read_samples(Path(source))
-    # each label's bin as the device knew it (predictions and their top-k); a new label goes to "other"
-    bins: dict[str, str] = {}
-    for _, meta in samples:
-        for entry in [meta, *meta.top_k]:
-            if entry.label and entry.bin:
-                bins.setdefault(entry.label, entry.bin)
-    reviewed = [(image, meta, meta.correction.label) for image, meta in samples if meta.correction is not None]
-    unreviewed = [(image, meta, meta.label) for image, meta in samples if meta.correction is None]
+    bins = known_bins(Path(source), [meta for _, meta in samples])
+    answered = [(image, meta, meta.correction) for image, meta in samples if meta.correction is not None]
+    reviewed = [(image, meta, c.label) for image, meta, c in answered if c.verdict == "item" and c.label]
+    not_items = sum(1 for _, _, c in answered if c.verdict == "not_item")
+    unreviewed = [
+        (image, meta, meta.label)
+        for image, meta in samples
+        if meta.correction is None or meta.correction.verdict == "unsure"
+    ]
     if reviewed:
         _write(out, reviewed, bins)
     if unreviewed:
         _write(out / UNREVIEWED, unreviewed, bins)
-    new = sorted({label for _, _, label in reviewed} - set(bins))
-    return {"reviewed": len(reviewed), "unreviewed": len(unreviewed), "new_labels": new}
+    predicted = {entry.label for _, meta in samples for entry in [meta, *meta.top_k] if entry.label}
+    new = sorted({label for _, _, label in reviewed} - predicted)
+    return {"reviewed": len(reviewed), "unreviewed": len(unreviewed), "not_items": not_items, "new_labels": new}
+
+
+def known_bins(folder: Path, metas: list[Sample]) -> dict[str, str]:
+    """Each label's bin: the folder's bins.yaml (written by `smartbin review`) first, then as the device knew
+    it (predictions and their top-k). A label none of them names goes to "other" when written."""
+    edited = read_bins_file(folder / BINS_FILE)
+    bins: dict[str, str] = {}
+    for meta in metas:
+        for entry in [meta, *meta.top_k]:
+            if entry.label and entry.bin:
+                bins.setdefault(entry.label, entry.bin)
+        if meta.correction is not None and meta.correction.label:
+            bins.setdefault(meta.correction.label, edited.get(normalise(meta.correction.label), "other"))
+    return {label: edited.get(normalise(label), bin_name) for label, bin_name in bins.items()}
 
 
 def field_summary(root: Path) -> str | None:

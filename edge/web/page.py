@@ -79,6 +79,15 @@ class WebState:
             self.top = top_k
 
 
+def same_origin_json(headers) -> bool:
+    """Whether a request that changes something comes from the server's own page: with a JSON body (a page
+    elsewhere cannot send one without a CORS preflight, which is never answered; a cross-site form sends
+    text/plain) and, where the browser names the origin, this server's own."""
+    origin = headers.get("Origin")
+    json_body = headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
+    return json_body and (origin is None or urlsplit(origin).netloc == headers.get("Host"))
+
+
 SAMPLE_FILE = re.compile(r"[0-9]{15}-[A-Za-z0-9_-]{1,12}\.(jpg|json)")  # names the sample store writes
 
 PAGE = """<!doctype html>
@@ -222,12 +231,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
 
     def _same_origin(self) -> bool:
-        """A request that changes something comes from this page only: with a JSON body (a page elsewhere
-        cannot send one here without a CORS preflight, which is never answered; a cross-site form sends
-        text/plain) and, where the browser names the origin, this server's own."""
-        origin = self.headers.get("Origin")
-        json_body = self.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
-        if json_body and (origin is None or urlsplit(origin).netloc == self.headers.get("Host")):
+        if same_origin_json(self.headers):
             return True
         self._json({"error": "refused: not a JSON request from this page's own origin"}, HTTPStatus.FORBIDDEN)
         return False

@@ -173,6 +173,7 @@ class Outputs:
         sample = payloads.Sample(
             event_id=f"flag-{frame.frame_id}-{int(frame.ts)}",
             ts=frame.ts,
+            device_id=self.config.device_id,
             **top,
             top_k=self.last_top_k,
             model=self.hooks.reference(),

@@ -120,9 +120,17 @@ class Classification(Payload):
     latency_ms: StageLatency
 
 
+Verdict = Literal["item", "not_item", "unsure"]
+
+
 class Correction(BaseModel):
-    label: str
+    """A person's answer about a sample: what the item was (``label``), or that no item was there, or that
+    they cannot tell; given on the bin (the ``correct`` command, the status page) or at `smartbin review`."""
+
+    label: str | None
     ts: float
+    verdict: Verdict = "item"
+    by: Literal["bin", "review"] = "bin"
 
 
 class Sample(BaseModel):
@@ -138,6 +146,7 @@ class Sample(BaseModel):
     votes: int | None = None
     frames: int | None = None
     reason: str | None = None
+    device_id: str | None = None
     top_k: list[TopK] = []
     model: dict[str, Any] = {}
     kept_because: list[str] = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,10 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge import __version__
 from edge.tools.localbroker import free_port
 from tests.support import ROOT, write_config
+from tests.support.browser import chromium, needs_chromium
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 def start(tmp_path: Path, bundle: Path, broker_port: int, web: dict) -> tuple[subprocess.Popen, int]:
@@ -59,34 +57,6 @@ def wait_http(port: int, timeout: float = 20) -> None:
         except OSError:
             time.sleep(0.1)
     raise AssertionError("status page did not come up")
-
-
-needs_chromium = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (installed by .ci/run)"
-)
-
-
-def chromium(tmp_path: Path):
-    """Debian's Chromium, headless, driven by its chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-        "--window-size=1200,900",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 @needs_chromium

@@ -1,0 +1,116 @@
+"""`smartbin review`: the review station's local web server (no internet, no account).
+
+It serves the page (convert/review/page.py), the samples' JPEGs and a small JSON API over a
+``ReviewStore``: the items, an answer for one or many samples (saved before the reply), and the class ->
+bin mapping. Bound to localhost unless told otherwise; anything that changes something must come from the
+page itself (JSON from its own origin), as on the bin's status page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from convert.review.page import PAGE
+from convert.review.store import ReviewStore, as_json
+from edge.errors import DatasetError
+from edge.formats.labels import BINS
+from edge.web.page import same_origin_json
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20  # an answer for a few thousand ids at most
+VERDICTS = ("item", "not_item", "unsure")
+
+
+class ReviewHandler(BaseHTTPRequestHandler):
+    store: ReviewStore  # set on the bound subclass
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, data: Any, status: int = HTTPStatus.OK) -> None:
+        self._send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/":
+                self._send(HTTPStatus.OK, PAGE.encode("utf-8"), "text/html; charset=utf-8")
+            elif path == "/api/items":
+                items = self.store.items()
+                self._json({"items": as_json(items), "classes": self.store.classes(items), "bins": list(BINS)})
+            elif path.startswith("/image/") and path.endswith(".jpg"):
+                image = self.store.image(path[len("/image/") : -len(".jpg")])
+                self._send(HTTPStatus.OK, image.read_bytes(), "image/jpeg")
+            else:
+                self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+        except DatasetError as exc:
+            self._json({"error": str(exc)}, HTTPStatus.NOT_FOUND)
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not same_origin_json(self.headers):
+            self._json({"error": "refused: not a JSON request from this page's own origin"}, HTTPStatus.FORBIDDEN)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            if not 0 < length <= MAX_BODY:
+                raise ValueError(f"the body must be 1..{MAX_BODY} bytes of JSON")
+            body = json.loads(self.rfile.read(length))
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            if self.path == "/api/answer":
+                self._json({"items": as_json(self._answer(body))})
+            elif self.path == "/api/bins":
+                self.store.set_bin(str(body.get("label", "")), str(body.get("bin", "")))
+                self._json({"classes": self.store.classes(self.store.items())})
+            else:
+                self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+        except (ValueError, DatasetError) as exc:
+            self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+
+    def _answer(self, body: dict) -> list:
+        ids, verdict, label = body.get("ids"), body.get("verdict"), body.get("label")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise ValueError("ids must be a non-empty list of sample ids")
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}")
+        if label is not None and not isinstance(label, str):
+            raise ValueError("label must be a string")
+        return self.store.answer(ids, verdict, label)
+
+
+class ReviewServer:
+    """The server, bound at construction (a taken port fails at once), serving in its own thread."""
+
+    def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 8090):
+        handler = type("BoundReviewHandler", (ReviewHandler,), {"store": ReviewStore(folder)})
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="review", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> ReviewServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
