@@ -110,7 +110,8 @@ def test_embeddings_and_the_most_novel_pulled_samples_first(run_dir: Path, datas
     novel = sorted(photos.rglob("*.png"))[:4]
     for i, image in enumerate(seen + novel):
         cv2.imwrite(str(samples / f"s{i}.jpg"), cv2.imread(str(image)))
-        (samples / f"s{i}.json").write_text(json.dumps({"label": "glass", "bin": "recyclable", "confidence": 0.5}))
+        meta = {"event_id": f"{i:032x}", "ts": 1790000000.0 + i, "label": "glass", "bin": "recyclable"}
+        (samples / f"s{i}.json").write_text(json.dumps({**meta, "confidence": 0.5}))  # as a bin writes one
     pulled = tmp_path / "pulled"
     assert main(["samples", "pull", str(samples), "--out", str(pulled), "--rank-with", str(run_dir)]) == 0
     assert "most novel first" in capsys.readouterr().out
