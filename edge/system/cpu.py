@@ -7,6 +7,8 @@ from pathlib import Path
 
 # x86 instructions that add u8 x s8 products into 32 bits with no 16-bit step (vpdpbusd, AMX tiles)
 INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+# /proc/cpuinfo flags that numpy's CPUID reading names too: one it denies means cpuinfo is not this process's CPU
+CPUID_NAMES = {"avx512_vnni": "AVX512VNNI", "avx512f": "AVX512F", "avx2": "AVX2"}
 
 
 def is_x86() -> bool:
@@ -45,12 +47,15 @@ def x86_int8_dot_product(flags: set[str] | None = None) -> bool:
     Without them ONNX Runtime's u8 x s8 kernels (vpmaddubsw) add pairs of products in 16 bits, which
     weights using all 8 bits can saturate. ONNX Runtime chooses its kernels by CPUID, and under an
     emulator (qemu-user) /proc/cpuinfo is the host's while CPUID is the emulated CPU's: both must say
-    AVX-512 VNNI when that is the only flag (numpy reads CPUID; it has no name for AVX-VNNI or AMX).
+    the same (numpy reads CPUID; it has no name for AVX-VNNI or AMX, so a flag CPUID denies, such as AVX-512
+    on an emulated Haswell, discards all of cpuinfo's int8 flags).
     """
     if flags is None:
         if not is_x86():
             return False
         flags = cpu_flags()
-        if "avx512_vnni" in flags and not _cpuid_features().get("AVX512VNNI", True):
-            flags = flags - {"avx512_vnni"}
+        cpuid = _cpuid_features()
+        masked = [name for flag, name in CPUID_NAMES.items() if flag in flags and not cpuid.get(name, True)]
+        if masked:  # /proc/cpuinfo is another CPU's (an emulator's host): none of its int8 flags is ours
+            flags = flags - INT8_DOT_FLAGS
     return bool(flags & INT8_DOT_FLAGS)
