@@ -4,22 +4,13 @@ it, label it and map its classes to bins on a local page (convert/review/)."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import threading
 from pathlib import Path
 
+from convert.commands.cli_samples import password_from
 from edge.cli import add_command
 from edge.errors import SmartbinError
-
-
-def _password(env: str | None) -> str | None:
-    if env is None:
-        return None
-    password = os.environ.get(env)
-    if password is None:
-        raise SmartbinError(f"--password-env: the environment variable {env} is not set")
-    return password
 
 
 def cmd_samples_fetch(args: argparse.Namespace) -> int:
@@ -27,7 +18,7 @@ def cmd_samples_fetch(args: argparse.Namespace) -> int:
 
     folder = Path(args.out)
     before = len(list(folder.glob("*.json"))) if folder.is_dir() else 0
-    fetch(args.source, folder, args.user, _password(args.password_env))
+    fetch(args.source, folder, args.user, password_from(args.password_env))
     after = len(list(folder.glob("*.json")))
     print(f"{after - before} new sample(s) from {args.source} in {folder} ({after} in all)")
     print(f"look at them with: smartbin review {folder}")

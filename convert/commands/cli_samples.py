@@ -74,15 +74,20 @@ def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
         print(f"  {row['image']}  {row['distance']:.3f}  (the model said {row['label']})")
 
 
+def password_from(env: str | None) -> str | None:
+    """The status page's password from the variable ``--password-env`` names (None without the option)."""
+    if env is None:
+        return None
+    password = os.environ.get(env)
+    if password is None:
+        raise SmartbinError(f"--password-env: the environment variable {env} is not set")
+    return password
+
+
 def cmd_samples_pull(args: argparse.Namespace) -> int:
     from convert.data.pull import pull
 
-    password = None
-    if args.password_env:
-        password = os.environ.get(args.password_env)
-        if password is None:
-            raise SmartbinError(f"--password-env: the environment variable {args.password_env} is not set")
-    counts = pull(args.source, args.out, args.user, password)
+    counts = pull(args.source, args.out, args.user, password_from(args.password_env))
     new = counts["new_labels"]
     print(
         f"{counts['reviewed']} corrected sample(s) -> {args.out}, {counts['unreviewed']} unreviewed -> "

@@ -12,15 +12,14 @@ import json
 import logging
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 from convert.review.page import PAGE
 from convert.review.store import ReviewStore, as_json
 from edge.errors import DatasetError
 from edge.formats.labels import BINS
-from edge.web.page import same_origin_json
+from edge.web.page import JsonHandler, same_origin_json
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +27,11 @@ MAX_BODY = 1 << 20  # an answer for a few thousand ids at most
 VERDICTS = ("item", "not_item", "unsure")
 
 
-class ReviewHandler(BaseHTTPRequestHandler):
+class ReviewHandler(JsonHandler):
     store: ReviewStore  # set on the bound subclass
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, data: Any, status: int = HTTPStatus.OK) -> None:
-        self._send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json")
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         path = self.path.split("?", 1)[0]
