@@ -48,6 +48,9 @@ cp -r "$BUNDLE" "$RUN/root/smartbin/models/r1"
 cp "$WHEELS"/*.whl "$RUN/srv/wheels/"
 printf '[global]\nno-index = true\nfind-links = /srv/wheels\n' >"$RUN/etc/pip.conf"
 echo "$NAME" >"$RUN/etc/hostname"
+# debootstrap writes no /etc/hosts; Debian's installer (and Pi OS, and every cloud image) does, and without
+# it neither sudo nor the broker's "localhost" resolves
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$NAME" >"$RUN/etc/hosts"
 rm -f "$RUN/etc/machine-id"
 
 # 3. boot it
@@ -71,7 +74,14 @@ inside() {
   nsenter -t "$leader" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
     LANG=C.UTF-8 /bin/sh -c "$1"
 }
-state=$(inside "systemctl is-system-running --wait" || true)
+# PID 1 answers on its bus only once it is up: until then systemctl says "Failed to connect to bus"
+state=""
+for _ in $(seq 120); do
+  state=$(inside "systemctl is-system-running --wait" 2>/dev/null || true)
+  [ -z "$state" ] || break
+  sleep 0.5
+done
+case "$state" in running | degraded) ;; *) die "the container's systemd is '$state', not running" ;; esac
 echo "booted: $(inside '. /etc/os-release; echo $PRETTY_NAME'), systemd $state, $(inside 'python3 --version')"
 
 # 4. the README's lines, as written (sudoedit opens an editor: the defaults already name this root's broker)
