@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check clean-install-check dist constraints schemas
+.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check clean-install-check jetson-check dist constraints schemas
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -85,12 +85,22 @@ FIELD_SCALE ?= 1
 field-day: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/scenarios/field_day.py --bundle $(SMALL_BUNDLE) --scale $(FIELD_SCALE)
 
-# Not in CI (minutes under emulation): smartbin[edge] installed and run on aarch64 code (qemu-user,
-# a debootstrapped Debian arm64 root cached in .cache/arm64-root). Root; see tests/arm64_check.sh.
 # The README's "Flash and run it on a bin" lines, as written, in a booted debootstrapped Debian root (cached in
 # .cache/clean-root) with pip offline from $(WHEELS). Root; see tests/clean_install_check.sh.
 clean-install-check: $(SMALL_BUNDLE)/manifest.json $(WHEELS)/.done
 	bash tests/clean_install_check.sh $(SMALL_BUNDLE) $(WHEELS)
 
+# Not in CI (minutes under emulation): smartbin[edge] installed and run on aarch64 code (qemu-user,
+# a debootstrapped Debian arm64 root cached in .cache/arm64-root). Root; see tests/arm64_check.sh.
 arm64-check: $(SMALL_BUNDLE)/manifest.json
 	bash tests/arm64_check.sh $(SMALL_BUNDLE) "$$($(BIN)/python -c 'import matplotlib.cbook as c; print(c.get_sample_data("grace_hopper.jpg", asfileobj=False))')" $(BIN)/python
+
+# Not in CI (installs from pip's index): constraints/jetson.txt in a Python 3.10 venv as JetPack 6 has it
+# (numpy 1.x, OpenCV from outside smartbin), predicting as this venv does with LiteRT and ONNX Runtime.
+JETSON_BUNDLE := soak-output/bundle-onnx
+PYTHON310 ?= python3.10
+$(JETSON_BUNDLE)/manifest.json: $(SMALL_BUNDLE)/manifest.json
+	$(BIN)/smartbin convert soak-output/run --out $(JETSON_BUNDLE) --variants int8 --onnx --onnx-target arm64
+
+jetson-check: $(JETSON_BUNDLE)/manifest.json
+	bash tests/jetson_check.sh $(JETSON_BUNDLE) "$$($(BIN)/python -c 'import matplotlib.cbook as c; print(c.get_sample_data("grace_hopper.jpg", asfileobj=False))')" $(BIN)/python $(PYTHON310)

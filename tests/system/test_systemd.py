@@ -146,7 +146,9 @@ def test_install_paths_per_board():
     x86 = install("--dry-run", "--board", "x86-dev").stdout
     assert "python3 -m venv /opt/smartbin/venv" in x86 and "picamera2" not in x86
     pinned = ROOT / "constraints" / f"{platform.machine()}.txt"  # what constraints/refresh.sh wrote for it
-    assert f"-c {pinned} " in x86 and "constraints/" not in jetson  # a Jetson keeps numpy 1.x: not pinned yet
+    assert f"-c {pinned} " in x86 and f"-c {pinned} " not in jetson
+    # a Jetson keeps numpy 1.x for JetPack's OpenCV: its own pins (tests/jetson_check.sh installs and runs them)
+    assert f"-c {ROOT / 'constraints' / 'jetson.txt'} " in jetson
     # the CSI camera's /tmp/argus_socket stays in reach on a Jetson only (tests/system/test_real_systemd.py runs it)
     assert "10-jetson-camera.conf" in jetson and "10-jetson-camera.conf" not in x86
 
