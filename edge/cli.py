@@ -1,5 +1,5 @@
 """The `smartbin` console command. Its own subcommands are the device's: run, config, actuator, fleet-sim,
-bundle, bench.
+fleet, bundle, bench.
 
 Other packages add theirs through the ``smartbin.commands`` entry-point group (the workstation's
 dataset, train, convert, ... register from convert/commands/cli.py), so nothing here imports `convert` or
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge import __version__
 from edge.errors import ConfigError, NoPermission, SmartbinError
+from edge.fleet.cli import add_fleet_commands
 from edge.system import journal
 
 log = logging.getLogger("smartbin")
@@ -68,25 +69,6 @@ def cmd_actuator(args: argparse.Namespace) -> int:
     from edge.actuator.actuator import run_actuator
 
     return _service(run_actuator, args.config)
-
-
-def cmd_fleet_sim(args: argparse.Namespace) -> int:
-    from edge.tools.fleetsim import format_report, run_fleet
-    from edge.tools.localbroker import LocalBroker
-
-    broker = None
-    if args.broker:
-        host, port = args.broker.rsplit(":", 1)
-    else:
-        broker = LocalBroker(persistence=False).start()
-        host, port = "127.0.0.1", broker.port
-    try:
-        report = run_fleet(args.bins, args.duration, host, int(port), args.rate)
-    finally:
-        if broker:
-            broker.close()
-    print(format_report(report))
-    return 0 if report["lost"] == 0 else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -199,14 +181,6 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     p = add_command(sub, "actuator", cmd_actuator, "drive the bin's servo or flaps from decisions (gpiozero)")
     p.add_argument("--config", required=True, help="the same YAML file as `smartbin run`")
 
-    p = add_command(
-        sub, "fleet-sim", cmd_fleet_sim, "N simulated bins against one broker: rate, latency, lost messages"
-    )
-    p.add_argument("--bins", type=int, default=50)
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of decisions")
-    p.add_argument("--rate", type=float, default=0.5, help="decisions per second per bin")
-    p.add_argument("--broker", help="HOST:PORT (default: start a local mosquitto)")
-
     bundle = sub.add_parser("bundle", help="package a bundle", description="Package a bundle for devices.")
     bsub = bundle.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
     p = add_command(bsub, "pack", cmd_bundle_pack, "one .tar (manifest first) for update_model; prints its sha256")
@@ -230,6 +204,8 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     where.add_argument("--store", help="the model store folder itself (e.g. /var/lib/smartbin/models)")
     p = add_command(bsub, "keygen", cmd_bundle_keygen, "a new Ed25519 key pair for signing bundles")
     p.add_argument("--out", required=True, help="private key file to write (PEM, mode 0600)")
+
+    add_fleet_commands(sub)
 
     p = add_command(sub, "bench", cmd_bench, "latency benchmark (same as python edge/bench.py; --help for its options)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of edge/bench.py")

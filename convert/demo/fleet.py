@@ -9,14 +9,11 @@ sorting. Then v3 arrives, and the daemon dies inside v3's health window: it come
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from rich.console import Console
 
 from edge.cli import main as smartbin
 from edge.config import load_config
+from edge.fleet.serve import serve
 from edge.formats.archive import pack
 from edge.wire.topics import Topic, all_of, topic_of, under
 
@@ -86,18 +84,6 @@ class Watcher:
         self.client.loop_stop()
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
-        pass
-
-
-def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """A static file server on loopback (any HTTP server or S3-compatible store does on a real fleet)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
 def retrain(
     out: Path, data: Path, samples: Path, weights: Path, img_size: int, backbone: str, console: Console
 ) -> Path | None:
@@ -128,7 +114,8 @@ def run_loop(out: Path, config_path: Path, port: int, v2: Path, console: Console
     manifest.update(name="demo-v3", created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 60)))
     (v3 / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     digests = {name: pack(bundle, www / f"{name}.tar") for name, bundle in (("v2", v2), ("v3", v3))}
-    server, base = serve(www)
+    server, port = serve(www)
+    base = f"http://127.0.0.1:{port}"
     watcher = Watcher(port, load_config(config_path).topic_base, console)
     log = (out / "daemon-loop.log").open("a")  # the daemon's own log, kept for a look
     daemon = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config_path)], cwd=ROOT, stderr=log)

@@ -1,0 +1,261 @@
+"""A staged rollout: a new bundle to a few bins first, judged against the rest, then to the others.
+
+Each stage sends ``update_model`` to its bins and waits for each to switch (a bin refuses a bundle that fails
+its own checks, and keeps its model). Then it watches them for ``Rule.watch_s``, and at least
+``Rule.min_frames`` classified frames on each side, against the bins still on the old model: the stage fails
+when a bin goes offline, rolls back by itself (its health window), turns unhealthy, or is less sure than the
+others by more than the rule allows (mean confidence of its frames; share of its items too unsure to sort).
+A failure stops the rollout and puts every bin it updated back on the model it had (``reload_model`` with
+the store folder the bin's retained ``…/model`` named before). The last stage, with no bins left to compare
+against, is watched for health alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from edge.errors import SmartbinError
+from edge.fleet.view import BinView, Figures, FleetView
+from edge.wire.payloads import Command
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Rule:
+    """When a stage passes: how long it is watched, on how much, and how much less sure it may be."""
+
+    watch_s: float = 300.0
+    min_frames: int = 100
+    max_confidence_drop: float = 0.10
+    max_unsure_rise: float = 0.20
+    update_timeout_s: float = 600.0
+
+
+@dataclass
+class Release:
+    """The bundle archive as the bins fetch it (`smartbin bundle pack`)."""
+
+    url: str
+    sha256: str | None
+
+
+@dataclass
+class StageReport:
+    bins: list[str]
+    passed: bool = False
+    reason: str | None = None
+    watched_s: float = 0.0
+    new: Figures | None = None
+    old: Figures | None = None
+
+
+@dataclass
+class RolloutReport:
+    url: str
+    fleet: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    stages: list[StageReport] = field(default_factory=list)
+    completed: bool = False
+    reason: str | None = None
+    rolled_back: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_stages(spec: str) -> list[str]:
+    """``1,25%`` -> ['1', '25%']: each a bin count or a share of the fleet, reached cumulatively."""
+    stages = [part.strip() for part in spec.split(",") if part.strip()]
+    for stage in stages:
+        number = stage[:-1] if stage.endswith("%") else stage
+        if not number.replace(".", "", 1).isdigit() or float(number) <= 0:
+            raise SmartbinError(f"--stages: {stage!r} is not a bin count or a share like 25% (e.g. --stages 1,25%)")
+    return stages
+
+
+def stage_groups(fleet: list[str], stages: list[str], canaries: list[str] | None = None) -> list[list[str]]:
+    """The bins of each stage, in order, the last stage taking every bin left. Named ``canaries`` are the
+    first stage, in place of the first of ``stages``."""
+    order = [*(canaries or []), *(d for d in fleet if d not in (canaries or []))]
+    groups, done = [], 0
+    if canaries:
+        groups, done, stages = [list(canaries)], len(canaries), stages[1:]
+    for stage in stages:
+        target = math.ceil(len(fleet) * float(stage[:-1]) / 100) if stage.endswith("%") else int(float(stage))
+        target = min(max(target, done + 1), len(fleet))
+        if target > done:
+            groups.append(order[done:target])
+            done = target
+    if done < len(fleet):
+        groups.append(order[done:])
+    return groups
+
+
+class Rollout:
+    """Carries one release through a fleet's stages; ``say`` hears every step, in a sentence."""
+
+    def __init__(self, view: FleetView, release: Release, rule: Rule, say: Callable[[str], None] = log.info):
+        self.view, self.release, self.rule, self.say = view, release, rule, say
+        self.token = f"{int(time.time() * 1000):x}"
+        self.before: dict[str, str] = {}  # device -> the store folder it served before this rollout
+        self.switched: dict[str, str] = {}  # device -> the folder it switched to
+
+    def choose(self, only: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+        """The bins to update, healthy ones first (the first stage's canaries come from the front), and those
+        left out with the reason."""
+        fleet, skipped = [], {}
+        for device_id, view in sorted(self.view.snapshot().items()):
+            if only is not None and device_id not in only:
+                continue
+            if not view.online or view.model is None:
+                skipped[device_id] = "offline" if not view.online else "has not said which model it serves"
+            elif self.release.sha256 and view.model.sha256 == self.release.sha256:
+                skipped[device_id] = "serves this release already"
+            else:
+                fleet.append(device_id)
+                self.before[device_id] = view.model.folder
+        missing = sorted(set(only or []) - set(fleet) - set(skipped))
+        skipped.update({device_id: "not heard of on the broker" for device_id in missing})
+        healthy = self.view.snapshot()
+        fleet.sort(key=lambda d: (healthy[d].status is None or healthy[d].status.health != "ok", d))
+        return fleet, skipped
+
+    def run(self, groups: list[list[str]], report: RolloutReport) -> RolloutReport:
+        """Every stage in turn; the report says how far it went and why it stopped."""
+        updated: list[str] = []
+        for number, group in enumerate(groups, 1):
+            stage = StageReport(bins=group)
+            report.stages.append(stage)
+            others = [d for g in groups[number:] for d in g]
+            self.say(f"stage {number}/{len(groups)}: {', '.join(group)}")
+            stage.reason = self.update(group)
+            updated += [d for d in group if d in self.switched]
+            if stage.reason is None:
+                stage.reason = self.watch(group, others, stage)
+            if stage.reason is not None:
+                report.reason = f"stage {number} failed: {stage.reason}"
+                self.say(f"{report.reason}; putting {', '.join(updated) or 'no bin'} back")
+                report.rolled_back = self.roll_back(updated)
+                return report
+            stage.passed = True
+            self.say(f"stage {number} passed ({stage.watched_s:.0f} s watched)")
+        report.completed = True
+        return report
+
+    # ------------------------------------------------------------------ a stage's steps
+    def update(self, group: list[str]) -> str | None:
+        """``update_model`` to each bin of the group; None once all have switched, else why not."""
+        ids = {d: f"rollout-{self.token}-{d}" for d in group}
+        for device_id, command_id in ids.items():
+            command = Command(id=command_id, action="update_model", url=self.release.url, sha256=self.release.sha256)
+            self.view.command(device_id, json.dumps(command.dump()))
+        finals = self.finals(ids, self.rule.update_timeout_s, lambda a: not a.ok or bool((a.result or {}).get("done")))
+        failures = []
+        for device_id, answer in finals.items():
+            if answer is None:
+                failures.append(f"{device_id} did not finish the update in {self.rule.update_timeout_s:.0f} s")
+            elif not answer.ok:
+                failures.append(f"{device_id}: {answer.error}")
+            else:
+                self.switched[device_id] = str((answer.result or {}).get("model"))
+                self.say(f"  {device_id} switched to {self.switched[device_id]}")
+        return "; ".join(failures) or None
+
+    def watch(self, group: list[str], others: list[str], stage: StageReport) -> str | None:
+        """Watch the group beside the others; None when it passes the rule."""
+        rule, start = self.rule, time.monotonic()
+        health = {d: view.status.health for d, view in self.view.snapshot().items() if view.status is not None}
+        limit = rule.watch_s * 3 + 60  # beyond this with too little to judge by, the stage fails
+        while True:
+            time.sleep(0.25)
+            stage.watched_s = time.monotonic() - start
+            trouble = self.trouble(group, health)
+            if trouble:
+                return trouble
+            stage.new = self.view.figures(group, start)
+            stage.old = self.view.figures(others, start) if others else None
+            enough = not others or min(stage.new.frames, stage.old.frames) >= rule.min_frames
+            if stage.watched_s >= rule.watch_s and enough:
+                break
+            if stage.watched_s >= limit:
+                return (
+                    f"too little to judge by in {limit:.0f} s (fewer than {rule.min_frames} classified frames a side)"
+                )
+        self.say(f"  new model: {stage.new.line()}")
+        if stage.old is None:
+            return None
+        self.say(f"  old model: {stage.old.line()}")
+        return judge(stage.new, stage.old, rule)
+
+    def trouble(self, group: list[str], health_before: dict[str, str]) -> str | None:
+        """A bin of the group offline, back on another model by itself, or less healthy than before."""
+        views = self.view.snapshot()
+        for device_id in group:
+            view: BinView = views[device_id]
+            if not view.online:
+                return f"{device_id} went offline"
+            if view.model is not None and view.model.folder != self.switched.get(device_id):
+                change = view.model.last_change
+                why = f": {change.reason}" if change and change.reason else ""
+                return f"{device_id} left the new model by itself (now {view.model.folder}){why}"
+            health = view.status.health if view.status else None
+            if health != "ok" and health_before.get(device_id) == "ok":
+                return f"{device_id} reports {health} since the update"
+        return None
+
+    def roll_back(self, bins: list[str]) -> dict[str, str]:
+        """Each bin back on the folder it served before (one the bin left by itself is left as it is)."""
+        views, ids = self.view.snapshot(), {}
+        outcome = {}
+        for device_id in bins:
+            view = views.get(device_id)
+            if view is not None and view.model is not None and view.model.folder == self.before[device_id]:
+                outcome[device_id] = f"back on {self.before[device_id]} by itself"
+                continue
+            ids[device_id] = f"rollout-{self.token}-back-{device_id}"
+            command = Command(id=ids[device_id], action="reload_model", bundle=self.before[device_id])
+            self.view.command(device_id, json.dumps(command.dump()))
+        for device_id, answer in self.finals(ids, self.rule.update_timeout_s, lambda a: True).items():
+            if answer is None:
+                outcome[device_id] = "no answer to reload_model"
+            else:
+                outcome[device_id] = f"back on {self.before[device_id]}" if answer.ok else f"refused: {answer.error}"
+        for device_id, what in sorted(outcome.items()):
+            self.say(f"  {device_id}: {what}")
+        return outcome
+
+    def finals(self, ids: dict[str, str], timeout: float, final: Callable) -> dict:
+        """Each bin's final answer to its command (None: none in time)."""
+        deadline, found = time.monotonic() + timeout, {}
+        while len(found) < len(ids) and time.monotonic() < deadline:
+            for device_id, command_id in ids.items():
+                answers = [a for a in self.view.answers(device_id, command_id) if final(a)]
+                if answers and device_id not in found:
+                    found[device_id] = answers[-1]
+            time.sleep(0.1)
+        return {device_id: found.get(device_id) for device_id in ids}
+
+
+def judge(new: Figures, old: Figures, rule: Rule) -> str | None:
+    """None when the new model's bins are as sure as the old ones' within the rule, else why not."""
+    if new.mean_confidence is not None and old.mean_confidence is not None:
+        drop = old.mean_confidence - new.mean_confidence
+        if drop > rule.max_confidence_drop:
+            return (
+                f"mean confidence {new.mean_confidence:.3f} on the new model against {old.mean_confidence:.3f} on the "
+                f"old (down {drop:.3f}, the rule allows {rule.max_confidence_drop:.3f})"
+            )
+    if new.low_confidence_share is not None and old.low_confidence_share is not None:
+        rise = new.low_confidence_share - old.low_confidence_share
+        if rise > rule.max_unsure_rise:
+            return (
+                f"{new.low_confidence_share:.0%} of items too unsure to sort on the new model against "
+                f"{old.low_confidence_share:.0%} on the old (the rule allows {rule.max_unsure_rise:.0%} more)"
+            )
+    return None

@@ -1,0 +1,155 @@
+"""`smartbin fleet rollout` against real daemons on a real broker, run as a user runs it.
+
+Three bins (the daemon as a subprocess each, a looping clip as camera) serve v1. A good v2 goes first to one
+canary, which is watched against the two others, then to the rest. Then v3, a model that passes every check a
+bin makes (its files, its acceptance set: the same top-1) but is far less sure of what it sees, as a retrained
+model that lost its calibration is: it reaches its named canary, fails the comparison, and the canary is put
+back on v2 while the two others never receive it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.fleet.rollout import Rule, judge, stage_groups
+from edge.fleet.view import Figures
+from tests.support import ROOT, poll, write_config
+from tests.support.mqtt_client import Subscriber
+
+pytestmark = pytest.mark.slow
+BINS = ("bin-a", "bin-b", "bin-c")
+SMARTBIN = Path(sys.executable).with_name("smartbin")
+WATCH = ["--watch", "3", "--min-frames", "20"]
+
+
+def bundle_copy(source: Path, dest: Path, name: str, created: str) -> Path:
+    """The bundle's int8 variant under another name and creation time (a bin refuses an older bundle)."""
+    dest.mkdir(parents=True)
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest.update(name=name, created=created, variants={"int8": manifest["variants"]["int8"]}, probes={})
+    for file in ("int8.tflite", "acceptance.npz"):
+        shutil.copy(source / file, dest / file)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def unsure_bundle(tmp_path_factory, run_dir: Path, bundle_dir: Path) -> Path:
+    """The run's model with its last layer's logits divided by 6: the same top-1 everywhere, much less sure."""
+    from convert.training.model import load_model
+    from edge.cli import main
+
+    tmp = tmp_path_factory.mktemp("unsure")
+    run = Path(shutil.copytree(run_dir, tmp / "run"))
+    model = load_model(run / "model.keras")
+    last = model.layers[-1]  # the softmax head
+    assert last.get_config()["activation"] == "softmax"
+    last.set_weights([w / 6 for w in last.get_weights()])
+    model.save(run / "model.keras")
+    out = tmp / "bundle"
+    convert = ["convert", str(run), "--out", str(out), "--variants", "int8", "--no-probes", "--calib-samples", "50"]
+    assert main([*convert, "--allow-accuracy-drop"]) == 0
+    return bundle_copy(out, tmp / "v3", "fleet-v3", "2026-09-01T00:00:00+00:00")
+
+
+@pytest.fixture()
+def fleet(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
+    """Three daemons on v1, each with its own store, outbox and log; all online with their model retained."""
+    clip, _ = clip_factory(items=4, seed=11)
+    v1 = bundle_copy(bundle_dir, tmp_path / "v1", "fleet-v1", "2026-01-01T00:00:00+00:00")
+    processes, logs = [], []
+    for device_id in BINS:
+        folder = tmp_path / device_id
+        folder.mkdir()
+        config = write_config(
+            folder / "config.yaml", v1, f"file://{clip}?loop=1&realtime=1", broker.port, device_id=device_id
+        )
+        logs.append((folder / "daemon.log").open("w"))
+        command = [sys.executable, "-m", "edge", "--config", str(config)]
+        processes.append(subprocess.Popen(command, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT))
+    sub = Subscriber(broker.port, "smartbin/#")
+    models = lambda: {m.topic.split("/")[1] for m in sub.on("model")}  # noqa: E731
+    assert poll(lambda: models() >= set(BINS), 60), f"not every bin came up: {models()}"
+    yield sub
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process, log in zip(processes, logs):
+        process.wait(30)
+        log.close()
+    sub.client.disconnect()
+
+
+def rollout(broker, tmp_path: Path, bundle: Path, *options: str) -> tuple[int, dict, str]:
+    report = tmp_path / f"{bundle.name}-report.json"
+    command = [str(SMARTBIN), "fleet", "rollout", str(bundle), "--broker", f"127.0.0.1:{broker.port}"]
+    command += ["--serve", "127.0.0.1:0", "--json", str(report), *WATCH, *options]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return done.returncode, json.loads(report.read_text()) if report.exists() else {}, done.stdout + done.stderr
+
+
+def serving(sub: Subscriber) -> dict[str, str]:
+    """Each bin's model folder, as its last retained …/model says."""
+    return {m.topic.split("/")[1]: m.json()["folder"] for m in sub.on("model")}
+
+
+def updates_sent(sub: Subscriber, url_part: str) -> dict[str, float]:
+    """When each bin was sent update_model for an archive (arrival at this subscriber)."""
+    return {
+        m.topic.split("/")[1]: m.at
+        for m in sub.on("command")
+        if m.json().get("action") == "update_model" and url_part in m.json().get("url", "")
+    }
+
+
+def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_canary(
+    tmp_path, fleet, broker, bundle_dir, unsure_bundle
+):
+    sub = fleet
+    v2 = bundle_copy(bundle_dir, tmp_path / "v2", "fleet-v2", "2026-06-01T00:00:00+00:00")
+
+    code, report, output = rollout(broker, tmp_path, v2, "--stages", "1")
+    assert code == 0, output
+    assert report["completed"] and [s["bins"] for s in report["stages"]] == [["bin-a"], ["bin-b", "bin-c"]]
+    first = report["stages"][0]
+    assert first["passed"] and first["watched_s"] >= 3 and first["new"]["frames"] >= 20 and first["old"]["frames"] >= 20
+    v2_folders = poll(lambda: set(serving(sub).values()) if len(set(serving(sub).values())) == 1 else None, 30)
+    assert v2_folders and next(iter(v2_folders)).startswith("fleet-v2"), serving(sub)
+    # in stages: the others were sent the update only after the canary had switched and been watched
+    sent = updates_sent(sub, "v2")
+    canary_switched = min(
+        m.at for m in sub.on("command/result") if m.topic.split("/")[1] == "bin-a" and m.json()["result"].get("done")
+    )
+    assert set(sent) == set(BINS) and min(sent["bin-b"], sent["bin-c"]) >= canary_switched + 3
+
+    code, report, output = rollout(broker, tmp_path, unsure_bundle, "--canaries", "bin-b")
+    assert code == 1, output
+    assert not report["completed"] and len(report["stages"]) == 1 and report["stages"][0]["bins"] == ["bin-b"]
+    assert "mean confidence" in report["stages"][0]["reason"], report
+    new, old = report["stages"][0]["new"], report["stages"][0]["old"]
+    assert old["mean_confidence"] - new["mean_confidence"] > 0.10
+    assert report["rolled_back"] == {"bin-b": f"back on {next(iter(v2_folders))}"}
+    assert set(updates_sent(sub, "v3")) == {"bin-b"}  # the others never saw it
+    assert poll(lambda: serving(sub)["bin-b"] == next(iter(v2_folders)), 30), serving(sub)
+    assert set(serving(sub).values()) == v2_folders
+
+
+def test_stages_and_the_rule():
+    """Which bins each stage takes, and when a stage's figures fail the rule."""
+    fleet = [f"b{i}" for i in range(10)]
+    assert stage_groups(fleet, ["1"]) == [["b0"], fleet[1:]]
+    assert stage_groups(fleet, ["1", "50%"]) == [["b0"], fleet[1:5], fleet[5:]]
+    assert stage_groups(fleet, ["1"], ["b7"]) == [["b7"], ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b8", "b9"]]
+    assert stage_groups(["b0"], ["1"]) == [["b0"]]  # one bin: one stage, watched for health alone
+    rule = Rule(max_confidence_drop=0.1, max_unsure_rise=0.2)
+    sure, less = Figures(100, 0.9, 10, 0.1), Figures(100, 0.75, 10, 0.1)
+    assert judge(sure, sure, rule) is None and judge(Figures(100, 0.85, 10, 0.25), sure, rule) is None
+    assert "mean confidence" in judge(less, sure, rule)
+    assert "too unsure" in judge(Figures(100, 0.9, 10, 0.4), sure, rule)
+    assert judge(Figures(0, None, 0, None), sure, rule) is None  # nothing seen: the watch's own limit decides
