@@ -26,10 +26,29 @@ def cmd_samples_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from convert.review.server import ReviewServer
+    import shlex
 
+    from convert.review.server import ReviewServer
+    from convert.review.training import Trainer, TrainingSetup
+
+    trainer = None
+    wanted = {"--train-data": args.train_data, "--holdout": args.holdout, "--serving": args.serving}
+    if any(wanted.values()):
+        missing = [name for name, value in wanted.items() if not value]
+        if missing:
+            raise SmartbinError(f"to train from the page, review also needs {' and '.join(missing)}")
+        setup = TrainingSetup(
+            samples=Path(args.folder),
+            data=[Path(d) for d in args.train_data],
+            holdout=Path(args.holdout),
+            serving=Path(args.serving),
+            work=Path(args.work or Path(args.folder) / "training"),
+            train_args=shlex.split(args.train_args or ""),
+            convert_args=shlex.split(args.convert_args or ""),
+        )
+        trainer = Trainer(setup)
     try:
-        server = ReviewServer(Path(args.folder), args.host, args.port).start()
+        server = ReviewServer(Path(args.folder), args.host, args.port, trainer).start()
     except OSError as exc:
         raise SmartbinError(f"review: cannot listen on {args.host}:{args.port}: {exc}") from exc
     stop = threading.Event()
@@ -53,3 +72,9 @@ def add_review_commands(sub: argparse._SubParsersAction, samples: argparse._SubP
     p.add_argument("folder", help="a folder of samples (smartbin samples fetch, or a copy of a bin's samples)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: other machines too)")
     p.add_argument("--port", type=int, default=8090, help="port to serve on (0: any free one)")
+    p.add_argument("--train-data", action="append", help="to train from the page: the dataset the bins' model had")
+    p.add_argument("--holdout", help="to train from the page: images neither model trained on (dataset split)")
+    p.add_argument("--serving", help="to train from the page: the bundle the bins run now, to compare against")
+    p.add_argument("--work", help="where training jobs go (default: FOLDER/training)")
+    p.add_argument("--train-args", help='more options of smartbin train, e.g. "--epochs 12 --img-size 224"')
+    p.add_argument("--convert-args", help='more options of smartbin convert, e.g. "--calib-samples 200"')

@@ -6,6 +6,9 @@ Keys: arrows (or h j k l) move; space selects; shift+arrows select while moving;
 Esc clears; 1 2 3 answer with the model's first, second or third guess (its decision, then the top-k);
 n "not an item"; u "unsure"; / types a label (Enter answers with it). An answer goes to the selection, or
 to the item in focus.
+
+Beside the class table, "train on the answers" starts a training job (convert/review/training.py) and shows
+its step and epoch, then the new model against the bins' on the same hold-out, and its training report.
 """
 
 PAGE = """<!doctype html>
@@ -24,7 +27,11 @@ main{display:flex;gap:1rem;padding:1rem} #grid{display:flex;flex-wrap:wrap;gap:.
 .bin-other{color:#555}.bin-kitchen{color:#2a7}.bin-recyclable{color:#27c}.bin-hazardous{color:#c22}
 aside{width:260px} aside table{border-collapse:collapse;font-size:.85rem;background:#fff}
 aside td{padding:.15rem .4rem;border-bottom:1px solid #eee} #status{margin-left:1rem;color:#27c}
-#status.error{color:#c22} kbd{border:1px solid #aaa;border-radius:3px;padding:0 .25rem;font-size:.8rem}
+#status.error{color:#c22} #train-bar{height:8px;background:#ddd;border-radius:4px;margin:.4rem 0}
+#train-bar div{height:100%;width:0;background:#27c;border-radius:4px} #compare td,#compare th{padding:.15rem .4rem}
+#compare{font-size:.85rem;background:#fff;border-collapse:collapse} .better{color:#2a7}.worse{color:#c22}
+code{font-size:.75rem;word-break:break-all}
+kbd{border:1px solid #aaa;border-radius:3px;padding:0 .25rem;font-size:.8rem}
 </style></head><body>
 <header>
  <label>sort <select id="sort"><option value="worth">worth a look</option><option value="newest">newest</option>
@@ -44,7 +51,9 @@ aside td{padding:.15rem .4rem;border-bottom:1px solid #eee} #status{margin-left:
   <kbd>1</kbd><kbd>2</kbd><kbd>3</kbd> the model's guess <kbd>n</kbd> not an item <kbd>u</kbd> unsure</div>
 </header>
 <main><div id="grid"></div>
-<aside><h3>Class → bin</h3><table id="classes"></table></aside></main>
+<aside><h3>Class → bin</h3><table id="classes"></table>
+<h3>Train</h3><button id="train-start">train on the answers</button><div id="train-state"></div>
+<div id="train-bar"><div></div></div><table id="compare"></table><div id="train-links"></div></aside></main>
 <script>
 let items=[], classes={}, bins=[], shown=[], focus=0, selected=new Set();
 const $=id=>document.getElementById(id);
@@ -118,5 +127,28 @@ for(const id of ['sort','f-bin','f-class','f-device','f-day','f-state'])$(id).on
 $('classes').onchange=async e=>{const s=e.target.closest('select.bin');if(!s)return;
  try{classes=(await post('/api/bins',{label:s.dataset.label,bin:s.value})).classes;status('saved '+s.dataset.label
   +' → '+s.value);}catch(err){status('not saved: '+err.message,true);}drawClasses();};
-load();
+const STEPS=['pull','train','convert','compare'];
+function pct(x){return x==null?'—':(x*100).toFixed(1)+'%';}
+async function training(){const r=await (await fetch('/api/training')).json();const job=r.jobs[0];
+ $('train-start').disabled=!r.configured||(job&&job.state==='running');
+ if(!r.configured){$('train-state').textContent=r.missing;return;}
+ if(!job){$('train-state').textContent='the answers, '+r.data+' and the bins’ model on '+r.holdout;return;}
+ const n=STEPS.indexOf(job.step),epochs=job.step==='train'?Math.min(job.epochs_done/r.epochs,1):0;
+ const done=job.state==='done'?1:(n+epochs)/STEPS.length;$('train-bar').firstChild.style.width=(done*100)+'%';
+ $('train-state').textContent=job.id+': '+(job.state==='running'?job.step+(job.step==='train'?' (epoch '+job.epochs_done
+  +' of '+r.epochs+')':'')+'…':job.state+(job.error?': '+job.error:''));
+ const c=job.comparison;$('compare').innerHTML=c?'<tr><th>on '+c.new.images+' held-out images</th><th>top-1</th>'
+  +'<th>bin acc.</th></tr>'+[['the bins now',c.serving],['new',c.new]].map(([name,m])=>'<tr><td>'+name+' ('
+  +esc(m.variant)+')</td><td>'+pct(m.top1)+'</td><td>'+pct(m.bin_accuracy)+'</td></tr>').join('')
+  +'<tr><td>change</td>'+['top1','bin_accuracy'].map(k=>{const d=c.new[k]-c.serving[k];return '<td class="'
+  +(d>=0?'better':'worse')+'">'+(d>=0?'+':'')+(d*100).toFixed(1)+' pts</td>';}).join('')+'</tr>':'';
+ const worse=c&&c.new.bin_accuracy<c.serving.bin_accuracy;
+ $('train-links').innerHTML=job.state==='done'?'<a id="report" href="/runs/'+esc(job.id)
+  +'/report.html" target="_blank">training report</a><p id="verdict">'+(worse?'the new model sorts fewer held-out '
+  +'items right than the bins\u2019 model: keep theirs, or review more and train again':'roll it out to a few bins '
+  +'first:<br><code>smartbin fleet rollout '+esc(job.bundle)+' --broker HOST:1883</code>')+'</p>':'';
+ if(job.state==='running')setTimeout(training,1000);}
+$('train-start').onclick=async()=>{try{await post('/api/training',{});status('training started');training();}
+ catch(e){status('not started: '+e.message,true);}};
+load();training();
 </script></body></html>"""

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import asdict
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from convert.review.page import PAGE
 from convert.review.store import ReviewStore, as_json
-from edge.errors import DatasetError
+from convert.review.training import Trainer
+from edge.errors import DatasetError, SmartbinError
 from edge.formats.labels import BINS
 from edge.web.page import JsonHandler, same_origin_json
 
@@ -29,6 +31,7 @@ VERDICTS = ("item", "not_item", "unsure")
 
 class ReviewHandler(JsonHandler):
     store: ReviewStore  # set on the bound subclass
+    trainer: Trainer | None = None
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -41,13 +44,34 @@ class ReviewHandler(JsonHandler):
             elif path == "/api/items":
                 items = self.store.items()
                 self._json({"items": as_json(items), "classes": self.store.classes(items), "bins": list(BINS)})
+            elif path == "/api/training":
+                self._json(self._training())
+            elif path.startswith("/runs/") and self.trainer is not None:
+                _, _, job_id, name = path.split("/", 3) if path.count("/") == 3 else ("", "", "", "")
+                file = self.trainer.report_file(job_id, name)
+                kind = "text/html; charset=utf-8" if name.endswith(".html") else "image/png"
+                self._send(HTTPStatus.OK, file.read_bytes(), "application/json" if name.endswith(".json") else kind)
             elif path.startswith("/image/") and path.endswith(".jpg"):
                 image = self.store.image(path[len("/image/") : -len(".jpg")])
                 self._send(HTTPStatus.OK, image.read_bytes(), "image/jpeg")
             else:
                 self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
-        except DatasetError as exc:
+        except (DatasetError, SmartbinError) as exc:
             self._json({"error": str(exc)}, HTTPStatus.NOT_FOUND)
+
+    def _training(self) -> dict:
+        trainer = self.trainer
+        if trainer is None:
+            missing = "to train from here, start smartbin review with --train-data, --holdout and --serving"
+            return {"configured": False, "missing": missing, "jobs": []}
+        setup = trainer.setup
+        return {
+            "configured": True,
+            "jobs": [asdict(job) for job in trainer.jobs()],
+            "epochs": trainer.epochs,
+            "data": ", ".join(str(d) for d in setup.data),
+            "holdout": str(setup.holdout),
+        }
 
     def do_POST(self) -> None:  # noqa: N802
         if not same_origin_json(self.headers):
@@ -62,6 +86,10 @@ class ReviewHandler(JsonHandler):
                 raise ValueError("the body must be a JSON object")
             if self.path == "/api/answer":
                 self._json({"items": as_json(self._answer(body))})
+            elif self.path == "/api/training":
+                if self.trainer is None:
+                    raise ValueError(self._training()["missing"])
+                self._json(asdict(self.trainer.start()))
             elif self.path == "/api/bins":
                 self.store.set_bin(str(body.get("label", "")), str(body.get("bin", "")))
                 self._json({"classes": self.store.classes(self.store.items())})
@@ -69,6 +97,8 @@ class ReviewHandler(JsonHandler):
                 self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
         except (ValueError, DatasetError) as exc:
             self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
+        except SmartbinError as exc:  # a training is running already
+            self._json({"error": str(exc)}, HTTPStatus.CONFLICT)
 
     def _answer(self, body: dict) -> list:
         ids, verdict, label = body.get("ids"), body.get("verdict"), body.get("label")
@@ -84,8 +114,8 @@ class ReviewHandler(JsonHandler):
 class ReviewServer:
     """The server, bound at construction (a taken port fails at once), serving in its own thread."""
 
-    def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 8090):
-        handler = type("BoundReviewHandler", (ReviewHandler,), {"store": ReviewStore(folder)})
+    def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 8090, trainer: Trainer | None = None):
+        handler = type("BoundReviewHandler", (ReviewHandler,), {"store": ReviewStore(folder), "trainer": trainer})
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="review", daemon=True)

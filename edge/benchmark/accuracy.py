@@ -54,9 +54,10 @@ def evaluate_bundle(
     backend: str = "auto",
     threads: int | None = None,
     probs_out: dict[str, np.ndarray] | None = None,
+    variants: list[str] | None = None,
 ) -> dict:
-    """Top-1, bin accuracy and agreement with float32 (or the first variant) for each variant;
-    ``probs_out`` receives each variant's probabilities."""
+    """Top-1, bin accuracy and agreement with float32 (or the first variant) for each variant (or only
+    ``variants``); ``probs_out`` receives each variant's probabilities."""
     bundle = Bundle.open(bundle_path)
     bundle.verify()
     dataset = load_dataset(data)
@@ -65,7 +66,7 @@ def evaluate_bundle(
     images = load_images(dataset.samples, spec.height, spec.width)
     results: dict[str, dict] = {}
     probs_by_variant: dict[str, np.ndarray] = {}
-    for variant in bundle.variant_names():
+    for variant in [v for v in bundle.variant_names() if variants is None or v in variants]:
         # A TFLite backend cannot run the ONNX file (nor the reverse): those variants use their own.
         chosen = backend if backend == "auto" or runs(backend, variant) else "auto"
         engine = open_engine(bundle, chosen, variant, threads)

@@ -8,70 +8,15 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from edge.cli import main
-from edge.tools.localbroker import free_port
-from tests.support import ROOT, write_config
 from tests.support.browser import chromium, needs_chromium
+from tests.support.review import kept_samples, request, start_review
 
 pytestmark = pytest.mark.slow
-KEPT = 6  # samples the daemon keeps before the review
-
-
-def kept_samples(tmp_path: Path, bundle: Path, broker_port: int, clip: Path) -> Path:
-    """The daemon on a looping clip, keeping every decision's frame, until KEPT whole samples are on disk."""
-    config = write_config(
-        tmp_path / "bin.yaml", bundle, f"file://{clip}?loop=1&realtime=1", broker_port, samples__confident_fraction=1.0
-    )
-    folder = tmp_path / "samples"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while len(list(folder.glob("*.json"))) < KEPT and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.2)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-    assert len(list(folder.glob("*.json"))) >= KEPT, err.decode(errors="replace")[-2000:]
-    return folder
-
-
-def request(url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def start_review(folder: Path) -> tuple[subprocess.Popen, str]:
-    """`smartbin review FOLDER --port P`, as a user types it; (process, URL) once it answers."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "review", str(folder), "--port", str(port)], cwd=ROOT, stderr=subprocess.PIPE
-    )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if request(url + "api/items")[0] == 200:
-                return process, url
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"smartbin review did not come up: {process.communicate()[1][-2000:]}")
 
 
 def answer_of(folder: Path, sample_id: str) -> dict | None:
