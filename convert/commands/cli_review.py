@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from convert.commands.cli_samples import password_from
+from convert.commands.cli_samples import password_from, quiet_tensorflow
 from edge.cli import add_command
 from edge.errors import SmartbinError
 
@@ -47,6 +47,8 @@ def cmd_review(args: argparse.Namespace) -> int:
             convert_args=shlex.split(args.convert_args or ""),
         )
         trainer = Trainer(setup)
+    if args.rank_with:
+        _rank_samples(Path(args.folder), args.rank_with, args.feature_cache)
     try:
         server = ReviewServer(Path(args.folder), args.host, args.port, trainer).start()
     except OSError as exc:
@@ -61,6 +63,20 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank_samples(folder: Path, run: str, cache: str | None) -> None:
+    """The folder's samples ranked by how new they look to ``run`` (novelty.json), which the page sorts by."""
+    quiet_tensorflow()
+    from convert.review.store import ReviewStore
+    from convert.training.novelty import rank
+
+    items = ReviewStore(folder).items()
+    if not items:
+        return
+    images = [folder / f"{item.id}.jpg" for item in items]
+    rows = rank(run, folder, images, [item.label or "?" for item in items], cache)
+    print(f"{len(rows)} samples ranked by how new they look to {run}; the most novel: {rows[0]['image']}")
+
+
 def add_review_commands(sub: argparse._SubParsersAction, samples: argparse._SubParsersAction) -> None:
     """``samples fetch`` (under ``samples``) and ``review``."""
     p = add_command(samples, "fetch", cmd_samples_fetch, "copy a bin's kept samples into a folder to review")
@@ -72,6 +88,8 @@ def add_review_commands(sub: argparse._SubParsersAction, samples: argparse._SubP
     p.add_argument("folder", help="a folder of samples (smartbin samples fetch, or a copy of a bin's samples)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: other machines too)")
     p.add_argument("--port", type=int, default=8090, help="port to serve on (0: any free one)")
+    p.add_argument("--rank-with", metavar="RUN", help="sort by how new each sample looks to this training run")
+    p.add_argument("--feature-cache", metavar="DIR", help="keep the embeddings here for the next --rank-with")
     p.add_argument("--train-data", action="append", help="to train from the page: the dataset the bins' model had")
     p.add_argument("--holdout", help="to train from the page: images neither model trained on (dataset split)")
     p.add_argument("--serving", help="to train from the page: the bundle the bins run now, to compare against")

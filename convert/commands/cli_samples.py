@@ -14,16 +14,6 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _run_model(run: str):
-    """(model, image size, training dataset folders) of a run folder."""
-    from convert.training.model import load_model
-    from convert.training.train import find_run, run_config
-
-    run_dir, model_file = find_run(Path(run))
-    model = load_model(model_file)
-    return model, int(model.input_shape[1]), run_config(run_dir).get("data")
-
-
 def cmd_features(args: argparse.Namespace) -> int:
     quiet_tensorflow()
     import tempfile
@@ -31,9 +21,10 @@ def cmd_features(args: argparse.Namespace) -> int:
     import numpy as np
 
     from convert.training.features import FeatureCache, embeddings
+    from convert.training.novelty import run_model
     from edge.formats.dataset import load_dataset
 
-    model, size, _ = _run_model(args.run)
+    model, size, _ = run_model(args.run)
     dataset = load_dataset(args.data[0] if len(args.data) == 1 else args.data)
     with tempfile.TemporaryDirectory(prefix="smartbin-features-") as tmp:
         vectors = embeddings(FeatureCache(args.cache or tmp, model, size, 32), dataset.samples)
@@ -50,26 +41,14 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
     """Write ``folder/novelty.json``: the unreviewed samples, farthest from the training images first."""
-    import json
-    import tempfile
-
-    from convert.training.features import FeatureCache, embeddings, novelty
+    from convert.data.pull import NOVELTY_FILE
+    from convert.training.novelty import rank
     from edge.formats.dataset import load_dataset
 
-    model, size, data = _run_model(run)
-    if not data:
-        raise SmartbinError(f"--rank-with {run}: no training config naming its data")
     unreviewed = load_dataset(folder)
-    with tempfile.TemporaryDirectory(prefix="smartbin-features-") as tmp:
-        features = FeatureCache(cache or tmp, model, size, 32)  # one extractor and weights hash for both sets
-        distance = novelty(embeddings(features, load_dataset(data).samples), embeddings(features, unreviewed.samples))
-    ranked = sorted(zip(unreviewed.samples, distance), key=lambda pair: -pair[1])
-    rows = [
-        {"image": s.path.name, "label": unreviewed.labels[s.label].name, "distance": round(float(d), 4)}
-        for s, d in ranked
-    ]
-    (folder / "novelty.json").write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
-    print(f"ranked by distance to the training images, most novel first: {folder / 'novelty.json'}")
+    labels = [unreviewed.labels[s.label].name for s in unreviewed.samples]
+    rows = rank(run, folder, [s.path for s in unreviewed.samples], labels, cache)
+    print(f"ranked by distance to the training images, most novel first: {folder / NOVELTY_FILE}")
     for row in rows[:5]:
         print(f"  {row['image']}  {row['distance']:.3f}  (the model said {row['label']})")
 

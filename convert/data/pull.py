@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 FIELD_FILE = "field_samples.json"
 UNREVIEWED = "unreviewed"
+NOVELTY_FILE = "novelty.json"  # [{image, label, distance}], most novel first (convert/training/novelty.py)
 
 
 @dataclass

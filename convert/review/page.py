@@ -1,6 +1,7 @@
-"""The review station's one page: a grid of what the bins kept, sorted by what is worth a look, filtered by
-bin, class, device, day and answer; labelled from the keyboard, one at a time or many at once; every answer
-saved by the server before the page shows it; the class -> bin mapping beside the grid.
+"""The review station's one page: a grid of what the bins kept, sorted by what is worth a look (or by how new
+each looks, with `smartbin review --rank-with`), filtered by bin, class, device, day and answer; labelled from
+the keyboard, one at a time or many at once; every answer saved by the server before the page shows it; the
+class -> bin mapping beside the grid.
 
 Keys: arrows (or h j k l) move; space selects; shift+arrows select while moving; a selects what is shown;
 Esc clears; 1 2 3 answer with the model's first, second or third guess (its decision, then the top-k);
@@ -35,7 +36,7 @@ kbd{border:1px solid #aaa;border-radius:3px;padding:0 .25rem;font-size:.8rem}
 </style></head><body>
 <header>
  <label>sort <select id="sort"><option value="worth">worth a look</option><option value="newest">newest</option>
-  <option value="confidence">least confident</option></select></label>
+  <option value="confidence">least confident</option><option value="novelty">most novel</option></select></label>
  <label>bin <select id="f-bin"><option value="">all</option></select></label>
  <label>class <select id="f-class"><option value="">all</option></select></label>
  <label>device <select id="f-device"><option value="">all</option></select></label>
@@ -72,7 +73,7 @@ function visible(){const b=$('f-bin').value,c=$('f-class').value,d=$('f-device')
  let out=items.filter(i=>(!b||i.bin===b)&&(!c||i.label===c)&&(!d||i.device===d)&&(!day||i.day===day)
   &&(!st||(st==='open')===!i.answer));
  const by={worth:(x,y)=>y.worth-x.worth||y.ts-x.ts,newest:(x,y)=>y.ts-x.ts,
-  confidence:(x,y)=>(x.confidence??0)-(y.confidence??0)}[$('sort').value];
+  confidence:(x,y)=>(x.confidence??0)-(y.confidence??0),novelty:(x,y)=>(y.novelty??-1)-(x.novelty??-1)}[$('sort').value];
  return out.sort(by);}
 function answerText(a){if(!a)return '';if(a.verdict==='not_item')return 'not an item';
  if(a.verdict==='unsure')return 'unsure';return '→ '+a.label+(a.by==='bin'?' (at the bin)':'');}
@@ -81,7 +82,7 @@ function draw(){shown=visible();focus=Math.max(0,Math.min(focus,shown.length-1))
   +(i.answer?' answered':'')+'" data-id="'+esc(i.id)+'" data-n="'+n+'"><img src="/image/'+esc(i.id)+'.jpg" alt="">'
   +'<div><b class="bin-'+esc(i.bin)+'">'+esc(i.label)+'</b> '+((i.confidence??0)*100).toFixed(0)+'%</div>'
   +'<div class="guess">'+i.guesses.slice(1,3).map((g,k)=>(k+2)+': '+esc(g)).join(' · ')+'</div>'
-  +'<div class="guess">'+esc(i.device)+' · '+esc(i.day)+'</div>'
+  +'<div class="guess">'+esc(i.device)+' · '+esc(i.day)+(i.novelty==null?'':' · novelty '+i.novelty.toFixed(2))+'</div>'
   +'<div class="answer">'+esc(answerText(i.answer))+'</div></div>').join('');
  $('count').textContent=' '+shown.length+' shown, '+selected.size+' selected, '
   +items.filter(i=>!i.answer).length+' of '+items.length+' not answered';

@@ -8,6 +8,7 @@ reads. The class -> bin mapping is the folder's ``bins.yaml``, which pull reads 
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import logging
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from convert.data.pull import NOVELTY_FILE
 from edge.errors import DatasetError
 from edge.formats.classbins import BINS_FILE, read_bins_file, write_bins
 from edge.formats.classbins import normalise as normalised
@@ -44,14 +46,16 @@ class Item:
     ts: float
     day: str
     kept_because: list[str]
+    novelty: float | None  # distance to the nearest training image (smartbin review --rank-with), None unknown
     worth: float
     answer: dict | None  # verdict, label, by
 
 
-def worth(meta: Sample) -> float:
+def worth(meta: Sample, novel: float = 0.0) -> float:
     """How much a person's look at this sample is worth, higher first: a correction made on the bin, a frame
-    flagged there, low confidence, frames that disagreed, and a close second guess."""
-    score = 1.0 - (meta.confidence if meta.confidence is not None else 0.0)
+    flagged there, low confidence, frames that disagreed, a close second guess, and how new it looks beside
+    the others (``novel``: 0 for the most familiar, 1 for the most novel of the folder)."""
+    score = 1.0 - (meta.confidence if meta.confidence is not None else 0.0) + novel
     if meta.correction is not None and meta.correction.by == "bin":
         score += 3.0  # a person at the bin said the model was wrong
     if "flagged" in meta.kept_because:
@@ -63,6 +67,13 @@ def worth(meta: Sample) -> float:
     return round(score, 4)
 
 
+def ranks(novelty: dict[str, float]) -> dict[str, float]:
+    """Each sample's place among the folder's by novelty, the share of the others that look more familiar: 0
+    for the most familiar, 1 for the most novel; equal distances share a place."""
+    values = sorted(novelty.values())
+    return {stem: bisect.bisect_left(values, d) / max(len(values) - 1, 1) for stem, d in novelty.items()}
+
+
 def guesses(meta: Sample) -> list[str]:
     """The model's answers, best first, each once: the decision's label unless no class was sure enough (then
     it says unknown, label_index -1), then the last frame's top-k."""
@@ -70,7 +81,7 @@ def guesses(meta: Sample) -> list[str]:
     return list(dict.fromkeys([*decided, *(t.label for t in meta.top_k)]))
 
 
-def item_of(sample_id: str, meta: Sample) -> Item:
+def item_of(sample_id: str, meta: Sample, novelty: float | None = None, novel: float = 0.0) -> Item:
     answer = meta.correction
     return Item(
         id=sample_id,
@@ -83,7 +94,8 @@ def item_of(sample_id: str, meta: Sample) -> Item:
         ts=meta.ts,
         day=dt.datetime.fromtimestamp(meta.ts).date().isoformat(),
         kept_because=meta.kept_because,
-        worth=worth(meta),
+        novelty=novelty,
+        worth=worth(meta, novel),
         answer=answer.model_dump(include={"verdict", "label", "by"}) if answer is not None else None,
     )
 
@@ -104,15 +116,27 @@ class ReviewStore:
 
     def items(self) -> list[Item]:
         """Every whole sample (its JPEG and its JSON), most worth a look first."""
-        found = []
+        found, novelty = [], self.novelty()
+        rank = ranks(novelty)
         for path in sorted(self.folder.glob("*.json")):
             if not SAMPLE_ID.fullmatch(path.stem) or not path.with_suffix(".jpg").is_file():
                 continue
             try:
-                found.append(item_of(path.stem, Sample.model_validate_json(path.read_bytes())))
+                meta = Sample.model_validate_json(path.read_bytes())
+                found.append(item_of(path.stem, meta, novelty.get(path.stem), rank.get(path.stem, 0.0)))
             except (OSError, ValidationError) as exc:
                 log.warning("skipped %s: %s", path, exc)
         return sorted(found, key=lambda item: (-item.worth, -item.ts))
+
+    def novelty(self) -> dict[str, float]:
+        """Each sample's distance to the training images, from the folder's novelty.json (empty without one)."""
+        path = self.folder / NOVELTY_FILE
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+            return {Path(row["image"]).stem: float(row["distance"]) for row in rows}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: not read (%s); sorting without novelty", path, exc)
+            return {}
 
     def image(self, sample_id: str) -> Path:
         self._meta(sample_id)
@@ -128,14 +152,15 @@ class ReviewStore:
             verdict=verdict,
             by="review",
         )
-        done = []
+        done, novelty = [], self.novelty()
+        rank = ranks(novelty)
         with self._lock:
             metas = [(sample_id, self._meta(sample_id)) for sample_id in ids]  # all found, or nothing written
             for sample_id, meta in metas:
                 meta.correction = correction
                 text = json.dumps(meta.dump(), ensure_ascii=False).encode("utf-8")
                 write_atomic(self.folder / f"{sample_id}.json", text)
-                done.append(item_of(sample_id, meta))
+                done.append(item_of(sample_id, meta, novelty.get(sample_id), rank.get(sample_id, 0.0)))
         log.info("%d sample(s) answered %s%s", len(done), verdict, f" {correction.label}" if correction.label else "")
         return done
 

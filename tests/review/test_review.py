@@ -10,10 +10,12 @@ import json
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.cli import main
 from tests.support.browser import chromium, needs_chromium
+from tests.support.realimages import PHOTOS
 from tests.support.review import kept_samples, request, start_review
 
 pytestmark = pytest.mark.slow
@@ -147,3 +149,43 @@ def test_the_review_api_saves_nothing_it_should_not(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(15)
+
+
+def test_review_ranks_what_looks_new_to_the_model_first(tmp_path, run_dir, bundle_dir, broker, clip_factory):
+    """With --rank-with, photographs unlike anything the run trained on (scikit-image's, among the bin's own
+    frames, each with a frame's metadata) look newer than the frames, and the most novel sample is worth more of
+    a look than the same metadata on a familiar frame by novelty's share. (The suite's run has a stand-in
+    backbone: its features see colour and texture, not objects; the distances are small, the order is not.)"""
+    import statistics
+
+    import cv2
+    import skimage.data
+
+    clip, _ = clip_factory(items=4)
+    folder = kept_samples(tmp_path, bundle_dir, broker.port, clip)
+    frames = [p.stem for p in sorted(folder.glob("*.json"))]
+    source = folder / f"{frames[0]}.json"
+    photos = {}
+    for n, name in enumerate(PHOTOS):
+        image = getattr(skimage.data, name)()
+        image = np.stack([image] * 3, -1) if image.ndim == 2 else image[:, :, :3]
+        photos[f"99999999999999{n}-{name[:12]}"] = image
+    for sample_id, image in photos.items():
+        (folder / f"{sample_id}.json").write_bytes(source.read_bytes())
+        assert cv2.imwrite(str(folder / f"{sample_id}.jpg"), cv2.resize(image[:, :, ::-1], (320, 240)))
+    process, url = start_review(folder, "--rank-with", str(run_dir))
+    try:
+        items = {i["id"]: i for i in request(url + "api/items")[1]["items"]}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+    novelty = {i: items[i]["novelty"] for i in items}
+    assert set(novelty) == set(frames) | set(photos) and None not in novelty.values()
+    assert statistics.median(novelty[p] for p in photos) > statistics.median(novelty[f] for f in frames), novelty
+    most = max(novelty, key=novelty.get)
+    assert most in photos, novelty
+    # the same metadata: the worth differs by novelty's share (its place among the folder's, 0 to 1)
+    familiar = sum(d < novelty[frames[0]] for d in novelty.values()) / (len(novelty) - 1)
+    expected = 1.0 - familiar
+    assert abs(items[most]["worth"] - items[frames[0]]["worth"] - expected) < 1e-3
+    assert json.loads((folder / "novelty.json").read_text(encoding="utf-8"))[0]["image"] == f"{most}.jpg"
