@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -131,6 +132,13 @@ def broker(tmp_path: Path):
     b = LocalBroker(workdir=tmp_path / "broker").start()
     yield b
     b.stop()
+
+
+@pytest.fixture()
+def closing():
+    """An ExitStack closed when the test ends, whether it passed or not: servers and fleets a test starts."""
+    with contextlib.ExitStack() as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pathlib import Path
 from convert.commands.cli_samples import password_from, quiet_tensorflow
 from edge.cli import add_command
 from edge.errors import SmartbinError
+from edge.fleet.cli import add_broker_options
 
 
 def cmd_samples_fetch(args: argparse.Namespace) -> int:
@@ -49,8 +50,14 @@ def cmd_review(args: argparse.Namespace) -> int:
         trainer = Trainer(setup)
     if args.rank_with:
         _rank_samples(Path(args.folder), args.rank_with, args.feature_cache)
+    fleet = None
+    if args.broker or args.config:
+        from convert.review.rollout import PageRollouts
+        from edge.fleet.cli import mqtt_settings
+
+        fleet = PageRollouts(mqtt_settings(args), args.serve, args.advertise).start_watching()
     try:
-        server = ReviewServer(Path(args.folder), args.host, args.port, trainer).start()
+        server = ReviewServer(Path(args.folder), args.host, args.port, trainer, fleet).start()
     except OSError as exc:
         raise SmartbinError(f"review: cannot listen on {args.host}:{args.port}: {exc}") from exc
     stop = threading.Event()
@@ -60,6 +67,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     print(f"then: smartbin samples pull {args.folder} --out <dataset>")
     stop.wait()
     server.stop()
+    if fleet is not None:
+        fleet.close()
     return 0
 
 
@@ -95,4 +104,7 @@ def add_review_commands(sub: argparse._SubParsersAction, samples: argparse._SubP
     p.add_argument("--serving", help="to train from the page: the bundle the bins run now, to compare against")
     p.add_argument("--work", help="where training jobs go (default: FOLDER/training)")
     p.add_argument("--train-args", help='more options of smartbin train, e.g. "--epochs 12 --img-size 224"')
+    add_broker_options(p, None)  # to roll a trained bundle out from the page
+    p.add_argument("--serve", default="0.0.0.0:0", help="HOST:PORT a rollout serves the bundle on (0.0.0.0:0)")
+    p.add_argument("--advertise", help="the address the bins reach this machine at (default: found)")
     p.add_argument("--convert-args", help='more options of smartbin convert, e.g. "--calib-samples 200"')

@@ -10,6 +10,8 @@ to the item in focus.
 
 Beside the class table, "train on the answers" starts a training job (convert/review/training.py) and shows
 its step and epoch, then the new model against the bins' on the same hold-out, and its training report.
+With a broker, "Roll out" lists the bins from their retained status and carries the newest job's bundle
+through them in stages (convert/review/rollout.py), its lines shown as they come.
 """
 
 PAGE = """<!doctype html>
@@ -31,7 +33,8 @@ aside td{padding:.15rem .4rem;border-bottom:1px solid #eee} #status{margin-left:
 #status.error{color:#c22} #train-bar{height:8px;background:#ddd;border-radius:4px;margin:.4rem 0}
 #train-bar div{height:100%;width:0;background:#27c;border-radius:4px} #compare td,#compare th{padding:.15rem .4rem}
 #compare{font-size:.85rem;background:#fff;border-collapse:collapse} .better{color:#2a7}.worse{color:#c22}
-code{font-size:.75rem;word-break:break-all}
+code{font-size:.75rem;word-break:break-all} #rollout-log{font-size:.72rem;white-space:pre-wrap;max-width:260px}
+#fleet{font-size:.8rem;background:#fff;border-collapse:collapse} #fleet td{padding:.1rem .3rem}
 kbd{border:1px solid #aaa;border-radius:3px;padding:0 .25rem;font-size:.8rem}
 </style></head><body>
 <header>
@@ -54,7 +57,12 @@ kbd{border:1px solid #aaa;border-radius:3px;padding:0 .25rem;font-size:.8rem}
 <main><div id="grid"></div>
 <aside><h3>Class → bin</h3><table id="classes"></table>
 <h3>Train</h3><button id="train-start">train on the answers</button><div id="train-state"></div>
-<div id="train-bar"><div></div></div><table id="compare"></table><div id="train-links"></div></aside></main>
+<div id="train-bar"><div></div></div><table id="compare"></table><div id="train-links"></div>
+<h3>Roll out</h3><div id="fleet-state"></div><table id="fleet"></table><div id="rollout-form">
+<label>stages <input id="ro-stages" value="1" size="5"></label> <label>watch s <input id="ro-watch" value="300"
+ size="4"></label><br><label>min frames <input id="ro-frames" value="100" size="4"></label> <label>max drop
+ <input id="ro-drop" value="0.10" size="4"></label><br><button id="rollout-start">roll out to a few bins first</button>
+</div><pre id="rollout-log"></pre></aside></main>
 <script>
 let items=[], classes={}, bins=[], shown=[], focus=0, selected=new Set();
 const $=id=>document.getElementById(id);
@@ -151,5 +159,16 @@ async function training(){const r=await (await fetch('/api/training')).json();co
  if(job.state==='running')setTimeout(training,1000);}
 $('train-start').onclick=async()=>{try{await post('/api/training',{});status('training started');training();}
  catch(e){status('not started: '+e.message,true);}};
-load();training();
+async function fleet(){const r=await (await fetch('/api/fleet')).json();
+ if(!r.configured){$('fleet-state').textContent=r.missing;$('rollout-form').style.display='none';return;}
+ $('fleet').innerHTML=r.bins.map(b=>'<tr><td>'+esc(b.device)+'</td><td>'+esc(b.state)+', '+esc(b.health)
+  +'</td><td>'+esc(b.model)+'</td></tr>').join('');
+ const ro=r.rollout,running=ro&&ro.state==='running';$('rollout-start').disabled=running;
+ $('fleet-state').textContent=r.bins.length+' bin(s) on the broker'+(ro?'; rollout '+ro.state:'');
+ $('rollout-log').textContent=ro?ro.lines.join('\\n')+(ro.error?'\\n'+ro.error:''):'';
+ setTimeout(fleet,running?1000:3000);}
+$('rollout-start').onclick=async()=>{try{await post('/api/rollout',{stages:$('ro-stages').value,
+ watch:Number($('ro-watch').value),min_frames:Number($('ro-frames').value),max_confidence_drop:Number($('ro-drop').value)});
+ status('rollout started');}catch(e){status('not started: '+e.message,true);}};
+load();training();fleet();
 </script></body></html>"""

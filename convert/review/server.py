@@ -17,9 +17,11 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from convert.review.page import PAGE
+from convert.review.rollout import PageRollouts, Request
 from convert.review.store import ReviewStore, as_json
 from convert.review.training import Trainer
 from edge.errors import DatasetError, SmartbinError
+from edge.fleet.rollout import Rule, parse_stages
 from edge.formats.labels import BINS
 from edge.web.page import JsonHandler, same_origin_json
 
@@ -32,6 +34,7 @@ VERDICTS = ("item", "not_item", "unsure")
 class ReviewHandler(JsonHandler):
     store: ReviewStore  # set on the bound subclass
     trainer: Trainer | None = None
+    fleet: PageRollouts | None = None
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
@@ -46,6 +49,8 @@ class ReviewHandler(JsonHandler):
                 self._json({"items": as_json(items), "classes": self.store.classes(items), "bins": list(BINS)})
             elif path == "/api/training":
                 self._json(self._training())
+            elif path == "/api/fleet":
+                self._json(self._fleet())
             elif path.startswith("/runs/") and self.trainer is not None:
                 _, _, job_id, name = path.split("/", 3) if path.count("/") == 3 else ("", "", "", "")
                 file = self.trainer.report_file(job_id, name)
@@ -90,6 +95,8 @@ class ReviewHandler(JsonHandler):
                 if self.trainer is None:
                     raise ValueError(self._training()["missing"])
                 self._json(asdict(self.trainer.start()))
+            elif self.path == "/api/rollout":
+                self._json(self._roll_out(body))
             elif self.path == "/api/bins":
                 self.store.set_bin(str(body.get("label", "")), str(body.get("bin", "")))
                 self._json({"classes": self.store.classes(self.store.items())})
@@ -99,6 +106,30 @@ class ReviewHandler(JsonHandler):
             self._json({"error": str(exc)}, HTTPStatus.BAD_REQUEST)
         except SmartbinError as exc:  # a training is running already
             self._json({"error": str(exc)}, HTTPStatus.CONFLICT)
+
+    def _fleet(self) -> dict:
+        if self.fleet is None:
+            return {"configured": False, "missing": "to roll out from here, start smartbin review with --broker"}
+        jobs = self.trainer.jobs() if self.trainer else []
+        rollout = self.fleet.state(self.trainer.folder(jobs[0].id)) if jobs else None
+        return {"configured": True, "bins": self.fleet.bins(), "rollout": rollout}
+
+    def _roll_out(self, body: dict) -> dict:
+        """The newest training job's bundle through the fleet, by the page's stages and rule."""
+        if self.fleet is None or self.trainer is None:
+            raise ValueError("to roll out from here, start smartbin review with --broker and the training options")
+        jobs = self.trainer.jobs()
+        if not jobs or jobs[0].state != "done" or not jobs[0].bundle:
+            raise ValueError("train first: the newest training job has no bundle")
+        try:
+            stages = parse_stages(str(body.get("stages", "1")))
+            watch, drop = float(body.get("watch", 300)), float(body.get("max_confidence_drop", 0.10))
+            min_frames = int(body.get("min_frames", 100))
+        except (TypeError, SmartbinError) as exc:
+            raise ValueError(str(exc)) from None
+        rule = Rule(watch_s=watch, min_frames=min_frames, max_confidence_drop=drop)
+        self.fleet.start(self.trainer.folder(jobs[0].id), Path(jobs[0].bundle), Request(stages, rule))
+        return {"started": jobs[0].id}
 
     def _answer(self, body: dict) -> list:
         ids, verdict, label = body.get("ids"), body.get("verdict"), body.get("label")
@@ -114,8 +145,16 @@ class ReviewHandler(JsonHandler):
 class ReviewServer:
     """The server, bound at construction (a taken port fails at once), serving in its own thread."""
 
-    def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 8090, trainer: Trainer | None = None):
-        handler = type("BoundReviewHandler", (ReviewHandler,), {"store": ReviewStore(folder), "trainer": trainer})
+    def __init__(
+        self,
+        folder: Path,
+        host: str = "127.0.0.1",
+        port: int = 8090,
+        trainer: Trainer | None = None,
+        fleet: PageRollouts | None = None,
+    ):
+        parts = {"store": ReviewStore(folder), "trainer": trainer, "fleet": fleet}
+        handler = type("BoundReviewHandler", (ReviewHandler,), parts)
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="review", daemon=True)

@@ -5,8 +5,8 @@ imports wait for the command that needs them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import tempfile
 from pathlib import Path
 
 from edge.errors import SmartbinError
@@ -48,10 +48,15 @@ def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
     rollout.add_argument("--variants", help="only these variants in the archive, comma-separated (e.g. int8)")
     rollout.add_argument("--json", metavar="FILE", help="write the report as JSON")
     for parser in (listing, rollout):
-        where = parser.add_mutually_exclusive_group()
-        where.add_argument("--broker", default="localhost:1883", help="HOST:PORT (localhost:1883)")
-        where.add_argument("--config", help="a smartbin config whose mqtt section to use (TLS, user, prefix)")
-        parser.add_argument("--prefix", default=None, help="topic prefix (default: the config's, or smartbin)")
+        add_broker_options(parser, "localhost:1883")
+
+
+def add_broker_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """--broker, or --config for a smartbin config's mqtt section, and --prefix: where the fleet is."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--broker", default=default, help=f"HOST:PORT of the bins' broker ({default or 'none'})")
+    where.add_argument("--config", help="a smartbin config whose mqtt section to use (TLS, user, prefix)")
+    parser.add_argument("--prefix", default=None, help="topic prefix (default: the config's, or smartbin)")
 
 
 def mqtt_settings(args: argparse.Namespace):
@@ -72,11 +77,7 @@ def watching(args: argparse.Namespace):
     """A FleetView of the broker, connected, with the retained messages in."""
     from edge.fleet.view import FleetView
 
-    settings = mqtt_settings(args)
-    try:
-        view = FleetView(settings).start()
-    except (OSError, ConnectionError) as exc:
-        raise SmartbinError(f"cannot reach the broker {settings.host}:{settings.port}: {exc}") from None
+    view = FleetView(mqtt_settings(args)).start()
     view.settle()
     return view
 
@@ -101,40 +102,25 @@ def split(value: str | None) -> list[str] | None:
 
 
 def cmd_fleet_rollout(args: argparse.Namespace) -> int:
-    from edge.fleet.rollout import Release, Rollout, RolloutReport, Rule, parse_stages, stage_groups
-    from edge.fleet.serve import address_towards, archive, serve
+    from edge.fleet.rollout import Release, Rule, parse_stages, roll_out
+    from edge.fleet.serve import served
 
     if bool(args.bundle) == bool(args.url):
         raise SmartbinError("give a bundle to serve from here, or --url (and --sha256) where the bins fetch it")
     stages = parse_stages(args.stages)
     rule = Rule(args.watch, args.min_frames, args.max_confidence_drop, args.max_unsure_rise, args.update_timeout)
     view = watching(args)
-    server = None
     try:
-        with tempfile.TemporaryDirectory(prefix="smartbin-rollout-") as tmp:
+        with contextlib.ExitStack() as stack:
             if args.url:
                 release = Release(args.url, args.sha256)
             else:
-                file, digest = archive(Path(args.bundle), Path(tmp), args.sign, split(args.variants))
-                bind, _, port = args.serve.rpartition(":")
-                server, port = serve(file.parent, bind or "0.0.0.0", int(port or 0))
-                host = args.advertise or address_towards(view.config.host, view.config.port)
-                release = Release(f"http://{host}:{port}/{file.name}", digest)
+                broker = (view.config.host, view.config.port)
+                where = served(Path(args.bundle), broker, args.serve, args.advertise, args.sign, split(args.variants))
+                release = stack.enter_context(where)
             print(f"release: {release.url} (sha256 {release.sha256 or 'not given'})")
-            rollout = Rollout(view, release, rule, say=print)
-            fleet, skipped = rollout.choose(split(args.bins))
-            for device_id, why in skipped.items():
-                print(f"left out: {device_id} ({why})")
-            canaries = split(args.canaries)
-            for device_id in canaries or []:
-                if device_id not in fleet:
-                    raise SmartbinError(f"--canaries: {device_id} cannot take part ({skipped.get(device_id)})")
-            if not fleet:
-                raise SmartbinError("no bin to update (see 'left out' above)")
-            report = rollout.run(stage_groups(fleet, stages, canaries), RolloutReport(release.url, fleet, skipped))
+            report = roll_out(view, release, rule, stages, split(args.canaries), split(args.bins), say=print)
     finally:
-        if server is not None:
-            server.shutdown()
         view.close()
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")

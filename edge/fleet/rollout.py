@@ -259,3 +259,26 @@ def judge(new: Figures, old: Figures, rule: Rule) -> str | None:
                 f"{old.low_confidence_share:.0%} on the old (the rule allows {rule.max_unsure_rise:.0%} more)"
             )
     return None
+
+
+def roll_out(
+    view: FleetView,
+    release: Release,
+    rule: Rule,
+    stages: list[str],
+    canaries: list[str] | None = None,
+    only: list[str] | None = None,
+    say: Callable[[str], None] = log.info,
+) -> RolloutReport:
+    """The release through the fleet ``view`` sees, stage by stage (``only``: just these bins); SmartbinError
+    when no bin can take part, or a named canary cannot."""
+    rollout = Rollout(view, release, rule, say)
+    fleet, skipped = rollout.choose(only)
+    for device_id, why in skipped.items():
+        say(f"left out: {device_id} ({why})")
+    for device_id in canaries or []:
+        if device_id not in fleet:
+            raise SmartbinError(f"the canary {device_id} cannot take part ({skipped.get(device_id)})")
+    if not fleet:
+        raise SmartbinError("no bin to update (see 'left out' above)")
+    return rollout.run(stage_groups(fleet, stages, canaries), RolloutReport(release.url, fleet, skipped))

@@ -7,10 +7,14 @@ from __future__ import annotations
 import functools
 import http.server
 import socket
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edge.errors import SmartbinError
+from edge.fleet.rollout import Release
 from edge.formats.archive import pack
 from edge.formats.bundle import sha256_file
 
@@ -48,3 +52,25 @@ def address_towards(host: str, port: int) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((socket.gethostbyname(host), port))  # UDP: picks the route, sends nothing
         return probe.getsockname()[0]
+
+
+@contextmanager
+def served(
+    bundle: Path,
+    broker: tuple[str, int],
+    bind: str = "0.0.0.0:0",
+    advertise: str | None = None,
+    key: Path | None = None,
+    variants: list[str] | None = None,
+) -> Iterator[Release]:
+    """The bundle's archive served from here while the block runs: its Release at the address the bins
+    reach this machine at (``advertise``, else the one on the route to their ``broker``)."""
+    with tempfile.TemporaryDirectory(prefix="smartbin-rollout-") as tmp:
+        file, digest = archive(bundle, Path(tmp), key, variants)
+        host, _, port = bind.rpartition(":")
+        server, port_number = serve(file.parent, host or "0.0.0.0", int(port or 0))
+        try:
+            yield Release(f"http://{advertise or address_towards(*broker)}:{port_number}/{file.name}", digest)
+        finally:
+            server.shutdown()
+            server.server_close()

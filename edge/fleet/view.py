@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
 from edge.config import MqttConfig
+from edge.errors import SmartbinError
 from edge.wire.mqtt_client import make_client
 from edge.wire.payloads import Classification, CommandResult, Decision, ModelInfo, Status
 from edge.wire.topics import Topic, device_topic, every_bin, topic_of
@@ -73,12 +74,16 @@ class FleetView:
         self.client.on_message = self._on_message
 
     def start(self, timeout: float = 10.0) -> FleetView:
-        """Connect and subscribe; ConnectionError when the broker does not grant it in ``timeout``."""
-        self.client.connect(self.config.host, self.config.port, self.config.keepalive)
+        """Connect and subscribe; SmartbinError when the broker cannot be reached or does not grant it in time."""
+        where = f"{self.config.host}:{self.config.port}"
+        try:
+            self.client.connect(self.config.host, self.config.port, self.config.keepalive)
+        except OSError as exc:
+            raise SmartbinError(f"cannot reach the broker {where}: {exc}") from None
         self.client.loop_start()
         if not self.subscribed.wait(timeout):
             self.close()
-            raise ConnectionError(f"the broker {self.config.host}:{self.config.port} did not answer in {timeout:.0f} s")
+            raise SmartbinError(f"the broker {where} did not grant the subscription in {timeout:.0f} s")
         return self
 
     def close(self) -> None:

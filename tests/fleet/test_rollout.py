@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,8 @@ import pytest
 
 from edge.fleet.rollout import Rule, judge, stage_groups
 from edge.fleet.view import Figures
-from tests.support import ROOT, poll, write_config
+from tests.support import poll
+from tests.support.fleet import running_fleet, serving
 from tests.support.mqtt_client import Subscriber
 
 pytestmark = pytest.mark.slow
@@ -61,29 +61,11 @@ def unsure_bundle(tmp_path_factory, run_dir: Path, bundle_dir: Path) -> Path:
 
 @pytest.fixture()
 def fleet(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
-    """Three daemons on v1, each with its own store, outbox and log; all online with their model retained."""
+    """Three daemons on v1, all online with their model retained."""
     clip, _ = clip_factory(items=4, seed=11)
     v1 = bundle_copy(bundle_dir, tmp_path / "v1", "fleet-v1", "2026-01-01T00:00:00+00:00")
-    processes, logs = [], []
-    for device_id in BINS:
-        folder = tmp_path / device_id
-        folder.mkdir()
-        config = write_config(
-            folder / "config.yaml", v1, f"file://{clip}?loop=1&realtime=1", broker.port, device_id=device_id
-        )
-        logs.append((folder / "daemon.log").open("w"))
-        command = [sys.executable, "-m", "edge", "--config", str(config)]
-        processes.append(subprocess.Popen(command, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT))
-    sub = Subscriber(broker.port, "smartbin/#")
-    models = lambda: {m.topic.split("/")[1] for m in sub.on("model")}  # noqa: E731
-    assert poll(lambda: models() >= set(BINS), 60), f"not every bin came up: {models()}"
-    yield sub
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process, log in zip(processes, logs):
-        process.wait(30)
-        log.close()
-    sub.client.disconnect()
+    with running_fleet(tmp_path / "bins", v1, clip, broker.port, BINS) as sub:
+        yield sub
 
 
 def rollout(broker, tmp_path: Path, bundle: Path, *options: str) -> tuple[int, dict, str]:
@@ -92,11 +74,6 @@ def rollout(broker, tmp_path: Path, bundle: Path, *options: str) -> tuple[int, d
     command += ["--serve", "127.0.0.1:0", "--json", str(report), *WATCH, *options]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     return done.returncode, json.loads(report.read_text()) if report.exists() else {}, done.stdout + done.stderr
-
-
-def serving(sub: Subscriber) -> dict[str, str]:
-    """Each bin's model folder, as its last retained …/model says."""
-    return {m.topic.split("/")[1]: m.json()["folder"] for m in sub.on("model")}
 
 
 def updates_sent(sub: Subscriber, url_part: str) -> dict[str, float]:

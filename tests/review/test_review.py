@@ -7,16 +7,15 @@ dataset from the answers."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edge.cli import main
-from tests.support.browser import chromium, needs_chromium
+from tests.support.browser import chromium, needs_chromium, script_errors
 from tests.support.realimages import PHOTOS
-from tests.support.review import kept_samples, request, start_review
+from tests.support.review import kept_samples, request, reviewing
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +26,7 @@ def answer_of(folder: Path, sample_id: str) -> dict | None:
 
 @needs_chromium
 def test_review_label_in_bulk_from_the_keyboard_keep_it_and_pull_it(
-    tmp_path, bundle_dir, broker, clip_factory, artifacts
+    tmp_path, bundle_dir, broker, clip_factory, artifacts, closing
 ):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
@@ -39,13 +38,14 @@ def test_review_label_in_bulk_from_the_keyboard_keep_it_and_pull_it(
     clip, _ = clip_factory(items=4)
     folder = kept_samples(tmp_path, bundle_dir, broker.port, clip)
     total = len(list(folder.glob("*.json")))
-    process, url = start_review(folder)
+    url = closing.enter_context(reviewing(folder))
     driver = None
     try:
         driver = chromium(tmp_path, "1400,1000")
         driver.get(url)
         wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card")) == total)
+        assert script_errors(driver) == []
         items = {i["id"]: i for i in request(url + "api/items")[1]["items"]}
 
         def focused() -> str:
@@ -110,8 +110,6 @@ def test_review_label_in_bulk_from_the_keyboard_keep_it_and_pull_it(
     finally:
         if driver:
             driver.quit()
-        process.send_signal(signal.SIGTERM)
-        process.wait(15)
     assert "paper cup: recyclable" in (folder / "bins.yaml").read_text(encoding="utf-8")
     # the dataset from the answers: the two answered items and the pair; not the empty frame; unsure unreviewed
     assert main(["samples", "pull", str(folder), "--out", str(tmp_path / "data")]) == 0
@@ -123,7 +121,7 @@ def test_review_label_in_bulk_from_the_keyboard_keep_it_and_pull_it(
     assert len(unreviewed) == total - 4  # all but the four items answered, the unsure one among them
 
 
-def test_the_review_api_saves_nothing_it_should_not(tmp_path):
+def test_the_review_api_saves_nothing_it_should_not(tmp_path, closing):
     """A page elsewhere, a bad verdict, an unknown sample or bin change nothing."""
     import cv2
     import numpy as np
@@ -134,24 +132,20 @@ def test_the_review_api_saves_nothing_it_should_not(tmp_path):
     cv2.imwrite(str(folder / f"{sample_id}.jpg"), np.full((8, 8, 3), 128, np.uint8))
     meta = {"event_id": "abcdefabcdef" + "0" * 20, "ts": 1790000000.0, "label": "can", "bin": "recyclable"}
     (folder / f"{sample_id}.json").write_text(json.dumps(meta), encoding="utf-8")
-    process, url = start_review(folder)
-    try:
-        answer = {"ids": [sample_id], "verdict": "not_item"}
-        assert request(url + "api/answer", answer, {"Origin": "http://evil.example"})[0] == 403
-        assert request(url + "api/answer", {**answer, "verdict": "maybe"})[0] == 400
-        assert request(url + "api/answer", {**answer, "ids": [sample_id, "000001790000001-nothere"]})[0] == 400
-        assert request(url + "api/answer", {**answer, "verdict": "item"})[0] == 400  # an item needs its label
-        assert request(url + "api/bins", {"label": "can", "bin": "compost"})[0] == 400
-        assert answer_of(folder, sample_id) is None and not (folder / "bins.yaml").exists()
-        status, body = request(url + "api/answer", answer)
-        assert status == 200 and body["items"][0]["answer"]["verdict"] == "not_item"
-        assert answer_of(folder, sample_id)["verdict"] == "not_item"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(15)
+    url = closing.enter_context(reviewing(folder))
+    answer = {"ids": [sample_id], "verdict": "not_item"}
+    assert request(url + "api/answer", answer, {"Origin": "http://evil.example"})[0] == 403
+    assert request(url + "api/answer", {**answer, "verdict": "maybe"})[0] == 400
+    assert request(url + "api/answer", {**answer, "ids": [sample_id, "000001790000001-nothere"]})[0] == 400
+    assert request(url + "api/answer", {**answer, "verdict": "item"})[0] == 400  # an item needs its label
+    assert request(url + "api/bins", {"label": "can", "bin": "compost"})[0] == 400
+    assert answer_of(folder, sample_id) is None and not (folder / "bins.yaml").exists()
+    status, body = request(url + "api/answer", answer)
+    assert status == 200 and body["items"][0]["answer"]["verdict"] == "not_item"
+    assert answer_of(folder, sample_id)["verdict"] == "not_item"
 
 
-def test_review_ranks_what_looks_new_to_the_model_first(tmp_path, run_dir, bundle_dir, broker, clip_factory):
+def test_review_ranks_what_looks_new_to_the_model_first(tmp_path, run_dir, bundle_dir, broker, clip_factory, closing):
     """With --rank-with, photographs unlike anything the run trained on (scikit-image's, among the bin's own
     frames, each with a frame's metadata) look newer than the frames, and the most novel sample is worth more of
     a look than the same metadata on a familiar frame by novelty's share. (The suite's run has a stand-in
@@ -173,12 +167,8 @@ def test_review_ranks_what_looks_new_to_the_model_first(tmp_path, run_dir, bundl
     for sample_id, image in photos.items():
         (folder / f"{sample_id}.json").write_bytes(source.read_bytes())
         assert cv2.imwrite(str(folder / f"{sample_id}.jpg"), cv2.resize(image[:, :, ::-1], (320, 240)))
-    process, url = start_review(folder, "--rank-with", str(run_dir))
-    try:
-        items = {i["id"]: i for i in request(url + "api/items")[1]["items"]}
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(15)
+    url = closing.enter_context(reviewing(folder, "--rank-with", str(run_dir)))
+    items = {i["id"]: i for i in request(url + "api/items")[1]["items"]}
     novelty = {i: items[i]["novelty"] for i in items}
     assert set(novelty) == set(frames) | set(photos) and None not in novelty.values()
     assert statistics.median(novelty[p] for p in photos) > statistics.median(novelty[f] for f in frames), novelty

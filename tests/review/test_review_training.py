@@ -1,12 +1,13 @@
-"""Training from the review station, as a user meets it: samples a running daemon kept, answered on the page's
-API, `smartbin review` started with what a training needs, then in Chromium "train on the answers": the step
-and epoch shown while it runs, a second start refused meanwhile, then the new model beside the bins' on the
-same hold-out and the training report one click away."""
+"""Training and rolling out from the review station, as a user meets it: samples a running daemon kept,
+answered on the page's API, `smartbin review` started with what a training needs and the bins' broker, then in
+Chromium "train on the answers": the step and epoch shown while it runs, a second start refused meanwhile, then
+the new model beside the bins' on the same hold-out and the training report one click away; then the fleet of
+two real daemons listed from the broker and the new bundle rolled out to them in two stages."""
 
 from __future__ import annotations
 
 import json
-import signal
+import re
 import urllib.request
 from pathlib import Path
 
@@ -15,17 +16,19 @@ import pytest
 from edge.cli import main
 from edge.formats.bundle import Bundle
 from edge.formats.dataset import load_dataset
-from tests.support import BACKBONE, IMG_SIZE
-from tests.support.browser import chromium, needs_chromium
-from tests.support.review import kept_samples, request, start_review
+from tests.support import BACKBONE, IMG_SIZE, poll
+from tests.support.browser import chromium, needs_chromium, script_errors
+from tests.support.fleet import running_fleet, serving
+from tests.support.review import kept_samples, request, reviewing
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3
+BINS = ("bin-a", "bin-b")
 
 
 @needs_chromium
 def test_train_from_the_page_to_a_report_and_a_comparison(
-    tmp_path, bundle_dir, dataset_dir, weights_file, broker, clip_factory, artifacts
+    tmp_path, bundle_dir, dataset_dir, weights_file, broker, clip_factory, artifacts, closing
 ):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
@@ -39,13 +42,15 @@ def test_train_from_the_page_to_a_report_and_a_comparison(
     train = f"--weights {weights_file} --backbone {BACKBONE} --img-size {IMG_SIZE} --epochs {EPOCHS} --batch-size 16"
     options = ["--train-data", str(split / "train"), "--holdout", str(split / "holdout"), "--serving", str(bundle_dir)]
     options += ["--train-args", f"{train} --val-fraction 0.25", "--convert-args", "--no-probes --calib-samples 50"]
-    process, url = start_review(folder, *options)
+    options += ["--broker", f"127.0.0.1:{broker.port}", "--serve", "127.0.0.1:0"]  # to roll out from the page
+    url = closing.enter_context(reviewing(folder, *options))
     driver = None
     try:
+        sub = closing.enter_context(running_fleet(tmp_path / "bins", bundle_dir, clip, broker.port, BINS))
         items = request(url + "api/items")[1]["items"]
         for item in items:  # each answered with the model's own guess
             assert request(url + "api/answer", {"ids": [item["id"]], "verdict": "item", "label": item["guesses"][0]})[0]
-        driver = chromium(tmp_path, "1400,1000")
+        driver = chromium(tmp_path, "1400,1500")  # tall enough for the rollout's lines in the screenshot
         driver.get(url)
         wait = WebDriverWait(driver, 600, 0.2, ignored_exceptions=(StaleElementReferenceException,))
         wait.until(lambda d: d.find_element(By.ID, "train-start").is_enabled())
@@ -87,11 +92,26 @@ def test_train_from_the_page_to_a_report_and_a_comparison(
         assert ("smartbin fleet rollout " + job["bundle"]) in verdict if better else "keep theirs" in verdict
         Select(driver.find_element(By.ID, "f-state")).select_by_value("done")  # the answers it trained on
         driver.save_screenshot(str(artifacts / "review_training.png"))
+
+        # roll it out from the page: the bins listed from their retained status, then a canary and the rest
+        before = serving(sub)
+        wait.until(lambda d: all(b in d.find_element(By.ID, "fleet").text for b in BINS))
+        for field, value in (("ro-watch", "3"), ("ro-frames", "20"), ("ro-drop", "1")):  # the rule: tests/fleet
+            driver.find_element(By.ID, field).clear()
+            driver.find_element(By.ID, field).send_keys(value)
+        driver.find_element(By.ID, "rollout-start").click()
+        wait.until(lambda d: "rollout completed" in d.find_element(By.ID, "fleet-state").text)
+        log = driver.find_element(By.ID, "rollout-log").text
+        assert "left out: test-bin (offline)" in log  # the bin that kept the samples has stopped
+        assert "stage 1/2: bin-a" in log and "stage 2/2: bin-b" in log and "stage 2 passed" in log, log
+        switched = re.search(r"bin-a switched to (\S+)", log).group(1)
+        assert switched.startswith(Bundle.open(job["bundle"]).manifest.name + "-") and switched not in before.values()
+        assert poll(lambda: all(serving(sub).get(b) == switched for b in BINS), 30), serving(sub)
+        assert script_errors(driver) == []
+        driver.save_screenshot(str(artifacts / "review_rollout.png"))
     finally:
         if driver:
             driver.quit()
-        process.send_signal(signal.SIGTERM)
-        process.wait(15)
 
 
 def test_review_refuses_training_options_it_cannot_use(tmp_path: Path, capsys):

@@ -36,3 +36,8 @@ def chromium(tmp_path: Path, size: str = "1200,900"):
     ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def script_errors(driver) -> list[str]:
+    """The page's JavaScript errors so far (a syntax error leaves a page that looks fine and does nothing)."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry.get("source") == "javascript"]

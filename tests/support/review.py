@@ -10,6 +10,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edge.tools.localbroker import free_port
@@ -48,18 +50,33 @@ def request(url: str, body: dict | None = None, headers: dict | None = None) -> 
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def start_review(folder: Path, *options: str) -> tuple[subprocess.Popen, str]:
-    """`smartbin review FOLDER --port P [options]`, as a user types it; (process, URL) once it answers."""
+@contextmanager
+def reviewing(folder: Path, *options: str) -> Iterator[str]:
+    """`smartbin review FOLDER --port P [options]`, as a user types it, up while the block runs: its URL. Its
+    output goes to a file beside the folder (a pipe nobody reads would stall it)."""
     port = free_port()
     command = [sys.executable, "-m", "edge.cli", "review", str(folder), "--port", str(port), *options]
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE)
+    log = folder.parent / f"review-{port}.log"
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         try:
-            if request(url + "api/items")[0] == 200:
-                return process, url
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"smartbin review did not come up: {process.communicate()[1][-2000:]}")
+            deadline = time.monotonic() + 60
+            while not up(url) and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.1)
+            assert up(url), f"smartbin review did not come up: {log.read_text(encoding='utf-8')[-2000:]}"
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(15)
+
+
+def up(url: str) -> bool:
+    try:
+        return request(url + "api/items")[0] == 200
+    except OSError:
+        return False
