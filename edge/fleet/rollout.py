@@ -210,7 +210,10 @@ class Rollout:
         return None
 
     def roll_back(self, bins: list[str]) -> dict[str, str]:
-        """Each bin back on the folder it served before (one the bin left by itself is left as it is)."""
+        """Each bin back on the folder it served before (one the bin left by itself is left as it is). A bin that
+        went offline is waited for first: one that crashed inside its health window comes back on its old model
+        by itself, and a command sent meanwhile would wait on the broker for nobody."""
+        self.back_online(bins)
         views, ids = self.view.snapshot(), {}
         outcome = {}
         for device_id in bins:
@@ -229,6 +232,15 @@ class Rollout:
         for device_id, what in sorted(outcome.items()):
             self.say(f"  {device_id}: {what}")
         return outcome
+
+    def back_online(self, bins: list[str]) -> None:
+        """Wait, at most the update timeout, for the offline ones of ``bins`` to say they are online."""
+        offline = lambda: [d for d, v in self.view.snapshot().items() if d in bins and not v.online]  # noqa: E731
+        if offline():
+            self.say(f"  waiting for {', '.join(offline())} to come back online")
+        deadline = time.monotonic() + self.rule.update_timeout_s
+        while offline() and time.monotonic() < deadline:
+            time.sleep(0.25)
 
     def finals(self, ids: dict[str, str], timeout: float, final: Callable) -> dict:
         """Each bin's final answer to its command (None: none in time)."""

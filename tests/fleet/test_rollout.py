@@ -4,7 +4,8 @@ Three bins (the daemon as a subprocess each, a looping clip as camera) serve v1.
 canary, which is watched against the two others, then to the rest. Then v3, a model that passes every check a
 bin makes (its files, its acceptance set: the same top-1) but is far less sure of what it sees, as a retrained
 model that lost its calibration is: it reaches its named canary, fails the comparison, and the canary is put
-back on v2 while the two others never receive it.
+back on v2 while the two others never receive it. Then a good v4 whose canary crashes while watched: the bin
+comes back on v2 by itself and the rollout stops there.
 """
 
 from __future__ import annotations
@@ -64,16 +65,21 @@ def fleet(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
     """Three daemons on v1, all online with their model retained."""
     clip, _ = clip_factory(items=4, seed=11)
     v1 = bundle_copy(bundle_dir, tmp_path / "v1", "fleet-v1", "2026-01-01T00:00:00+00:00")
-    with running_fleet(tmp_path / "bins", v1, clip, broker.port, BINS) as sub:
-        yield sub
+    with running_fleet(tmp_path / "bins", v1, clip, broker.port, BINS) as fleet:
+        yield fleet
 
 
-def rollout(broker, tmp_path: Path, bundle: Path, *options: str) -> tuple[int, dict, str]:
+def rollout(broker, tmp_path: Path, bundle: Path, *options: str, meanwhile=lambda: None) -> tuple[int, dict, str]:
+    """`smartbin fleet rollout` as a user runs it; ``meanwhile()`` runs while it does. (exit code, report, output)"""
     report = tmp_path / f"{bundle.name}-report.json"
     command = [str(SMARTBIN), "fleet", "rollout", str(bundle), "--broker", f"127.0.0.1:{broker.port}"]
     command += ["--serve", "127.0.0.1:0", "--json", str(report), *WATCH, *options]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    return done.returncode, json.loads(report.read_text()) if report.exists() else {}, done.stdout + done.stderr
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        meanwhile()
+    finally:
+        output, _ = process.communicate(timeout=600)
+    return process.returncode, json.loads(report.read_text()) if report.exists() else {}, output
 
 
 def updates_sent(sub: Subscriber, url_part: str) -> dict[str, float]:
@@ -88,7 +94,7 @@ def updates_sent(sub: Subscriber, url_part: str) -> dict[str, float]:
 def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_canary(
     tmp_path, fleet, broker, bundle_dir, unsure_bundle
 ):
-    sub = fleet
+    sub = fleet.sub
     v2 = bundle_copy(bundle_dir, tmp_path / "v2", "fleet-v2", "2026-06-01T00:00:00+00:00")
 
     code, report, output = rollout(broker, tmp_path, v2, "--stages", "1")
@@ -115,6 +121,32 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
     assert set(updates_sent(sub, "v3")) == {"bin-b"}  # the others never saw it
     assert poll(lambda: serving(sub)["bin-b"] == next(iter(v2_folders)), 30), serving(sub)
     assert set(serving(sub).values()) == v2_folders
+
+    # a good bundle whose canary crashes while it is watched: the bin comes back on v2 by itself (its health
+    # window), the rollout stops there, waits for it, and sends it nothing more; the others never see v4
+    v4 = bundle_copy(bundle_dir, tmp_path / "v4", "fleet-v4", "2026-10-01T00:00:00+00:00")
+
+    def crash_the_canary() -> None:
+        switched = sub.wait_for(
+            "command/result",
+            timeout=300,
+            where=lambda m: (
+                m.topic.split("/")[1] == "bin-c"
+                and str((m.json().get("result") or {}).get("model")).startswith("fleet-v4")
+            ),
+        )
+        assert switched, "bin-c never switched to v4"
+        fleet.kill("bin-c")
+        fleet.start("bin-c")  # as systemd would
+
+    code, report, output = rollout(broker, tmp_path, v4, "--canaries", "bin-c", meanwhile=crash_the_canary)
+    assert code == 1, output
+    reason = report["stages"][0]["reason"]  # which it saw first depends on how fast the bin restarts
+    assert "bin-c went offline" in reason or "bin-c left the new model by itself" in reason, report
+    assert report["rolled_back"] == {"bin-c": f"back on {next(iter(v2_folders))} by itself"}, output
+    assert set(updates_sent(sub, "v4")) == {"bin-c"}
+    assert not [m for m in sub.on("command") if m.json().get("action") == "reload_model" and "bin-c" in m.topic]
+    assert poll(lambda: set(serving(sub).values()) == v2_folders, 30), serving(sub)
 
 
 def test_stages_and_the_rule():

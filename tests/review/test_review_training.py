@@ -46,7 +46,7 @@ def test_train_from_the_page_to_a_report_and_a_comparison(
     url = closing.enter_context(reviewing(folder, *options))
     driver = None
     try:
-        sub = closing.enter_context(running_fleet(tmp_path / "bins", bundle_dir, clip, broker.port, BINS))
+        sub = closing.enter_context(running_fleet(tmp_path / "bins", bundle_dir, clip, broker.port, BINS)).sub
         items = request(url + "api/items")[1]["items"]
         for item in items:  # each answered with the model's own guess
             assert request(url + "api/answer", {"ids": [item["id"]], "verdict": "item", "label": item["guesses"][0]})[0]
@@ -63,6 +63,7 @@ def test_train_from_the_page_to_a_report_and_a_comparison(
             return text
 
         wait.until(lambda d: "train (epoch" in state())
+        driver.save_screenshot(str(artifacts / "review_training_running.png"))
         assert request(url + "api/training", {})[0] == 409  # one training at a time
         wait.until(lambda d: ": done" in state() or ": failed" in state())
         work = folder / "training"

@@ -8,6 +8,7 @@ loopback): its broker and ports never meet the host's, and nothing inside can re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -104,14 +105,17 @@ class Container:
         return self
 
     def _find_leader(self) -> int:
-        """PID (on the host) of the container's systemd: the child of systemd-nspawn."""
+        """PID (on the host) of the container's systemd: the child of systemd-nspawn that runs systemd. (Its
+        first child is a short-lived one that sets the container up; taken for the leader, it was gone by the
+        time nsenter looked for it, on a fast machine.)"""
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
                     stat = (entry / "stat").read_text()
                 except OSError:
                     continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                command, rest = stat[stat.index("(") + 1 :].rsplit(")", 1)
+                if int(rest.split()[1]) == self.process.pid and command == "systemd":
                     return int(entry.name)
         return 0
 
@@ -152,13 +156,17 @@ class Container:
     def stop(self) -> None:
         """Power the container off (SIGRTMIN+4 to its systemd), then remove its root."""
         if self.process is not None and self.process.poll() is None:
-            if self.leader:
-                os.kill(self.leader, signal.SIGRTMIN + 4)
+            self.leader = self._find_leader() or self.leader
             try:
+                if self.leader:
+                    os.kill(self.leader, signal.SIGRTMIN + 4)
+                else:
+                    self.process.terminate()
                 self.process.wait(30)
-            except subprocess.TimeoutExpired:
+            except (subprocess.TimeoutExpired, ProcessLookupError):
                 if self.leader:  # killing PID 1 of its namespace takes every process inside with it
-                    os.kill(self.leader, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.leader, signal.SIGKILL)
                 self.process.kill()
                 self.process.wait(10)
         shutil.rmtree(self.root, ignore_errors=True)
