@@ -169,7 +169,7 @@ class Rollout:
 
     def watch(self, group: list[str], others: list[str], stage: StageReport) -> str | None:
         """Watch the group beside the others; None when it passes the rule."""
-        rule, start = self.rule, time.monotonic()
+        rule, start, mark = self.rule, time.monotonic(), self.view.mark()
         health = {d: view.status.health for d, view in self.view.snapshot().items() if view.status is not None}
         limit = rule.watch_s * 3 + 60  # beyond this with too little to judge by, the stage fails
         while True:
@@ -178,8 +178,8 @@ class Rollout:
             trouble = self.trouble(group, health)
             if trouble:
                 return trouble
-            stage.new = self.view.figures(group, start)
-            stage.old = self.view.figures(others, start) if others else None
+            stage.new = self.view.figures(group, mark)
+            stage.old = self.view.figures(others, mark) if others else None
             enough = not others or min(stage.new.frames, stage.old.frames) >= rule.min_frames
             if stage.watched_s >= rule.watch_s and enough:
                 break

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
@@ -23,7 +22,6 @@ from edge.wire.payloads import Classification, CommandResult, Decision, ModelInf
 from edge.wire.topics import Topic, device_topic, every_bin, topic_of
 
 log = logging.getLogger(__name__)
-KEPT = 20000  # observations kept per bin: hours of a busy bin's items, minutes of its frames
 
 
 @dataclass
@@ -42,6 +40,17 @@ class Figures:
         return f"{self.frames} frames, mean confidence {confidence}; {self.decisions} items, {share} unsure"
 
 
+@dataclass(frozen=True)
+class Totals:
+    """A bin's running totals since the view began: what a time's figures are the difference of (constant
+    memory however long a rollout watches, however many bins)."""
+
+    frames: int = 0
+    confidence: float = 0.0  # summed over the frames
+    decisions: int = 0
+    unsure: int = 0  # decisions too unsure to sort (reason low_confidence)
+
+
 @dataclass
 class BinView:
     """One bin as the broker shows it."""
@@ -49,8 +58,7 @@ class BinView:
     device_id: str
     status: Status | None = None
     model: ModelInfo | None = None
-    frames: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=KEPT))  # (time, confidence)
-    decisions: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=KEPT))  # (time, unsure)
+    totals: Totals = Totals()
     answers: dict[str, list[CommandResult]] = field(default_factory=dict)
 
     @property
@@ -111,17 +119,22 @@ class FleetView:
             view = self.bins.get(device_id)
             return list(view.answers.get(command_id, [])) if view else []
 
-    def figures(self, device_ids: list[str], since: float) -> Figures:
-        """The group's frames and items since ``since`` (time.monotonic())."""
+    def mark(self) -> dict[str, Totals]:
+        """Every bin's totals now: ``figures`` counts from here."""
         with self.lock:
-            views = [self.bins[d] for d in device_ids if d in self.bins]
-            confidences = [c for v in views for t, c in v.frames if t >= since]
-            unsure = [u for v in views for t, u in v.decisions if t >= since]
+            return {device_id: view.totals for device_id, view in self.bins.items()}
+
+    def figures(self, device_ids: list[str], since: dict[str, Totals]) -> Figures:
+        """The group's frames and items since the ``mark()`` ``since``."""
+        with self.lock:
+            now = [(self.bins[d].totals, since.get(d, Totals())) for d in device_ids if d in self.bins]
+        frames = sum(n.frames - b.frames for n, b in now)
+        decisions = sum(n.decisions - b.decisions for n, b in now)
         return Figures(
-            frames=len(confidences),
-            mean_confidence=sum(confidences) / len(confidences) if confidences else None,
-            decisions=len(unsure),
-            low_confidence_share=sum(unsure) / len(unsure) if unsure else None,
+            frames=frames,
+            mean_confidence=sum(n.confidence - b.confidence for n, b in now) / frames if frames else None,
+            decisions=decisions,
+            low_confidence_share=sum(n.unsure - b.unsure for n, b in now) / decisions if decisions else None,
         )
 
     # ------------------------------------------------------------------ paho's thread
@@ -140,10 +153,13 @@ class FleetView:
                 elif kind is Topic.MODEL:
                     view.model, self.heard = ModelInfo.model_validate_json(message.payload), now
                 elif kind is Topic.CLASSIFICATION:
-                    view.frames.append((now, Classification.model_validate_json(message.payload).confidence))
+                    confidence = Classification.model_validate_json(message.payload).confidence
+                    t = view.totals
+                    view.totals = replace(t, frames=t.frames + 1, confidence=t.confidence + confidence)
                 elif kind is Topic.DECISION:
-                    decision = Decision.model_validate_json(message.payload)
-                    view.decisions.append((now, decision.reason == "low_confidence"))
+                    unsure = Decision.model_validate_json(message.payload).reason == "low_confidence"
+                    t = view.totals
+                    view.totals = replace(t, decisions=t.decisions + 1, unsure=t.unsure + unsure)
                 elif kind is Topic.COMMAND_RESULT:
                     answer = CommandResult.model_validate_json(message.payload)
                     view.answers.setdefault(str(answer.id), []).append(answer)
