@@ -114,8 +114,8 @@ def run_loop(out: Path, config_path: Path, port: int, v2: Path, console: Console
     manifest.update(name="demo-v3", created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 60)))
     (v3 / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     digests = {name: pack(bundle, www / f"{name}.tar") for name, bundle in (("v2", v2), ("v3", v3))}
-    server, port = serve(www)
-    base = f"http://127.0.0.1:{port}"
+    server, web_port = serve(www)
+    base = f"http://127.0.0.1:{web_port}"
     watcher = Watcher(port, load_config(config_path).topic_base, console)
     log = (out / "daemon-loop.log").open("a")  # the daemon's own log, kept for a look
     daemon = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config_path)], cwd=ROOT, stderr=log)
