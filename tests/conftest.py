@@ -159,6 +159,7 @@ def clip_factory(tmp_path_factory):
 # at least as long as its longest module, so that one starts at once and the short ones fill in at the end.
 LONGEST_FIRST = (
     "test_quantization.py",
+    "test_demo.py",
     "test_updates.py",
     "test_real_systemd.py",
     "test_distribute.py",
