@@ -17,6 +17,7 @@ from paho.mqtt.properties import Properties
 AGE_PROPERTY = "smartbin-age-s"  # user property: seconds since the decision was made, when it was sent
 # Far beyond any delivery worth making, so no broker discards a decision for it: only counted down.
 EXPIRY_S = 30 * 24 * 3600
+BROKER_ROUNDING_S = 1.0  # the most a broker's whole-second countdown can leave out of its part
 
 
 def sent_properties(age_s: float) -> Properties:
@@ -31,8 +32,10 @@ def age_on_arrival(properties: Properties | None) -> float | None:
     """The decision's age when it reached this client (daemon's part + broker's part, in seconds), or None
     when the message does not carry both (MQTT 3.1.1, another publisher): then only clocks can tell.
 
-    The broker counts whole seconds, so its part can be up to a second more than the true wait: a decision
-    is judged older, never younger, than it is."""
+    The broker counts its part in whole seconds of its clock (mosquitto: the expiry second it stored minus
+    the second it sends in), so a wait of 1.25 s can come out as 1 and one of 0.9 s as 0: up to a second
+    short. BROKER_ROUNDING_S is added so that a decision is judged older, never younger, than it is (the
+    field day once moved the flap for a decision 2.18 s old, judged 1.93 s, against a max_age_s of 2)."""
     if properties is None:
         return None
     sent = dict(getattr(properties, "UserProperty", None) or []).get(AGE_PROPERTY)
@@ -45,4 +48,4 @@ def age_on_arrival(properties: Properties | None) -> float | None:
         return None
     if age != age or age < 0:
         return None
-    return age + max(0, EXPIRY_S - int(remaining))
+    return age + max(0, EXPIRY_S - int(remaining)) + BROKER_ROUNDING_S

@@ -127,7 +127,21 @@ class Rollout:
         return fleet, skipped
 
     def run(self, groups: list[list[str]], report: RolloutReport) -> RolloutReport:
-        """Every stage in turn; the report says how far it went and why it stopped."""
+        """Every stage in turn; the report says how far it went and why it stopped. Interrupted (Ctrl-C, or
+        SIGINT from a script), it puts back every bin it updated: a rollout stopped half-way leaves no bin on
+        a model nobody watches."""
+        try:
+            return self.stages(groups, report)
+        except KeyboardInterrupt:
+            report.reason = "interrupted"
+            views = self.view.snapshot()  # a bin may have switched before its answer was read
+            moved = [d for d, folder in self.before.items() if views[d].model and views[d].model.folder != folder]
+            updated = sorted({*self.switched, *moved})
+            self.say(f"interrupted; putting {', '.join(updated) or 'no bin'} back")
+            report.rolled_back = self.roll_back(updated)
+            return report
+
+    def stages(self, groups: list[list[str]], report: RolloutReport) -> RolloutReport:
         updated: list[str] = []
         for number, group in enumerate(groups, 1):
             stage = StageReport(bins=group)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,12 +70,17 @@ def fleet(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
         yield fleet
 
 
-def rollout(broker, tmp_path: Path, bundle: Path, *options: str, meanwhile=lambda: None) -> tuple[int, dict, str]:
-    """`smartbin fleet rollout` as a user runs it; ``meanwhile()`` runs while it does. (exit code, report, output)"""
+def rollout(
+    broker, tmp_path: Path, bundle: Path, *options: str, meanwhile=lambda: None, started: list | None = None
+) -> tuple[int, dict, str]:
+    """`smartbin fleet rollout` as a user runs it; ``meanwhile()`` runs while it does (``started`` gets the
+    process). (exit code, report, output)"""
     report = tmp_path / f"{bundle.name}-report.json"
     command = [str(SMARTBIN), "fleet", "rollout", str(bundle), "--broker", f"127.0.0.1:{broker.port}"]
     command += ["--serve", "127.0.0.1:0", "--json", str(report), *WATCH, *options]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if started is not None:
+        started.append(process)
     try:
         meanwhile()
     finally:
@@ -146,6 +152,38 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
     assert report["rolled_back"] == {"bin-c": f"back on {next(iter(v2_folders))} by itself"}, output
     assert set(updates_sent(sub, "v4")) == {"bin-c"}
     assert not [m for m in sub.on("command") if m.json().get("action") == "reload_model" and "bin-c" in m.topic]
+    assert poll(lambda: set(serving(sub).values()) == v2_folders, 30), serving(sub)
+
+    # stopped by the user (Ctrl-C) while its canary is watched: the canary is put back, nothing else moves
+    process_holder = []
+
+    def interrupt_the_watch() -> None:
+        found = sub.wait_for(
+            "command/result",
+            timeout=300,
+            where=lambda m: (
+                m.topic.split("/")[1] == "bin-a"
+                and str((m.json().get("result") or {}).get("model")).startswith("fleet-v5")
+            ),
+        )
+        assert found, "bin-a never switched to v5"
+        process_holder[0].send_signal(signal.SIGINT)
+
+    v5 = bundle_copy(bundle_dir, tmp_path / "v5", "fleet-v5", "2026-11-01T00:00:00+00:00")
+    code, report, output = rollout(
+        broker,
+        tmp_path,
+        v5,
+        "--canaries",
+        "bin-a",
+        "--watch",
+        "600",
+        meanwhile=interrupt_the_watch,
+        started=process_holder,
+    )
+    assert code == 1 and report["reason"] == "interrupted", output
+    assert report["rolled_back"] == {"bin-a": f"back on {next(iter(v2_folders))}"}, output
+    assert set(updates_sent(sub, "v5")) == {"bin-a"}
     assert poll(lambda: set(serving(sub).values()) == v2_folders, 30), serving(sub)
 
 
