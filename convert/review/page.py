@@ -62,6 +62,7 @@ kbd{border:1px solid #aaa;border-radius:3px;padding:0 .25rem;font-size:.8rem}
 <label>stages <input id="ro-stages" value="1" size="5"></label> <label>watch s <input id="ro-watch" value="300"
  size="4"></label><br><label>min frames <input id="ro-frames" value="100" size="4"></label> <label>max drop
  <input id="ro-drop" value="0.10" size="4"></label><br><button id="rollout-start">roll out to a few bins first</button>
+<button id="rollout-stop" disabled>stop, put them back</button>
 </div><pre id="rollout-log"></pre></aside></main>
 <script>
 let items=[], classes={}, bins=[], shown=[], focus=0, selected=new Set();
@@ -164,9 +165,12 @@ async function fleet(){const r=await (await fetch('/api/fleet')).json();
  $('fleet').innerHTML=r.bins.map(b=>'<tr><td>'+esc(b.device)+'</td><td>'+esc(b.state)+', '+esc(b.health)
   +'</td><td>'+esc(b.model)+'</td></tr>').join('');
  const ro=r.rollout,running=ro&&ro.state==='running';$('rollout-start').disabled=running;
+ $('rollout-stop').disabled=!running;
  $('fleet-state').textContent=r.bins.length+' bin(s) on the broker'+(ro?'; rollout '+ro.state:'');
  $('rollout-log').textContent=ro?ro.lines.join('\\n')+(ro.error?'\\n'+ro.error:''):'';
  setTimeout(fleet,running?1000:3000);}
+$('rollout-stop').onclick=async()=>{try{await post('/api/rollout/stop',{});status('stopping the rollout');}
+ catch(e){status('not stopped: '+e.message,true);}};
 $('rollout-start').onclick=async()=>{try{await post('/api/rollout',{stages:$('ro-stages').value,
  watch:Number($('ro-watch').value),min_frames:Number($('ro-frames').value),max_confidence_drop:Number($('ro-drop').value)});
  status('rollout started');}catch(e){status('not started: '+e.message,true);}};

@@ -37,13 +37,24 @@ class PageRollouts:
         self.view = FleetView(settings, "smartbin-review")
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        self.stop = threading.Event()  # the page's stop button, or the server stopping
 
     def start_watching(self) -> PageRollouts:
         self.view.start()
         return self
 
-    def close(self) -> None:
+    def close(self, timeout: float = 120) -> None:
+        """Stop a running rollout (its bins put back) and the view."""
+        if self.stop_rollout():
+            self.thread.join(timeout)
         self.view.close()
+
+    def stop_rollout(self) -> bool:
+        """Ask a running rollout to stop and put its bins back; False when none runs."""
+        running = self.thread is not None and self.thread.is_alive()
+        if running:
+            self.stop.set()
+        return running
 
     def bins(self) -> list[dict]:
         """Every bin the broker has a status or model of, as the page lists them."""
@@ -71,6 +82,7 @@ class PageRollouts:
             if self.thread is not None and self.thread.is_alive():
                 raise SmartbinError("a rollout is running already: wait for it to end")
             state = {"state": "running", "lines": [], "report": None, "error": None}
+            self.stop.clear()
             self.save(job_folder, state)
             self.thread = threading.Thread(target=self.run, args=(job_folder, bundle, request, state), daemon=True)
             self.thread.start()
@@ -84,7 +96,7 @@ class PageRollouts:
             broker = (self.settings.host, self.settings.port)
             with served(bundle, broker, self.bind, self.advertise) as release:
                 say(f"release: {release.url}")
-                report = roll_out(self.view, release, request.rule, request.stages, say=say)
+                report = roll_out(self.view, release, request.rule, request.stages, say=say, stop=self.stop)
             state.update(state="completed" if report.completed else "stopped", report=report.to_dict())
         except Exception as exc:  # noqa: BLE001 - whatever ended it is the page's answer
             log.warning("rollout of %s ended: %s", bundle, exc)

@@ -97,6 +97,8 @@ class ReviewHandler(JsonHandler):
                 self._json(asdict(self.trainer.start()))
             elif self.path == "/api/rollout":
                 self._json(self._roll_out(body))
+            elif self.path == "/api/rollout/stop" and self.fleet is not None:
+                self._json({"stopping": self.fleet.stop_rollout()})
             elif self.path == "/api/bins":
                 self.store.set_bin(str(body.get("label", "")), str(body.get("bin", "")))
                 self._json({"classes": self.store.classes(self.store.items())})

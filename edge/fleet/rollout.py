@@ -6,7 +6,7 @@ its own checks, and keeps its model). Then it watches them for ``Rule.watch_s``,
 when a bin goes offline, rolls back by itself (its health window), turns unhealthy, or is less sure than the
 others by more than the rule allows (mean confidence of its frames; share of its items too unsure to sort).
 A failure stops the rollout and puts every bin it updated back on the model it had (``reload_model`` with
-the store folder the bin's retained ``…/model`` named before). The last stage, with no bins left to compare
+what the bin's retained ``…/model`` names as its previous one). The last stage, with no bins left to compare
 against, is watched for health alone.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,10 @@ from edge.fleet.view import BinView, Figures, FleetView
 from edge.wire.payloads import Command
 
 log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """The rollout was asked to stop (Rollout's ``stop`` event)."""
 
 
 @dataclass
@@ -100,8 +105,18 @@ def stage_groups(fleet: list[str], stages: list[str], canaries: list[str] | None
 class Rollout:
     """Carries one release through a fleet's stages; ``say`` hears every step, in a sentence."""
 
-    def __init__(self, view: FleetView, release: Release, rule: Rule, say: Callable[[str], None] = log.info):
+    def __init__(
+        self,
+        view: FleetView,
+        release: Release,
+        rule: Rule,
+        say: Callable[[str], None] = log.info,
+        stop: threading.Event | None = None,
+    ):
+        """``stop``: set from another thread (a page's button, a server stopping) to end the rollout as a Ctrl-C
+        does."""
         self.view, self.release, self.rule, self.say = view, release, rule, say
+        self.stop = stop or threading.Event()
         self.token = f"{int(time.time() * 1000):x}"
         self.before: dict[str, str] = {}  # device -> the store folder it served before this rollout
         self.switched: dict[str, str] = {}  # device -> the folder it switched to
@@ -132,12 +147,13 @@ class Rollout:
         a model nobody watches."""
         try:
             return self.stages(groups, report)
-        except KeyboardInterrupt:
-            report.reason = "interrupted"
+        except (KeyboardInterrupt, Stopped) as exc:
+            self.stop.clear()  # the rollback's own waits go on
+            report.reason = "stopped" if isinstance(exc, Stopped) else "interrupted"
             views = self.view.snapshot()  # a bin may have switched before its answer was read
             moved = [d for d, folder in self.before.items() if views[d].model and views[d].model.folder != folder]
             updated = sorted({*self.switched, *moved})
-            self.say(f"interrupted; putting {', '.join(updated) or 'no bin'} back")
+            self.say(f"{report.reason}; putting {', '.join(updated) or 'no bin'} back")
             report.rolled_back = self.roll_back(updated)
             return report
 
@@ -187,7 +203,7 @@ class Rollout:
         health = {d: view.status.health for d, view in self.view.snapshot().items() if view.status is not None}
         limit = rule.watch_s * 3 + 60  # beyond this with too little to judge by, the stage fails
         while True:
-            time.sleep(0.25)
+            self.pause(0.25)
             stage.watched_s = time.monotonic() - start
             trouble = self.trouble(group, health)
             if trouble:
@@ -231,12 +247,15 @@ class Rollout:
         views, ids = self.view.snapshot(), {}
         outcome = {}
         for device_id in bins:
-            view = views.get(device_id)
-            if view is not None and view.model is not None and view.model.folder == self.before[device_id]:
+            model = views[device_id].model if device_id in views else None
+            if model is not None and model.folder == self.before[device_id]:
                 outcome[device_id] = f"back on {self.before[device_id]} by itself"
                 continue
+            # what the bin itself recorded as the model before the switch: a store folder, or the path of a
+            # bundle its config named (which no store name reaches)
+            target = model.previous if model is not None and model.previous else self.before[device_id]
             ids[device_id] = f"rollout-{self.token}-back-{device_id}"
-            command = Command(id=ids[device_id], action="reload_model", bundle=self.before[device_id])
+            command = Command(id=ids[device_id], action="reload_model", bundle=target)
             self.view.command(device_id, json.dumps(command.dump()))
         for device_id, answer in self.finals(ids, self.rule.update_timeout_s, lambda a: True).items():
             if answer is None:
@@ -254,7 +273,12 @@ class Rollout:
             self.say(f"  waiting for {', '.join(offline())} to come back online")
         deadline = time.monotonic() + self.rule.update_timeout_s
         while offline() and time.monotonic() < deadline:
-            time.sleep(0.25)
+            self.pause(0.25)
+
+    def pause(self, seconds: float) -> None:
+        """Wait a moment; Stopped when ``stop`` is set meanwhile."""
+        if self.stop.wait(seconds):
+            raise Stopped
 
     def finals(self, ids: dict[str, str], timeout: float, final: Callable) -> dict:
         """Each bin's final answer to its command (None: none in time)."""
@@ -264,7 +288,7 @@ class Rollout:
                 answers = [a for a in self.view.answers(device_id, command_id) if final(a)]
                 if answers and device_id not in found:
                     found[device_id] = answers[-1]
-            time.sleep(0.1)
+            self.pause(0.1)
         return {device_id: found.get(device_id) for device_id in ids}
 
 
@@ -295,10 +319,11 @@ def roll_out(
     canaries: list[str] | None = None,
     only: list[str] | None = None,
     say: Callable[[str], None] = log.info,
+    stop: threading.Event | None = None,
 ) -> RolloutReport:
     """The release through the fleet ``view`` sees, stage by stage (``only``: just these bins); SmartbinError
     when no bin can take part, or a named canary cannot."""
-    rollout = Rollout(view, release, rule, say)
+    rollout = Rollout(view, release, rule, say, stop)
     fleet, skipped = rollout.choose(only)
     for device_id, why in skipped.items():
         say(f"left out: {device_id} ({why})")

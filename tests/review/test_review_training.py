@@ -97,10 +97,23 @@ def test_train_from_the_page_to_a_report_and_a_comparison(
         # roll it out from the page: the bins listed from their retained status, then a canary and the rest
         before = serving(sub)
         wait.until(lambda d: all(b in d.find_element(By.ID, "fleet").text for b in BINS))
-        for field, value in (("ro-watch", "3"), ("ro-frames", "20"), ("ro-drop", "1")):  # the rule: tests/fleet
-            driver.find_element(By.ID, field).clear()
-            driver.find_element(By.ID, field).send_keys(value)
-        driver.find_element(By.ID, "rollout-start").click()
+
+        def roll_out(watch: str) -> None:
+            for field, value in (("ro-watch", watch), ("ro-frames", "20"), ("ro-drop", "1")):  # rule: tests/fleet
+                driver.find_element(By.ID, field).clear()
+                driver.find_element(By.ID, field).send_keys(value)
+            driver.find_element(By.ID, "rollout-start").click()
+
+        # stopped from the page while its canary is watched: the canary is put back, nothing else moved
+        roll_out("600")
+        wait.until(lambda d: "bin-a switched to" in d.find_element(By.ID, "rollout-log").text)
+        wait.until(lambda d: d.find_element(By.ID, "rollout-stop").is_enabled())
+        driver.find_element(By.ID, "rollout-stop").click()
+        wait.until(lambda d: "rollout stopped" in d.find_element(By.ID, "fleet-state").text)
+        assert f"bin-a: back on {before['bin-a']}" in driver.find_element(By.ID, "rollout-log").text
+        assert poll(lambda: serving(sub) == before, 30), serving(sub)
+        # then the whole way: a canary, then the other
+        roll_out("3")
         wait.until(lambda d: "rollout completed" in d.find_element(By.ID, "fleet-state").text)
         log = driver.find_element(By.ID, "rollout-log").text
         assert "left out: test-bin (offline)" in log  # the bin that kept the samples has stopped
