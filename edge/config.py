@@ -282,9 +282,8 @@ class ActuatorConfig(Strict):
         2.0,
         gt=0,
         le=3600,
-        description="a decision older than this is acknowledged as stale and not moved: the item is gone. Over "
-        "MQTT 5 the age needs no shared clock and is judged up to a second older than it is (docs/mqtt.md); over "
-        "3.1.1 it is the decision's ts against this host's clock (NTP on both hosts)",
+        description="older decisions are acked stale, not moved. MQTT 5: no shared clock, judged up to 1 s older "
+        "(docs/mqtt.md); 3.1.1: the decision's ts against this host's clock (NTP on both hosts)",
     )
     min_pulse_width_ms: float = Field(
         0.5, gt=0, lt=5, description="servo pulse at -90 degrees (common hobby servos: 0.5 ms; gpiozero's own: 1)"

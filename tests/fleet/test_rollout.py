@@ -88,6 +88,18 @@ def rollout(
     return process.returncode, json.loads(report.read_text()) if report.exists() else {}, output
 
 
+def wait_switched(sub: Subscriber, device_id: str, name: str) -> None:
+    """Until the bin answers that it switched to the bundle called ``name``."""
+    found = sub.wait_for(
+        "command/result",
+        timeout=300,
+        where=lambda m: (
+            m.topic.split("/")[1] == device_id and str((m.json().get("result") or {}).get("model")).startswith(name)
+        ),
+    )
+    assert found, f"{device_id} never switched to {name}"
+
+
 def updates_sent(sub: Subscriber, url_part: str) -> dict[str, float]:
     """When each bin was sent update_model for an archive (arrival at this subscriber)."""
     return {
@@ -133,15 +145,7 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
     v4 = bundle_copy(bundle_dir, tmp_path / "v4", "fleet-v4", "2026-10-01T00:00:00+00:00")
 
     def crash_the_canary() -> None:
-        switched = sub.wait_for(
-            "command/result",
-            timeout=300,
-            where=lambda m: (
-                m.topic.split("/")[1] == "bin-c"
-                and str((m.json().get("result") or {}).get("model")).startswith("fleet-v4")
-            ),
-        )
-        assert switched, "bin-c never switched to v4"
+        wait_switched(sub, "bin-c", "fleet-v4")
         fleet.kill("bin-c")
         fleet.start("bin-c")  # as systemd would
 
@@ -158,15 +162,7 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
     process_holder = []
 
     def interrupt_the_watch() -> None:
-        found = sub.wait_for(
-            "command/result",
-            timeout=300,
-            where=lambda m: (
-                m.topic.split("/")[1] == "bin-a"
-                and str((m.json().get("result") or {}).get("model")).startswith("fleet-v5")
-            ),
-        )
-        assert found, "bin-a never switched to v5"
+        wait_switched(sub, "bin-a", "fleet-v5")
         process_holder[0].send_signal(signal.SIGINT)
 
     v5 = bundle_copy(bundle_dir, tmp_path / "v5", "fleet-v5", "2026-11-01T00:00:00+00:00")
