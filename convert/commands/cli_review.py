@@ -104,7 +104,7 @@ def add_review_commands(sub: argparse._SubParsersAction, samples: argparse._SubP
     p.add_argument("--serving", help="to train from the page: the bundle the bins run now, to compare against")
     p.add_argument("--work", help="where training jobs go (default: FOLDER/training)")
     p.add_argument("--train-args", help='more options of smartbin train, e.g. "--epochs 12 --img-size 224"')
+    p.add_argument("--convert-args", help='more options of smartbin convert, e.g. "--calib-samples 200"')
     add_broker_options(p, None)  # to roll a trained bundle out from the page
     p.add_argument("--serve", default="0.0.0.0:0", help="HOST:PORT a rollout serves the bundle on (0.0.0.0:0)")
     p.add_argument("--advertise", help="the address the bins reach this machine at (default: found)")
-    p.add_argument("--convert-args", help='more options of smartbin convert, e.g. "--calib-samples 200"')

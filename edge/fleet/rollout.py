@@ -119,6 +119,7 @@ class Rollout:
         self.stop = stop or threading.Event()
         self.token = f"{int(time.time() * 1000):x}"
         self.before: dict[str, str] = {}  # device -> the store folder it served before this rollout
+        self.health_before: dict[str, str] = {}  # device -> its health then
         self.switched: dict[str, str] = {}  # device -> the folder it switched to
 
     def choose(self, only: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
@@ -135,10 +136,10 @@ class Rollout:
             else:
                 fleet.append(device_id)
                 self.before[device_id] = view.model.folder
+                self.health_before[device_id] = view.status.health
         missing = sorted(set(only or []) - set(fleet) - set(skipped))
         skipped.update({device_id: "not heard of on the broker" for device_id in missing})
-        healthy = self.view.snapshot()
-        fleet.sort(key=lambda d: (healthy[d].status is None or healthy[d].status.health != "ok", d))
+        fleet.sort(key=lambda d: (self.health_before[d] != "ok", d))
         return fleet, skipped
 
     def run(self, groups: list[list[str]], report: RolloutReport) -> RolloutReport:
@@ -146,37 +147,35 @@ class Rollout:
         SIGINT from a script), it puts back every bin it updated: a rollout stopped half-way leaves no bin on
         a model nobody watches."""
         try:
-            return self.stages(groups, report)
+            failed = self.stages(groups, report)
         except (KeyboardInterrupt, Stopped) as exc:
             self.stop.clear()  # the rollback's own waits go on
-            report.reason = "stopped" if isinstance(exc, Stopped) else "interrupted"
-            views = self.view.snapshot()  # a bin may have switched before its answer was read
-            moved = [d for d, folder in self.before.items() if views[d].model and views[d].model.folder != folder]
-            updated = sorted({*self.switched, *moved})
-            self.say(f"{report.reason}; putting {', '.join(updated) or 'no bin'} back")
-            report.rolled_back = self.roll_back(updated)
+            failed = "stopped" if isinstance(exc, Stopped) else "interrupted"
+        if failed is None:
+            report.completed = True
             return report
+        report.reason = failed
+        # every bin this rollout moved: those that said so, and any that switched before its answer was read
+        views = self.view.snapshot()
+        moved = [d for d, folder in self.before.items() if views[d].model and views[d].model.folder != folder]
+        updated = sorted({*self.switched, *moved})
+        self.say(f"{failed}; putting {', '.join(updated) or 'no bin'} back")
+        report.rolled_back = self.roll_back(updated)
+        return report
 
-    def stages(self, groups: list[list[str]], report: RolloutReport) -> RolloutReport:
-        updated: list[str] = []
+    def stages(self, groups: list[list[str]], report: RolloutReport) -> str | None:
+        """The stages in turn; None when all passed, else why the first that failed did."""
         for number, group in enumerate(groups, 1):
             stage = StageReport(bins=group)
             report.stages.append(stage)
             others = [d for g in groups[number:] for d in g]
             self.say(f"stage {number}/{len(groups)}: {', '.join(group)}")
-            stage.reason = self.update(group)
-            updated += [d for d in group if d in self.switched]
-            if stage.reason is None:
-                stage.reason = self.watch(group, others, stage)
+            stage.reason = self.update(group) or self.watch(group, others, stage)
             if stage.reason is not None:
-                report.reason = f"stage {number} failed: {stage.reason}"
-                self.say(f"{report.reason}; putting {', '.join(updated) or 'no bin'} back")
-                report.rolled_back = self.roll_back(updated)
-                return report
+                return f"stage {number} failed: {stage.reason}"
             stage.passed = True
             self.say(f"stage {number} passed ({stage.watched_s:.0f} s watched)")
-        report.completed = True
-        return report
+        return None
 
     # ------------------------------------------------------------------ a stage's steps
     def update(self, group: list[str]) -> str | None:
@@ -200,12 +199,11 @@ class Rollout:
     def watch(self, group: list[str], others: list[str], stage: StageReport) -> str | None:
         """Watch the group beside the others; None when it passes the rule."""
         rule, start, mark = self.rule, time.monotonic(), self.view.mark()
-        health = {d: view.status.health for d, view in self.view.snapshot().items() if view.status is not None}
         limit = rule.watch_s * 3 + 60  # beyond this with too little to judge by, the stage fails
         while True:
             self.pause(0.25)
             stage.watched_s = time.monotonic() - start
-            trouble = self.trouble(group, health)
+            trouble = self.trouble(group)
             if trouble:
                 return trouble
             stage.new = self.view.figures(group, mark)
@@ -223,8 +221,8 @@ class Rollout:
         self.say(f"  old model: {stage.old.line()}")
         return judge(stage.new, stage.old, rule)
 
-    def trouble(self, group: list[str], health_before: dict[str, str]) -> str | None:
-        """A bin of the group offline, back on another model by itself, or less healthy than before."""
+    def trouble(self, group: list[str]) -> str | None:
+        """A bin of the group offline, back on another model by itself, or less healthy than before the rollout."""
         views = self.view.snapshot()
         for device_id in group:
             view: BinView = views[device_id]
@@ -235,7 +233,7 @@ class Rollout:
                 why = f": {change.reason}" if change and change.reason else ""
                 return f"{device_id} left the new model by itself (now {view.model.folder}){why}"
             health = view.status.health if view.status else None
-            if health != "ok" and health_before.get(device_id) == "ok":
+            if health != "ok" and self.health_before.get(device_id) == "ok":
                 return f"{device_id} reports {health} since the update"
         return None
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
-from edge.wire.mqtt_client import make_client
+from edge.wire.mqtt_client import start_subscriber
 from edge.wire.payloads import Classification, CommandResult, Decision, ModelInfo, Status
 from edge.wire.topics import Topic, device_topic, every_bin, topic_of
 
@@ -74,29 +74,28 @@ class FleetView:
         self.lock = threading.Lock()
         self.bins: dict[str, BinView] = {}
         self.heard = time.monotonic()  # the last retained status or model: the fleet is known once it is quiet
-        self.subscribed = threading.Event()
-        self.client = make_client(config, f"{client_id}-{int(time.time() * 1000) % 10**9}")
-        topics = (Topic.STATUS, Topic.MODEL, Topic.CLASSIFICATION, Topic.DECISION, Topic.COMMAND_RESULT)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(every_bin(self.prefix, t), 1) for t in topics])
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
-        self.client.on_message = self._on_message
+        self.client_id = f"{client_id}-{int(time.time() * 1000) % 10**9}"
+        self.client: mqtt.Client | None = None
 
     def start(self, timeout: float = 10.0) -> FleetView:
         """Connect and subscribe; SmartbinError when the broker cannot be reached or does not grant it in time."""
         where = f"{self.config.host}:{self.config.port}"
+        topics = (Topic.STATUS, Topic.MODEL, Topic.CLASSIFICATION, Topic.DECISION, Topic.COMMAND_RESULT)
         try:
-            self.client.connect(self.config.host, self.config.port, self.config.keepalive)
+            self.client, subscribed = start_subscriber(
+                self.config, self.client_id, [(every_bin(self.prefix, t), 1) for t in topics], self._on_message
+            )
         except OSError as exc:
             raise SmartbinError(f"cannot reach the broker {where}: {exc}") from None
-        self.client.loop_start()
-        if not self.subscribed.wait(timeout):
+        if not subscribed.wait(timeout):
             self.close()
             raise SmartbinError(f"the broker {where} did not grant the subscription in {timeout:.0f} s")
         return self
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
 
     def settle(self, quiet_s: float = 1.0, limit_s: float = 10.0) -> None:
         """Wait until the retained statuses and models have arrived (none new for ``quiet_s``)."""

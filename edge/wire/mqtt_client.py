@@ -123,15 +123,15 @@ def _no_delay(client: mqtt.Client, userdata, sock) -> None:
 
 
 def start_subscriber(
-    config: MqttConfig, client_id: str, topic: str, on_message, qos: int = 0
+    config: MqttConfig, client_id: str, topic: str | list[tuple[str, int]], on_message, qos: int = 0
 ) -> tuple[mqtt.Client, threading.Event]:
-    """A connected client (network loop started) that subscribes to ``topic`` on every connect; the event
-    is set once the broker has granted the first subscription."""
+    """A connected client (network loop started) that subscribes to ``topic`` (or a list of (topic, qos)) on
+    every connect; the event is set once the broker has granted the first subscription."""
     client = make_client(config, client_id)
     subscribed = threading.Event()
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=qos)
     client.on_subscribe = lambda *a: subscribed.set()
     client.on_message = on_message
-    client.connect(config.host, config.port)
+    client.connect(config.host, config.port, config.keepalive)
     client.loop_start()
     return client, subscribed
