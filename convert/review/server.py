@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20  # an answer for a few thousand ids at most
 VERDICTS = ("item", "not_item", "unsure")
+REPORT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".json": "application/json"}
 
 
 class ReviewHandler(JsonHandler):
@@ -54,8 +55,7 @@ class ReviewHandler(JsonHandler):
             elif path.startswith("/runs/") and self.trainer is not None:
                 _, _, job_id, name = path.split("/", 3) if path.count("/") == 3 else ("", "", "", "")
                 file = self.trainer.report_file(job_id, name)
-                kind = "text/html; charset=utf-8" if name.endswith(".html") else "image/png"
-                self._send(HTTPStatus.OK, file.read_bytes(), "application/json" if name.endswith(".json") else kind)
+                self._send(HTTPStatus.OK, file.read_bytes(), REPORT_TYPES[file.suffix])
             elif path.startswith("/image/") and path.endswith(".jpg"):
                 image = self.store.image(path[len("/image/") : -len(".jpg")])
                 self._send(HTTPStatus.OK, image.read_bytes(), "image/jpeg")
