@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edge.tools.localbroker import free_port
-from tests.support import ROOT, write_config
+from tests.support import ROOT, start_daemon, write_config
 
 KEPT = 6  # samples the daemon keeps before the review
 
@@ -26,9 +26,7 @@ def kept_samples(tmp_path: Path, bundle: Path, broker_port: int, clip: Path) -> 
         tmp_path / "bin.yaml", bundle, f"file://{clip}?loop=1&realtime=1", broker_port, samples__confident_fraction=1.0
     )
     folder = tmp_path / "samples"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT, stderr=subprocess.PIPE
-    )
+    process = start_daemon(config)
     try:
         deadline = time.monotonic() + 120
         while len(list(folder.glob("*.json"))) < KEPT and time.monotonic() < deadline and process.poll() is None:
@@ -36,7 +34,7 @@ def kept_samples(tmp_path: Path, bundle: Path, broker_port: int, clip: Path) -> 
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
-    assert len(list(folder.glob("*.json"))) >= KEPT, err.decode(errors="replace")[-2000:]
+    assert len(list(folder.glob("*.json"))) >= KEPT, err[-2000:]
     return folder
 
 
