@@ -196,16 +196,14 @@ class OutboxConfig(Strict):
 class UpdatesConfig(Strict):
     """Over-the-air model updates (the update_model command): where models live and how a new one is trusted."""
 
-    store: Path = Field(
-        Path("/var/lib/smartbin/models"), description="versioned model store; its choice outlives restarts"
-    )
+    store: Path = Field(Path("/var/lib/smartbin/models"), description="versioned model store; outlives restarts")
     keep: int = Field(3, ge=2, le=20, description="models kept in the store (the current and previous included)")
     max_bytes: int = Field(1_000_000_000, ge=1, description="largest download and unpacked bundle, in bytes")
     timeout_s: float = Field(30.0, gt=0, le=600, description="network timeout of each download attempt")
     attempts: int = Field(3, ge=1, le=10, description="download attempts, each resuming where the last stopped")
-    health_window_s: float = Field(
-        60.0, ge=0, le=3600, description="after a switch: a crash or failed classification within it rolls back"
-    )
+    health_window_s: float = Field(60.0, ge=0, le=3600, description="after a switch a crash within it rolls back")
+    shadow_max_cost: float = Field(2.0, gt=0, description="a shadow model costing more x the serving one's time stops")
+    shadow_max_s: float = Field(3600.0, gt=0, description="a shadow model not promoted or stopped stops after this")
     public_key: Optional[str] = Field(
         None, description="Ed25519 public key (base64, from `smartbin bundle keygen`): only bundles it signed install"
     )

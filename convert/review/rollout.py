@@ -12,7 +12,8 @@ from pathlib import Path
 
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
-from edge.fleet.rollout import Rule, roll_out
+from edge.fleet.rollout import roll_out
+from edge.fleet.rule import Rule
 from edge.fleet.serve import served
 from edge.fleet.view import FleetView
 from edge.system.atomic import write_atomic

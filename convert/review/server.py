@@ -21,7 +21,8 @@ from convert.review.rollout import PageRollouts, Request
 from convert.review.store import ReviewStore, as_json
 from convert.review.training import Trainer
 from edge.errors import DatasetError, SmartbinError
-from edge.fleet.rollout import Rule, parse_stages
+from edge.fleet.plan import parse_stages
+from edge.fleet.rule import Rule, check_rule
 from edge.formats.labels import BINS
 from edge.web.page import JsonHandler, same_origin_json
 
@@ -123,13 +124,17 @@ class ReviewHandler(JsonHandler):
         jobs = self.trainer.jobs()
         if not jobs or jobs[0].state != "done" or not jobs[0].bundle:
             raise ValueError("train first: the newest training job has no bundle")
+        refusal = (jobs[0].comparison or {}).get("refusal")
+        if refusal and body.get("force") is not True:
+            raise ValueError(f"hold-out gate: {refusal}; keep the bins' model (or send force: true)")
         try:
             stages = parse_stages(str(body.get("stages", "1")))
             watch, drop = float(body.get("watch", 300)), float(body.get("max_confidence_drop", 0.10))
-            min_frames = int(body.get("min_frames", 100))
-        except (TypeError, SmartbinError) as exc:
+            rule = check_rule(
+                Rule(watch_s=watch, min_frames=int(body.get("min_frames", 100)), max_confidence_drop=drop)
+            )
+        except (TypeError, OverflowError, SmartbinError) as exc:
             raise ValueError(str(exc)) from None
-        rule = Rule(watch_s=watch, min_frames=min_frames, max_confidence_drop=drop)
         self.fleet.start(self.trainer.folder(jobs[0].id), Path(jobs[0].bundle), Request(stages, rule))
         return {"started": jobs[0].id}
 

@@ -173,21 +173,9 @@ def checked_options(setup: TrainingSetup) -> int:
 
 
 def compare(new: Path, serving: Path, holdout: Path) -> dict:
-    """Both bundles' int8 on the hold-out, through the device's engine: what the bins would do with each."""
-    from edge.benchmark.accuracy import evaluate_bundle
-    from edge.formats.bundle import Bundle
+    """Both bundles on the hold-out through the device's engine (int8 where they have it), and the gate's
+    refusal when the new one sorts fewer items right: the rollout is refused then (edge/fleet/gate.py)."""
+    from edge.fleet.gate import hold_out
 
-    figures = {}
-    for name, bundle in (("new", new), ("serving", serving)):
-        names = Bundle.open(bundle).variant_names()
-        variant = "int8" if "int8" in names else names[0]
-        result = evaluate_bundle(bundle, holdout, variants=[variant])
-        row = result["variants"][variant]
-        figures[name] = {
-            "bundle": str(bundle),
-            "variant": variant,
-            "top1": row["top1"],
-            "bin_accuracy": row["bin_accuracy"],
-            "images": result["images"],
-        }
-    return figures
+    gate = hold_out(new, serving, holdout, "int8")
+    return {"new": asdict(gate.new), "serving": asdict(gate.serving), "refusal": gate.refusal}

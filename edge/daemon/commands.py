@@ -48,6 +48,8 @@ class CommandTarget(Protocol):
 
     def reload_model(self, bundle: str | None, command_id: Any) -> None: ...
 
+    def stop_shadow(self) -> dict: ...
+
 
 def answer_payload(answer: Answered) -> dict:
     """The …/command/result message: ``ok`` with a result, or not ok with the reason."""
@@ -55,6 +57,8 @@ def answer_payload(answer: Answered) -> dict:
         log.warning("command %s rejected: %s", answer.action or "?", answer.error)
     outcome = {"result": answer.result or {}} if answer.error is None else {"error": answer.error}
     ok = answer.error is None
+    if answer.repeated:
+        outcome["repeated"] = True
     return CommandResult(id=answer.command_id, action=answer.action, ok=ok, ts=round(time.time(), 3), **outcome).dump()
 
 
@@ -80,9 +84,17 @@ def execute_command(target: CommandTarget, command: Command) -> dict | None:
             return target.correct(params["event_id"], params["label"].strip())
         if action == "update_model":
             target.start_update(
-                UpdateRequest(command.id, params["url"], params.get("sha256"), params.get("force", False))
+                UpdateRequest(
+                    command.id,
+                    params["url"],
+                    params.get("sha256"),
+                    params.get("force", False),
+                    params.get("shadow", False),
+                )
             )
             return {"done": False, "stage": "started", "url": params["url"]}
+        if action == "stop_shadow":
+            return target.stop_shadow()
         if action == "reload_model":
             target.reload_model(params.get("bundle"), command.id)  # answered when switched in or refused
             return None
@@ -121,7 +133,10 @@ class CommandQueue:
             try:
                 command = parse_command(payload)
                 if command.action not in READ_ONLY and command.id is not None and self._seen(command.id):
-                    raise CommandError(f"command id {command.id!r} was already carried out: not again", command.id)
+                    error = f"command id {command.id!r} was already carried out: not again"
+                    self.rejected += 1
+                    self.answer(command.id, command.action, error=error, repeated=True)
+                    continue
                 result = execute_command(target, command)
                 if result is not None:
                     self.answer(command.id, command.action, result)

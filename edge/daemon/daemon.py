@@ -202,6 +202,9 @@ class Daemon:
     def reload_model(self, bundle: str | None, command_id: Any) -> None:
         self.models.reload(bundle, command_id)
 
+    def stop_shadow(self) -> dict:
+        return self.models.stop_shadow()
+
     # ------------------------------------------------------------------ SIGHUP
     def reload_config(self) -> None:
         """SIGHUP: read the file and load a changed model beside the loop, then rebuild each changed section on
@@ -227,8 +230,10 @@ class Daemon:
             return None
         if outcome.prediction is not None:
             self.outputs.prediction(frame, outcome.prediction)
+            self.models.shadow_frame(frame.frame_id, frame.image, outcome.prediction)
         if outcome.decision is not None:
-            self.outputs.decision(outcome.decision, frame)
+            shadow = self.models.shadow_item(outcome.decision, self.pipeline.vote_settings(), self.config.device_id)
+            self.outputs.decision(outcome.decision, frame, shadow)
         return outcome.decision
 
     def start(self) -> Daemon:

@@ -22,6 +22,7 @@ class Answered:
     action: str | None
     result: dict | None = None
     error: str | None = None
+    repeated: bool = False  # a re-delivered command, not carried out again
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,16 @@ class Events:
     def post(self, event: Event) -> None:
         self._queue.put(event)
 
-    def answer(self, command_id: Any, action: str | None, result: dict | None = None, error: str | None = None) -> None:
+    def answer(
+        self,
+        command_id: Any,
+        action: str | None,
+        result: dict | None = None,
+        error: str | None = None,
+        repeated: bool = False,
+    ) -> None:
         """Post a command's answer (the form ``Serving`` and ``CommandQueue`` answer in)."""
-        self.post(Answered(command_id, action, result, error))
+        self.post(Answered(command_id, action, result, error, repeated))
 
     def classify_now(self, request: ClassifyRequest) -> None:
         """Post the page's "classify now" (called from a web thread)."""

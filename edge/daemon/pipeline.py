@@ -87,6 +87,9 @@ class Pipeline:
         """Another classifier serves: the vote starts over with its labels, same settings."""
         self.decider = Decider(labels, self.decider.config)
 
+    def vote_settings(self) -> VoteSettings:
+        return self.decider.config
+
     def set_vote(self, vote: VoteSettings) -> None:
         self.decider = Decider(self.decider.labels, vote)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
+import threading
 from pathlib import Path
 
 from edge.errors import SmartbinError
@@ -32,16 +34,44 @@ def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
     )
     rollout.set_defaults(func=cmd_fleet_rollout)
     rollout.add_argument("bundle", nargs="?", help="bundle folder or .tar, served from here (or give --url)")
+    rollout.add_argument("--resume", action="store_true", help="finish the rollout of this release that died")
+    rollout.add_argument("--undo", action="store_true", help="put a rollout that died's bins back (no bundle)")
     rollout.add_argument("--url", help="where the bins fetch the archive instead (any HTTP(S) server)")
     rollout.add_argument("--sha256", help="the archive's digest (with --url; `smartbin bundle pack` prints it)")
     rollout.add_argument("--stages", default="1", help="bins reached at each stage, a count or a share (1,25%%)")
     rollout.add_argument("--canaries", help="the first stage's bins by device id, comma-separated")
     rollout.add_argument("--bins", help="only these bins, comma-separated (default: every bin online)")
-    rollout.add_argument("--watch", type=float, default=300.0, help="seconds each stage is watched (300)")
-    rollout.add_argument("--min-frames", type=int, default=100, help="classified frames a side to judge by (100)")
-    rollout.add_argument("--max-confidence-drop", type=float, default=0.10, help="mean confidence lost (0.10)")
-    rollout.add_argument("--max-unsure-rise", type=float, default=0.20, help="more items too unsure (0.20)")
-    rollout.add_argument("--update-timeout", type=float, default=600.0, help="seconds a bin may take to switch")
+    from edge.fleet.rule import DEFAULTS as d  # noqa: N811 - the rule's one table of defaults
+
+    rule = rollout.add_argument_group("the rule: when a stage passes")
+    rule.add_argument("--watch", type=float, default=d.watch_s, help=f"seconds each stage is watched ({d.watch_s:g})")
+    rule.add_argument(
+        "--min-frames", type=int, default=d.min_frames, help=f"frames a side to judge by ({d.min_frames})"
+    )
+    rule.add_argument("--max-confidence-drop", type=float, default=d.max_confidence_drop, help="mean confidence lost")
+    rule.add_argument("--max-unsure-rise", type=float, default=d.max_unsure_rise, help="more items too unsure")
+    rule.add_argument("--update-timeout", type=float, default=d.update_timeout_s, help="seconds a bin may take")
+    rule.add_argument(
+        "--shadow-items",
+        type=int,
+        default=d.shadow_items,
+        help=f"items the canaries decide with the new model in the shadow first ({d.shadow_items}; 0: none)",
+    )
+    rule.add_argument(
+        "--max-flips",
+        type=float,
+        default=d.max_flips,
+        help=f"share of those items the new model may send to another bin ({d.max_flips:g})",
+    )
+    rule.add_argument("--expect-flips", help="changes you expect, not counted: OLD>NEW bins, comma-separated")
+    rule.add_argument("--expect-labels", help="new or fixed labels whose items may change bin, comma-separated")
+    rule.add_argument("--min-items", type=int, default=d.min_items, help="items a side before field signals count")
+    rule.add_argument("--max-bin-shift", type=float, default=d.max_bin_shift, help="share of items a bin may gain/lose")
+    rule.add_argument("--max-correction-rise", type=float, default=d.max_correction_rise, help="more corrections")
+    gate = rollout.add_argument_group("the hold-out gate")
+    gate.add_argument("--holdout", help="held-out images: the new bundle must sort as many right as the bins' one")
+    gate.add_argument("--serving", help="the bundle the bins serve (or a folder of bundles: found by its sha256)")
+    gate.add_argument("--force", action="store_true", help="roll out even when the hold-out gate refuses it")
     rollout.add_argument("--serve", default="0.0.0.0:0", help="HOST:PORT the archive is served on (0.0.0.0:0)")
     rollout.add_argument("--advertise", help="the address the bins reach this machine at (default: found)")
     rollout.add_argument("--sign", metavar="KEY", help="sign the manifest (bins with updates.public_key)")
@@ -49,6 +79,28 @@ def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
     rollout.add_argument("--json", metavar="FILE", help="write the report as JSON")
     for parser in (listing, rollout):
         add_broker_options(parser, "localhost:1883")
+
+
+def rule_of(args: argparse.Namespace):
+    """The rule from the command line's limits, checked."""
+    from edge.fleet.rule import Rule, check_rule
+
+    return check_rule(
+        Rule(
+            args.watch,
+            args.min_frames,
+            args.max_confidence_drop,
+            args.max_unsure_rise,
+            args.update_timeout,
+            args.shadow_items,
+            args.max_flips,
+            split(args.expect_flips) or [],
+            split(args.expect_labels) or [],
+            args.min_items,
+            args.max_bin_shift,
+            args.max_correction_rise,
+        )
+    )
 
 
 def add_broker_options(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -102,15 +154,28 @@ def split(value: str | None) -> list[str] | None:
 
 
 def cmd_fleet_rollout(args: argparse.Namespace) -> int:
-    from edge.fleet.rollout import Release, Rule, parse_stages, roll_out
-    from edge.fleet.serve import served
+    from edge.fleet.rollout import StopEvent, roll_out, undo
 
+    rule = rule_of(args)
+    stop = StopEvent()
+    stop_on_signals(stop)
+    if args.undo:
+        view = watching(args)
+        try:
+            outcome = undo(view, rule, say=print)
+        finally:
+            view.close()
+        return 0 if all(what.startswith("back on") for what in outcome.values()) else 1
     if bool(args.bundle) == bool(args.url):
         raise SmartbinError("give a bundle to serve from here, or --url (and --sha256) where the bins fetch it")
+    from edge.fleet.plan import Release, parse_stages
+    from edge.fleet.serve import served
+
     stages = parse_stages(args.stages)
-    rule = Rule(args.watch, args.min_frames, args.max_confidence_drop, args.max_unsure_rise, args.update_timeout)
     view = watching(args)
     try:
+        if args.holdout:
+            gate_or_refuse(args, view)
         with contextlib.ExitStack() as stack:
             if args.url:
                 release = Release(args.url, args.sha256)
@@ -119,13 +184,45 @@ def cmd_fleet_rollout(args: argparse.Namespace) -> int:
                 where = served(Path(args.bundle), broker, args.serve, args.advertise, args.sign, split(args.variants))
                 release = stack.enter_context(where)
             print(f"release: {release.url} (sha256 {release.sha256 or 'not given'})")
-            report = roll_out(view, release, rule, stages, split(args.canaries), split(args.bins), say=print)
+            canaries, only = split(args.canaries), split(args.bins)
+            report = roll_out(view, release, rule, stages, canaries, only, say=print, stop=stop, resume=args.resume)
     finally:
         view.close()
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     print("rollout complete: every bin switched" if report.completed else f"rollout stopped: {report.reason}")
     return 0 if report.completed else 1
+
+
+def stop_on_signals(stop) -> None:
+    """SIGINT (also when the shell started us with it ignored, as a background job), SIGTERM (a job's timeout,
+    systemctl stop) and SIGHUP (the SSH session dropped) end a rollout the same way: its bins put back."""
+
+    def handler(signum: int, _frame) -> None:
+        stop.reason = f"interrupted by {signal.Signals(signum).name}"
+        threading.Thread(target=stop.set, daemon=True).start()  # never set an Event inside a handler
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
+def gate_or_refuse(args: argparse.Namespace, view) -> None:
+    """The hold-out gate before anything is sent: the new bundle against the one the bins serve."""
+    from edge.fleet.gate import hold_out, serving_bundle
+
+    if not args.bundle or not Path(args.bundle).is_dir():
+        raise SmartbinError("--holdout measures a bundle folder: give the bundle's folder (not --url or a .tar)")
+    if not args.serving:
+        raise SmartbinError("--holdout needs --serving: the bundle the bins serve (or a folder of bundles)")
+    models = [v.status.model for v in view.snapshot().values() if v.online and v.status]
+    serving = serving_bundle(Path(args.serving), {m.sha256 for m in models if m.sha256})
+    variant = models[0].variant if models else None
+    gate = hold_out(Path(args.bundle), serving, Path(args.holdout), variant)
+    print(gate.line())
+    if gate.refusal and not args.force:
+        raise SmartbinError(f"hold-out gate: {gate.refusal}; nothing was sent (--force rolls it out anyway)")
+    if gate.refusal:
+        print(f"hold-out gate: {gate.refusal}; rolled out anyway (--force)")
 
 
 def cmd_fleet_sim(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edge.errors import SmartbinError
-from edge.fleet.rollout import Release
+from edge.fleet.plan import Release
 from edge.formats.archive import pack
 from edge.formats.bundle import sha256_file
 

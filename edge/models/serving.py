@@ -21,12 +21,16 @@ from edge.daemon.build import load_classifier
 from edge.daemon.events import Events, ModelChanged, Switched
 from edge.errors import ModelUnavailable, SmartbinError
 from edge.formats.bundle import Bundle
+from edge.formats.signing import SIGNATURE_FILE
 from edge.formats.signing import verify as verify_signature
+from edge.models.shadow import Shadow
 from edge.models.store import ModelStore
 from edge.models.update import Prepared, Updater, UpdateRequest
 from edge.system.notify import Notifier
 from edge.system.queues import drain
+from edge.vision.decision import Decision, VoteSettings
 from edge.wire.payloads import ModelInfo
+from edge.wire.shadow import ShadowItem, ShadowState
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ class Serving:
         self.store.remove_leftovers()
         self.updater = Updater(self.store, load, lambda: self.config)
         self.trial_until: float | None = None  # monotonic end of the health window after a switch
+        self.shadow: Shadow | None = None  # a new model beside the serving one (update_model with shadow)
+        self.shadow_stopped: str | None = None  # why the last one stopped, for …/model
         state = self.store.state()
         if state.trial_until is not None:
             self.trial_until = time.monotonic() + max(0.0, state.trial_until - time.time())
@@ -110,8 +116,19 @@ class Serving:
         }
 
     def payload(self) -> dict:
-        """The retained …/model topic: what serves, since when, what served before, how the last change went."""
+        """The retained …/model topic: what serves, since when, what served before, how the last change went,
+        whether it could be loaded again under this bin's signature rule, and the shadow."""
         state, bundle = self.store.state(), self.classifier.bundle
+        key = self.config.updates.public_key
+        signed = (bundle.path / SIGNATURE_FILE).is_file()
+        if key is not None and signed:
+            try:
+                verify_signature(bundle.path, key)
+            except SmartbinError:
+                signed = False  # signed, but not by the key this bin trusts: it would refuse it again
+        shadow = self.shadow.state() if self.shadow else None
+        if shadow is None and self.shadow_stopped:
+            shadow = ShadowState(folder=None, stopped=self.shadow_stopped)
         return ModelInfo(
             name=bundle.manifest.name,
             folder=bundle.path.name,
@@ -122,6 +139,10 @@ class Serving:
             previous=state.previous if state.current else None,
             health_window=self.trial_until is not None,
             last_change=state.outcome or None,
+            bundle=str(bundle.path.resolve()),
+            signed=signed,
+            verifies=key is not None,
+            shadow=shadow,
         ).dump()
 
     def reference(self) -> dict:
@@ -167,7 +188,61 @@ class Serving:
             raise SmartbinError("too many model loads are waiting already; wait for their answers")
 
     def start_update(self, request: UpdateRequest) -> None:
+        """Fetch and test a bundle beside the loop; one that runs in the shadow already is switched in as it is."""
+        shadow = self.shadow
+        if shadow is not None and not request.shadow and request.sha256 and request.sha256 == shadow.sha256:
+            self.shadow = None
+            agreed = f"ran in the shadow on {shadow.items} items, {shadow.agreed} to the same bin"
+            self.updater.offer(request, Prepared(request, shadow.folder, shadow.classifier, agreed))
+            return
         self.updater.start(request, self.classifier.bundle)
+
+    # ------------------------------------------------------------------ the shadow
+    def start_shadow(self, prepared: Prepared) -> dict:
+        """A tested model runs beside the serving one from the next frame (one at a time: a new one replaces it)."""
+        if self.shadow is not None:
+            self.stop_shadow(f"replaced by {prepared.folder.name}")
+        u = self.config.updates
+        self.shadow = Shadow(
+            prepared.classifier, prepared.folder, prepared.request.sha256, u.shadow_max_cost, u.shadow_max_s
+        )
+        self.shadow_stopped = None
+        self.changed()
+        log.info("%s runs in the shadow of %s", prepared.folder.name, self.classifier.bundle.path.name)
+        return {"stage": "shadowing", "model": prepared.folder.name, "acceptance": prepared.acceptance}
+
+    def stop_shadow(self, reason: str = "stop_shadow command") -> dict:
+        """No shadow from now on (none running is no error: a rollout puts its bins back without asking)."""
+        shadow, self.shadow = self.shadow, None
+        if shadow is None:
+            return {"stopped": None}
+        self.shadow_stopped = reason
+        self.store.discard(shadow.folder)
+        self.changed()
+        log.warning("shadow %s stopped: %s", shadow.folder.name, reason)
+        return {"stopped": shadow.folder.name, "items": shadow.items, "agreed": shadow.agreed}
+
+    def shadow_frame(self, frame_id: int, image, prediction: Prediction) -> None:
+        """The shadow on a frame the serving model classified; a shadow that fails is stopped, never fatal."""
+        if self.shadow is None:
+            return
+        try:
+            self.shadow.observe(frame_id, image, prediction.latency_ms.get("infer", 0.0))
+        except Exception as exc:
+            log.exception("the shadow model failed on a frame")
+            self.stop_shadow(f"failed on a frame: {type(exc).__name__}: {exc}")
+
+    def shadow_item(self, decision: Decision, settings: VoteSettings, device_id: str) -> ShadowItem | None:
+        """What the shadow would have decided for this decision's item (None: no shadow, or it saw none of it)."""
+        if self.shadow is None:
+            return None
+        item = self.shadow.compare(decision, settings, device_id)
+        why = self.shadow.why_stop()
+        if why:
+            self.stop_shadow(why)
+        elif item is not None:
+            self.changed()  # its figures in …/model
+        return item
 
     def handle_updates(self) -> None:
         """The updater's news: progress and failures are answered, a tested model is switched in."""
@@ -177,6 +252,8 @@ class Serving:
             elif kind == "failed":
                 error = f"update refused, still serving the old model: {value}"
                 self.answer(request.command_id, "update_model", error=error)
+            elif request.shadow:
+                self.answer(request.command_id, "update_model", {"done": True, **self.start_shadow(value)})
             else:
                 self.answer(request.command_id, "update_model", {"done": True, **self.apply_update(value)})
 
@@ -223,7 +300,10 @@ class Serving:
         self.store.keep = self.config.updates.keep
 
     def check_trial(self) -> None:
-        """The health window passed: the new model stays."""
+        """The health window passed: the new model stays. A shadow past its time stops."""
+        why = self.shadow.why_stop() if self.shadow else None
+        if why:
+            self.stop_shadow(why)
         if self.trial_until is not None and time.monotonic() >= self.trial_until:
             self.trial_until, self.previous = None, None
             self.store.confirm()

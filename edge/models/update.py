@@ -46,6 +46,7 @@ class UpdateRequest:
     url: str
     sha256: str | None  # None: trusted by its signature alone (updates.public_key)
     force: bool = False
+    shadow: bool = False  # run it beside the serving model instead of switching to it
 
 
 @dataclass
@@ -166,6 +167,10 @@ class Updater:
 
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def offer(self, request: UpdateRequest, prepared: Prepared) -> None:
+        """A model prepared already (one that ran in the shadow): ready for the loop as a fetched one is."""
+        self.events.put((request, "ready", prepared))
 
     def start(self, request: UpdateRequest, current: Bundle) -> None:
         if self.busy():

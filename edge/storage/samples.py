@@ -87,11 +87,12 @@ class SampleStore:
         self._thread.start()
         return self
 
-    def offer(self, meta: SampleMeta, image: np.ndarray, flagged: bool = False) -> bool:
+    def offer(self, meta: SampleMeta, image: np.ndarray, flagged: bool = False, also: tuple[str, ...] = ()) -> bool:
         """Queue a decision's frame when it is worth keeping (``flagged``: always); never blocks. True when
         queued."""
         fraction = self.config.confident_fraction
         reasons = ["flagged"] if flagged else reasons_to_keep(meta, self.default_bin, fraction, self.rng)
+        reasons += [reason for reason in also if reason not in reasons]
         if not reasons:
             return False
         try:

@@ -203,7 +203,7 @@ class Decider:
                 return None
             decision = None
             if not self.decided and len(self.votes) >= cfg.min_votes:
-                decision = self._decide(now)  # the item left before the window filled
+                decision = decide(self.labels, self.config, self.votes)  # the item left before the window filled
             if self.decided or self.votes:
                 self.gone_at = now
             self.reset()
@@ -215,25 +215,27 @@ class Decider:
             self.votes.append((vote[0], vote[1], frame_id))
         if len(self.votes) >= cfg.vote_frames:
             self.decided = True
-            return self._decide(now)
+            return decide(self.labels, self.config, self.votes)
         return None
 
-    def _decide(self, now: float) -> Decision:
-        cfg = self.config
-        counts = Counter(index for index, _, _ in self.votes)
-        winner, count = counts.most_common(1)[0]
-        confidence = float(np.mean([c for i, c, _ in self.votes if i == winner])) * count / len(self.votes)
-        label = self.labels[winner]
-        confident = confidence >= cfg.min_confidence
-        return Decision(
-            event_id=uuid.uuid4().hex,
-            ts=time.time(),
-            bin=label.bin if confident else cfg.default_bin,
-            label=label.name if confident else "unknown",
-            label_index=winner if confident else -1,
-            confidence=round(confidence, 4),
-            votes=count,
-            frames=len(self.votes),
-            reason="vote" if confident else "low_confidence",
-            frame_ids=[f for _, _, f in self.votes],
-        )
+
+def decide(labels: list[Label], cfg: VoteSettings, votes: list[tuple[int, float, int]]) -> Decision:
+    """The decision that frames' (label index, confidence, frame id) votes make: the most voted label, sure
+    enough, else the default bin. The shadow of a new model decides by it too, on the same frames."""
+    counts = Counter(index for index, _, _ in votes)
+    winner, count = counts.most_common(1)[0]
+    confidence = float(np.mean([c for i, c, _ in votes if i == winner])) * count / len(votes)
+    label = labels[winner]
+    confident = confidence >= cfg.min_confidence
+    return Decision(
+        event_id=uuid.uuid4().hex,
+        ts=time.time(),
+        bin=label.bin if confident else cfg.default_bin,
+        label=label.name if confident else "unknown",
+        label_index=winner if confident else -1,
+        confidence=round(confidence, 4),
+        votes=count,
+        frames=len(votes),
+        reason="vote" if confident else "low_confidence",
+        frame_ids=[f for _, _, f in votes],
+    )

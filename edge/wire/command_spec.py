@@ -20,8 +20,9 @@ ACTIONS = (
     "update_model",
     "flag",
     "correct",
+    "stop_shadow",
 )
-FIELDS = {"value", "bundle", "url", "sha256", "force", "event_id", "label"}
+FIELDS = {"value", "bundle", "url", "sha256", "force", "shadow", "event_id", "label"}
 
 
 class CommandError(Exception):
@@ -69,13 +70,14 @@ def parse_command(payload: bytes) -> Command:
         if bundle is not None and not isinstance(bundle, str):
             raise CommandError("reload_model: 'bundle' must be a path or a model store name", command_id)
     elif action == "update_model":
-        url, sha256, force = params.get("url"), params.get("sha256"), params.get("force", False)
+        url, sha256 = params.get("url"), params.get("sha256")
         if not isinstance(url, str) or not re.match(r"^https?://[^\s]{1,2040}$", url):
             raise CommandError("update_model needs 'url': an http:// or https:// address of a bundle .tar", command_id)
         if sha256 is not None and (not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256)):
             raise CommandError("update_model: 'sha256' must be the archive's 64 lowercase hex digits", command_id)
-        if not isinstance(force, bool):
-            raise CommandError("update_model: 'force' must be true or false", command_id)
+        for name in ("force", "shadow"):
+            if not isinstance(params.get(name, False), bool):
+                raise CommandError(f"update_model: '{name}' must be true or false", command_id)
     elif action == "correct":
         for name in ("event_id", "label"):
             value = params.get(name)

@@ -24,6 +24,7 @@ from edge.web.page import WebState
 from edge.wire import payloads
 from edge.wire.command_spec import CommandError
 from edge.wire.mqtt import Publisher, dumps
+from edge.wire.shadow import ShadowItem
 from edge.wire.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,9 @@ class Outputs:
             self.timings.add("publish", (time.monotonic() - t2) * 1e3)
         self.timings.add("total", (time.monotonic() - frame.mono) * 1e3)
 
-    def decision(self, decision: Decision, frame: Frame) -> None:
-        """One item's decision: outbox and MQTT, the page, the counters and (maybe) a sample."""
+    def decision(self, decision: Decision, frame: Frame, shadow: ShadowItem | None = None) -> None:
+        """One item's decision: outbox and MQTT, the page, the counters and (maybe) a sample; with a model in the
+        shadow, what it would have done (…/shadow; an item it would send elsewhere is kept as a sample)."""
         self.decisions += 1
         message = payloads.Decision(**decision.to_dict(), device_id=self.config.device_id)
         payload = message.dump()
@@ -137,8 +139,10 @@ class Outputs:
             self.counter_errors.ok()
         except CountersError as exc:
             self.counter_errors.error(f"decision not counted: {exc}")
+        if shadow is not None:
+            self.publisher.publish_json(Topic.SHADOW, shadow.dump(), qos=1)
         if self.samples is not None:
-            self.samples.offer(sample, frame.image)
+            self.samples.offer(sample, frame.image, also=() if shadow is None or shadow.agree else ("shadow_flip",))
 
     def page_state(self) -> WebState:
         """The status page's state, fed from now on."""

@@ -15,36 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Valid
 from edge.formats.labels import BINS
 from edge.formats.variants import VARIANT_FILES
 from edge.wire.command_spec import ACTIONS, MAX_PAYLOAD
-from edge.wire.topics import DEFAULT_PREFIX, Topic
+from edge.wire.message import Bin, Payload, title, titled
+from edge.wire.shadow import ShadowState
+from edge.wire.topics import Topic
 
 if TYPE_CHECKING:
     from edge.classifier import Prediction
 
-Bin = Literal[BINS]  # type: ignore[valid-type]  # one list of bins: edge/formats/labels.py
 Health = Literal["ok", "degraded", "camera_lost"]
 CommandId = Union[str, int, None]
-DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-
-def _titled(topic: Topic, how: str, **extra: Any) -> ConfigDict:
-    return ConfigDict(title=f"{title(topic)} ({how})", json_schema_extra=extra or None)
-
-
-def title(topic: Topic) -> str:
-    """How the schemas and docs write a topic: ``smartbin/<device_id>/decision``."""
-    return f"{DEFAULT_PREFIX}/<device_id>/{topic.value}"
-
-
-class Payload(BaseModel):
-    """A message body: built with keyword arguments, sent as compact JSON without the fields left unset."""
-
-    def dump(self) -> dict:
-        """The fields the producer set (a None it set stays: null says something), as JSON types."""
-        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class Decision(Payload):
-    model_config = _titled(Topic.DECISION, "QoS 1): one per item; de-duplicate on event_id")
+    model_config = titled(Topic.DECISION, "QoS 1): one per item; de-duplicate on event_id")
 
     event_id: str = Field(pattern="^[0-9a-f]{32}$")
     ts: float
@@ -108,7 +91,7 @@ class StageLatency(BaseModel):
 
 
 class Classification(Payload):
-    model_config = _titled(Topic.CLASSIFICATION, "QoS 0): every classified frame")
+    model_config = titled(Topic.CLASSIFICATION, "QoS 0): every classified frame")
 
     ts: float
     frame_id: int = Field(ge=0)
@@ -208,7 +191,7 @@ class SourceState(BaseModel):
 
 
 class Status(Payload):
-    model_config = _titled(Topic.STATUS, "QoS 1, retained, also the Last Will)")
+    model_config = titled(Topic.STATUS, "QoS 1, retained, also the Last Will)")
 
     state: Literal["online", "offline"]
     device_id: str
@@ -232,7 +215,7 @@ class Percentiles(BaseModel):
 
 
 class Metrics(Payload):
-    model_config = _titled(Topic.METRICS, "QoS 0, periodic)")
+    model_config = titled(Topic.METRICS, "QoS 0, periodic)")
 
     ts: float
     fps: float = Field(ge=0)
@@ -270,7 +253,7 @@ class LastChange(BaseModel):
 
 
 class ModelInfo(Payload):
-    model_config = _titled(Topic.MODEL, "QoS 1, retained): the model that serves and how the last change went")
+    model_config = titled(Topic.MODEL, "QoS 1, retained): the model that serves and how the last change went")
 
     name: str
     folder: str = Field(description="the bundle's folder (in the model store: <name>-<sha12>)")
@@ -281,6 +264,10 @@ class ModelInfo(Payload):
     previous: str | None
     health_window: bool = Field(description="true while a failure would still roll back")
     last_change: LastChange | None
+    bundle: str | None = Field(None, description="the bundle's real path: what reload_model takes to come back")
+    signed: bool | None = Field(None, description="its manifest carries a signature")
+    verifies: bool | None = Field(None, description="this bin loads only signed bundles (updates.public_key)")
+    shadow: ShadowState | None = None
 
 
 _ONE_LINE = r"^\s*\S([\s\S]{0,98}\S)?\s*$"
@@ -315,6 +302,7 @@ class Command(Payload):
                             "url": {"type": "string", "pattern": r"^https?://[^\s]{1,2040}$"},
                             "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
                             "force": {"type": "boolean"},
+                            "shadow": {"type": "boolean"},
                         },
                     },
                 },
@@ -341,12 +329,13 @@ class Command(Payload):
     url: Any = Field(None, description="update_model: where the bundle .tar is served")
     sha256: Any = Field(None, description="update_model: the archive's digest, as `smartbin bundle pack` prints it")
     force: Any = Field(None, description="update_model: install even when it is the model already serving")
+    shadow: Any = Field(None, description="update_model: run it beside the serving model, which still decides")
     event_id: Any = Field(None, description="correct: the decision to correct")
     label: Any = Field(None, description="correct: what the item really was (a label name; others are kept too)")
 
 
 class CommandResult(Payload):
-    model_config = _titled(
+    model_config = titled(
         Topic.COMMAND_RESULT,
         "QoS 1): the answer to every command",
         **{
@@ -361,11 +350,12 @@ class CommandResult(Payload):
     ok: bool
     result: dict[str, Any] | None = None
     error: str | None = None
+    repeated: bool | None = Field(None, description="a re-delivered command (its id was carried out): not again")
     ts: float
 
 
 class ActuatorAck(Payload):
-    model_config = _titled(
+    model_config = titled(
         Topic.ACTUATOR_ACK,
         "QoS 1): one per decision the actuator received",
         allOf=[{"if": {"properties": {"ok": {"const": False}}}, "then": {"required": ["error"]}}],

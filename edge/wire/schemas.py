@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edge.wire.message import DIALECT, Payload, title
 from edge.wire.payloads import (
-    DIALECT,
     ActuatorAck,
     Classification,
     Command,
@@ -15,10 +15,9 @@ from edge.wire.payloads import (
     Decision,
     Metrics,
     ModelInfo,
-    Payload,
     Status,
-    title,
 )
+from edge.wire.shadow import ShadowItem
 from edge.wire.topics import Topic
 
 SNAPSHOT_SCHEMA = {
@@ -39,6 +38,7 @@ PAYLOADS: dict[Topic, type[Payload]] = {
     Topic.COMMAND: Command,
     Topic.COMMAND_RESULT: CommandResult,
     Topic.ACTUATOR_ACK: ActuatorAck,
+    Topic.SHADOW: ShadowItem,
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from enum import Enum
 
 DEFAULT_PREFIX = "smartbin"
+FLEET = "_fleet"  # not a device id: the fleet's own topics live under it
 
 
 class Topic(str, Enum):
@@ -21,6 +22,7 @@ class Topic(str, Enum):
     COMMAND_RESULT = "command/result"  # QoS 1, the answer to every command
     SNAPSHOT = "snapshot"  # QoS 0, a JPEG
     ACTUATOR_ACK = "actuator/ack"  # QoS 1, from the actuator
+    SHADOW = "shadow"  # QoS 1, one per item while a model runs in the shadow of the serving one
 
     @property
     def schema(self) -> str:
@@ -62,6 +64,11 @@ def topic_of(topic: str) -> Topic | None:
         except ValueError:
             continue
     return None
+
+
+def fleet_topic(prefix: str, name: str) -> str:
+    """A topic of the fleet's own, beside the bins' (``<prefix>/_fleet/<name>``): the rollout's lock and record."""
+    return f"{prefix}/{FLEET}/{name}"
 
 
 def home_assistant_status(discovery_prefix: str) -> str:

@@ -257,17 +257,20 @@ def test_the_construction_check_finds_a_forward_reference(tmp_path: Path):
     assert forward_references(tmp_path) == ["edge.d:3 self.b"]
 
 
-CONTRACT = {"edge.wire.payloads", "edge.wire.command_spec", "edge.wire.topics"}
+CONTRACT = {"edge.wire.payloads", "edge.wire.command_spec", "edge.wire.topics", "edge.wire.message", "edge.wire.shadow", "edge.wire.fleet"}
 
 
 def payload_fields() -> set[str]:
     """Every field name of the wire contract's messages (edge/wire/payloads.py), nested ones too."""
     from pydantic import BaseModel
 
-    from edge.wire import payloads
+    from edge.wire import fleet, payloads, shadow
 
-    classes = [c for c in vars(payloads).values() if isinstance(c, type) and issubclass(c, BaseModel)]
-    return {name for c in classes if c.__module__ == payloads.__name__ for name in c.model_fields}
+    found = set()
+    for module in (payloads, shadow, fleet):
+        classes = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, BaseModel)]
+        found |= {name for c in classes if c.__module__ == module.__name__ for name in c.model_fields}
+    return found
 
 
 def field_reads(root: Path) -> list[str]:
