@@ -42,9 +42,23 @@ def owner() -> str:
 
 
 def read_lock(view: FleetView) -> RolloutLock | None:
-    """The lock as the broker keeps it (None: none, an expired one, or one that cannot be read)."""
+    """The lock as the broker keeps it (None: none, an expired one, one whose process on this host is gone, or
+    one that cannot be read)."""
     lock = _read(view, LOCK, RolloutLock)
-    return lock if lock is not None and lock.expires > time.time() else None
+    if lock is None or lock.expires <= time.time():
+        return None
+    return None if lock.host == socket.gethostname() and not alive(lock.pid) else lock
+
+
+def alive(pid: int) -> bool:
+    """Whether a process of this host runs with that pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it runs
+        return True
+    return pid > 0
 
 
 def read_record(view: FleetView) -> RolloutRecord | None:
@@ -74,7 +88,15 @@ class FleetLock:
 
     def _publish(self) -> None:
         now = time.time()
-        lock = RolloutLock(token=self.token, owner=self.owner, started=self.started, expires=now + TTL_S, ttl_s=TTL_S)
+        lock = RolloutLock(
+            token=self.token,
+            owner=self.owner,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=self.started,
+            expires=now + TTL_S,
+            ttl_s=TTL_S,
+        )
         self.view.publish_fleet(LOCK, lock.model_dump_json(), expiry_s=TTL_S)
         self.renewed = time.monotonic()
 

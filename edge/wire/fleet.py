@@ -17,6 +17,8 @@ class RolloutLock(BaseModel):
 
     token: str
     owner: str = Field(description="user@host pid of the rollout")
+    host: str = ""
+    pid: int = 0
     started: float
     expires: float = Field(description="the owner's clock: a lock not renewed by then is a dead rollout's")
     ttl_s: float

@@ -10,36 +10,20 @@ comes back on v2 by itself and the rollout stops there.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from edge.fleet.rollout import Rule, judge, stage_groups
+from edge.fleet.plan import stage_groups
+from edge.fleet.rule import Rule, judge
 from edge.fleet.view import Figures
 from tests.support import poll
-from tests.support.fleet import running_fleet, serving
-from tests.support.mqtt_client import Subscriber
+from tests.support.fleet import bundle_copy, rollout, running_fleet, serving, updates_sent, wait_switched
 
 pytestmark = pytest.mark.slow
 BINS = ("bin-a", "bin-b", "bin-c")
-SMARTBIN = Path(sys.executable).with_name("smartbin")
-WATCH = ["--watch", "3", "--min-frames", "20"]
-
-
-def bundle_copy(source: Path, dest: Path, name: str, created: str) -> Path:
-    """The bundle's int8 variant under another name and creation time (a bin refuses an older bundle)."""
-    dest.mkdir(parents=True)
-    manifest = json.loads((source / "manifest.json").read_text())
-    manifest.update(name=name, created=created, variants={"int8": manifest["variants"]["int8"]}, probes={})
-    for file in ("int8.tflite", "acceptance.npz"):
-        shutil.copy(source / file, dest / file)
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -68,45 +52,6 @@ def fleet(tmp_path: Path, bundle_dir: Path, broker, clip_factory):
     v1 = bundle_copy(bundle_dir, tmp_path / "v1", "fleet-v1", "2026-01-01T00:00:00+00:00")
     with running_fleet(tmp_path / "bins", v1, clip, broker.port, BINS) as fleet:
         yield fleet
-
-
-def rollout(
-    broker, tmp_path: Path, bundle: Path, *options: str, meanwhile=lambda: None, started: list | None = None
-) -> tuple[int, dict, str]:
-    """`smartbin fleet rollout` as a user runs it; ``meanwhile()`` runs while it does (``started`` gets the
-    process). (exit code, report, output)"""
-    report = tmp_path / f"{bundle.name}-report.json"
-    command = [str(SMARTBIN), "fleet", "rollout", str(bundle), "--broker", f"127.0.0.1:{broker.port}"]
-    command += ["--serve", "127.0.0.1:0", "--json", str(report), *WATCH, *options]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if started is not None:
-        started.append(process)
-    try:
-        meanwhile()
-    finally:
-        output, _ = process.communicate(timeout=600)
-    return process.returncode, json.loads(report.read_text()) if report.exists() else {}, output
-
-
-def wait_switched(sub: Subscriber, device_id: str, name: str) -> None:
-    """Until the bin answers that it switched to the bundle called ``name``."""
-    found = sub.wait_for(
-        "command/result",
-        timeout=300,
-        where=lambda m: (
-            m.topic.split("/")[1] == device_id and str((m.json().get("result") or {}).get("model")).startswith(name)
-        ),
-    )
-    assert found, f"{device_id} never switched to {name}"
-
-
-def updates_sent(sub: Subscriber, url_part: str) -> dict[str, float]:
-    """When each bin was sent update_model for an archive (arrival at this subscriber)."""
-    return {
-        m.topic.split("/")[1]: m.at
-        for m in sub.on("command")
-        if m.json().get("action") == "update_model" and url_part in m.json().get("url", "")
-    }
 
 
 def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_canary(

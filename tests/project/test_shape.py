@@ -257,7 +257,14 @@ def test_the_construction_check_finds_a_forward_reference(tmp_path: Path):
     assert forward_references(tmp_path) == ["edge.d:3 self.b"]
 
 
-CONTRACT = {"edge.wire.payloads", "edge.wire.command_spec", "edge.wire.topics", "edge.wire.message", "edge.wire.shadow", "edge.wire.fleet"}
+CONTRACT = {
+    "edge.wire.payloads",
+    "edge.wire.command_spec",
+    "edge.wire.topics",
+    "edge.wire.message",
+    "edge.wire.shadow",
+    "edge.wire.fleet",
+}
 
 
 def payload_fields() -> set[str]:
