@@ -265,9 +265,9 @@ def plan(bundle: Bundle, args: argparse.Namespace, missing_ok: bool = False) -> 
     except ValueError:
         raise SmartbinError(f"--threads: {args.threads!r} is not a list of numbers or auto") from None
     modes = args.modes.split(",")
-    unknown = [m for m in modes if m not in ("invoke", "pipeline", "e2e")]
+    unknown = [m for m in modes if m not in ("invoke", "pipeline", "e2e", "shadow")]
     if unknown:
-        raise SmartbinError(f"--modes: unknown {', '.join(unknown)} (allowed: invoke, pipeline, e2e)")
+        raise SmartbinError(f"--modes: unknown {', '.join(unknown)} (allowed: invoke, pipeline, e2e, shadow)")
     planned = []
     for variant in variants:
         if variant not in bundle.variant_names():

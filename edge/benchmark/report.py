@@ -191,6 +191,14 @@ def print_summary(report: dict, console: Any, new_warnings: list[str]) -> None:
             console.print(
                 f"{name}: throughput {r['interleaved']['ratio']:.3f}x bare invoke, interleaved in one process"
             )
+        if r["status"] == "ok" and r["mode"] == "shadow":
+            sh = r["shadow"]
+            console.print(
+                f"{name}: a model in the shadow adds {sh['added_ms_per_frame']:+.2f} ms a frame "
+                f"({sh['alone_p50_ms']:.2f} -> {sh['with_shadow_p50_ms']:.2f} ms p50), "
+                f"{sh['added_ms_per_item']:+.2f} ms an item of {sh['frames_per_item']} frames, "
+                f"{sh['rss_added_mb']:+.1f} MB resident"
+            )
         if r["status"] == "ok" and r["mode"].startswith("e2e"):
             stages = r["stages_ms"]
             loop = ", ".join(f"{k[5:]} {v:.2f}" for k, v in stages.items() if k.startswith("loop_"))

@@ -161,6 +161,55 @@ def measure_pipeline(spec: dict) -> dict:
     }
 
 
+def measure_shadow(spec: dict) -> dict:
+    """What a canary pays for a model in the shadow of its own (the same variant of the bundle): blocks of
+    frames classified by the serving model alone alternate with blocks where the shadow classifies them too, in
+    this one process, so the added time per frame and per item is measured side by side; the memory the
+    shadow's engine adds is the resident size before and after it loads."""
+    from edge.models.shadow import Shadow
+    from edge.vision.decision import VoteSettings
+
+    classifier, load_s = _classifier(spec)
+    capture = Capture(lambda: open_source("synthetic://?items=0&present=20&empty=0")).start()
+    last = capture.next_frame(-1, timeout=5)
+    classifier.classify(last.image)
+    rss_before = rss_mb()
+    second, shadow_load_s = _classifier(spec)
+    shadow = Shadow(second, Path(spec["bundle"]), None, max_cost=1e9, max_s=1e9)
+    second.classify(last.image)
+    rss_added = rss_mb() - rss_before
+    alone, beside = [], []
+    for i in range(spec["warmup"] + spec["runs"]):
+        frame = capture.next_frame(last.frame_id, timeout=5)
+        last = frame
+        with_shadow = (i // INTERLEAVE) % 2 == 1
+        t = time.perf_counter()
+        prediction = classifier.classify(frame.image)
+        if with_shadow:
+            shadow.observe(frame.frame_id, frame.image, sum(prediction.latency_ms.values()))
+        ms = (time.perf_counter() - t) * 1e3
+        if i >= spec["warmup"]:
+            (beside if with_shadow else alone).append(ms)
+    capture.stop()
+    added = summary(beside)["p50"] - summary(alone)["p50"]
+    per_item = VoteSettings().vote_frames
+    return {
+        "latency_ms": summary(beside),
+        "throughput_fps": 1e3 / summary(beside)["p50"],
+        "load_s": load_s,
+        "first_inference_s": shadow_load_s,
+        "shadow": {
+            "alone_p50_ms": summary(alone)["p50"],
+            "with_shadow_p50_ms": summary(beside)["p50"],
+            "added_ms_per_frame": added,
+            "added_ms_per_item": added * per_item,
+            "frames_per_item": per_item,
+            "rss_added_mb": rss_added,
+        },
+        "engine": classifier.engine.info(),
+    }
+
+
 def private_state(work: Path) -> dict:
     """Config sections that keep a bench daemon off the device's own state (/var/lib/smartbin): it measures
     the bundle it was given, not the store's current model, and never rolls back, counts or keeps samples."""
@@ -286,7 +335,13 @@ def measure_e2e(spec: dict) -> dict:
     }
 
 
-MODES = {"invoke": measure_invoke, "pipeline": measure_pipeline, "e2e": measure_e2e, "probe": measure_probe}
+MODES = {
+    "invoke": measure_invoke,
+    "pipeline": measure_pipeline,
+    "e2e": measure_e2e,
+    "shadow": measure_shadow,
+    "probe": measure_probe,
+}
 
 
 def main() -> int:

@@ -227,7 +227,7 @@ class Serving:
         if self.shadow is None:
             return
         try:
-            self.shadow.observe(frame_id, image, prediction.latency_ms.get("infer", 0.0))
+            self.shadow.observe(frame_id, image, sum(prediction.latency_ms.values()))
         except Exception as exc:
             log.exception("the shadow model failed on a frame")
             self.stop_shadow(f"failed on a frame: {type(exc).__name__}: {exc}")

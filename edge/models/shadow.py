@@ -13,6 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from pathlib import Path
+from statistics import median
 
 from edge.classifier import Classifier
 from edge.stats import Window
@@ -38,10 +39,10 @@ class Shadow:
         self.items = self.agreed = 0
 
     def observe(self, frame_id: int, image, serving_ms: float) -> None:
-        """The shadow on a frame the serving model classified (its time ``serving_ms``)."""
-        started = time.perf_counter()
+        """The shadow on a frame the serving model classified in ``serving_ms`` (its stages summed; the
+        shadow's are measured the same way)."""
         prediction = self.classifier.classify(image)
-        ms = (time.perf_counter() - started) * 1e3
+        ms = sum(prediction.latency_ms.values())
         self.ms.append(ms)
         self.serving_ms.append(serving_ms)
         self.item_ms.append(ms)
@@ -75,11 +76,11 @@ class Shadow:
         if time.monotonic() >= self.until:
             return "ran for updates.shadow_max_s without being promoted or stopped"
         shadow, serving = self.ms.values(), self.serving_ms.values()
-        if len(shadow) >= COST_FRAMES and sum(serving) > 0:
-            cost = sum(shadow) / sum(serving)
+        if len(shadow) >= COST_FRAMES and median(serving) > 0:
+            cost = median(shadow) / median(serving)  # medians: a first slow frame or a busy moment is no trend
             if cost > self.max_cost:
                 return (
-                    f"too costly for this device: {sum(shadow) / len(shadow):.1f} ms a frame, {cost:.1f}x the serving "
+                    f"too costly for this device: {median(shadow):.1f} ms a frame, {cost:.1f}x the serving "
                     f"model's (updates.shadow_max_cost {self.max_cost:g})"
                 )
         return None

@@ -211,7 +211,8 @@ def test_the_rules_pure_judgements():
     field = Rule(min_items=20, max_bin_shift=0.15, max_correction_rise=0.05)
     old = Figures(100, 0.9, 40, 0.1, {"kitchen": 20, "other": 20}, 1)
     assert judge_field(Figures(100, 0.9, 40, 0.1, {"kitchen": 18, "other": 22}, 1), old, field) is None
-    assert "to kitchen" in judge_field(Figures(100, 0.9, 40, 0.1, {"kitchen": 32, "other": 8}, 1), old, field)
+    shifted = judge_field(Figures(100, 0.9, 40, 0.1, {"kitchen": 32, "other": 8}, 1), old, field)
+    assert "20% of items to other, the old 50%" in shifted
     assert "corrected" in judge_field(Figures(100, 0.9, 40, 0.1, {"kitchen": 20, "other": 20}, 6), old, field)
     few = Figures(100, 0.9, 10, 0.1, {"kitchen": 10}, 5)
     assert judge_field(few, old, field) is None  # too few items to mean something
