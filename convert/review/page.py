@@ -61,7 +61,9 @@ kbd{border:1px solid #aaa;border-radius:3px;padding:0 .25rem;font-size:.8rem}
 <h3>Roll out</h3><div id="fleet-state"></div><table id="fleet"></table><div id="rollout-form">
 <label>stages <input id="ro-stages" value="1" size="5"></label> <label>watch s <input id="ro-watch" value="300"
  size="4"></label><br><label>min frames <input id="ro-frames" value="100" size="4"></label> <label>max drop
- <input id="ro-drop" value="0.10" size="4"></label><br><button id="rollout-start">roll out to a few bins first</button>
+ <input id="ro-drop" value="0.10" size="4"></label><br><label>shadow items <input id="ro-shadow" value="20" size="3">
+</label> <label>max flips <input id="ro-flips" value="0.05" size="4"></label><br><label><input type="checkbox"
+ id="ro-force"> past the hold-out gate</label><br><button id="rollout-start">roll out to a few bins first</button>
 <button id="rollout-stop" disabled>stop, put them back</button>
 </div><pre id="rollout-log"></pre></aside></main>
 <script>
@@ -172,7 +174,8 @@ async function fleet(){const r=await (await fetch('/api/fleet')).json();
 $('rollout-stop').onclick=async()=>{try{await post('/api/rollout/stop',{});status('stopping the rollout');}
  catch(e){status('not stopped: '+e.message,true);}};
 $('rollout-start').onclick=async()=>{try{await post('/api/rollout',{stages:$('ro-stages').value,
- watch:Number($('ro-watch').value),min_frames:Number($('ro-frames').value),max_confidence_drop:Number($('ro-drop').value)});
+ watch:Number($('ro-watch').value),min_frames:Number($('ro-frames').value),max_confidence_drop:Number($('ro-drop').value),
+ shadow_items:Number($('ro-shadow').value),max_flips:Number($('ro-flips').value),force:$('ro-force').checked});
  status('rollout started');}catch(e){status('not started: '+e.message,true);}};
 load();training();fleet();
 </script></body></html>"""

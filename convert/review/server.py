@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -130,9 +130,9 @@ class ReviewHandler(JsonHandler):
         try:
             stages = parse_stages(str(body.get("stages", "1")))
             watch, drop = float(body.get("watch", 300)), float(body.get("max_confidence_drop", 0.10))
-            rule = check_rule(
-                Rule(watch_s=watch, min_frames=int(body.get("min_frames", 100)), max_confidence_drop=drop)
-            )
+            shadow, flips = int(body.get("shadow_items", 20)), float(body.get("max_flips", 0.05))
+            rule = Rule(watch_s=watch, min_frames=int(body.get("min_frames", 100)), max_confidence_drop=drop)
+            rule = check_rule(replace(rule, shadow_items=shadow, max_flips=flips))
         except (TypeError, OverflowError, SmartbinError) as exc:
             raise ValueError(str(exc)) from None
         self.fleet.start(self.trainer.folder(jobs[0].id), Path(jobs[0].bundle), Request(stages, rule))

@@ -264,3 +264,18 @@ def test_the_bench_runs_on_a_device_without_rich_or_matplotlib(bundle_dir: Path,
     assert header.split()[:4] == ["variant", "backend", "thr", "mode"] and "[1/1] int8" in result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("int8"))
     assert row.split()[4] == "ok"
+
+
+def test_the_shadows_cost_is_measured_side_by_side(bundle_dir: Path, tmp_path: Path):
+    """`--modes shadow`: what a canary pays for a model in the shadow of its own, frames with and without it
+    interleaved in one process, and the memory its engine adds (figures printed, not judged here)."""
+    small = ["--variants", "int8", "--threads", "1", "--runs", "40", "--warmup", "2", "--modes", "shadow"]
+    command = [sys.executable, str(ROOT / "edge" / "bench.py"), "--bundle", str(bundle_dir), *small]
+    result = subprocess.run([*command, "--json", str(tmp_path / "s.json")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "s.json").read_text())["results"]
+    shadow = row["shadow"]
+    assert row["mode"] == "shadow" and row["status"] == "ok" and shadow["frames_per_item"] == 5
+    assert shadow["alone_p50_ms"] > 0 and shadow["with_shadow_p50_ms"] == row["latency_ms"]["p50"]
+    assert shadow["added_ms_per_item"] == pytest.approx(shadow["added_ms_per_frame"] * 5)
+    assert "a model in the shadow adds" in result.stdout
