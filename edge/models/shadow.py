@@ -3,7 +3,8 @@ model classified, and for each item the bin decides, what it would have decided 
 beside what the bin did. The serving model still decides everything; the shadow moves no flap.
 
 A shadow costs an inference per classified frame. It stops by itself when it costs more than
-``updates.shadow_max_cost`` times the serving model's time (the loop would fall behind the camera) or has run
+``updates.shadow_max_cost`` times the serving model's time and more than AFFORDED_MS a frame (the loop would
+fall behind the camera), or has run
 ``updates.shadow_max_s`` (a rollout that died leaves no shadow running for good).
 """
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 KEPT_FRAMES = 256  # votes kept by frame id: an item's frames are among the newest
 COST_FRAMES = 20  # frames measured before the cost may stop the shadow
+AFFORDED_MS = 10.0  # a shadow under this a frame holds up no loop at camera rates: its ratio is noise then
 
 
 class Shadow:
@@ -76,7 +78,7 @@ class Shadow:
         if time.monotonic() >= self.until:
             return "ran for updates.shadow_max_s without being promoted or stopped"
         shadow, serving = self.ms.values(), self.serving_ms.values()
-        if len(shadow) >= COST_FRAMES and median(serving) > 0:
+        if len(shadow) >= COST_FRAMES and median(serving) > 0 and median(shadow) > AFFORDED_MS:
             cost = median(shadow) / median(serving)  # medians: a first slow frame or a busy moment is no trend
             if cost > self.max_cost:
                 return (
