@@ -278,4 +278,4 @@ def test_the_shadows_cost_is_measured_side_by_side(bundle_dir: Path, tmp_path: P
     assert row["mode"] == "shadow" and row["status"] == "ok" and shadow["frames_per_item"] == 5
     assert shadow["alone_p50_ms"] > 0 and shadow["with_shadow_p50_ms"] == row["latency_ms"]["p50"]
     assert shadow["added_ms_per_item"] == pytest.approx(shadow["added_ms_per_frame"] * 5)
-    assert "a model in the shadow adds" in result.stdout
+    assert "a model in the shadow adds" in result.stdout + result.stderr

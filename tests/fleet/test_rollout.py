@@ -123,7 +123,7 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
         meanwhile=interrupt_the_watch,
         started=process_holder,
     )
-    assert code == 1 and report["reason"] == "interrupted", output
+    assert code == 1 and report["reason"] == "interrupted by SIGINT", output
     assert report["rolled_back"] == {"bin-a": f"back on {next(iter(v2_folders))}"}, output
     assert set(updates_sent(sub, "v5")) == {"bin-a"}
     assert poll(lambda: set(serving(sub).values()) == v2_folders, 30), serving(sub)
