@@ -41,6 +41,22 @@ def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
     rollout.add_argument("--stages", default="1", help="bins reached at each stage, a count or a share (1,25%%)")
     rollout.add_argument("--canaries", help="the first stage's bins by device id, comma-separated")
     rollout.add_argument("--bins", help="only these bins, comma-separated (default: every bin online)")
+    add_rule_options(rollout)
+    gate = rollout.add_argument_group("the hold-out gate")
+    gate.add_argument("--holdout", help="held-out images: the new bundle must sort as many right as the bins' one")
+    gate.add_argument("--serving", help="the bundle the bins serve (or a folder of bundles: found by its sha256)")
+    gate.add_argument("--force", action="store_true", help="roll out even when the hold-out gate refuses it")
+    rollout.add_argument("--serve", default="0.0.0.0:0", help="HOST:PORT the archive is served on (0.0.0.0:0)")
+    rollout.add_argument("--advertise", help="the address the bins reach this machine at (default: found)")
+    rollout.add_argument("--sign", metavar="KEY", help="sign the manifest (bins with updates.public_key)")
+    rollout.add_argument("--variants", help="only these variants in the archive, comma-separated (e.g. int8)")
+    rollout.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    for parser in (listing, rollout):
+        add_broker_options(parser, "localhost:1883")
+
+
+def add_rule_options(rollout: argparse.ArgumentParser) -> None:
+    """The rule's limits as options, their defaults from the rule's one table (edge/fleet/rule.py)."""
     from edge.fleet.rule import DEFAULTS as d  # noqa: N811 - the rule's one table of defaults
 
     rule = rollout.add_argument_group("the rule: when a stage passes")
@@ -68,17 +84,6 @@ def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
     rule.add_argument("--min-items", type=int, default=d.min_items, help="items a side before field signals count")
     rule.add_argument("--max-bin-shift", type=float, default=d.max_bin_shift, help="share of items a bin may gain/lose")
     rule.add_argument("--max-correction-rise", type=float, default=d.max_correction_rise, help="more corrections")
-    gate = rollout.add_argument_group("the hold-out gate")
-    gate.add_argument("--holdout", help="held-out images: the new bundle must sort as many right as the bins' one")
-    gate.add_argument("--serving", help="the bundle the bins serve (or a folder of bundles: found by its sha256)")
-    gate.add_argument("--force", action="store_true", help="roll out even when the hold-out gate refuses it")
-    rollout.add_argument("--serve", default="0.0.0.0:0", help="HOST:PORT the archive is served on (0.0.0.0:0)")
-    rollout.add_argument("--advertise", help="the address the bins reach this machine at (default: found)")
-    rollout.add_argument("--sign", metavar="KEY", help="sign the manifest (bins with updates.public_key)")
-    rollout.add_argument("--variants", help="only these variants in the archive, comma-separated (e.g. int8)")
-    rollout.add_argument("--json", metavar="FILE", help="write the report as JSON")
-    for parser in (listing, rollout):
-        add_broker_options(parser, "localhost:1883")
 
 
 def rule_of(args: argparse.Namespace):
