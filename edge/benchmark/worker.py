@@ -191,16 +191,17 @@ def measure_shadow(spec: dict) -> dict:
         if i >= spec["warmup"]:
             (beside if with_shadow else alone).append(ms)
     capture.stop()
-    added = summary(beside)["p50"] - summary(alone)["p50"]
+    with_shadow, without = summary(beside), summary(alone)
+    added = with_shadow["p50"] - without["p50"]
     per_item = VoteSettings().vote_frames
     return {
-        "latency_ms": summary(beside),
-        "throughput_fps": 1e3 / summary(beside)["p50"],
+        "latency_ms": with_shadow,
+        "throughput_fps": 1e3 / with_shadow["p50"],
         "load_s": load_s,
         "first_inference_s": shadow_load_s,
         "shadow": {
-            "alone_p50_ms": summary(alone)["p50"],
-            "with_shadow_p50_ms": summary(beside)["p50"],
+            "alone_p50_ms": without["p50"],
+            "with_shadow_p50_ms": with_shadow["p50"],
             "added_ms_per_frame": added,
             "added_ms_per_item": added * per_item,
             "frames_per_item": per_item,

@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import json
 import signal
-import threading
 from pathlib import Path
 
 from edge.errors import SmartbinError
@@ -202,13 +201,12 @@ def cmd_fleet_rollout(args: argparse.Namespace) -> int:
 def stop_on_signals(stop) -> None:
     """SIGINT (also when the shell started us with it ignored, as a background job), SIGTERM (a job's timeout,
     systemctl stop) and SIGHUP (the SSH session dropped) end a rollout the same way: its bins put back."""
+    from edge.system.signals import set_on
 
-    def handler(signum: int, _frame) -> None:
-        stop.reason = f"interrupted by {signal.Signals(signum).name}"
-        threading.Thread(target=stop.set, daemon=True).start()  # never set an Event inside a handler
+    def noted(signum: signal.Signals) -> None:
+        stop.reason = f"interrupted by {signum.name}"
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, handler)
+    set_on(stop, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, noted=noted)
 
 
 def gate_or_refuse(args: argparse.Namespace, view) -> None:

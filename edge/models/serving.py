@@ -23,7 +23,7 @@ from edge.errors import ModelUnavailable, SmartbinError
 from edge.formats.bundle import Bundle
 from edge.formats.signing import SIGNATURE_FILE
 from edge.formats.signing import verify as verify_signature
-from edge.models.shadow import Shadow
+from edge.models.shadow import EXPIRED, Shadow
 from edge.models.store import ModelStore
 from edge.models.update import Prepared, Updater, UpdateRequest
 from edge.system.notify import Notifier
@@ -60,6 +60,7 @@ class Serving:
         self.trial_until: float | None = None  # monotonic end of the health window after a switch
         self.shadow: Shadow | None = None  # a new model beside the serving one (update_model with shadow)
         self.shadow_stopped: str | None = None  # why the last one stopped, for …/model
+        self._signed: tuple[Path | None, str | None, bool] = (None, None, False)  # folder, key -> signed
         state = self.store.state()
         if state.trial_until is not None:
             self.trial_until = time.monotonic() + max(0.0, state.trial_until - time.time())
@@ -85,6 +86,7 @@ class Serving:
     def serve(self, classifier: Classifier) -> None:
         """``classifier`` serves from now on; the loop relabels the vote before the next frame."""
         self.classifier = classifier
+        self._signed = (None, None, False)  # a bundle copied over the same folder is checked again
         self.events.post(Switched(classifier))
 
     def changed(self) -> None:
@@ -120,12 +122,6 @@ class Serving:
         whether it could be loaded again under this bin's signature rule, and the shadow."""
         state, bundle = self.store.state(), self.classifier.bundle
         key = self.config.updates.public_key
-        signed = (bundle.path / SIGNATURE_FILE).is_file()
-        if key is not None and signed:
-            try:
-                verify_signature(bundle.path, key)
-            except SmartbinError:
-                signed = False  # signed, but not by the key this bin trusts: it would refuse it again
         shadow = self.shadow.state() if self.shadow else None
         if shadow is None and self.shadow_stopped:
             shadow = ShadowState(folder=None, stopped=self.shadow_stopped)
@@ -140,10 +136,23 @@ class Serving:
             health_window=self.trial_until is not None,
             last_change=state.outcome or None,
             bundle=str(bundle.path.resolve()),
-            signed=signed,
+            signed=self.signed(bundle.path, key),
             verifies=key is not None,
             shadow=shadow,
         ).dump()
+
+    def signed(self, folder: Path, key: str | None) -> bool:
+        """Whether the bundle carries a signature (that ``key`` verifies, when the bin has one): checked once per
+        model served and key, not at every …/model message (one goes out per item while a shadow runs)."""
+        if self._signed[:2] != (folder, key):
+            signed = (folder / SIGNATURE_FILE).is_file()
+            if key is not None and signed:
+                try:
+                    verify_signature(folder, key)
+                except SmartbinError:
+                    signed = False  # signed, but not by the key this bin trusts: it would refuse it again
+            self._signed = (folder, key, signed)
+        return self._signed[2]
 
     def reference(self) -> dict:
         """Which model made a prediction, as a sample records it."""
@@ -300,10 +309,10 @@ class Serving:
         self.store.keep = self.config.updates.keep
 
     def check_trial(self) -> None:
-        """The health window passed: the new model stays. A shadow past its time stops."""
-        why = self.shadow.why_stop() if self.shadow else None
-        if why:
-            self.stop_shadow(why)
+        """The health window passed: the new model stays. A shadow past its time stops (its cost is judged per
+        item, in ``shadow_item``)."""
+        if self.shadow is not None and self.shadow.expired():
+            self.stop_shadow(EXPIRED)
         if self.trial_until is not None and time.monotonic() >= self.trial_until:
             self.trial_until, self.previous = None, None
             self.store.confirm()

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 KEPT_FRAMES = 256  # votes kept by frame id: an item's frames are among the newest
 COST_FRAMES = 20  # frames measured before the cost may stop the shadow
+EXPIRED = "ran for updates.shadow_max_s without being promoted or stopped"
 AFFORDED_MS = 10.0  # a shadow under this a frame holds up no loop at camera rates: its ratio is noise then
 
 
@@ -73,10 +74,14 @@ class Shadow:
             shadow_ms=round(sum(item_ms) / len(item_ms), 3) if item_ms else 0.0,
         )
 
+    def expired(self) -> bool:
+        """It ran for updates.shadow_max_s."""
+        return time.monotonic() >= self.until
+
     def why_stop(self) -> str | None:
         """Why the shadow must stop now (its cost, its time), else None."""
-        if time.monotonic() >= self.until:
-            return "ran for updates.shadow_max_s without being promoted or stopped"
+        if self.expired():
+            return EXPIRED
         shadow, serving = self.ms.values(), self.serving_ms.values()
         if len(shadow) >= COST_FRAMES and median(serving) > 0 and median(shadow) > AFFORDED_MS:
             cost = median(shadow) / median(serving)  # medians: a first slow frame or a busy moment is no trend

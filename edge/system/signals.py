@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 
 
-def set_on(event: threading.Event, *signals: signal.Signals) -> None:
+def set_on(
+    event: threading.Event, *signals: signal.Signals, noted: Callable[[signal.Signals], None] | None = None
+) -> None:
     """Set ``event`` when one of ``signals`` arrives (from the main thread, the only one that may install
-    handlers; elsewhere nothing is installed)."""
+    handlers; elsewhere nothing is installed); ``noted`` hears which one first (it must not block)."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def handler(signum: int, _frame) -> None:
+        if noted is not None:
+            noted(signal.Signals(signum))
         threading.Thread(target=event.set, name=f"signal-{signum}", daemon=True).start()
 
     for signum in signals:

@@ -33,6 +33,8 @@ from tests.support.fleet import (
 
 pytestmark = pytest.mark.slow
 BINS = ("bin-a", "bin-b", "bin-c")
+# bin-a switched and watched for longer than any test waits: the rollout ends only when it is interrupted
+CANARY_WATCHED = ("--canaries", "bin-a", "--watch", "600", "--shadow-items", "0")
 
 
 def swapped(bundle: Path, dest: Path) -> Path:
@@ -121,12 +123,7 @@ def test_every_interruption_puts_the_canary_back(tmp_path, fleet, broker, bundle
         broker,
         tmp_path,
         v2,
-        "--canaries",
-        "bin-a",
-        "--watch",
-        "600",
-        "--shadow-items",
-        "0",
+        *CANARY_WATCHED,
         meanwhile=interrupt,
         started=held,
         sigint_ignored=how.startswith("SIGINT"),
@@ -156,12 +153,7 @@ def test_one_rollout_at_a_time_and_a_dead_one_is_found_then_undone(tmp_path, fle
         broker,
         tmp_path,
         v2,
-        "--canaries",
-        "bin-a",
-        "--watch",
-        "600",
-        "--shadow-items",
-        "0",
+        *CANARY_WATCHED,
         meanwhile=second_workstation_then_kill,
         started=held,
     )
