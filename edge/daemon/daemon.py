@@ -220,7 +220,8 @@ class Daemon:
             else:
                 apply_reload(self, prepared, path)
 
-        self.background.submit("reload", lambda: prepare_reload(self.config, path), done)
+        serving = lambda: self.models.classifier.bundle.path  # noqa: E731 - whatever serves when it runs
+        self.background.submit("reload", lambda: prepare_reload(self.config, path, serving()), done)
 
     # ------------------------------------------------------------------ the loop
     def process(self, frame: Frame) -> Decision | None:

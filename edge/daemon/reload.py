@@ -68,19 +68,29 @@ def plan_reload(old: Config, new: Config) -> list[str]:
 
 @dataclass
 class PreparedReload:
-    """A reload read and planned, its new model (if any) loaded: ready for ``apply_reload``."""
+    """A reload read and planned, its new model (if any) loaded: ready for ``apply_reload``.
+    ``bundle_changed``: ``model.bundle`` names another folder, which now serves instead of the model store's."""
 
     config: Config
     sections: list[str]
     classifier: Classifier | None
+    bundle_changed: bool = False
 
 
-def prepare_reload(running: Config, config_path: Path) -> PreparedReload:
+def prepare_reload(running: Config, config_path: Path, serving: Path) -> PreparedReload:
     """Beside the loop: read the file, plan the reload, load a changed model (the slow part). Raises
-    SmartbinError or ReloadRefused, and then nothing has changed."""
+    SmartbinError or ReloadRefused, and then nothing has changed.
+
+    ``serving``: the bundle that serves now. A change under ``model:`` other than ``model.bundle`` (a variant,
+    threads, top_k) reloads that bundle with the new settings: after an update it is the model store's, and
+    going back to the configured folder would leave the store and ``…/model`` naming a model that no longer
+    serves. Only a new ``model.bundle`` loads the configured folder."""
     new = load_config(config_path)
     sections = plan_reload(running, new)
-    return PreparedReload(new, sections, load_classifier(new) if "model" in sections else None)
+    if "model" not in sections:
+        return PreparedReload(new, sections, None)
+    changed = Path(new.model.bundle) != Path(running.model.bundle)
+    return PreparedReload(new, sections, load_classifier(new, None if changed else serving), changed)
 
 
 class Live(Protocol):
@@ -125,7 +135,11 @@ def apply_reload(live: Live, prepared: PreparedReload, config_path: Path) -> Non
         live.pipeline.set_presence(make_presence(new))
     if classifier is not None:
         classifier.roi = roi
-        live.models.serve(classifier)
+        if prepared.bundle_changed:
+            live.models.switch_to(classifier, Path(new.model.bundle), "model.bundle changed in " + str(config_path))
+        else:
+            live.models.serve(classifier)
+            live.models.changed()
     if "decision" in sections:
         live.pipeline.set_vote(new.decision.settings())
     if publisher is not None:

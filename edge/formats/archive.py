@@ -12,7 +12,7 @@ import io
 import json
 import shutil
 import tarfile
-import time
+from datetime import datetime
 from pathlib import Path
 
 from edge.errors import BundleError
@@ -50,18 +50,29 @@ def pack(
     if key:
         members.append((SIGNATURE_FILE, sign(manifest_bytes, key)))
     out = Path(out)
+    # every entry dated by the manifest: the same bundle packs to the same bytes, so the same sha256 (a
+    # rollout resumed, a release packed again on another workstation)
+    mtime = _created(manifest.created)
     with atomic_output(out) as partial, tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in members:
-            _add(tar, name, len(data), io.BytesIO(data))
+            _add(tar, name, len(data), io.BytesIO(data), mtime)
         for name in files:
             with (bundle.path / name).open("rb") as fh:
-                _add(tar, name, (bundle.path / name).stat().st_size, fh)
+                _add(tar, name, (bundle.path / name).stat().st_size, fh, mtime)
     return sha256_file(out)
 
 
-def _add(tar: tarfile.TarFile, name: str, size: int, fh) -> None:
+def _created(created: str) -> int:
+    """The manifest's creation time as a tar entry's mtime (0 when it does not parse)."""
+    try:
+        return max(0, int(datetime.fromisoformat(created).timestamp()))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _add(tar: tarfile.TarFile, name: str, size: int, fh, mtime: int) -> None:
     info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+    info.size, info.mode, info.mtime = size, 0o644, mtime
     tar.addfile(info, fh)
 
 

@@ -184,17 +184,23 @@ class Serving:
             if error is not None:
                 self.answer(command_id, "reload_model", error=f"reload refused, still serving the old model: {error}")
                 return
-            previous = self.classifier.bundle.path
-            self.serve(classifier)
-            if self.store.state().current:  # once updates are in use, the store's choice is what starts next time
-                self.store.switch(path, previous, None, 0)
-                self.trial_until, self.previous = None, None
-            self.changed()
-            log.info("model reloaded from %s", path)
+            self.switch_to(classifier, path, "reload_model")
             self.answer(command_id, "reload_model", {"model": self.summary()})
 
         if not self.background.submit("reload_model", load, done):
             raise SmartbinError("too many model loads are waiting already; wait for their answers")
+
+    def switch_to(self, classifier: Classifier, path: Path, why: str) -> None:
+        """``classifier`` (loaded from ``path`` by a person's choice: a reload_model, a new ``model.bundle``)
+        serves. Once updates are in use the store records it, so that it is what starts next time and what
+        ``…/model`` names; the update it replaces becomes the previous model."""
+        previous = self.classifier.bundle.path
+        self.serve(classifier)
+        if self.store.state().current:
+            self.store.switch(path, previous, None, 0, why)
+            self.trial_until, self.previous = None, None
+        self.changed()
+        log.info("model %s serves (%s), instead of %s", path, why, previous)
 
     def start_update(self, request: UpdateRequest) -> None:
         """Fetch and test a bundle beside the loop; one that runs in the shadow already is switched in as it is."""

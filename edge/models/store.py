@@ -161,8 +161,10 @@ class ModelStore:
         if folder.name not in (state.current, state.previous):
             shutil.rmtree(folder, ignore_errors=True)
 
-    def switch(self, folder: Path, previous: Path | None, sha256: str | None, window_s: float) -> StoreState:
-        """Make ``folder`` current (the health window opens) and remember what served before."""
+    def switch(
+        self, folder: Path, previous: Path | None, sha256: str | None, window_s: float, reason: str | None = None
+    ) -> StoreState:
+        """Make ``folder`` current (the health window opens) and remember what served before, and why."""
         now = time.time()
         state = StoreState(
             current=self._name(folder),
@@ -170,7 +172,7 @@ class ModelStore:
             sha256=sha256,
             since=now,
             trial_until=now + window_s if window_s > 0 else None,
-            outcome={"event": "switched", "ts": round(now, 3)},
+            outcome={"event": "switched", "ts": round(now, 3), **({"reason": reason} if reason else {})},
         )
         self._save(state)
         return state

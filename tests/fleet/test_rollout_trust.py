@@ -135,7 +135,10 @@ def test_every_interruption_puts_the_canary_back(tmp_path, fleet, broker, bundle
     assert poll(lambda: serving(sub) == before, 30), serving(sub)
 
 
-def test_one_rollout_at_a_time_and_a_dead_one_is_found_then_undone(tmp_path, fleet, broker, bundle_dir):
+@pytest.mark.parametrize("then", ["undo", "resume"])
+def test_one_rollout_at_a_time_and_a_dead_one_is_found_then_undone_or_finished(
+    tmp_path, fleet, broker, bundle_dir, then
+):
     sub = fleet.sub
     before = serving(sub)
     held: list = []
@@ -167,9 +170,16 @@ def test_one_rollout_at_a_time_and_a_dead_one_is_found_then_undone(tmp_path, fle
     assert code != 0 and "unfinished rollout" in output and "--undo" in output, output
     assert not updates_sent(sub, "v3")
 
-    code, _, output = rollout(broker, tmp_path, None, "--undo")
-    assert code == 0, output
-    assert poll(lambda: serving(sub) == before, 30), serving(sub)
+    if then == "undo":
+        code, _, output = rollout(broker, tmp_path, None, "--undo")
+        assert code == 0, output
+        assert poll(lambda: serving(sub) == before, 30), serving(sub)
+    else:  # finished: bin-a keeps what the dead rollout gave it (not sent again), the others follow in stages
+        canary_sent = updates_sent(sub, "v2")["bin-a"]
+        code, _, output = rollout(broker, tmp_path, v2, "--resume", "--canaries", "bin-a", "--shadow-items", "0")
+        assert code == 0, output
+        assert set(updates_sent(sub, "v2")) == set(BINS) and updates_sent(sub, "v2")["bin-a"] == canary_sent
+        assert poll(lambda: all(serving(sub)[b].startswith("fleet-v2") for b in BINS), 30), serving(sub)
     # the record is cleared: a new rollout starts
     code, report, output = rollout(broker, tmp_path, v3, "--canaries", "bin-c", "--shadow-items", "0")
     assert code == 0, output

@@ -18,6 +18,7 @@ from edge.errors import SmartbinError
 
 ROOT = Path(__file__).resolve().parents[2]
 GPUS = ["/physical_device:GPU:0", "/physical_device:GPU:1"]
+EPOCHS = 6
 CLI = "import sys; from edge.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -66,10 +67,11 @@ def photos(tmp_path_factory) -> Path:
     return write_photo_patches(tmp_path_factory.mktemp("photos") / "data", per_class=20, side=32)
 
 
-def _train(data: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+def _train(data: Path, out: Path, *extra: str, env: dict | None = None, epochs: int = 2) -> subprocess.Popen:
     """`smartbin train` in a process of its own (TensorFlow's devices are fixed once it starts)."""
     command = [sys.executable, "-c", CLI, "train", "--data", str(data), "--out", str(out), "--weights", "none"]
-    command += ["--backbone", "resnet-mini", "--img-size", "32", "--epochs", "2", "--val-fraction", "0.25", *extra]
+    command += ["--backbone", "resnet-mini", "--img-size", "32", "--epochs", str(epochs), "--val-fraction", "0.25"]
+    command += extra
     return subprocess.Popen(
         command,
         cwd=ROOT,
@@ -93,9 +95,10 @@ def _top1(run: Path) -> float:
 def test_two_replicas_and_two_machines_train_as_one_device_does(photos: Path, tmp_path: Path):
     from edge.tools.localbroker import free_port
 
-    # all four processes at once: each trains alone on its devices, the pair as one cluster
-    one = _train(photos, tmp_path / "one", "--batch-size", "16")
-    mirrored = _train(photos, tmp_path / "mirrored", "--batch-size", "8", "--devices", "cpu:2")
+    # all four processes at once: each trains alone on its devices, the pair as one cluster. Six epochs: after
+    # two, one device alone reached 44 % to 70 % by seed (from scratch, 150 images), too early to compare.
+    one = _train(photos, tmp_path / "one", "--batch-size", "16", epochs=EPOCHS)
+    mirrored = _train(photos, tmp_path / "mirrored", "--batch-size", "8", "--devices", "cpu:2", epochs=EPOCHS)
     cluster = {"worker": [f"localhost:{free_port()}", f"localhost:{free_port()}"]}
     workers = [
         _train(
@@ -103,6 +106,7 @@ def test_two_replicas_and_two_machines_train_as_one_device_does(photos: Path, tm
             tmp_path / "cluster",
             "--batch-size",
             "8",
+            epochs=EPOCHS,
             env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
         )
         for i in (0, 1)
@@ -115,8 +119,10 @@ def test_two_replicas_and_two_machines_train_as_one_device_does(photos: Path, tm
     assert all("(multi-worker strategy)" in output for output in outputs)
     one, mirrored, cluster_top1 = _top1(tmp_path / "one"), _top1(tmp_path / "mirrored"), _top1(tmp_path / "cluster")
     print(f"validation top-1: one device {one:.1%}, two CPU replicas {mirrored:.1%}, two workers {cluster_top1:.1%}")
-    # the tolerance: 8 of the 50 held-out images (collectives sum in whatever order they arrive)
-    assert abs(mirrored - one) <= 0.16 and abs(cluster_top1 - one) <= 0.16
+    # the tolerance: 10 of the 50 held-out images, and no worse than 4x chance (10 classes). Measured over
+    # three seeds at six epochs: one device 66-78 %, two CPU replicas 60-68 % (BatchNorm sees 8 images a
+    # replica), gaps 6-12 points; collectives also sum in whatever order they arrive.
+    assert min(mirrored, cluster_top1) >= max(one - 0.2, 0.4)
     assert not list(tmp_path.glob("cluster/.worker*")) and (tmp_path / "cluster" / "model.keras").is_file()
 
 
