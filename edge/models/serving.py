@@ -311,8 +311,10 @@ class Serving:
 
     def updates_changed(self) -> None:
         """A reload changed ``updates:`` (in ``self.config`` already): each update reads its settings when it
-        starts; the store keeps the new number of models from the next switch on."""
+        starts; the store keeps the new number of models from the next switch on. ``…/model`` says again whether
+        this bin verifies signatures, and whether the model it serves would load under the new key."""
         self.store.keep = self.config.updates.keep
+        self.changed()
 
     def check_trial(self) -> None:
         """The health window passed: the new model stays. A shadow past its time stops (its cost is judged per

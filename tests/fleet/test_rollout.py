@@ -60,8 +60,16 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
     sub = fleet.sub
     v2 = bundle_copy(bundle_dir, tmp_path / "v2", "fleet-v2", "2026-06-01T00:00:00+00:00")
 
-    code, report, output = rollout(broker, tmp_path, v2, "--stages", "1")
+    def deliver_the_update_again() -> None:
+        # what QoS 1 does when the bin's acknowledgement was lost: the same command (same id) once more
+        wait_switched(sub, "bin-a", "fleet-v2")
+        command = next(m for m in sub.on("bin-a/command") if m.json().get("action") == "update_model")
+        sub.publish(command.topic, command.payload, qos=1)
+
+    code, report, output = rollout(broker, tmp_path, v2, "--stages", "1", meanwhile=deliver_the_update_again)
     assert code == 0, output
+    again = sub.wait_for("bin-a/command/result", where=lambda m: m.json().get("repeated"))
+    assert again and not again[0].json()["ok"]  # refused as carried out already, and not counted as a failure
     assert report["completed"] and [s["bins"] for s in report["stages"]] == [["bin-a"], ["bin-b", "bin-c"]]
     first = report["stages"][0]
     assert first["passed"] and first["watched_s"] >= 3 and first["new"]["frames"] >= 20 and first["old"]["frames"] >= 20
@@ -70,7 +78,9 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
     # in stages: the others were sent the update only after the canary had switched and been watched
     sent = updates_sent(sub, "v2")
     canary_switched = min(
-        m.at for m in sub.on("command/result") if m.topic.split("/")[1] == "bin-a" and m.json()["result"].get("done")
+        m.at
+        for m in sub.on("command/result")
+        if m.topic.split("/")[1] == "bin-a" and (m.json().get("result") or {}).get("done")
     )
     assert set(sent) == set(BINS) and min(sent["bin-b"], sent["bin-c"]) >= canary_switched + 3
 

@@ -185,6 +185,26 @@ def test_one_rollout_at_a_time_and_a_dead_one_is_found_then_undone_or_finished(
     assert code == 0, output
 
 
+def test_a_rollout_that_a_bin_could_not_roll_back_does_not_start(tmp_path, fleet, broker, bundle_dir):
+    """bin-b is told to load only signed bundles (a reload adds its key) while it serves an unsigned one: if the
+    release failed there, it would refuse to go back. The rollout says so before it sends anything."""
+    import yaml
+
+    from edge.formats.signing import generate_key
+
+    public = generate_key(tmp_path / "fleet.pem")
+    config = fleet.config("bin-b")
+    data = yaml.safe_load(config.read_text())
+    data["updates"]["public_key"] = public
+    config.write_text(yaml.safe_dump(data))
+    fleet.processes["bin-b"].send_signal(signal.SIGHUP)
+    found = fleet.sub.wait_for("bin-b/model", where=lambda m: m.json()["verifies"])
+    assert found and found[-1].json()["signed"] is False
+    code, _, output = rollout(broker, tmp_path, release(bundle_dir, tmp_path, "v2", 6), "--shadow-items", "0")
+    assert code != 0 and "bin-b loads only signed bundles" in output and "would refuse to go back" in output, output
+    assert not updates_sent(fleet.sub, "v2") and not shadows_sent(fleet.sub, "v2")
+
+
 def shadow_item(serving_bin: str, new_bin: str, label: str = "x") -> ShadowItem:
     return ShadowItem(
         event_id="e" * 32,

@@ -39,6 +39,10 @@ class Fleet:
             self.start(device_id)
         self.sub = Subscriber(port, "smartbin/#")
 
+    def config(self, device_id: str) -> Path:
+        """The config file of ``device_id``'s daemon."""
+        return Path(self.commands[device_id][0][-1])
+
     def start(self, device_id: str) -> None:
         """The daemon of ``device_id`` started (again, as its supervisor would), appending to its log."""
         command, log_path = self.commands[device_id]
