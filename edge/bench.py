@@ -132,8 +132,8 @@ def _cold_start_in(work: Path, bundle: Path, spec: dict, broker: str) -> float |
 
     import yaml
 
+    from edge.broker.client import make_client
     from edge.config import MqttConfig
-    from edge.wire.mqtt_client import make_client
 
     host, port = broker.rsplit(":", 1)
     config = {

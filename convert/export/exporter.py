@@ -54,11 +54,11 @@ from edge.formats.bundle import (
     VariantFile,
     sha256_file,
 )
-from edge.formats.dataset import load_images
 from edge.formats.variants import BY_NAME, ONNX_VARIANTS, TFLITE_VARIANTS, VARIANT_FILES, is_onnx
 from edge.runtime import open_engine
 from edge.system.versions import installed_versions
 from edge.vision.decision import VoteSettings
+from edge.vision.preprocess import load_images
 
 log = logging.getLogger(__name__)
 

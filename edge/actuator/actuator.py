@@ -4,7 +4,7 @@ Subscribes with a persistent session (QoS 1), remembers carried-out ``event_id``
 (so a re-delivery, even after a restart, never moves the bin twice), acknowledges each event
 on ``…/actuator/ack``, and never moves on malformed input, an unknown bin, or a decision older
 than ``max_age_s``: the backlog a broker or actuator restart delivers is about items long gone. The age
-needs no clock shared with the daemon's host (edge/actuator/freshness.py).
+needs no clock shared with the daemon's host (edge/broker/freshness.py).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.actuator.freshness import age_on_arrival
+from edge.broker.client import make_client
+from edge.broker.freshness import age_on_arrival
+from edge.broker.publisher import dumps
 from edge.config import ActuatorConfig, Config, load_config
 from edge.errors import ConfigError, SmartbinError
 from edge.storage.sqlitedb import Database
 from edge.system.backoff import delay_after
 from edge.system.signals import set_on
-from edge.wire.mqtt import dumps
-from edge.wire.mqtt_client import make_client
 from edge.wire.payloads import ActuatorAck, Routing
 from edge.wire.topics import Topic, under
 

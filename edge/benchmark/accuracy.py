@@ -11,9 +11,10 @@ import numpy as np
 
 from edge.errors import SmartbinError
 from edge.formats.bundle import Bundle
-from edge.formats.dataset import Dataset, load_dataset, load_images
+from edge.formats.dataset import Dataset, load_dataset
 from edge.formats.labels import BINS, Label
 from edge.runtime import open_engine, runs
+from edge.vision.preprocess import load_images
 
 
 def accuracy_figures(probs: np.ndarray, truth: np.ndarray, labels: list[Label]) -> dict:

@@ -247,7 +247,7 @@ class Arrivals:
     """A subscriber to …/classification that timestamps each frame's message as it arrives."""
 
     def __init__(self, config, wanted: int):
-        from edge.wire.mqtt_client import start_subscriber
+        from edge.broker.client import start_subscriber
 
         self.wanted = wanted
         self.at: dict[int, float] = {}

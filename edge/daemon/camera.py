@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from edge.config import Config
-from edge.daemon.build import make_capture
+from edge.models.build import make_capture
 from edge.sources import Capture, Frame
 
 CAMERA_LOST_S = 3.0  # no frame for this long: camera_lost on the retained status

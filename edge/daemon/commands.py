@@ -11,8 +11,9 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from edge.daemon.events import Answered, Events
+from edge.daemon.events import Events
 from edge.errors import SmartbinError
+from edge.models.events import Answered
 from edge.models.update import UpdateRequest
 from edge.system.queues import drain
 from edge.wire.command_spec import Command, CommandError, command_id_of, parse_command

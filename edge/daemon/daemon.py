@@ -27,24 +27,25 @@ from typing import Any
 from edge import __version__
 from edge.classifier import Classifier
 from edge.config import Config, load_config
-from edge.daemon.background import Background
-from edge.daemon.build import make_presence
 from edge.daemon.camera import Camera
 from edge.daemon.commands import CommandQueue, answer_payload
-from edge.daemon.events import Answered, ClassifyNow, Events, ModelChanged, Switched
+from edge.daemon.events import ClassifyNow, Events
+from edge.daemon.outputs import Hooks, Outputs
 from edge.daemon.pipeline import Pipeline
 from edge.daemon.reload import PreparedReload, apply_reload, prepare_reload
 from edge.errors import CameraLost, ConfigError, Crashed, SmartbinError
+from edge.models.build import make_presence
+from edge.models.events import Answered, ModelChanged, Switched
 from edge.models.serving import Serving
 from edge.models.update import UpdateRequest
 from edge.sources import Frame
+from edge.system.background import Background
 from edge.system.backoff import RestartBackoff
 from edge.system.notify import Notifier
 from edge.system.signals import set_on
 from edge.vision.decision import Decision
 from edge.web.host import WebHost
 from edge.web.page import ClassifyRequest
-from edge.wire.outputs import Hooks, Outputs
 from edge.wire.status import StatusBoard, StatusView, cpu_temperature, metrics_payload, status_payload
 from edge.wire.topics import Topic
 

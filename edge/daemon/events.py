@@ -1,6 +1,7 @@
 """What the daemon's parts have to tell the loop, in one queue that the loop drains once a turn, before
-the next frame: answers to commands, another model serving, the retained model topic to send again,
-and the status page's "classify now". Parts post; none of them reaches the daemon or its outputs."""
+the next frame: answers to commands, another model serving, the retained model topic to send again
+(edge/models/events.py), and the status page's "classify now". Parts post; none of them reaches the daemon
+or its outputs."""
 
 from __future__ import annotations
 
@@ -9,32 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from edge.classifier import Classifier
+from edge.models.events import Answered, ModelChanged, Switched
 from edge.system.queues import drain
 from edge.web.page import ClassifyRequest
-
-
-@dataclass(frozen=True)
-class Answered:
-    """A command's answer for …/command/result: ``result`` when it was carried out, else ``error``."""
-
-    command_id: Any
-    action: str | None
-    result: dict | None = None
-    error: str | None = None
-    repeated: bool = False  # a re-delivered command, not carried out again
-
-
-@dataclass(frozen=True)
-class Switched:
-    """Another classifier serves: the vote takes its labels before the next frame, the status says so."""
-
-    classifier: Classifier
-
-
-@dataclass(frozen=True)
-class ModelChanged:
-    """What the retained …/model topic says changed (a switch, a health window's end, a rollback)."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """One frame through the bin's stages: presence -> classify (only when it can matter) -> vote. No I/O: what
-it returns is published by the outputs (edge/wire/outputs.py)."""
+it returns is published by the outputs (edge/daemon/outputs.py)."""
 
 from __future__ import annotations
 

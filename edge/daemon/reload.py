@@ -14,13 +14,13 @@ from typing import Protocol
 
 from edge.classifier import Classifier
 from edge.config import Config, load_config
-from edge.daemon.build import config_roi, load_classifier, make_presence
 from edge.daemon.camera import Camera
+from edge.daemon.outputs import Outputs
 from edge.daemon.pipeline import Pipeline
 from edge.errors import SmartbinError
+from edge.models.build import config_roi, load_classifier, make_presence
 from edge.models.serving import Serving
 from edge.web.host import WebHost
-from edge.wire.outputs import Outputs
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
+from edge.broker.client import start_subscriber
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
 from edge.formats.labels import BINS
-from edge.wire.mqtt_client import start_subscriber
 from edge.wire.payloads import Classification, CommandResult, Decision, ModelInfo, Status
 from edge.wire.shadow import ShadowItem
 from edge.wire.topics import FLEET, Topic, device_topic, every_bin, fleet_topic, topic_of

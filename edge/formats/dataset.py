@@ -11,14 +11,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edge.errors import DatasetError
 from edge.formats.classbins import RULES_SOURCE, bin_problems, resolve
-from edge.formats.images import read_image
 from edge.formats.labels import Label, load_rules
 from edge.system.paths import default_rules_path
-from edge.vision.preprocess import prepare
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +174,3 @@ def merge(datasets: list[Dataset]) -> Dataset:
         samples += [Sample(s.path, index[names[s.label]]) for s in dataset.samples]
         problems += dataset.problems
     return Dataset(datasets[0].root, labels, samples, problems, sources, unmapped)
-
-
-def load_images(samples: list[Sample], height: int, width: int) -> np.ndarray:
-    """The device's input path: decode, resize, centre crop -> (N, H, W, 3) uint8."""
-    return np.stack([prepare(read_image(s.path), height, width) for s in samples])

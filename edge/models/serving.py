@@ -2,7 +2,7 @@
 updates, the health window after a switch, and rollback.
 
 The daemon asks ``Serving`` for the classifier; ``Serving`` posts what the loop must act on to the
-daemon's events (edge/daemon/events.py): another classifier serves (``Switched``), the retained model
+daemon's events (edge/models/events.py): another classifier serves (``Switched``), the retained model
 topic changed (``ModelChanged``), a command's answer (``Answered``). Slow loads run on the shared
 ``Background``, so the loop keeps classifying with the old model and feeding the watchdog.
 """
@@ -16,16 +16,16 @@ from typing import Any
 
 from edge.classifier import Classifier, Prediction
 from edge.config import Config
-from edge.daemon.background import Background
-from edge.daemon.build import load_classifier
-from edge.daemon.events import Events, ModelChanged, Switched
 from edge.errors import ModelUnavailable, SmartbinError
 from edge.formats.bundle import Bundle
 from edge.formats.signing import SIGNATURE_FILE
 from edge.formats.signing import verify as verify_signature
+from edge.models.build import load_classifier
+from edge.models.events import ModelChanged, Poster, Switched
 from edge.models.shadow import EXPIRED, Shadow
 from edge.models.store import ModelStore
 from edge.models.update import Prepared, Updater, UpdateRequest
+from edge.system.background import Background
 from edge.system.notify import Notifier
 from edge.system.queues import drain
 from edge.vision.decision import Decision, VoteSettings
@@ -43,7 +43,7 @@ class Serving:
         config: Config,
         notifier: Notifier,
         background: Background,
-        events: Events,
+        events: Poster,
     ):
         self.config = config  # the config in force: a reload replaces it
         self.background, self.events = background, events

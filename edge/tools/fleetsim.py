@@ -8,13 +8,13 @@ import threading
 import time
 import uuid
 
+from edge.broker.client import start_subscriber
+from edge.broker.publisher import Publisher
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
 from edge.formats.labels import BINS
 from edge.stats import percentiles
 from edge.storage.outbox import Outbox
-from edge.wire.mqtt import Publisher
-from edge.wire.mqtt_client import start_subscriber
 from edge.wire.payloads import Decision, Routing
 from edge.wire.topics import Topic, device_base, every_bin
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edge.config import Config
-from edge.daemon.build import config_roi
 from edge.errors import SmartbinError
+from edge.models.build import config_roi
 from edge.sources import Frame
 from edge.vision.preprocess import Roi
 from edge.web.page import ClassifyRequest, WebServer, WebState

@@ -1,1 +1,1 @@
-"""The MQTT wire: the client, the topics and their payloads, commands, the status, Home Assistant."""
+"""The MQTT wire's contract: the topics and their payloads, commands, the status, the schemas."""

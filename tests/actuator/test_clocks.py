@@ -3,7 +3,7 @@ move the flap, stale ones never do: a backlog the broker kept while the actuator
 daemon's outbox kept while the broker was down. The decisions are sent by the daemon's own publisher, stamped
 by a clock an hour off (all a daemon's wall clock puts into a decision is its ``ts``); the actuator is the
 real process on this host's clock, and judges their age from what the daemon and the broker counted
-(edge/actuator/freshness.py), never by comparing the two clocks. (libfaketime on the actuator was tried: it
+(edge/broker/freshness.py), never by comparing the two clocks. (libfaketime on the actuator was tried: it
 makes Python's time.sleep fail with EINVAL, or timed waits hang, in the very process under test.)"""
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ def test_the_flap_moves_for_fresh_decisions_whatever_the_two_clocks_say(tmp_path
     def decision(bin_name: str) -> dict:  # made now, stamped by the daemon's clock
         return {"event_id": uuid.uuid4().hex, "ts": time.time() + skew, "bin": bin_name, "label": "x"}
 
+    from edge.broker.publisher import Publisher
     from edge.config import MqttConfig
     from edge.storage.outbox import Outbox
     from edge.tools.localbroker import LocalBroker, free_port
-    from edge.wire.mqtt import Publisher
 
     port = free_port()
     config = actuator_config(tmp_path, port, "pins", max_age_s=MAX_AGE_S)

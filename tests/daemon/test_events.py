@@ -12,9 +12,9 @@ from pathlib import Path
 from skimage import data
 
 from edge.config import load_config
-from edge.daemon.build import load_classifier
 from edge.daemon.daemon import Daemon
-from edge.daemon.events import Answered, ModelChanged, Switched
+from edge.models.build import load_classifier
+from edge.models.events import Answered, ModelChanged, Switched
 from edge.models.update import Prepared, UpdateRequest
 from edge.sources import Frame
 from edge.web.page import ClassifyRequest

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from edge.classifier import Classifier
 from edge.config import load_config
-from edge.daemon.build import make_presence
 from edge.daemon.camera import Camera
 from edge.daemon.pipeline import Pipeline
+from edge.models.build import make_presence
 from tests.support import write_config
 
 

@@ -11,9 +11,10 @@ import pytest
 from edge.cli import main
 from edge.errors import BundleError
 from edge.formats.bundle import Bundle
-from edge.formats.dataset import load_dataset, load_images
+from edge.formats.dataset import load_dataset
 from edge.formats.variants import BY_NAME
 from edge.runtime import load_model_file, open_engine
+from edge.vision.preprocess import load_images
 from tests.support import keras_arithmetic
 
 pytestmark = pytest.mark.slow

@@ -223,7 +223,7 @@ def test_backend_for_names_what_is_missing_instead_of_raising_anything_else():
 def test_threads_auto_is_every_core_up_to_four(tmp_path: Path):
     import os
 
-    from edge.daemon.build import inference_threads
+    from edge.models.build import inference_threads
     from edge.runtime import default_threads
 
     cores = os.cpu_count() or 1

@@ -235,7 +235,8 @@ def test_training_sees_the_pixels_the_device_sees(dataset_dir: Path):
     import numpy as np
 
     from convert.training.inputs import make_dataset
-    from edge.formats.dataset import load_dataset, load_images
+    from edge.formats.dataset import load_dataset
+    from edge.vision.preprocess import load_images
 
     samples = load_dataset(dataset_dir).samples[:12]
     batch, _ = next(iter(make_dataset(samples, 64, 12, False)))

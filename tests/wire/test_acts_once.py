@@ -61,10 +61,10 @@ def acl(path: Path, decisions: bool) -> None:
 def test_a_refused_decision_stays_in_the_outbox_until_the_broker_accepts_it(tmp_path: Path):
     """MQTT 5: mosquitto answers a publish its ACL denies with PUBACK 0x87. The decision is kept, counted and
     its reason shown; once the ACL is fixed (mosquitto re-reads it on SIGHUP) it is delivered, once."""
+    from edge.broker.publisher import Publisher
     from edge.config import MqttConfig
     from edge.storage.outbox import Outbox
     from edge.tools.localbroker import LocalBroker
-    from edge.wire.mqtt import Publisher
 
     rules = tmp_path / "acl"
     acl(rules, decisions=False)

@@ -7,8 +7,8 @@ import socket
 import threading
 import time
 
+from edge.broker.client import make_client
 from edge.config import MqttConfig
-from edge.wire.mqtt_client import make_client
 from tests.support import poll
 
 
@@ -29,8 +29,8 @@ def test_clients_send_without_nagles_delay(broker):
 
 def publisher(port: int, protocol: str = "auto", device: str = "pub-test", on_command=lambda *_: None):
     """The daemon's publisher alone (in-memory outbox), reconnecting fast: a test restarts its broker often."""
+    from edge.broker.publisher import Publisher
     from edge.storage.outbox import Outbox
-    from edge.wire.mqtt import Publisher
 
     config = MqttConfig(host="127.0.0.1", port=port, protocol=protocol)
     return Publisher(
@@ -46,8 +46,8 @@ def open_descriptors() -> int:
 def test_a_broker_down_at_boot_does_not_downgrade_the_protocol(tmp_path):
     """protocol auto: a broker that is unreachable for longer than the MQTT 5 answer timeout is no
     reason to speak 3.1.1 for good; when it comes up, MQTT 5 it is."""
+    from edge.broker.publisher import V5_ANSWER_TIMEOUT_S
     from edge.tools.localbroker import LocalBroker, free_port
-    from edge.wire.mqtt import V5_ANSWER_TIMEOUT_S
 
     port = free_port()
     pub = publisher(port)

@@ -59,8 +59,8 @@ def test_home_assistant_reads_only_fields_the_messages_have(tmp_path):
     schema), and inside ``counts`` (a dict) a key of what a real counters database sums up."""
     import re
 
+    from edge.broker.homeassistant import discovery
     from edge.storage.counters import Counters
-    from edge.wire.homeassistant import discovery
     from edge.wire.topics import topic_of
 
     counters = Counters(tmp_path / "counters.sqlite")

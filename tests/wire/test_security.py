@@ -218,8 +218,8 @@ def test_acl_a_device_cannot_speak_for_another(pki, tls_broker):
 def test_acl_lets_a_bin_announce_itself_to_home_assistant_and_only_itself(pki, tls_broker):
     """The example ACL with Home Assistant's discovery: a bin writes its own device config and hears Home
     Assistant's birth message; another bin cannot announce in its name."""
+    from edge.broker import homeassistant
     from edge.config import HomeAssistantConfig
-    from edge.wire import homeassistant
 
     ha_config, port = HomeAssistantConfig(enabled=True), tls_broker.port
     ha, ha_received, _ = tls_client(pki, port, "homeassistant")

@@ -19,13 +19,13 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from edge.actuator.freshness import sent_properties
+from edge.broker import homeassistant
+from edge.broker.client import make_client, tls_files
+from edge.broker.freshness import sent_properties
 from edge.config import MqttConfig
 from edge.storage.outbox import Outbox, OutboxError
 from edge.system.queues import drain
 from edge.system.repeats import OncePerChange
-from edge.wire import homeassistant
-from edge.wire.mqtt_client import make_client, tls_files
 from edge.wire.payloads import Routing
 from edge.wire.topics import Topic, under
 
@@ -325,7 +325,7 @@ class Publisher:
             self.outbox_errors.error(str(exc))
 
     def _publish_discovery(self) -> None:
-        """Home Assistant discovery (edge/wire/homeassistant.py): the bin, its sensors and its events."""
+        """Home Assistant discovery (edge/broker/homeassistant.py): the bin, its sensors and its events."""
         ha = self.config.home_assistant
         payload = homeassistant.discovery(self.base, self.device_id)
         self.client.publish(homeassistant.discovery_topic(ha, self.device_id), dumps(payload), qos=1, retain=True)

@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edge.broker.publisher import Publisher, dumps
 from edge.classifier import Prediction
 from edge.config import Config
 from edge.daemon.pipeline import Timings
@@ -23,7 +24,6 @@ from edge.vision.decision import Decision
 from edge.web.page import WebState
 from edge.wire import payloads
 from edge.wire.command_spec import CommandError
-from edge.wire.mqtt import Publisher, dumps
 from edge.wire.shadow import ShadowItem
 from edge.wire.topics import Topic
 
