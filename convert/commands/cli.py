@@ -20,6 +20,7 @@ from convert.training.distribute import PRECISIONS
 from edge.cli import add_command as _add
 from edge.errors import SmartbinError
 from edge.formats.variants import ONNX_VARIANTS, TFLITE_VARIANTS, VARIANT_FILES
+from edge.system.renamed import add_renamed
 from edge.vision.decision import VoteSettings
 
 
@@ -161,7 +162,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder or .keras file")
     p.add_argument("--data", required=True, action="append", help="dataset folder (again to add more)")
     p.add_argument("--out", required=True, help="the .npz to write (paths, labels, features)")
-    p.add_argument("--cache", metavar="DIR", help="keep the features here (the feature cache of train)")
+    add_renamed(p, "--feature-cache", "--cache", metavar="DIR", help="keep the features here (as train's cache)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

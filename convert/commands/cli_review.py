@@ -12,6 +12,7 @@ from convert.commands.cli_samples import password_from, quiet_tensorflow
 from edge.cli import add_command
 from edge.errors import SmartbinError
 from edge.fleet.cli import add_broker_options
+from edge.system.renamed import add_renamed
 
 
 def cmd_samples_fetch(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     from convert.review.training import Trainer, TrainingSetup
 
     trainer = None
-    wanted = {"--train-data": args.train_data, "--holdout": args.holdout, "--serving": args.serving}
+    wanted = {"--train-data": args.train_data, "--holdout": args.holdout, "--baseline": args.baseline}
     if any(wanted.values()):
         missing = [name for name, value in wanted.items() if not value]
         if missing:
@@ -42,7 +43,7 @@ def cmd_review(args: argparse.Namespace) -> int:
             samples=Path(args.folder),
             data=[Path(d) for d in args.train_data],
             holdout=Path(args.holdout),
-            serving=Path(args.serving),
+            serving=Path(args.baseline),
             work=Path(args.work or Path(args.folder) / "training"),
             train_args=shlex.split(args.train_args or ""),
             convert_args=shlex.split(args.convert_args or ""),
@@ -101,7 +102,7 @@ def add_review_commands(sub: argparse._SubParsersAction, samples: argparse._SubP
     p.add_argument("--feature-cache", metavar="DIR", help="keep the embeddings here for the next --rank-with")
     p.add_argument("--train-data", action="append", help="to train from the page: the dataset the bins' model had")
     p.add_argument("--holdout", help="to train from the page: images neither model trained on (dataset split)")
-    p.add_argument("--serving", help="to train from the page: the bundle the bins run now, to compare against")
+    add_renamed(p, "--baseline", "--serving", help="to train from the page: the bundle the bins run now, to compare")
     p.add_argument("--work", help="where training jobs go (default: FOLDER/training)")
     p.add_argument("--train-args", help='more options of smartbin train, e.g. "--epochs 12 --img-size 224"')
     p.add_argument("--convert-args", help='more options of smartbin convert, e.g. "--calib-samples 200"')

@@ -27,7 +27,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     model, size, _ = run_model(args.run)
     dataset = load_dataset(args.data[0] if len(args.data) == 1 else args.data)
     with tempfile.TemporaryDirectory(prefix="smartbin-features-") as tmp:
-        vectors = embeddings(FeatureCache(args.cache or tmp, model, size, 32), dataset.samples)
+        vectors = embeddings(FeatureCache(args.feature_cache or tmp, model, size, 32), dataset.samples)
     with open(args.out, "wb") as fh:
         np.savez(
             fh,

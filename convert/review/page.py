@@ -164,11 +164,11 @@ $('train-start').onclick=async()=>{try{await post('/api/training',{});status('tr
  catch(e){status('not started: '+e.message,true);}};
 async function fleet(){const r=await (await fetch('/api/fleet')).json();
  if(!r.configured){$('fleet-state').textContent=r.missing;$('rollout-form').style.display='none';return;}
- $('fleet').innerHTML=r.bins.map(b=>'<tr><td>'+esc(b.device)+'</td><td>'+esc(b.state)+', '+esc(b.health)
+ $('fleet').innerHTML=r.devices.map(b=>'<tr><td>'+esc(b.device)+'</td><td>'+esc(b.state)+', '+esc(b.health)
   +'</td><td>'+esc(b.model)+'</td></tr>').join('');
  const ro=r.rollout,running=ro&&ro.state==='running';$('rollout-start').disabled=running;
  $('rollout-stop').disabled=!running;
- $('fleet-state').textContent=r.bins.length+' bin(s) on the broker'+(ro?'; rollout '+ro.state:'');
+ $('fleet-state').textContent=r.devices.length+' bin(s) on the broker'+(ro?'; rollout '+ro.state:'');
  $('rollout-log').textContent=ro?ro.lines.join('\\n')+(ro.error?'\\n'+ro.error:''):'';
  setTimeout(fleet,running?1000:3000);}
 $('rollout-stop').onclick=async()=>{try{await post('/api/rollout/stop',{});status('stopping the rollout');}

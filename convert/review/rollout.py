@@ -57,7 +57,7 @@ class PageRollouts:
             self.stop.set()
         return running
 
-    def bins(self) -> list[dict]:
+    def devices(self) -> list[dict]:
         """Every bin the broker has a status or model of, as the page lists them."""
         rows = []
         for device_id, view in sorted(self.view.snapshot().items()):

@@ -68,7 +68,7 @@ class ReviewHandler(JsonHandler):
     def _training(self) -> dict:
         trainer = self.trainer
         if trainer is None:
-            missing = "to train from here, start smartbin review with --train-data, --holdout and --serving"
+            missing = "to train from here, start smartbin review with --train-data, --holdout and --baseline"
             return {"configured": False, "missing": missing, "jobs": []}
         setup = trainer.setup
         return {
@@ -115,7 +115,7 @@ class ReviewHandler(JsonHandler):
             return {"configured": False, "missing": "to roll out from here, start smartbin review with --broker"}
         jobs = self.trainer.jobs() if self.trainer else []
         rollout = self.fleet.state(self.trainer.folder(jobs[0].id)) if jobs else None
-        return {"configured": True, "bins": self.fleet.bins(), "rollout": rollout}
+        return {"configured": True, "devices": self.fleet.devices(), "rollout": rollout}
 
     def _roll_out(self, body: dict) -> dict:
         """The newest training job's bundle through the fleet, by the page's stages and rule."""

@@ -11,13 +11,14 @@ import signal
 from pathlib import Path
 
 from edge.errors import SmartbinError
+from edge.system.renamed import add_renamed
 
 
 def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
     """``fleet list``, ``fleet rollout`` and ``fleet-sim`` under the `smartbin` command."""
     sim = sub.add_parser("fleet-sim", help="N simulated bins against one broker: rate, latency, lost messages")
     sim.set_defaults(func=cmd_fleet_sim)
-    sim.add_argument("--bins", type=int, default=50)
+    add_renamed(sim, "--devices", "--bins", type=int, default=50, help="simulated bins (devices)")
     sim.add_argument("--duration", type=float, default=20.0, help="seconds of decisions")
     sim.add_argument("--rate", type=float, default=0.5, help="decisions per second per bin")
     sim.add_argument("--broker", help="HOST:PORT (default: start a local mosquitto)")
@@ -39,11 +40,11 @@ def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
     rollout.add_argument("--sha256", help="the archive's digest (with --url; `smartbin bundle pack` prints it)")
     rollout.add_argument("--stages", default="1", help="bins reached at each stage, a count or a share (1,25%%)")
     rollout.add_argument("--canaries", help="the first stage's bins by device id, comma-separated")
-    rollout.add_argument("--bins", help="only these bins, comma-separated (default: every bin online)")
+    add_renamed(rollout, "--devices", "--bins", help="only these devices, comma-separated (default: every one online)")
     add_rule_options(rollout)
     gate = rollout.add_argument_group("the hold-out gate")
     gate.add_argument("--holdout", help="held-out images: the new bundle must sort as many right as the bins' one")
-    gate.add_argument("--serving", help="the bundle the bins serve (or a folder of bundles: found by its sha256)")
+    add_renamed(gate, "--baseline", "--serving", help="the bundle the bins serve (or a folder of bundles: by sha256)")
     gate.add_argument("--force", action="store_true", help="roll out even when the hold-out gate refuses it")
     rollout.add_argument("--serve", default="0.0.0.0:0", help="HOST:PORT the archive is served on (0.0.0.0:0)")
     rollout.add_argument("--advertise", help="the address the bins reach this machine at (default: found)")
@@ -188,7 +189,7 @@ def cmd_fleet_rollout(args: argparse.Namespace) -> int:
                 where = served(Path(args.bundle), broker, args.serve, args.advertise, args.sign, split(args.variants))
                 release = stack.enter_context(where)
             print(f"release: {release.url} (sha256 {release.sha256 or 'not given'})")
-            canaries, only = split(args.canaries), split(args.bins)
+            canaries, only = split(args.canaries), split(args.devices)
             report = roll_out(view, release, rule, stages, canaries, only, say=print, stop=stop, resume=args.resume)
     finally:
         view.close()
@@ -215,10 +216,10 @@ def gate_or_refuse(args: argparse.Namespace, view) -> None:
 
     if not args.bundle or not Path(args.bundle).is_dir():
         raise SmartbinError("--holdout measures a bundle folder: give the bundle's folder (not --url or a .tar)")
-    if not args.serving:
-        raise SmartbinError("--holdout needs --serving: the bundle the bins serve (or a folder of bundles)")
+    if not args.baseline:
+        raise SmartbinError("--holdout needs --baseline: the bundle the bins serve (or a folder of bundles)")
     models = [v.status.model for v in view.snapshot().values() if v.online and v.status]
-    serving = serving_bundle(Path(args.serving), {m.sha256 for m in models if m.sha256})
+    serving = serving_bundle(Path(args.baseline), {m.sha256 for m in models if m.sha256})
     variant = models[0].variant if models else None
     gate = hold_out(Path(args.bundle), serving, Path(args.holdout), variant)
     print(gate.line())
@@ -239,7 +240,7 @@ def cmd_fleet_sim(args: argparse.Namespace) -> int:
         broker = LocalBroker(persistence=False).start()
         host, port = "127.0.0.1", broker.port
     try:
-        report = run_fleet(args.bins, args.duration, host, int(port), args.rate)
+        report = run_fleet(args.devices, args.duration, host, int(port), args.rate)
     finally:
         if broker:
             broker.close()

@@ -90,6 +90,6 @@ def serving_bundle(candidates: Path, sha256s: set[str]) -> Path:
         if sha256s and sha256s <= files:
             return folder
     raise SmartbinError(
-        f"--serving {candidates}: no bundle there has the model file the bins serve (sha256 "
+        f"--baseline {candidates}: no bundle there has the model file the bins serve (sha256 "
         f"{', '.join(sorted(s[:12] for s in sha256s)) or 'unknown'}…); give the bundle they serve, or its folder"
     )

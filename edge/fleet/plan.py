@@ -23,7 +23,7 @@ class Release:
 
 @dataclass
 class StageReport:
-    bins: list[str]
+    devices: list[str]
     passed: bool = False
     reason: str | None = None
     watched_s: float = 0.0

@@ -25,7 +25,7 @@ from edge.errors import SmartbinError
 from edge.fleet.lock import FleetLock, clear_record, read_record, save_record
 from edge.fleet.plan import Release, RolloutReport, StageReport, before_of, done, stage_groups, unfinished
 from edge.fleet.rule import Rule, judge, judge_shadow, tally
-from edge.fleet.view import BinView, FleetView
+from edge.fleet.view import DeviceView, FleetView
 from edge.wire.fleet import Before, RolloutRecord
 from edge.wire.payloads import Command
 
@@ -104,7 +104,7 @@ class Rollout:
         if unsafe:
             raise SmartbinError(
                 "; ".join(unsafe) + ": it would refuse to go back to it if the rollout fails. Sign that bundle "
-                "(smartbin bundle sign) and reload it on the bin, or leave the bin out with --bins"
+                "(smartbin bundle sign) and reload it on the bin, or leave the bin out with --devices"
             )
         missing = sorted(set(only or []) - set(fleet) - set(skipped))
         skipped.update({device_id: "not heard of on the broker" for device_id in missing})
@@ -153,7 +153,7 @@ class Rollout:
     def stages(self, groups: list[list[str]], report: RolloutReport) -> str | None:
         """The stages in turn; None when all passed, else why the first that failed did."""
         for number, group in enumerate(groups, 1):
-            stage = StageReport(bins=group)
+            stage = StageReport(devices=group)
             report.stages.append(stage)
             others = [d for g in groups[number:] for d in g]
             self.say(f"stage {number}/{len(groups)}: {', '.join(group)}")
@@ -265,7 +265,7 @@ class Rollout:
         """A bin of the group offline, back on another model by itself, or less healthy than before the rollout."""
         views = self.view.snapshot()
         for device_id in group:
-            view: BinView = views[device_id]
+            view: DeviceView = views[device_id]
             if not view.online:
                 return f"{device_id} went offline"
             if view.model is not None and view.model.folder != self.switched.get(device_id):
@@ -278,14 +278,14 @@ class Rollout:
         return None
 
     # ------------------------------------------------------------------ the way back
-    def roll_back(self, bins: list[str]) -> dict[str, str]:
+    def roll_back(self, devices: list[str]) -> dict[str, str]:
         """Each bin back on the model it served when the rollout started (one back there by itself is left as
         it is). A bin that went offline is waited for first: one that crashed inside its health window comes
         back on its old model by itself, and a command sent meanwhile would wait on the broker for nobody."""
-        self.back_online(bins)
+        self.back_online(devices)
         views, back = self.view.snapshot(), []
         outcome = {}
-        for device_id in bins:
+        for device_id in devices:
             model = views[device_id].model if device_id in views else None
             if model is not None and model.folder == self.before[device_id].folder:
                 outcome[device_id] = f"back on {model.folder} by itself"
@@ -302,17 +302,17 @@ class Rollout:
             self.say(f"  {device_id}: {what}")
         return outcome
 
-    def stop_shadows(self, bins: list[str]) -> None:
+    def stop_shadows(self, devices: list[str]) -> None:
         """``stop_shadow`` to bins that may still run this rollout's model in the shadow (each stops its own
         after updates.shadow_max_s anyway)."""
-        if bins:
-            ids = self.send(bins, "unshadow", action="stop_shadow")
+        if devices:
+            ids = self.send(devices, "unshadow", action="stop_shadow")
             self.finals(ids, 30, lambda a: True)
-            self.say(f"  shadow stopped on {', '.join(bins)}")
+            self.say(f"  shadow stopped on {', '.join(devices)}")
 
-    def back_online(self, bins: list[str]) -> None:
+    def back_online(self, devices: list[str]) -> None:
         """Wait, at most the update timeout, for the offline ones of ``bins`` to say they are online."""
-        offline = lambda: [d for d, v in self.view.snapshot().items() if d in bins and not v.online]  # noqa: E731
+        offline = lambda: [d for d, v in self.view.snapshot().items() if d in devices and not v.online]  # noqa: E731
         if offline():
             self.say(f"  waiting for {', '.join(offline())} to come back online")
         deadline = time.monotonic() + self.rule.update_timeout_s

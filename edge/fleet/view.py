@@ -92,7 +92,7 @@ class Totals:
 
 
 @dataclass
-class BinView:
+class DeviceView:
     """One bin as the broker shows it."""
 
     device_id: str
@@ -117,7 +117,7 @@ class FleetView:
     def __init__(self, config: MqttConfig, client_id: str = "smartbin-fleet"):
         self.config, self.prefix = config, config.topic_prefix
         self.lock = threading.Lock()
-        self.bins: dict[str, BinView] = {}
+        self.devices: dict[str, DeviceView] = {}
         self.heard = time.monotonic()  # the last retained status or model: the fleet is known once it is quiet
         self.client_id = f"{client_id}-{int(time.time() * 1000) % 10**9}"
         self.client: mqtt.Client | None = None
@@ -168,30 +168,32 @@ class FleetView:
             return self.fleet.get(name) or None
 
     # ------------------------------------------------------------------ reads
-    def snapshot(self) -> dict[str, BinView]:
+    def snapshot(self) -> dict[str, DeviceView]:
         """Every bin heard of, by device id (the views themselves: read them, do not change them)."""
         with self.lock:
-            return dict(self.bins)
+            return dict(self.devices)
 
     def answers(self, device_id: str, command_id: str) -> list[CommandResult]:
         with self.lock:
-            view = self.bins.get(device_id)
+            view = self.devices.get(device_id)
             return list(view.answers.get(command_id, [])) if view else []
 
     def shadow_items(self, device_ids: list[str], since: float) -> list[ShadowItem]:
         """The shadow's items the group reported since ``since`` (time.time() of this host, at arrival)."""
         with self.lock:
-            return [item for d in device_ids if d in self.bins for item in self.bins[d].shadow if item.ts >= since]
+            return [
+                item for d in device_ids if d in self.devices for item in self.devices[d].shadow if item.ts >= since
+            ]
 
     def mark(self) -> dict[str, Totals]:
         """Every bin's totals now: ``figures`` counts from here."""
         with self.lock:
-            return {device_id: view.totals for device_id, view in self.bins.items()}
+            return {device_id: view.totals for device_id, view in self.devices.items()}
 
     def figures(self, device_ids: list[str], since: dict[str, Totals]) -> Figures:
         """The group's frames and items since the ``mark()`` ``since``."""
         with self.lock:
-            now = [(self.bins[d].totals, since.get(d, Totals())) for d in device_ids if d in self.bins]
+            now = [(self.devices[d].totals, since.get(d, Totals())) for d in device_ids if d in self.devices]
         frames = sum(n.frames - b.frames for n, b in now)
         decisions = sum(n.decisions - b.decisions for n, b in now)
         per_bin = {name: sum(n.per_bin[i] - b.per_bin[i] for n, b in now) for i, name in enumerate(BINS)}
@@ -218,7 +220,7 @@ class FleetView:
         now = time.monotonic()
         try:
             with self.lock:
-                view = self.bins.setdefault(device_id, BinView(device_id))
+                view = self.devices.setdefault(device_id, DeviceView(device_id))
                 if kind is Topic.STATUS:
                     view.status, self.heard = Status.model_validate_json(message.payload), now
                 elif kind is Topic.MODEL:

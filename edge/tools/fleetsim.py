@@ -110,7 +110,7 @@ def _drive(fleet: list[SimulatedBin], duration: float, rate_per_bin: float) -> f
 def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: float = 0.5) -> dict:
     """Each bin decides about ``rate_per_bin`` times a second for ``duration`` seconds; then all drain."""
     if bins > MAX_BINS:
-        raise SmartbinError(f"--bins {bins}: one process simulates at most {MAX_BINS} bins (paho's select() limit)")
+        raise SmartbinError(f"--devices {bins}: one process simulates at most {MAX_BINS} bins (paho's select() limit)")
     collector = Collector(host, port)
     fleet = [SimulatedBin(i, host, port) for i in range(bins)]
     for simulated in fleet:

@@ -70,7 +70,7 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
     assert code == 0, output
     again = sub.wait_for("bin-a/command/result", where=lambda m: m.json().get("repeated"))
     assert again and not again[0].json()["ok"]  # refused as carried out already, and not counted as a failure
-    assert report["completed"] and [s["bins"] for s in report["stages"]] == [["bin-a"], ["bin-b", "bin-c"]]
+    assert report["completed"] and [s["devices"] for s in report["stages"]] == [["bin-a"], ["bin-b", "bin-c"]]
     first = report["stages"][0]
     assert first["passed"] and first["watched_s"] >= 3 and first["new"]["frames"] >= 20 and first["old"]["frames"] >= 20
     v2_folders = poll(lambda: set(serving(sub).values()) if len(set(serving(sub).values())) == 1 else None, 30)
@@ -87,7 +87,7 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
     # its shadow would stop it too (its unsure items go to the default bin); here the watch's rule is the one tried
     code, report, output = rollout(broker, tmp_path, unsure_bundle, "--canaries", "bin-b", "--shadow-items", "0")
     assert code == 1, output
-    assert not report["completed"] and len(report["stages"]) == 1 and report["stages"][0]["bins"] == ["bin-b"]
+    assert not report["completed"] and len(report["stages"]) == 1 and report["stages"][0]["devices"] == ["bin-b"]
     assert "mean confidence" in report["stages"][0]["reason"], report
     new, old = report["stages"][0]["new"], report["stages"][0]["old"]
     assert old["mean_confidence"] - new["mean_confidence"] > 0.10

@@ -71,7 +71,7 @@ def test_a_sure_but_wrong_model_stops_in_its_canarys_shadow_and_at_the_hold_out_
 
     # the hold-out gate refuses it before anything is sent
     code, report, output = rollout(
-        broker, tmp_path, wrong, "--holdout", str(dataset_dir), "--serving", str(fleet.v1), "--stages", "1,100%"
+        broker, tmp_path, wrong, "--holdout", str(dataset_dir), "--baseline", str(fleet.v1), "--stages", "1,100%"
     )
     assert code != 0 and "hold-out gate" in output and "points fewer" in output, output
     assert not shadows_sent(sub, "wrong") and not updates_sent(sub, "wrong")
@@ -80,7 +80,7 @@ def test_a_sure_but_wrong_model_stops_in_its_canarys_shadow_and_at_the_hold_out_
     code, report, output = rollout(broker, tmp_path, wrong, "--canaries", "bin-b", "--stages", "1,100%")
     assert code == 1, output
     stage = report["stages"][0]
-    assert stage["bins"] == ["bin-b"] and "in the shadow" in stage["reason"], report
+    assert stage["devices"] == ["bin-b"] and "in the shadow" in stage["reason"], report
     shadow = stage["shadow"]
     assert shadow["items"] >= 5 and shadow["pairs"], shadow
     assert set(shadow["pairs"]) <= {"other>kitchen", "kitchen>other"}, shadow  # only the swapped classes move
@@ -95,13 +95,13 @@ def test_a_sure_but_wrong_model_stops_in_its_canarys_shadow_and_at_the_hold_out_
 
     # with --force the gate lets the user through, and the shadow still stops it; the record is gone after it
     code, report, output = rollout(
-        broker, tmp_path, wrong, "--holdout", str(dataset_dir), "--serving", str(fleet.v1), "--force"
+        broker, tmp_path, wrong, "--holdout", str(dataset_dir), "--baseline", str(fleet.v1), "--force"
     )
     assert code == 1 and "rolled out anyway" in output and "in the shadow" in report["reason"], output
 
     # a good model (the same classes, named right) passes its canary's shadow and reaches every bin
     good = release(bundle_dir, tmp_path, "good", 7)
-    code, report, output = rollout(broker, tmp_path, good, "--holdout", str(dataset_dir), "--serving", str(fleet.v1))
+    code, report, output = rollout(broker, tmp_path, good, "--holdout", str(dataset_dir), "--baseline", str(fleet.v1))
     assert code == 0, output
     first = report["stages"][0]
     assert first["shadow"]["items"] >= 5 and first["shadow"]["pairs"] == {}, first

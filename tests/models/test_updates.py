@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,11 +24,9 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edge.errors import BundleError
-from edge.formats.archive import pack, unpack
-from edge.formats.bundle import Bundle, sha256_file
+from edge.formats.archive import pack
+from edge.formats.bundle import sha256_file
 from edge.models.store import ModelStore
-from edge.models.update import UpdateError, download
 from edge.tools.localbroker import free_port
 from tests.support import ROOT, poll, write_config
 from tests.support.mqtt_client import Subscriber, answered
@@ -229,175 +226,6 @@ def test_a_device_with_a_public_key_installs_only_bundles_signed_by_it(tmp_path,
 
 
 # ---------------------------------------------------------------- the parts, without a daemon
-def interrupted_download(url: str, partial: Path, keep: int) -> None:
-    """What an attempt cut off after ``keep`` bytes leaves: the bytes and the response's validator."""
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        partial.write_bytes(resp.read(keep))
-        partial.with_name(partial.name + ".validator").write_text(resp.headers["ETag"] or resp.headers["Last-Modified"])
-
-
-def test_download_resumes_a_partial_file_and_respects_the_size_cap(tmp_path, web):
-    root, base = web
-    rng = np.random.default_rng(0)
-    payload = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
-    (root / "blob.bin").write_bytes(payload)
-    partial = tmp_path / "blob.part"
-    interrupted_download(f"{base}/blob.bin", partial, 120_000)
-    # the resumed request asks for the rest only: the server's log would show it; here, the bytes that
-    # come back are the rest (a server ignoring Range sends the whole file, which is also handled)
-    download(f"{base}/blob.bin", partial, max_bytes=1_000_000, timeout_s=10, attempts=1)
-    assert partial.read_bytes() == payload
-    # the file is replaced on the server between two attempts: the download starts over, never splices
-    interrupted_download(f"{base}/blob.bin", partial, 120_000)
-    replaced = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
-    (root / "blob.bin").write_bytes(replaced)
-    os.utime(root / "blob.bin", (time.time() + 5, time.time() + 5))  # a new modification time, as a new upload
-    download(f"{base}/blob.bin", partial, max_bytes=1_000_000, timeout_s=10, attempts=1)
-    assert partial.read_bytes() == replaced
-    with pytest.raises(UpdateError, match="max_bytes"):
-        download(f"{base}/blob.bin", tmp_path / "capped", max_bytes=100_000, timeout_s=10, attempts=1)
-
-
-def test_download_retries_back_off(tmp_path):
-    """Each retry waits twice as long as the one before (seen from the server: when the attempts arrive)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    arrivals: list[float] = []
-
-    def refuse():
-        while len(arrivals) < 3:
-            conn, _ = server.accept()
-            arrivals.append(time.monotonic())
-            conn.close()  # no HTTP answer: a failed attempt
-
-    thread = threading.Thread(target=refuse, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.getsockname()[1]}/x.tar"
-    with pytest.raises(UpdateError, match="download failed after 3 attempt"):
-        download(url, tmp_path / "none", max_bytes=10, timeout_s=5, attempts=3, backoff_s=0.3)
-    thread.join(5)
-    server.close()
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    assert len(gaps) == 2 and gaps[0] >= 0.3 and gaps[1] >= 0.6, gaps  # lower bounds: sleeps, not speed
-
-
-def test_an_archive_is_manifest_first_and_unpacks_only_plain_files(tmp_path, v2):
-    import tarfile
-
-    archive = tmp_path / "v2.tar"
-    digest = pack(v2, archive)
-    time.sleep(1.1)  # a second later, on another workstation: the same bundle packs to the same bytes
-    assert pack(v2, tmp_path / "again.tar") == digest
-    with tarfile.open(archive) as tar:
-        assert tar.getnames()[0] == "manifest.json" and set(tar.getnames()) == {
-            "manifest.json",
-            "int8.tflite",
-            "acceptance.npz",
-        }
-    assert Bundle.open(unpack(archive, tmp_path / "out", max_bytes=10**9).path).manifest.name == "other-model"
-    evil = tmp_path / "evil.tar"
-    with tarfile.open(evil, "w") as tar:
-        tar.add(v2 / "manifest.json", arcname="manifest.json")
-        tar.add(v2 / "int8.tflite", arcname="../escape.tflite")
-    with pytest.raises(BundleError, match="only plain files"):
-        unpack(evil, tmp_path / "evil", max_bytes=10**9)
-    assert not (tmp_path / "escape.tflite").exists()
-    with pytest.raises(BundleError, match="more than the limit"):
-        unpack(archive, tmp_path / "small", max_bytes=1000)
-
-
-def test_the_store_keeps_the_newest_models_and_never_the_serving_ones(tmp_path):
-    store = ModelStore(tmp_path / "models", keep=3)
-    folders = []
-    for i in range(6):
-        folder = store.root / f"m{i}"
-        folder.mkdir(parents=True)
-        folders.append(folder)
-        time.sleep(0.01)  # distinct modification times order them
-    store.switch(folders[0], folders[1], None, 0)  # the oldest two serve / served
-    store.confirm()
-    left = sorted(p.name for p in store.root.iterdir() if p.is_dir() and not p.is_symlink())
-    assert left == ["m0", "m1", "m5"], left
-
-
-def test_a_clean_stop_in_the_health_window_reopens_it_and_a_crash_rolls_back(tmp_path):
-    store = ModelStore(tmp_path / "models", keep=3)
-    old, new = store.root / "old", store.root / "new"
-    old.mkdir(parents=True)
-    new.mkdir()
-    store.switch(new, old, "ab" * 32, window_s=60)
-    store.interrupted()  # SIGTERM inside the window
-    reopened = store.recover(window_s=60)
-    assert reopened.current == "new" and reopened.trial_until > time.time() and store.current() == new
-    back = store.recover(window_s=60)  # this time the process died without a word
-    assert back.current == "old" and back.outcome["event"] == "rolled_back" and back.outcome["failed"] == "new"
-    assert os.readlink(store.root / "current") == "old" and store.recover(window_s=60) is None
-
-
-def test_bundle_keygen_and_a_signed_pack_from_the_command_line(tmp_path, v2, capsys):
-    import tarfile
-
-    from edge.cli import main
-    from edge.formats.signing import verify
-
-    key = tmp_path / "fleet.pem"
-    assert main(["bundle", "keygen", "--out", str(key)]) == 0
-    public = capsys.readouterr().out.split("public_key: ")[1].strip()
-    assert key.stat().st_mode & 0o777 == 0o600
-    assert main(["bundle", "keygen", "--out", str(key)]) == 2  # never overwritten
-    archive = tmp_path / "v2.tar"
-    assert main(["bundle", "pack", str(v2), "--out", str(archive), "--sign", str(key)]) == 0
-    with tarfile.open(archive) as tar:
-        assert tar.getnames()[:2] == ["manifest.json", "manifest.sig"]
-    verify(unpack(archive, tmp_path / "out", max_bytes=10**9).path, public)
-
-
-def test_pack_ships_only_what_the_device_runs_and_the_device_checks_before_writing(tmp_path, bundle_dir, capsys):
-    """`bundle pack --for` a Pi's config: int8 and the acceptance set under a manifest that still verifies.
-    A device refuses, before writing anything: an archive without its variant, one signed by another
-    key, and a member the manifest does not list."""
-    import tarfile
-
-    from edge.cli import main
-    from edge.formats.signing import generate_key
-
-    full, slim = tmp_path / "full.tar", tmp_path / "pi.tar"
-    pack(bundle_dir, full)
-    assert (
-        main(["bundle", "pack", str(bundle_dir), "--out", str(slim), "--for", str(ROOT / "firmware_config/rpi5.yaml")])
-        == 0
-    )
-    print(f"archive: every variant {full.stat().st_size / 1e6:.1f} MB, --for rpi5 {slim.stat().st_size / 1e6:.1f} MB")
-    with tarfile.open(slim) as tar:
-        assert tar.getnames() == ["manifest.json", "acceptance.npz", "int8.tflite"]
-    bundle = unpack(slim, tmp_path / "pi", max_bytes=10**9, variant="int8")
-    assert bundle.variant_names() == ["int8"] and bundle.manifest.probes == {}
-    bundle.verify()
-    assert slim.stat().st_size < full.stat().st_size / 4
-    with pytest.raises(BundleError, match="has no 'onnx' variant, which this device's model.variant asks for"):
-        unpack(slim, tmp_path / "jetson", max_bytes=10**9, variant="onnx")
-    assert not (tmp_path / "jetson").exists()
-    # signed by another key: refused on the manifest alone
-    public = generate_key(tmp_path / "fleet.pem")
-    generate_key(tmp_path / "other.pem")
-    pack(bundle_dir, tmp_path / "forged.tar", key=tmp_path / "other.pem", variants=["int8"])
-    with pytest.raises(BundleError, match="signature check failed"):
-        unpack(tmp_path / "forged.tar", tmp_path / "forged", max_bytes=10**9, public_key=public)
-    assert not (tmp_path / "forged").exists()
-    # a file the manifest does not vouch for
-    extra = tmp_path / "extra.tar"
-    with tarfile.open(slim) as source, tarfile.open(extra, "w") as tar:
-        for member in source.getmembers():
-            tar.addfile(member, source.extractfile(member))
-        tar.add(bundle_dir / "float32.tflite", arcname="float32.tflite")
-    with pytest.raises(BundleError, match="'float32.tflite' is not listed in the manifest"):
-        unpack(extra, tmp_path / "extra", max_bytes=10**9)
-    assert not (tmp_path / "extra").exists()
-    assert main(["bundle", "pack", str(bundle_dir), "--out", str(tmp_path / "x.tar"), "--variants", "int4"]) == 2
-    assert "no variant 'int4'" in capsys.readouterr().err
-
-
 def test_a_stored_model_that_fails_at_start_falls_back_to_the_one_before(tmp_path, v1, v2, web, broker, clip_factory):
     """The store's current model is damaged on disk (a bad SD card sector): the daemon starts on the
     previous one, says so on the retained model topic, and keeps that choice."""

@@ -40,7 +40,7 @@ def test_train_from_the_page_to_a_report_and_a_comparison(
     split = tmp_path / "split"
     assert main(["dataset", "split", str(dataset_dir), "--out", str(split), "--holdout", "0.25"]) == 0
     train = f"--weights {weights_file} --backbone {BACKBONE} --img-size {IMG_SIZE} --epochs {EPOCHS} --batch-size 16"
-    options = ["--train-data", str(split / "train"), "--holdout", str(split / "holdout"), "--serving", str(bundle_dir)]
+    options = ["--train-data", str(split / "train"), "--holdout", str(split / "holdout"), "--baseline", str(bundle_dir)]
     options += ["--train-args", f"{train} --val-fraction 0.25", "--convert-args", "--no-probes --calib-samples 50"]
     options += ["--broker", f"127.0.0.1:{broker.port}", "--serve", "127.0.0.1:0"]  # to roll out from the page
     url = closing.enter_context(reviewing(folder, *options))
@@ -142,7 +142,7 @@ def test_review_refuses_training_options_it_cannot_use(tmp_path: Path, capsys):
     folder = tmp_path / "samples"
     folder.mkdir()
     assert main(["review", str(folder), "--holdout", str(tmp_path)]) == 2
-    assert "--train-data and --serving" in capsys.readouterr().err
-    common = ["--train-data", str(tmp_path), "--holdout", str(tmp_path), "--serving", str(tmp_path)]
+    assert "--train-data and --baseline" in capsys.readouterr().err
+    common = ["--train-data", str(tmp_path), "--holdout", str(tmp_path), "--baseline", str(tmp_path)]
     assert main(["review", str(folder), *common, "--train-args", "--epochz 3"]) == 2
     assert "not options of smartbin train" in capsys.readouterr().err

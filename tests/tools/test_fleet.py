@@ -15,7 +15,7 @@ def test_fleet_sim_counts_and_loses_nothing(broker):
             "-m",
             "edge.cli",
             "fleet-sim",
-            "--bins",
+            "--devices",
             "25",
             "--duration",
             "4",
