@@ -60,8 +60,11 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     import yaml
 
     from edge.config import load_config, masked
+    from edge.system.paths import board_config
 
-    print(yaml.safe_dump(masked(load_config(args.file)), sort_keys=False, allow_unicode=True), end="")
+    # a board's name (rpi5) where no such file is here: the shipped config, as the installer copies it
+    path = args.file if Path(args.file).exists() else board_config(args.file) or args.file
+    print(yaml.safe_dump(masked(load_config(path)), sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
@@ -176,7 +179,7 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     p = add_command(csub, "check", cmd_config_check, "validate a config file; exit 78 with the reason when invalid")
     p.add_argument("file")
     p = add_command(csub, "show", cmd_config_show, "print the effective config (defaults filled in, secrets masked)")
-    p.add_argument("file")
+    p.add_argument("file", help="a config file, or a shipped board's name (rpi4, rpi5, jetson-orin-nano, x86-dev)")
 
     p = add_command(sub, "actuator", cmd_actuator, "drive the bin's servo or flaps from decisions (gpiozero)")
     p.add_argument("--config", required=True, help="the same YAML file as `smartbin run`")

@@ -24,6 +24,7 @@ from edge.sources import check_uri
 from edge.strict import Strict, describe_error
 from edge.system.access import is_loopback, read_secret
 from edge.system.identity import default_device_id
+from edge.system.paths import STATE_DIR
 from edge.vision.decision import PRESENCE, VoteSettings
 from edge.vision.preprocess import Roi
 from edge.wire.topics import DEFAULT_PREFIX, device_base
@@ -189,14 +190,14 @@ class MqttConfig(Strict):
 
 
 class OutboxConfig(Strict):
-    path: Path = Field(Path("/var/lib/smartbin/outbox.sqlite"), description="SQLite file for unsent decisions")
+    path: Path = Field(STATE_DIR / "outbox.sqlite", description="SQLite file for unsent decisions")
     max_items: int = Field(10000, ge=1, description="oldest decisions are dropped beyond this")
 
 
 class UpdatesConfig(Strict):
     """Over-the-air model updates (the update_model command): where models live and how a new one is trusted."""
 
-    store: Path = Field(Path("/var/lib/smartbin/models"), description="versioned model store; outlives restarts")
+    store: Path = Field(STATE_DIR / "models", description="versioned model store; outlives restarts")
     keep: int = Field(3, ge=2, le=20, description="models kept in the store (the current and previous included)")
     max_bytes: int = Field(1_000_000_000, ge=1, description="largest download and unpacked bundle, in bytes")
     timeout_s: float = Field(30.0, gt=0, le=600, description="network timeout of each download attempt")
@@ -218,7 +219,7 @@ class SamplesConfig(Strict):
     """Frames kept for relabelling and retraining (`smartbin samples pull`)."""
 
     enabled: bool = Field(True, description="keep low-confidence, default-bin, disputed and flagged frames")
-    path: Path = Field(Path("/var/lib/smartbin/samples"), description="folder of <id>.jpg + <id>.json pairs")
+    path: Path = Field(STATE_DIR / "samples", description="folder of <id>.jpg + <id>.json pairs")
     max_bytes: int = Field(500_000_000, ge=10_000, description="oldest samples go first beyond this")
     retention_days: float = Field(30.0, gt=0, description="samples older than this go")
     min_free_bytes: int = Field(200_000_000, ge=0, description="nothing is written while the disk has less free")
@@ -230,7 +231,7 @@ class SamplesConfig(Strict):
 class CountersConfig(Strict):
     """Items sorted per label and per bin, per day (metrics, /metrics, Home Assistant)."""
 
-    path: Path = Field(Path("/var/lib/smartbin/counters.sqlite"), description="SQLite file; counts outlive restarts")
+    path: Path = Field(STATE_DIR / "counters.sqlite", description="SQLite file; counts outlive restarts")
 
 
 class WebConfig(Strict):
@@ -289,7 +290,7 @@ class ActuatorConfig(Strict):
     max_pulse_width_ms: float = Field(
         2.5, gt=0, lt=5, description="servo pulse at +90 degrees (common hobby servos: 2.5 ms; gpiozero's own: 2)"
     )
-    state_path: Path = Field(Path("/var/lib/smartbin/actuator.sqlite"), description="events already carried out")
+    state_path: Path = Field(STATE_DIR / "actuator.sqlite", description="events already carried out")
 
     @model_validator(mode="after")
     def every_bin_mapped(self) -> ActuatorConfig:

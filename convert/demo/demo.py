@@ -73,7 +73,7 @@ def train_and_convert(out: Path, data: Path, run: Path, bundle: Path, backbone: 
 
 def daemon_config(out: Path, bundle: Path, clip: Path, port: int) -> Path:
     """The x86 dev config pointed at the demo's bundle, clip, broker and folders."""
-    config = yaml.safe_load((firmware_config_dir() / "x86-dev.yaml").read_text(encoding="utf-8"))
+    config = load_config(firmware_config_dir() / "x86-dev.yaml").model_dump(mode="json")  # every setting
     config["device_id"] = "demo-bin"
     config["model"].update(bundle=str(bundle), threads="auto")
     config["source"].update(uri=f"file://{clip}?realtime=1", frozen_after_s=0, roi=None)

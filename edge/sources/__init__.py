@@ -7,14 +7,15 @@ Query parameters set the source's options (width, height, fps, loop, ...).
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from edge.errors import ConfigError
-from edge.sources.base import Frame, FrameSource, SourceError
+from edge.sources.base import Frame, FrameSource, SourceError, SourceUri
 from edge.sources.capture import Capture
 
-__all__ = ["Capture", "Frame", "FrameSource", "SourceError", "check_uri", "open_source", "SCHEMES"]
+__all__ = ["Capture", "Frame", "FrameSource", "SourceError", "SourceUri", "check_uri", "open_source", "SCHEMES"]
 
 
 def _options(query: str, allowed: dict[str, type], uri: str) -> dict:
@@ -31,32 +32,36 @@ def _options(query: str, allowed: dict[str, type], uri: str) -> dict:
 
 
 CAMERA_OPTIONS = {"width": int, "height": int, "fps": float}
-# scheme -> the query options it takes: the registry a config is checked against (nothing is built)
-OPTIONS: dict[str, dict[str, type]] = {
-    "csi": CAMERA_OPTIONS,
-    "v4l2": {**CAMERA_OPTIONS, "fourcc": str},
-    "rtsp": {},
-    "http": {},
-    "https": {},
-    "file": {"loop": bool, "realtime": bool},
-    "dir": {"loop": bool},
-    "synthetic": {
-        **dict.fromkeys(("classes", "items", "empty", "present", "width", "height", "seed"), int),
-        "loop": bool,
-        "fps": float,
-    },
-}
-SCHEMES = tuple(OPTIONS)
 
 
 @dataclass(frozen=True)
-class SourceUri:
-    """A checked source URI: its scheme, what it points at and its options."""
+class Scheme:
+    """One kind of source: the file that makes it (``make(SourceUri) -> FrameSource``, imported only when such a
+    source opens, so that a Pi never imports what a Jetson needs) and the query options it takes."""
 
-    uri: str
-    scheme: str
-    target: str
-    options: dict
+    module: str
+    options: dict[str, type]
+
+
+# The registry: a config is checked against it, a source is made from it. A new camera is one file and one line.
+REGISTRY: dict[str, Scheme] = {
+    "csi": Scheme("edge.sources.csi", CAMERA_OPTIONS),
+    "v4l2": Scheme("edge.sources.v4l2", {**CAMERA_OPTIONS, "fourcc": str}),
+    "rtsp": Scheme("edge.sources.network", {}),
+    "http": Scheme("edge.sources.network", {}),
+    "https": Scheme("edge.sources.network", {}),
+    "file": Scheme("edge.sources.file", {"loop": bool, "realtime": bool}),
+    "dir": Scheme("edge.sources.directory", {"loop": bool}),
+    "synthetic": Scheme(
+        "edge.sources.synthetic",
+        {
+            **dict.fromkeys(("classes", "items", "empty", "present", "width", "height", "seed"), int),
+            "loop": bool,
+            "fps": float,
+        },
+    ),
+}
+SCHEMES = tuple(REGISTRY)
 
 
 def check_uri(uri: str) -> SourceUri:
@@ -64,37 +69,13 @@ def check_uri(uri: str) -> SourceUri:
     if uri.isdigit() or uri.startswith("/dev/video"):
         uri = f"v4l2://{uri}"
     parts = urlsplit(uri)
-    if parts.scheme not in OPTIONS:
+    if parts.scheme not in REGISTRY:
         raise ConfigError(f"{uri}: unknown source (allowed: {', '.join(s + '://' for s in SCHEMES)}, /dev/videoN or N)")
-    options = _options(parts.query, OPTIONS[parts.scheme], uri)
+    options = _options(parts.query, REGISTRY[parts.scheme].options, uri)
     return SourceUri(uri, parts.scheme, parts.netloc + parts.path, options)
 
 
 def open_source(uri: str) -> FrameSource:
     """Make (not open) the source a URI names; a bad URI raises ConfigError saying what is allowed."""
     checked = check_uri(uri)
-    scheme, target, options, uri = checked.scheme, checked.target, checked.options, checked.uri
-    if scheme == "v4l2":
-        from edge.sources.v4l2 import V4L2Source
-
-        return V4L2Source(uri, int(target) if target.isdigit() else target, **options)
-    if scheme == "csi":
-        from edge.sources.csi import JetsonCSISource, PiCameraSource, is_jetson
-
-        cls = JetsonCSISource if is_jetson() else PiCameraSource
-        return cls(uri, int(urlsplit(uri).netloc or 0), **options)
-    if scheme in ("rtsp", "http", "https"):
-        from edge.sources.network import NetworkSource
-
-        return NetworkSource(uri)
-    if scheme == "file":
-        from edge.sources.file import FileSource
-
-        return FileSource(uri, target, **options)
-    if scheme == "dir":
-        from edge.sources.directory import DirectorySource
-
-        return DirectorySource(uri, target, **options)
-    from edge.sources.synthetic import SyntheticSource
-
-    return SyntheticSource(uri, **options)
+    return importlib.import_module(REGISTRY[checked.scheme].module).make(checked)

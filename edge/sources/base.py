@@ -23,6 +23,16 @@ class Frame:
     mono: float  # time.monotonic() at capture, for latency
 
 
+@dataclass(frozen=True)
+class SourceUri:
+    """A checked source URI: its scheme, what it points at and its options."""
+
+    uri: str
+    scheme: str
+    target: str
+    options: dict
+
+
 class FrameSource(ABC):
     """A camera, stream, clip or generator.
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
-from edge.sources.base import FrameSource, SourceError
+from edge.sources.base import FrameSource, SourceError, SourceUri
 from edge.sources.opencv import OpenCVSource
 
 
@@ -115,3 +116,9 @@ def jetson_pipeline(index: int, width: int, height: int, fps: float) -> str:
         f"framerate={int(fps)}/1 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR "
         "! appsink drop=true max-buffers=1"
     )
+
+
+def make(source: SourceUri) -> FrameSource:
+    """``csi://N``: Argus through GStreamer on a Jetson, picamera2 elsewhere."""
+    cls = JetsonCSISource if is_jetson() else PiCameraSource
+    return cls(source.uri, int(urlsplit(source.uri).netloc or 0), **source.options)

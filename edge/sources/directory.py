@@ -8,7 +8,7 @@ import numpy as np
 
 from edge.errors import ImageError
 from edge.formats.images import read_image
-from edge.sources.base import FrameSource, SourceError
+from edge.sources.base import FrameSource, SourceError, SourceUri
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -47,3 +47,8 @@ class DirectorySource(FrameSource):
 
     def describe(self) -> dict:
         return {**super().describe(), "images": len(self._files)}
+
+
+def make(source: SourceUri) -> DirectorySource:
+    """``dir://images/?loop=1``."""
+    return DirectorySource(source.uri, source.target, **source.options)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import cv2
 
-from edge.sources.base import Pacer, SourceError
+from edge.sources.base import Pacer, SourceError, SourceUri
 from edge.sources.opencv import OpenCVSource
 
 
@@ -40,3 +40,8 @@ class FileSource(OpenCVSource):
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
             return self.capture.grab()
         return False
+
+
+def make(source: SourceUri) -> FileSource:
+    """``file://clip.mp4?loop=1&realtime=1``."""
+    return FileSource(source.uri, source.target, **source.options)

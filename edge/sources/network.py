@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 
+from edge.sources.base import SourceUri
 from edge.sources.opencv import OpenCVSource
 
 # A stream that stops must fail a read within seconds, so that capture reconnects and reports it;
@@ -21,3 +22,8 @@ class NetworkSource(OpenCVSource):
 
     def hint(self) -> str:
         return "is the camera reachable from this device, and are the address and credentials right?"
+
+
+def make(source: SourceUri) -> NetworkSource:
+    """``rtsp://``, ``http://``, ``https://``: a stream OpenCV opens."""
+    return NetworkSource(source.uri)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.sources.base import FrameSource, Pacer
+from edge.sources.base import FrameSource, Pacer, SourceUri
 from edge.sources.scene import draw_item, empty_floor
 
 NOISE_FIELDS = 8  # precomputed sensor-noise fields, cycled: a frame costs a copy and an add
@@ -115,3 +115,8 @@ def write_clip(path: str, source: SyntheticSource, fps: float = 10.0) -> int:
             count += 1
     writer.release()
     return count
+
+
+def make(source: SourceUri) -> SyntheticSource:
+    """``synthetic://?items=5&classes=4``."""
+    return SyntheticSource(source.uri, **source.options)

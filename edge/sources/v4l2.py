@@ -6,6 +6,7 @@ import logging
 
 import cv2
 
+from edge.sources.base import SourceUri
 from edge.sources.opencv import OpenCVSource
 
 log = logging.getLogger(__name__)
@@ -47,3 +48,9 @@ class V4L2Source(OpenCVSource):
 
     def describe(self) -> dict:
         return {**super().describe(), "requested": self.requested}
+
+
+def make(source: SourceUri) -> V4L2Source:
+    """``v4l2:///dev/video0`` or ``v4l2://0`` (the registry in edge/sources/__init__.py)."""
+    target = source.target
+    return V4L2Source(source.uri, int(target) if target.isdigit() else target, **source.options)

@@ -1,9 +1,14 @@
-"""Where shipped data (firmware_config/) lives, in a checkout or an installed package."""
+"""Where things live: the bin's state on its disk, and shipped data (firmware_config/) in a checkout or an
+installed package."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+# The bin's state (outbox, model store, samples, counters, the actuator's log): the service user's home, the
+# unit's StateDirectory (systemd/), and every default path of the config under it.
+STATE_DIR = Path("/var/lib/smartbin")
 
 
 def firmware_config_dir() -> Path:
@@ -21,3 +26,9 @@ def firmware_config_dir() -> Path:
 def default_rules_path() -> Path:
     """The 40 garbage_classify_v2 classes and their bins, shipped as the default rules."""
     return firmware_config_dir() / "garbage_classify_rule.json"
+
+
+def board_config(name: str) -> Path | None:
+    """A shipped board's config by name (``rpi5``: firmware_config/rpi5.yaml), or None when there is none."""
+    path = firmware_config_dir() / f"{name}.yaml"
+    return path if name.replace("-", "").isalnum() and path.is_file() else None

@@ -197,3 +197,14 @@ def test_csi_says_what_to_run_when_an_os_module_was_built_for_another_numpy(monk
     install_broken_picamera2(monkeypatch, ValueError("numpy.dtype size changed, may indicate binary incompatibility"))
     with pytest.raises(SourceError, match="reinstalls simplejpeg in the venv"):
         open_source("csi://0").open()
+
+
+def test_every_scheme_of_the_registry_names_a_file_that_makes_its_source():
+    import importlib
+
+    from edge.sources import REGISTRY, check_uri
+
+    for scheme, entry in REGISTRY.items():
+        assert callable(importlib.import_module(entry.module).make), scheme
+    made = importlib.import_module(REGISTRY["synthetic"].module).make(check_uri("synthetic://?items=2&seed=3"))
+    assert type(made).__name__ == "SyntheticSource" and made.uri == "synthetic://?items=2&seed=3"

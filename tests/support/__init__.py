@@ -50,11 +50,19 @@ OTHER_LABELS = {"0": "可回收物/test_can", "1": "厨余垃圾/test_peel", "2"
 OTHER_IMG_SIZE = 48
 
 
+def board(name: str = "x86-dev") -> dict:
+    """A shipped board's effective config, every setting written out (as `smartbin config show` prints it)
+    but the device_id (the machine's own unless a test names one): what a test edits."""
+    from edge.config import load_config
+
+    return load_config(ROOT / "firmware_config" / f"{name}.yaml").model_dump(mode="json", exclude={"device_id"})
+
+
 def write_config(path: Path, bundle: Path, uri: str, port: int, **overrides) -> Path:
     """A daemon config for tests: the x86-dev defaults with a test source, broker and outbox."""
     import yaml
 
-    data = yaml.safe_load((ROOT / "firmware_config" / "x86-dev.yaml").read_text(encoding="utf-8"))
+    data = board()
     data["device_id"] = overrides.pop("device_id", "test-bin")
     if data["device_id"] is None:  # the machine's own (edge/system/identity.py)
         del data["device_id"]

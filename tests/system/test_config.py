@@ -15,7 +15,7 @@ import yaml
 from edge.cli import EXIT_CONFIG_ERROR, EXIT_NO_PERMISSION, main
 from edge.config import json_schema, load_config, masked
 from edge.errors import ConfigError
-from tests.support import ROOT
+from tests.support import ROOT, board
 
 DEVICES = ["rpi4", "rpi5", "jetson-orin-nano", "x86-dev"]
 
@@ -30,6 +30,16 @@ def test_shipped_configs_are_valid(device: str):
         assert (config.model.backend, config.model.variant) == ("litert", "int8")
     if device.startswith("jetson"):
         assert (config.model.backend, config.model.variant) == ("onnxruntime", "onnx")
+    # a board's file says only what differs from the code's defaults: a default written again there would
+    # be a second place to change
+    written = yaml.safe_load(path.read_text())
+    assert written == config.model_dump(mode="json", exclude_defaults=True)
+    # and `smartbin config show <board>` prints every setting in force
+    show = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "config", "show", device], cwd=ROOT, capture_output=True, text=True
+    )
+    assert show.returncode == 0, show.stderr
+    assert yaml.safe_load(show.stdout) == masked(config)
 
 
 def test_shipped_schema_is_current():
@@ -38,7 +48,7 @@ def test_shipped_schema_is_current():
 
 
 def base() -> dict:
-    return yaml.safe_load((ROOT / "firmware_config" / "x86-dev.yaml").read_text())
+    return board()
 
 
 def write(tmp_path: Path, data) -> Path:

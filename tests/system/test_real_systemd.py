@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import ROOT
+from tests.support import ROOT, board
 from tests.support.container import Container, unavailable
 from tests.support.fakes import fake_accelerator_path
 
@@ -99,7 +99,7 @@ def machine(tmp_path_factory, bundle_dir: Path, clip_factory):
         box.sh("systemctl start mosquitto.service")
         before = snapshot(box.root)
 
-        config = yaml.safe_load((ROOT / "firmware_config" / "x86-dev.yaml").read_text(encoding="utf-8"))
+        config = board()
         config["device_id"] = DEVICE
         config["model"].update(variant="int8", threads=1)
         config["source"].update(uri="file:///srv/smartbin/clip.avi?loop=1&realtime=1", frozen_after_s=0, roi=None)
