@@ -113,6 +113,7 @@ class Job:
     ts: float  # when it was made, by the daemon's wall clock
     arrival_age: float | None  # its age on arrival, from the daemon's and the broker's counts (MQTT 5)
     arrived: float  # time.monotonic() on arrival
+    earlier_boot: bool = False  # made before the daemon's host last started: never moved for
 
     def age(self) -> float:
         """Seconds since the decision was made, now: without comparing clocks when it came with its age."""
@@ -159,9 +160,8 @@ class Actuator:
             self._ack(None, None, error=str(exc))
             return
         try:  # paho's thread: never wait here
-            job = Job(
-                routing.event_id, routing.bin, float(routing.ts), age_on_arrival(message.properties), time.monotonic()
-            )
+            arrival = age_on_arrival(message.properties)
+            job = Job(routing.event_id, routing.bin, float(routing.ts), arrival, time.monotonic(), routing.earlier_boot)
             self.jobs.put_nowait(job)
         except queue.Full:
             log.error("event %s refused: %d moves are queued already", routing.event_id[:8], JOB_QUEUE)
@@ -204,13 +204,16 @@ class Actuator:
             # others ages too. By the clocks (MQTT 3.1.1 only), too far in the future is not trusted either.
             age, limit = job.age(), self.config.actuator.max_age_s
             now = time.time()  # when the flap moves, if it does: the ack says so
-            if not -limit <= age <= limit:
-                why = f"{age:.1f} s old" if age > 0 else f"{-age:.1f} s in the future (are both clocks on NTP?)"
+            if job.earlier_boot or not -limit <= age <= limit:
+                if job.earlier_boot:
+                    why = "made before the bin's host last started (a power cut)"
+                elif age > 0:
+                    why = f"{age:.1f} s old, more than actuator.max_age_s"
+                else:
+                    why = f"{-age:.1f} s in the future (are both clocks on NTP?), more than actuator.max_age_s"
                 log.warning("event %s is stale (%s, max_age_s %.1f): not moving", event_id[:8], why, limit)
                 self.stale += 1
-                self._ack(
-                    event_id, bin_name, error=f"stale: {why}, more than actuator.max_age_s", stale=True, age_s=age
-                )
+                self._ack(event_id, bin_name, error=f"stale: {why}", stale=True, age_s=age)
                 continue
             log.info("event %s: moving to %s", event_id[:8], bin_name)
             try:

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 
 from edge.broker import homeassistant
 from edge.broker.client import make_client, tls_files
-from edge.broker.freshness import sent_properties
+from edge.broker.freshness import EXPIRY_S, sent_properties
 from edge.config import MqttConfig
 from edge.storage.outbox import Outbox, OutboxError
 from edge.system.queues import drain
@@ -40,6 +40,15 @@ V5_ANSWER_TIMEOUT_S = 5.0
 
 def dumps(payload: dict) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def _marked_earlier_boot(payload: str) -> str:
+    """The stored decision with ``earlier_boot: true`` (a row that is not a JSON object goes as it is)."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return payload
+    return dumps({**data, "earlier_boot": True}) if isinstance(data, dict) else payload
 
 
 class Publisher:
@@ -260,13 +269,15 @@ class Publisher:
                 if not rows:
                     return
                 waiting = set(self._inflight.values())
-                for row_id, topic, payload in rows:
+                for row_id, topic, payload, earlier_boot in rows:
                     self._sent_upto = row_id
                     if row_id in waiting:  # sent before a refusal rewound, and not answered yet
                         continue
+                    if earlier_boot:  # decided before a power cut: a record now, whatever the clocks say
+                        payload = _marked_earlier_boot(payload)
                     properties = None
                     if self._protocol == mqtt.MQTTv5:  # how old it is, and a countdown for the broker
-                        properties = sent_properties(self._age(row_id, payload))
+                        properties = sent_properties(EXPIRY_S if earlier_boot else self._age(row_id, payload))
                     info = self.client.publish(topic, payload, qos=1, properties=properties)
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         return  # the connection dropped; on_connect replays from here

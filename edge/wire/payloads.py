@@ -40,6 +40,10 @@ class Decision(Payload):
     reason: Literal["vote", "low_confidence"]
     frame_ids: list[int] | None = None
     device_id: str
+    earlier_boot: bool | None = Field(
+        None,
+        description="true: made before the daemon's host last started (a power cut); an actuator never moves for it",
+    )
 
 
 class Routing(BaseModel):
@@ -49,6 +53,10 @@ class Routing(BaseModel):
     event_id: str = Field(min_length=1)
     bin: Bin
     ts: StrictFloat | StrictInt = Field(allow_inf_nan=False)
+    earlier_boot: bool = Field(
+        False,
+        description="made before the daemon's host last started (a power cut): sent as a record, never moved for",
+    )
 
     @classmethod
     def read(cls, payload: bytes | str) -> Routing:

@@ -9,28 +9,17 @@ makes Python's time.sleep fail with EINVAL, or timed waits hang, in the very pro
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, actuator_config, poll
+from tests.support import actuator_config, poll, start_actuator
 from tests.support.mqtt_client import Subscriber
 
 pytestmark = pytest.mark.slow
 MAX_AGE_S = 3.0  # a fresh decision reaches the flap well within it on any machine; the backlogs wait longer
-
-
-def start_actuator(config: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
-    with log.open("a") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "actuator", "--config", str(config)], cwd=ROOT, stderr=err, env=env
-        )
 
 
 @pytest.mark.parametrize("skew", [3600.0, -3600.0])

@@ -164,6 +164,15 @@ def actuator_config(tmp_path: Path, port: int, mode: str, **options) -> Path:
     return path
 
 
+def start_actuator(config: Path, log: Path) -> subprocess.Popen:
+    """`smartbin actuator` on ``config`` with gpiozero's mock pins, its log appended to ``log``."""
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    with log.open("a") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "actuator", "--config", str(config)], cwd=ROOT, stderr=err, env=env
+        )
+
+
 def drain(capture: Capture, limit: int = 1000, after: int = -1, timeout: float = 5) -> list:
     """Frames with ids above ``after``, up to ``limit``, until none comes within ``timeout``."""
     frames, last = [], after
