@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -20,6 +21,7 @@ from edge.errors import ConfigError, FilesUnavailable, SmartbinError
 
 log = logging.getLogger(__name__)
 
+RENEWAL_S = 300.0  # files this new that do not load may be a renewal half-way: tried again, not refused for good
 PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5, "auto": mqtt.MQTTv5}  # auto: 5 first, then 3.1.1
 
 
@@ -67,7 +69,16 @@ class TlsFiles:
         except FileNotFoundError as exc:
             raise self._missing(exc) from exc
         except (OSError, ssl.SSLError) as exc:
-            # keep the cause: "wrong password", "no such file" and "PEM lib" each need a different fix
+            # A pair that does not match or a PEM cut short may be a renewal caught half-way (the certificate
+            # written, not yet its key): while the files are that new, a restart after the back-off may find
+            # them whole (exit 75). Older, it is the config's: keep the cause, "wrong password", "no such
+            # file" and "PEM lib" each need a different fix (exit 78).
+            changed_s = time.time() - max((st[2] / 1e9 for st in identity), default=0.0)
+            if 0 <= changed_s < RENEWAL_S:
+                raise FilesUnavailable(
+                    f"mqtt.tls: the certificate files changed {changed_s:.0f} s ago and do not load ({exc}): "
+                    "a renewal half-way? trying again"
+                ) from exc
             raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
         self._loaded = identity
         return True

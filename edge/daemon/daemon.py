@@ -19,7 +19,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +65,7 @@ class Step:
 class Daemon:
     """The bin's service: its parts, the loop that drives them, and what commands and reloads may change."""
 
-    def __init__(self, config: Config, config_path: Path | None = None, on_ready: Callable[[], None] | None = None):
-        """``on_ready``: called once, after the first real cycle (run_daemon: the restart back-off starts over)."""
+    def __init__(self, config: Config, config_path: Path | None = None):
         self.config = config
         self.config_path = config_path
         self.notifier = Notifier()
@@ -77,7 +75,6 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.paused = False
         self.ready = False
-        self.on_ready = on_ready
         self.background = Background()
         self.events = Events()
         self.board = StatusBoard()
@@ -304,9 +301,6 @@ class Daemon:
             self.ready = True
             self.notifier.ready(self.summary())
             log.info("ready: %s", self.summary())
-        if had_frame and self.on_ready is not None:  # a real cycle: the back-off starts over
-            self.on_ready()
-            self.on_ready = None
         # The loop turned: that is what the watchdog watches. A lost camera is the capture thread's to
         # reconnect and the status's to say; a hung loop stops these pings and systemd restarts it.
         self.notifier.watchdog()
@@ -371,7 +365,7 @@ def run_daemon(config_path: str | Path) -> int:
     log.info("smartbin %s on %s (%s), pid %d", __version__, socket.gethostname(), platform.machine(), os.getpid())
     backoff = RestartBackoff(config.updates.store / START_FAILURES, Notifier())
     try:
-        return Daemon(config, Path(config_path), on_ready=backoff.reset).run()
+        return Daemon(config, Path(config_path)).run()
     except ConfigError:
         raise  # 78: a restart cannot fix it
     except SmartbinError as exc:  # 75 (edge/cli.py): a restart may, after the back-off

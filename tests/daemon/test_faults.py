@@ -274,7 +274,7 @@ def test_an_accelerator_that_resets_mid_run_ends_in_the_back_off_not_a_crash(
         _, err = process.communicate(timeout=30)
         sub.close()
     assert process.returncode == 75, err[-1500:]
-    assert (tmp_path / "models" / START_FAILURES).read_text().strip() == "1"
+    assert len(json.loads((tmp_path / "models" / START_FAILURES).read_text())) == 1
     assert [m.json()["backend"] for m in sub.on("status")][:1] == ["onnxruntime"]  # it ran on the "accelerator"
 
 

@@ -377,3 +377,39 @@ def test_a_certificate_file_missing_at_start_is_retried_not_a_config_error(tmp_p
     )
     assert run.returncode == 75, run.stderr[-1500:]
     assert "test-bin.key is missing" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_renewal_caught_half_way_is_retried_and_an_old_mismatch_is_a_config_error(tmp_path, pki, bundle_dir):
+    """The certificate already renewed, its key not yet (a pair that does not match), then a PEM cut short:
+    while the files are minutes old the start exits 75 and is tried again; the same mismatch a day old is the
+    config's mistake, 78, with OpenSSL's reason."""
+    import os
+    import shutil
+
+    import yaml
+
+    def start(key: Path, cert: Path) -> subprocess.CompletedProcess:
+        path = tls_config(tmp_path, pki, bundle_dir, 1)
+        data = yaml.safe_load(path.read_text())
+        data["mqtt"]["tls"].update(key_file=str(key), cert_file=str(cert))
+        path.write_text(yaml.safe_dump(data))
+        command = [sys.executable, "-m", "edge", "--config", str(path)]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    renewing = tmp_path / "renewing"
+    renewing.mkdir()
+    new_cert, old_key = renewing / "test-bin.crt", renewing / "test-bin.key"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "new.key"), "-out",
+            str(new_cert), "-subj", "/CN=test-bin", "-days", "2", cwd=tmp_path)  # fmt: skip
+    shutil.copy(pki / "test-bin.key", old_key)
+    run = start(old_key, new_cert)
+    assert run.returncode == 75, run.stderr[-1500:]
+    assert "a renewal half-way" in run.stderr and "key values mismatch" in run.stderr and "Traceback" not in run.stderr
+    cut = renewing / "cut.crt"
+    cut.write_bytes(new_cert.read_bytes()[:300])
+    assert start(tmp_path / "new.key", cut).returncode == 75
+    day_old = os.stat(new_cert).st_mtime - 86400
+    for file in (new_cert, old_key, pki / "ca.crt"):
+        os.utime(file, (day_old, day_old))
+    run = start(old_key, new_cert)
+    assert run.returncode == 78 and "key values mismatch" in run.stderr, run.stderr[-1500:]
