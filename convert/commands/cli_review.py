@@ -16,7 +16,7 @@ from edge.system.renamed import add_renamed
 
 
 def cmd_samples_fetch(args: argparse.Namespace) -> int:
-    from convert.data.pull import fetch
+    from convert.data.fetch import fetch
 
     folder = Path(args.out)
     before = len(list(folder.glob("*.json"))) if folder.is_dir() else 0

@@ -11,23 +11,20 @@ from, which `smartbin dataset check` reports.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from convert.data.fetch import fetch
 from edge.errors import DatasetError
 from edge.formats.classbins import BINS_FILE, normalise, read_bins_file
 from edge.formats.dataset import RULES_FILE
-from edge.system.atomic import write_atomic
 from edge.wire.payloads import Sample
 
 log = logging.getLogger(__name__)
@@ -101,35 +98,6 @@ def _write(folder: Path, items: list[tuple[Path, Sample, str]], bins: dict[str, 
         )
     text = json.dumps([asdict(r) for r in record], ensure_ascii=False, indent=1)
     (folder / FIELD_FILE).write_text(text, encoding="utf-8")
-
-
-def fetch(url: str, folder: Path, user: str, password: str | None) -> Path:
-    """Download the samples the status page lists into ``folder``, but for those already there (with the
-    answers given to them since): several bins may be fetched into one folder, again and again."""
-    headers = {}
-    if password is not None:
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-    def get(path: str) -> bytes:
-        try:
-            request = urllib.request.Request(f"{url.rstrip('/')}{path}", headers=headers)
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            hint = " (give the page's password with --password-env)" if exc.code == 401 else ""
-            raise DatasetError(f"{url}{path}: HTTP {exc.code} {exc.reason}{hint}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise DatasetError(f"{url}{path}: {getattr(exc, 'reason', exc)}") from None
-
-    listing = json.loads(get("/api/samples"))
-    names = listing.get("samples", []) if isinstance(listing, dict) else []
-    folder.mkdir(parents=True, exist_ok=True)
-    new = [name for name in names if not (folder / f"{name}.json").exists()]  # kept: answers given here
-    for name in new:
-        for suffix in (".jpg", ".json"):  # the JSON last, as on the device: a sample is whole once it exists
-            write_atomic(folder / f"{name}{suffix}", get(f"/samples/{name}{suffix}"))
-    log.info("fetched %d new sample(s) from %s (%d there already)", len(new), url, len(names) - len(new))
-    return folder
 
 
 def pull(source: str | Path, out: str | Path, user: str = "smartbin", password: str | None = None) -> dict:

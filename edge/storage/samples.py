@@ -15,6 +15,7 @@ import json
 import logging
 import queue
 import random
+import re
 import shutil
 import threading
 import time
@@ -33,6 +34,10 @@ from edge.wire.payloads import Sample as SampleMeta
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".jpg", ".json")
+
+
+# A sample's file name, without its suffix (``sample_id``): what a workstation accepts from a bin's listing.
+SAMPLE_NAME = re.compile(r"\d{15}-[0-9a-f]{12}")
 
 
 @dataclass
