@@ -13,6 +13,7 @@ from edge.cli import add_command
 from edge.errors import SmartbinError
 from edge.fleet.cli import add_broker_options
 from edge.system.renamed import add_renamed
+from edge.system.signals import set_on
 
 
 def cmd_samples_fetch(args: argparse.Namespace) -> int:
@@ -57,17 +58,20 @@ def cmd_review(args: argparse.Namespace) -> int:
         from edge.fleet.cli import mqtt_settings
 
         fleet = PageRollouts(mqtt_settings(args), args.serve, args.advertise).start_watching()
+    password = password_from(args.password_env)
     try:
-        server = ReviewServer(Path(args.folder), args.host, args.port, trainer, fleet).start()
+        server = ReviewServer(Path(args.folder), args.host, args.port, trainer, fleet, password).start()
     except OSError as exc:
         raise SmartbinError(f"review: cannot listen on {args.host}:{args.port}: {exc}") from exc
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    # Ctrl-C (also in a background job, where SIGINT was ignored), systemctl stop, the SSH session dropping
+    set_on(stop, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     print(f"review station on {server.url} (Ctrl-C to stop); each answer is saved in {args.folder} at once")
     print(f"then: smartbin samples pull {args.folder} --out <dataset>")
     stop.wait()
     server.stop()
+    if trainer is not None:
+        trainer.stop()  # its training process ends with the station; the job says it was interrupted
     if fleet is not None:
         fleet.close()
     return 0
@@ -97,6 +101,7 @@ def add_review_commands(sub: argparse._SubParsersAction, samples: argparse._SubP
     p = add_command(sub, "review", cmd_review, "look at what the bins kept and label it, on a local web page")
     p.add_argument("folder", help="a folder of samples (smartbin samples fetch, or a copy of a bin's samples)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: other machines too)")
+    p.add_argument("--password-env", help="environment variable holding a password (needed off 127.0.0.1)")
     p.add_argument("--port", type=int, default=8090, help="port to serve on (0: any free one)")
     p.add_argument("--rank-with", metavar="RUN", help="sort by how new each sample looks to this training run")
     p.add_argument("--feature-cache", metavar="DIR", help="keep the embeddings here for the next --rank-with")

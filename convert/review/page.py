@@ -16,6 +16,7 @@ through them in stages (convert/review/rollout.py), its lines shown as they come
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="review-token" content="__TOKEN__">
 <title>smartbin review</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f8;color:#222}
@@ -102,7 +103,9 @@ function drawClasses(){$('classes').innerHTML=Object.entries(classes).map(([c,b]
  +'</td><td><select class="bin" data-label="'+esc(c)+'">'+bins.map(x=>'<option'+(x===b?' selected':'')+'>'+x
  +'</option>').join('')+'</select></td></tr>').join('');}
 function targets(){return selected.size?[...selected]:(shown[focus]?[shown[focus].id]:[]);}
-async function post(path,body){const r=await fetch(path,{method:'POST',headers:{'Content-Type':'application/json'},
+const TOKEN=document.querySelector('meta[name=review-token]').content;
+async function post(path,body){const r=await fetch(path,{method:'POST',
+ headers:{'Content-Type':'application/json','X-Review-Token':TOKEN},
  body:JSON.stringify(body)});const data=await r.json();if(!r.ok)throw new Error(data.error||r.status);return data;}
 async function answer(verdict,label){const ids=targets();if(!ids.length)return;
  try{const r=await post('/api/answer',{ids:ids,verdict:verdict,label:label||null});

@@ -2,18 +2,21 @@
 
 It serves the page (convert/review/page.py), the samples' JPEGs and a small JSON API over a
 ``ReviewStore``: the items, an answer for one or many samples (saved before the reply), and the class ->
-bin mapping. Bound to localhost unless told otherwise; anything that changes something must come from the
-page itself (JSON from its own origin), as on the bin's status page.
+bin mapping. Bound to localhost unless told otherwise, and then it answers only requests addressed to
+localhost (a DNS-rebinding page names its own host); on any other address it needs a password (HTTP basic
+auth). Anything that changes something must come from the page itself: JSON from its own origin, carrying the
+token the page was served with.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import secrets
 import threading
 from dataclasses import asdict, replace
 from http import HTTPStatus
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from convert.review.page import PAGE
@@ -24,12 +27,15 @@ from edge.errors import DatasetError, SmartbinError
 from edge.fleet.plan import parse_stages
 from edge.fleet.rule import Rule, check_rule
 from edge.formats.labels import BINS
-from edge.web.page import JsonHandler, same_origin_json
+from edge.system.access import is_loopback
+from edge.web.bounded import BoundedServer, JsonHandler, same_credentials
+from edge.web.page import same_origin_json
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20  # an answer for a few thousand ids at most
 VERDICTS = ("item", "not_item", "unsure")
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 REPORT_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png", ".json": "application/json"}
 
 
@@ -37,15 +43,37 @@ class ReviewHandler(JsonHandler):
     store: ReviewStore  # set on the bound subclass
     trainer: Trainer | None = None
     fleet: PageRollouts | None = None
+    auth: str | None = None  # the expected "Basic …" header, when a password is set
+    token: str = ""  # in the page, and in every request that changes something
+    port: int = 0
+
+    def _allowed(self) -> bool:
+        """A password where one is set; else only requests addressed to this machine by a loopback name."""
+        if self.auth is not None:
+            if same_credentials(self.headers.get("Authorization"), self.auth):
+                return True
+            self.send_response(HTTPStatus.UNAUTHORIZED)
+            self.send_header("WWW-Authenticate", 'Basic realm="smartbin review"')
+            self.end_headers()
+            return False
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host in {f"{name}:{self.port}" for name in LOOPBACK_NAMES} | LOOPBACK_NAMES:
+            return True
+        self._json({"error": f"refused: Host {host!r} is not this station"}, HTTPStatus.MISDIRECTED_REQUEST)
+        return False
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         log.debug("%s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if not self._allowed():
+            return
         path = self.path.split("?", 1)[0]
         try:
             if path == "/":
-                self._send(HTTPStatus.OK, PAGE.encode("utf-8"), "text/html; charset=utf-8")
+                self._send(
+                    HTTPStatus.OK, PAGE.replace("__TOKEN__", self.token).encode("utf-8"), "text/html; charset=utf-8"
+                )
             elif path == "/api/items":
                 items = self.store.items()
                 self._json({"items": as_json(items), "classes": self.store.classes(items), "bins": list(BINS)})
@@ -80,12 +108,14 @@ class ReviewHandler(JsonHandler):
         }
 
     def do_POST(self) -> None:  # noqa: N802
-        if not same_origin_json(self.headers):
+        if not self._allowed():
+            return
+        if not same_credentials(self.headers.get("X-Review-Token"), self.token) or not same_origin_json(self.headers):
             self._json({"error": "refused: not a JSON request from this page's own origin"}, HTTPStatus.FORBIDDEN)
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._body_length(MAX_BODY)
         try:
-            if not 0 < length <= MAX_BODY:
+            if length is None:
                 raise ValueError(f"the body must be 1..{MAX_BODY} bytes of JSON")
             body = json.loads(self.rfile.read(length))
             if not isinstance(body, dict):
@@ -159,11 +189,19 @@ class ReviewServer:
         port: int = 8090,
         trainer: Trainer | None = None,
         fleet: PageRollouts | None = None,
+        password: str | None = None,
     ):
-        parts = {"store": ReviewStore(folder), "trainer": trainer, "fleet": fleet}
+        if password is None and not is_loopback(host):
+            raise SmartbinError(
+                f"review: --host {host} lets other machines in: give a password with --password-env VARIABLE "
+                "(HTTP basic auth, user smartbin), or keep the default 127.0.0.1"
+            )
+        parts = {"store": ReviewStore(folder), "trainer": trainer, "fleet": fleet, "token": secrets.token_urlsafe(24)}
+        if password is not None:
+            parts["auth"] = "Basic " + base64.b64encode(f"smartbin:{password}".encode()).decode()
         handler = type("BoundReviewHandler", (ReviewHandler,), parts)
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+        self.server = BoundedServer((host, port), handler)
+        handler.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="review", daemon=True)
 
     @property

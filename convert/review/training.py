@@ -66,6 +66,8 @@ class Trainer:
         self.epochs = checked_options(setup)
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.process: subprocess.Popen | None = None  # the running step's
+        self.stopping = threading.Event()
         setup.work.mkdir(parents=True, exist_ok=True)
         for job in self.jobs():  # a job left running by a server that stopped
             if job.state == "running":
@@ -104,6 +106,20 @@ class Trainer:
             self.thread.start()
         return job
 
+    def stop(self, timeout: float = 30) -> None:
+        """The station stops: the running step's process is ended (SIGTERM, then SIGKILL) and its job says it
+        was interrupted, so that no training outlives the server that started it."""
+        self.stopping.set()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
     def save(self, job: JobState) -> None:
         write_atomic(self.folder(job.id) / "state.json", json.dumps(asdict(job), indent=2).encode())
 
@@ -129,6 +145,8 @@ class Trainer:
             job.state = "done"
         except Exception as exc:  # noqa: BLE001 - whatever ended the job is its answer on the page
             job.state, job.error = "failed", str(exc) or type(exc).__name__
+            if self.stopping.is_set():
+                job.state, job.error = "interrupted", "the review server stopped during this job"
             log.warning("%s failed at %s: %s", job.id, job.step, job.error)
         job.ended = time.time()
         self.save(job)
@@ -139,7 +157,9 @@ class Trainer:
         out.flush()
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         command = [sys.executable, "-m", "edge.cli", *args]
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        if self.stopping.is_set():
+            raise SmartbinError("the review server is stopping")
+        process = self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         while process.poll() is None:
             time.sleep(0.5)
             if history.is_file():

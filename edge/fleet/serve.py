@@ -17,6 +17,7 @@ from edge.errors import SmartbinError
 from edge.fleet.plan import Release
 from edge.formats.archive import pack
 from edge.formats.bundle import sha256_file
+from edge.web.bounded import BoundedServer
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -26,10 +27,11 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def serve(folder: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[http.server.ThreadingHTTPServer, int]:
-    """A static file server over ``folder`` in a thread: (server, the port it listens on)."""
+def serve(folder: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[BoundedServer, int]:
+    """A static file server over ``folder`` in a thread: (server, the port it listens on). Bounded: a fleet of
+    bins fetching at once waits its turn in the listen backlog."""
     handler = functools.partial(QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer((host, port), handler)
+    server = BoundedServer((host, port), handler)
     threading.Thread(target=server.serve_forever, name="bundle-server", daemon=True).start()
     return server, server.server_address[1]
 

@@ -9,7 +9,6 @@ official Prometheus client for /metrics.
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import logging
 import re
@@ -19,7 +18,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,6 +28,7 @@ from edge.config import WebConfig
 from edge.formats.images import encode_jpeg
 from edge.sources import Frame
 from edge.vision.preprocess import Roi
+from edge.web.bounded import BoundedServer, JsonHandler, same_credentials
 from edge.wire.command_spec import MAX_PAYLOAD
 from edge.wire.status import StatusView, metrics_payload, prometheus_registry
 
@@ -142,21 +141,6 @@ refreshImage();refreshState();
 </script></body></html>"""
 
 
-class JsonHandler(BaseHTTPRequestHandler):
-    """Replies of a local page's server: a body with its type, never cached; JSON as UTF-8."""
-
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, data: object, status: int = HTTPStatus.OK) -> None:
-        self._send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json")
-
-
 class Handler(JsonHandler):
     server_ref: WebServer
     auth: str | None = None  # expected "Basic …" header value
@@ -167,7 +151,7 @@ class Handler(JsonHandler):
     def _authorised(self) -> bool:
         if self.auth is None or self.path == "/healthz":
             return True
-        if hmac.compare_digest(self.headers.get("Authorization", ""), self.auth):
+        if same_credentials(self.headers.get("Authorization"), self.auth):
             return True
         self.send_response(HTTPStatus.UNAUTHORIZED)
         self.send_header("WWW-Authenticate", 'Basic realm="smartbin"')
@@ -265,8 +249,8 @@ class Handler(JsonHandler):
 
     def _correct(self) -> None:
         """The page's correction: sent to the daemon's loop as a `correct` command (answered on MQTT too)."""
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 < length <= MAX_PAYLOAD:
+        length = self._body_length(MAX_PAYLOAD)
+        if length is None:
             self._json({"error": f"body must be 1..{MAX_PAYLOAD} bytes of JSON"}, HTTPStatus.BAD_REQUEST)
             return
         try:
@@ -328,8 +312,7 @@ class WebServer:
             token = base64.b64encode(f"{self.config.username}:{password}".encode()).decode()
             handler.auth = f"Basic {token}"
             log.warning("status page password is sent in the clear over HTTP; put a TLS reverse proxy in front")
-        self.server = ThreadingHTTPServer((self.config.host, self.config.port), handler)
-        self.server.daemon_threads = True
+        self.server = BoundedServer((self.config.host, self.config.port), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
 
     @property

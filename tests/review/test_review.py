@@ -7,7 +7,6 @@ dataset from the answers."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +14,9 @@ import pytest
 from edge.cli import main
 from tests.support.browser import chromium, needs_chromium, script_errors
 from tests.support.realimages import PHOTOS
-from tests.support.review import kept_samples, request, reviewing
+from tests.support.review import answer_of, kept_samples, request, reviewing
 
 pytestmark = pytest.mark.slow
-
-
-def answer_of(folder: Path, sample_id: str) -> dict | None:
-    return json.loads((folder / f"{sample_id}.json").read_text(encoding="utf-8")).get("correction")
 
 
 @needs_chromium

@@ -4,11 +4,13 @@ from the command line."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,9 +40,25 @@ def kept_samples(tmp_path: Path, bundle: Path, broker_port: int, clip: Path) -> 
     return folder
 
 
+def answer_of(folder: Path, sample_id: str) -> dict | None:
+    """The answer saved beside a sample (None before one is given)."""
+    return json.loads((folder / f"{sample_id}.json").read_text(encoding="utf-8")).get("correction")
+
+
+def page_token(url: str) -> str:
+    """The token the review page is served with (every request that changes something carries it)."""
+    parts = urllib.parse.urlsplit(url)
+    with urllib.request.urlopen(f"{parts.scheme}://{parts.netloc}/", timeout=10) as response:
+        return re.search(r'name="review-token" content="([^"]+)"', response.read().decode()).group(1)
+
+
 def request(url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    """GET, or POST ``body`` as the page does (JSON, with the page's token unless ``headers`` give one)."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    if body is not None:
+        headers.setdefault("X-Review-Token", page_token(url))
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as response:
             return response.status, json.loads(response.read())

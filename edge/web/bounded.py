@@ -1,0 +1,85 @@
+"""What every HTTP server of ours stands on (the status page, the review station, a rollout's archive server):
+a bound on connections served at once, a timeout on each, replies never cached, a request body read only
+when its length is declared and small, and credentials compared without ever raising.
+
+``http.server`` alone serves each connection in a thread of its own, without limit, and waits forever for a
+client that opened a connection and sends nothing: a few hundred idle sockets take the page, or the bin's
+memory, away. Headers are bounded by http.client already (100 of at most 64 kB each)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socket
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 32  # served at once; more wait in the listen backlog (a page makes a handful)
+REQUEST_TIMEOUT_S = 10.0  # a client silent this long mid-request is dropped
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that serves at most ``max_connections`` at once, each with a timeout. One more waits
+    for a slot (accepting stops meanwhile: the rest wait in the kernel's backlog) and is closed after the
+    timeout if none frees up."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler, max_connections: int = MAX_CONNECTIONS):
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.turned_away = 0  # connections closed because no slot freed up in time
+        super().__init__(address, handler)
+
+    def process_request(self, request: socket.socket, client_address) -> None:
+        if not self.slots.acquire(timeout=REQUEST_TIMEOUT_S):
+            self.turned_away += 1
+            self.shutdown_request(request)
+            return
+        try:
+            request.settimeout(REQUEST_TIMEOUT_S)
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Replies of a local page's server: a body with its type, never cached; JSON as UTF-8. (The connection's
+    timeout is the server's: BoundedServer sets it before the handler starts.)"""
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, data: object, status: int = HTTPStatus.OK) -> None:
+        self._send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json")
+
+    def _body_length(self, limit: int) -> int | None:
+        """The declared body length when it is 1..``limit`` bytes, else None (absent, not a number, too big)."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return None
+        return length if 0 < length <= limit else None
+
+
+def same_credentials(given: str | None, expected: str) -> bool:
+    """An Authorization header against the expected one, in constant time; any header (non-ASCII, garbage)
+    is an answer, never an exception."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
