@@ -89,8 +89,11 @@ class Publisher:
         self._made: dict[int, float] = {}  # outbox row -> monotonic time its decision was made (this run)
         self._protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self._switch_protocol: str | None = None  # why the broker seems to speak only 3.1.1
+        # A fallback a refusal caused is for good; one a silence caused (a slow first CONNACK after a power cut,
+        # every bin reconnecting over TLS) is tried again: MQTT 5 first at each reconnect, until it answers.
+        self._fallback_for_good = False
+        self._spoke_5 = False  # the broker answered MQTT 5 once: it speaks it, a later drop is no sign
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
-        self.ever_connected = False
         self.outbox_errors = OncePerChange(log, "the outbox")
         self._tls = tls_files(config)
         self.client = self._make_client()
@@ -100,6 +103,10 @@ class Publisher:
     def protocol(self) -> str:
         """The MQTT version this client speaks now: "5" or "3.1.1"."""
         return "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
+
+    def _status(self, state: str) -> dict:
+        """The retained status, with the MQTT version of this connection (the view may predate a switch)."""
+        return {**self.status(state), "mqtt_protocol": self.protocol}
 
     def topic(self, topic: Topic) -> str:
         """This bin's topic (edge/wire/topics.py)."""
@@ -154,7 +161,7 @@ class Publisher:
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself. The Last Will is the status
         as it is now (made here, not when the publisher was: its owner's status may read the publisher)."""
-        self.client.will_set(self.topic(Topic.STATUS), dumps(self.status("offline")), qos=1, retain=True)
+        self.client.will_set(self.topic(Topic.STATUS), dumps(self._status("offline")), qos=1, retain=True)
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
         self.client.loop_start()
 
@@ -164,11 +171,11 @@ class Publisher:
             self.last_error = f"broker refused the connection: {reason_code}"
             log.error("%s", self.last_error)
             if reason_code.value in (1, UNSUPPORTED_PROTOCOL):
-                self._speaks_only_311(f"refused MQTT 5 ({reason_code})")
+                self._speaks_only_311(f"refused MQTT 5 ({reason_code})", for_good=True)
             return
         self._socket_opened = None
         self.connects += 1
-        self.ever_connected = True
+        self._spoke_5 = self._spoke_5 or self._protocol == mqtt.MQTTv5
         self.last_error = None
         client.subscribe(self.topic(Topic.COMMAND), qos=1)
         if self.config.home_assistant.enabled:
@@ -179,7 +186,7 @@ class Publisher:
         for topic, payload in (self.retained() if self.retained else {}).items():
             client.publish(self.topic(topic), dumps(payload), qos=1, retain=True)
         # Availability goes last, after the other retained state.
-        client.publish(self.topic(Topic.STATUS), dumps(self.status("online")), qos=1, retain=True)
+        client.publish(self.topic(Topic.STATUS), dumps(self._status("online")), qos=1, retain=True)
         with self._lock:
             self._inflight.clear()
             self._sent_upto = 0
@@ -193,6 +200,8 @@ class Publisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
             log.warning("disconnected from broker: %s", reason_code)
+            if self._protocol == mqtt.MQTTv311 and self.config.protocol == "auto" and not self._fallback_for_good:
+                self._switch_protocol = "5"  # the fallback was a guess: MQTT 5 first again at this reconnect
         elif self._socket_opened is not None:
             # The broker took the TCP connection and dropped it before any CONNACK: an MQTT 3.1.1-only
             # broker (amqtt, old mosquitto) answers an MQTT 5 CONNECT so. A broker that is down never gets here.
@@ -200,11 +209,14 @@ class Publisher:
         self._socket_opened = None
         self.connected.clear()
 
-    def _speaks_only_311(self, sign: str) -> None:
-        """The one rule of the fallback: a sign that the broker speaks only MQTT 3.1.1 switches to it, once,
-        under ``protocol: auto`` and before the first connection (the loop makes the switch: ``maintain``)."""
-        if self.config.protocol == "auto" and self._protocol == mqtt.MQTTv5 and not self.ever_connected:
+    def _speaks_only_311(self, sign: str, for_good: bool = False) -> None:
+        """The one rule of the fallback: under ``protocol: auto``, a sign that the broker speaks only MQTT 3.1.1
+        switches to it, unless the broker has answered MQTT 5 before (the loop makes the switch: ``maintain``).
+        ``for_good``: the broker refused MQTT 5 in so many words; otherwise MQTT 5 is tried again at the next
+        reconnect."""
+        if self.config.protocol == "auto" and self._protocol == mqtt.MQTTv5 and not self._spoke_5:
             self._switch_protocol = sign
+            self._fallback_for_good = for_good
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Never take our lock here: paho holds its own message lock while calling this.
@@ -227,7 +239,7 @@ class Publisher:
 
     def publish_status(self) -> None:
         """The retained status (availability and what runs), e.g. after a pause or a model change."""
-        self.publish_json(Topic.STATUS, self.status("online"), qos=1, retain=True)
+        self.publish_json(Topic.STATUS, self._status("online"), qos=1, retain=True)
 
     def publish_bytes(self, topic: Topic, payload: bytes | str, qos: int = 0) -> None:
         if self.connected.is_set():
@@ -317,23 +329,29 @@ class Publisher:
             # some 3.1.1-only brokers take the connection and never answer MQTT 5
             self._speaks_only_311(f"did not answer MQTT 5 within {V5_ANSWER_TIMEOUT_S:g} s")
         if self._switch_protocol:
-            log.warning(
-                "the broker at %s:%d %s: using MQTT 3.1.1 from now on (set mqtt.protocol to pin one)",
-                self.config.host,
-                self.config.port,
-                self._switch_protocol,
-            )
-            self._switch_protocol = None
-            self._discard_client()
-            self._protocol = mqtt.MQTTv311
-            self._socket_opened = None
-            self.client = self._make_client()
-            self.start()
+            self._switch()
         try:
             self.flush()
             self.outbox_errors.ok()
         except OutboxError as exc:  # every loop turn while the card fails: logged once per change
             self.outbox_errors.error(str(exc))
+
+    def _switch(self) -> None:
+        """Reconnect with the other MQTT version, as ``_switch_protocol`` asks (the loop's thread)."""
+        sign, self._switch_protocol = self._switch_protocol, None
+        where = f"{self.config.host}:{self.config.port}"
+        if sign == "5":
+            log.info("trying MQTT 5 again with the broker at %s (the fallback to 3.1.1 was not a refusal)", where)
+            protocol = mqtt.MQTTv5
+        else:
+            how = "from now on" if self._fallback_for_good else "until it answers MQTT 5 at a reconnect"
+            log.warning("the broker at %s %s: using MQTT 3.1.1 %s (set mqtt.protocol to pin one)", where, sign, how)
+            protocol = mqtt.MQTTv311
+        self._discard_client()
+        self._protocol = protocol
+        self._socket_opened = None
+        self.client = self._make_client()
+        self.start()
 
     def _publish_discovery(self) -> None:
         """Home Assistant discovery (edge/broker/homeassistant.py): the bin, its sensors and its events."""
@@ -365,7 +383,7 @@ class Publisher:
         except OutboxError as exc:
             self.outbox_errors.error(str(exc))
         if self.connected.is_set():
-            info = self.client.publish(self.topic(Topic.STATUS), dumps(self.status("offline")), qos=1, retain=True)
+            info = self.client.publish(self.topic(Topic.STATUS), dumps(self._status("offline")), qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (ValueError, RuntimeError):

@@ -117,7 +117,7 @@ class Daemon:
         """A snapshot of what runs and how it does: the only thing MQTT status/metrics and the web page read."""
         engine, capture = self.classifier.engine, self.camera.capture.health
         outbox_depth, outbox_dropped, outbox_error = self.outputs.outbox_figures()
-        connected, connects = self.outputs.broker()
+        connected, connects, protocol = self.outputs.broker()
         refused, refusal = self.outputs.refusals()
         samples = self.outputs.samples
         return StatusView(
@@ -147,6 +147,7 @@ class Daemon:
             source_reconnects=capture.reconnects,
             broker_connected=connected,
             broker_connects=connects,
+            mqtt_protocol=protocol,
             commands_rejected=self.commands.rejected,
             cpu_temp_c=cpu_temperature(),
             samples=samples.counts() if samples else None,

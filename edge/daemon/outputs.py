@@ -221,9 +221,9 @@ class Outputs:
             self.count_read_errors.error(str(exc))
             return None
 
-    def broker(self) -> tuple[bool, int]:
-        """Connected now, and how many times it connected."""
-        return self.publisher.connected.is_set(), self.publisher.connects
+    def broker(self) -> tuple[bool, int, str]:
+        """Connected now, how many times it connected, and the MQTT version it speaks ("5" or "3.1.1")."""
+        return self.publisher.connected.is_set(), self.publisher.connects, self.publisher.protocol
 
     def refusals(self) -> tuple[int, str | None]:
         """Decisions the broker refused so far, and why the last one was, while refusals last."""

@@ -212,6 +212,9 @@ class Status(Payload):
     presence: Presence | None = None
     paused: bool | None = None
     host: str | None = None
+    mqtt_protocol: Literal["5", "3.1.1"] | None = Field(
+        None, description="the MQTT version spoken: over 3.1.1 a decision's age rests on the two hosts' clocks"
+    )
     started: float
     ts: float
 
@@ -240,6 +243,7 @@ class Metrics(Payload):
     source_state: str
     source_reconnects: int | None = Field(None, ge=0)
     broker_connects: int | None = Field(None, ge=0)
+    mqtt_protocol: Literal["5", "3.1.1"] | None = None
     commands_rejected: int | None = Field(None, ge=0)
     cpu_temp_c: float | None = None
     uptime_s: float = Field(ge=0)

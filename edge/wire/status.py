@@ -50,6 +50,7 @@ class StatusView:
     source_reconnects: int
     broker_connected: bool
     broker_connects: int
+    mqtt_protocol: str  # "5" or "3.1.1": a decision's age travels without clocks over 5 only
     commands_rejected: int
     cpu_temp_c: float | None
     samples: dict | None = None  # the sample store's counts (kept, bytes, written, dropped, ...)
@@ -95,6 +96,7 @@ def status_payload(view: StatusView, state: str = "online") -> dict:
         presence=view.presence,
         paused=view.paused,
         host=view.host,
+        mqtt_protocol=view.mqtt_protocol,
         started=round(view.started, 3),
         ts=round(view.ts, 3),
     ).dump()
@@ -118,6 +120,7 @@ def metrics_payload(view: StatusView) -> dict:
         source_state=view.source["state"],
         source_reconnects=view.source_reconnects,
         broker_connects=view.broker_connects,
+        mqtt_protocol=view.mqtt_protocol,
         commands_rejected=view.commands_rejected,
         cpu_temp_c=view.cpu_temp_c,
         uptime_s=view.uptime_s,
@@ -151,9 +154,12 @@ def prometheus_registry(view: Callable[[], StatusView]):
                 latency.add_metric([stage], buckets, total)
             yield latency
             build = GaugeMetricFamily(
-                "smartbin_build_info", "What runs (always 1)", labels=["version", "model", "variant", "backend"]
+                "smartbin_build_info",
+                "What runs (always 1)",
+                labels=["version", "model", "variant", "backend", "mqtt_protocol"],
             )
-            build.add_metric([v.version, str(v.model.get("name", "")), str(v.model.get("variant", "")), v.backend], 1)
+            model, variant = str(v.model.get("name", "")), str(v.model.get("variant", ""))
+            build.add_metric([v.version, model, variant, v.backend, v.mqtt_protocol], 1)
             yield build
             if v.cpu_temp_c is not None:
                 yield GaugeMetricFamily("smartbin_cpu_temperature_celsius", "CPU temperature", v.cpu_temp_c)

@@ -114,3 +114,30 @@ def test_an_exception_in_a_callback_does_not_end_the_network_thread(broker):
     finally:
         pub.stop(timeout=0.5)
         sub.close()
+
+
+def test_a_slow_first_connack_is_no_reason_to_give_up_mqtt_5(tmp_path):
+    """protocol auto: the broker's first answer comes later than the MQTT 5 answer timeout (a power cut, every
+    bin of a site reconnecting over TLS at once: here a relay that holds each first answer byte). The publisher
+    falls back to 3.1.1 to get the decisions out, and at the next reconnect, with the link fast again, speaks
+    MQTT 5 again: the actuator's clock-free freshness depends on it."""
+    from edge.broker.publisher import V5_ANSWER_TIMEOUT_S
+    from edge.tools.localbroker import LocalBroker
+    from tests.support.servers.slow_link import SlowLink
+
+    broker = LocalBroker(workdir=tmp_path / "broker").start()
+    link = SlowLink(broker.port, V5_ANSWER_TIMEOUT_S + 1)
+    pub = publisher(link.port)
+    pub.start()
+    try:
+        assert poll(pub.connected.is_set, 60, pub.maintain), "never connected through the slow link"
+        assert pub.protocol == "3.1.1"  # what got the decisions out meanwhile
+        link.delay_s = 0.0  # the rush is over
+        broker.stop()
+        assert poll(lambda: not pub.connected.is_set(), 30, pub.maintain)
+        broker.start()
+        assert poll(lambda: pub.connected.is_set() and pub.protocol == "5", 60, pub.maintain), pub.protocol
+    finally:
+        pub.stop(timeout=0.5)
+        link.close()
+        broker.close()

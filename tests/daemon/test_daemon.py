@@ -171,11 +171,15 @@ def test_falls_back_to_mqtt_311_with_the_embedded_broker(tmp_path: Path, bundle_
         sub = Subscriber(broker.port)
         process = start_daemon(config)
         decisions = sub.wait_decisions(len(schedule), timeout=40)
+        metrics = sub.wait_for("test-bin/metrics")
         process.send_signal(signal.SIGTERM)
         code, err = finish(process)
         sub.close()
     assert code == 0, err[-1500:]
     assert len(decisions) >= len(schedule)  # they came through a broker that speaks only 3.1.1
+    # and the bin says so: over 3.1.1 the actuator must trust the clocks
+    assert {m.json().get("mqtt_protocol") for m in sub.on("test-bin/status")} == {"3.1.1"}
+    assert metrics and metrics[-1].json()["mqtt_protocol"] == "3.1.1"
 
 
 def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(

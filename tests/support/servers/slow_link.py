@@ -28,7 +28,11 @@ class SlowLink:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:  # the server is down: this connection fails, as it would without the relay
+                client.close()
+                continue
             threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, self.delay_s), daemon=True).start()
 
