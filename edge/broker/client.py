@@ -12,6 +12,7 @@ import socket
 import ssl
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -74,7 +75,7 @@ class TlsFiles:
             # them whole (exit 75). Older, it is the config's: keep the cause, "wrong password", "no such
             # file" and "PEM lib" each need a different fix (exit 78).
             changed_s = time.time() - max((st[2] / 1e9 for st in identity), default=0.0)
-            if 0 <= changed_s < RENEWAL_S:
+            if 0 <= changed_s < RENEWAL_S and self._half_renewed(exc):
                 raise FilesUnavailable(
                     f"mqtt.tls: the certificate files changed {changed_s:.0f} s ago and do not load ({exc}): "
                     "a renewal half-way? trying again"
@@ -82,6 +83,20 @@ class TlsFiles:
             raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
         self._loaded = identity
         return True
+
+    def _half_renewed(self, exc: BaseException) -> bool:
+        """A certificate and key that do not match, or a PEM file cut short: what a renewal leaves half-way (a
+        wrong passphrase on a whole file is neither)."""
+        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            return True
+        for path in (p for p in (self.tls.ca_file, self.tls.cert_file, self.tls.key_file) if p is not None):
+            try:
+                text = Path(path).read_bytes()
+            except OSError:
+                return True
+            if text.count(b"-----BEGIN ") != text.count(b"-----END ") or b"-----END " not in text:
+                return True
+        return False
 
     def read_again(self, *_paho) -> None:
         """Before every connect and reconnect (paho's on_pre_connect), and at a reload: the files as they

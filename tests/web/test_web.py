@@ -93,7 +93,7 @@ def test_healthz_metrics_and_password(tmp_path, bundle_dir, broker, monkeypatch)
         assert counts == sorted(counts) and infer["+Inf"] >= counts[-1] and infer["+Inf"] >= 1  # cumulative
         info = metrics[("smartbin_build_info", "gauge")].samples[0]
         assert info.value == 1 and info.labels["variant"] == "int8" and info.labels["version"] == __version__
-    assert info.labels["mqtt_protocol"] == "5"
+        assert info.labels["mqtt_protocol"] == "5"
         assert metrics[("process_resident_memory_bytes", "gauge")].samples[0].value > 10e6
         # the per-bin counters (all time, today) and the drift signal
         assert 'smartbin_items_total{bin="recyclable"}' in text and 'smartbin_items_today{bin="other"}' in text
