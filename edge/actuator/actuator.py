@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 
 from edge.broker.client import make_client
 from edge.broker.freshness import age_on_arrival
-from edge.broker.publisher import dumps
+from edge.broker.messages import dumps
 from edge.config import ActuatorConfig, Config, load_config
 from edge.errors import ConfigError, SmartbinError
 from edge.storage.sqlitedb import Database

@@ -108,6 +108,30 @@ class TlsFiles:
             log.warning("%s; connecting with the ones read before", exc)
 
 
+def connect_problem(config: MqttConfig, tls: TlsFiles | None) -> str:
+    """paho retries silently: why a connection fails (TLS refused, TCP refused, unreachable), found by trying."""
+    try:
+        with socket.create_connection((config.host, config.port), timeout=5) as sock:
+            if tls is not None:
+                with tls.context.wrap_socket(sock, server_hostname=config.host):
+                    pass
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: the broker's certificate was refused: {exc.verify_message}"
+    except (OSError, ssl.SSLError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "the broker accepted TCP/TLS but not the MQTT connection"
+
+
+def forget_resends(client: mqtt.Client, mids: set[int]) -> None:
+    """paho sends its unacknowledged copies again after a reconnect, with the properties (a decision's age) they
+    had when first sent; the outbox sends the same decisions again with their age now. Keep only the outbox's:
+    one copy a connection, never one that says it is younger than it is. (paho 2 keeps them in
+    ``_out_messages`` under its mutex; tests/broker/test_mqtt_client.py fails if that changes.)"""
+    with client._out_message_mutex:
+        for mid in mids:
+            client._out_messages.pop(mid, None)
+
+
 def tls_files(config: MqttConfig) -> TlsFiles | None:
     """The config's TLS files, read (None when TLS is off)."""
     return TlsFiles(config.tls) if config.tls.enabled else None

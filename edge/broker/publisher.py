@@ -7,12 +7,9 @@ de-duplicate on ``event_id``.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import random
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +17,9 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from edge.broker import homeassistant
-from edge.broker.client import make_client, tls_files
+from edge.broker.client import connect_problem, forget_resends, make_client, tls_files
 from edge.broker.freshness import EXPIRY_S, sent_properties
+from edge.broker.messages import dumps, marked_earlier_boot
 from edge.config import MqttConfig
 from edge.storage.outbox import Outbox, OutboxError
 from edge.system.queues import drain
@@ -36,19 +34,6 @@ MADE_REMEMBERED = 10000  # decisions whose monotonic birth time is kept until ac
 REFUSED_RETRY_S = 30.0  # a decision the broker refused (MQTT 5 PUBACK >= 0x80) is offered again after this
 UNSUPPORTED_PROTOCOL = 132  # CONNACK reason: the broker speaks only MQTT 3.1.1
 V5_ANSWER_TIMEOUT_S = 5.0
-
-
-def dumps(payload: dict) -> str:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-
-
-def _marked_earlier_boot(payload: str) -> str:
-    """The stored decision with ``earlier_boot: true`` (a row that is not a JSON object goes as it is)."""
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return payload
-    return dumps({**data, "earlier_boot": True}) if isinstance(data, dict) else payload
 
 
 class Publisher:
@@ -135,22 +120,10 @@ class Publisher:
 
     def _on_connect_fail(self, client, userdata) -> None:
         """paho retries silently; find out why once and say it (TLS mismatch, refused, unreachable)."""
-        reason = self._probe()
+        reason = connect_problem(self.config, self._tls)
         if reason != self.last_error:
             self.last_error = reason
             log.error("cannot connect to %s:%d: %s (retrying)", self.config.host, self.config.port, reason)
-
-    def _probe(self) -> str:
-        try:
-            with socket.create_connection((self.config.host, self.config.port), timeout=5) as sock:
-                if self._tls is not None:
-                    with self._tls.context.wrap_socket(sock, server_hostname=self.config.host):
-                        pass
-        except ssl.SSLCertVerificationError as exc:
-            return f"TLS: the broker's certificate was refused: {exc.verify_message}"
-        except (OSError, ssl.SSLError) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return "the broker accepted TCP/TLS but not the MQTT connection"
 
     def read_tls_again(self) -> None:
         """A reload that left ``mqtt:`` as it was: a renewed certificate is checked now and used from the next
@@ -188,6 +161,7 @@ class Publisher:
         # Availability goes last, after the other retained state.
         client.publish(self.topic(Topic.STATUS), dumps(self._status("online")), qos=1, retain=True)
         with self._lock:
+            forget_resends(client, set(self._inflight))
             self._inflight.clear()
             self._sent_upto = 0
         self.connected.set()
@@ -286,7 +260,7 @@ class Publisher:
                     if row_id in waiting:  # sent before a refusal rewound, and not answered yet
                         continue
                     if earlier_boot:  # decided before a power cut: a record now, whatever the clocks say
-                        payload = _marked_earlier_boot(payload)
+                        payload = marked_earlier_boot(payload)
                     properties = None
                     if self._protocol == mqtt.MQTTv5:  # how old it is, and a countdown for the broker
                         properties = sent_properties(EXPIRY_S if earlier_boot else self._age(row_id, payload))

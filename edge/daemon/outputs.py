@@ -9,7 +9,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge.broker.publisher import Publisher, dumps
+from edge.broker.messages import dumps
+from edge.broker.publisher import Publisher
 from edge.classifier import Prediction
 from edge.config import Config
 from edge.daemon.pipeline import Timings

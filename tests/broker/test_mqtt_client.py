@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 
 from edge.broker.client import make_client
 from edge.config import MqttConfig
@@ -139,5 +140,39 @@ def test_a_slow_first_connack_is_no_reason_to_give_up_mqtt_5(tmp_path):
         assert poll(lambda: pub.connected.is_set() and pub.protocol == "5", 60, pub.maintain), pub.protocol
     finally:
         pub.stop(timeout=0.5)
+        link.close()
+        broker.close()
+
+
+def test_each_decision_goes_once_a_connection_when_its_acknowledgement_was_lost(tmp_path):
+    """The link goes one-way while decisions are in flight (the broker has them, its PUBACKs never arrive), then
+    drops. At the reconnect each decision goes again once, from the outbox with its age now, not a second time
+    from paho's own queue with the age it had before the outage."""
+    from edge.tools.localbroker import LocalBroker
+    from tests.support.mqtt_client import Subscriber
+    from tests.support.servers.slow_link import SlowLink
+
+    broker = LocalBroker(workdir=tmp_path / "broker").start()
+    link = SlowLink(broker.port, 0.0)
+    sub = Subscriber(broker.port, "smartbin/pub-test/decision")
+    pub = publisher(link.port, protocol="5")
+    pub.start()
+    decisions = [{"event_id": f"{i:032x}", "ts": time.time(), "bin": "recyclable"} for i in range(3)]
+    copies = lambda: Counter(m.json()["event_id"] for m in sub.on("decision"))  # noqa: E731
+    try:
+        assert poll(pub.connected.is_set, 30, pub.maintain)
+        link.answers.clear()  # the broker's answers stop coming back
+        for decision in decisions:
+            pub.publish_decision(decision)
+        assert poll(lambda: len(copies()) == 3, 20, pub.maintain), copies()  # the broker has each once
+        link.cut()
+        link.answers.set()
+        assert poll(lambda: pub.outbox.depth() == 0, 60, pub.maintain), "never acknowledged after the reconnect"
+        assert pub.connects == 2
+        time.sleep(1)  # room for a third copy to arrive, were one sent
+        assert copies() == {d["event_id"]: 2 for d in decisions}  # one a connection
+    finally:
+        pub.stop(timeout=0.5)
+        sub.close()
         link.close()
         broker.close()

@@ -13,14 +13,27 @@ import time
 
 
 class SlowLink:
-    """Relays 127.0.0.1:<port> to ``upstream_port``; the server's first answer byte waits ``delay_s``."""
+    """Relays 127.0.0.1:<port> to ``upstream_port``; the server's first answer byte waits ``delay_s``. ``answers``
+    cleared: the server's answers are held back (a link that went one-way); ``cut()``: the connections drop."""
 
     def __init__(self, upstream_port: int, delay_s: float):
         self.upstream_port, self.delay_s = upstream_port, delay_s
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self._stop = threading.Event()
+        self.answers = threading.Event()
+        self.answers.set()
+        self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        """Every relayed connection drops, as a link that goes down does; new ones are relayed again."""
+        for sock in list(self._open):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._open.clear()
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -33,16 +46,22 @@ class SlowLink:
             except OSError:  # the server is down: this connection fails, as it would without the relay
                 client.close()
                 continue
-            threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, self.delay_s), daemon=True).start()
+            self._open += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, 0.0, None), daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(upstream, client, self.delay_s, self.answers), daemon=True
+            ).start()
 
     @staticmethod
-    def _pipe(source: socket.socket, dest: socket.socket, delay_s: float) -> None:
+    def _pipe(source: socket.socket, dest: socket.socket, delay_s: float, gate: threading.Event | None) -> None:
         try:
             while data := source.recv(1 << 16):
                 if delay_s:
                     time.sleep(delay_s)
                     delay_s = 0.0
+                while gate is not None and not gate.wait(0.1):  # held back: dropped if the link is cut meanwhile
+                    if source.fileno() < 0:
+                        return
                 dest.sendall(data)
         except OSError:
             pass
