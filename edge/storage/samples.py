@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".jpg", ".json")
 
 
-# A sample's file name, without its suffix (``sample_id``): what a workstation accepts from a bin's listing.
-SAMPLE_NAME = re.compile(r"\d{15}-[0-9a-f]{12}")
+# A sample's file name, without its suffix (``sample_id``; a flagged frame's event id is "flag-…"): what the
+# bin's page serves and a workstation accepts from its listing. No dot, no slash: never a path elsewhere.
+SAMPLE_NAME = re.compile(r"[0-9]{15}-[A-Za-z0-9_-]{1,12}")
 
 
 @dataclass

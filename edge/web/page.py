@@ -27,6 +27,7 @@ import numpy as np
 from edge.config import WebConfig
 from edge.formats.images import encode_jpeg
 from edge.sources import Frame
+from edge.storage.samples import SAMPLE_NAME
 from edge.vision.preprocess import Roi
 from edge.web.bounded import BoundedServer, JsonHandler, same_credentials
 from edge.wire.command_spec import MAX_PAYLOAD
@@ -87,7 +88,7 @@ def same_origin_json(headers) -> bool:
     return json_body and (origin is None or urlsplit(origin).netloc == headers.get("Host"))
 
 
-SAMPLE_FILE = re.compile(r"[0-9]{15}-[A-Za-z0-9_-]{1,12}\.(jpg|json)")  # names the sample store writes
+SAMPLE_FILE = re.compile(SAMPLE_NAME.pattern + r"\.(jpg|json)")  # the files the sample store writes
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
