@@ -126,10 +126,12 @@ class ModelStore:
         return folder
 
     def remove_leftovers(self) -> list[str]:
-        """Downloads and unpacks a killed or failed update left behind (``.download-*``, ``.unpack-*``):
-        nothing resumes them, and on a small card they are in the way of the next one. Returns their names."""
+        """Downloads, unpacks and installs a killed or failed update left behind (``.download-*``, ``.unpack-*``,
+        ``.install-*``): nothing resumes them, and on a small card they are in the way of the next one. Returns
+        their names."""
         gone = []
-        for path in [*self.root.glob(".download-*"), *self.root.glob(".unpack-*")] if self.root.is_dir() else []:
+        leftovers = [p for kind in (".download-*", ".unpack-*", ".install-*") for p in self.root.glob(kind)]
+        for path in leftovers if self.root.is_dir() else []:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -35,6 +35,7 @@ from edge.models.store import ModelStore, UpdateError
 
 log = logging.getLogger(__name__)
 
+ROOM_CHECK_BYTES = 1 << 18  # without a Content-Length, the disk's room is checked every 256 kB
 CHUNK = 1 << 16
 BACKOFF_S = 2.0  # before the second attempt; doubled for each one after
 BACKOFF_MAX_S = 60.0
@@ -66,6 +67,14 @@ def _check_room(url: str, dest: Path, total: int, have: int, max_bytes: int) -> 
     free = shutil.disk_usage(dest.parent).free
     if 2 * total - have > free:  # the archive, then as much unpacked
         raise UpdateError(f"{url}: {total} bytes to download and as many to unpack, only {free} free in {dest.parent}")
+
+
+def _check_room_so_far(url: str, dest: Path, have: int) -> None:
+    """A server that sends no Content-Length: the room is checked as the bytes come, each stretch of them
+    needing as much again to unpack, so the card never fills up before the refusal."""
+    free = shutil.disk_usage(dest.parent).free
+    if have > free:
+        raise UpdateError(f"{url}: {have} bytes so far (no Content-Length) and as many to unpack, only {free} free")
 
 
 def download(
@@ -109,6 +118,8 @@ def download(
                         have += len(chunk)
                         if have > max_bytes:
                             raise UpdateError(f"{url}: more than updates.max_bytes ({max_bytes}) bytes")
+                        if total is None and have % ROOM_CHECK_BYTES < len(chunk):
+                            _check_room_so_far(url, dest, have)
                         fh.write(chunk)
             if total is not None and have < total:
                 raise http.client.IncompleteRead(b"", total - have)
