@@ -21,13 +21,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.broker.client import make_client
+from edge.broker.client import make_client, refuses_mqtt5
 from edge.broker.freshness import age_on_arrival
 from edge.broker.messages import dumps
 from edge.config import ActuatorConfig, Config, load_config
 from edge.errors import ConfigError, SmartbinError
 from edge.storage.sqlitedb import Database
 from edge.system.backoff import delay_after
+from edge.system.repeats import OncePerChange
 from edge.system.signals import set_on
 from edge.wire.payloads import ActuatorAck, Routing
 from edge.wire.topics import Topic, under
@@ -138,19 +139,32 @@ class Actuator:
         self.ready = threading.Event()
         # A persistent session: decisions sent while it restarts still arrive (and are judged by their age).
         # MQTT 5 unless pinned to 3.1.1: the age of a decision travels in MQTT 5 properties only.
-        client_id = f"smartbin-actuator-{config.device_id}"
         self.protocol = mqtt.MQTTv311 if config.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
-        self.client = make_client(config.mqtt, client_id, self.protocol, clean_session=False)
-        self.client.reconnect_delay_set(*RECONNECT_DELAY_S)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: self.ready.set()
+        self.refusals = OncePerChange(log, "the connection to the broker")
+        self.client = self._make_client()
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="actuator", daemon=True)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
+            self.refusals.ok()
             client.subscribe(under(self.base, Topic.DECISION), qos=1)
+            return
+        m = self.config.mqtt
+        self.refusals.error(f"the broker at {m.host}:{m.port} refused the actuator: {reason_code} (retrying)")
+        if m.protocol == "auto" and self.protocol == mqtt.MQTTv5 and refuses_mqtt5(reason_code):
+            # as the daemon does; paho's thread cannot replace its own client: another thread does
+            threading.Thread(target=self._speak_311, name="actuator-fallback", daemon=True).start()
+
+    def _speak_311(self) -> None:
+        """Reconnect with MQTT 3.1.1: a decision's age then rests on the two hosts' clocks (NTP)."""
+        log.warning("the broker refused MQTT 5: the actuator uses 3.1.1, and judges ages by the clocks (keep NTP on)")
+        old = self.client
+        old.loop_stop()
+        old.disconnect()
+        self.protocol = mqtt.MQTTv311
+        self.client = self._make_client()
+        self.start_client()
 
     def _on_message(self, client, userdata, message) -> None:
         try:
@@ -224,8 +238,23 @@ class Actuator:
                 log.exception("move failed")
                 self._ack(event_id, bin_name, error=f"move failed: {exc}")
 
+    def _make_client(self) -> mqtt.Client:
+        client = make_client(
+            self.config.mqtt, f"smartbin-actuator-{self.config.device_id}", self.protocol, clean_session=False
+        )
+        client.reconnect_delay_set(*RECONNECT_DELAY_S)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_subscribe = lambda *a: self.ready.set()
+        return client
+
     def start(self) -> Actuator:
         self._worker.start()
+        self.start_client()
+        return self
+
+    def start_client(self) -> None:
+        """Connect in the background; paho reconnects by itself."""
         mqtt_config, session = self.config.mqtt, {}
         if self.protocol == mqtt.MQTTv5:  # the session outlives a disconnect, as 3.1.1's clean_session off
             properties = Properties(PacketTypes.CONNECT)
@@ -233,7 +262,6 @@ class Actuator:
             session = {"clean_start": False, "properties": properties}
         self.client.connect_async(mqtt_config.host, mqtt_config.port, mqtt_config.keepalive, **session)
         self.client.loop_start()
-        return self
 
     def stop(self) -> None:
         self.client.disconnect()

@@ -23,6 +23,15 @@ from edge.errors import ConfigError, FilesUnavailable, SmartbinError
 log = logging.getLogger(__name__)
 
 RENEWAL_S = 300.0  # files this new that do not load may be a renewal half-way: tried again, not refused for good
+UNSUPPORTED_PROTOCOL = 132  # CONNACK reason (MQTT 5): the broker speaks only MQTT 3.1.1
+
+
+def refuses_mqtt5(reason_code: mqtt.ReasonCode) -> bool:
+    """A CONNACK that says the broker does not speak MQTT 5 (3.1.1's "unacceptable protocol version", 1, or
+    MQTT 5's 0x84): a refusal in so many words, unlike a silence."""
+    return reason_code.value in (1, UNSUPPORTED_PROTOCOL)
+
+
 PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5, "auto": mqtt.MQTTv5}  # auto: 5 first, then 3.1.1
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from edge.broker import homeassistant
-from edge.broker.client import connect_problem, forget_resends, make_client, tls_files
+from edge.broker.client import connect_problem, forget_resends, make_client, refuses_mqtt5, tls_files
 from edge.broker.freshness import EXPIRY_S, sent_properties
 from edge.broker.messages import dumps, marked_earlier_boot
 from edge.config import MqttConfig
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 MAX_INFLIGHT = 50
 MADE_REMEMBERED = 10000  # decisions whose monotonic birth time is kept until acknowledged
 REFUSED_RETRY_S = 30.0  # a decision the broker refused (MQTT 5 PUBACK >= 0x80) is offered again after this
-UNSUPPORTED_PROTOCOL = 132  # CONNACK reason: the broker speaks only MQTT 3.1.1
 V5_ANSWER_TIMEOUT_S = 5.0
 
 
@@ -143,7 +142,7 @@ class Publisher:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
             log.error("%s", self.last_error)
-            if reason_code.value in (1, UNSUPPORTED_PROTOCOL):
+            if refuses_mqtt5(reason_code):
                 self._speaks_only_311(f"refused MQTT 5 ({reason_code})", for_good=True)
             return
         self._socket_opened = None
