@@ -12,7 +12,6 @@ import bisect
 import datetime as dt
 import json
 import logging
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -24,12 +23,11 @@ from convert.data.pull import NOVELTY_FILE
 from edge.errors import DatasetError
 from edge.formats.classbins import BINS_FILE, read_bins_file, write_bins
 from edge.formats.classbins import normalise as normalised
+from edge.storage.samples import SAMPLE_NAME
 from edge.system.atomic import write_atomic
 from edge.wire.payloads import Correction, Sample, Verdict
 
 log = logging.getLogger(__name__)
-
-SAMPLE_ID = re.compile(r"[0-9]{15}-[A-Za-z0-9_-]{1,12}")  # the names a bin's sample store writes
 
 
 @dataclass
@@ -110,7 +108,7 @@ class ReviewStore:
         self._lock = threading.Lock()  # one answer written at a time: two tabs never interleave a file
 
     def _meta(self, sample_id: str) -> Sample:
-        if not SAMPLE_ID.fullmatch(sample_id) or not (self.folder / f"{sample_id}.jpg").is_file():
+        if not SAMPLE_NAME.fullmatch(sample_id) or not (self.folder / f"{sample_id}.jpg").is_file():
             raise DatasetError(f"no sample {sample_id!r} in {self.folder}")
         return Sample.model_validate_json((self.folder / f"{sample_id}.json").read_bytes())
 
@@ -119,7 +117,7 @@ class ReviewStore:
         found, novelty = [], self.novelty()
         rank = ranks(novelty)
         for path in sorted(self.folder.glob("*.json")):
-            if not SAMPLE_ID.fullmatch(path.stem) or not path.with_suffix(".jpg").is_file():
+            if not SAMPLE_NAME.fullmatch(path.stem) or not path.with_suffix(".jpg").is_file():
                 continue
             try:
                 meta = Sample.model_validate_json(path.read_bytes())
@@ -178,8 +176,10 @@ class ReviewStore:
         return {name: edited.get(normalised(name), known[name]) for name in sorted(known)}
 
     def set_bin(self, label: str, bin_name: str) -> None:
-        """The class's bin from now on, in the folder's bins.yaml (DatasetError for an unknown bin)."""
-        write_bins(self.folder, {label: bin_name})
+        """The class's bin from now on, in the folder's bins.yaml (DatasetError for an unknown bin); under the
+        store's lock, as the answers are: two tabs changing two classes at once keep both."""
+        with self._lock:
+            write_bins(self.folder, {label: bin_name})
 
 
 def as_json(items: list[Item]) -> list[dict]:

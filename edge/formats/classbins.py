@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge.errors import DatasetError
 from edge.formats.labels import BIN_ALIASES, BINS, Label, load_rules
+from edge.system.atomic import write_atomic
 from edge.system.paths import default_rules_path
 
 BINS_FILE = "bins.yaml"
@@ -145,5 +146,6 @@ def write_bins(root: Path, assignments: dict[str, str]) -> Path:
     for name, value in assignments.items():
         current = {k: v for k, v in current.items() if normalise(k) != normalise(name)}
         current[name] = bin_key(value, "--set", name)
-    path.write_text(yaml.safe_dump(current, allow_unicode=True, sort_keys=True), encoding="utf-8")
+    # whole or not at all: a power cut or a second writer mid-way never leaves half a file
+    write_atomic(path, yaml.safe_dump(current, allow_unicode=True, sort_keys=True).encode("utf-8"))
     return path

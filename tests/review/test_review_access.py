@@ -77,3 +77,28 @@ def _status(url: str, headers: dict | None = None) -> int | None:
         return exc.code
     except OSError:
         return None
+
+
+def test_two_tabs_moving_classes_at_once_keep_every_move(tmp_path):
+    """The bins file written whole and under the store's lock: eight tabs, each moving its own class twenty
+    times, leave all eight moves (a read-modify-write without the lock loses some)."""
+    import threading
+
+    import yaml
+
+    from convert.review.store import ReviewStore
+
+    store = ReviewStore(samples(tmp_path))
+    labels = [f"class-{i}" for i in range(8)]
+
+    def move(label: str) -> None:
+        for n in range(20):
+            store.set_bin(label, ("recyclable", "kitchen")[n % 2])
+
+    threads = [threading.Thread(target=move, args=(label,)) for label in labels]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    written = yaml.safe_load((store.folder / "bins.yaml").read_text(encoding="utf-8"))
+    assert {label: written.get(label) for label in labels} == dict.fromkeys(labels, "kitchen")
