@@ -47,7 +47,7 @@ def _value(config: Config, dotted: str) -> object:
     return value
 
 
-class ReloadRefused(Exception):
+class ReloadRefused(SmartbinError):
     """The new config changes something that cannot change while running."""
 
 

@@ -69,6 +69,20 @@ def _check_room(url: str, dest: Path, total: int, have: int, max_bytes: int) -> 
         raise UpdateError(f"{url}: {total} bytes to download and as many to unpack, only {free} free in {dest.parent}")
 
 
+def _write_body(url: str, resp, dest: Path, have: int, sized: bool, max_bytes: int) -> int:
+    """Append the response's body to ``dest`` (which holds ``have`` bytes of it); the bytes held then. Without
+    a size (``sized`` false) the disk's room is checked as the bytes come."""
+    with dest.open("ab" if have else "wb") as fh:
+        while chunk := resp.read(CHUNK):
+            have += len(chunk)
+            if have > max_bytes:
+                raise UpdateError(f"{url}: more than updates.max_bytes ({max_bytes}) bytes")
+            if not sized and have % ROOM_CHECK_BYTES < len(chunk):
+                _check_room_so_far(url, dest, have)
+            fh.write(chunk)
+    return have
+
+
 def _check_room_so_far(url: str, dest: Path, have: int) -> None:
     """A server that sends no Content-Length: the room is checked as the bytes come, each stretch of them
     needing as much again to unpack, so the card never fills up before the refusal."""
@@ -113,14 +127,7 @@ def download(
                 total = have + int(length) if length and length.isdigit() else None
                 if total is not None:
                     _check_room(url, dest, total, have, max_bytes)
-                with dest.open("ab" if have else "wb") as fh:
-                    while chunk := resp.read(CHUNK):
-                        have += len(chunk)
-                        if have > max_bytes:
-                            raise UpdateError(f"{url}: more than updates.max_bytes ({max_bytes}) bytes")
-                        if total is None and have % ROOM_CHECK_BYTES < len(chunk):
-                            _check_room_so_far(url, dest, have)
-                        fh.write(chunk)
+                have = _write_body(url, resp, dest, have, total is not None, max_bytes)
             if total is not None and have < total:
                 raise http.client.IncompleteRead(b"", total - have)
             validator_file.unlink(missing_ok=True)

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.errors import SmartbinError
 
-class SourceError(Exception):
+
+class SourceError(SmartbinError):
     """A camera or stream failed (unplugged, dropped, unreadable); the capture loop reconnects."""
 
 

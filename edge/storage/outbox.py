@@ -12,13 +12,14 @@ import logging
 from pathlib import Path
 from typing import NamedTuple
 
+from edge.errors import SmartbinError
 from edge.storage.sqlitedb import Database
 from edge.system.boot import boot_id
 
 log = logging.getLogger(__name__)
 
 
-class OutboxError(Exception):
+class OutboxError(SmartbinError):
     """The outbox file cannot be opened, read or written (permissions, full disk, corruption)."""
 
 

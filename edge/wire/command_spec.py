@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.errors import SmartbinError
+
 MAX_PAYLOAD = 4096
 ACTIONS = (
     "ping",
@@ -25,7 +27,7 @@ ACTIONS = (
 FIELDS = {"value", "bundle", "url", "sha256", "force", "shadow", "event_id", "label"}
 
 
-class CommandError(Exception):
+class CommandError(SmartbinError):
     """A command that cannot be carried out; its message goes into the result."""
 
     def __init__(self, message: str, command_id: Any = None):

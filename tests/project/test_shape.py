@@ -233,3 +233,23 @@ def test_the_field_check_finds_a_read_by_name(tmp_path: Path):
     )
     (tmp_path / "edge" / "m.py").write_text(code)
     assert field_reads(tmp_path) == ["edge.m:4 bin", "edge.m:4 event_id"]
+
+
+# Signals between two functions of one module, not errors anyone sees: they may stay plain exceptions.
+CONTROL_FLOW = {"edge.fleet.rollout.Stopped", "convert.data.fetch.Refused"}
+
+
+def test_every_error_derives_from_the_projects_base_error():
+    """An error class is a SmartbinError (the CLI prints it as one line, callers catch one base), whatever
+    module it lives in; a plain ``Exception`` base is allowed only for the control-flow signals above."""
+    plain = []
+    for name, path in modules(ROOT).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                if (
+                    bases & {"Exception", "ValueError", "RuntimeError", "OSError"}
+                    and f"{name}.{node.name}" not in CONTROL_FLOW
+                ):
+                    plain.append(f"{name}.{node.name}")
+    assert plain == ["edge.errors.SmartbinError"]
