@@ -158,7 +158,7 @@ def watch_daemon(config_path: Path, port: int, labels: dict, expected: list[int]
             want = labels[expected[n - 1]] if n <= len(expected) else None
             if want:  # the operator says what the item really was (the status page's "correct…" button)
                 correction = Command(id=f"correct-{n}", action="correct", event_id=d.event_id, label=want["name"])
-                client.publish(under(base, Topic.COMMAND), json.dumps(correction.dump()), qos=1)
+                client.publish(under(base, Topic.COMMAND), json.dumps(correction.dump()), qos=Topic.COMMAND.qos)
             hint = f"(dropped: {want['name']} -> {want['bin']})" if want else ""
             console.print(
                 f"  item {n}: [bold]{d.bin}[/bold] <- {d.label} ({d.confidence:.0%}, {d.votes}/{d.frames} votes) {hint}"

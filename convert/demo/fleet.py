@@ -63,7 +63,9 @@ class Watcher:
         return [m for m in self.models if (m.get("last_change") or {}).get("event") == "rolled_back"]
 
     def command(self, payload: dict) -> None:
-        self.client.publish(under(self.base, Topic.COMMAND), json.dumps(payload), qos=1).wait_for_publish(5)
+        self.client.publish(
+            under(self.base, Topic.COMMAND), json.dumps(payload), qos=Topic.COMMAND.qos
+        ).wait_for_publish(5)
 
     def wait(self, predicate, timeout: float = 120) -> bool:
         deadline = time.monotonic() + timeout

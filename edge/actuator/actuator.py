@@ -148,7 +148,7 @@ class Actuator:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
             self.refusals.ok()
-            client.subscribe(under(self.base, Topic.DECISION), qos=1)
+            client.subscribe(under(self.base, Topic.DECISION), qos=Topic.DECISION.qos)
             return
         m = self.config.mqtt
         self.refusals.error(f"the broker at {m.host}:{m.port} refused the actuator: {reason_code} (retrying)")
@@ -200,7 +200,7 @@ class Actuator:
             **({"error": error} if error else {}),
             **{key: round(value, 3) for key, value in judged.items()},  # age_s, moved_at
         ).dump()
-        self.client.publish(under(self.base, Topic.ACTUATOR_ACK), dumps(payload), qos=1)
+        self.client.publish(under(self.base, Topic.ACTUATOR_ACK), dumps(payload), qos=Topic.ACTUATOR_ACK.qos)
 
     def _work(self) -> None:
         while not self._stopping.is_set() and (job := self.jobs.get()) is not None:

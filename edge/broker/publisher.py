@@ -133,7 +133,8 @@ class Publisher:
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself. The Last Will is the status
         as it is now (made here, not when the publisher was: its owner's status may read the publisher)."""
-        self.client.will_set(self.topic(Topic.STATUS), dumps(self._status("offline")), qos=1, retain=True)
+        status = Topic.STATUS
+        self.client.will_set(self.topic(status), dumps(self._status("offline")), qos=status.qos, retain=status.retain)
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
         self.client.loop_start()
 
@@ -149,16 +150,17 @@ class Publisher:
         self.connects += 1
         self._spoke_5 = self._spoke_5 or self._protocol == mqtt.MQTTv5
         self.last_error = None
-        client.subscribe(self.topic(Topic.COMMAND), qos=1)
+        client.subscribe(self.topic(Topic.COMMAND), qos=Topic.COMMAND.qos)
         if self.config.home_assistant.enabled:
             client.subscribe(homeassistant.status_topic(self.config.home_assistant), qos=1)
             for topic in homeassistant.retired_topics(self.config.home_assistant, self.device_id):
                 client.publish(topic, b"", qos=0, retain=True)  # an ACL may refuse it: nothing to answer then
             self._publish_discovery()
         for topic, payload in (self.retained() if self.retained else {}).items():
-            client.publish(self.topic(topic), dumps(payload), qos=1, retain=True)
+            client.publish(self.topic(topic), dumps(payload), qos=topic.qos, retain=topic.retain)
         # Availability goes last, after the other retained state.
-        client.publish(self.topic(Topic.STATUS), dumps(self._status("online")), qos=1, retain=True)
+        status = Topic.STATUS  # availability goes last, after the other retained state
+        client.publish(self.topic(status), dumps(self._status("online")), qos=status.qos, retain=status.retain)
         with self._lock:
             forget_resends(client, set(self._inflight))
             self._inflight.clear()
@@ -206,17 +208,17 @@ class Publisher:
             self.on_command(message.payload, bool(message.retain))
 
     # ------------------------------------------------------------------ publishing
-    def publish_json(self, topic: Topic, payload: dict, qos: int = 0, retain: bool = False) -> None:
-        if self.connected.is_set():
-            self.client.publish(self.topic(topic), dumps(payload), qos=qos, retain=retain)
+    def publish_json(self, topic: Topic, payload: dict) -> None:
+        """A message on one of this bin's topics, as the topic is sent (its QoS, retained or not)."""
+        self.publish_bytes(topic, dumps(payload))
 
     def publish_status(self) -> None:
         """The retained status (availability and what runs), e.g. after a pause or a model change."""
-        self.publish_json(Topic.STATUS, self._status("online"), qos=1, retain=True)
+        self.publish_json(Topic.STATUS, self._status("online"))
 
-    def publish_bytes(self, topic: Topic, payload: bytes | str, qos: int = 0) -> None:
+    def publish_bytes(self, topic: Topic, payload: bytes | str) -> None:
         if self.connected.is_set():
-            self.client.publish(self.topic(topic), payload, qos=qos)
+            self.client.publish(self.topic(topic), payload, qos=topic.qos, retain=topic.retain)
 
     def publish_decision(self, payload: dict) -> None:
         """Store durably, then send. Raises OutboxError when the outbox cannot be written."""
@@ -356,7 +358,10 @@ class Publisher:
         except OutboxError as exc:
             self.outbox_errors.error(str(exc))
         if self.connected.is_set():
-            info = self.client.publish(self.topic(Topic.STATUS), dumps(self._status("offline")), qos=1, retain=True)
+            status = Topic.STATUS
+            info = self.client.publish(
+                self.topic(status), dumps(self._status("offline")), qos=status.qos, retain=status.retain
+            )
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (ValueError, RuntimeError):

@@ -132,7 +132,7 @@ class Outputs:
         except OutboxError as exc:
             self.outbox_error = str(exc)
             self.store_errors.error(f"{exc}; sending without store-and-forward")
-            self.publisher.publish_json(Topic.DECISION, payload, qos=1)
+            self.publisher.publish_json(Topic.DECISION, payload)
         sample = payloads.Sample(**payload, top_k=self.last_top_k, model=self.hooks.reference())
         self.recent.append((sample, frame))
         try:
@@ -141,7 +141,7 @@ class Outputs:
         except CountersError as exc:
             self.counter_errors.error(f"decision not counted: {exc}")
         if shadow is not None:
-            self.publisher.publish_json(Topic.SHADOW, shadow.dump(), qos=1)
+            self.publisher.publish_json(Topic.SHADOW, shadow.dump())
         if self.samples is not None:
             self.samples.offer(sample, frame.image, also=() if shadow is None or shadow.agree else ("shadow_flip",))
 
@@ -154,10 +154,10 @@ class Outputs:
         self.publisher.publish_status()
 
     def publish_model(self) -> None:
-        self.publisher.publish_json(Topic.MODEL, self.hooks.model(), qos=1, retain=True)
+        self.publisher.publish_json(Topic.MODEL, self.hooks.model())
 
     def publish_answer(self, payload: dict) -> None:
-        self.publisher.publish_json(Topic.COMMAND_RESULT, payload, qos=1)
+        self.publisher.publish_json(Topic.COMMAND_RESULT, payload)
 
     # ------------------------------------------------------------------ what commands ask
     def snapshot(self, frame: Frame | None) -> dict:
@@ -165,7 +165,7 @@ class Outputs:
         if frame is None:
             raise CommandError("no frame captured yet")
         jpeg = encode_jpeg(frame.image, quality=95)
-        self.publisher.publish_bytes(Topic.SNAPSHOT, jpeg, qos=0)
+        self.publisher.publish_bytes(Topic.SNAPSHOT, jpeg)
         return {"topic": self.publisher.topic(Topic.SNAPSHOT), "bytes": len(jpeg), "frame_id": frame.frame_id}
 
     def flag(self, frame: Frame | None) -> dict:

@@ -150,7 +150,7 @@ class FleetView:
 
     def command(self, device_id: str, payload: str) -> None:
         """Send a command to one bin (QoS 1)."""
-        self.client.publish(device_topic(self.prefix, device_id, Topic.COMMAND), payload, qos=1)
+        self.client.publish(device_topic(self.prefix, device_id, Topic.COMMAND), payload, qos=Topic.COMMAND.qos)
 
     def publish_fleet(self, name: str, payload: str, expiry_s: float | None = None) -> None:
         """A retained message on the fleet's own topic ``name`` (empty: cleared), kept by the broker at most

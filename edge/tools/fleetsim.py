@@ -69,7 +69,7 @@ class Collector:
         self.lock = threading.Lock()
         config = MqttConfig(host=host, port=port)
         self.client, subscribed = start_subscriber(
-            config, "fleet-collector", every_bin(config.topic_prefix, Topic.DECISION), self._on, qos=1
+            config, "fleet-collector", every_bin(config.topic_prefix, Topic.DECISION), self._on, qos=Topic.DECISION.qos
         )
         subscribed.wait(10)
 

@@ -14,9 +14,10 @@ Bin = Literal[BINS]  # type: ignore[valid-type]  # one list of bins: edge/format
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def titled(topic: Topic, how: str, **extra: Any) -> ConfigDict:
-    """A payload class's schema title: its topic and how it is sent."""
-    return ConfigDict(title=f"{title(topic)} ({how})", json_schema_extra=extra or None)
+def titled(topic: Topic, what: str, **extra: Any) -> ConfigDict:
+    """A payload class's schema title: its topic, how it is sent (from the topic's own definition) and what it is."""
+    how = f"QoS {topic.qos}" + (", retained" if topic.retain else "")
+    return ConfigDict(title=f"{title(topic)} ({how}): {what}", json_schema_extra=extra or None)
 
 
 def title(topic: Topic) -> str:

@@ -27,7 +27,7 @@ CommandId = Union[str, int, None]
 
 
 class Decision(Payload):
-    model_config = titled(Topic.DECISION, "QoS 1): one per item; de-duplicate on event_id")
+    model_config = titled(Topic.DECISION, "one per item; de-duplicate on event_id")
 
     event_id: str = Field(pattern="^[0-9a-f]{32}$")
     ts: float
@@ -99,7 +99,7 @@ class StageLatency(BaseModel):
 
 
 class Classification(Payload):
-    model_config = titled(Topic.CLASSIFICATION, "QoS 0): every classified frame")
+    model_config = titled(Topic.CLASSIFICATION, "every classified frame")
 
     ts: float
     frame_id: int = Field(ge=0)
@@ -199,7 +199,7 @@ class SourceState(BaseModel):
 
 
 class Status(Payload):
-    model_config = titled(Topic.STATUS, "QoS 1, retained, also the Last Will)")
+    model_config = titled(Topic.STATUS, "also the Last Will")
 
     state: Literal["online", "offline"]
     device_id: str
@@ -226,7 +226,7 @@ class Percentiles(BaseModel):
 
 
 class Metrics(Payload):
-    model_config = titled(Topic.METRICS, "QoS 0, periodic)")
+    model_config = titled(Topic.METRICS, "periodic")
 
     ts: float
     fps: float = Field(ge=0)
@@ -265,7 +265,7 @@ class LastChange(BaseModel):
 
 
 class ModelInfo(Payload):
-    model_config = titled(Topic.MODEL, "QoS 1, retained): the model that serves and how the last change went")
+    model_config = titled(Topic.MODEL, "the model that serves and how the last change went")
 
     name: str
     folder: str = Field(description="the bundle's folder (in the model store: <name>-<sha12>)")
@@ -349,7 +349,7 @@ class Command(Payload):
 class CommandResult(Payload):
     model_config = titled(
         Topic.COMMAND_RESULT,
-        "QoS 1): the answer to every command",
+        "the answer to every command",
         **{
             "if": {"properties": {"ok": {"const": True}}},
             "then": {"required": ["result"]},
@@ -369,7 +369,7 @@ class CommandResult(Payload):
 class ActuatorAck(Payload):
     model_config = titled(
         Topic.ACTUATOR_ACK,
-        "QoS 1): one per decision the actuator received",
+        "one per decision the actuator received",
         allOf=[{"if": {"properties": {"ok": {"const": False}}}, "then": {"required": ["error"]}}],
     )
 

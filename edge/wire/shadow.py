@@ -19,7 +19,7 @@ class Verdict(BaseModel):
 
 
 class ShadowItem(Payload):
-    model_config = titled(Topic.SHADOW, "QoS 1): per decided item while a model runs in the shadow")
+    model_config = titled(Topic.SHADOW, "per decided item while a model runs in the shadow")
 
     event_id: str = Field(description="the serving model's decision on …/decision (its sample, if kept)")
     ts: float

@@ -11,23 +11,49 @@ FLEET = "_fleet"  # not a device id: the fleet's own topics live under it
 
 
 class Topic(str, Enum):
-    """A bin's topics, each the suffix after ``<prefix>/<device_id>/``; edge/schemas/<name>.json is its payload."""
+    """A bin's topics, each the suffix after ``<prefix>/<device_id>/``; edge/schemas/<name>.json is its payload,
+    ``qos`` and ``retain`` how every publisher sends it."""
 
-    STATUS = "status"  # QoS 1, retained, the Last Will
-    DECISION = "decision"  # QoS 1, one per item, through the outbox
-    CLASSIFICATION = "classification"  # QoS 0, every classified frame
-    METRICS = "metrics"  # QoS 0, periodic
-    MODEL = "model"  # QoS 1, retained
-    COMMAND = "command"  # QoS 1, subscribed by the daemon
-    COMMAND_RESULT = "command/result"  # QoS 1, the answer to every command
-    SNAPSHOT = "snapshot"  # QoS 0, a JPEG
-    ACTUATOR_ACK = "actuator/ack"  # QoS 1, from the actuator
-    SHADOW = "shadow"  # QoS 1, one per item while a model runs in the shadow of the serving one
+    STATUS = "status"  # the Last Will too
+    DECISION = "decision"  # one per item, through the outbox
+    CLASSIFICATION = "classification"  # every classified frame
+    METRICS = "metrics"  # periodic
+    MODEL = "model"
+    COMMAND = "command"  # subscribed by the daemon
+    COMMAND_RESULT = "command/result"  # the answer to every command
+    SNAPSHOT = "snapshot"  # a JPEG
+    ACTUATOR_ACK = "actuator/ack"  # from the actuator
+    SHADOW = "shadow"  # one per item while a model runs in the shadow of the serving one
 
     @property
     def schema(self) -> str:
         """The file in edge/schemas/ that describes its payload."""
         return f"{self.name.lower()}.json"
+
+    @property
+    def qos(self) -> int:
+        """The QoS it is published (and subscribed) with."""
+        return DELIVERY[self][0]
+
+    @property
+    def retain(self) -> bool:
+        """Whether the broker keeps the last one for a newcomer."""
+        return DELIVERY[self][1]
+
+
+# How each topic is sent: (QoS, retained). What is lost without harm goes at QoS 0.
+DELIVERY: dict[Topic, tuple[int, bool]] = {
+    Topic.STATUS: (1, True),
+    Topic.DECISION: (1, False),
+    Topic.CLASSIFICATION: (0, False),
+    Topic.METRICS: (0, False),
+    Topic.MODEL: (1, True),
+    Topic.COMMAND: (1, False),
+    Topic.COMMAND_RESULT: (1, False),
+    Topic.SNAPSHOT: (0, False),
+    Topic.ACTUATOR_ACK: (1, False),
+    Topic.SHADOW: (1, False),
+}
 
 
 def device_base(prefix: str, device_id: str) -> str:

@@ -253,3 +253,18 @@ def test_every_error_derives_from_the_projects_base_error():
                 ):
                     plain.append(f"{name}.{node.name}")
     assert plain == ["edge.errors.SmartbinError"]
+
+
+def test_how_a_topic_is_sent_is_said_once_on_the_topic():
+    """QoS and retain come from the topic's own definition (edge/wire/topics.py DELIVERY): no publish or
+    subscribe of one of our topics writes a QoS or retain flag of its own."""
+    import re
+
+    written = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in modules(ROOT).values()
+        if path.name != "topics.py"
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "Topic." in line and re.search(r"\b(qos=\d|retain=(True|False))", line)
+    ]
+    assert written == []
