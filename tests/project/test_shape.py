@@ -1,5 +1,5 @@
 """The code's shape: no import circles in edge/ or convert/ (the rooms' order: test_layers.py),
-small modules and functions (edge/ and convert/ only; tests may be longer)."""
+small modules and functions (tests may be longer, up to MAX_TEST_MODULE_LINES)."""
 
 from __future__ import annotations
 
@@ -268,3 +268,16 @@ def test_how_a_topic_is_sent_is_said_once_on_the_topic():
         if "Topic." in line and re.search(r"\b(qos=\d|retain=(True|False))", line)
     ]
     assert written == []
+
+
+MAX_TEST_MODULE_LINES = 500
+
+
+def test_no_test_module_is_too_long():
+    """Tests may be longer than the code, not without end: a module past this splits by what it checks."""
+    long = [
+        f"{path.relative_to(ROOT)}: {path.read_text(encoding='utf-8').count(chr(10))} lines"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        if path.read_text(encoding="utf-8").count("\n") > MAX_TEST_MODULE_LINES
+    ]
+    assert long == []

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.support import ROOT, board
-from tests.support.container import Container, unavailable
+from tests.support.container import Container, snapshot, unavailable
 from tests.support.fakes import fake_accelerator_path
 
 pytestmark = pytest.mark.real_systemd
@@ -40,26 +40,6 @@ DROP_IN = """[Service]
 WatchdogSec=5
 RestartSec=1
 """
-# What the filesystem check after --purge ignores: systemd's and the journal's own state, the
-# broker's database, our copies of the source and inputs, and shadow's backup files.
-UNTRACKED = ("var/log", "var/lib/systemd", "var/lib/mosquitto", "var/cache", "var/tmp", "tmp", "run", "root", "srv")
-
-
-def snapshot(root: Path) -> dict[str, bytes | str]:
-    """Every path under /etc, /opt and /var with its content (files) or kind: what install/uninstall change."""
-    seen: dict[str, bytes | str] = {}
-    for top in ("etc", "opt", "var"):
-        for path in sorted((root / top).rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if rel.startswith(UNTRACKED) or rel.endswith("-") or rel == "etc/machine-id":
-                continue
-            if path.is_symlink():
-                seen[rel] = "-> " + os.readlink(path)
-            elif path.is_file():
-                seen[rel] = path.read_bytes()
-            else:
-                seen[rel] = "dir"
-    return seen
 
 
 @pytest.fixture(scope="module")
