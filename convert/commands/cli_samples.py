@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from edge.errors import SmartbinError
+from edge.system.access import password_from
 
 
 def quiet_tensorflow() -> None:
@@ -51,16 +51,6 @@ def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
     print(f"ranked by distance to the training images, most novel first: {folder / NOVELTY_FILE}")
     for row in rows[:5]:
         print(f"  {row['image']}  {row['distance']:.3f}  (the model said {row['label']})")
-
-
-def password_from(env: str | None) -> str | None:
-    """The status page's password from the variable ``--password-env`` names (None without the option)."""
-    if env is None:
-        return None
-    password = os.environ.get(env)
-    if password is None:
-        raise SmartbinError(f"--password-env: the environment variable {env} is not set")
-    return password
 
 
 def cmd_samples_pull(args: argparse.Namespace) -> int:

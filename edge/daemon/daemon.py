@@ -93,6 +93,7 @@ class Daemon:
             self.outputs.page_state,
             self.commands.submit,
             self.events.classify_now,
+            lambda: (self.classifier.bundle.path, self.classifier.engine.variant),
         )
         self._metrics_due = time.monotonic() + config.mqtt.metrics_interval_s
         self._view_due = 0.0

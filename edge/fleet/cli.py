@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import json
 import signal
+import tempfile
 from pathlib import Path
 
 from edge.errors import SmartbinError
@@ -44,7 +45,13 @@ def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
     add_rule_options(rollout)
     gate = rollout.add_argument_group("the hold-out gate")
     gate.add_argument("--holdout", help="held-out images: the new bundle must sort as many right as the bins' one")
-    add_renamed(gate, "--baseline", "--serving", help="the bundle the bins serve (or a folder of bundles: by sha256)")
+    add_renamed(
+        gate,
+        "--baseline",
+        "--serving",
+        help="the bundle the bins serve: its folder, a folder of bundles, or a bin's page",
+    )
+    gate.add_argument("--page-password-env", help="environment variable holding the bin's status page password")
     gate.add_argument("--force", action="store_true", help="roll out even when the hold-out gate refuses it")
     rollout.add_argument("--serve", default="0.0.0.0:0", help="HOST:PORT the archive is served on (0.0.0.0:0)")
     rollout.add_argument("--advertise", help="the address the bins reach this machine at (default: found)")
@@ -212,16 +219,23 @@ def stop_on_signals(stop) -> None:
 
 def gate_or_refuse(args: argparse.Namespace, view) -> None:
     """The hold-out gate before anything is sent: the new bundle against the one the bins serve."""
-    from edge.fleet.gate import hold_out, serving_bundle
+    from edge.fleet.gate import fetched_baseline, hold_out, serving_bundle
+    from edge.system.access import password_from
 
     if not args.bundle or not Path(args.bundle).is_dir():
         raise SmartbinError("--holdout measures a bundle folder: give the bundle's folder (not --url or a .tar)")
     if not args.baseline:
         raise SmartbinError("--holdout needs --baseline: the bundle the bins serve (or a folder of bundles)")
     models = [v.status.model for v in view.snapshot().values() if v.online and v.status]
-    serving = serving_bundle(Path(args.baseline), {m.sha256 for m in models if m.sha256})
-    variant = models[0].variant if models else None
-    gate = hold_out(Path(args.bundle), serving, Path(args.holdout), variant)
+    with tempfile.TemporaryDirectory(prefix="smartbin-baseline-") as tmp:
+        baseline = Path(args.baseline)
+        if args.baseline.startswith(("http://", "https://")):  # a bin's status page: the model it serves
+            baseline = fetched_baseline(
+                args.baseline, Path(tmp), password_from(args.page_password_env, "--page-password-env")
+            )
+        serving = serving_bundle(baseline, {m.sha256 for m in models if m.sha256})
+        variant = models[0].variant if models else None
+        gate = hold_out(Path(args.bundle), serving, Path(args.holdout), variant)
     print(gate.line())
     if gate.refusal and not args.force:
         raise SmartbinError(f"hold-out gate: {gate.refusal}; nothing was sent (--force rolls it out anyway)")

@@ -4,10 +4,14 @@ than ``max_drop`` points fewer items into the right bin is refused (unless force
 
 from __future__ import annotations
 
+import base64
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import SmartbinError
+from edge.formats.archive import unpack
 from edge.formats.bundle import Bundle
 
 MAX_DROP_POINTS = 1.0
@@ -93,3 +97,29 @@ def serving_bundle(candidates: Path, sha256s: set[str]) -> Path:
         f"--baseline {candidates}: no bundle there has the model file the bins serve (sha256 "
         f"{', '.join(sorted(s[:12] for s in sha256s)) or 'unknown'}…); give the bundle they serve, or its folder"
     )
+
+
+MAX_ARCHIVE_BYTES = 2 * 2**30  # a bin's model archive: a 224 px ResNet50 variant is ~100 MB
+
+
+def fetched_baseline(page: str, into: Path, password: str | None = None, user: str = "smartbin") -> Path:
+    """The bundle a bin serves, fetched from its status page (``/api/model.tar``: only the variant it runs)
+    and unpacked into ``into``; SmartbinError saying why when the page will not give it."""
+    url = page.rstrip("/") + "/api/model.tar"
+    headers = {}
+    if password is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    archive = into / "baseline.tar"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as response:
+            with archive.open("wb") as fh:
+                while chunk := response.read(1 << 16):
+                    if fh.tell() + len(chunk) > MAX_ARCHIVE_BYTES:
+                        raise SmartbinError(f"--baseline {url}: more than {MAX_ARCHIVE_BYTES >> 20} MB")
+                    fh.write(chunk)
+    except urllib.error.HTTPError as exc:
+        hint = " (the page's password: --page-password-env)" if exc.code == 401 else ""
+        raise SmartbinError(f"--baseline {url}: HTTP {exc.code} {exc.reason}{hint}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SmartbinError(f"--baseline {url}: {getattr(exc, 'reason', exc)}") from None
+    return unpack(archive, into / "baseline", max_bytes=MAX_ARCHIVE_BYTES).path

@@ -7,7 +7,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from edge.errors import ConfigError
+from edge.errors import ConfigError, SmartbinError
 
 
 def read_secret(section: str, env: str | None, file: Path | None) -> str | None:
@@ -31,3 +31,13 @@ def is_loopback(host: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name: it resolves to whatever the network says
         return False
+
+
+def password_from(env: str | None, option: str = "--password-env") -> str | None:
+    """A page's password from the environment variable a command-line ``option`` names (None without it)."""
+    if env is None:
+        return None
+    password = os.environ.get(env)
+    if password is None:
+        raise SmartbinError(f"{option}: the environment variable {env} is not set")
+    return password

@@ -4,6 +4,7 @@ new one bound before the old one goes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from edge.config import Config
 from edge.errors import SmartbinError
@@ -25,9 +26,10 @@ class WebHost:
         state: Callable[[], WebState],
         submit: Callable[[bytes], None],
         classify_now: Callable[[ClassifyRequest], None],
+        serving: Callable[[], tuple[Path, str]],
     ):
         self.view, self.live, self.state, self.submit = view, live, state, submit
-        self.classify_now = classify_now
+        self.classify_now, self.serving = classify_now, serving
         self.server: WebServer | None = self.make(config)  # bound, started with the daemon
 
     def make(self, config: Config) -> WebServer | None:
@@ -45,6 +47,7 @@ class WebHost:
             samples,
             self.submit,
             self.classify_now,
+            self.serving,
         )
 
     def prepare(self, running: Config, new: Config) -> WebServer | None:

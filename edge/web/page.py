@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import re
+import tempfile
 import threading
 import time
 from collections import deque
@@ -25,6 +26,8 @@ import cv2
 import numpy as np
 
 from edge.config import WebConfig
+from edge.errors import SmartbinError
+from edge.formats.archive import pack
 from edge.formats.images import encode_jpeg
 from edge.sources import Frame
 from edge.storage.samples import SAMPLE_NAME
@@ -196,6 +199,8 @@ class Handler(JsonHandler):
         elif path == "/api/samples" and web.samples is not None:
             # newest first: what `smartbin samples pull http://…` fetches
             self._json({"samples": [p.stem for p in sorted(web.samples.glob("*.json"), reverse=True)]})
+        elif path == "/api/model.tar" and web.serving is not None:
+            self._model_archive()
         elif path.startswith("/samples/") and web.samples is not None:
             name = path[len("/samples/") :]
             file = web.samples / name
@@ -247,6 +252,19 @@ class Handler(JsonHandler):
         finally:
             web.waiting.release()
         self._json(request.result or {"error": "no frame yet"})
+
+    def _model_archive(self) -> None:
+        """The model this bin serves, as `smartbin bundle pack` makes it (only its variant): what a workstation's
+        hold-out gate measures a new model against (`fleet rollout --baseline http://bin:8080`)."""
+        folder, variant = self.server_ref.serving()
+        with tempfile.TemporaryDirectory(prefix="smartbin-model-") as tmp:
+            archive = Path(tmp) / "model.tar"
+            try:
+                pack(folder, archive, variants=[variant])
+            except SmartbinError as exc:
+                self._json({"error": str(exc)}, HTTPStatus.INTERNAL_SERVER_ERROR)
+                return
+            self._send(HTTPStatus.OK, archive.read_bytes(), "application/x-tar")
 
     def _correct(self) -> None:
         """The page's correction: sent to the daemon's loop as a `correct` command (answered on MQTT too)."""
@@ -303,6 +321,7 @@ class WebServer:
     samples: Path | None = None  # the sample store's folder, served for `smartbin samples pull`
     submit: Callable[[bytes], None] = lambda payload: None  # a command for the daemon's loop
     classify_now: Callable[[ClassifyRequest], None] = lambda request: request.done.set()  # for the loop
+    serving: Callable[[], tuple[Path, str]] | None = None  # the serving bundle's folder and variant
 
     def __post_init__(self) -> None:
         self.waiting = threading.BoundedSemaphore(CLASSIFY_WAITING)

@@ -242,3 +242,34 @@ def test_the_rules_pure_judgements():
     for bad in (Rule(watch_s=float("nan")), Rule(max_flips=-0.1), Rule(watch_s=0), Rule(expect_flips=["a>b"])):
         with pytest.raises(SmartbinError):
             check_rule(bad)
+
+
+def test_the_gate_measures_against_the_model_a_bin_serves_fetched_from_its_page(
+    tmp_path, broker, bundle_dir, dataset_dir, monkeypatch
+):
+    """`--baseline http://bin:8080`: the hold-out gate fetches the model the bin serves from its status page
+    (only the variant it runs, behind the page's password) instead of needing a copy on the workstation."""
+    import signal as signals
+
+    from tests.support.mqtt_client import Subscriber
+    from tests.support.statuspage import start, wait_http
+
+    monkeypatch.setenv("SMARTBIN_WEB_PASSWORD", "pw-for-test")
+    process, port = start(tmp_path, bundle_dir, broker.port, {"password_env": "SMARTBIN_WEB_PASSWORD"})
+    sub = Subscriber(broker.port, "smartbin/#")
+    page = f"http://127.0.0.1:{port}"
+    wrong = swapped(release(bundle_dir, tmp_path, "wrong", 6), tmp_path)
+    gate = ("--holdout", str(dataset_dir), "--baseline", page, "--stages", "1,100%")
+    try:
+        wait_http(port)
+        assert sub.wait_for("test-bin/status"), "the bin never said it was online"
+        code, _, output = rollout(broker, tmp_path, wrong, *gate)
+        assert code != 0 and "HTTP 401" in output and "--page-password-env" in output, output
+        code, _, output = rollout(broker, tmp_path, wrong, *gate, "--page-password-env", "SMARTBIN_WEB_PASSWORD")
+        assert code != 0 and "hold-out gate" in output and "points fewer" in output, output
+        assert not updates_sent(sub, "wrong") and not shadows_sent(sub, "wrong")
+    finally:
+        sub.close()
+        process.send_signal(signals.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0 and "Traceback" not in err, err[-2000:]
