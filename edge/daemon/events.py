@@ -8,9 +8,8 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from edge.models.events import Answered, ModelChanged, Switched
+from edge.models.events import Answered, ModelChanged, Poster, Switched
 from edge.system.queues import drain
 from edge.web.page import ClassifyRequest
 
@@ -25,7 +24,7 @@ class ClassifyNow:
 Event = Answered | Switched | ModelChanged | ClassifyNow
 
 
-class Events:
+class Events(Poster):
     """Any thread posts; the loop takes what waits (never blocking). Unbounded: an answer is never dropped,
     and every poster is bounded on its own side (command queue, page requests, one job per name)."""
 
@@ -34,17 +33,6 @@ class Events:
 
     def post(self, event: Event) -> None:
         self._queue.put(event)
-
-    def answer(
-        self,
-        command_id: Any,
-        action: str | None,
-        result: dict | None = None,
-        error: str | None = None,
-        repeated: bool = False,
-    ) -> None:
-        """Post a command's answer (the form ``Serving`` and ``CommandQueue`` answer in)."""
-        self.post(Answered(command_id, action, result, error, repeated))
 
     def classify_now(self, request: ClassifyRequest) -> None:
         """Post the page's "classify now" (called from a web thread)."""

@@ -4,8 +4,9 @@ edge/daemon/events.py); none of them reaches the daemon or its outputs."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from edge.classifier import Classifier
 
@@ -33,10 +34,11 @@ class ModelChanged:
     """What the retained …/model topic says changed (a switch, a health window's end, a rollback)."""
 
 
-class Poster(Protocol):
-    """Where these go: any thread posts, the loop takes them before the next frame."""
+class Poster(ABC):
+    """Where these go: any thread posts, the loop takes them before the next frame (edge/daemon/events.py)."""
 
-    def post(self, event: Answered | Switched | ModelChanged) -> None: ...
+    @abstractmethod
+    def post(self, event: Any) -> None: ...
 
     def answer(
         self,
@@ -45,4 +47,6 @@ class Poster(Protocol):
         result: dict | None = None,
         error: str | None = None,
         repeated: bool = False,
-    ) -> None: ...
+    ) -> None:
+        """Post a command's answer (the form ``Serving`` and ``CommandQueue`` answer in)."""
+        self.post(Answered(command_id, action, result, error, repeated))

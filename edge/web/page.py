@@ -202,12 +202,7 @@ class Handler(JsonHandler):
         elif path == "/api/model.tar" and web.serving is not None:
             self._model_archive()
         elif path.startswith("/samples/") and web.samples is not None:
-            name = path[len("/samples/") :]
-            file = web.samples / name
-            if not SAMPLE_FILE.fullmatch(name) or not file.is_file():
-                self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
-                return
-            self._send(HTTPStatus.OK, file.read_bytes(), "image/jpeg" if name.endswith(".jpg") else "application/json")
+            self._sample_file(web.samples, path[len("/samples/") :])
         elif path == "/healthz":
             view = web.view()
             body = {
@@ -252,6 +247,14 @@ class Handler(JsonHandler):
         finally:
             web.waiting.release()
         self._json(request.result or {"error": "no frame yet"})
+
+    def _sample_file(self, folder: Path, name: str) -> None:
+        """One of the sample store's files, by a name it writes (nothing else of the folder)."""
+        file = folder / name
+        if not SAMPLE_FILE.fullmatch(name) or not file.is_file():
+            self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            return
+        self._send(HTTPStatus.OK, file.read_bytes(), "image/jpeg" if name.endswith(".jpg") else "application/json")
 
     def _model_archive(self) -> None:
         """The model this bin serves, as `smartbin bundle pack` makes it (only its variant): what a workstation's

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import actuator_config, poll, start_actuator
+from tests.support import actuator_config, poll, start_actuator, stop_all
 from tests.support.mqtt_client import Subscriber
 
 pytestmark = pytest.mark.slow
@@ -80,11 +80,7 @@ def test_the_flap_moves_for_fresh_decisions_whatever_the_two_clocks_say(tmp_path
         publisher.publish_decision(after)
         assert poll(lambda: after["event_id"] in acks(), 20, tick=publisher.maintain)
     finally:
-        publisher.stop(timeout=1)
-        actuator.terminate()
-        actuator.wait(20)
-        sub.close()
-        broker.close()
+        stop_all(publisher, actuator, sub, broker)
     got = acks()
     moved = [e for e, a in got.items() if e and a["ok"]]
     stale = [e for e, a in got.items() if e and a["stale"]]

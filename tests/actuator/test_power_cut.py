@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge.system.boot import ENV, boot_id
-from tests.support import actuator_config, poll, start_actuator
+from tests.support import actuator_config, poll, start_actuator, stop_all
 from tests.support.mqtt_client import Subscriber
 
 pytestmark = pytest.mark.slow
@@ -67,11 +67,7 @@ def test_decisions_from_before_a_power_cut_never_move_a_flap(tmp_path: Path, mon
         publisher.publish_decision(after)
         assert poll(lambda: after["event_id"] in acks(), 20, tick=publisher.maintain)
     finally:
-        publisher.stop(timeout=1)
-        actuator.terminate()
-        actuator.wait(20)
-        sub.close()
-        broker.close()
+        stop_all(publisher, actuator, sub, broker)
     got = acks()
     for d in before:  # delivered (nothing lost: the counts and the review see them), never moved
         assert not got[d["event_id"]]["ok"] and got[d["event_id"]]["stale"], got[d["event_id"]]

@@ -173,6 +173,15 @@ def start_actuator(config: Path, log: Path) -> subprocess.Popen:
         )
 
 
+def stop_all(publisher, actuator: subprocess.Popen, sub, broker) -> None:
+    """The end of an actuator scenario: the daemon's publisher, the actuator process, the listener, the broker."""
+    publisher.stop(timeout=1)
+    actuator.terminate()
+    actuator.wait(20)
+    sub.close()
+    broker.close()
+
+
 def drain(capture: Capture, limit: int = 1000, after: int = -1, timeout: float = 5) -> list:
     """Frames with ids above ``after``, up to ``limit``, until none comes within ``timeout``."""
     frames, last = [], after
