@@ -74,10 +74,12 @@ SOAK_EVERY ?= 10
 soak: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/scenarios/soak.py --bundle $(SMALL_BUNDLE) --minutes $(SOAK_MINUTES) --every $(SOAK_EVERY)
 
-# FUZZ_PAYLOADS hostile payloads to a running daemon over a real broker (CI runs a bounded 600).
+# FUZZ_PAYLOADS hostile payloads to a running daemon over a real broker (CI runs a bounded 600), then as many
+# hostile requests to the review station, the status page and `samples fetch` each.
 FUZZ_PAYLOADS ?= 10000
 fuzz: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/scenarios/fuzz.py --bundle $(SMALL_BUNDLE) --payloads $(FUZZ_PAYLOADS)
+	$(BIN)/python tests/scenarios/fuzz_http.py --bundle $(SMALL_BUNDLE) --requests $(FUZZ_PAYLOADS)
 
 # A bin's first month compressed (broker outage, actuator restart, a light, a bag, the camera lost, SIGKILL):
 # the real daemon and actuator against mosquitto and an ffmpeg camera. CI runs it at FIELD_SCALE 0.5.

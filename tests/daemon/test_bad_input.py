@@ -219,7 +219,12 @@ def test_daemon_survives_hundreds_of_hostile_payloads(running_daemon):
 @pytest.mark.parametrize(
     "target, variables, expected",
     [
-        ("fuzz", ["FUZZ_PAYLOADS=100"], r"fuzz: sent 100 payloads .* crashes 0, .* failures 0"),
+        (
+            "fuzz",
+            ["FUZZ_PAYLOADS=100"],
+            r"fuzz: sent 100 payloads .* crashes 0, .* failures 0[\s\S]*"
+            r"fuzz http: sent review station 100, status page 100, samples fetch 100; failures 0",
+        ),
         ("soak", ["SOAK_MINUTES=0.1", "SOAK_EVERY=2"], r"growth first third -> last third: RSS"),
     ],
 )
