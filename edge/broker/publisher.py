@@ -20,6 +20,7 @@ from edge.broker import homeassistant
 from edge.broker.client import connect_problem, forget_resends, make_client, refuses_mqtt5, tls_files
 from edge.broker.freshness import EXPIRY_S, sent_properties
 from edge.broker.messages import dumps, marked_earlier_boot
+from edge.broker.will import MIN_INTERVAL_S, Will
 from edge.config import MqttConfig
 from edge.storage.outbox import Outbox, OutboxError
 from edge.system.queues import drain
@@ -49,6 +50,7 @@ class Publisher:
         retained: Callable[[], dict[Topic, dict]] | None = None,
         reconnect_delay_s: tuple[float, float] | None = None,
         refused_retry_s: float = REFUSED_RETRY_S,
+        will_interval_s: float = MIN_INTERVAL_S,
     ):
         self.config = config
         # Jitter: a fleet of bins must not reconnect to a restarted broker in lockstep.
@@ -80,6 +82,7 @@ class Publisher:
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
         self.outbox_errors = OncePerChange(log, "the outbox")
         self._tls = tls_files(config)
+        self.will = Will(will_interval_s)
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -133,8 +136,9 @@ class Publisher:
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself. The Last Will is the status
         as it is now (made here, not when the publisher was: its owner's status may read the publisher)."""
-        status = Topic.STATUS
-        self.client.will_set(self.topic(status), dumps(self._status("offline")), qos=status.qos, retain=status.retain)
+        status, offline = Topic.STATUS, self._status("offline")
+        self.client.will_set(self.topic(status), dumps(offline), qos=status.qos, retain=status.retain)
+        self.will.set(offline)
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
         self.client.loop_start()
 
@@ -305,6 +309,8 @@ class Publisher:
             self._speaks_only_311(f"did not answer MQTT 5 within {V5_ANSWER_TIMEOUT_S:g} s")
         if self._switch_protocol:
             self._switch()
+        elif self.connected.is_set() and self.will.due(self._status("offline")):
+            self._renew_will()
         try:
             self.flush()
             self.outbox_errors.ok()
@@ -333,6 +339,15 @@ class Publisher:
         ha = self.config.home_assistant
         payload = homeassistant.discovery(self.base, self.device_id)
         self.client.publish(homeassistant.discovery_topic(ha, self.device_id), dumps(payload), qos=1, retain=True)
+
+    def _renew_will(self) -> None:
+        """Reconnect cleanly (the old will is not sent) with a will that says what the bin is now."""
+        log.info("the bin's model, health or pause state changed: renewing its Last Will (a clean reconnect)")
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+        self.client = self._make_client()
+        self.start()
 
     def _discard_client(self) -> None:
         """Stop the old client's thread and close its socket: nothing of it outlives the switch."""

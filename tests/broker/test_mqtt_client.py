@@ -176,3 +176,39 @@ def test_each_decision_goes_once_a_connection_when_its_acknowledgement_was_lost(
         sub.close()
         link.close()
         broker.close()
+
+
+def test_the_last_will_says_what_the_bin_is_now_not_what_it_was_at_start(tmp_path):
+    """The bin switches model after it connected; then its link dies (no clean goodbye). The offline status the
+    broker sends for it names the model it served when it went, not the one of its first connect."""
+    from edge.broker.publisher import Publisher
+    from edge.storage.outbox import Outbox
+    from edge.tools.localbroker import LocalBroker
+    from tests.support.mqtt_client import Subscriber
+    from tests.support.servers.slow_link import SlowLink
+
+    broker = LocalBroker(workdir=tmp_path / "broker").start()
+    link = SlowLink(broker.port, 0.0)
+    sub = Subscriber(broker.port, "smartbin/pub-test/status")
+    now = {"model": {"name": "r1"}, "health": "ok", "paused": False}
+    status = lambda state: {"state": state, **now}  # noqa: E731
+    pub = Publisher(
+        MqttConfig(host="127.0.0.1", port=link.port), "smartbin/pub-test", "pub-test", Outbox(":memory:"),
+        lambda *_: None, status, reconnect_delay_s=(0.05, 0.2), will_interval_s=0,
+    )  # fmt: skip
+    pub.start()
+    try:
+        assert poll(pub.connected.is_set, 30, pub.maintain)
+        now["model"] = {"name": "r2"}  # an update switched it
+        assert poll(lambda: pub.connects == 2 and pub.connected.is_set(), 30, pub.maintain), "the will was not renewed"
+        online = [m.json() for m in sub.on("status") if m.json()["state"] == "online"]
+        assert online[-1]["model"] == {"name": "r2"}
+        link.cut()  # the link dies: the broker sends the will
+        offline = sub.wait_for("status", where=lambda m: m.json()["state"] == "offline")
+        assert offline and offline[0].json()["model"] == {"name": "r2"}, [m.json() for m in sub.on("status")]
+        assert [m.json()["state"] for m in sub.on("status")].count("offline") == 1  # the renewal itself sent none
+    finally:
+        pub.stop(timeout=0.5)
+        sub.close()
+        link.close()
+        broker.close()
