@@ -136,7 +136,7 @@ class Publisher:
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself. The Last Will is the status
         as it is now (made here, not when the publisher was: its owner's status may read the publisher)."""
-        status, offline = Topic.STATUS, self._status("offline")
+        offline, status = self._status("offline"), Topic.STATUS
         self.client.will_set(self.topic(status), dumps(offline), qos=status.qos, retain=status.retain)
         self.will.set(offline)
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
@@ -161,10 +161,8 @@ class Publisher:
                 client.publish(topic, b"", qos=0, retain=True)  # an ACL may refuse it: nothing to answer then
             self._publish_discovery()
         for topic, payload in (self.retained() if self.retained else {}).items():
-            client.publish(self.topic(topic), dumps(payload), qos=topic.qos, retain=topic.retain)
-        # Availability goes last, after the other retained state.
-        status = Topic.STATUS  # availability goes last, after the other retained state
-        client.publish(self.topic(status), dumps(self._status("online")), qos=status.qos, retain=status.retain)
+            self._send(client, topic, dumps(payload))
+        self._send(client, Topic.STATUS, dumps(self._status("online")))  # availability last, after the rest
         with self._lock:
             forget_resends(client, set(self._inflight))
             self._inflight.clear()
@@ -222,7 +220,11 @@ class Publisher:
 
     def publish_bytes(self, topic: Topic, payload: bytes | str) -> None:
         if self.connected.is_set():
-            self.client.publish(self.topic(topic), payload, qos=topic.qos, retain=topic.retain)
+            self._send(self.client, topic, payload)
+
+    def _send(self, client: mqtt.Client, topic: Topic, payload: bytes | str) -> mqtt.MQTTMessageInfo:
+        """One of this bin's topics, sent as the topic's definition says (QoS, retained)."""
+        return client.publish(self.topic(topic), payload, qos=topic.qos, retain=topic.retain)
 
     def publish_decision(self, payload: dict) -> None:
         """Store durably, then send. Raises OutboxError when the outbox cannot be written."""
@@ -309,7 +311,7 @@ class Publisher:
             self._speaks_only_311(f"did not answer MQTT 5 within {V5_ANSWER_TIMEOUT_S:g} s")
         if self._switch_protocol:
             self._switch()
-        elif self.connected.is_set() and self.will.due(self._status("offline")):
+        elif self.connected.is_set() and self.will.due(lambda: self._status("offline")):
             self._renew_will()
         try:
             self.flush()
@@ -330,9 +332,7 @@ class Publisher:
             protocol = mqtt.MQTTv311
         self._discard_client()
         self._protocol = protocol
-        self._socket_opened = None
-        self.client = self._make_client()
-        self.start()
+        self._new_client()
 
     def _publish_discovery(self) -> None:
         """Home Assistant discovery (edge/broker/homeassistant.py): the bin, its sensors and its events."""
@@ -346,6 +346,11 @@ class Publisher:
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
+        self._new_client()
+
+    def _new_client(self) -> None:
+        """A client in place of the one just let go, connecting (with a will that says what the bin is now)."""
+        self._socket_opened = None
         self.client = self._make_client()
         self.start()
 
@@ -373,10 +378,7 @@ class Publisher:
         except OutboxError as exc:
             self.outbox_errors.error(str(exc))
         if self.connected.is_set():
-            status = Topic.STATUS
-            info = self.client.publish(
-                self.topic(status), dumps(self._status("offline")), qos=status.qos, retain=status.retain
-            )
+            info = self._send(self.client, Topic.STATUS, dumps(self._status("offline")))
             try:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (ValueError, RuntimeError):
