@@ -8,7 +8,6 @@ and skipped, and nothing already in the folder (answers given there) is replaced
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import urllib.error
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 from edge.errors import DatasetError
 from edge.storage.samples import SAMPLE_NAME
 from edge.system.atomic import write_atomic
+from edge.web.bounded import basic_auth
 from edge.wire.payloads import Sample
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def fetch(url: str, folder: Path, user: str, password: str | None) -> Path:
     answers given to them since): several bins may be fetched into one folder, again and again."""
     headers = {}
     if password is not None:
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = basic_auth(user, password)
 
     def get(path: str, limit: int) -> bytes:
         try:

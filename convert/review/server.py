@@ -10,7 +10,6 @@ token the page was served with.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import secrets
@@ -28,7 +27,7 @@ from edge.fleet.plan import parse_stages
 from edge.fleet.rule import Rule, check_rule
 from edge.formats.labels import BINS
 from edge.system.access import is_loopback
-from edge.web.bounded import BoundedServer, JsonHandler, same_credentials
+from edge.web.bounded import BoundedServer, JsonHandler, basic_auth, same_credentials
 from edge.web.page import same_origin_json
 
 log = logging.getLogger(__name__)
@@ -50,12 +49,7 @@ class ReviewHandler(JsonHandler):
     def _allowed(self) -> bool:
         """A password where one is set; else only requests addressed to this machine by a loopback name."""
         if self.auth is not None:
-            if same_credentials(self.headers.get("Authorization"), self.auth):
-                return True
-            self.send_response(HTTPStatus.UNAUTHORIZED)
-            self.send_header("WWW-Authenticate", 'Basic realm="smartbin review"')
-            self.end_headers()
-            return False
+            return self._password_ok(self.auth, "smartbin review")
         host = (self.headers.get("Host") or "").strip().lower()
         if host in {f"{name}:{self.port}" for name in LOOPBACK_NAMES} | LOOPBACK_NAMES:
             return True
@@ -198,7 +192,7 @@ class ReviewServer:
             )
         parts = {"store": ReviewStore(folder), "trainer": trainer, "fleet": fleet, "token": secrets.token_urlsafe(24)}
         if password is not None:
-            parts["auth"] = "Basic " + base64.b64encode(f"smartbin:{password}".encode()).decode()
+            parts["auth"] = basic_auth("smartbin", password)
         handler = type("BoundReviewHandler", (ReviewHandler,), parts)
         self.server = BoundedServer((host, port), handler)
         handler.port = self.server.server_address[1]

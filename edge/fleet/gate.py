@@ -4,7 +4,6 @@ than ``max_drop`` points fewer items into the right bin is refused (unless force
 
 from __future__ import annotations
 
-import base64
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 from edge.errors import SmartbinError
 from edge.formats.archive import unpack
 from edge.formats.bundle import Bundle
+from edge.web.bounded import basic_auth
 
 MAX_DROP_POINTS = 1.0
 
@@ -108,7 +108,7 @@ def fetched_baseline(page: str, into: Path, password: str | None = None, user: s
     url = page.rstrip("/") + "/api/model.tar"
     headers = {}
     if password is not None:
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = basic_auth(user, password)
     archive = into / "baseline.tar"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as response:

@@ -8,6 +8,7 @@ memory, away. Headers are bounded by http.client already (100 of at most 64 kB e
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
@@ -68,6 +69,15 @@ class JsonHandler(BaseHTTPRequestHandler):
     def _json(self, data: object, status: int = HTTPStatus.OK) -> None:
         self._send(status, json.dumps(data, ensure_ascii=False).encode("utf-8"), "application/json")
 
+    def _password_ok(self, expected: str | None, realm: str) -> bool:
+        """True without a password or with the right one; else a 401 asking for it (and False)."""
+        if expected is None or same_credentials(self.headers.get("Authorization"), expected):
+            return True
+        self.send_response(HTTPStatus.UNAUTHORIZED)
+        self.send_header("WWW-Authenticate", f'Basic realm="{realm}"')
+        self.end_headers()
+        return False
+
     def _body_length(self, limit: int) -> int | None:
         """The declared body length when it is 1..``limit`` bytes, else None (absent, not a number, too big)."""
         try:
@@ -75,6 +85,11 @@ class JsonHandler(BaseHTTPRequestHandler):
         except ValueError:
             return None
         return length if 0 < length <= limit else None
+
+
+def basic_auth(user: str, password: str) -> str:
+    """The ``Authorization`` header value of HTTP basic auth (what a page expects and a client sends)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def same_credentials(given: str | None, expected: str) -> bool:

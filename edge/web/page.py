@@ -8,7 +8,6 @@ official Prometheus client for /metrics.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
@@ -32,7 +31,7 @@ from edge.formats.images import encode_jpeg
 from edge.sources import Frame
 from edge.storage.samples import SAMPLE_NAME
 from edge.vision.preprocess import Roi
-from edge.web.bounded import BoundedServer, JsonHandler, same_credentials
+from edge.web.bounded import BoundedServer, JsonHandler, basic_auth
 from edge.wire.command_spec import MAX_PAYLOAD
 from edge.wire.status import StatusView, metrics_payload, prometheus_registry
 
@@ -153,14 +152,7 @@ class Handler(JsonHandler):
         log.debug("web: " + format, *args)
 
     def _authorised(self) -> bool:
-        if self.auth is None or self.path == "/healthz":
-            return True
-        if same_credentials(self.headers.get("Authorization"), self.auth):
-            return True
-        self.send_response(HTTPStatus.UNAUTHORIZED)
-        self.send_header("WWW-Authenticate", 'Basic realm="smartbin"')
-        self.end_headers()
-        return False
+        return self.path == "/healthz" or self._password_ok(self.auth, "smartbin")
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if not self._authorised():
@@ -332,8 +324,7 @@ class WebServer:
         handler = type("BoundHandler", (Handler,), {"server_ref": self})
         password = self.config.password()
         if password is not None:
-            token = base64.b64encode(f"{self.config.username}:{password}".encode()).decode()
-            handler.auth = f"Basic {token}"
+            handler.auth = basic_auth(self.config.username, password)
             log.warning("status page password is sent in the clear over HTTP; put a TLS reverse proxy in front")
         self.server = BoundedServer((self.config.host, self.config.port), handler)
         self.thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
