@@ -2,8 +2,9 @@
 
 Sensors for the last decision; items sorted today per bin (``total_increasing``: they fall back to 0 at
 midnight, which Home Assistant's long-term statistics read as a reset, not as items taken away); the share
-of today's low-confidence decisions; an event entity that fires once per sorted item with its bin; and
-whether the bin is online. Announced on every connect and again whenever Home Assistant says it started
+of today's low-confidence decisions; an event entity that fires once per sorted item with its bin;
+whether the bin is online; and, as diagnostics, the MQTT protocol in use and the model it serves.
+Announced on every connect and again whenever Home Assistant says it started
 (``<prefix>/status`` = ``online``), as its documentation asks.
 """
 
@@ -65,6 +66,19 @@ def discovery(base: str, device_id: str) -> dict:
         "event_types": list(BINS),
         "value_template": '{ "event_type": "{{ value_json.bin }}", "label": "{{ value_json.label }}" }',
     }
+    # what a technician looks at, not a household: the protocol (a decision's age travels without shared
+    # clocks over MQTT 5 only) and the model the bin serves
+    for key, name, template in (
+        ("mqtt_protocol", "MQTT protocol", "{{ value_json.mqtt_protocol }}"),
+        ("model", "model", "{{ value_json.model.name }} ({{ value_json.model.variant }})"),
+    ):
+        components[key] = {
+            "p": "sensor",
+            "name": name,
+            "state_topic": under(base, Topic.STATUS),
+            "value_template": template,
+            "entity_category": "diagnostic",
+        }
     for key, component in components.items():
         component["unique_id"] = f"{uid}_{key}"
     # "online" is the availability itself, so it has none of its own

@@ -298,6 +298,10 @@ def test_sighup_applies_each_changed_section_or_refuses_the_whole_reload(
     # items today fall back to 0 at midnight: total_increasing (a reset), not measurement
     today = cmps["items_today_kitchen"]
     assert today["state_topic"] == "smartbin/test-bin/metrics" and today["state_class"] == "total_increasing"
+    # the protocol in use, as a diagnostic read from the status (the one before the reload: MQTT 5 here)
+    protocol = cmps["mqtt_protocol"]
+    assert protocol["state_topic"] == "smartbin/test-bin/status" and protocol["entity_category"] == "diagnostic"
+    assert protocol["value_template"] == "{{ value_json.mqtt_protocol }}" and statuses()[0]["mqtt_protocol"] == "5"
     assert "counts.today.per_bin.kitchen" in today["value_template"]
     sorted_item = cmps["item_sorted"]  # an event per sorted item, its type the bin
     assert sorted_item["p"] == "event" and sorted_item["state_topic"] == "smartbin/test-bin/decision"
