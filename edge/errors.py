@@ -42,3 +42,8 @@ class FilesUnavailable(SmartbinError):
 class Crashed(SmartbinError):
     """The daemon met an error it did not foresee (logged with its traceback): it exits 75 after its back-off,
     and systemd starts a new process."""
+
+
+class PageUnavailable(SmartbinError):
+    """A bin's page that does not answer what was asked (refused, unreachable, its certificate not trusted,
+    a password wanted): the message names the address and what to give."""

@@ -22,6 +22,7 @@ from edge.errors import SmartbinError
 from edge.formats.variants import ONNX_VARIANTS, TFLITE_VARIANTS, VARIANT_FILES
 from edge.system.renamed import add_renamed
 from edge.vision.decision import VoteSettings
+from edge.web.reader import add_page_options
 
 
 # ---------------------------------------------------------------- train / convert / evaluate
@@ -147,10 +148,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     p = _add(ssub, "pull", cmd_samples_pull, "a device's kept samples as a dataset to train on")
     p.add_argument(
         "source",
-        help="the device's status page (http://bin:8080) or a copy of its samples folder (/var/lib/smartbin/samples)",
+        help="a folder of samples: `smartbin samples fetch`'s, or a copy of a bin's (/var/lib/smartbin/samples)",
     )
-    p.add_argument("--user", default="smartbin", help="the status page's user name")
-    p.add_argument("--password-env", help="environment variable holding the status page's password")
+    add_page_options(p)  # for a source that is a bin's page: still read, one release, with a line naming fetch
     p.add_argument("--out", required=True, help="dataset folder to write (new or empty)")
     p.add_argument(
         "--rank-with",

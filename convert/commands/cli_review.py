@@ -8,12 +8,14 @@ import signal
 import threading
 from pathlib import Path
 
-from convert.commands.cli_samples import password_from, quiet_tensorflow
+from convert.commands.cli_samples import quiet_tensorflow
 from edge.cli import add_command
 from edge.errors import SmartbinError
 from edge.fleet.cli import add_broker_options
+from edge.system.access import password_from
 from edge.system.renamed import add_renamed
 from edge.system.signals import set_on
+from edge.web.reader import add_page_options, page_access
 
 
 def cmd_samples_fetch(args: argparse.Namespace) -> int:
@@ -21,7 +23,7 @@ def cmd_samples_fetch(args: argparse.Namespace) -> int:
 
     folder = Path(args.out)
     before = len(list(folder.glob("*.json"))) if folder.is_dir() else 0
-    fetch(args.source, folder, args.user, password_from(args.password_env))
+    fetch(args.source, folder, page_access(args))
     after = len(list(folder.glob("*.json")))
     print(f"{after - before} new sample(s) from {args.source} in {folder} ({after} in all)")
     print(f"look at them with: smartbin review {folder}")
@@ -94,10 +96,9 @@ def _rank_samples(folder: Path, run: str, cache: str | None) -> None:
 def add_review_commands(sub: argparse._SubParsersAction, samples: argparse._SubParsersAction) -> None:
     """``samples fetch`` (under ``samples``) and ``review``."""
     p = add_command(samples, "fetch", cmd_samples_fetch, "copy a bin's kept samples into a folder to review")
-    p.add_argument("source", help="the bin's status page (http://bin:8080)")
+    p.add_argument("source", help="the bin's status page (http://bin:8080, https://bin:8443)")
     p.add_argument("--out", required=True, help="the review folder (several bins may share one)")
-    p.add_argument("--user", default="smartbin", help="the status page's user name")
-    p.add_argument("--password-env", help="environment variable holding the status page's password")
+    add_page_options(p)
     p = add_command(sub, "review", cmd_review, "look at what the bins kept and label it, on a local web page")
     p.add_argument("folder", help="a folder of samples (smartbin samples fetch, or a copy of a bin's samples)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: other machines too)")

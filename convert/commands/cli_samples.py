@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 from pathlib import Path
 
-from edge.system.access import password_from
+from edge.web.reader import page_access
 
 
 def quiet_tensorflow() -> None:
@@ -56,7 +58,18 @@ def _rank_unreviewed(run: str, folder: Path, cache: str | None) -> None:
 def cmd_samples_pull(args: argparse.Namespace) -> int:
     from convert.data.pull import pull
 
-    counts = pull(args.source, args.out, args.user, password_from(args.password_env))
+    if args.source.startswith(("http://", "https://")):  # the release before's way: one more release
+        print(
+            f"smartbin samples pull URL goes in the next release: `smartbin samples fetch {args.source} --out "
+            f"FOLDER` reads a bin's page, then `smartbin samples pull FOLDER --out {args.out}`",
+            file=sys.stderr,
+        )
+        from convert.data.fetch import fetch
+
+        with tempfile.TemporaryDirectory(prefix="smartbin-pull-") as tmp:
+            counts = pull(fetch(args.source, Path(tmp) / "samples", page_access(args)), args.out)
+    else:
+        counts = pull(args.source, args.out)
     new = counts["new_labels"]
     print(
         f"{counts['reviewed']} corrected sample(s) -> {args.out}, {counts['unreviewed']} unreviewed -> "

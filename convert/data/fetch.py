@@ -1,6 +1,7 @@
 """`smartbin samples fetch`: a bin's kept samples copied from its status page into a review folder.
 
-A bin stands in a public place and its page is plain HTTP: what it answers is not trusted. Only names of the
+A bin stands in a public place, and even over HTTPS (checked against the bin's CA with ``--ca``) what it answers
+is not trusted. Only names of the
 sample format (``<15 digits>-<12 hex>``, edge/storage/samples.py) are fetched, each file only inside the
 folder, each reply bounded in size, each JSON a sample before anything is written; a refused sample is said
 and skipped, and nothing already in the folder (answers given there) is replaced.
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 from edge.errors import DatasetError
 from edge.storage.samples import SAMPLE_NAME
 from edge.system.atomic import write_atomic
-from edge.web.bounded import basic_auth
+from edge.web.reader import PageAccess, open_page
 from edge.wire.payloads import Sample
 
 log = logging.getLogger(__name__)
@@ -33,23 +32,13 @@ class Refused(Exception):
     """One sample the bin answered wrongly: skipped, with the reason."""
 
 
-def fetch(url: str, folder: Path, user: str, password: str | None) -> Path:
+def fetch(url: str, folder: Path, access: PageAccess = PageAccess()) -> Path:
     """Download the samples the status page lists into ``folder``, but for those already there (with the
     answers given to them since): several bins may be fetched into one folder, again and again."""
-    headers = {}
-    if password is not None:
-        headers["Authorization"] = basic_auth(user, password)
 
     def get(path: str, limit: int) -> bytes:
-        try:
-            request = urllib.request.Request(f"{url.rstrip('/')}{path}", headers=headers)
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-                body = response.read(limit + 1)
-        except urllib.error.HTTPError as exc:
-            hint = " (give the page's password with --password-env)" if exc.code == 401 else ""
-            raise DatasetError(f"{url}{path}: HTTP {exc.code} {exc.reason}{hint}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise DatasetError(f"{url}{path}: {getattr(exc, 'reason', exc)}") from None
+        with open_page(f"{url.rstrip('/')}{path}", access, TIMEOUT_S) as response:
+            body = response.read(limit + 1)
         if len(body) > limit:
             raise Refused(f"{url}{path}: more than {limit // 1024} kB")
         return body

@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from convert.data.fetch import fetch
 from edge.errors import DatasetError
 from edge.formats.classbins import BINS_FILE, normalise, read_bins_file
 from edge.formats.dataset import RULES_FILE
@@ -100,14 +98,12 @@ def _write(folder: Path, items: list[tuple[Path, Sample, str]], bins: dict[str, 
     (folder / FIELD_FILE).write_text(text, encoding="utf-8")
 
 
-def pull(source: str | Path, out: str | Path, user: str = "smartbin", password: str | None = None) -> dict:
-    """Write the dataset (corrected samples) and ``unreviewed/``; return the counts."""
+def pull(source: str | Path, out: str | Path) -> dict:
+    """Write the dataset (corrected samples) of the samples folder ``source`` and ``unreviewed/``; return the
+    counts."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: exists and is not empty; pick a new folder")
-    if str(source).startswith(("http://", "https://")):
-        with tempfile.TemporaryDirectory(prefix="smartbin-pull-") as tmp:
-            return pull(fetch(str(source), Path(tmp) / "samples", user, password), out)
     samples = read_samples(Path(source))
     bins = known_bins(Path(source), [meta for _, meta in samples])
     answered = [(image, meta, meta.correction) for image, meta in samples if meta.correction is not None]

@@ -7,22 +7,18 @@ so a TLS option or a key passphrase works the same in each of them.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
 import threading
-import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.config import MqttConfig, TlsConfig
-from edge.errors import ConfigError, FilesUnavailable, SmartbinError
+from edge.config import MqttConfig
+from edge.system.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
-RENEWAL_S = 300.0  # files this new that do not load may be a renewal half-way: tried again, not refused for good
 UNSUPPORTED_PROTOCOL = 132  # CONNACK reason (MQTT 5): the broker speaks only MQTT 3.1.1
 
 
@@ -33,88 +29,6 @@ def refuses_mqtt5(reason_code: mqtt.ReasonCode) -> bool:
 
 
 PROTOCOLS = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5, "auto": mqtt.MQTTv5}  # auto: 5 first, then 3.1.1
-
-
-class TlsFiles:
-    """The TLS context a config asks for, its files read again when they change, before every connect: a
-    fleet on short-lived client certificates reconnects with the renewed one. A CA file that changes adds
-    its certificates to those trusted (OpenSSL keeps the ones read before until the next start)."""
-
-    def __init__(self, tls: TlsConfig):
-        self.tls = tls
-        self._loaded: tuple | None = None  # the files' identity (inode, size, mtime) when last read
-        try:
-            self.context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-        except FileNotFoundError as exc:
-            raise self._missing(exc) from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
-        self.context.check_hostname = tls.check_hostname
-        self.refresh()
-
-    @staticmethod
-    def _missing(exc: OSError) -> FilesUnavailable:
-        return FilesUnavailable(f"mqtt.tls: {exc.filename or 'a file'} is missing (a certificate renewal?)")
-
-    def _identity(self) -> tuple:
-        files = [f for f in (self.tls.ca_file, self.tls.cert_file, self.tls.key_file) if f is not None]
-        try:
-            return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in map(os.stat, files))
-        except FileNotFoundError as exc:
-            raise self._missing(exc) from exc
-
-    def refresh(self) -> bool:
-        """Read the files again when they changed since the last read; True when they did. FilesUnavailable
-        when one is missing (waiting fixes that), ConfigError when one does not load (a wrong passphrase)."""
-        identity = self._identity()
-        if identity == self._loaded:
-            return False
-        tls = self.tls
-        try:
-            if tls.ca_file and self._loaded is not None:
-                self.context.load_verify_locations(cafile=str(tls.ca_file))
-            if tls.cert_file:
-                password = os.environ.get(tls.key_password_env) if tls.key_password_env else None
-                self.context.load_cert_chain(str(tls.cert_file), str(tls.key_file), password=password)
-        except FileNotFoundError as exc:
-            raise self._missing(exc) from exc
-        except (OSError, ssl.SSLError) as exc:
-            # A pair that does not match or a PEM cut short may be a renewal caught half-way (the certificate
-            # written, not yet its key): while the files are that new, a restart after the back-off may find
-            # them whole (exit 75). Older, it is the config's: keep the cause, "wrong password", "no such
-            # file" and "PEM lib" each need a different fix (exit 78).
-            changed_s = time.time() - max((st[2] / 1e9 for st in identity), default=0.0)
-            if 0 <= changed_s < RENEWAL_S and self._half_renewed(exc):
-                raise FilesUnavailable(
-                    f"mqtt.tls: the certificate files changed {changed_s:.0f} s ago and do not load ({exc}): "
-                    "a renewal half-way? trying again"
-                ) from exc
-            raise ConfigError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from exc
-        self._loaded = identity
-        return True
-
-    def _half_renewed(self, exc: BaseException) -> bool:
-        """A certificate and key that do not match, or a PEM file cut short: what a renewal leaves half-way (a
-        wrong passphrase on a whole file is neither)."""
-        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
-            return True
-        for path in (p for p in (self.tls.ca_file, self.tls.cert_file, self.tls.key_file) if p is not None):
-            try:
-                text = Path(path).read_bytes()
-            except OSError:
-                return True
-            if text.count(b"-----BEGIN ") != text.count(b"-----END ") or b"-----END " not in text:
-                return True
-        return False
-
-    def read_again(self, *_paho) -> None:
-        """Before every connect and reconnect (paho's on_pre_connect), and at a reload: the files as they
-        are now; a problem is logged and the files read before stay in use."""
-        try:
-            if self.refresh():
-                log.info("mqtt.tls: the certificate files changed; connecting with the new ones")
-        except SmartbinError as exc:  # half-way through a renewal: the next reconnect tries again
-            log.warning("%s; connecting with the ones read before", exc)
 
 
 def connect_problem(config: MqttConfig, tls: TlsFiles | None) -> str:

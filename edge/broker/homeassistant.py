@@ -11,7 +11,7 @@ Announced on every connect and again whenever Home Assistant says it started
 from __future__ import annotations
 
 from edge import __version__
-from edge.config import HomeAssistantConfig
+from edge.config.network import HomeAssistantConfig
 from edge.formats.labels import BINS
 from edge.wire.topics import Topic, home_assistant_device, home_assistant_status, under
 

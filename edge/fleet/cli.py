@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edge.errors import SmartbinError
 from edge.system.renamed import add_renamed
+from edge.web.reader import add_page_options, page_access
 
 
 def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +52,7 @@ def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
         "--serving",
         help="the bundle the bins serve: its folder, a folder of bundles, or a bin's page",
     )
-    gate.add_argument("--page-password-env", help="environment variable holding the bin's status page password")
+    add_page_options(gate, "page-")  # for a --baseline that is a bin's page
     gate.add_argument("--force", action="store_true", help="roll out even when the hold-out gate refuses it")
     rollout.add_argument("--serve", default="0.0.0.0:0", help="HOST:PORT the archive is served on (0.0.0.0:0)")
     rollout.add_argument("--advertise", help="the address the bins reach this machine at (default: found)")
@@ -220,7 +221,6 @@ def stop_on_signals(stop) -> None:
 def gate_or_refuse(args: argparse.Namespace, view) -> None:
     """The hold-out gate before anything is sent: the new bundle against the one the bins serve."""
     from edge.fleet.gate import fetched_baseline, hold_out, serving_bundle
-    from edge.system.access import password_from
 
     if not args.bundle or not Path(args.bundle).is_dir():
         raise SmartbinError("--holdout measures a bundle folder: give the bundle's folder (not --url or a .tar)")
@@ -230,9 +230,7 @@ def gate_or_refuse(args: argparse.Namespace, view) -> None:
     with tempfile.TemporaryDirectory(prefix="smartbin-baseline-") as tmp:
         baseline = Path(args.baseline)
         if args.baseline.startswith(("http://", "https://")):  # a bin's status page: the model it serves
-            baseline = fetched_baseline(
-                args.baseline, Path(tmp), password_from(args.page_password_env, "--page-password-env")
-            )
+            baseline = fetched_baseline(args.baseline, Path(tmp), page_access(args, "page-"))
         serving = serving_bundle(baseline, {m.sha256 for m in models if m.sha256})
         variant = models[0].variant if models else None
         gate = hold_out(Path(args.bundle), serving, Path(args.holdout), variant)

@@ -4,15 +4,13 @@ than ``max_drop`` points fewer items into the right bin is refused (unless force
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import SmartbinError
 from edge.formats.archive import unpack
 from edge.formats.bundle import Bundle
-from edge.web.bounded import basic_auth
+from edge.web.reader import PageAccess, open_page
 
 MAX_DROP_POINTS = 1.0
 
@@ -102,24 +100,14 @@ def serving_bundle(candidates: Path, sha256s: set[str]) -> Path:
 MAX_ARCHIVE_BYTES = 2 * 2**30  # a bin's model archive: a 224 px ResNet50 variant is ~100 MB
 
 
-def fetched_baseline(page: str, into: Path, password: str | None = None, user: str = "smartbin") -> Path:
+def fetched_baseline(page: str, into: Path, access: PageAccess) -> Path:
     """The bundle a bin serves, fetched from its status page (``/api/model.tar``: only the variant it runs)
-    and unpacked into ``into``; SmartbinError saying why when the page will not give it."""
+    and unpacked into ``into``; PageUnavailable or SmartbinError saying why when the page will not give it."""
     url = page.rstrip("/") + "/api/model.tar"
-    headers = {}
-    if password is not None:
-        headers["Authorization"] = basic_auth(user, password)
     archive = into / "baseline.tar"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as response:
-            with archive.open("wb") as fh:
-                while chunk := response.read(1 << 16):
-                    if fh.tell() + len(chunk) > MAX_ARCHIVE_BYTES:
-                        raise SmartbinError(f"--baseline {url}: more than {MAX_ARCHIVE_BYTES >> 20} MB")
-                    fh.write(chunk)
-    except urllib.error.HTTPError as exc:
-        hint = " (the page's password: --page-password-env)" if exc.code == 401 else ""
-        raise SmartbinError(f"--baseline {url}: HTTP {exc.code} {exc.reason}{hint}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise SmartbinError(f"--baseline {url}: {getattr(exc, 'reason', exc)}") from None
+    with archive.open("wb") as fh, open_page(url, access, timeout=60) as response:
+        while chunk := response.read(1 << 16):
+            if fh.tell() + len(chunk) > MAX_ARCHIVE_BYTES:
+                raise SmartbinError(f"--baseline {url}: more than {MAX_ARCHIVE_BYTES >> 20} MB")
+            fh.write(chunk)
     return unpack(archive, into / "baseline", max_bytes=MAX_ARCHIVE_BYTES).path

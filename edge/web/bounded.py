@@ -4,7 +4,9 @@ when its length is declared and small, and credentials compared without ever rai
 
 ``http.server`` alone serves each connection in a thread of its own, without limit, and waits forever for a
 client that opened a connection and sends nothing: a few hundred idle sockets take the page, or the bin's
-memory, away. Headers are bounded by http.client already (100 of at most 64 kB each)."""
+memory, away. Headers are bounded by http.client already (100 of at most 64 kB each). Over TLS the handshake
+runs in the connection's own thread, under the same timeout: a client that stalls it holds one slot, not the
+server's accept loop."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ import hmac
 import json
 import logging
 import socket
+import ssl
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from edge.system.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +35,11 @@ class BoundedServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler, max_connections: int = MAX_CONNECTIONS):
+    def __init__(
+        self, address: tuple[str, int], handler, max_connections: int = MAX_CONNECTIONS, tls: TlsFiles | None = None
+    ):
         self.slots = threading.BoundedSemaphore(max_connections)
+        self.tls = tls  # HTTPS: the files are read again before each connection when they changed (a renewal)
         self.turned_away = 0  # connections closed because no slot freed up in time
         super().__init__(address, handler)
 
@@ -49,9 +57,26 @@ class BoundedServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: socket.socket, client_address) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            if self.tls is not None:
+                request = self._handshake(request)
+            if request is not None:
+                super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def _handshake(self, request: socket.socket) -> ssl.SSLSocket | None:
+        """The connection over TLS, or None when the handshake fails (plain HTTP on an HTTPS port, an
+        untrusted client certificate, a client that stalls): closed, the server goes on."""
+        self.tls.read_again()
+        with self.tls.lock:  # the context is not replaced while a connection takes its certificate
+            wrapped = self.tls.context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        try:
+            wrapped.do_handshake()
+        except (OSError, ValueError) as exc:
+            log.debug("TLS handshake failed: %s", exc)
+            wrapped.close()
+            return None
+        return wrapped
 
 
 class JsonHandler(BaseHTTPRequestHandler):

@@ -30,6 +30,7 @@ from edge.formats.archive import pack
 from edge.formats.images import encode_jpeg
 from edge.sources import Frame
 from edge.storage.samples import SAMPLE_NAME
+from edge.system.tls import TlsFiles
 from edge.vision.preprocess import Roi
 from edge.web.bounded import BoundedServer, JsonHandler, basic_auth
 from edge.wire.command_spec import MAX_PAYLOAD
@@ -189,7 +190,7 @@ class Handler(JsonHandler):
                 }
             )
         elif path == "/api/samples" and web.samples is not None:
-            # newest first: what `smartbin samples pull http://…` fetches
+            # newest first: what `smartbin samples fetch http://…` fetches
             self._json({"samples": [p.stem for p in sorted(web.samples.glob("*.json"), reverse=True)]})
         elif path == "/api/model.tar" and web.serving is not None:
             self._model_archive()
@@ -313,7 +314,7 @@ class WebServer:
     live: Callable[[], Frame | None]
     state: WebState
     roi: Roi | None = None
-    samples: Path | None = None  # the sample store's folder, served for `smartbin samples pull`
+    samples: Path | None = None  # the sample store's folder, served for `smartbin samples fetch`
     submit: Callable[[bytes], None] = lambda payload: None  # a command for the daemon's loop
     classify_now: Callable[[ClassifyRequest], None] = lambda request: request.done.set()  # for the loop
     serving: Callable[[], tuple[Path, str]] | None = None  # the serving bundle's folder and variant
@@ -323,10 +324,12 @@ class WebServer:
         self.registry = prometheus_registry(self.view)
         handler = type("BoundHandler", (Handler,), {"server_ref": self})
         password = self.config.password()
+        tls = TlsFiles(self.config.tls, "web.tls", server=True) if self.config.tls.enabled else None
         if password is not None:
             handler.auth = basic_auth(self.config.username, password)
-            log.warning("status page password is sent in the clear over HTTP; put a TLS reverse proxy in front")
-        self.server = BoundedServer((self.config.host, self.config.port), handler)
+            if tls is None:
+                log.warning("status page password is sent in the clear over HTTP: set web.tls (docs/deployment.md)")
+        self.server = BoundedServer((self.config.host, self.config.port), handler, tls=tls)
         self.thread = threading.Thread(target=self.server.serve_forever, name="web", daemon=True)
 
     @property
@@ -335,7 +338,8 @@ class WebServer:
 
     def start(self) -> WebServer:
         self.thread.start()
-        log.info("status page on http://%s:%d/", *self.server.server_address[:2])
+        scheme = "https" if self.server.tls is not None else "http"
+        log.info("status page on %s://%s:%d/", scheme, *self.server.server_address[:2])
         return self
 
     def stop(self) -> None:

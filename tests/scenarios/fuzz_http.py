@@ -130,7 +130,7 @@ def fuzz_fetch(count: int, rng: random.Random, work: Path, report: Report) -> No
             replies.clear()
             replies["/api/samples"] = json.dumps({"samples": names} if rng.random() < 0.8 else value(rng)).encode()
             try:
-                fetch(f"http://127.0.0.1:{server.server_port}", out, "smartbin", None)
+                fetch(f"http://127.0.0.1:{server.server_port}", out)
             except SmartbinError:
                 pass  # a clear error is an answer
             except Exception as exc:  # noqa: BLE001 - what this run is looking for

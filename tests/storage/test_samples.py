@@ -174,7 +174,7 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
         assert counts["today"]["items"] >= 1 and counts["today"]["per_bin"]["other"] == counts["today"]["items"]
         assert counts["today"]["low_confidence_share"] == 1.0  # min_confidence 1.0: every decision
 
-        # the status page's "correct…" button posts this; the page serves the samples to `samples pull`
+        # the status page's "correct…" button posts this; the page serves the samples to `samples fetch`
         second = sub.wait_decisions(2)[1]
         body = json.dumps({"event_id": second["event_id"], "label": "bottle"}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/correct", data=body, method="POST")
@@ -183,10 +183,17 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
         with urllib.request.urlopen(request, timeout=10) as response:
             queued = json.loads(response.read())["queued"]
         assert answered(sub, queued)["ok"]
-        assert main(["samples", "pull", f"http://127.0.0.1:{port}", "--out", str(field)]) == 2  # no password
+        inbox = tmp_path / "inbox"
+        fetched = ["samples", "fetch", f"http://127.0.0.1:{port}", "--out", str(inbox)]
+        assert main(fetched) == 2  # no password
         assert "--password-env" in capsys.readouterr().err
-        pulled = ["samples", "pull", f"http://127.0.0.1:{port}", "--out", str(field)]
-        assert main([*pulled, "--password-env", "SMARTBIN_WEB_PASSWORD"]) == 0
+        assert main([*fetched, "--password-env", "SMARTBIN_WEB_PASSWORD"]) == 0
+        assert main(["samples", "pull", str(inbox), "--out", str(field)]) == 0
+        # a page given to pull, as scripts of the release before did: still read, with the line naming fetch
+        old_way = ["samples", "pull", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "old-way")]
+        capsys.readouterr()
+        assert main([*old_way, "--password-env", "SMARTBIN_WEB_PASSWORD"]) == 0
+        assert "smartbin samples fetch" in capsys.readouterr().err and list((tmp_path / "old-way").iterdir())
         counts = sub.wait_for("metrics", where=lambda m: m.json()["counts"]["total"]["corrections"].get("bottle"))
         assert counts and counts[-1].json()["counts"]["total"]["corrections"] == {"cup": 1, "bottle": 1}
     finally:
@@ -201,7 +208,7 @@ def test_decisions_are_sampled_corrected_flagged_pulled_and_trained_on(
     kept = Counters(tmp_path / "counters.sqlite").summary()["total"]
     assert kept["items"] >= 2 and kept["corrections"] == {"cup": 1, "bottle": 1}
 
-    # the way back: pulled (over HTTP above; from a copied folder here, the same) into a dataset of the
+    # the way back: pulled (fetched over HTTP above; from a copied folder here, the same) into a dataset of the
     # corrected samples and unreviewed/ (the rest), then trained on
     copied = tmp_path / "copied"
     assert main(["samples", "pull", str(samples), "--out", str(copied)]) == 0

@@ -13,14 +13,24 @@ from edge.tools.localbroker import free_port
 from tests.support import ROOT, write_config
 
 
-def start(tmp_path: Path, bundle: Path, broker_port: int, web: dict) -> tuple[subprocess.Popen, int]:
+def start(
+    tmp_path: Path,
+    bundle: Path,
+    broker_port: int,
+    web: dict,
+    source: str = "synthetic://?items=0&fps=10&empty=10&present=10",
+    **sections: dict,
+) -> tuple[subprocess.Popen, int]:
+    """A daemon with the page on (``web`` over the page's settings, ``sections`` over other sections')."""
     import yaml
 
     port = free_port()
-    config = write_config(tmp_path / "web.yaml", bundle, "synthetic://?items=0&fps=10&empty=10&present=10", broker_port)
+    config = write_config(tmp_path / "web.yaml", bundle, source, broker_port)
     data = yaml.safe_load(config.read_text())
     data["web"].update(enabled=True, port=port)
     data["web"].update(web)
+    for name, settings in sections.items():
+        data.setdefault(name, {}).update(settings)
     data["source"]["roi"] = {"x": 0.1, "y": 0.1, "w": 0.8, "h": 0.8}
     config.write_text(yaml.safe_dump(data))
     process = subprocess.Popen(

@@ -118,6 +118,11 @@ CASES = [
         edit(lambda d: d["mqtt"].update(topic_prefix="bins/#")),
         ["mqtt.topic_prefix: 'bins/#' is not valid", "no '#', '+'"],
     ),
+    (
+        "page tls without its certificate",
+        edit(lambda d: d.update(web={"tls": {"enabled": True}})),
+        ["web: ", "tls.enabled needs the page's own certificate: tls.cert_file and tls.key_file"],
+    ),
     ("yaml syntax", "device_id: [unclosed\n", ["not valid YAML (line 2, column 1)"]),
     ("not a mapping", "- just\n- a list\n", ["expected a mapping of keys at the top level"]),
     (

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.tools.localbroker import LocalBroker, mosquitto_path
 from tests.support import ROOT, write_config
+from tests.support.pki import issue, make_pki, new_ca, openssl
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,64 +28,10 @@ pytestmark = [
 ]
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
     """A CA, a server certificate for 'localhost' only, and client certificates named after devices."""
-    d = tmp_path_factory.mktemp("pki")
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=smartbin test CA",
-        cwd=d,
-    )
-    (d / "server.ext").write_text("subjectAltName=DNS:localhost\n")
-    names = ("test-bin", "other-bin", "operator", "homeassistant")
-    for name, ext in (("server", "server.ext"), *((n, None) for n in names)):
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={'localhost' if name == 'server' else name}",
-            cwd=d,
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "2",
-            *(["-extfile", ext] if ext else []),
-            cwd=d,
-        )
-    return d
+    return make_pki(tmp_path_factory.mktemp("pki"), ("test-bin", "other-bin", "operator", "homeassistant"))
 
 
 @pytest.fixture()
@@ -219,7 +166,7 @@ def test_acl_lets_a_bin_announce_itself_to_home_assistant_and_only_itself(pki, t
     """The example ACL with Home Assistant's discovery: a bin writes its own device config and hears Home
     Assistant's birth message; another bin cannot announce in its name."""
     from edge.broker import homeassistant
-    from edge.config import HomeAssistantConfig
+    from edge.config.network import HomeAssistantConfig
 
     ha_config, port = HomeAssistantConfig(enabled=True), tls_broker.port
     ha, ha_received, _ = tls_client(pki, port, "homeassistant")
@@ -313,13 +260,7 @@ def test_actuator_shares_the_daemons_tls_including_an_encrypted_key(tmp_path, pk
 
 def issue_client_certificate(folder: Path, name: str) -> Path:
     """A new CA in ``folder`` and a client certificate ``name`` from it (a renewal from a new issuer)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-            "-subj", "/CN=smartbin renewed CA", cwd=folder)  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={name}", cwd=folder)  # fmt: skip
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "2", cwd=folder)  # fmt: skip
+    issue(new_ca(folder, "smartbin renewed CA"), name)
     return folder
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edge.config.network import MqttConfig, WebConfig
 from edge.errors import ConfigError, NoPermission
 from edge.formats.labels import BINS
 from edge.formats.signing import check_public_key
@@ -22,12 +23,11 @@ from edge.formats.variants import VARIANT_FILES, is_onnx
 from edge.runtime import BACKENDS, runs
 from edge.sources import check_uri
 from edge.strict import Strict, describe_error
-from edge.system.access import is_loopback, read_secret
 from edge.system.identity import default_device_id
 from edge.system.paths import STATE_DIR
 from edge.vision.decision import PRESENCE, VoteSettings
 from edge.vision.preprocess import Roi
-from edge.wire.topics import DEFAULT_PREFIX, device_base
+from edge.wire.topics import device_base
 
 VOTE = VoteSettings()
 BACKEND_NAMES = ("auto", *BACKENDS)
@@ -142,53 +142,6 @@ class DecisionConfig(Strict):
         return self
 
 
-class TlsConfig(Strict):
-    enabled: bool = False
-    ca_file: Optional[Path] = None
-    cert_file: Optional[Path] = None
-    key_file: Optional[Path] = None
-    key_password_env: Optional[str] = Field(None, description="environment variable with the key passphrase")
-    check_hostname: bool = Field(True, description="verify the broker's certificate matches its name")
-
-    @model_validator(mode="after")
-    def pair(self) -> TlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
-
-
-class HomeAssistantConfig(Strict):
-    enabled: bool = False
-    discovery_prefix: str = "homeassistant"
-
-
-class MqttConfig(Strict):
-    host: str = "localhost"
-    port: int = Field(1883, ge=1, le=65535)
-    topic_prefix: str = Field(DEFAULT_PREFIX, description="topics are <prefix>/<device_id>/…")
-    client_id: Optional[str] = None
-    username: Optional[str] = None
-    password_env: Optional[str] = Field(None, description="environment variable holding the password")
-    password_file: Optional[Path] = Field(None, description="file holding the password")
-    protocol: Literal["auto", "5", "3.1.1"] = "auto"
-    keepalive: int = Field(60, ge=5, le=3600)
-    tls: TlsConfig = TlsConfig()
-    publish_classifications: bool = True
-    metrics_interval_s: float = Field(10.0, gt=0)
-    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def no_wildcards(cls, value: str) -> str:
-        if any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
-            raise ValueError("no '#', '+' or leading/trailing '/' in a topic prefix")
-        return value
-
-    def password(self) -> str | None:
-        """The secret, read when needed (never stored in the config object)."""
-        return read_secret("mqtt", self.password_env, self.password_file)
-
-
 class OutboxConfig(Strict):
     path: Path = Field(STATE_DIR / "outbox.sqlite", description="SQLite file for unsent decisions")
     max_items: int = Field(10000, ge=1, description="oldest decisions are dropped beyond this")
@@ -232,34 +185,6 @@ class CountersConfig(Strict):
     """Items sorted per label and per bin, per day (metrics, /metrics, Home Assistant)."""
 
     path: Path = Field(STATE_DIR / "counters.sqlite", description="SQLite file; counts outlive restarts")
-
-
-class WebConfig(Strict):
-    """The local status page (live view, last decisions, classify now, /healthz, /metrics)."""
-
-    enabled: bool = Field(False, description="off by default; no port is opened when off")
-    host: str = Field("127.0.0.1", description="localhost only unless you choose otherwise")
-    port: int = Field(8080, ge=0, le=65535)
-    username: str = "smartbin"
-    password_env: Optional[str] = Field(None, description="environment variable holding the page password")
-    password_file: Optional[Path] = Field(None, description="file holding the page password")
-    allow_anonymous_lan: bool = Field(
-        False, description="serve the page beyond this machine without a password (anyone on the network sees it)"
-    )
-
-    @model_validator(mode="after")
-    def lan_needs_password(self) -> WebConfig:
-        # The page shows the camera, serves the kept frames and relabels decisions: not for anyone on the LAN.
-        lan = not is_loopback(self.host)
-        if self.enabled and lan and not (self.password_env or self.password_file or self.allow_anonymous_lan):
-            raise ValueError(
-                f"host {self.host} opens the page (camera, samples, corrections) to the network without a "
-                "password: set password_env or password_file, or allow_anonymous_lan: true"
-            )
-        return self
-
-    def password(self) -> str | None:
-        return read_secret("web", self.password_env, self.password_file)
 
 
 class ActuatorConfig(Strict):
