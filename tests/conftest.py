@@ -158,6 +158,7 @@ def clip_factory(tmp_path_factory):
 # The longest modules first (measured, 3 workers on 2 cores): in parallel workers (make test) the run lasts
 # at least as long as its longest module, so that one starts at once and the short ones fill in at the end.
 LONGEST_FIRST = (
+    "test_real_systemd_backoff.py",  # five minutes of a bin's restarts, mostly waiting
     "test_quantization.py",
     "test_demo.py",
     "test_updates.py",

@@ -10,7 +10,10 @@ Announced on every connect and again whenever Home Assistant says it started
 
 from __future__ import annotations
 
+import paho.mqtt.client as mqtt
+
 from edge import __version__
+from edge.broker.messages import dumps
 from edge.config.network import HomeAssistantConfig
 from edge.formats.labels import BINS
 from edge.wire.topics import Topic, home_assistant_device, home_assistant_status, under
@@ -34,6 +37,24 @@ def retired_topics(config: HomeAssistantConfig, device_id: str) -> list[str]:
     prefix, uid = config.discovery_prefix, f"smartbin_{device_id}"
     keys = ["last_bin", "last_label", "confidence", *(f"items_today_{b}" for b in BINS), "low_confidence_share_today"]
     return [f"{prefix}/sensor/{uid}/{key}/config" for key in keys] + [f"{prefix}/binary_sensor/{uid}/online/config"]
+
+
+def diagnostics(base: str) -> dict[str, dict]:
+    """What a technician looks at, not a household: the protocol (a decision's age travels without shared
+    clocks over MQTT 5 only) and the model the bin serves, read from its status."""
+    return {
+        key: {
+            "p": "sensor",
+            "name": name,
+            "state_topic": under(base, Topic.STATUS),
+            "value_template": template,
+            "entity_category": "diagnostic",
+        }
+        for key, name, template in (
+            ("mqtt_protocol", "MQTT protocol", "{{ value_json.mqtt_protocol }}"),
+            ("model", "model", "{{ value_json.model.name }} ({{ value_json.model.variant }})"),
+        )
+    }
 
 
 def discovery(base: str, device_id: str) -> dict:
@@ -66,19 +87,7 @@ def discovery(base: str, device_id: str) -> dict:
         "event_types": list(BINS),
         "value_template": '{ "event_type": "{{ value_json.bin }}", "label": "{{ value_json.label }}" }',
     }
-    # what a technician looks at, not a household: the protocol (a decision's age travels without shared
-    # clocks over MQTT 5 only) and the model the bin serves
-    for key, name, template in (
-        ("mqtt_protocol", "MQTT protocol", "{{ value_json.mqtt_protocol }}"),
-        ("model", "model", "{{ value_json.model.name }} ({{ value_json.model.variant }})"),
-    ):
-        components[key] = {
-            "p": "sensor",
-            "name": name,
-            "state_topic": under(base, Topic.STATUS),
-            "value_template": template,
-            "entity_category": "diagnostic",
-        }
+    components |= diagnostics(base)
     for key, component in components.items():
         component["unique_id"] = f"{uid}_{key}"
     # "online" is the availability itself, so it has none of its own
@@ -102,3 +111,30 @@ def discovery(base: str, device_id: str) -> dict:
         "payload_not_available": "offline",
         "qos": 1,
     }
+
+
+class Announcer:
+    """The bin announced to Home Assistant on every connect, and again whenever Home Assistant says it started."""
+
+    def __init__(self, config: HomeAssistantConfig, base: str, device_id: str):
+        self.config, self.base, self.device_id = config, base, device_id
+
+    def connected(self, client: mqtt.Client) -> None:
+        """Listen for Home Assistant's restarts, clear what an earlier release announced, announce."""
+        client.subscribe(status_topic(self.config), qos=1)
+        for topic in retired_topics(self.config, self.device_id):
+            client.publish(topic, b"", qos=0, retain=True)  # an ACL may refuse it: nothing to answer then
+        self.announce(client)
+
+    def handles(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> bool:
+        """Whether ``message`` was Home Assistant's (its birth, ``online``, asks every device to announce)."""
+        if message.topic != status_topic(self.config):
+            return False
+        if message.payload == b"online":
+            self.announce(client)
+        return True
+
+    def announce(self, client: mqtt.Client) -> None:
+        """The discovery message: the bin, its sensors and its events (retained)."""
+        payload = dumps(discovery(self.base, self.device_id))
+        client.publish(discovery_topic(self.config, self.device_id), payload, qos=1, retain=True)

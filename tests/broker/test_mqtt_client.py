@@ -47,7 +47,7 @@ def open_descriptors() -> int:
 def test_a_broker_down_at_boot_does_not_downgrade_the_protocol(tmp_path):
     """protocol auto: a broker that is unreachable for longer than the MQTT 5 answer timeout is no
     reason to speak 3.1.1 for good; when it comes up, MQTT 5 it is."""
-    from edge.broker.publisher import V5_ANSWER_TIMEOUT_S
+    from edge.broker.connection import V5_ANSWER_TIMEOUT_S
     from edge.tools.localbroker import LocalBroker, free_port
 
     port = free_port()
@@ -122,7 +122,7 @@ def test_a_slow_first_connack_is_no_reason_to_give_up_mqtt_5(tmp_path):
     bin of a site reconnecting over TLS at once: here a relay that holds each first answer byte). The publisher
     falls back to 3.1.1 to get the decisions out, and at the next reconnect, with the link fast again, speaks
     MQTT 5 again: the actuator's clock-free freshness depends on it."""
-    from edge.broker.publisher import V5_ANSWER_TIMEOUT_S
+    from edge.broker.connection import V5_ANSWER_TIMEOUT_S
     from edge.tools.localbroker import LocalBroker
     from tests.support.servers.slow_link import SlowLink
 
