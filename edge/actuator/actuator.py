@@ -21,10 +21,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.actuator.movers import make_mover
 from edge.broker.client import make_client, refuses_mqtt5
 from edge.broker.freshness import age_on_arrival
 from edge.broker.messages import dumps
-from edge.config import ActuatorConfig, Config, load_config
+from edge.config import Config, load_config
 from edge.errors import ConfigError, SmartbinError
 from edge.storage.sqlitedb import Database
 from edge.system.backoff import delay_after
@@ -42,45 +43,6 @@ JOB_QUEUE = 100
 # still for up to two minutes after a long outage, and a broker with an ACL keeps nothing for a session it
 # restored until its client is back (see docs/mqtt.md).
 RECONNECT_DELAY_S = (1, 5)
-
-
-class Mover:
-    """The gpiozero side. GPIOZERO_PIN_FACTORY=mock selects gpiozero's own mock pins (tests, dev boxes)."""
-
-    def __init__(self, config: ActuatorConfig):
-        self.config = config
-        if config.mode == "servo":
-            from gpiozero import AngularServo
-
-            self.servo = AngularServo(
-                config.servo_pin,
-                min_angle=-90,
-                max_angle=90,
-                initial_angle=config.neutral_angle,
-                min_pulse_width=config.min_pulse_width_ms / 1000,
-                max_pulse_width=config.max_pulse_width_ms / 1000,
-            )
-        else:
-            from gpiozero import DigitalOutputDevice
-
-            self.flaps = {b: DigitalOutputDevice(pin) for b, pin in config.pins.items()}
-
-    def move(self, bin_name: str) -> None:
-        """Open the bin's way for ``hold_s``, then return to neutral."""
-        if self.config.mode == "servo":
-            self.servo.angle = self.config.angles[bin_name]
-            time.sleep(self.config.hold_s)
-            self.servo.angle = self.config.neutral_angle
-        else:
-            flap = self.flaps[bin_name]
-            flap.on()
-            time.sleep(self.config.hold_s)
-            flap.off()
-
-    def close(self) -> None:
-        for device in [getattr(self, "servo", None), *getattr(self, "flaps", {}).values()]:
-            if device is not None:
-                device.close()
 
 
 class Seen:
@@ -127,7 +89,7 @@ class Actuator:
     def __init__(self, config: Config):
         self.config = config
         self.base = config.topic_base
-        self.mover = Mover(config.actuator)
+        self.mover = make_mover(config.actuator)
         try:
             self.seen = Seen(config.actuator.state_path)
         except SmartbinError:

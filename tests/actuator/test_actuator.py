@@ -110,14 +110,14 @@ def test_servo_angles_and_refusals(tmp_path, broker, mock_pins):
 def test_the_servo_reaches_its_full_travel_with_the_configured_pulses(tmp_path, broker, mock_pins):
     """-90° and +90° are 0.5 ms and 2.5 ms pulses by default (gpiozero's own 1-2 ms give about ±45°),
     and the config's pulse widths are what the pin gets."""
-    from edge.actuator.actuator import Mover
+    from edge.actuator.movers import ServoMover
 
     config = load_config(actuator_config(tmp_path, broker.port, "servo")).actuator
     config = config.model_copy(
         update={"angles": {"other": -90.0, "kitchen": 90.0, "recyclable": 0.0, "hazardous": 45.0}}
     )
     for low, high in ((0.5, 2.5), (0.6, 2.4)):
-        mover = Mover(config.model_copy(update={"min_pulse_width_ms": low, "max_pulse_width_ms": high}))
+        mover = ServoMover(config.model_copy(update={"min_pulse_width_ms": low, "max_pulse_width_ms": high}))
         pin = mock_pins.pin(config.servo_pin)
         mover.servo.angle = -90
         assert round(pin.state * 20, 4) == low
@@ -227,3 +227,12 @@ def test_sighup_reloads_and_a_failed_start_waits_in_the_process(tmp_path, broker
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0, log.read_text()[-2000:]
         sub.close()
+
+
+def test_each_actuator_mode_has_its_mover():
+    from typing import get_args
+
+    from edge.actuator.movers import MOVERS
+    from edge.config import ActuatorConfig
+
+    assert set(MOVERS) == set(get_args(ActuatorConfig.model_fields["mode"].annotation))
