@@ -56,7 +56,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         _rank_samples(Path(args.folder), args.rank_with, args.feature_cache)
     fleet = None
     if args.broker or args.config:
-        from convert.review.rollout import PageRollouts
+        from convert.review.page_rollouts import PageRollouts
         from edge.fleet.cli import mqtt_settings
 
         fleet = PageRollouts(mqtt_settings(args), args.serve, args.advertise).start_watching()

@@ -18,7 +18,7 @@ import numpy as np
 
 from convert.data.sampling import new_folder, write_samples
 from edge.errors import SmartbinError
-from edge.formats.dataset import Sample, load_dataset
+from edge.formats.dataset import LabelledImage, load_dataset
 from edge.formats.images import declared_size
 
 REDUCED = {
@@ -102,11 +102,11 @@ def find_items(paths: list[Path], near: int = 8) -> Items:
 
 
 def holdout_split(
-    samples: list[Sample], item: list[int], fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample]]:
+    samples: list[LabelledImage], item: list[int], fraction: float, seed: int
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
     """Per class, whole items drawn (by ``seed``) into the hold-out until it holds ``fraction`` of the
     class's images; a class of one item stays in training. An item's class is its first image's."""
-    members: dict[int, list[Sample]] = {}
+    members: dict[int, list[LabelledImage]] = {}
     for sample, k in zip(samples, item):
         members.setdefault(k, []).append(sample)
     by_class: dict[int, list[int]] = {}

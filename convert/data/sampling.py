@@ -14,26 +14,26 @@ import numpy as np
 
 from edge.errors import ImageError, SmartbinError
 from edge.formats.classbins import BINS_FILE
-from edge.formats.dataset import RULES_FILE, Dataset, Sample, is_seed_format, load_dataset
+from edge.formats.dataset import RULES_FILE, Dataset, LabelledImage, is_seed_format, load_dataset
 from edge.formats.images import read_image
 
 
-def group_by_class(samples: list[Sample]) -> dict[int, list[Sample]]:
+def group_by_class(samples: list[LabelledImage]) -> dict[int, list[LabelledImage]]:
     """The samples of each class, in their order, classes in order of first appearance."""
-    by_class: dict[int, list[Sample]] = {}
+    by_class: dict[int, list[LabelledImage]] = {}
     for sample in samples:
         by_class.setdefault(sample.label, []).append(sample)
     return by_class
 
 
 def stratified_split(
-    samples: list[Sample], val_fraction: float = 0.1, seed: int = 0
-) -> tuple[list[Sample], list[Sample]]:
+    samples: list[LabelledImage], val_fraction: float = 0.1, seed: int = 0
+) -> tuple[list[LabelledImage], list[LabelledImage]]:
     """Split each class ``1 - val_fraction : val_fraction`` (at least one validation image per class)."""
     rng = np.random.default_rng(seed)
     by_class = group_by_class(samples)
-    train: list[Sample] = []
-    val: list[Sample] = []
+    train: list[LabelledImage] = []
+    val: list[LabelledImage] = []
     for label in sorted(by_class):
         group = by_class[label]
         order = rng.permutation(len(group))
@@ -85,7 +85,7 @@ def check_dataset(root: str | Path) -> CheckReport:
     """Load the dataset and additionally decode every image; report every broken item."""
     dataset = load_dataset(root)
     problems = dataset.bin_problems() + dataset.problems
-    good: list[Sample] = []
+    good: list[LabelledImage] = []
     for sample in dataset.samples:
         try:
             read_image(sample.path)
@@ -107,7 +107,7 @@ def _quotas(counts: dict[int, int], n: int) -> dict[int, int]:
     return {label: min(quota, counts[label]) for label, quota in quotas.items()}
 
 
-def write_samples(dataset: Dataset, samples: list[Sample], out: Path, link: bool = False) -> None:
+def write_samples(dataset: Dataset, samples: list[LabelledImage], out: Path, link: bool = False) -> None:
     """``samples`` of ``dataset`` as a dataset in its format at ``out``, copied or, with ``link``, as
     symbolic links; its rules and bins files go along."""
     import shutil

@@ -11,7 +11,7 @@ from convert.data.sampling import group_by_class, stratified_split
 from convert.training.train import LABELS_FILE, find_run, load_labels, run_config
 from edge.errors import SmartbinError
 from edge.formats.bundle import MANIFEST_FILE
-from edge.formats.dataset import Sample, load_dataset
+from edge.formats.dataset import LabelledImage, load_dataset
 from edge.formats.labels import Label
 
 
@@ -34,8 +34,8 @@ class Source:
 
     model_file: Path
     labels: list[Label]
-    train: list[Sample]
-    held_out: list[Sample]
+    train: list[LabelledImage]
+    held_out: list[LabelledImage]
     name: str
 
 
@@ -53,13 +53,13 @@ def load_source(model: str | Path, data: str | None = None, name: str | None = N
     return Source(model_file, labels, train or held_out, held_out or train, name or run_dir.name)
 
 
-def calibration_samples(samples: list[Sample], n: int, seed: int) -> list[Sample]:
+def calibration_samples(samples: list[LabelledImage], n: int, seed: int) -> list[LabelledImage]:
     """Up to ``n`` training samples drawn evenly across classes."""
     rng = np.random.default_rng(seed)
     by_class = group_by_class(samples)
     pools = [list(rng.permutation(len(g))) for g in by_class.values()]
     groups = list(by_class.values())
-    picked: list[Sample] = []
+    picked: list[LabelledImage] = []
     while len(picked) < min(n, len(samples)):
         for group, pool in zip(groups, pools):
             if pool and len(picked) < n:

@@ -11,7 +11,7 @@ to the item in focus.
 Beside the class table, "train on the answers" starts a training job (convert/review/training.py) and shows
 its step and epoch, then the new model against the bins' on the same hold-out, and its training report.
 With a broker, "Roll out" lists the bins from their retained status and carries the newest job's bundle
-through them in stages (convert/review/rollout.py), its lines shown as they come.
+through them in stages (convert/review/page_rollouts.py), its lines shown as they come.
 """
 
 PAGE = """<!doctype html>

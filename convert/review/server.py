@@ -19,7 +19,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 from convert.review.page import PAGE
-from convert.review.rollout import PageRollouts, Request
+from convert.review.page_rollouts import PageRollouts, Request
 from convert.review.store import ReviewStore, as_json
 from convert.review.training import Trainer
 from edge.errors import DatasetError, SmartbinError

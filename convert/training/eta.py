@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from convert.training.inputs import make_dataset
-from edge.formats.dataset import Sample
+from edge.formats.dataset import LabelledImage
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ STEP_COST = {"head": 0.6, "fine-tune": 1.2, "whole model": 1.8, "features": 1.0,
 WARM_UP_BATCHES = 3  # the first traces the model and is not timed
 
 
-def forward_speed(model: keras.Model, samples: list[Sample], img_size: int, batch_size: int) -> float:
+def forward_speed(model: keras.Model, samples: list[LabelledImage], img_size: int, batch_size: int) -> float:
     """Images per second of the model's forward pass on a few batches of ``samples`` (decoding not timed)."""
     batches = [x for x, _ in make_dataset(samples[: batch_size * WARM_UP_BATCHES], img_size, batch_size, False)]
     model(batches[0], training=False)
@@ -80,7 +80,11 @@ def say(phases: list[dict], speed: float, train: int, epochs: int, frozen: bool,
 
 
 def plan_and_say(
-    model: keras.Model, samples: tuple[list[Sample], list[Sample]], config, frozen: bool, passes: int | None
+    model: keras.Model,
+    samples: tuple[list[LabelledImage], list[LabelledImage]],
+    config,
+    frozen: bool,
+    passes: int | None,
 ) -> tuple[list[dict], float]:
     """Measure, estimate and log; returns (the phases' estimates, forward images/s). ``passes``: the
     feature cache's augmentation passes when the head trains on it, else None."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from convert.training.inputs import keyed_dataset
 from edge.formats.bundle import sha256_file
-from edge.formats.dataset import Sample
+from edge.formats.dataset import LabelledImage
 from edge.system.atomic import atomic_output
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class FeatureCache:
             self._digests[path] = sha256_file(path)
         return self._digests[path]
 
-    def features(self, samples: list[Sample], augmentation: int | None) -> np.ndarray:
+    def features(self, samples: list[LabelledImage], augmentation: int | None) -> np.ndarray:
         """The features of ``samples`` (in order) for augmentation pass ``augmentation`` (None: the
         validation's centre crop)."""
         name = "center" if augmentation is None else f"seed{self.seed}-pass{augmentation}"
@@ -90,7 +90,7 @@ class FeatureCache:
         return np.stack([known[d] for d in digests])
 
 
-def embeddings(cache: FeatureCache, samples: list[Sample]) -> np.ndarray:
+def embeddings(cache: FeatureCache, samples: list[LabelledImage]) -> np.ndarray:
     """Each image's pooled backbone features (the validation's centre crop), L2-normalised."""
     vectors = cache.features(samples, None).astype(np.float64)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

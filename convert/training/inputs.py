@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from edge.formats.dataset import Sample
+from edge.formats.dataset import LabelledImage
 from edge.formats.images import read_image
 from edge.vision.preprocess import RESIZE_RATIO, resize_shorter
 
@@ -34,7 +34,7 @@ def _cutout(image: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def make_dataset(
-    samples: list[Sample],
+    samples: list[LabelledImage],
     img_size: int,
     batch_size: int,
     training: bool,

@@ -14,7 +14,7 @@ import numpy as np
 from convert.data.pull import NOVELTY_FILE
 from convert.training.features import FeatureCache, embeddings, novelty
 from edge.errors import SmartbinError
-from edge.formats.dataset import Sample, load_dataset
+from edge.formats.dataset import LabelledImage, load_dataset
 
 
 def run_model(run: str | Path):
@@ -35,7 +35,7 @@ def distances(run: str | Path, images: list[Path], cache: str | None = None) -> 
     with tempfile.TemporaryDirectory(prefix="smartbin-features-") as tmp:
         features = FeatureCache(cache or tmp, model, size, 32)  # one extractor and weights hash for both sets
         known = embeddings(features, load_dataset(data).samples)
-        return novelty(known, embeddings(features, [Sample(path, 0) for path in images]))
+        return novelty(known, embeddings(features, [LabelledImage(path, 0) for path in images]))
 
 
 def rank(run: str | Path, folder: Path, images: list[Path], labels: list[str], cache: str | None = None) -> list[dict]:

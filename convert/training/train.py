@@ -26,7 +26,7 @@ from convert.training.features import FeatureCache, head_model
 from convert.training.inputs import make_dataset
 from convert.training.model import build_model, load_model, unfreeze_last_stage
 from edge.errors import SmartbinError
-from edge.formats.dataset import Dataset, Sample, load_dataset
+from edge.formats.dataset import Dataset, LabelledImage, load_dataset
 from edge.formats.labels import Label
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def train(config: TrainConfig) -> Path | None:
     return out
 
 
-def _load(config: TrainConfig) -> tuple[Dataset, tuple[list[Sample], list[Sample]]]:
+def _load(config: TrainConfig) -> tuple[Dataset, tuple[list[LabelledImage], list[LabelledImage]]]:
     """The dataset (refused when its classes' bins would sort badly, unless forced) and its split."""
     dataset = load_dataset(config.data)
     if (problems := dataset.bin_problems()) and not config.force:
@@ -232,7 +232,7 @@ def _load(config: TrainConfig) -> tuple[Dataset, tuple[list[Sample], list[Sample
 
 
 def _report(
-    out: Path, model: keras.Model, val: list[Sample], labels: list[Label], config: TrainConfig, frozen: bool
+    out: Path, model: keras.Model, val: list[LabelledImage], labels: list[Label], config: TrainConfig, frozen: bool
 ) -> None:
     """The run's report (convert/evaluation/report.py) on the validation images, each training phase marked."""
     probs = model.predict(make_dataset(val, config.img_size, config.batch_size, False), verbose=0)
@@ -252,7 +252,7 @@ def _fit(
     train_ds: tf.data.Dataset,
     val_ds: tf.data.Dataset,
     out: Path,
-    samples: tuple[list[Sample], list[Sample]],
+    samples: tuple[list[LabelledImage], list[LabelledImage]],
 ) -> list[dict]:
     """The head phase, then the optional fine-tune phase; learning rates scaled with the replicas.
     Returns each phase's throughput."""
@@ -293,7 +293,7 @@ def _fit(
 def _fit_head_on_features(
     model: keras.Model,
     config: TrainConfig,
-    samples: tuple[list[Sample], list[Sample]],
+    samples: tuple[list[LabelledImage], list[LabelledImage]],
     out: Path,
     verbose: int,
 ) -> tuple[keras.callbacks.History, list[dict]]:

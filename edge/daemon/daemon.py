@@ -42,7 +42,7 @@ from edge.system.background import Background
 from edge.system.backoff import RestartBackoff
 from edge.system.notify import Notifier
 from edge.system.signals import set_on
-from edge.vision.decision import Decision
+from edge.vision.decision import ItemDecision
 from edge.web.host import WebHost
 from edge.web.page import ClassifyRequest
 from edge.wire.status import StatusBoard, StatusView, cpu_temperature, metrics_payload, status_payload
@@ -59,7 +59,7 @@ class Step:
     """What one turn of the loop did: the frame it took (None on timeout) and the decision it made."""
 
     frame: Frame | None = None
-    decision: Decision | None = None
+    decision: ItemDecision | None = None
 
 
 class Daemon:
@@ -224,7 +224,7 @@ class Daemon:
         self.background.submit("reload", lambda: prepare_reload(self.config, path, serving()), done)
 
     # ------------------------------------------------------------------ the loop
-    def process(self, frame: Frame) -> Decision | None:
+    def process(self, frame: Frame) -> ItemDecision | None:
         """One frame through the pipeline, and what it led to out through the outputs."""
         outcome = self.pipeline.process(frame)
         if outcome is None:  # the new model failed inside its health window: rolled back

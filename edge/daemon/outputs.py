@@ -21,7 +21,7 @@ from edge.storage.counters import Counters, CountersError
 from edge.storage.outbox import Outbox, OutboxError
 from edge.storage.samples import SampleStore
 from edge.system.repeats import OncePerChange
-from edge.vision.decision import Decision
+from edge.vision.decision import ItemDecision
 from edge.web.page import WebState
 from edge.wire import payloads
 from edge.wire.command_spec import CommandError
@@ -108,7 +108,7 @@ class Outputs:
             self.timings.add("publish", (time.monotonic() - t2) * 1e3)
         self.timings.add("total", (time.monotonic() - frame.mono) * 1e3)
 
-    def decision(self, decision: Decision, frame: Frame, shadow: ShadowItem | None = None) -> None:
+    def decision(self, decision: ItemDecision, frame: Frame, shadow: ShadowItem | None = None) -> None:
         """One item's decision: outbox and MQTT, the page, the counters and (maybe) a sample; with a model in the
         shadow, what it would have done (…/shadow; an item it would send elsewhere is kept as a sample)."""
         self.decisions += 1

@@ -13,7 +13,7 @@ from edge.classifier import Prediction
 from edge.formats.labels import Label
 from edge.sources import Frame
 from edge.stats import Histogram, Window, percentiles
-from edge.vision.decision import Decider, Decision, PresenceDetector, VoteSettings
+from edge.vision.decision import Decider, ItemDecision, PresenceDetector, VoteSettings
 
 LATENCY_WINDOW = 500
 FPS_WINDOW_S = 5.0
@@ -29,7 +29,7 @@ class Outcome:
     """What one frame led to: its prediction (None when it was not classified) and a decision, if any."""
 
     prediction: Prediction | None = None
-    decision: Decision | None = None
+    decision: ItemDecision | None = None
 
 
 class Timings:

@@ -23,7 +23,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 @dataclass(frozen=True)
-class Sample:
+class LabelledImage:
     """One image and its class index."""
 
     path: Path
@@ -37,7 +37,7 @@ class Dataset:
 
     root: Path
     labels: list[Label]
-    samples: list[Sample]
+    samples: list[LabelledImage]
     problems: list[str] = field(default_factory=list)
     bin_sources: dict[str, str] = field(default_factory=dict)
     unmapped: list[str] = field(default_factory=list)
@@ -71,7 +71,7 @@ def is_seed_format(root: Path) -> bool:
 def _load_seed(root: Path) -> Dataset:
     rules_path = _find_rules(root)
     labels = load_rules(rules_path)
-    samples: list[Sample] = []
+    samples: list[LabelledImage] = []
     problems: list[str] = []
     seen: dict[str, Path] = {}
     for txt in sorted(root.glob("*.txt")):
@@ -101,7 +101,7 @@ def _load_seed(root: Path) -> Dataset:
         if not image.is_file():
             problems.append(f"{txt}: image {name!r} is missing")
             continue
-        samples.append(Sample(image, index))
+        samples.append(LabelledImage(image, index))
     return Dataset(root, labels, samples, problems)
 
 
@@ -114,7 +114,7 @@ def _load_folders(root: Path) -> Dataset:
     classes = resolve([f.name for f in folders], root, load_rules(rules) if rules.is_file() else None)
     labels = [Label(i, c.name, c.bin or "other") for i, c in enumerate(classes)]
     samples = [
-        Sample(path, index)
+        LabelledImage(path, index)
         for index, folder in enumerate(folders)
         for path in sorted(folder.iterdir())
         if path.suffix.lower() in IMAGE_SUFFIXES
@@ -152,7 +152,7 @@ def merge(datasets: list[Dataset]) -> Dataset:
     """
     labels: list[Label] = []
     index: dict[str, int] = {}
-    samples: list[Sample] = []
+    samples: list[LabelledImage] = []
     problems: list[str] = []
     sources: dict[str, str] = {}
     unmapped: list[str] = []
@@ -171,6 +171,6 @@ def merge(datasets: list[Dataset]) -> Dataset:
                     f"{labels[index[label.name]].bin} in an earlier dataset (kept)"
                 )
         names = [lab.name for lab in dataset.labels]
-        samples += [Sample(s.path, index[names[s.label]]) for s in dataset.samples]
+        samples += [LabelledImage(s.path, index[names[s.label]]) for s in dataset.samples]
         problems += dataset.problems
     return Dataset(datasets[0].root, labels, samples, problems, sources, unmapped)

@@ -28,7 +28,7 @@ from edge.models.update import Prepared, Updater, UpdateRequest
 from edge.system.background import Background
 from edge.system.notify import Notifier
 from edge.system.queues import drain
-from edge.vision.decision import Decision, VoteSettings
+from edge.vision.decision import ItemDecision, VoteSettings
 from edge.wire.payloads import ModelInfo
 from edge.wire.shadow import ShadowItem, ShadowState
 
@@ -247,7 +247,7 @@ class Serving:
             log.exception("the shadow model failed on a frame")
             self.stop_shadow(f"failed on a frame: {type(exc).__name__}: {exc}")
 
-    def shadow_item(self, decision: Decision, settings: VoteSettings, device_id: str) -> ShadowItem | None:
+    def shadow_item(self, decision: ItemDecision, settings: VoteSettings, device_id: str) -> ShadowItem | None:
         """What the shadow would have decided for this decision's item (None: no shadow, or it saw none of it)."""
         if self.shadow is None:
             return None

@@ -18,7 +18,7 @@ from statistics import median
 
 from edge.classifier import Classifier
 from edge.stats import Window
-from edge.vision.decision import Decision, VoteSettings, decide
+from edge.vision.decision import ItemDecision, VoteSettings, decide
 from edge.wire.shadow import ShadowItem, ShadowState, Verdict
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Shadow:
         while len(self.votes) > KEPT_FRAMES:
             self.votes.popitem(last=False)
 
-    def compare(self, decision: Decision, settings: VoteSettings, device_id: str) -> ShadowItem | None:
+    def compare(self, decision: ItemDecision, settings: VoteSettings, device_id: str) -> ShadowItem | None:
         """What the shadow would have decided on the decision's frames (None: it saw none of them)."""
         votes = [(*self.votes[f], f) for f in decision.frame_ids if f in self.votes]
         if not votes:

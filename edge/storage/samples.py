@@ -42,8 +42,8 @@ SAMPLE_NAME = re.compile(r"[0-9]{15}-[A-Za-z0-9_-]{1,12}")
 
 
 @dataclass
-class Sample:
-    """A frame to write and its JSON (edge/wire/payloads.py's ``Sample``)."""
+class KeptFrame:
+    """A frame to write and its JSON (its JSON: edge/wire/payloads.py's ``Sample``)."""
 
     image: np.ndarray
     meta: SampleMeta
@@ -73,7 +73,7 @@ class SampleStore:
         self.config = config
         self.default_bin = default_bin
         self.root = Path(config.path)
-        self.queue: queue.Queue[Sample | None] = queue.Queue(config.queue)
+        self.queue: queue.Queue[KeptFrame | None] = queue.Queue(config.queue)
         self.dropped = 0  # the queue was full: the loop did not wait
         self.skipped_low_disk = 0
         self.written = 0
@@ -102,7 +102,7 @@ class SampleStore:
         if not reasons:
             return False
         try:
-            self.queue.put_nowait(Sample(image, meta.model_copy(update={"kept_because": reasons})))
+            self.queue.put_nowait(KeptFrame(image, meta.model_copy(update={"kept_because": reasons})))
         except queue.Full:
             self.dropped += 1
             return False
@@ -111,7 +111,7 @@ class SampleStore:
     def keep_now(self, meta: SampleMeta, image: np.ndarray, label: str) -> str:
         """Write a corrected decision's sample at once (an operator's command, not the loop's hot path)."""
         correction = Correction(label=label, ts=round(time.time(), 3))
-        sample = Sample(image, meta.model_copy(update={"kept_because": ["corrected"], "correction": correction}))
+        sample = KeptFrame(image, meta.model_copy(update={"kept_because": ["corrected"], "correction": correction}))
         self._write(sample, force=True)
         return sample.sample_id
 
@@ -180,7 +180,7 @@ class SampleStore:
                 self.errors += 1
                 log.error("sample %s not written: %s", sample.sample_id, exc)
 
-    def _write(self, sample: Sample, force: bool = False) -> None:
+    def _write(self, sample: KeptFrame, force: bool = False) -> None:
         """``force``: an operator's correction, written even under the free-space floor, and never
         overwritten by the loop's copy of the same sample still in the queue."""
         with self._write_lock:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Decision:
+class ItemDecision:
     """One item's verdict, as published on …/decision."""
 
     event_id: str
@@ -195,7 +195,7 @@ class Decider:
 
     def update(
         self, present: bool, now: float, vote: tuple[int, float] | None = None, frame_id: int = 0
-    ) -> Decision | None:
+    ) -> ItemDecision | None:
         cfg = self.config
         if not present:
             self.absent_run += 1
@@ -219,7 +219,7 @@ class Decider:
         return None
 
 
-def decide(labels: list[Label], cfg: VoteSettings, votes: list[tuple[int, float, int]]) -> Decision:
+def decide(labels: list[Label], cfg: VoteSettings, votes: list[tuple[int, float, int]]) -> ItemDecision:
     """The decision that frames' (label index, confidence, frame id) votes make: the most voted label, sure
     enough, else the default bin. The shadow of a new model decides by it too, on the same frames."""
     counts = Counter(index for index, _, _ in votes)
@@ -227,7 +227,7 @@ def decide(labels: list[Label], cfg: VoteSettings, votes: list[tuple[int, float,
     confidence = float(np.mean([c for i, c, _ in votes if i == winner])) * count / len(votes)
     label = labels[winner]
     confident = confidence >= cfg.min_confidence
-    return Decision(
+    return ItemDecision(
         event_id=uuid.uuid4().hex,
         ts=time.time(),
         bin=label.bin if confident else cfg.default_bin,

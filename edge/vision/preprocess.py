@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.formats.dataset import Sample
+from edge.formats.dataset import LabelledImage
 from edge.formats.images import read_image
 
 # Resize the shorter side to size * 256 / 224 before cropping, as ResNet's ImageNet recipe does.
@@ -69,6 +69,6 @@ def tta_crops(image: np.ndarray, size: int, n: int, rng: np.random.Generator) ->
     return np.stack(crops)
 
 
-def load_images(samples: list[Sample], height: int, width: int) -> np.ndarray:
+def load_images(samples: list[LabelledImage], height: int, width: int) -> np.ndarray:
     """The device's input path on a dataset's images: decode, resize, centre crop -> (N, H, W, 3) uint8."""
     return np.stack([prepare(read_image(s.path), height, width) for s in samples])

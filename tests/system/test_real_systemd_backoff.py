@@ -41,16 +41,17 @@ def test_a_crash_on_every_first_item_never_reaches_the_units_start_limit(machine
     write_config(machine, {**machine.config, "model": {**machine.config["model"], "variant": "onnx"}})
     machine.path("/var/lib/smartbin/models/.start-failures").unlink(missing_ok=True)
 
+    running = show(machine)["MainPID"]  # the daemon the restart stops: not one of the starts counted
     restart(machine, "--no-block")
     began = time.monotonic()
     starts: dict[str, float] = {}  # main PID -> when it was first seen
     waits: dict[str, int] = {}  # main PID -> the back-off it announced (the last seen: its own, not the text before)
     states = set()
-    while time.monotonic() - began < WINDOW_S + 40:
+    while time.monotonic() - began < WINDOW_S + 10:  # past the window that a fifth start would have to fall in
         state = show(machine)
         states.add((state["ActiveState"], state["Result"]))
         assert state["ActiveState"] != "failed", f"systemd gave up after {len(starts)} starts: {state}"
-        if state["MainPID"] not in ("0", "") and state["MainPID"] not in starts:
+        if state["MainPID"] not in ("0", "", running) and state["MainPID"] not in starts:
             starts[state["MainPID"]] = time.monotonic() - began
         announced = re.search(r"restarting in (\d+) s", state["StatusText"])
         if announced and state["MainPID"] in starts:
