@@ -14,6 +14,8 @@ With a broker, "Roll out" lists the bins from their retained status and carries 
 through them in stages (convert/review/page_rollouts.py), its lines shown as they come.
 """
 
+from edge.fleet.rule import DEFAULTS
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="review-token" content="__TOKEN__">
@@ -60,11 +62,12 @@ kbd{border:1px solid #aaa;border-radius:3px;padding:0 .25rem;font-size:.8rem}
 <h3>Train</h3><button id="train-start">train on the answers</button><div id="train-state"></div>
 <div id="train-bar"><div></div></div><table id="compare"></table><div id="train-links"></div>
 <h3>Roll out</h3><div id="fleet-state"></div><table id="fleet"></table><div id="rollout-form">
-<label>stages <input id="ro-stages" value="1" size="5"></label> <label>watch s <input id="ro-watch" value="300"
- size="4"></label><br><label>min frames <input id="ro-frames" value="100" size="4"></label> <label>max drop
- <input id="ro-drop" value="0.10" size="4"></label><br><label>shadow items <input id="ro-shadow" value="20" size="3">
-</label> <label>max flips <input id="ro-flips" value="0.05" size="4"></label><br><label><input type="checkbox"
- id="ro-force"> past the hold-out gate</label><br><button id="rollout-start">roll out to a few bins first</button>
+<label>stages <input id="ro-stages" value="1" size="5"></label> <label>watch s <input id="ro-watch" value="__WATCH__"
+ size="4"></label><br><label>min frames <input id="ro-frames" value="__FRAMES__" size="4"></label> <label>max drop
+ <input id="ro-drop" value="__DROP__" size="4"></label><br><label>shadow items
+ <input id="ro-shadow" value="__SHADOW__" size="3"></label> <label>max flips
+ <input id="ro-flips" value="__FLIPS__" size="4"></label><br><label><input type="checkbox" id="ro-force">
+ past the hold-out gate</label><br><button id="rollout-start">roll out to a few bins first</button>
 <button id="rollout-stop" disabled>stop, put them back</button>
 </div><pre id="rollout-log"></pre></aside></main>
 <script>
@@ -182,3 +185,18 @@ $('rollout-start').onclick=async()=>{try{await post('/api/rollout',{stages:$('ro
  status('rollout started');}catch(e){status('not started: '+e.message,true);}};
 load();training();fleet();
 </script></body></html>"""
+
+
+def page_html(token: str) -> str:
+    """The page with this run's token and the rollout rule's defaults (edge/fleet/rule.py, the command line's)."""
+    d = DEFAULTS
+    html = PAGE.replace("__TOKEN__", token)
+    for key, value in (
+        ("__WATCH__", d.watch_s),
+        ("__FRAMES__", d.min_frames),
+        ("__DROP__", d.max_confidence_drop),
+        ("__SHADOW__", d.shadow_items),
+        ("__FLIPS__", d.max_flips),
+    ):
+        html = html.replace(key, f"{value:g}")
+    return html

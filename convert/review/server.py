@@ -18,19 +18,28 @@ from dataclasses import asdict, replace
 from http import HTTPStatus
 from pathlib import Path
 
-from convert.review.page import PAGE
+from convert.review.page import page_html
 from convert.review.page_rollouts import PageRollouts, Request
 from convert.review.store import ReviewStore, as_json
 from convert.review.training import Trainer
 from edge.errors import DatasetError, SmartbinError
 from edge.fleet.plan import parse_stages
-from edge.fleet.rule import Rule, check_rule
+from edge.fleet.rule import DEFAULTS, check_rule
 from edge.formats.labels import BINS
 from edge.system.access import is_loopback
 from edge.web.bounded import BoundedServer, JsonHandler, basic_auth, same_credentials
 from edge.web.page import same_origin_json
 
 log = logging.getLogger(__name__)
+
+# the page's rollout fields and the rule's limits they set (the rest keep the rule's defaults)
+PAGE_RULE = {
+    "watch": "watch_s",
+    "min_frames": "min_frames",
+    "max_confidence_drop": "max_confidence_drop",
+    "shadow_items": "shadow_items",
+    "max_flips": "max_flips",
+}
 
 MAX_BODY = 1 << 20  # an answer for a few thousand ids at most
 VERDICTS = ("item", "not_item", "unsure")
@@ -65,9 +74,7 @@ class ReviewHandler(JsonHandler):
         path = self.path.split("?", 1)[0]
         try:
             if path == "/":
-                self._send(
-                    HTTPStatus.OK, PAGE.replace("__TOKEN__", self.token).encode("utf-8"), "text/html; charset=utf-8"
-                )
+                self._send(HTTPStatus.OK, page_html(self.token).encode("utf-8"), "text/html; charset=utf-8")
             elif path == "/api/items":
                 items = self.store.items()
                 self._json({"items": as_json(items), "classes": self.store.classes(items), "bins": list(BINS)})
@@ -153,10 +160,8 @@ class ReviewHandler(JsonHandler):
             raise ValueError(f"hold-out gate: {refusal}; keep the bins' model (or send force: true)")
         try:
             stages = parse_stages(str(body.get("stages", "1")))
-            watch, drop = float(body.get("watch", 300)), float(body.get("max_confidence_drop", 0.10))
-            shadow, flips = int(body.get("shadow_items", 20)), float(body.get("max_flips", 0.05))
-            rule = Rule(watch_s=watch, min_frames=int(body.get("min_frames", 100)), max_confidence_drop=drop)
-            rule = check_rule(replace(rule, shadow_items=shadow, max_flips=flips))
+            given = {attr: body[key] for key, attr in PAGE_RULE.items() if key in body}
+            rule = check_rule(replace(DEFAULTS, **{a: type(getattr(DEFAULTS, a))(v) for a, v in given.items()}))
         except (TypeError, OverflowError, SmartbinError) as exc:
             raise ValueError(str(exc)) from None
         self.fleet.start(self.trainer.folder(jobs[0].id), Path(jobs[0].bundle), Request(stages, rule))
