@@ -85,6 +85,18 @@ class Job:
         return self.arrival_age + time.monotonic() - self.arrived
 
 
+def stale_because(age: float, limit: float, earlier_boot: bool) -> str | None:
+    """Why a decision of this age must not move the flap, or None. By the clocks (MQTT 3.1.1 only), too far
+    in the future is not trusted either; a decision from before the host's last boot never moves it."""
+    if earlier_boot:
+        return "made before the bin's host last started (a power cut)"
+    if age > limit:
+        return f"{age:.1f} s old, more than actuator.max_age_s"
+    if age < -limit:
+        return f"{-age:.1f} s in the future (are both clocks on NTP?), more than actuator.max_age_s"
+    return None
+
+
 class Actuator:
     def __init__(self, config: Config):
         self.config = config
@@ -180,13 +192,8 @@ class Actuator:
             # others ages too. By the clocks (MQTT 3.1.1 only), too far in the future is not trusted either.
             age, limit = job.age(), self.config.actuator.max_age_s
             now = time.time()  # when the flap moves, if it does: the ack says so
-            if job.earlier_boot or not -limit <= age <= limit:
-                if job.earlier_boot:
-                    why = "made before the bin's host last started (a power cut)"
-                elif age > 0:
-                    why = f"{age:.1f} s old, more than actuator.max_age_s"
-                else:
-                    why = f"{-age:.1f} s in the future (are both clocks on NTP?), more than actuator.max_age_s"
+            why = stale_because(age, limit, job.earlier_boot)
+            if why is not None:
                 log.warning("event %s is stale (%s, max_age_s %.1f): not moving", event_id[:8], why, limit)
                 self.stale += 1
                 self._ack(event_id, bin_name, error=f"stale: {why}", stale=True, age_s=age)

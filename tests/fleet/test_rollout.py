@@ -16,9 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from edge.fleet.plan import stage_groups
-from edge.fleet.rule import Rule, judge
-from edge.fleet.view import Figures
 from tests.support import poll
 from tests.support.fleet import bundle_copy, rollout, running_fleet, serving, updates_sent, wait_switched
 
@@ -137,18 +134,3 @@ def test_a_good_bundle_reaches_every_bin_in_stages_and_a_bad_one_stops_at_its_ca
     assert report["rolled_back"] == {"bin-a": f"back on {next(iter(v2_folders))}"}, output
     assert set(updates_sent(sub, "v5")) == {"bin-a"}
     assert poll(lambda: set(serving(sub).values()) == v2_folders, 30), serving(sub)
-
-
-def test_stages_and_the_rule():
-    """Which bins each stage takes, and when a stage's figures fail the rule."""
-    fleet = [f"b{i}" for i in range(10)]
-    assert stage_groups(fleet, ["1"]) == [["b0"], fleet[1:]]
-    assert stage_groups(fleet, ["1", "50%"]) == [["b0"], fleet[1:5], fleet[5:]]
-    assert stage_groups(fleet, ["1"], ["b7"]) == [["b7"], ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b8", "b9"]]
-    assert stage_groups(["b0"], ["1"]) == [["b0"]]  # one bin: one stage, watched for health alone
-    rule = Rule(max_confidence_drop=0.1, max_unsure_rise=0.2)
-    sure, less = Figures(100, 0.9, 10, 0.1), Figures(100, 0.75, 10, 0.1)
-    assert judge(sure, sure, rule) is None and judge(Figures(100, 0.85, 10, 0.25), sure, rule) is None
-    assert "mean confidence" in judge(less, sure, rule)
-    assert "too unsure" in judge(Figures(100, 0.9, 10, 0.4), sure, rule)
-    assert judge(Figures(0, None, 0, None), sure, rule) is None  # nothing seen: the watch's own limit decides

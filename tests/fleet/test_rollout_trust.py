@@ -16,10 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import SmartbinError
-from edge.fleet.rule import Rule, check_rule, judge_field, judge_shadow, tally
-from edge.fleet.view import Figures
-from edge.wire.shadow import ShadowItem, Verdict
 from tests.support import poll
 from tests.support.fleet import (
     bundle_copy,
@@ -203,45 +199,6 @@ def test_a_rollout_that_a_bin_could_not_roll_back_does_not_start(tmp_path, fleet
     code, _, output = rollout(broker, tmp_path, release(bundle_dir, tmp_path, "v2", 6), "--shadow-items", "0")
     assert code != 0 and "bin-b loads only signed bundles" in output and "would refuse to go back" in output, output
     assert not updates_sent(fleet.sub, "v2") and not shadows_sent(fleet.sub, "v2")
-
-
-def shadow_item(serving_bin: str, new_bin: str, label: str = "x") -> ShadowItem:
-    return ShadowItem(
-        event_id="e" * 32,
-        ts=0.0,
-        device_id="b",
-        shadow="m",
-        serving=Verdict(bin=serving_bin, label="y", confidence=0.9),
-        candidate=Verdict(bin=new_bin, label=label, confidence=0.9),
-        agree=serving_bin == new_bin,
-        shadow_ms=1.0,
-    )
-
-
-def test_the_rules_pure_judgements():
-    rule = Rule(max_flips=0.05)
-    same = [shadow_item("kitchen", "kitchen")] * 19
-    assert judge_shadow(tally([*same, shadow_item("other", "kitchen")], rule), rule) is None  # 1 of 20: 5 %
-    two = tally([*same, shadow_item("other", "kitchen"), shadow_item("other", "kitchen")], rule)
-    assert two.pairs == {"other>kitchen": 2} and "other to kitchen" in judge_shadow(two, rule)
-    expected = Rule(max_flips=0.05, expect_flips=["other>kitchen"])
-    assert judge_shadow(tally([*same, *[shadow_item("other", "kitchen")] * 5], expected), expected) is None
-    new_class = Rule(expect_labels=["cafe cup"])
-    flips = tally([*same, *[shadow_item("other", "recyclable", "cafe cup")] * 5], new_class)
-    assert flips.expected == 5 and judge_shadow(flips, new_class) is None
-
-    field = Rule(min_items=20, max_bin_shift=0.15, max_correction_rise=0.05)
-    old = Figures(100, 0.9, 40, 0.1, {"kitchen": 20, "other": 20}, 1)
-    assert judge_field(Figures(100, 0.9, 40, 0.1, {"kitchen": 18, "other": 22}, 1), old, field) is None
-    shifted = judge_field(Figures(100, 0.9, 40, 0.1, {"kitchen": 32, "other": 8}, 1), old, field)
-    assert "20% of items to other, the old 50%" in shifted
-    assert "corrected" in judge_field(Figures(100, 0.9, 40, 0.1, {"kitchen": 20, "other": 20}, 6), old, field)
-    few = Figures(100, 0.9, 10, 0.1, {"kitchen": 10}, 5)
-    assert judge_field(few, old, field) is None  # too few items to mean something
-
-    for bad in (Rule(watch_s=float("nan")), Rule(max_flips=-0.1), Rule(watch_s=0), Rule(expect_flips=["a>b"])):
-        with pytest.raises(SmartbinError):
-            check_rule(bad)
 
 
 def test_the_gate_measures_against_the_model_a_bin_serves_fetched_from_its_page(
