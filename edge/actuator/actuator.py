@@ -14,7 +14,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -23,7 +23,7 @@ from paho.mqtt.properties import Properties
 
 from edge.actuator.movers import make_mover
 from edge.broker.client import make_client, refuses_mqtt5
-from edge.broker.freshness import age_on_arrival
+from edge.broker.freshness import ClockOffset, age_on_arrival
 from edge.broker.messages import dumps
 from edge.config import Config, load_config
 from edge.errors import ConfigError, SmartbinError
@@ -31,7 +31,7 @@ from edge.storage.sqlitedb import Database
 from edge.system.backoff import delay_after
 from edge.system.repeats import OncePerChange
 from edge.system.signals import set_on
-from edge.wire.payloads import ActuatorAck, Routing
+from edge.wire.payloads import ActuatorAck, Routing, Stamped
 from edge.wire.topics import Topic, under
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,21 @@ class Job:
     arrival_age: float | None  # its age on arrival, from the daemon's and the broker's counts (MQTT 5)
     arrived: float  # time.monotonic() on arrival
     earlier_boot: bool = False  # made before the daemon's host last started: never moved for
+    clock_offset: float | None = None  # the daemon's clock from this host's, learnt (MQTT 3.1.1)
+
+    @property
+    def age_from(self) -> str:
+        """What the age rests on: the MQTT 5 counts, a learnt clock offset, or the two clocks alone."""
+        if self.arrival_age is not None:
+            return "mqtt5"
+        return "clocks" if self.clock_offset is None else "learnt_offset"
 
     def age(self) -> float:
-        """Seconds since the decision was made, now: without comparing clocks when it came with its age."""
-        if self.arrival_age is None:
-            return time.time() - self.ts
-        return self.arrival_age + time.monotonic() - self.arrived
+        """Seconds since the decision was made, now: without comparing clocks when it came with its age or an
+        offset was learnt (edge/broker/freshness.py)."""
+        if self.arrival_age is not None:
+            return self.arrival_age + time.monotonic() - self.arrived
+        return time.time() - self.ts - (self.clock_offset or 0.0)
 
 
 def stale_because(age: float, limit: float, earlier_boot: bool) -> str | None:
@@ -115,6 +124,11 @@ class Actuator:
         # MQTT 5 unless pinned to 3.1.1: the age of a decision travels in MQTT 5 properties only.
         self.protocol = mqtt.MQTTv311 if config.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
         self.refusals = OncePerChange(log, "the connection to the broker")
+        self.clock_offset = ClockOffset()
+        self.no_offset = OncePerChange(log, "the daemon's clock offset")
+        self.daemon_protocol: str | None = None  # as the daemon's status says
+        self.offset_deadline = time.monotonic() + 2 * config.mqtt.metrics_interval_s + 1
+        self._clock_topics = {under(self.base, t) for t in (Topic.METRICS, Topic.STATUS)}
         self.client = self._make_client()
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="actuator", daemon=True)
@@ -123,6 +137,8 @@ class Actuator:
         if not reason_code.is_failure:
             self.refusals.ok()
             client.subscribe(under(self.base, Topic.DECISION), qos=Topic.DECISION.qos)
+            # the daemon's periodic messages: how far its clock is from this one (for MQTT 3.1.1)
+            client.subscribe([(under(self.base, t), t.qos) for t in (Topic.METRICS, Topic.STATUS)])
             return
         m = self.config.mqtt
         self.refusals.error(f"the broker at {m.host}:{m.port} refused the actuator: {reason_code} (retrying)")
@@ -141,6 +157,9 @@ class Actuator:
         self.start_client()
 
     def _on_message(self, client, userdata, message) -> None:
+        if message.topic in self._clock_topics:
+            self._learn_offset(message)
+            return
         try:
             routing = Routing.read(message.payload)
         except ValueError as exc:
@@ -149,11 +168,38 @@ class Actuator:
             return
         try:  # paho's thread: never wait here
             arrival = age_on_arrival(message.properties)
-            job = Job(routing.event_id, routing.bin, float(routing.ts), arrival, time.monotonic(), routing.earlier_boot)
+            job = Job(routing.event_id, routing.bin, routing.ts, arrival, time.monotonic(), routing.earlier_boot)
             self.jobs.put_nowait(job)
         except queue.Full:
             log.error("event %s refused: %d moves are queued already", routing.event_id[:8], JOB_QUEUE)
             self._ack(routing.event_id, routing.bin, error=f"busy: {JOB_QUEUE} moves queued already")
+
+    def _learnt_offset(self) -> float | None:
+        """The daemon's clock offset. Where the daemon's decisions come without their age (it, or this actuator,
+        speaks MQTT 3.1.1) and none of its periodic messages has come yet, wait for one, up to two metrics
+        intervals after the start: a restart's backlog is judged by it, not by two clocks that may be far apart.
+        None by then (an ACL that hides the daemon's metrics from the actuator) leaves the two clocks, said once."""
+        waits = self.protocol == mqtt.MQTTv311 or self.daemon_protocol == "3.1.1"
+        while waits and not self.clock_offset.learnt.wait(0.2):
+            if self._stopping.is_set() or time.monotonic() > self.offset_deadline:
+                self.no_offset.error(
+                    "no metrics from the daemon: judging MQTT 3.1.1 decisions by the two clocks (keep NTP on, or let "
+                    f"the actuator read {under(self.base, Topic.METRICS)})"
+                )
+                return None
+        self.no_offset.ok()
+        return self.clock_offset.offset()
+
+    def _learn_offset(self, message: mqtt.MQTTMessage) -> None:
+        """The daemon's metrics and status say when it sent them; a retained one was sent long before."""
+        try:
+            stamped = Stamped.model_validate_json(message.payload)
+        except ValueError:  # pydantic's ValidationError too
+            return  # not ours to judge: the daemon's messages are checked by their own subscribers
+        if stamped.mqtt_protocol is not None:
+            self.daemon_protocol = stamped.mqtt_protocol  # its status says so (a retained one too)
+        if not message.retain:  # a retained one was sent long before it arrives
+            self.clock_offset.observe(float(stamped.ts))
 
     def _ack(
         self,
@@ -162,6 +208,7 @@ class Actuator:
         error: str | None = None,
         duplicate: bool = False,
         stale: bool = False,
+        age_from: str | None = None,
         **judged: float,
     ) -> None:
         payload = ActuatorAck(
@@ -172,6 +219,7 @@ class Actuator:
             stale=stale,
             ts=round(time.time(), 3),
             **({"error": error} if error else {}),
+            **({"age_from": age_from} if age_from else {}),
             **{key: round(value, 3) for key, value in judged.items()},  # age_s, moved_at
         ).dump()
         self.client.publish(under(self.base, Topic.ACTUATOR_ACK), dumps(payload), qos=Topic.ACTUATOR_ACK.qos)
@@ -179,6 +227,10 @@ class Actuator:
     def _work(self) -> None:
         while not self._stopping.is_set() and (job := self.jobs.get()) is not None:
             event_id, bin_name = job.event_id, job.bin_name
+            if job.arrival_age is None:  # MQTT 3.1.1: the age by the daemon's clock offset, learnt
+                job = replace(job, clock_offset=self._learnt_offset())
+                if self._stopping.is_set():
+                    break  # not recorded: by the next start it is stale anyway
             try:
                 new = self.seen.add(event_id)
             except SmartbinError as exc:  # the age check below still keeps a replay from moving the flap
@@ -196,13 +248,13 @@ class Actuator:
             if why is not None:
                 log.warning("event %s is stale (%s, max_age_s %.1f): not moving", event_id[:8], why, limit)
                 self.stale += 1
-                self._ack(event_id, bin_name, error=f"stale: {why}", stale=True, age_s=age)
+                self._ack(event_id, bin_name, error=f"stale: {why}", stale=True, age_from=job.age_from, age_s=age)
                 continue
             log.info("event %s: moving to %s", event_id[:8], bin_name)
             try:
                 self.mover.move(bin_name)
                 self.moves += 1
-                self._ack(event_id, bin_name, age_s=age, moved_at=now)
+                self._ack(event_id, bin_name, age_from=job.age_from, age_s=age, moved_at=now)
             except Exception as exc:  # a hardware error must not stop the actuator
                 log.exception("move failed")
                 self._ack(event_id, bin_name, error=f"move failed: {exc}")

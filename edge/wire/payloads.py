@@ -46,6 +46,14 @@ class Decision(Payload):
     )
 
 
+class Stamped(BaseModel):
+    """What the actuator reads of the daemon's metrics and status: when the daemon sent it (its clock), and the
+    MQTT version it speaks (the status only). Over MQTT 3.1.1 they teach it the daemon's clock offset."""
+
+    ts: StrictFloat | StrictInt = Field(allow_inf_nan=False)
+    mqtt_protocol: Literal["5", "3.1.1"] | None = None
+
+
 class Routing(BaseModel):
     """What anything that routes or ages a decision reads of it (the actuator, the outbox): only these three
     fields are required, so a hand-made decision routes too, and the rest may change without breaking it."""
@@ -381,4 +389,9 @@ class ActuatorAck(Payload):
     error: str | None = Field(None, description="why it was not moved (only when ok is false)")
     ts: float
     age_s: float | None = Field(None, description="the decision's age as the actuator judged it, in seconds")
+    age_from: Literal["mqtt5", "learnt_offset", "clocks"] | None = Field(
+        None,
+        description="what the age rests on: MQTT 5's counts, the daemon's clock offset learnt from its periodic "
+        "messages (MQTT 3.1.1), or the two hosts' clocks alone (3.1.1, before any such message)",
+    )
     moved_at: float | None = Field(None, description="when the flap began to move (this host's clock); only on a move")

@@ -248,11 +248,11 @@ def test_an_accelerator_that_resets_mid_run_ends_in_the_back_off_not_a_crash(
     counted, STATUS says why and when it restarts, exit 75 (systemd restarts it) instead of exit 1 five
     times in a row, after which systemd's start limit would leave the bin dead."""
     from edge.daemon.daemon import START_FAILURES
-    from tests.support.fakes import fake_accelerator_path
+    from tests.support.fakes import fakes_path
 
     clip, _ = clip_factory(items=4)
     config = write_config(tmp_path / "c.yaml", bundle_dir, f"file://{clip}?realtime=1", broker.port)
-    fakes = fake_accelerator_path(tmp_path / "fakes")
+    fakes = fakes_path(tmp_path / "fakes")
     sock, path = notify_socket(tmp_path)
     env = {
         "NOTIFY_SOCKET": path,

@@ -164,9 +164,9 @@ def actuator_config(tmp_path: Path, port: int, mode: str, **options) -> Path:
     return path
 
 
-def start_actuator(config: Path, log: Path) -> subprocess.Popen:
-    """`smartbin actuator` on ``config`` with gpiozero's mock pins, its log appended to ``log``."""
-    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+def start_actuator(config: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`smartbin actuator` on ``config`` with gpiozero's mock pins (and ``env``), its log appended to ``log``."""
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", **(env or {})}
     with log.open("a") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "actuator", "--config", str(config)], cwd=ROOT, stderr=err, env=env

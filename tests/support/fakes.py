@@ -1,5 +1,5 @@
-"""The one place for fakes of hardware we do not have: a camera behind OpenCV's VideoCapture,
-and picamera2. Everything above these boundaries is the real code."""
+"""The one place for fakes of hardware we do not have: a camera behind OpenCV's VideoCapture, picamera2, a
+TensorRT provider, and a second host's wall clock. Everything above these boundaries is the real code."""
 
 from __future__ import annotations
 
@@ -192,7 +192,22 @@ def install_slow_tensorrt(build_s: float, monkeypatch=None, resets_after: int | 
     put(ort, "get_available_providers", lambda: [TENSORRT, *real_providers()])
 
 
+def shift_wall_clock(offset_s: float) -> None:
+    """This process's wall clock ``offset_s`` off, as on a second host without NTP (time.time and time_ns; the
+    monotonic clock, which sleeps and timeouts use, untouched: libfaketime's whole-clock shift broke those)."""
+    import time
+
+    real_time, real_ns = time.time, time.time_ns
+    time.time = lambda: real_time() + offset_s
+    time.time_ns = lambda: real_ns() + int(offset_s * 1e9)
+
+
 FAKES_LOADER = """import os
+
+if os.environ.get("SMARTBIN_FAKE_CLOCK_OFFSET_S"):
+    from smartbin_fakes import shift_wall_clock
+
+    shift_wall_clock(float(os.environ["SMARTBIN_FAKE_CLOCK_OFFSET_S"]))
 
 if os.environ.get("SMARTBIN_FAKE_TENSORRT_BUILD_S"):
     from smartbin_fakes import install_slow_tensorrt
@@ -202,9 +217,9 @@ if os.environ.get("SMARTBIN_FAKE_TENSORRT_BUILD_S"):
 """
 
 
-def fake_accelerator_path(folder: Path) -> Path:
-    """A folder for PYTHONPATH that makes a Python process see the fake TensorRT (when its variables are
-    set): this module as ``smartbin_fakes`` and a ``sitecustomize`` that installs it."""
+def fakes_path(folder: Path) -> Path:
+    """A folder for PYTHONPATH that makes a Python process see the fakes its variables ask for (a TensorRT
+    provider, a wall clock off): this module as ``smartbin_fakes`` and a ``sitecustomize`` that installs them."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(__file__), folder / "smartbin_fakes.py")
     (folder / "sitecustomize.py").write_text(FAKES_LOADER)

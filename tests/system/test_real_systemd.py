@@ -25,7 +25,7 @@ import pytest
 
 from tests.support import ROOT
 from tests.support.container import Container, snapshot
-from tests.support.fakes import fake_accelerator_path
+from tests.support.fakes import fakes_path
 from tests.support.realsystemd import (
     ACTUATOR,
     DEVICE,
@@ -248,7 +248,7 @@ def test_an_engine_build_longer_than_the_start_timeout_completes_and_is_cached(m
     timeout of 8 s. The daemon extends the timeout while it builds, the unit becomes active, the engine is
     cached; a build killed half-way leaves no engine, and the restart builds a whole one."""
     machine.sh("/opt/smartbin/venv/bin/pip install --quiet --no-index --find-links /wheels onnxruntime")
-    fake_accelerator_path(machine.path("/srv/fakes"))
+    fakes_path(machine.path("/srv/fakes"))
     drop_in = machine.path(f"/etc/systemd/system/{EDGE}.d/slow-engine.conf")
     drop_in.write_text(SLOW_ENGINE)
     machine.sh("systemctl daemon-reload")

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.support.container import Container
-from tests.support.fakes import fake_accelerator_path
+from tests.support.fakes import fakes_path
 from tests.support.realsystemd import EDGE, restart, show, write_config
 
 pytestmark = pytest.mark.real_systemd
@@ -35,7 +35,7 @@ def test_a_crash_on_every_first_item_never_reaches_the_units_start_limit(machine
         f"StartLimitIntervalSec={WINDOW_S}\n" in unit.read_text() and f"StartLimitBurst={BURST}\n" in unit.read_text()
     )
     machine.sh("/opt/smartbin/venv/bin/pip install --quiet --no-index --find-links /wheels onnxruntime")
-    fake_accelerator_path(machine.path("/srv/fakes"))
+    fakes_path(machine.path("/srv/fakes"))
     machine.path(f"/etc/systemd/system/{EDGE}.d/zz-first-item-crash.conf").write_text(CRASH)
     machine.sh("systemctl daemon-reload")
     write_config(machine, {**machine.config, "model": {**machine.config["model"], "variant": "onnx"}})

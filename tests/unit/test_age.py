@@ -9,7 +9,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.actuator.actuator import Job, stale_because
-from edge.broker.freshness import BROKER_ROUNDING_S, EXPIRY_S, age_on_arrival, sent_properties
+from edge.broker.freshness import BROKER_ROUNDING_S, EXPIRY_S, ClockOffset, age_on_arrival, sent_properties
 
 
 def forwarded(age_s: float, held_s: int) -> Properties:
@@ -45,3 +45,18 @@ def test_stale_is_too_old_too_far_ahead_or_from_before_the_boot():
     assert "more than actuator.max_age_s" in stale_because(2.5, 2.0, False)
     assert "in the future" in stale_because(-2.5, 2.0, False)
     assert "before the bin's host last started" in stale_because(0.1, 2.0, True)  # fresh by every clock
+
+
+def test_the_clock_offset_is_the_smallest_receive_minus_sent_of_its_window():
+    now, mono = [1000.0], [0.0]
+    offset = ClockOffset(window_s=300, clock=lambda: now[0], monotonic=lambda: mono[0])
+    assert offset.offset() is None and not offset.learnt.is_set()
+    for delay in (0.050, 0.004, 0.020):  # the daemon 30 s behind this host; each message its own delay
+        offset.observe(now[0] - 30 - delay)
+        mono[0] += 10
+    assert offset.learnt.is_set() and abs(offset.offset() - 30.004) < 1e-9
+    # a decision stamped 2 s ago by the daemon's clock: 2 s old, less the fastest delay (never 32)
+    assert abs((now[0] - (now[0] - 30 - 2)) - offset.offset() - 1.996) < 1e-9
+    mono[0] += 300  # the window moves past them: what is older is forgotten
+    offset.observe(now[0] - 29.0 - 0.010)  # the daemon's clock stepped 1 s forward meanwhile
+    assert abs(offset.offset() - 29.010) < 1e-9
