@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages lint format install clean soak fuzz field-day wheels arm64-check clean-install-check jetson-check dist constraints schemas
+.PHONY: demo test system-packages lint format install clean soak fuzz http-load field-day wheels arm64-check clean-install-check jetson-check dist constraints schemas
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,13 @@ FUZZ_PAYLOADS ?= 10000
 fuzz: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/scenarios/fuzz.py --bundle $(SMALL_BUNDLE) --payloads $(FUZZ_PAYLOADS)
 	$(BIN)/python tests/scenarios/fuzz_http.py --bundle $(SMALL_BUNDLE) --requests $(FUZZ_PAYLOADS)
+
+# A connection flood and a slow client against the status page, the review station and the archive server:
+# the figures side by side (tests/scenarios/http_load.py).
+HTTP_FLOOD ?= 128
+HTTP_SERVERS ?= page,review,archive
+http-load: $(SMALL_BUNDLE)/manifest.json
+	$(BIN)/python tests/scenarios/http_load.py --bundle $(SMALL_BUNDLE) --flood $(HTTP_FLOOD) --servers $(HTTP_SERVERS)
 
 # A bin's first month compressed (broker outage, actuator restart, a light, a bag, the camera lost, SIGKILL):
 # the real daemon and actuator against mosquitto and an ffmpeg camera. CI runs it at FIELD_SCALE 0.5.

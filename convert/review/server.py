@@ -118,7 +118,7 @@ class ReviewHandler(JsonHandler):
         try:
             if length is None:
                 raise ValueError(f"the body must be 1..{MAX_BODY} bytes of JSON")
-            body = json.loads(self.rfile.read(length))
+            body = json.loads(self.read_body(length))
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             if self.path == "/api/answer":

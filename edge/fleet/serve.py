@@ -17,10 +17,10 @@ from edge.errors import SmartbinError
 from edge.fleet.plan import Release
 from edge.formats.archive import pack
 from edge.formats.bundle import sha256_file
-from edge.web.bounded import BoundedServer
+from edge.web.bounded import BoundedServer, RequestDeadline
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
+class QuietHandler(RequestDeadline, http.server.SimpleHTTPRequestHandler):
     """Static files without a line on stderr per request."""
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name

@@ -4,7 +4,9 @@ when its length is declared and small, and credentials compared without ever rai
 
 ``http.server`` alone serves each connection in a thread of its own, without limit, and waits forever for a
 client that opened a connection and sends nothing: a few hundred idle sockets take the page, or the bin's
-memory, away. Headers are bounded by http.client already (100 of at most 64 kB each). Over TLS the handshake
+memory, away; one that sends a byte a second would keep its connection as long as it likes (each receive is in
+time), so a request must be read whole within the timeout (RequestDeadline). Headers are bounded by http.client
+already (100 of at most 64 kB each). Over TLS the handshake
 runs in the connection's own thread, under the same timeout: a client that stalls it holds one slot, not the
 server's accept loop."""
 
@@ -16,6 +18,7 @@ import json
 import logging
 import socket
 import ssl
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +37,9 @@ class BoundedServer(ThreadingHTTPServer):
     timeout if none frees up."""
 
     daemon_threads = True
+    # socketserver's 5 drops the SYNs of a sixth client that connects while the accept loop is busy: it waits a
+    # second for its retry. More wait in the kernel's queue while every slot is taken.
+    request_queue_size = 2 * MAX_CONNECTIONS
 
     def __init__(
         self, address: tuple[str, int], handler, max_connections: int = MAX_CONNECTIONS, tls: TlsFiles | None = None
@@ -64,6 +70,14 @@ class BoundedServer(ThreadingHTTPServer):
         finally:
             self.slots.release()
 
+    def handle_error(self, request, client_address) -> None:
+        """A client gone mid-request (reset, broken pipe, cut at its deadline) is no error of ours; anything
+        else is logged once, with its traceback, in the log (socketserver would print it on stderr)."""
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("connection from %s ended: %s", client_address[0], sys.exc_info()[1])
+        else:
+            log.exception("request from %s failed", client_address[0])
+
     def _handshake(self, request: socket.socket) -> ssl.SSLSocket | None:
         """The connection over TLS, or None when the handshake fails (plain HTTP on an HTTPS port, an
         untrusted client certificate, a client that stalls): closed, the server goes on."""
@@ -79,7 +93,52 @@ class BoundedServer(ThreadingHTTPServer):
         return wrapped
 
 
-class JsonHandler(BaseHTTPRequestHandler):
+class RequestDeadline:
+    """A mixin before a request handler: the request (line, headers, body) read within REQUEST_TIMEOUT_S in all.
+    The socket's own timeout is per receive, so a client that sends a byte a second would otherwise hold a slot
+    as long as it likes. The deadline ends once the request is read (its headers, and a declared body through
+    ``read_body``) or the reply begins: the work and a long download are not cut."""
+
+    def setup(self) -> None:
+        super().setup()
+        self._read = False
+        self._deadline = threading.Timer(REQUEST_TIMEOUT_S, self._too_slow)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _too_slow(self) -> None:
+        if not self._read:
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _request_read(self) -> None:
+        self._read = True
+        self._deadline.cancel()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        if parsed and not self.headers.get("Content-Length"):
+            self._request_read()
+        return parsed
+
+    def read_body(self, length: int) -> bytes:
+        """The declared body (its length checked by the caller), under the request's deadline."""
+        body = self.rfile.read(length)
+        self._request_read()
+        return body
+
+    def send_response(self, *args, **kwargs) -> None:
+        self._request_read()
+        super().send_response(*args, **kwargs)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
+
+class JsonHandler(RequestDeadline, BaseHTTPRequestHandler):
     """Replies of a local page's server: a body with its type, never cached; JSON as UTF-8. (The connection's
     timeout is the server's: BoundedServer sets it before the handler starts.)"""
 

@@ -269,7 +269,7 @@ class Handler(JsonHandler):
             self._json({"error": f"body must be 1..{MAX_PAYLOAD} bytes of JSON"}, HTTPStatus.BAD_REQUEST)
             return
         try:
-            body = json.loads(self.rfile.read(length))
+            body = json.loads(self.read_body(length))
             command = {
                 "id": f"web-{time.time():.3f}",
                 "action": "correct",

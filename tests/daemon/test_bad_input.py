@@ -226,9 +226,11 @@ def test_daemon_survives_hundreds_of_hostile_payloads(running_daemon):
             r"fuzz http: sent review station 100, status page 100, samples fetch 100; failures 0",
         ),
         ("soak", ["SOAK_MINUTES=0.1", "SOAK_EVERY=2"], r"growth first third -> last third: RSS"),
+        # the archive server alone (the page and the review station stand on the same BoundedServer)
+        ("http-load", ["HTTP_FLOOD=40", "HTTP_SERVERS=archive"], r"\narchive +\d+\.\d+ +\d+ +\d+\.\d+ +\d+\.\d+"),
     ],
 )
-def test_make_fuzz_and_make_soak_run_as_a_user_types_them(bundle_dir, target, variables, expected):
+def test_make_fuzz_soak_and_http_load_run_as_a_user_types_them(bundle_dir, target, variables, expected):
     """The Makefile's own targets, with the bundle path relative to where make runs (as in the Makefile)."""
     bundle = os.path.relpath(bundle_dir, ROOT)
     command = ["make", "--no-print-directory", target, f"SMALL_BUNDLE={bundle}", f"BIN={Path(sys.executable).parent}"]
