@@ -37,8 +37,10 @@ VARIANT_NAMES = tuple(VARIANT_FILES)
 class ModelConfig(Strict):
     bundle: Path = Field(description="bundle folder written by `smartbin convert`")
     backend: Literal[BACKEND_NAMES] = Field("auto", description="inference backend")  # type: ignore[valid-type]
-    variant: Optional[Literal[VARIANT_NAMES]] = Field(  # type: ignore[valid-type]
-        None, description="model variant; default int8 for TFLite, onnx for ONNX Runtime"
+    variant: Optional[Literal[(*VARIANT_NAMES, "auto")]] = Field(  # type: ignore[valid-type]
+        None,
+        description="model variant; default int8 for TFLite, onnx for ONNX Runtime; auto: the fastest that passes "
+        "its references, measured on this device (with the backend, and the threads)",
     )
     threads: Union[int, Literal["auto"]] = Field("auto", description="inference threads; auto: every core, up to 4")
 
@@ -57,11 +59,11 @@ class ModelConfig(Strict):
     @property
     def runs_onnx(self) -> bool:
         """Whether this model runs on ONNX Runtime (the device then needs smartbin's ``onnx`` extra)."""
-        return self.backend == "onnxruntime" or (self.variant is not None and is_onnx(self.variant))
+        return self.backend == "onnxruntime" or (self.variant not in (None, "auto") and is_onnx(self.variant))
 
     @model_validator(mode="after")
     def backend_runs_variant(self) -> ModelConfig:
-        if self.backend != "auto" and self.variant is not None and not runs(self.backend, self.variant):
+        if self.backend != "auto" and self.variant not in (None, "auto") and not runs(self.backend, self.variant):
             raise ValueError(f"backend {self.backend!r} cannot run variant {self.variant!r}")
         return self
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from edge.classifier import Classifier
 from edge.config import Config
+from edge.formats.bundle import Bundle
+from edge.models.pick import PickStore, machine_key
 from edge.sources import Capture, open_source
 from edge.vision.decision import PresenceDetector
 from edge.vision.preprocess import Roi
@@ -47,14 +49,16 @@ def config_roi(config: Config) -> Roi | None:
 
 
 def load_classifier(config: Config, bundle_path: Path | None = None) -> Classifier:
-    """The configured model (or the bundle at ``bundle_path``), verified and loaded."""
+    """The configured model (or the bundle at ``bundle_path``), verified and loaded. Under ``variant: auto``,
+    the variant, backend and threads this device picked for the bundle (edge/models/pick.py), else the default
+    until it has picked."""
     m = config.model
-    return Classifier(
-        bundle_path or m.bundle,
-        m.backend,
-        m.variant,
-        inference_threads(config),
-        m.delegate,
-        config_roi(config),
-        m.top_k,
-    )
+    bundle = Bundle.open(bundle_path or m.bundle)
+    backend, variant, threads = m.backend, m.variant, inference_threads(config)
+    if variant == "auto":
+        known = PickStore(config.updates.store).load(machine_key(bundle))
+        chosen = known.chosen if known is not None else None
+        backend, variant, threads = (
+            (chosen.backend, chosen.variant, chosen.threads) if chosen else (backend, None, threads)
+        )
+    return Classifier(bundle, backend, variant, threads, m.delegate, config_roi(config), m.top_k)

@@ -20,6 +20,7 @@ from edge.errors import ModelUnavailable, SmartbinError
 from edge.formats.bundle import Bundle
 from edge.formats.signing import SIGNATURE_FILE
 from edge.formats.signing import verify as verify_signature
+from edge.models.autopick import AutoPick
 from edge.models.build import load_classifier
 from edge.models.events import ModelChanged, Poster, Switched
 from edge.models.shadow import EXPIRED, Shadow
@@ -64,6 +65,8 @@ class Serving:
         state = self.store.state()
         if state.trial_until is not None:
             self.trial_until = time.monotonic() + max(0.0, state.trial_until - time.time())
+        self.picks = AutoPick(lambda: self.config, background, lambda: self.classifier, self.serve, self.changed)
+        self.picks.check()  # model.variant auto: measured beside the loop once, for each bundle that serves
 
     def _load_at_start(self, notifier: Notifier) -> Classifier:
         """The store's current model; when it does not load, the one before it, then the configured bundle.
@@ -88,6 +91,7 @@ class Serving:
         self.classifier = classifier
         self._signed = (None, None, False)  # a bundle copied over the same folder is checked again
         self.events.post(Switched(classifier))
+        self.picks.check()
 
     def changed(self) -> None:
         """The retained …/model topic is out of date."""
@@ -139,6 +143,7 @@ class Serving:
             signed=self.signed(bundle.path, key),
             verifies=key is not None,
             shadow=shadow,
+            pick=known.payload() if (known := self.picks.known(self.classifier)) else None,
         ).dump()
 
     def signed(self, folder: Path, key: str | None) -> bool:

@@ -16,7 +16,7 @@ from edge.formats.labels import BINS
 from edge.formats.variants import VARIANT_FILES
 from edge.wire.command_spec import ACTIONS, MAX_PAYLOAD
 from edge.wire.message import Bin, Payload, title, titled
-from edge.wire.shadow import ShadowState
+from edge.wire.model_info import ModelInfo  # noqa: F401 - one of the payloads, in a module of its own
 from edge.wire.topics import Topic
 
 if TYPE_CHECKING:
@@ -263,31 +263,6 @@ class Metrics(Payload):
     counts: dict[str, Any] | None = Field(
         None, description="items per bin and label, today and all time (outlive restarts); today's low-confidence share"
     )
-
-
-class LastChange(BaseModel):
-    event: Literal["switched", "confirmed", "rolled_back"] | None = None
-    failed: str | None = None
-    reason: str | None = None
-    ts: float | None = None
-
-
-class ModelInfo(Payload):
-    model_config = titled(Topic.MODEL, "the model that serves and how the last change went")
-
-    name: str
-    folder: str = Field(description="the bundle's folder (in the model store: <name>-<sha12>)")
-    variant: str
-    created: str = Field(description="when the converter made the bundle (ISO 8601)")
-    sha256: str | None = Field(description="of the archive it was installed from; null otherwise")
-    since: float
-    previous: str | None
-    health_window: bool = Field(description="true while a failure would still roll back")
-    last_change: LastChange | None
-    bundle: str | None = Field(None, description="the bundle's real path: what reload_model takes to come back")
-    signed: bool | None = Field(None, description="its manifest carries a signature")
-    verifies: bool | None = Field(None, description="this bin loads only signed bundles (updates.public_key)")
-    shadow: ShadowState | None = None
 
 
 _ONE_LINE = r"^\s*\S([\s\S]{0,98}\S)?\s*$"

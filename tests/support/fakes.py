@@ -1,5 +1,6 @@
 """The one place for fakes of hardware we do not have: a camera behind OpenCV's VideoCapture, picamera2, a
-TensorRT provider, and a second host's wall clock. Everything above these boundaries is the real code."""
+TensorRT provider, an ONNX Runtime that crashes, and a second host's wall clock. Everything above these
+boundaries is the real code."""
 
 from __future__ import annotations
 
@@ -202,7 +203,22 @@ def shift_wall_clock(offset_s: float) -> None:
     time.time_ns = lambda: real_ns() + int(offset_s * 1e9)
 
 
+def crash_onnxruntime() -> None:
+    """ONNX Runtime that dies of a segmentation fault at its first run, as a broken driver or build does."""
+    import os
+    import signal
+
+    import onnxruntime as ort
+
+    ort.InferenceSession.run = lambda self, *args, **kwargs: os.kill(os.getpid(), signal.SIGSEGV)
+
+
 FAKES_LOADER = """import os
+
+if os.environ.get("SMARTBIN_FAKE_CRASH_ONNXRUNTIME"):
+    from smartbin_fakes import crash_onnxruntime
+
+    crash_onnxruntime()
 
 if os.environ.get("SMARTBIN_FAKE_CLOCK_OFFSET_S"):
     from smartbin_fakes import shift_wall_clock
