@@ -35,6 +35,7 @@ from edge.system.versions import installed_versions
 log = logging.getLogger(__name__)
 
 PICK_FILE = "pick.json"  # in the model store
+KEPT = 5  # picks kept, one per bundle
 RUNS = 30  # timed invokes per thread count, after WARMUP
 WARMUP = 3
 TRIAL_TIMEOUT_S = 300.0  # one variant's trial (a TensorRT engine build included)
@@ -173,26 +174,36 @@ def measure(path: Path, variant: str, backend: str, threads: list[int], runs_per
 
 
 class PickStore:
-    """The last pick, in the model store: used again while its key matches (same bundle, CPU, runtimes)."""
+    """The picks made here, in the model store, the newest first (KEPT of them: the bundles a rollback or a
+    reload may come back to): one is used again while its key matches (same bundle files, CPU, runtimes)."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / PICK_FILE
 
-    def load(self, key: dict) -> Pick | None:
+    def _all(self) -> list[dict]:
         try:
-            data = json.loads(self.path.read_text())
-            if data["key"] != key:
+            kept = json.loads(self.path.read_text())
+            return [p for p in kept if isinstance(p, dict)] if isinstance(kept, list) else []
+        except (OSError, ValueError):
+            return []
+
+    def load(self, key: dict) -> Pick | None:
+        for data in self._all():
+            if data.get("key") != key:
+                continue
+            try:
+                chosen = Choice(**data["chosen"]) if data["chosen"] else None
+                trials = [Trial(**{k: v for k, v in t.items() if k != "passed"}) for t in data["trials"]]
+                return Pick(chosen, trials, key, data["measured"])
+            except (KeyError, TypeError):
                 return None
-            chosen = Choice(**data["chosen"]) if data["chosen"] else None
-            trials = [Trial(**{k: v for k, v in t.items() if k != "passed"}) for t in data["trials"]]
-            return Pick(chosen, trials, key, data["measured"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return None
 
     def save(self, result: Pick) -> None:
+        kept = [p for p in self._all() if p.get("key") != result.key][: KEPT - 1]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, json.dumps({**result.payload(), "key": result.key}).encode())
+            write_atomic(self.path, json.dumps([{**result.payload(), "key": result.key}, *kept]).encode())
         except OSError as exc:
             log.warning("%s: cannot keep the pick (%s); it is measured again at the next start", self.path, exc)
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from edge.formats.bundle import Bundle
 from edge.models.pick import PickStore, machine_key, pick
-from tests.support import ROOT
+from tests.support import ROOT, finish, poll, start_daemon, write_config
 from tests.support.fakes import fakes_path
+from tests.support.mqtt_client import Subscriber
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +69,48 @@ def test_the_fastest_that_passes_is_chosen_and_a_wrong_or_crashing_one_ruled_out
     store.save(result)
     assert store.load(machine_key(Bundle.open(bundle))).chosen == result.chosen
     assert store.load(machine_key(Bundle.open(bundle_dir))) is None  # the undamaged files: another key
+    store.save(replace(result, key=machine_key(Bundle.open(bundle_dir)), chosen=None))
+    assert store.load(machine_key(Bundle.open(bundle))).chosen == result.chosen  # one kept per bundle
+
+
+def test_a_bin_on_auto_serves_its_pick_keeps_it_across_a_restart_and_picks_again_for_a_new_bundle(
+    tmp_path, bundle_dir, other_bundle_dir, broker, clip_factory
+):
+    """The real daemon: the default serves at once, the pick follows beside the loop and is switched in; after a
+    restart the kept pick serves from the first frame, measured no more; another bundle is measured anew."""
+    clip, _ = clip_factory(items=4)
+    uri = f"file://{clip}?loop=1&realtime=1"
+    config = write_config(tmp_path / "c.yaml", bundle_dir, uri, broker.port, model__variant="auto")
+    sub = Subscriber(broker.port)
+    picks = lambda: [m.json() for m in sub.on("test-bin/model") if m.json().get("pick")]  # noqa: E731
+    statuses = lambda: [m.json() for m in sub.on("test-bin/status") if m.json()["state"] == "online"]  # noqa: E731
+    serving = lambda s: {"variant": s["model"]["variant"], "backend": s["backend"]}  # noqa: E731
+    process = start_daemon(config)
+    try:
+        assert poll(picks, 120), "no pick in …/model"
+        info = picks()[-1]["pick"]
+        chosen = {k: info["chosen"][k] for k in ("variant", "backend")}
+        assert {t["variant"] for t in info["trials"]} == {"float32", "float16", "dynamic", "int8", "onnx", "onnx_int8"}
+        assert poll(lambda: statuses() and serving(statuses()[-1]) == chosen, 60), (chosen, statuses()[-1:])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, err = finish(process)
+    assert code == 0, err[-2000:]
+    before = len(statuses())
+    process = start_daemon(config)  # the kept pick: served from the start, not measured again
+    try:
+        assert poll(lambda: len(statuses()) > before, 60)
+        assert serving(statuses()[before]) == chosen
+        assert poll(lambda: len(picks()) > 1, 30) and picks()[-1]["pick"]["measured"] == info["measured"]
+        sub.publish(
+            "smartbin/test-bin/command",
+            json.dumps({"id": "r", "action": "reload_model", "bundle": str(other_bundle_dir)}),
+        )
+        other = lambda: [p for p in picks() if p["bundle"] == str(other_bundle_dir.resolve())]  # noqa: E731
+        assert poll(other, 120), picks()[-1:]
+        assert other()[-1]["pick"]["measured"] > info["measured"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, err = finish(process)
+        sub.close()
+    assert code == 0 and "Traceback" not in err, err[-2000:]
