@@ -75,6 +75,10 @@ def cmd_actuator(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if "--pick" in args.bench_args:  # what model.variant auto measures here, and its choice
+        from edge.benchmark.pick_table import main as pick_main
+
+        return pick_main(args.bench_args)
     from edge.bench import main as bench_main
 
     return bench_main(args.bench_args)
@@ -89,12 +93,18 @@ def cmd_bundle_pack(args: argparse.Namespace) -> int:
     if args.for_config:
         from edge.config import load_config
 
-        variant = load_config(args.for_config).model.variant
-        if variant is None:
+        model = load_config(args.for_config).model
+        if model.variant is None:
             raise SmartbinError(
                 f"{args.for_config}: model.variant is null (chosen on the device); pass --variants to choose"
             )
-        variants = sorted({*(variants or []), variant})
+        if model.variant != "auto":
+            variants = sorted({*(variants or []), model.variant})
+        elif model.backend != "auto":  # auto on a pinned backend: every variant it runs, for the device to time
+            from edge.formats.bundle import Bundle
+            from edge.runtime import runs
+
+            variants = [v for v in Bundle.open(args.bundle).variant_names() if runs(model.backend, v)]
     digest = pack(args.bundle, out, args.sign, variants)
     size = out.stat().st_size / 1e6
     print(f"packed {', '.join(variants) if variants else 'every variant'} ({size:.1f} MB)")
@@ -196,7 +206,7 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
         "--for",
         dest="for_config",
         metavar="CONFIG",
-        help="only the variant this device config runs (e.g. firmware_config/rpi5.yaml: int8)",
+        help="only what this device config runs (e.g. firmware_config/rpi5.yaml: auto on litert, the TFLite ones)",
     )
     p = add_command(
         bsub, "install", cmd_bundle_install, "copy a bundle into a device's model store and make it current"

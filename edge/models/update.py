@@ -196,7 +196,8 @@ class Updater:
         config = self.config()
         if request.sha256 is None and config.updates.public_key is None:
             raise UpdateError("update_model needs 'sha256' (or updates.public_key in the config, for signed bundles)")
-        args = (request, current, config.updates, config.model.variant)
+        variant = None if config.model.variant == "auto" else config.model.variant  # auto: any it holds
+        args = (request, current, config.updates, variant)
         self._thread = threading.Thread(target=self._run, args=args, name="update", daemon=True)
         self._thread.start()
 

@@ -14,6 +14,8 @@ from edge.formats.bundle import Bundle
 from tests.support import ROOT
 from tests.support.updates import slim_copy
 
+TFLITE_FILES = ["float32.tflite", "float16.tflite", "dynamic.tflite", "int8.tflite"]
+
 
 @pytest.fixture()
 def v2(tmp_path: Path, other_bundle_dir: Path) -> Path:
@@ -64,7 +66,8 @@ def test_bundle_keygen_and_a_signed_pack_from_the_command_line(tmp_path, v2, cap
 
 
 def test_pack_ships_only_what_the_device_runs_and_the_device_checks_before_writing(tmp_path, bundle_dir, capsys):
-    """`bundle pack --for` a Pi's config: int8 and the acceptance set under a manifest that still verifies.
+    """`bundle pack --for` a device's config: what it runs and the acceptance set under a manifest that still
+    verifies.
     A device refuses, before writing anything: an archive without its variant, one signed by another
     key, and a member the manifest does not list."""
     import tarfile
@@ -72,13 +75,19 @@ def test_pack_ships_only_what_the_device_runs_and_the_device_checks_before_writi
     from edge.cli import main
     from edge.formats.signing import generate_key
 
-    full, slim = tmp_path / "full.tar", tmp_path / "pi.tar"
+    full, slim, pi = tmp_path / "full.tar", tmp_path / "pi.tar", tmp_path / "rpi5.tar"
     pack(bundle_dir, full)
+    # the shipped rpi5 config times every TFLite variant on the board (variant auto on litert): those, no ONNX
     assert (
-        main(["bundle", "pack", str(bundle_dir), "--out", str(slim), "--for", str(ROOT / "firmware_config/rpi5.yaml")])
+        main(["bundle", "pack", str(bundle_dir), "--out", str(pi), "--for", str(ROOT / "firmware_config/rpi5.yaml")])
         == 0
     )
-    print(f"archive: every variant {full.stat().st_size / 1e6:.1f} MB, --for rpi5 {slim.stat().st_size / 1e6:.1f} MB")
+    with tarfile.open(pi) as tar:
+        assert sorted(tar.getnames()) == sorted(["manifest.json", "acceptance.npz", *TFLITE_FILES])
+    int8_only = tmp_path / "int8.yaml"  # a board that pins its variant gets that one alone
+    int8_only.write_text((ROOT / "firmware_config/rpi5.yaml").read_text().replace("variant: auto", "variant: int8"))
+    assert main(["bundle", "pack", str(bundle_dir), "--out", str(slim), "--for", str(int8_only)]) == 0
+    print(f"archive: every variant {full.stat().st_size / 1e6:.1f} MB, --for int8 {slim.stat().st_size / 1e6:.1f} MB")
     with tarfile.open(slim) as tar:
         assert tar.getnames() == ["manifest.json", "acceptance.npz", "int8.tflite"]
     bundle = unpack(slim, tmp_path / "pi", max_bytes=10**9, variant="int8")
