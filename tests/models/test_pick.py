@@ -114,3 +114,20 @@ def test_a_bin_on_auto_serves_its_pick_keeps_it_across_a_restart_and_picks_again
         code, err = finish(process)
         sub.close()
     assert code == 0 and "Traceback" not in err, err[-2000:]
+
+
+def test_bench_pick_shows_the_table_and_writes_the_boards_row_and_page(tmp_path, bundle_dir, capsys):
+    from edge.cli import main
+
+    rows, page = tmp_path / "rows.jsonl", tmp_path / "boards.md"
+    argv = ["bench", "--pick", str(bundle_dir), "--runs", "5", "--row", str(rows), "--boards", str(rows)]
+    assert main([*argv, "--out", str(page)]) == 0
+    out = capsys.readouterr().out
+    assert "chosen" in out and "int8" in out and "onnx_int8" in out
+    row = json.loads(rows.read_text())
+    chosen = row["chosen"]
+    passed = [t for t in row["trials"] if t["passed"]]
+    assert min(passed, key=lambda t: t["p50_ms"])["variant"] == chosen["variant"]
+    text = page.read_text()
+    assert f"**{chosen['variant']} {chosen['backend']} {chosen['threads']}t**" in text
+    assert text.count("not yet measured") == 2  # the Pi 5 and the Orin, until someone measures them
