@@ -154,6 +154,7 @@ class Daemon:
             samples=samples.counts() if samples else None,
             counts=self.outputs.counts(),
             presence=self.pipeline.presence_summary(),
+            pick=known.payload() if (known := self.models.picks.known(self.classifier)) else None,
         )
 
     def post_view(self) -> StatusView:

@@ -29,12 +29,15 @@ class AutoPick:
     ):
         self.config, self.background = config, background
         self.serving, self.serve, self.changed = serving, serve, changed
+        self._known: tuple[Classifier, Pick | None] | None = None  # read once per classifier, not per view
 
     def known(self, classifier: Classifier) -> Pick | None:
         """The pick made here for the classifier's bundle, as kept (None: not picked, or not under auto)."""
         if self.config().model.variant != "auto":
             return None
-        return PickStore(self.config().updates.store).load(machine_key(classifier.bundle))
+        if self._known is None or self._known[0] is not classifier:
+            self._known = (classifier, PickStore(self.config().updates.store).load(machine_key(classifier.bundle)))
+        return self._known[1]
 
     def check(self) -> None:
         """After a model starts serving: measure what has not been, beside the loop."""
@@ -51,6 +54,7 @@ class AutoPick:
             log.error("model.variant auto: the pick failed (%s); %s serves", error, serving.engine.variant)
             return
         PickStore(self.config().updates.store).save(result)
+        self._known = None
         ruled_out = [f"{t.variant}/{t.backend}/{t.threads}: {t.reason}" for t in result.trials if not t.passed]
         if ruled_out:
             log.warning("model.variant auto: ruled out %s", "; ".join(ruled_out))

@@ -120,7 +120,7 @@ function refreshImage(){const img=new Image();img.onload=()=>{document.getElemen
   img.onerror=()=>setTimeout(refreshImage,2000);img.src='/live.jpg?t='+Date.now();}
 async function refreshState(){try{const s=await (await fetch('/api/state')).json();
   document.getElementById('health').textContent=s.health;
-  const h=s.metrics, rows=[['model',s.model],['backend',s.backend],['fps',h.fps],
+  const h=s.metrics, rows=[['model',s.model],['backend',s.backend],['picked here',s.picked],['fps',h.fps],
    ['latency p50 ms',(h.latency_ms.total||{}).p50],['outbox',h.outbox_depth],['broker',s.broker],
    ['uptime s',h.uptime_s],['CPU °C',h.cpu_temp_c]];
   document.getElementById('health-table').innerHTML=rows.map(r=>'<tr><th>'+esc(r[0])+'</th><td>'+esc(r[1]??'—')
@@ -184,6 +184,7 @@ class Handler(JsonHandler):
                     "health": view.health,
                     "model": f"{view.model['name']} ({view.model['variant']})",
                     "backend": view.backend,
+                    "picked": picked_line(view.pick),
                     "broker": "connected" if view.broker_connected else "disconnected",
                     "metrics": metrics_payload(view),
                     "decisions": decisions,
@@ -301,6 +302,20 @@ class Handler(JsonHandler):
             cv2.putText(out, text, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
             cv2.putText(out, text, (8, 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
         return out
+
+
+def picked_line(pick: dict | None) -> str | None:
+    """model.variant auto's choice in one line: the variant, its backend and threads, how fast, among how many."""
+    chosen = (pick or {}).get("chosen")
+    if not chosen:
+        return None
+    trials = pick["trials"]
+    best = next(t for t in trials if t["passed"] and all(t[k] == chosen[k] for k in ("variant", "backend", "threads")))
+    out = sum(not t["passed"] for t in trials)
+    return (
+        f"{best['variant']} on {best['backend']}, {best['threads']} thread(s): {best['p50_ms']:.2f} ms "
+        f"(fastest of {len(trials)} tried, {out} ruled out)"
+    )
 
 
 @dataclass

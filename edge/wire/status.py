@@ -56,6 +56,7 @@ class StatusView:
     samples: dict | None = None  # the sample store's counts (kept, bytes, written, dropped, ...)
     counts: dict | None = None  # items per bin and label, today and in all (edge/storage/counters.py)
     presence: dict | None = None  # state (empty, item, learning), re-learns and the last one's reason
+    pick: dict | None = None  # model.variant auto: the choice and its trials (edge/models/pick.py)
 
     @property
     def uptime_s(self) -> float:
@@ -161,6 +162,8 @@ def prometheus_registry(view: Callable[[], StatusView]):
             model, variant = str(v.model.get("name", "")), str(v.model.get("variant", ""))
             build.add_metric([v.version, model, variant, v.backend, v.mqtt_protocol], 1)
             yield build
+            if v.pick:
+                yield pick_metrics(v.pick)
             if v.cpu_temp_c is not None:
                 yield GaugeMetricFamily("smartbin_cpu_temperature_celsius", "CPU temperature", v.cpu_temp_c)
             if v.counts:
@@ -184,3 +187,20 @@ def prometheus_registry(view: Callable[[], StatusView]):
     ProcessCollector(registry=registry)  # process_resident_memory_bytes, CPU seconds, open fds: what a soak watches
     PlatformCollector(registry=registry)  # python_info
     return registry
+
+
+def pick_metrics(pick: dict):
+    """model.variant auto's figures (a GaugeMetricFamily): each passing trial's median invoke, the chosen one
+    marked."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    picked = GaugeMetricFamily(
+        "smartbin_pick_invoke_seconds",
+        "model.variant auto: one image's invoke, median, per variant, backend and threads tried",
+        labels=["variant", "backend", "threads", "chosen"],
+    )
+    chosen = pick["chosen"] or {}
+    for t in (t for t in pick["trials"] if t["passed"]):
+        mine = all(t[k] == chosen.get(k) for k in ("variant", "backend", "threads"))
+        picked.add_metric([t["variant"], t["backend"], str(t["threads"]), str(mine).lower()], t["p50_ms"] / 1e3)
+    return picked

@@ -9,13 +9,16 @@ import hashlib
 import json
 import shutil
 import signal
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edge.formats.bundle import Bundle
 from edge.models.pick import PickStore, machine_key, pick
+from edge.tools.localbroker import free_port
 from tests.support import ROOT, finish, poll, start_daemon, write_config
 from tests.support.fakes import fakes_path
 from tests.support.mqtt_client import Subscriber
@@ -80,7 +83,10 @@ def test_a_bin_on_auto_serves_its_pick_keeps_it_across_a_restart_and_picks_again
     restart the kept pick serves from the first frame, measured no more; another bundle is measured anew."""
     clip, _ = clip_factory(items=4)
     uri = f"file://{clip}?loop=1&realtime=1"
-    config = write_config(tmp_path / "c.yaml", bundle_dir, uri, broker.port, model__variant="auto")
+    port = free_port()
+    config = write_config(
+        tmp_path / "c.yaml", bundle_dir, uri, broker.port, model__variant="auto", web__enabled=True, web__port=port
+    )
     sub = Subscriber(broker.port)
     picks = lambda: [m.json() for m in sub.on("test-bin/model") if m.json().get("pick")]  # noqa: E731
     statuses = lambda: [m.json() for m in sub.on("test-bin/status") if m.json()["state"] == "online"]  # noqa: E731
@@ -92,6 +98,13 @@ def test_a_bin_on_auto_serves_its_pick_keeps_it_across_a_restart_and_picks_again
         chosen = {k: info["chosen"][k] for k in ("variant", "backend")}
         assert {t["variant"] for t in info["trials"]} == {"float32", "float16", "dynamic", "int8", "onnx", "onnx_int8"}
         assert poll(lambda: statuses() and serving(statuses()[-1]) == chosen, 60), (chosen, statuses()[-1:])
+        # the page and /metrics show the choice and the figures
+        state = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10).read())
+        assert state["picked"].startswith(f"{chosen['variant']} on {chosen['backend']}"), state["picked"]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        picked = next(m for m in text_string_to_metric_families(metrics) if m.name == "smartbin_pick_invoke_seconds")
+        marked = [s.labels for s in picked.samples if s.labels["chosen"] == "true"]
+        assert marked == [{**chosen, "threads": str(info["chosen"]["threads"]), "chosen": "true"}], marked
     finally:
         process.send_signal(signal.SIGTERM)
         code, err = finish(process)
