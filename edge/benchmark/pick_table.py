@@ -25,6 +25,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pick", required=True, metavar="BUNDLE", help="the bundle to pick a variant of")
     p.add_argument("--backend", default="auto", help="only this backend's variants (as model.backend)")
     p.add_argument("--runs", type=int, default=100, help="timed invokes per variant and thread count")
+    p.add_argument("--e2e", action="store_true", help="then time the chosen one end to end (smartbin bench's e2e)")
     p.add_argument("--row", metavar="FILE", help="add this board's row to a JSON-lines file")
     p.add_argument("--boards", metavar="ROWS", help="then write a boards page from the rows in this file")
     p.add_argument("--out", default="docs/boards.md", help="the boards page to write (docs/boards.md)")
@@ -44,7 +45,25 @@ def table(result: Pick) -> Table:
     return out
 
 
-def row(bundle: Bundle, result: Pick) -> dict:
+def end_to_end(bundle: Bundle, result: Pick, runs: int) -> dict[str, dict]:
+    """The chosen variant through the daemon's whole path (capture to a subscriber), on demand and at 30 fps:
+    mode -> {p50, p90} in ms, from `smartbin bench`."""
+    import tempfile
+
+    from edge.bench import main as bench_main
+
+    chosen = result.chosen
+    with tempfile.TemporaryDirectory(prefix="smartbin-pick-e2e-") as tmp:
+        report = Path(tmp) / "e2e.json"
+        argv = ["--bundle", str(bundle.path), "--variants", chosen.variant, "--backends", chosen.backend]
+        argv += ["--threads", str(chosen.threads), "--modes", "e2e", "--runs", str(runs), "--json", str(report)]
+        if bench_main(argv) != 0 or not report.exists():
+            return {}
+        rows = json.loads(report.read_text())["results"]
+    return {r["mode"]: {k: round(r["latency_ms"][k], 2) for k in ("p50", "p90")} for r in rows if r["status"] == "ok"}
+
+
+def row(bundle: Bundle, result: Pick, e2e: dict[str, dict]) -> dict:
     """One board's figures, for docs/boards.md."""
     spec = bundle.manifest.input
     return {
@@ -56,6 +75,7 @@ def row(bundle: Bundle, result: Pick) -> dict:
         "size": f"{spec.height}x{spec.width}",
         "chosen": vars(result.chosen) if result.chosen else None,
         "trials": result.payload()["trials"],
+        "e2e_ms": e2e,  # the chosen one, capture to subscriber: {"e2e": {p50, p90}, "e2e@30fps": {...}}
     }
 
 
@@ -69,8 +89,8 @@ def boards_markdown(rows: list[dict]) -> str:
         "`--boards ROWS` writes this page): invoke time of one image, median, per variant, backend and threads;",
         "the chosen one in bold. Add your board's row to `docs/boards/rows.jsonl` and send it.",
         "",
-        "| date | device | int8 dot product | model | size | chosen | trials (p50 ms) |",
-        "|---|---|---|---|---|---|---|",
+        "| date | device | int8 dot product | model | size | chosen | e2e p50 ms (at 30 fps) | trials (p50 ms) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         chosen = r["chosen"] or {}
@@ -80,8 +100,11 @@ def boards_markdown(rows: list[dict]) -> str:
             for t in r["trials"]
         )
         dot = ", ".join(r["int8_dot_product"]) or "none"
-        lines.append(f"| {r['date']} | {r['device']} | {dot} | {r['model']} | {r['size']} | {name} | {trials} |")
-    lines += [f"| — | {board} | — | — | — | not yet measured | — |" for board in NOT_YET]
+        e2e = r.get("e2e_ms") or {}
+        ends = f"{e2e['e2e']['p50']} ({e2e['e2e@30fps']['p50']})" if {"e2e", "e2e@30fps"} <= set(e2e) else "—"
+        cells = (r["date"], r["device"], dot, r["model"], r["size"], name, ends, trials)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"| — | {board} | — | — | — | not yet measured | — | — |" for board in NOT_YET]
     return "\n".join(lines) + "\n"
 
 
@@ -93,9 +116,12 @@ def main(argv: list[str]) -> int:
     result = pick(bundle, args.backend, args.runs)
     console.print(table(result))
     console.print(f"chosen: {vars(result.chosen) if result.chosen else 'none passed'} (key {machine_key(bundle)})")
+    e2e = end_to_end(bundle, result, args.runs) if args.e2e and result.chosen else {}
+    if e2e:
+        console.print(f"the chosen one end to end, p50 ms: {e2e}")
     if args.row:
         with Path(args.row).open("a", encoding="utf-8") as rows:
-            rows.write(json.dumps(row(bundle, result), ensure_ascii=False) + "\n")
+            rows.write(json.dumps(row(bundle, result, e2e), ensure_ascii=False) + "\n")
     if args.boards:
         rows = [json.loads(line) for line in Path(args.boards).read_text(encoding="utf-8").splitlines() if line.strip()]
         out = Path(args.out)

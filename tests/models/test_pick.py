@@ -133,7 +133,7 @@ def test_bench_pick_shows_the_table_and_writes_the_boards_row_and_page(tmp_path,
     from edge.cli import main
 
     rows, page = tmp_path / "rows.jsonl", tmp_path / "boards.md"
-    argv = ["bench", "--pick", str(bundle_dir), "--runs", "5", "--row", str(rows), "--boards", str(rows)]
+    argv = ["bench", "--pick", str(bundle_dir), "--runs", "20", "--e2e", "--row", str(rows), "--boards", str(rows)]
     assert main([*argv, "--out", str(page)]) == 0
     out = capsys.readouterr().out
     assert "chosen" in out and "int8" in out and "onnx_int8" in out
@@ -141,6 +141,7 @@ def test_bench_pick_shows_the_table_and_writes_the_boards_row_and_page(tmp_path,
     chosen = row["chosen"]
     passed = [t for t in row["trials"] if t["passed"]]
     assert min(passed, key=lambda t: t["p50_ms"])["variant"] == chosen["variant"]
+    assert set(row["e2e_ms"]) == {"e2e", "e2e@30fps"} and all(v["p50"] > 0 for v in row["e2e_ms"].values())
     text = page.read_text()
     assert f"**{chosen['variant']} {chosen['backend']} {chosen['threads']}t**" in text
     assert text.count("not yet measured") == 2  # the Pi 5 and the Orin, until someone measures them
