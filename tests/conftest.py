@@ -167,6 +167,8 @@ LONGEST_FIRST = (
     "test_train_predict.py",
     "test_convert.py",
     "test_field_day.py",
+    "test_pick.py",
+    "test_clocks_311.py",
     "test_samples.py",
     "test_features.py",
     "test_quant_photos.py",
