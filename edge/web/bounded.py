@@ -84,13 +84,28 @@ class BoundedServer(ThreadingHTTPServer):
         self.tls.read_again()
         with self.tls.lock:  # the context is not replaced while a connection takes its certificate
             wrapped = self.tls.context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        # the same whole-request deadline as a request's (RequestDeadline): a handshake trickled a byte at a
+        # time would otherwise keep the slot, each receive being in time
+        deadline = threading.Timer(REQUEST_TIMEOUT_S, lambda: _shut(wrapped))
+        deadline.daemon = True
+        deadline.start()
         try:
             wrapped.do_handshake()
         except (OSError, ValueError) as exc:
             log.debug("TLS handshake failed: %s", exc)
             wrapped.close()
             return None
+        finally:
+            deadline.cancel()
         return wrapped
+
+
+def _shut(connection: socket.socket) -> None:
+    """End a connection that missed its deadline: its thread's next receive returns nothing."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class RequestDeadline:
@@ -108,10 +123,7 @@ class RequestDeadline:
 
     def _too_slow(self) -> None:
         if not self._read:
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shut(self.connection)
 
     def _request_read(self) -> None:
         self._read = True

@@ -96,3 +96,46 @@ def test_the_page_over_https_is_fetched_against_the_bins_ca_and_renewed_in_place
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=15)
     assert "status page on https://" in err and "in the clear" not in err and "Traceback" not in err, err[-2000:]
+
+
+def test_a_tls_handshake_trickled_a_byte_a_second_is_cut_at_the_request_deadline(tmp_path):
+    """The handshake runs under the same whole-request deadline as a request: a client that trickles its
+    ClientHello a byte a second (each receive in time) is cut after REQUEST_TIMEOUT_S, and the server answers
+    the next client. The real BoundedServer with the page's TLS files."""
+    import socket
+    import threading
+
+    from edge.config.network import TlsConfig
+    from edge.system.tls import TlsFiles
+    from edge.web.bounded import REQUEST_TIMEOUT_S, BoundedServer, JsonHandler
+
+    class Page(JsonHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self._json({"ok": True})
+
+    pki = make_pki(tmp_path / "pki")
+    tls = TlsFiles(TlsConfig(enabled=True, cert_file=pki / "server.crt", key_file=pki / "server.key"), "web.tls", True)
+    server = BoundedServer(("127.0.0.1", 0), Page, tls=tls)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            closed = False
+            for byte in b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(100):  # a ClientHello's start
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(1.0)
+                if time.monotonic() - started > 4 * REQUEST_TIMEOUT_S:
+                    break
+        assert closed, "the trickled handshake kept its connection"
+        assert time.monotonic() - started < 4 * REQUEST_TIMEOUT_S
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        with urllib.request.urlopen(f"https://localhost:{port}/", timeout=10, context=context) as response:
+            assert json.loads(response.read()) == {"ok": True}
+    finally:
+        server.shutdown()
+        server.server_close()
