@@ -75,12 +75,12 @@ def cmd_actuator(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from edge.bench import main as bench_main
+
     if "--pick" in args.bench_args:  # what model.variant auto measures here, and its choice
         from edge.benchmark.pick_table import main as pick_main
 
-        return pick_main(args.bench_args)
-    from edge.bench import main as bench_main
-
+        return pick_main(args.bench_args, bench_main)
     return bench_main(args.bench_args)
 
 

@@ -6,11 +6,12 @@
 #   ffmpeg: an MJPEG-over-HTTP camera; python3-gi + gir1.2-gst-rtsp-server-1.0 + GStreamer plugins: an
 #   RTSP camera; busybox: httpd for the update tests; python3-numpy + python3-bottleneck: a module built
 #   for numpy 1.x (tests/test_pi_venv.py); qemu-user: an x86 CPU without AVX-512 or VNNI, emulated, for the int8
-#   ONNX kernels of such a CPU (tests/test_quantization.py); make and python3-venv: the two commands themselves.
+#   ONNX kernels of such a CPU (tests/test_quantization.py); rabbitmq-server: a broker that speaks MQTT 3.1.1
+#   only (tests/actuator/test_clocks_311.py); make and python3-venv: the two commands themselves.
 set -uo pipefail
 PACKAGES="make python3-venv mosquitto mosquitto-clients openssl systemd systemd-container chromium chromium-driver
 ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good busybox
-python3-numpy python3-bottleneck qemu-user"
+python3-numpy python3-bottleneck qemu-user rabbitmq-server"
 if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
   echo "system packages: not a Debian-like system; tests that need them skip, saying why (README: Testing)"
   exit 0

@@ -124,6 +124,7 @@ class Actuator:
         # MQTT 5 unless pinned to 3.1.1: the age of a decision travels in MQTT 5 properties only.
         self.protocol = mqtt.MQTTv311 if config.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
         self.refusals = OncePerChange(log, "the connection to the broker")
+        self._connected_once, self._falling_back = False, False  # a CONNACK came; a fallback is under way
         self.clock_offset = ClockOffset()
         self.no_offset = OncePerChange(log, "the daemon's clock offset")
         self.daemon_protocol: str | None = None  # as the daemon's status says
@@ -135,6 +136,7 @@ class Actuator:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
+            self._connected_once = True
             self.refusals.ok()
             client.subscribe(under(self.base, Topic.DECISION), qos=Topic.DECISION.qos)
             # the daemon's periodic messages: how far its clock is from this one (for MQTT 3.1.1)
@@ -144,11 +146,12 @@ class Actuator:
         self.refusals.error(f"the broker at {m.host}:{m.port} refused the actuator: {reason_code} (retrying)")
         if m.protocol == "auto" and self.protocol == mqtt.MQTTv5 and refuses_mqtt5(reason_code):
             # as the daemon does; paho's thread cannot replace its own client: another thread does
+            self._falling_back = True
             threading.Thread(target=self._speak_311, name="actuator-fallback", daemon=True).start()
 
     def _speak_311(self) -> None:
-        """Reconnect with MQTT 3.1.1: a decision's age then rests on the two hosts' clocks (NTP)."""
-        log.warning("the broker refused MQTT 5: the actuator uses 3.1.1, and judges ages by the clocks (keep NTP on)")
+        """Reconnect with MQTT 3.1.1: a decision's age then rests on the daemon's clock offset, learnt."""
+        log.warning("the broker does not speak MQTT 5: the actuator uses 3.1.1 and learns the daemon's clock offset")
         old = self.client
         old.loop_stop()
         old.disconnect()
@@ -267,7 +270,17 @@ class Actuator:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_subscribe = lambda *a: self.ready.set()
+        client.on_disconnect = self._on_disconnect
         return client
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        """A broker that took the connection and dropped it before any CONNACK speaks MQTT 3.1.1 only (RabbitMQ
+        3.10's plugin answers an MQTT 5 CONNECT so): under ``protocol: auto``, fall back as the daemon does."""
+        m, answered = self.config.mqtt, self.ready.is_set() or self._connected_once
+        if not answered and flags.is_disconnect_packet_from_server is False and m.protocol == "auto":
+            if self.protocol == mqtt.MQTTv5 and not self._falling_back:
+                self._falling_back = True
+                threading.Thread(target=self._speak_311, name="actuator-fallback", daemon=True).start()
 
     def start(self) -> Actuator:
         self._worker.start()

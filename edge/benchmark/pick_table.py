@@ -8,6 +8,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -45,12 +46,10 @@ def table(result: Pick) -> Table:
     return out
 
 
-def end_to_end(bundle: Bundle, result: Pick, runs: int) -> dict[str, dict]:
+def end_to_end(bundle: Bundle, result: Pick, runs: int, bench_main: Callable[[list[str]], int]) -> dict[str, dict]:
     """The chosen variant through the daemon's whole path (capture to a subscriber), on demand and at 30 fps:
-    mode -> {p50, p90} in ms, from `smartbin bench`."""
+    mode -> {p50, p90} in ms, from `smartbin bench` (``bench_main``: edge/bench.py's, a room above this one)."""
     import tempfile
-
-    from edge.bench import main as bench_main
 
     chosen = result.chosen
     with tempfile.TemporaryDirectory(prefix="smartbin-pick-e2e-") as tmp:
@@ -108,7 +107,7 @@ def boards_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], bench_main: Callable[[list[str]], int]) -> int:
     args = parse_args(argv)
     console = Console()
     bundle = Bundle.open(args.pick)
@@ -116,7 +115,7 @@ def main(argv: list[str]) -> int:
     result = pick(bundle, args.backend, args.runs)
     console.print(table(result))
     console.print(f"chosen: {vars(result.chosen) if result.chosen else 'none passed'} (key {machine_key(bundle)})")
-    e2e = end_to_end(bundle, result, args.runs) if args.e2e and result.chosen else {}
+    e2e = end_to_end(bundle, result, args.runs, bench_main) if args.e2e and result.chosen else {}
     if e2e:
         console.print(f"the chosen one end to end, p50 ms: {e2e}")
     if args.row:

@@ -8,6 +8,8 @@ every fresh decision would be 30 s old or 30 s in the future; a restart's backlo
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import yaml
 from tests.support import ROOT, actuator_config, finish, poll, start_actuator, start_daemon, write_config
 from tests.support.fakes import fakes_path
 from tests.support.mqtt_client import Subscriber
+from tests.support.servers.rabbitmq import RabbitNode, rabbitmq_missing
 
 pytestmark = pytest.mark.slow
 MAX_AGE_S = 3.0
@@ -25,21 +28,40 @@ def moved(acks: list[dict]) -> list[dict]:
     return [a for a in acks if a["ok"] and not a["duplicate"]]
 
 
-@pytest.mark.parametrize("skew", [30.0, -30.0])
+@contextmanager
+def broker_of(kind: str, tmp_path: Path, mosquitto) -> Iterator[tuple[int, str]]:
+    """(port, mqtt.protocol): mosquitto pinned to 3.1.1, or a RabbitMQ node left on auto as a user leaves it
+    (RabbitMQ 3.10 drops an MQTT 5 CONNECT; the daemon and the actuator fall back)."""
+    if kind == "mosquitto":
+        yield mosquitto.port, "3.1.1"
+        return
+    missing = rabbitmq_missing()
+    if missing:
+        pytest.skip(missing)
+    with RabbitNode() as node:
+        yield node.mqtt_port, "auto"
+
+
+@pytest.mark.parametrize("kind, skew", [("mosquitto", 30.0), ("mosquitto", -30.0), ("rabbitmq", -30.0)])
 def test_over_mqtt_311_the_actuator_judges_ages_by_the_daemons_clock_it_learnt(
-    tmp_path: Path, bundle_dir: Path, broker, clip_factory, skew: float
+    tmp_path: Path, bundle_dir: Path, broker, clip_factory, kind: str, skew: float
 ):
+    with broker_of(kind, tmp_path, broker) as (port, protocol):
+        judged_by_the_learnt_offset(tmp_path, bundle_dir, clip_factory, port, protocol, skew)
+
+
+def judged_by_the_learnt_offset(tmp_path, bundle_dir, clip_factory, port: int, protocol: str, skew: float) -> None:
     clip, _ = clip_factory(items=4)
     uri = f"file://{clip}?loop=1&realtime=1"
     daemon_config = write_config(
-        tmp_path / "daemon.yaml", bundle_dir, uri, broker.port, mqtt__protocol="3.1.1", mqtt__metrics_interval_s=1
+        tmp_path / "daemon.yaml", bundle_dir, uri, port, mqtt__protocol=protocol, mqtt__metrics_interval_s=1
     )
-    config = actuator_config(tmp_path, broker.port, "pins", max_age_s=MAX_AGE_S)
+    config = actuator_config(tmp_path, port, "pins", max_age_s=MAX_AGE_S)
     data = yaml.safe_load(config.read_text())
-    data["mqtt"].update(protocol="3.1.1", metrics_interval_s=1)
+    data["mqtt"].update(protocol=protocol, metrics_interval_s=1)
     config.write_text(yaml.safe_dump(data))
     clock_off = {"PYTHONPATH": f"{fakes_path(tmp_path / 'fakes')}:{ROOT}", "SMARTBIN_FAKE_CLOCK_OFFSET_S": str(skew)}
-    sub = Subscriber(broker.port, "smartbin/test-bin/#")
+    sub = Subscriber(port, "smartbin/test-bin/#")
     acks = lambda: [m.json() for m in sub.on("actuator/ack")]  # noqa: E731
     log = tmp_path / "actuator.log"
     actuator = start_actuator(config, log, clock_off)

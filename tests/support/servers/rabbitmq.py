@@ -1,0 +1,86 @@
+"""A RabbitMQ node with its MQTT plugin (Debian's rabbitmq-server), started for one test in a folder of its own:
+a broker users bring that speaks MQTT 3.1.1 only (3.10 in Debian 12) and has no message expiry or user
+properties. Debian's wrapper runs the node as the ``rabbitmq`` user, so its folder is handed to that user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from edge.tools.localbroker import free_port
+
+
+def rabbitmq_missing() -> str | None:
+    """Why no node can start here (None: it can)."""
+    if shutil.which("rabbitmq-server") is None:
+        return "needs Debian's rabbitmq-server (installed by .ci/run)"
+    if os.geteuid() == 0 and shutil.which("chown") is None:
+        return "needs chown to hand the node its folder"
+    return None
+
+
+class RabbitNode:
+    """``with RabbitNode() as node:`` a running node; ``node.mqtt_port`` takes MQTT 3.1.1 clients. Its folder is
+    made under the system's temporary folder (a test's own is root's alone, and the node runs as ``rabbitmq``)
+    and removed after."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="smartbin-rabbitmq-"))
+        self.folder.chmod(0o755)
+        self.mqtt_port, amqp, dist = free_port(), free_port(), free_port()
+        self.name = f"smartbin-{self.mqtt_port}@localhost"
+        (self.folder / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{amqp}\n"
+            f"mqtt.listeners.tcp.default = 127.0.0.1:{self.mqtt_port}\n"
+            "mqtt.allow_anonymous = true\nloopback_users = none\n"
+        )
+        (self.folder / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+        for sub in ("mnesia", "log", "schema", "config", "plugins"):
+            (self.folder / sub).mkdir(exist_ok=True)
+        self.env = {
+            **os.environ,
+            "HOME": str(self.folder),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_CONFIG_FILE": str(self.folder / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.folder / "log"),
+            "RABBITMQ_SCHEMA_DIR": str(self.folder / "schema"),
+            "RABBITMQ_GENERATED_CONFIG_DIR": str(self.folder / "config"),
+            "RABBITMQ_PLUGINS_EXPAND_DIR": str(self.folder / "plugins"),
+            "RABBITMQ_FEATURE_FLAGS_FILE": str(self.folder / "feature_flags"),
+            "RABBITMQ_DIST_PORT": str(dist),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> RabbitNode:
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.folder)], check=True)
+        with (self.folder / "node.out").open("w") as out:
+            self.process = subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.mqtt_port), timeout=1).close()
+                return self
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"RabbitMQ did not start: {(self.folder / 'node.out').read_text()[-2000:]}")
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["rabbitmqctl", "-n", self.name, "stop"], env=self.env, capture_output=True, timeout=60)
+        if self.process is not None:
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
