@@ -38,6 +38,9 @@ def unavailable() -> str | None:
     return None
 
 
+MASKED = ("rabbitmq-server.service", "epmd.service", "epmd.socket")
+
+
 class Container:
     """One booted container. ``sh`` runs a command inside as root; ``path`` maps a path inside to the host."""
 
@@ -67,6 +70,11 @@ class Container:
         wants = etc / "systemd" / "system" / "multi-user.target.wants"
         shutil.rmtree(wants, ignore_errors=True)
         wants.mkdir(parents=True)
+        # and never a broker that other tests installed on the host (RabbitMQ): masked, or its state folder
+        # would change under the snapshots the tests compare
+        for unit in MASKED:
+            (etc / "systemd" / "system" / unit).unlink(missing_ok=True)
+            (etc / "systemd" / "system" / unit).symlink_to("/dev/null")
 
     def _copy_var_skeleton(self) -> None:
         """The host's /var/{lib,log,cache,spool}/* folders, empty, with their owners and modes (packages'
