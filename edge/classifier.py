@@ -93,3 +93,11 @@ class Classifier:
     def from_probs(self, probs: np.ndarray) -> Prediction:
         best = top_k(probs, self.labels, self.k)
         return Prediction(best[0][0], best[0][1], best)
+
+
+def reference_agreement(engine, acceptance: tuple[np.ndarray, np.ndarray]) -> int:
+    """How many of a bundle's acceptance images (``Bundle.acceptance()``) get the float model's top-1 on
+    ``engine``: an update's acceptance test and the variant pick both want all of them."""
+    images, probs = acceptance
+    got = np.concatenate([np.asarray(engine.infer(image[None])).reshape(1, -1) for image in images])
+    return int((got.argmax(1) == probs.argmax(1)).sum())

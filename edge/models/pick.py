@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edge.classifier import reference_agreement
 from edge.errors import SmartbinError
 from edge.formats.bundle import Bundle
 from edge.formats.variants import is_onnx
@@ -146,19 +147,21 @@ def trial(path: Path, variant: str, backend: str, threads: list[int], runs_per: 
 def measure(path: Path, variant: str, backend: str, threads: list[int], runs_per: int) -> list[Trial]:
     """In the trial's process: load, check the acceptance set, time the invokes."""
     bundle = Bundle.open(path)
+    try:
+        data = bundle.acceptance()  # read and verified once for every thread count
+    except SmartbinError as exc:
+        return [Trial(variant, backend, n, reason=f"{type(exc).__name__}: {exc}"[:200]) for n in threads]
     rows = []
     for n in threads:
         try:
-            engine = open_engine(bundle, backend, variant, n)
-            images, probs = bundle.acceptance() or (None, None)
-            if images is None:
+            if data is None:
                 raise SmartbinError("no acceptance set in the bundle")
-            got = [int(engine.infer(image[None])[0].argmax()) for image in images]
-            agree = sum(g == int(p.argmax()) for g, p in zip(got, probs))
-            if agree < len(images):
-                rows.append(Trial(variant, backend, n, reason=f"{agree} of {len(images)} reference images agree"))
+            engine = open_engine(bundle, backend, variant, n)
+            agree = reference_agreement(engine, data)
+            if agree < len(data[0]):
+                rows.append(Trial(variant, backend, n, reason=f"{agree} of {len(data[0])} reference images agree"))
                 continue
-            one = images[:1]
+            one = data[0][:1]
             for _ in range(WARMUP):
                 engine.infer(one)
             times = []

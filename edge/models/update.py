@@ -24,10 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge import __version__
-from edge.classifier import Classifier
+from edge.classifier import Classifier, reference_agreement
 from edge.config import Config, UpdatesConfig
 from edge.errors import SmartbinError
 from edge.formats.bundle import Bundle, sha256_file
@@ -162,15 +160,13 @@ def acceptance_test(classifier: Classifier) -> str:
     data = classifier.bundle.acceptance()
     if data is None:
         raise UpdateError(f"{classifier.bundle.path}: no acceptance set in the bundle (convert it with smartbin ≥ 0.1)")
-    images, probs = data
-    got = np.concatenate([np.asarray(classifier.engine.infer(image[None])).reshape(1, -1) for image in images])
-    agree = int((got.argmax(1) == probs.argmax(1)).sum())
-    if agree < len(images):
+    agree, images = reference_agreement(classifier.engine, data), len(data[0])
+    if agree < images:
         raise UpdateError(
-            f"acceptance test failed: {agree} of {len(images)} reference images get the float model's top-1 "
+            f"acceptance test failed: {agree} of {images} reference images get the float model's top-1 "
             f"on this device ({classifier.engine.variant} on {classifier.engine.backend}); all must"
         )
-    return f"{agree} of {len(images)} reference images agree with the float model"
+    return f"{agree} of {images} reference images agree with the float model"
 
 
 class Updater:
