@@ -39,7 +39,7 @@ def table(result: Pick) -> Table:
         out.add_column(name)
     chosen = result.chosen
     for t in sorted(result.trials, key=lambda t: (t.p50_ms is None, t.p50_ms or 0)):
-        picked = chosen is not None and (t.variant, t.backend, t.threads) == tuple(vars(chosen).values())
+        picked = t.choice == chosen
         verdict = "[bold green]chosen" if picked else ("passes" if t.passed else f"[red]ruled out: {t.reason}")
         p50, p95 = (f"{v:.3f}" if v is not None else "—" for v in (t.p50_ms, t.p95_ms))
         out.add_row(t.variant, t.backend, str(t.threads), p50, p95, verdict)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from edge.classifier import Classifier
 from edge.config import Config
 from edge.models.build import load_classifier
-from edge.models.pick import Pick, PickStore, machine_key, pick
+from edge.models.pick import Choice, Pick, PickStore, machine_key, pick
 from edge.system.background import Background
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,10 @@ class AutoPick:
         if chosen is None:
             log.error("model.variant auto: no variant passed its references here; %s serves", serving.engine.variant)
             return
-        best = next(
-            t
-            for t in result.trials
-            if (t.variant, t.backend, t.threads) == (chosen.variant, chosen.backend, chosen.threads)
-        )
+        best = result.best
         log.info("model.variant auto: %s on %s, %d thread(s): %.2f ms per image", *vars(chosen).values(), best.p50_ms)
         engine = serving.engine
-        if (engine.variant, engine.backend, engine.threads) == (chosen.variant, chosen.backend, chosen.threads):
+        if Choice(engine.variant, engine.backend, engine.threads) == chosen:
             return
         path, config = serving.bundle.path, self.config()
 

@@ -64,6 +64,10 @@ class Trial:
     def passed(self) -> bool:
         return self.reason is None and self.p50_ms is not None
 
+    @property
+    def choice(self) -> Choice:
+        return Choice(self.variant, self.backend, self.threads)
+
 
 @dataclass
 class Pick:
@@ -71,6 +75,11 @@ class Pick:
     trials: list[Trial]
     key: dict
     measured: float = field(default_factory=time.time)
+
+    @property
+    def best(self) -> Trial | None:
+        """The chosen one's trial (None when none passed)."""
+        return next((t for t in self.trials if t.passed and t.choice == self.chosen), None)
 
     def payload(self) -> dict:
         """What …/model says of the pick."""
@@ -122,7 +131,7 @@ def pick(bundle: Bundle, backend: str = "auto", runs_per: int = RUNS) -> Pick:
             trials += trial(bundle.path, variant, backend, threads, runs_per)
     passed = [t for t in trials if t.passed]
     best = min(passed, key=lambda t: t.p50_ms, default=None)
-    chosen = Choice(best.variant, best.backend, best.threads) if best else None
+    chosen = best.choice if best else None
     return Pick(chosen, trials, machine_key(bundle))
 
 
