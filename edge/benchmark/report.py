@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.benchmark import textui
-from edge.system.cpu import cpu_flags
+from edge.system.cpu import cpu_flags, cpu_model, read_cpuinfo
 from edge.system.versions import installed_versions
 
 LIBRARIES = ("numpy", "opencv-python-headless", "ai-edge-litert", "tflite-runtime", "onnxruntime", "paho-mqtt")
@@ -28,15 +28,8 @@ def _read(path: str) -> str | None:
 
 def environment() -> dict:
     """What the figures depend on, and warnings when the machine looks busy or throttled."""
-    cpuinfo = _read("/proc/cpuinfo") or ""
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.splitlines()
-            if line.startswith(("model name", "Model", "Hardware"))
-        ),
-        platform.processor(),
-    )
+    cpuinfo = read_cpuinfo()
+    model = cpu_model(cpuinfo)
     cores = os.cpu_count() or 1
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     temp = _read("/sys/class/thermal/thermal_zone0/temp")
@@ -57,7 +50,7 @@ def environment() -> dict:
         "cpu_temp_c": int(temp) / 1000 if temp and temp.isdigit() else None,
         "throttled": throttled,
         "load_avg_1m": load1,
-        "instruction_sets": sorted(set(ISA_FLAGS) & cpu_flags()),
+        "instruction_sets": sorted(set(ISA_FLAGS) & cpu_flags(cpuinfo)),
         "libraries": installed_versions(LIBRARIES),
         "warnings": [],
     }

@@ -30,7 +30,7 @@ from edge.formats.bundle import Bundle
 from edge.formats.variants import is_onnx
 from edge.runtime import BACKENDS, available_backends, default_threads, open_engine, runs
 from edge.system.atomic import write_atomic
-from edge.system.cpu import cpu_flags
+from edge.system.cpu import cpu_flags, cpu_model, read_cpuinfo
 from edge.system.versions import installed_versions
 
 log = logging.getLogger(__name__)
@@ -106,20 +106,13 @@ def tried_on(bundle: Bundle, backend: str = "auto") -> dict[str, list[tuple[str,
 def machine_key(bundle: Bundle) -> dict:
     """What a pick was measured on: the bundle's variant files, this CPU, the runtimes' versions."""
     files = sorted((v, e.sha256) for v, e in bundle.manifest.variants.items())
-    cpu = sorted(cpu_flags())
-    model = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo().splitlines() if ln.startswith("model name")), "")
+    cpuinfo = read_cpuinfo()
+    cpu, model = sorted(cpu_flags(cpuinfo)), cpu_model(cpuinfo)
     return {
         "bundle": hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16],
         "cpu": f"{model} {os.cpu_count()} cores {hashlib.sha256(' '.join(cpu).encode()).hexdigest()[:12]}",
         "runtimes": installed_versions(("ai-edge-litert", "tflite-runtime", "tensorflow", "onnxruntime")),
     }
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
 
 
 def pick(bundle: Bundle, backend: str = "auto", runs_per: int = RUNS) -> Pick:

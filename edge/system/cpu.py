@@ -19,14 +19,29 @@ def is_x86() -> bool:
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """Instruction-set flags of the first CPU (x86 'flags', ARM 'Features'), as the kernel reports them."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
+        cpuinfo = read_cpuinfo()
     for line in cpuinfo.splitlines():
         if line.startswith(("flags", "Features")):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo ("" where there is none)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's name: x86's "model name", a Pi's "Model" or an older ARM board's "Hardware" line, else what
+    Python's platform says."""
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
+    names = (
+        ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith(("model name", "Model", "Hardware"))
+    )
+    return next(names, platform.processor())
 
 
 def _cpuid_features() -> dict[str, bool]:
