@@ -43,6 +43,7 @@ JOB_QUEUE = 100
 # still for up to two minutes after a long outage, and a broker with an ACL keeps nothing for a session it
 # restored until its client is back (see docs/mqtt.md).
 RECONNECT_DELAY_S = (1, 5)
+CLOCK_TOPICS = (Topic.METRICS, Topic.STATUS)  # the daemon's periodic messages, stamped by its clock
 
 
 class Seen:
@@ -129,7 +130,7 @@ class Actuator:
         self.no_offset = OncePerChange(log, "the daemon's clock offset")
         self.daemon_protocol: str | None = None  # as the daemon's status says
         self.offset_deadline = time.monotonic() + 2 * config.mqtt.metrics_interval_s + 1
-        self._clock_topics = {under(self.base, t) for t in (Topic.METRICS, Topic.STATUS)}
+        self._clock_topics = {under(self.base, t) for t in CLOCK_TOPICS}
         self.client = self._make_client()
         self._stopping = threading.Event()
         self._worker = threading.Thread(target=self._work, name="actuator", daemon=True)
@@ -140,7 +141,7 @@ class Actuator:
             self.refusals.ok()
             client.subscribe(under(self.base, Topic.DECISION), qos=Topic.DECISION.qos)
             # the daemon's periodic messages: how far its clock is from this one (for MQTT 3.1.1)
-            client.subscribe([(under(self.base, t), t.qos) for t in (Topic.METRICS, Topic.STATUS)])
+            client.subscribe([(under(self.base, t), t.qos) for t in CLOCK_TOPICS])
             return
         m = self.config.mqtt
         self.refusals.error(f"the broker at {m.host}:{m.port} refused the actuator: {reason_code} (retrying)")
@@ -276,11 +277,15 @@ class Actuator:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         """A broker that took the connection and dropped it before any CONNACK speaks MQTT 3.1.1 only (RabbitMQ
         3.10's plugin answers an MQTT 5 CONNECT so): under ``protocol: auto``, fall back as the daemon does."""
-        m, answered = self.config.mqtt, self.ready.is_set() or self._connected_once
-        if not answered and flags.is_disconnect_packet_from_server is False and m.protocol == "auto":
-            if self.protocol == mqtt.MQTTv5 and not self._falling_back:
-                self._falling_back = True
-                threading.Thread(target=self._speak_311, name="actuator-fallback", daemon=True).start()
+        unanswered = not self._connected_once and not flags.is_disconnect_packet_from_server
+        if (
+            unanswered
+            and self.config.mqtt.protocol == "auto"
+            and self.protocol == mqtt.MQTTv5
+            and not self._falling_back
+        ):
+            self._falling_back = True
+            threading.Thread(target=self._speak_311, name="actuator-fallback", daemon=True).start()
 
     def start(self) -> Actuator:
         self._worker.start()
