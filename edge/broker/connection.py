@@ -1,7 +1,8 @@
 """One MQTT connection of a bin (paho-mqtt 2.x): the client, the protocol, TLS, the Last Will, reconnects.
 
 MQTT 5 first under ``protocol: auto``, MQTT 3.1.1 where the broker shows it speaks only that: a refusal in so
-many words is for good, a silence (a slow first CONNACK after a power cut) is tried again at each reconnect.
+many words is for good; a guess (a silence or a closed socket: a slow first CONNACK after a power cut, a
+load balancer whose broker is down) is tried again at each reconnect and, while connected, at growing intervals.
 The TLS files are read again before every connect. The Last Will says what the bin is now: renewed by a
 clean reconnect when that changes (edge/broker/will.py). What a connect and a message mean is the owner's
 (``on_connected``, ``on_ready``, ``on_message``, ``on_publish``): the outbox forwarding and Home Assistant sit
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 50
 V5_ANSWER_TIMEOUT_S = 5.0
+V5_RETRY_MAX_S = 3600.0  # a guessed fallback tries MQTT 5 again at most this far apart
 
 
 class Connection:
@@ -62,6 +64,13 @@ class Connection:
         # every bin reconnecting over TLS) is tried again: MQTT 5 first at each reconnect, until it answers.
         self._fallback_for_good = False
         self._spoke_5 = False  # the broker answered MQTT 5 once: it speaks it, a later drop is no sign
+        # A 3.1.1 CONNECT closed before its CONNACK too: the closes are not about the protocol (a load balancer
+        # whose broker is down), so they are no sign until the next connect.
+        self._closes_no_sign = False
+        # Connected on a guessed fallback: MQTT 5 is tried again (a clean reconnect) at this monotonic time; the
+        # interval starts at the longest reconnect delay and doubles up to V5_RETRY_MAX_S.
+        self._v5_retry_at: float | None = None
+        self._v5_retry_s = self.reconnect_delay_s[1]
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
         self._tls = tls_files(config)
         self.will = Will(will_interval_s)
@@ -122,9 +131,11 @@ class Connection:
             if refuses_mqtt5(reason_code):
                 self._speaks_only_311(f"refused MQTT 5 ({reason_code})", for_good=True)
             return
-        self._socket_opened = None
+        self._socket_opened, self._closes_no_sign = None, False
         self.connects += 1
         self._spoke_5 = self._spoke_5 or self._protocol == mqtt.MQTTv5
+        guessed = self._protocol == mqtt.MQTTv311 and self.config.protocol == "auto" and not self._fallback_for_good
+        self._v5_retry_at = time.monotonic() + self._v5_retry_s if guessed else None
         self.last_error = None
         self.on_connected(client)
         self.connected.set()
@@ -132,15 +143,18 @@ class Connection:
         self.on_ready()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        guessed = self._protocol == mqtt.MQTTv311 and self.config.protocol == "auto" and not self._fallback_for_good
         if self.connected.is_set():
             log.warning("disconnected from broker: %s", reason_code)
-            if self._protocol == mqtt.MQTTv311 and self.config.protocol == "auto" and not self._fallback_for_good:
+            if guessed:
                 self._switch_protocol = "5"  # the fallback was a guess: MQTT 5 first again at this reconnect
-        elif self._socket_opened is not None:
+        elif self._socket_opened is not None and guessed:
+            self._closes_no_sign, self._switch_protocol = True, "5"  # 3.1.1 was closed as well: no protocol sign
+        elif self._socket_opened is not None and not self._closes_no_sign:
             # The broker took the TCP connection and dropped it before any CONNACK: an MQTT 3.1.1-only
             # broker (amqtt, old mosquitto) answers an MQTT 5 CONNECT so. A broker that is down never gets here.
             self._speaks_only_311("closed the connection before answering MQTT 5")
-        self._socket_opened = None
+        self._socket_opened, self._v5_retry_at = None, None
         self.connected.clear()
 
     def _speaks_only_311(self, sign: str, for_good: bool = False) -> None:
@@ -159,6 +173,10 @@ class Connection:
         if opened is not None and time.monotonic() - opened > V5_ANSWER_TIMEOUT_S:
             # some 3.1.1-only brokers take the connection and never answer MQTT 5
             self._speaks_only_311(f"did not answer MQTT 5 within {V5_ANSWER_TIMEOUT_S:g} s")
+        retry = self._v5_retry_at
+        if retry is not None and time.monotonic() > retry and self.connected.is_set():
+            self._v5_retry_at, self._v5_retry_s = None, min(2 * self._v5_retry_s, V5_RETRY_MAX_S)
+            self._switch_protocol = "5"  # the fallback was a guess: see whether the broker answers MQTT 5 now
         if self._switch_protocol:
             self._switch()
         elif self.connected.is_set() and self.will.due(lambda: self.offline(self.protocol)):
@@ -182,9 +200,7 @@ class Connection:
     def _renew_will(self) -> None:
         """Reconnect cleanly (the old will is not sent) with a will that says what the bin is now."""
         log.info("the bin's model, health or pause state changed: renewing its Last Will (a clean reconnect)")
-        self.client.disconnect()
-        self.client.loop_stop()
-        self.connected.clear()
+        self.close()
         self._new_client()
 
     def _new_client(self) -> None:
@@ -194,8 +210,14 @@ class Connection:
         self.start()
 
     def close(self) -> None:
-        """Stop the client's thread and close its socket: nothing of it outlives a switch or a stop."""
+        """Let the client go with a clean goodbye (the broker drops the will: the bin never looks offline for a
+        switch or a will renewal), and nothing of it outlives a switch or a stop. Its callbacks go first: a CONNACK
+        that lands while the thread stops is no connection, the goodbye no drop. The thread stops before the
+        DISCONNECT: paho then writes it at once, where a thread stopped after the call may never send it."""
+        self.connected.clear()
+        self.client.on_connect = self.client.on_disconnect = None
         self.client.loop_stop()
+        self.client.disconnect()  # also to an attempt still waiting for its CONNACK: its session may be open
         sock = self.client.socket()
         if sock is not None:
             try:

@@ -154,7 +154,5 @@ class Publisher:
                 info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             except (ValueError, RuntimeError):
                 log.warning("offline status could not be sent")
-        if self.connected.is_set():
-            self.connection.client.disconnect()
         self.connection.close()
         return self.forwarder.depth()

@@ -144,6 +144,37 @@ def test_a_slow_first_connack_is_no_reason_to_give_up_mqtt_5(tmp_path):
         broker.close()
 
 
+def test_a_guessed_fallback_tries_mqtt_5_again_while_connected_without_looking_offline(tmp_path):
+    """The slow first answer that made the publisher guess 3.1.1 is gone, and nothing drops the connection (no
+    reconnect to try MQTT 5 at): it tries MQTT 5 again by itself, with a clean goodbye, so the bin never looks
+    offline to its watchers: no Last Will, neither at the goodbye nor from the first attempt it abandoned."""
+    from edge.broker.connection import V5_ANSWER_TIMEOUT_S
+    from edge.tools.localbroker import LocalBroker
+    from tests.support.mqtt_client import Subscriber
+    from tests.support.servers.slow_link import SlowLink
+
+    with LocalBroker(workdir=tmp_path / "broker") as broker:
+        link = SlowLink(broker.port, V5_ANSWER_TIMEOUT_S + 1)
+        watcher = Subscriber(broker.port, "smartbin/pub-test/status")
+        pub = publisher(link.port)
+        pub.start()
+        try:
+            assert poll(pub.connected.is_set, 60, pub.maintain), "never connected through the slow link"
+            assert pub.protocol == "3.1.1"
+            link.delay_s = 0.0
+            assert poll(lambda: pub.connected.is_set() and pub.protocol == "5", 60, pub.maintain), pub.protocol
+            # online on 3.1.1, online again on 5; a will from the abandoned first attempt or the goodbye would be
+            # among them (the abandoned attempt's session was open on the broker: its answer was only slow)
+            assert poll(lambda: len(watcher.on("status")) >= 2, 10)
+            time.sleep(1)
+            sent = [(m.json()["state"], m.json().get("mqtt_protocol")) for m in watcher.on("status")]
+            assert sent == [("online", "3.1.1"), ("online", "5")]
+        finally:
+            pub.stop(timeout=0.5)
+            link.close()
+            watcher.close()
+
+
 def test_each_decision_goes_once_a_connection_when_its_acknowledgement_was_lost(tmp_path):
     """The link goes one-way while decisions are in flight (the broker has them, its PUBACKs never arrive), then
     drops. At the reconnect each decision goes again once, from the outbox with its age now, not a second time
