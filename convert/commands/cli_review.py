@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -19,15 +20,33 @@ from edge.web.reader import add_page_options, page_access
 
 
 def cmd_samples_fetch(args: argparse.Namespace) -> int:
-    from convert.data.fetch import fetch
-
     folder = Path(args.out)
-    before = len(list(folder.glob("*.json"))) if folder.is_dir() else 0
-    fetch(args.source, folder, page_access(args))
-    after = len(list(folder.glob("*.json")))
-    print(f"{after - before} new sample(s) from {args.source} in {folder} ({after} in all)")
+    if bool(args.source) == bool(args.broker or args.config):
+        raise SmartbinError("samples fetch: give a bin's page (http://bin:8080) or --broker/--config, one of them")
+    if args.source:
+        from convert.data.fetch import fetch
+
+        before = len(list(folder.glob("*.json"))) if folder.is_dir() else 0
+        fetch(args.source, folder, page_access(args))
+        after = len(list(folder.glob("*.json")))
+        print(f"{after - before} new sample(s) from {args.source} in {folder} ({after} in all)")
+    else:
+        _fetch_from_broker(args, folder)
     print(f"look at them with: smartbin review {folder}")
     return 0
+
+
+def _fetch_from_broker(args: argparse.Namespace, folder: Path) -> None:
+    from convert.data.fetch_broker import fetch_from_broker
+    from edge.fleet.cli import mqtt_settings
+
+    settings = mqtt_settings(args)
+    got = fetch_from_broker(settings, folder, args.device, args.idle, args.client_id)
+    print(f"{got.written} new sample(s) through {settings.host}:{settings.port} in {folder}, {got.there} there already")
+    for reason in got.refused[:5]:
+        print(f"refused: {reason}", file=sys.stderr)
+    if got.new_session:
+        print("a collecting session was made on the broker: it keeps the bins' samples for the next fetch from now on")
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -96,9 +115,13 @@ def _rank_samples(folder: Path, run: str, cache: str | None) -> None:
 def add_review_commands(sub: argparse._SubParsersAction, samples: argparse._SubParsersAction) -> None:
     """``samples fetch`` (under ``samples``) and ``review``."""
     p = add_command(samples, "fetch", cmd_samples_fetch, "copy a bin's kept samples into a folder to review")
-    p.add_argument("source", help="the bin's status page (http://bin:8080, https://bin:8443)")
+    p.add_argument("source", nargs="?", help="the bin's status page (http://bin:8080, https://bin:8443)")
     p.add_argument("--out", required=True, help="the review folder (several bins may share one)")
     add_page_options(p)
+    add_broker_options(p, None)  # or the samples the bins sent over MQTT (samples.over_mqtt)
+    p.add_argument("--device", help="with --broker: only this bin's samples (default: every bin's)")
+    p.add_argument("--idle", type=float, default=3.0, help="with --broker: stop after this many seconds without one")
+    p.add_argument("--client-id", help="with --broker: the collecting session's client id (default: per host)")
     p = add_command(sub, "review", cmd_review, "look at what the bins kept and label it, on a local web page")
     p.add_argument("folder", help="a folder of samples (smartbin samples fetch, or a copy of a bin's samples)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: other machines too)")

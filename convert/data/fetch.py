@@ -16,15 +16,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from edge.errors import DatasetError
-from edge.storage.samples import SAMPLE_NAME
 from edge.system.atomic import write_atomic
 from edge.web.reader import PageAccess, open_page
 from edge.wire.payloads import Sample
+from edge.wire.sample_message import MAX_JPEG_BYTES, SAMPLE_NAME
 
 log = logging.getLogger(__name__)
 
 # A reply larger than these is refused: a listing of 10,000 samples is ~0.3 MB, a frame ~0.1 MB, its JSON ~1 kB.
-MAX_BYTES = {"/api/samples": 8 * 2**20, ".jpg": 16 * 2**20, ".json": 256 * 2**10}
+MAX_BYTES = {"/api/samples": 8 * 2**20, ".jpg": MAX_JPEG_BYTES, ".json": 256 * 2**10}
 TIMEOUT_S = 30
 
 

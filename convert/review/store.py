@@ -23,9 +23,9 @@ from convert.data.pull import NOVELTY_FILE
 from edge.errors import DatasetError
 from edge.formats.classbins import BINS_FILE, read_bins_file, write_bins
 from edge.formats.classbins import normalise as normalised
-from edge.storage.samples import SAMPLE_NAME
 from edge.system.atomic import write_atomic
 from edge.wire.payloads import Correction, Sample, Verdict
+from edge.wire.sample_message import SAMPLE_NAME
 
 log = logging.getLogger(__name__)
 

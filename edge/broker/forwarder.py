@@ -152,6 +152,16 @@ class Forwarder:
         except OutboxError as exc:
             self.errors.error(str(exc))
 
+    def idle(self) -> bool:
+        """No decision in flight and none waiting: what else is to go may go now."""
+        with self._lock:
+            if self._inflight:
+                return False
+        try:
+            return self.outbox.depth() == 0
+        except OutboxError:
+            return False
+
     def depth(self) -> int:
         """Rows not yet acknowledged (0 when the outbox cannot be read: said once)."""
         self.process_acks()

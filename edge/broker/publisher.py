@@ -15,6 +15,7 @@ from edge.broker.connection import Connection
 from edge.broker.forwarder import REFUSED_RETRY_S, Forwarder
 from edge.broker.homeassistant import Announcer
 from edge.broker.messages import dumps
+from edge.broker.sample_sender import SampleSender
 from edge.broker.will import MIN_INTERVAL_S
 from edge.config import MqttConfig
 from edge.storage.outbox import Outbox
@@ -38,8 +39,10 @@ class Publisher:
         reconnect_delay_s: tuple[float, float] | None = None,
         refused_retry_s: float = REFUSED_RETRY_S,
         will_interval_s: float = MIN_INTERVAL_S,
+        samples: SampleSender | None = None,
     ):
         self.base, self.outbox = base, outbox
+        self.samples = samples  # kept frames over this connection, behind the decisions (samples.over_mqtt)
         self.on_command = on_command
         self.status = status
         self.retained = retained  # other retained state, by topic, sent again on every connect
@@ -54,7 +57,7 @@ class Publisher:
             on_connected=self._on_connected,
             on_ready=lambda: self.forwarder.flush_logged(self.connection),
             on_message=self._on_message,
-            on_publish=lambda mid, reason: self.forwarder.acked(mid, reason),
+            on_publish=self._on_publish,
             reconnect_delay_s=reconnect_delay_s,
             will_interval_s=will_interval_s,
         )
@@ -101,6 +104,13 @@ class Publisher:
             self._send(client, topic, dumps(payload))
         self._send(client, Topic.STATUS, dumps(self._status("online")))  # availability last, after the rest
         self.forwarder.reconnected(client)
+        if self.samples is not None:
+            self.samples.reconnected(client)
+
+    def _on_publish(self, mid: int, reason: mqtt.ReasonCode | None) -> None:
+        self.forwarder.acked(mid, reason)
+        if self.samples is not None:
+            self.samples.acked(mid, reason)
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
         if self.home_assistant is not None and self.home_assistant.handles(self.connection.client, message):
@@ -140,14 +150,19 @@ class Publisher:
 
     def maintain(self) -> None:
         """Called from the daemon's loop: the connection's upkeep (a protocol fallback, the will), acks and
-        the backlog."""
+        the backlog; kept samples when no decision waits."""
         self.connection.maintain()
         self.forwarder.flush_logged(self.connection)
+        if self.samples is not None and self.forwarder.idle():
+            self.samples.flush(self.connection)
 
     def stop(self, timeout: float = 3.0) -> int:
-        """Wait (up to ``timeout``) for the outbox to drain, publish offline, disconnect. Returns rows left."""
+        """Wait (up to ``timeout``) for the outbox (then the samples) to drain, publish offline, disconnect.
+        Returns the decisions left."""
         deadline = time.monotonic() + timeout
         self.forwarder.drain(deadline, self.connection)
+        if self.samples is not None:
+            self.samples.drain(deadline, self.connection)
         if self.connected.is_set():
             info = self._send(self.connection.client, Topic.STATUS, dumps(self._status("offline")))
             try:

@@ -181,6 +181,14 @@ class SamplesConfig(Strict):
     confident_fraction: float = Field(0.02, ge=0, le=1, description="share of confident decisions kept at random")
     queue: int = Field(16, ge=1, le=1000, description="frames waiting for the writer; beyond it they are counted drops")
     jpeg_quality: int = Field(90, ge=10, le=100)
+    over_mqtt: bool = Field(
+        False,
+        description="also send each kept sample over the bin's MQTT connection (…/sample), behind the decisions: "
+        "for a bin no workstation can reach (smartbin samples fetch --broker)",
+    )
+    mqtt_queue: int = Field(
+        1000, ge=1, description="samples waiting to go over MQTT; beyond it the oldest stay on the bin, unsent"
+    )
 
 
 class CountersConfig(Strict):

@@ -120,7 +120,6 @@ class Daemon:
         outbox_depth, outbox_dropped, outbox_error = self.outputs.outbox_figures()
         connected, connects, protocol = self.outputs.broker()
         refused, refusal = self.outputs.refusals()
-        samples = self.outputs.samples
         return StatusView(
             device_id=self.config.device_id,
             version=__version__,
@@ -151,7 +150,7 @@ class Daemon:
             mqtt_protocol=protocol,
             commands_rejected=self.commands.rejected,
             cpu_temp_c=cpu_temperature(),
-            samples=samples.counts() if samples else None,
+            samples=self.outputs.sample_counts(),
             counts=self.outputs.counts(),
             presence=self.pipeline.presence_summary(),
             pick=known.payload() if (known := self.models.picks.known(self.classifier)) else None,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from edge.broker.messages import dumps
 from edge.broker.publisher import Publisher
+from edge.broker.sample_sender import SampleSender
 from edge.classifier import Prediction
 from edge.config import Config
 from edge.daemon.pipeline import Timings
@@ -19,6 +20,7 @@ from edge.formats.labels import Label
 from edge.sources import Frame
 from edge.storage.counters import Counters, CountersError
 from edge.storage.outbox import Outbox, OutboxError
+from edge.storage.sample_queue import SampleQueue
 from edge.storage.samples import SampleStore
 from edge.system.repeats import OncePerChange
 from edge.vision.decision import ItemDecision
@@ -26,7 +28,7 @@ from edge.web.page import WebState
 from edge.wire import payloads
 from edge.wire.command_spec import CommandError
 from edge.wire.shadow import ShadowItem
-from edge.wire.topics import Topic
+from edge.wire.topics import Topic, under
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ class Outputs:
         self.counter_errors = OncePerChange(log, "counting")
         self.count_read_errors = OncePerChange(log, "reading the counts")  # apart: it alternates with counting
         self.store_errors = OncePerChange(log, "storing decisions")  # each its own: they alternate
-        self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
+        self.sample_queue = SampleQueue(self.outbox, config.samples.mqtt_queue)  # samples.over_mqtt's
+        self.samples = self._sample_store(config)
         self.web_state: WebState | None = None  # made when a status page is first served
         self.decisions = 0
         self.last_top_k: list[payloads.TopK] = []
@@ -84,7 +87,30 @@ class Outputs:
             self.hooks.on_command,
             self.hooks.status,
             retained=lambda: {Topic.MODEL: self.hooks.model()},
+            samples=self._sample_sender(config),
         )
+
+    def sample_counts(self) -> dict | None:
+        """The sample store's counts, and those of sending them over MQTT when the bin does."""
+        if self.samples is None:
+            return None
+        counts, sender = self.samples.counts(), self.publisher.samples
+        if sender is not None:
+            counts.update(unsent=sender.depth(), sent=sender.sent, unsent_dropped=self.sample_queue.dropped)
+        return counts
+
+    def _sample_store(self, config: Config) -> SampleStore | None:
+        over_mqtt = config.samples.over_mqtt
+        default_bin = config.decision.default_bin
+        on_written = self.sample_queue.add if over_mqtt else None
+        return SampleStore(config.samples, default_bin, on_written) if config.samples.enabled else None
+
+    def _sample_sender(self, config: Config) -> SampleSender | None:
+        """What sends the kept samples over MQTT, when the config asks for it."""
+        if not (config.samples.enabled and config.samples.over_mqtt):
+            return None
+        self.sample_queue.max_items = config.samples.mqtt_queue
+        return SampleSender(self.sample_queue, config.samples.path, under(config.topic_base, Topic.SAMPLE))
 
     def replace_publisher(self, publisher: Publisher) -> None:
         """A reload's new broker or topics: offline on the old ones, the backlog kept in the outbox."""
@@ -244,7 +270,8 @@ class Outputs:
         (``enabled: false``, a privacy request, keeps no frame from now on)."""
         if self.samples is not None:
             self.samples.stop()
-        self.samples = SampleStore(config.samples, config.decision.default_bin) if config.samples.enabled else None
+        self.samples = self._sample_store(config)
+        self.publisher.samples = self._sample_sender(config)
         self._start_samples()
 
     def start(self) -> None:

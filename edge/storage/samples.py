@@ -15,11 +15,11 @@ import json
 import logging
 import queue
 import random
-import re
 import shutil
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +34,6 @@ from edge.wire.payloads import Sample as SampleMeta
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".jpg", ".json")
-
-
-# A sample's file name, without its suffix (``sample_id``; a flagged frame's event id is "flag-…"): what the
-# bin's page serves and a workstation accepts from its listing. No dot, no slash: never a path elsewhere.
-SAMPLE_NAME = re.compile(r"[0-9]{15}-[A-Za-z0-9_-]{1,12}")
 
 
 @dataclass
@@ -69,8 +64,10 @@ def reasons_to_keep(meta: SampleMeta, default_bin: str, fraction: float, rng: ra
 
 
 class SampleStore:
-    def __init__(self, config: SamplesConfig, default_bin: str):
+    def __init__(self, config: SamplesConfig, default_bin: str, on_written: Callable[[str], None] | None = None):
+        """``on_written``: told each sample's name once it is whole on disk (the writer's thread)."""
         self.config = config
+        self.on_written = on_written
         self.default_bin = default_bin
         self.root = Path(config.path)
         self.queue: queue.Queue[KeptFrame | None] = queue.Queue(config.queue)
@@ -198,6 +195,8 @@ class SampleStore:
                 self._sizes[sample.sample_id] = len(jpeg) + len(meta)
             self.written += 1
             self._expire()
+        if self.on_written is not None:
+            self.on_written(sample.sample_id)
 
     def _expire(self) -> None:
         """Oldest out: past the retention time, then while over the byte cap."""

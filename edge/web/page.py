@@ -29,11 +29,11 @@ from edge.errors import SmartbinError
 from edge.formats.archive import pack
 from edge.formats.images import encode_jpeg
 from edge.sources import Frame
-from edge.storage.samples import SAMPLE_NAME
 from edge.system.tls import TlsFiles
 from edge.vision.preprocess import Roi
 from edge.web.bounded import BoundedServer, JsonHandler, basic_auth
 from edge.wire.command_spec import MAX_PAYLOAD
+from edge.wire.sample_message import SAMPLE_NAME
 from edge.wire.status import StatusView, metrics_payload, prometheus_registry
 
 log = logging.getLogger(__name__)

@@ -258,7 +258,9 @@ class Metrics(Payload):
     health: Health
     presence: Presence | None = None
     samples: dict[str, int] | None = Field(
-        None, description="the sample store: kept, bytes, written, dropped (queue full), skipped_low_disk, errors"
+        None,
+        description="the sample store: kept, bytes, written, dropped (queue full), skipped_low_disk, errors; with "
+        "samples.over_mqtt also unsent (waiting for the broker's PUBACK), sent, and unsent_dropped (queue full)",
     )
     counts: dict[str, Any] | None = Field(
         None, description="items per bin and label, today and all time (outlive restarts); today's low-confidence share"

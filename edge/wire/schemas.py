@@ -17,6 +17,7 @@ from edge.wire.payloads import (
     ModelInfo,
     Status,
 )
+from edge.wire.sample_message import SampleMessage
 from edge.wire.shadow import ShadowItem
 from edge.wire.topics import Topic
 
@@ -39,6 +40,7 @@ PAYLOADS: dict[Topic, type[Payload]] = {
     Topic.COMMAND_RESULT: CommandResult,
     Topic.ACTUATOR_ACK: ActuatorAck,
     Topic.SHADOW: ShadowItem,
+    Topic.SAMPLE: SampleMessage,
 }
 
 

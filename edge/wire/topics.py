@@ -24,6 +24,7 @@ class Topic(str, Enum):
     SNAPSHOT = "snapshot"  # a JPEG
     ACTUATOR_ACK = "actuator/ack"  # from the actuator
     SHADOW = "shadow"  # one per item while a model runs in the shadow of the serving one
+    SAMPLE = "sample"  # a kept frame and its JSON, for bins no workstation can reach (samples.over_mqtt)
 
     @property
     def schema(self) -> str:
@@ -53,6 +54,7 @@ DELIVERY: dict[Topic, tuple[int, bool]] = {
     Topic.SNAPSHOT: (0, False),
     Topic.ACTUATOR_ACK: (1, False),
     Topic.SHADOW: (1, False),
+    Topic.SAMPLE: (1, False),
 }
 
 
