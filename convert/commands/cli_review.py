@@ -37,9 +37,14 @@ def cmd_samples_fetch(args: argparse.Namespace) -> int:
 
 
 def _fetch_from_broker(args: argparse.Namespace, folder: Path) -> None:
+    import re
+
     from convert.data.fetch_broker import fetch_from_broker
+    from edge.config import DEVICE_ID
     from edge.fleet.cli import mqtt_settings
 
+    if args.device is not None and not re.fullmatch(DEVICE_ID, args.device):
+        raise SmartbinError(f"--device {args.device!r}: a bin's device_id is letters, digits, _ and - (1 to 64)")
     settings = mqtt_settings(args)
     got = fetch_from_broker(settings, folder, args.device, args.idle, args.client_id)
     print(f"{got.written} new sample(s) through {settings.host}:{settings.port} in {folder}, {got.there} there already")

@@ -240,11 +240,14 @@ class ActuatorConfig(Strict):
         return self
 
 
+DEVICE_ID = r"^[A-Za-z0-9_-]{1,64}$"  # a topic level of its own: no wildcard, no slash
+
+
 class Config(Strict):
     device_id: str = Field(
         default_factory=default_device_id,
         validate_default=True,
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        pattern=DEVICE_ID,
         description="this bin's name in topics and its MQTT client id; default: the hostname, or "
         "bin-<machine id> where the hostname is a stock one (raspberrypi, ubuntu, ...)",
     )
