@@ -45,7 +45,13 @@ def _fetch_from_broker(args: argparse.Namespace, folder: Path) -> None:
 
     if args.device is not None and not re.fullmatch(DEVICE_ID, args.device):
         raise SmartbinError(f"--device {args.device!r}: a bin's device_id is letters, digits, _ and - (1 to 64)")
+    from convert.data.answers_back import send_answers
+
     settings = mqtt_settings(args)
+    if folder.is_dir():  # the answers given here since the last fetch, to their bins
+        confirmed, waiting = send_answers(settings, folder, max(args.idle, 5.0))
+        if confirmed or waiting:
+            print(f"{confirmed} answer(s) taken by their bins, {waiting} waiting for a bin (sent again next fetch)")
     got = fetch_from_broker(settings, folder, args.device, args.idle, args.client_id)
     print(f"{got.written} new sample(s) through {settings.host}:{settings.port} in {folder}, {got.there} there already")
     for reason in got.refused[:5]:

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from convert.data.answers_back import SENT_FILE
+from convert.review.store import ReviewStore
 from edge.cli import main
 from edge.storage.outbox import Outbox
 from edge.storage.sample_queue import SampleQueue
+from edge.wire.payloads import Sample
 from tests.support import ROOT, empty_bin_source, poll, write_config
 from tests.support.mqtt_client import Subscriber
 
@@ -96,26 +99,40 @@ def test_samples_reach_the_review_folder_through_the_broker_across_an_outage_and
     process = run_bin(idle)
     try:
         assert poll(lambda: unsent(sub) == 0, 60), "the queue was not sent after a restart"
+        hostile = Subscriber(broker.port, "nothing/#")
+        for payload in (
+            b"not json",
+            json.dumps({"sample_id": "../../escaped", "sample": {"event_id": "e", "ts": 1}, "jpeg": "/9j/4AAQ"}),
+            json.dumps({"sample_id": "000000000000001-abc", "sample": {"event_id": "e", "ts": 1}, "jpeg": "aGk="}),
+        ):
+            hostile.publish("smartbin/evil/sample", payload)
+        hostile.close()
+        capsys.readouterr()
+        assert main(fetch) == 0
+        assert capsys.readouterr().err.count("refused: smartbin/evil/sample") == 3
+        assert kept(inbox) == kept(samples), "the review folder and the bin differ"
+        for name in kept(samples):
+            for suffix in (".jpg", ".json"):
+                assert (inbox / f"{name}{suffix}").read_bytes() == (samples / f"{name}{suffix}").read_bytes(), name
+        assert [p.name for p in tmp_path.rglob("*escaped*")] == []
+        assert {p.suffix for p in inbox.iterdir()} == {".jpg", ".json"}
+
+        # an answer given at the review station goes back to its bin with the next fetch, once
+        answered = sorted(kept(inbox))[0]
+        ReviewStore(inbox).answer([answered], "item", "café cup")
+        assert main(fetch) == 0
+        on_bin = Sample.model_validate_json((samples / f"{answered}.json").read_bytes())
+        assert on_bin.correction is not None and on_bin.correction.label == "café cup"
+        assert poll(lambda: corrections(sub) == {"café cup": 1}, 30), corrections(sub)
+        assert main(fetch) == 0
+        assert answered in json.loads((inbox / SENT_FILE).read_text(encoding="utf-8"))
     finally:
         stop_bin(process)
         sub.close()
-
-    hostile = Subscriber(broker.port, "nothing/#")
-    for payload in (
-        b"not json",
-        json.dumps({"sample_id": "../../escaped", "sample": {"event_id": "e", "ts": 1}, "jpeg": "/9j/4AAQ"}),
-        json.dumps({"sample_id": "000000000000001-abc", "sample": {"event_id": "e", "ts": 1}, "jpeg": "aGVsbG8="}),
-    ):
-        hostile.publish("smartbin/evil/sample", payload)
-    hostile.close()
-    capsys.readouterr()
-    assert main(fetch) == 0
-    out, err = capsys.readouterr()
-    assert err.count("refused: smartbin/evil/sample") == 3, err
-    assert kept(inbox) == kept(samples), "the review folder and the bin differ"
-    for name in kept(samples):
-        for suffix in (".jpg", ".json"):
-            assert (inbox / f"{name}{suffix}").read_bytes() == (samples / f"{name}{suffix}").read_bytes(), name
-    assert sorted(p.name for p in tmp_path.iterdir() if "escaped" in p.name) == []
-    assert {p.suffix for p in inbox.iterdir()} == {".jpg", ".json"}
     broker.close()
+
+
+def corrections(sub: Subscriber) -> dict:
+    """The corrections per label the bin's last metrics count."""
+    metrics = sub.on("metrics")
+    return metrics[-1].json()["counts"]["total"]["corrections"] if metrics else {}
