@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from edge.broker.client import make_client
+from edge.broker.client import connect_first, make_client
 from edge.config import DEVICE_ID, MqttConfig
 from edge.errors import SmartbinError
 from edge.system.atomic import write_atomic
@@ -99,7 +99,7 @@ def send_answers(config: MqttConfig, folder: Path, wait_s: float) -> tuple[int, 
     client.on_subscribe = lambda *args: subscribed.set()
     client.on_message = on_message
     try:
-        client.connect(config.host, config.port, keepalive=config.keepalive)
+        connect_first(client, config)
     except OSError as exc:
         raise SmartbinError(f"cannot reach the broker at {config.host}:{config.port}: {exc}") from None
     client.loop_start()

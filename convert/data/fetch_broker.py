@@ -22,7 +22,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from edge.broker.client import connect_problem, make_client, tls_files
+from edge.broker.client import connect_first, connect_problem, make_client, tls_files
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
 from edge.system.atomic import write_atomic
@@ -77,7 +77,7 @@ def fetch_from_broker(
     client.on_subscribe = lambda *args: subscribed.set()
     client.on_message = lambda client, userdata, message: messages.put(message)
     try:
-        client.connect(config.host, config.port, keepalive=config.keepalive)
+        connect_first(client, config)
     except OSError as exc:
         raise SmartbinError(f"cannot reach the broker at {config.host}:{config.port}: {exc}") from None
     client.loop_start()

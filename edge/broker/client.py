@@ -82,7 +82,40 @@ def make_client(
     if tls is not None:
         client.tls_set_context(tls.context)
         client.on_pre_connect = tls.read_again
+    client.on_connect_fail = FailOver(config)  # paho's own reconnects go round mqtt.brokers
     return client
+
+
+def connect_first(client: mqtt.Client, config: MqttConfig) -> None:
+    """Connect now to the first broker of ``mqtt.host`` and ``mqtt.brokers`` that answers; the last failure
+    is raised (OSError) when none does."""
+    addresses = config.addresses()
+    for number, (host, port) in enumerate(addresses, 1):
+        try:
+            client.connect(host, port, config.keepalive)
+            return
+        except OSError:
+            if number == len(addresses):
+                raise
+            log.warning("broker %s:%d cannot be reached: trying the next of mqtt.brokers", host, port)
+
+
+class FailOver:
+    """paho retries the broker it was given; with ``mqtt.brokers`` a failed connect moves on to the next address
+    in turn (a cluster's other nodes). Set as a client's ``on_connect_fail``; ``current`` is where to connect."""
+
+    def __init__(self, config: MqttConfig):
+        self.addresses, self.index = config.addresses(), 0
+
+    def current(self) -> tuple[str, int]:
+        return self.addresses[self.index]
+
+    def __call__(self, client: mqtt.Client, userdata=None) -> None:
+        if len(self.addresses) > 1:
+            failed = self.current()
+            self.index = (self.index + 1) % len(self.addresses)
+            client.host, client.port = self.current()
+            log.warning("broker %s:%d cannot be reached: trying %s:%d", *failed, *self.current())
 
 
 def _no_delay(client: mqtt.Client, userdata, sock) -> None:
@@ -105,6 +138,6 @@ def start_subscriber(
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=qos)
     client.on_subscribe = lambda *a: subscribed.set()
     client.on_message = on_message
-    client.connect(config.host, config.port, config.keepalive)
+    connect_first(client, config)
     client.loop_start()
     return client, subscribed

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from edge.broker.client import connect_problem, make_client, refuses_mqtt5, tls_files
+from edge.broker.client import FailOver, connect_problem, make_client, refuses_mqtt5, tls_files
 from edge.broker.messages import dumps
 from edge.broker.will import MIN_INTERVAL_S, Will
 from edge.config import MqttConfig
@@ -73,6 +73,7 @@ class Connection:
         self._v5_retry_s = self.reconnect_delay_s[1]
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
         self._tls = tls_files(config)
+        self._failover = FailOver(config)
         self.will = Will(will_interval_s)
         self.client = self._make_client()
 
@@ -103,10 +104,12 @@ class Connection:
 
     def _on_connect_fail(self, client, userdata) -> None:
         """paho retries silently; find out why once and say it (TLS mismatch, refused, unreachable)."""
-        reason = connect_problem(self.config, self._tls)
+        host, port = self._failover.current()
+        reason = connect_problem(self.config.model_copy(update={"host": host, "port": port}), self._tls)
         if reason != self.last_error:
             self.last_error = reason
-            log.error("cannot connect to %s:%d: %s (retrying)", self.config.host, self.config.port, reason)
+            log.error("cannot connect to %s:%d: %s (retrying)", host, port, reason)
+        self._failover(client)  # the next of mqtt.brokers, if there are more
 
     def read_tls_again(self) -> None:
         """A reload that left ``mqtt:`` as it was: a renewed certificate is checked now and used from the next
@@ -120,7 +123,8 @@ class Connection:
         offline, status = self.offline(self.protocol), Topic.STATUS
         self.client.will_set(self.will_topic, dumps(offline), qos=status.qos, retain=status.retain)
         self.will.set(offline)
-        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
+        host, port = self._failover.current()  # where the last connection was, after a switch or a will renewal
+        self.client.connect_async(host, port, keepalive=self.config.keepalive)
         self.client.loop_start()
 
     # ------------------------------------------------------------------ callbacks (paho's thread)
@@ -139,7 +143,7 @@ class Connection:
         self.last_error = None
         self.on_connected(client)
         self.connected.set()
-        log.info("connected to %s:%d", self.config.host, self.config.port)
+        log.info("connected to %s:%d", *self._failover.current())
         self.on_ready()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -185,7 +189,7 @@ class Connection:
     def _switch(self) -> None:
         """Reconnect with the other MQTT version, as ``_switch_protocol`` asks."""
         sign, self._switch_protocol = self._switch_protocol, None
-        where = f"{self.config.host}:{self.config.port}"
+        where = ":".join(map(str, self._failover.current()))
         if sign == "5":
             log.info("trying MQTT 5 again with the broker at %s (the fallback to 3.1.1 was not a refusal)", where)
             protocol = mqtt.MQTTv5

@@ -19,9 +19,11 @@ from edge.broker.sample_sender import SampleSender
 from edge.broker.will import MIN_INTERVAL_S
 from edge.config import MqttConfig
 from edge.storage.outbox import Outbox
-from edge.wire.topics import Topic, under
+from edge.wire.topics import ROLL_CALL, Topic, fleet_topic, under
 
 log = logging.getLogger(__name__)
+
+ROLL_CALL_MIN_S = 2.0
 
 
 class Publisher:
@@ -42,6 +44,8 @@ class Publisher:
         samples: SampleSender | None = None,
     ):
         self.base, self.outbox = base, outbox
+        self.roll_call = fleet_topic(config.topic_prefix, ROLL_CALL)
+        self._answered_roll_call = -ROLL_CALL_MIN_S
         self.samples = samples  # kept frames over this connection, behind the decisions (samples.over_mqtt)
         self.on_command = on_command
         self.status = status
@@ -97,15 +101,21 @@ class Publisher:
 
     # ------------------------------------------------------------------ paho's thread
     def _on_connected(self, client: mqtt.Client) -> None:
-        client.subscribe(self.topic(Topic.COMMAND), qos=Topic.COMMAND.qos)
+        client.subscribe([(self.topic(Topic.COMMAND), Topic.COMMAND.qos), (self.roll_call, 1)])
         if self.home_assistant is not None:
             self.home_assistant.connected(client)
-        for topic, payload in (self.retained() if self.retained else {}).items():
-            self._send(client, topic, dumps(payload))
-        self._send(client, Topic.STATUS, dumps(self._status("online")))  # availability last, after the rest
+        self._send_retained(client)
         self.forwarder.reconnected(client)
         if self.samples is not None:
             self.samples.reconnected(client)
+
+    def _send_retained(self, client: mqtt.Client) -> None:
+        """What a newcomer should know of this bin (the model, then the status): at every connect, and to a
+        roll call (at most every ROLL_CALL_MIN_S: anyone on the broker may call)."""
+        self._answered_roll_call = time.monotonic()
+        for topic, payload in (self.retained() if self.retained else {}).items():
+            self._send(client, topic, dumps(payload))
+        self._send(client, Topic.STATUS, dumps(self._status("online")))  # availability last, after the rest
 
     def _on_publish(self, mid: int, reason: mqtt.ReasonCode | None) -> None:
         self.forwarder.acked(mid, reason)
@@ -114,6 +124,10 @@ class Publisher:
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
         if self.home_assistant is not None and self.home_assistant.handles(self.connection.client, message):
+            return
+        if message.topic == self.roll_call:
+            if not message.retain and time.monotonic() - self._answered_roll_call >= ROLL_CALL_MIN_S:
+                self._send_retained(self.connection.client)
             return
         if message.topic == self.topic(Topic.COMMAND):
             # retain is set only on what the broker kept from before this subscription: never carried out

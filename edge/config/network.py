@@ -37,6 +37,11 @@ class HomeAssistantConfig(Strict):
 class MqttConfig(Strict):
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
+    brokers: list[str] = Field(
+        [],
+        description="more HOST:PORT of the same broker cluster (its other nodes, a second broker bridged to the "
+        "first): a connect that fails moves to the next, in turn",
+    )
     topic_prefix: str = Field(DEFAULT_PREFIX, description="topics are <prefix>/<device_id>/…")
     client_id: Optional[str] = None
     username: Optional[str] = None
@@ -55,6 +60,19 @@ class MqttConfig(Strict):
         if any(c in value for c in "#+") or value.startswith("/") or value.endswith("/"):
             raise ValueError("no '#', '+' or leading/trailing '/' in a topic prefix")
         return value
+
+    @field_validator("brokers")
+    @classmethod
+    def host_and_port(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"{address!r} is not HOST:PORT (e.g. rabbit-2.example:1883)")
+        return value
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every broker to try, in turn: ``host:port`` first, then ``brokers``."""
+        return [(self.host, self.port)] + [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in self.brokers]
 
     def password(self) -> str | None:
         """The secret, read when needed (never stored in the config object)."""

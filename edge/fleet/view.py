@@ -21,9 +21,10 @@ from edge.broker.client import start_subscriber
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
 from edge.formats.labels import BINS
+from edge.wire.fleet import LOCK, RECORD
 from edge.wire.payloads import Classification, CommandResult, Decision, ModelInfo, Status
 from edge.wire.shadow import ShadowItem
-from edge.wire.topics import FLEET, Topic, device_topic, every_bin, fleet_topic, topic_of
+from edge.wire.topics import FLEET, ROLL_CALL, Topic, device_topic, every_bin, fleet_topic, topic_of
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,9 @@ class FleetView:
         where = f"{self.config.host}:{self.config.port}"
         topics = (Topic.STATUS, Topic.MODEL, Topic.CLASSIFICATION, Topic.DECISION, Topic.COMMAND_RESULT, Topic.SHADOW)
         subscriptions = [(every_bin(self.prefix, t), 1) for t in topics] + [(fleet_topic(self.prefix, "#"), 1)]
+        # each of the fleet's own retained topics by name too: RabbitMQ's MQTT plugin gives a retained message
+        # only to a subscription without wildcards
+        subscriptions += [(fleet_topic(self.prefix, name), 1) for name in (LOCK, RECORD)]
         try:
             self.client, subscribed = start_subscriber(self.config, self.client_id, subscriptions, self._on_message)
         except OSError as exc:
@@ -135,6 +139,9 @@ class FleetView:
         if not subscribed.wait(timeout):
             self.close()
             raise SmartbinError(f"the broker {where} did not grant the subscription in {timeout:.0f} s")
+        # every bin sends its status and model again: where retained messages do not reach this view (a wildcard
+        # on RabbitMQ, another node of a cluster) it still hears each bin
+        self.client.publish(fleet_topic(self.prefix, ROLL_CALL), b"", qos=1)
         return self
 
     def close(self) -> None:

@@ -8,6 +8,10 @@ from enum import Enum
 
 DEFAULT_PREFIX = "smartbin"
 FLEET = "_fleet"  # not a device id: the fleet's own topics live under it
+# A fleet topic every bin answers by sending its retained state (status, model) again: on a broker that does not
+# deliver retained messages to a wildcard subscription, or keeps them on one node of a cluster (RabbitMQ's MQTT
+# plugin), a fleet view still hears every bin.
+ROLL_CALL = "roll_call"
 
 
 class Topic(str, Enum):
