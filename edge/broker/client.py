@@ -19,6 +19,8 @@ from edge.system.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
+V5_ANSWER_TIMEOUT_S = 5.0  # a broker silent this long after an MQTT 5 CONNECT is taken for a 3.1.1-only one
+
 UNSUPPORTED_PROTOCOL = 132  # CONNACK reason (MQTT 5): the broker speaks only MQTT 3.1.1
 
 
@@ -132,12 +134,32 @@ def start_subscriber(
     config: MqttConfig, client_id: str, topic: str | list[tuple[str, int]], on_message, qos: int = 0
 ) -> tuple[mqtt.Client, threading.Event]:
     """A connected client (network loop started) that subscribes to ``topic`` (or a list of (topic, qos)) on
-    every connect; the event is set once the broker has granted the first subscription."""
-    client = make_client(config, client_id)
-    subscribed = threading.Event()
-    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=qos)
+    every connect; the event is set once the broker has granted the first subscription. Under ``protocol: auto``
+    a broker that drops an MQTT 5 CONNECT or leaves it unanswered (RabbitMQ 3.x) is spoken to in MQTT 3.1.1."""
+    protocol = mqtt.MQTTv5 if config.protocol == "auto" else None
+    client, subscribed, answer = _subscriber(config, client_id, topic, on_message, qos, protocol)
+    if protocol is None or (answer.wait(V5_ANSWER_TIMEOUT_S) and client.is_connected()):
+        return client, subscribed
+    client.loop_stop()
+    client.disconnect()
+    log.info("the broker at %s:%d does not answer MQTT 5: MQTT 3.1.1 it is", client.host, client.port)
+    client, subscribed, _ = _subscriber(config, client_id, topic, on_message, qos, mqtt.MQTTv311)
+    return client, subscribed
+
+
+def _subscriber(config: MqttConfig, client_id: str, topic, on_message, qos: int, protocol: int | None):
+    """start_subscriber's client in ``protocol``; the second event is set at its first CONNACK or drop."""
+    client = make_client(config, client_id, protocol)
+    subscribed, answer = threading.Event(), threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        answer.set()
+        client.subscribe(topic, qos=qos)
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *args: answer.set()
     client.on_subscribe = lambda *a: subscribed.set()
     client.on_message = on_message
     connect_first(client, config)
     client.loop_start()
-    return client, subscribed
+    return client, subscribed, answer

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from edge.broker.client import FailOver, connect_problem, make_client, refuses_mqtt5, tls_files
+from edge.broker.client import V5_ANSWER_TIMEOUT_S, FailOver, connect_problem, make_client, refuses_mqtt5, tls_files
 from edge.broker.messages import dumps
 from edge.broker.will import MIN_INTERVAL_S, Will
 from edge.config import MqttConfig
@@ -28,7 +28,6 @@ from edge.wire.topics import Topic
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT = 50
-V5_ANSWER_TIMEOUT_S = 5.0
 V5_RETRY_MAX_S = 3600.0  # a guessed fallback tries MQTT 5 again at most this far apart
 
 

@@ -142,6 +142,7 @@ class FleetView:
         # every bin sends its status and model again: where retained messages do not reach this view (a wildcard
         # on RabbitMQ, another node of a cluster) it still hears each bin
         self.client.publish(fleet_topic(self.prefix, ROLL_CALL), b"", qos=1)
+        self.heard = time.monotonic()  # settle() waits for the answers from here
         return self
 
     def close(self) -> None:

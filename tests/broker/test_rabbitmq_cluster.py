@@ -1,0 +1,79 @@
+"""A city's fleet on a clustered broker: three RabbitMQ nodes (Debian's rabbitmq-server and its MQTT plugin,
+MQTT 3.1.1), the real daemon and actuator on one node with the others in ``mqtt.brokers``, the watchers on
+another. The bins' node is killed mid-run, as a power cut: the daemon and the actuator go on through the
+other nodes, no decision is lost, no flap moves for a stale one, and the fleet view still lists the bin.
+
+Measured on this cluster (docs/deployment.md, "A clustered broker"): a retained message reaches only a
+subscription without wildcards, and only from the node it was published on; a persistent session (its queue)
+follows its client to another node, with what was queued for it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.cli import main
+from edge.storage.counters import Counters
+from tests.support import actuator_config, finish, poll, start_actuator, start_daemon, write_config
+from tests.support.mqtt_client import Subscriber, unique_decisions
+from tests.support.servers.rabbitmq import RabbitCluster, rabbitmq_missing
+
+pytestmark = pytest.mark.slow
+MAX_AGE_S = 3.0
+
+
+def moved(acks: list[dict]) -> list[dict]:
+    return [a for a in acks if a["ok"] and not a["duplicate"]]
+
+
+def test_a_node_killed_mid_run_loses_no_decision_and_moves_no_flap_late(
+    tmp_path: Path, bundle_dir: Path, clip_factory, capsys
+):
+    missing = rabbitmq_missing()
+    if missing:
+        pytest.skip(missing)
+    with RabbitCluster(3) as cluster:
+        home, other, watch = cluster.nodes
+        others = [f"127.0.0.1:{node.mqtt_port}" for node in (other, watch)]
+        clip, _ = clip_factory(items=4)
+        daemon_config = write_config(
+            tmp_path / "daemon.yaml", bundle_dir, f"file://{clip}?loop=1&realtime=1", home.mqtt_port,
+            mqtt__brokers=others, mqtt__metrics_interval_s=1,
+        )  # fmt: skip
+        config = actuator_config(tmp_path, home.mqtt_port, "pins", max_age_s=MAX_AGE_S)
+        data = yaml.safe_load(config.read_text())
+        data["mqtt"].update(brokers=others, metrics_interval_s=1)
+        config.write_text(yaml.safe_dump(data))
+        sub = Subscriber(watch.mqtt_port, "smartbin/test-bin/#", client_id="watcher", persistent=True)
+        acks = lambda: [m.json() for m in sub.on("actuator/ack")]  # noqa: E731
+        log = tmp_path / "actuator.log"
+        actuator = start_actuator(config, log)
+        daemon = start_daemon(daemon_config)
+        try:
+            assert poll(lambda: len(moved(acks())) >= 2, 120), (acks(), log.read_text()[-3000:])
+            cluster.kill(home)
+            killed = time.monotonic()
+            after = lambda: [m for m in sub.on("actuator/ack") if m.at > killed and m.json()["ok"]]  # noqa: E731
+            assert poll(lambda: len(after()) >= 3, 120), ("no move after the node died", log.read_text()[-3000:])
+
+            # the workstation, on the node it reaches: the bin is listed (it answers the view's roll call)
+            capsys.readouterr()
+            assert main(["fleet", "list", "--broker", f"127.0.0.1:{watch.mqtt_port}"]) == 0
+            assert "test-bin: online" in capsys.readouterr().out
+        finally:
+            actuator.terminate()
+            actuator.wait(20)
+            daemon.terminate()
+            code, err = finish(daemon)
+        assert code == 0, err[-2000:]
+        # every decision the bin made reached the watcher, through the outbox where the node died under it
+        made = Counters(tmp_path / "counters.sqlite").summary()["total"]["items"]
+        assert poll(lambda: len(unique_decisions(sub.on("decision"))) >= made, 30)
+        assert len(unique_decisions(sub.on("decision"))) == made
+        sub.close()
+    fresh = moved(acks())
+    assert fresh and all(a["age_s"] <= MAX_AGE_S for a in fresh), [a["age_s"] for a in fresh]
+    assert "Traceback" not in log.read_text()
