@@ -84,7 +84,7 @@ def make_client(
     if tls is not None:
         client.tls_set_context(tls.context)
         client.on_pre_connect = tls.read_again
-    client.on_connect_fail = FailOver(config)  # paho's own reconnects go round mqtt.brokers
+    client.on_connect_fail = FailOver(config, client_id)  # paho's own reconnects go round mqtt.brokers
     return client
 
 
@@ -104,19 +104,30 @@ def connect_first(client: mqtt.Client, config: MqttConfig) -> None:
 
 class FailOver:
     """paho retries the broker it was given; with ``mqtt.brokers`` a failed connect moves on to the next address
-    in turn (a cluster's other nodes). Set as a client's ``on_connect_fail``; ``current`` is where to connect."""
+    in turn (a cluster's other nodes). Set as a client's ``on_connect_fail``; ``current`` is where to connect.
 
-    def __init__(self, config: MqttConfig):
-        self.addresses, self.index = config.addresses(), 0
+    Each address has a client id of its own (the configured one on the first, ``<id>-<n>`` on the n-th): RabbitMQ
+    keeps a client's subscriptions in a queue on the node it connected to, named after its client id, and while
+    that node is down it refuses the same id on every other node (measured: for minutes, whatever the session)."""
+
+    def __init__(self, config: MqttConfig, client_id: str):
+        self.addresses, self.index, self.base_id = config.addresses(), 0, client_id
 
     def current(self) -> tuple[str, int]:
         return self.addresses[self.index]
+
+    def client_id(self) -> str:
+        """The client id for the current address."""
+        return self.base_id if self.index == 0 or not self.base_id else f"{self.base_id}-{self.index}"
 
     def __call__(self, client: mqtt.Client, userdata=None) -> None:
         if len(self.addresses) > 1:
             failed = self.current()
             self.index = (self.index + 1) % len(self.addresses)
-            client.host, client.port = self.current()
+            # paho's setters refuse while it is "connecting", which it still is when a connect failed; its retry
+            # reads these (tests/broker/test_rabbitmq_cluster.py fails if that changes)
+            client._host, client._port = self.current()
+            client._client_id = self.client_id().encode("utf-8")
             log.warning("broker %s:%d cannot be reached: trying %s:%d", *failed, *self.current())
 
 

@@ -72,7 +72,7 @@ class Connection:
         self._v5_retry_s = self.reconnect_delay_s[1]
         self._socket_opened: float | None = None  # monotonic time the broker accepted TCP, until CONNACK
         self._tls = tls_files(config)
-        self._failover = FailOver(config)
+        self._failover = FailOver(config, client_id)
         self.will = Will(will_interval_s)
         self.client = self._make_client()
 
@@ -82,7 +82,7 @@ class Connection:
         return "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
 
     def _make_client(self) -> mqtt.Client:
-        client = make_client(self.config, self.client_id, self._protocol, tls=self._tls)
+        client = make_client(self.config, self._failover.client_id(), self._protocol, tls=self._tls)
         client.max_inflight_messages_set(MAX_INFLIGHT)
         client.max_queued_messages_set(1000)
         low, high = self.reconnect_delay_s

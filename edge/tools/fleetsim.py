@@ -7,6 +7,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from edge.broker.client import start_subscriber
 from edge.broker.publisher import Publisher
@@ -19,21 +20,22 @@ from edge.wire.payloads import Decision, Routing
 from edge.wire.topics import Topic, device_base, every_bin
 
 MAX_BINS = 300
+MAINTAIN_EVERY_S = 0.2
 
 
 class SimulatedBin:
-    def __init__(self, index: int, host: str, port: int):
+    def __init__(self, index: int, config: MqttConfig):
+        """Bin ``sim-<index>`` on the broker(s) of ``config``."""
         self.device_id = f"sim-{index:04d}"
         # In-memory SQLite: the same outbox code without three file descriptors per bin. paho waits on
         # select(), which cannot watch descriptors above 1023, so one process simulates at most ~300 bins.
         self.outbox = Outbox(":memory:")
-        config = MqttConfig(host=host, port=port, metrics_interval_s=3600)
         self.publisher = Publisher(
             config,
             device_base(config.topic_prefix, self.device_id),
             self.device_id,
             self.outbox,
-            on_command=lambda payload: None,
+            on_command=lambda payload, retained: None,
             status=self.status,
         )
         self.sent = 0
@@ -62,12 +64,11 @@ class SimulatedBin:
 class Collector:
     """Every bin's decisions, de-duplicated on event_id as a real subscriber does, with their latency."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, config: MqttConfig):
         self.received: dict[str, float] = {}
         self.latencies: list[float] = []
         self.duplicates = 0
         self.lock = threading.Lock()
-        config = MqttConfig(host=host, port=port)
         self.client, subscribed = start_subscriber(
             config, "fleet-collector", every_bin(config.topic_prefix, Topic.DECISION), self._on, qos=Topic.DECISION.qos
         )
@@ -92,9 +93,12 @@ class Collector:
         self.client.loop_stop()
 
 
-def _drive(fleet: list[SimulatedBin], duration: float, rate_per_bin: float) -> float:
-    """Each bin decides at random times, ``rate_per_bin`` a second on average; the seconds it ran."""
-    started = time.monotonic()
+def drive(
+    fleet: list[SimulatedBin], duration: float, rate_per_bin: float, tick: Callable[[], None] = lambda: None
+) -> float:
+    """Each bin decides at random times, ``rate_per_bin`` a second on average, and keeps its connection up (the
+    daemon's loop calls ``maintain``); ``tick`` after each round. Returns the seconds it ran."""
+    started = maintained = time.monotonic()
     rng = random.Random(0)
     next_at = [started + rng.uniform(0, 1 / rate_per_bin) for _ in fleet]
     while time.monotonic() - started < duration:
@@ -103,6 +107,11 @@ def _drive(fleet: list[SimulatedBin], duration: float, rate_per_bin: float) -> f
             if now >= next_at[i]:
                 simulated.decide()
                 next_at[i] = now + rng.expovariate(rate_per_bin)
+        if now - maintained >= MAINTAIN_EVERY_S:  # a protocol fallback, a will: a daemon does it every frame
+            maintained = now
+            for simulated in fleet:
+                simulated.publisher.maintain()
+        tick()
         time.sleep(0.005)
     return time.monotonic() - started
 
@@ -111,14 +120,15 @@ def run_fleet(bins: int, duration: float, host: str, port: int, rate_per_bin: fl
     """Each bin decides about ``rate_per_bin`` times a second for ``duration`` seconds; then all drain."""
     if bins > MAX_BINS:
         raise SmartbinError(f"--devices {bins}: one process simulates at most {MAX_BINS} bins (paho's select() limit)")
-    collector = Collector(host, port)
-    fleet = [SimulatedBin(i, host, port) for i in range(bins)]
+    config = MqttConfig(host=host, port=port, metrics_interval_s=3600)
+    collector = Collector(config)
+    fleet = [SimulatedBin(i, config) for i in range(bins)]
     for simulated in fleet:
         simulated.publisher.start()
     connect_deadline = time.monotonic() + 30
     while time.monotonic() < connect_deadline and not all(b.publisher.connected.is_set() for b in fleet):
         time.sleep(0.05)
-    elapsed = _drive(fleet, duration, rate_per_bin)
+    elapsed = drive(fleet, duration, rate_per_bin)
     left = sum(simulated.publisher.stop(timeout=10) for simulated in fleet)
     sent = sum(simulated.sent for simulated in fleet)
     collector.wait_for(sent, 10)

@@ -4,8 +4,9 @@ another. The bins' node is killed mid-run, as a power cut: the daemon and the ac
 other nodes, no decision is lost, no flap moves for a stale one, and the fleet view still lists the bin.
 
 Measured on this cluster (docs/deployment.md, "A clustered broker"): a retained message reaches only a
-subscription without wildcards, and only from the node it was published on; a persistent session (its queue)
-follows its client to another node, with what was queued for it."""
+subscription without wildcards, and only from the node it was published on; while a client's node is down, the
+other nodes refuse its client id (its subscription queue lives on the dead node), hence a client id per address
+of ``mqtt.brokers``."""
 
 from __future__ import annotations
 

@@ -63,9 +63,7 @@ class RabbitNode:
         if os.geteuid() == 0:
             subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.folder)], check=True)
         with (self.folder / "node.out").open("w") as out:
-            self.process = subprocess.Popen(  # a group of its own: killed whole (RabbitCluster.kill)
-                ["rabbitmq-server"], env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            self.process = subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
@@ -115,14 +113,46 @@ class RabbitCluster:
         return self
 
     def kill(self, node: RabbitNode) -> None:
-        """SIGKILL to the node's Erlang VM (and its wrappers): no goodbye to its clients, no handover."""
-        if node.process is not None:
-            os.killpg(node.process.pid, signal.SIGKILL)
-            node.process.wait(30)
+        """SIGKILL to the node's Erlang VM and its wrappers: no goodbye to its clients, no handover. (Found by
+        descent: su starts the node in a session of its own, and its command line does not name it.)"""
+        if node.process is None:
+            return
+        for pid in [*_descendants(node.process.pid), node.process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        node.process.wait(30)
+        deadline = time.monotonic() + 30  # the VM's threads and sockets go a moment after the signal
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=1).close()
+                time.sleep(0.1)
+            except OSError:
+                return
+        raise RuntimeError(f"{node.name} still answers after SIGKILL")
 
     def __exit__(self, *exc) -> None:
         for node in self.nodes:
             node.__exit__()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, deepest last."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit():
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children.get(child, [])
+    return found
 
 
 def _start(node: RabbitNode) -> bool:
