@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages lint format install clean soak fuzz http-load field-day wheels arm64-check clean-install-check jetson-check dist constraints schemas
+.PHONY: demo test system-packages lint format install clean soak fuzz http-load cluster-scale field-day wheels arm64-check clean-install-check jetson-check dist constraints schemas
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,13 @@ HTTP_FLOOD ?= 128
 HTTP_SERVERS ?= page,review,archive
 http-load: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/scenarios/http_load.py --bundle $(SMALL_BUNDLE) --flood $(HTTP_FLOOD) --servers $(HTTP_SERVERS)
+
+# A city's fleet on a three-node RabbitMQ cluster, a node killed mid-run: decisions lost, latency, the time the
+# reconnect storm takes to settle (tests/scenarios/cluster_scale.py). Needs Debian's rabbitmq-server.
+SCALE_BINS ?= 1000
+SCALE_SECONDS ?= 60
+cluster-scale:
+	$(BIN)/python tests/scenarios/cluster_scale.py --bins $(SCALE_BINS) --seconds $(SCALE_SECONDS)
 
 # A bin's first month compressed (broker outage, actuator restart, a light, a bag, the camera lost, SIGKILL):
 # the real daemon and actuator against mosquitto and an ffmpeg camera. CI runs it at FIELD_SCALE 0.5.

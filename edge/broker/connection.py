@@ -215,12 +215,12 @@ class Connection:
     def close(self) -> None:
         """Let the client go with a clean goodbye (the broker drops the will: the bin never looks offline for a
         switch or a will renewal), and nothing of it outlives a switch or a stop. Its callbacks go first: a CONNACK
-        that lands while the thread stops is no connection, the goodbye no drop. The thread stops before the
-        DISCONNECT: paho then writes it at once, where a thread stopped after the call may never send it."""
+        that lands while the thread stops is no connection, the goodbye no drop. The DISCONNECT goes first: it
+        wakes the network thread, which writes it before it ends (paho's loop ends with nothing left to write)."""
         self.connected.clear()
         self.client.on_connect = self.client.on_disconnect = None
-        self.client.loop_stop()
         self.client.disconnect()  # also to an attempt still waiting for its CONNACK: its session may be open
+        self.client.loop_stop()
         sock = self.client.socket()
         if sock is not None:
             try:

@@ -146,6 +146,7 @@ class Forwarder:
         end before its first CONNACK and send nothing."""
         try:
             while time.monotonic() < deadline and self.outbox.depth() > 0:
+                connection.maintain()  # a protocol fallback due now is made: the loop that made them has ended
                 if connection.connected.is_set():
                     self.flush(connection)
                 time.sleep(0.05)
