@@ -4,7 +4,8 @@ nothing here is asserted against a time).
 
     python tests/scenarios/cluster_scale.py [--bins 1000] [--seconds 60] [--rate 0.1]
 
-Each simulated bin is the daemon's own publisher and outbox with scripted decisions (edge/tools/fleetsim.py);
+Each simulated bin is the daemon's own publisher and outbox with scripted decisions (edge/tools/fleetsim.py),
+speaking MQTT 3.1.1 as a fleet on RabbitMQ 3.x is configured;
 bin i connects to node i % 3 with the other two in ``mqtt.brokers``, in worker processes of at most 250 bins
 (paho waits on select(): ~300 clients a process). The collector, on the third node, de-duplicates on event_id
 as a real subscriber does. The first node is killed (SIGKILL) at a third of the run: its bins fail over, and
@@ -36,7 +37,8 @@ def node_config(ports: list[int], index: int) -> MqttConfig:
     """Bin ``index``'s broker settings: its node first, the others after."""
     mine = index % len(ports)
     others = [f"127.0.0.1:{port}" for i, port in enumerate(ports) if i != mine]
-    return MqttConfig(host="127.0.0.1", port=ports[mine], brokers=others, metrics_interval_s=3600)
+    # pinned to 3.1.1, as a fleet on RabbitMQ 3.x is configured (the fallback from auto: test_rabbitmq_cluster.py)
+    return MqttConfig(host="127.0.0.1", port=ports[mine], brokers=others, protocol="3.1.1", metrics_interval_s=3600)
 
 
 def worker(first: int, count: int, ports: list[int], seconds: float, rate: float) -> dict:
