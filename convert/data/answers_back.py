@@ -21,7 +21,6 @@ from pydantic import ValidationError
 
 from edge.broker.client import connect_first, make_client
 from edge.config import DEVICE_ID, MqttConfig
-from edge.errors import SmartbinError
 from edge.system.atomic import write_atomic
 from edge.wire.payloads import Command, CommandResult, Sample
 from edge.wire.sample_message import SAMPLE_NAME
@@ -98,10 +97,7 @@ def send_answers(config: MqttConfig, folder: Path, wait_s: float) -> tuple[int, 
     client.on_connect = on_connect
     client.on_subscribe = lambda *args: subscribed.set()
     client.on_message = on_message
-    try:
-        connect_first(client, config)
-    except OSError as exc:
-        raise SmartbinError(f"cannot reach the broker at {config.host}:{config.port}: {exc}") from None
+    connect_first(client, config)
     client.loop_start()
     try:
         if subscribed.wait(30):

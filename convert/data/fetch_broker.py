@@ -76,10 +76,7 @@ def fetch_from_broker(
     client.on_connect = on_connect
     client.on_subscribe = lambda *args: subscribed.set()
     client.on_message = lambda client, userdata, message: messages.put(message)
-    try:
-        connect_first(client, config)
-    except OSError as exc:
-        raise SmartbinError(f"cannot reach the broker at {config.host}:{config.port}: {exc}") from None
+    connect_first(client, config)
     client.loop_start()
     try:
         where = f"the broker at {config.host}:{config.port}"

@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import MqttConfig
+from edge.errors import SmartbinError
 from edge.system.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -89,16 +90,16 @@ def make_client(
 
 
 def connect_first(client: mqtt.Client, config: MqttConfig) -> None:
-    """Connect now to the first broker of ``mqtt.host`` and ``mqtt.brokers`` that answers; the last failure
-    is raised (OSError) when none does."""
+    """Connect now to the first broker of ``mqtt.host`` and ``mqtt.brokers`` that answers; SmartbinError naming
+    the last one and why when none does."""
     addresses = config.addresses()
     for number, (host, port) in enumerate(addresses, 1):
         try:
             client.connect(host, port, config.keepalive)
             return
-        except OSError:
+        except OSError as exc:
             if number == len(addresses):
-                raise
+                raise SmartbinError(f"cannot reach the broker at {host}:{port}: {exc}") from None
             log.warning("broker %s:%d cannot be reached: trying the next of mqtt.brokers", host, port)
 
 

@@ -5,15 +5,13 @@ a refused decision stays and is offered again later. Subscribers de-duplicate on
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 
 import paho.mqtt.client as mqtt
 
-from edge.broker.client import forget_resends
 from edge.broker.connection import MAX_INFLIGHT, Connection
 from edge.broker.freshness import EXPIRY_S, sent_properties
+from edge.broker.inflight import InFlight
 from edge.broker.messages import marked_earlier_boot
 from edge.storage.outbox import Outbox, OutboxError
 from edge.system.queues import drain
@@ -26,33 +24,18 @@ MADE_REMEMBERED = 10000  # decisions whose monotonic birth time is kept until ac
 REFUSED_RETRY_S = 30.0  # a decision the broker refused (MQTT 5 PUBACK >= 0x80) is offered again after this
 
 
-class Forwarder:
+class Forwarder(InFlight):
     """The outbox's rows out over a connection: in order, each once per connection, with its age now."""
 
     def __init__(self, outbox: Outbox, topic: str, refused_retry_s: float = REFUSED_RETRY_S):
+        super().__init__()
         self.outbox, self.topic = outbox, topic
-        self._lock = threading.Lock()
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
-        self._sent_upto = 0
-        self._acks: queue.SimpleQueue[tuple[int, mqtt.ReasonCode | None]] = queue.SimpleQueue()
         self.refused_retry_s = refused_retry_s
         self.refused = 0  # decisions the broker refused (each refusal counted; the decision stays in the outbox)
         self.refusal: str | None = None  # the last refusal's reason, until the broker accepts decisions again
         self._retry_refused: tuple[int, float] | None = None  # (oldest refused row, monotonic time to offer it)
         self._made: dict[int, float] = {}  # outbox row -> monotonic time its decision was made (this run)
         self.errors = OncePerChange(log, "the outbox")
-
-    def reconnected(self, client: mqtt.Client) -> None:
-        """A new connection: paho's copies of what was in flight are dropped (they carry the age they had
-        when first sent), and the backlog goes again from its first row."""
-        with self._lock:
-            forget_resends(client, set(self._inflight))
-            self._inflight.clear()
-            self._sent_upto = 0
-
-    def acked(self, mid: int, reason: mqtt.ReasonCode | None) -> None:
-        """paho's thread: never take our lock here (paho holds its own message lock while calling this)."""
-        self._acks.put((mid, reason))
 
     def add(self, payload: dict, connection: Connection) -> None:
         """Store durably, then send. Raises OutboxError when the outbox cannot be written."""

@@ -5,15 +5,13 @@ from the queue on the broker's PUBACK and sent again after a reconnect until the
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from edge.broker.client import forget_resends
 from edge.broker.connection import Connection
+from edge.broker.inflight import InFlight
 from edge.broker.messages import dumps
 from edge.storage.outbox import OutboxError
 from edge.storage.sample_queue import SampleQueue
@@ -26,28 +24,14 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = 2  # a decision made meanwhile waits behind at most this many frames on the link
 
 
-class SampleSender:
+class SampleSender(InFlight):
     """The sample queue's names, read from the sample store's folder and published in order."""
 
     def __init__(self, samples: SampleQueue, folder: Path, topic: str):
+        super().__init__()
         self.samples, self.folder, self.topic = samples, folder, topic
-        self._lock = threading.Lock()  # the loop sends, paho's thread reconnects
-        self._inflight: dict[int, int] = {}  # paho mid -> queue row
-        self._sent_upto = 0
-        self._acks: queue.SimpleQueue[tuple[int, mqtt.ReasonCode | None]] = queue.SimpleQueue()
         self.sent = self.gone = 0  # acknowledged; expired from the store before they could go
         self.errors = OncePerChange(log, "sending samples")
-
-    def reconnected(self, client: mqtt.Client) -> None:
-        """A new connection: what was in flight goes again, from the queue (paho's own copies are dropped)."""
-        with self._lock:
-            forget_resends(client, set(self._inflight))
-            self._inflight.clear()
-            self._sent_upto = 0
-
-    def acked(self, mid: int, reason: mqtt.ReasonCode | None) -> None:
-        """paho's thread: only queued here."""
-        self._acks.put((mid, reason))
 
     def flush(self, connection: Connection) -> None:
         """Publish the next samples while connected, up to ``IN_FLIGHT`` unacknowledged (the loop's thread)."""

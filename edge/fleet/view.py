@@ -132,10 +132,7 @@ class FleetView:
         # each of the fleet's own retained topics by name too: RabbitMQ's MQTT plugin gives a retained message
         # only to a subscription without wildcards
         subscriptions += [(fleet_topic(self.prefix, name), 1) for name in (LOCK, RECORD)]
-        try:
-            self.client, subscribed = start_subscriber(self.config, self.client_id, subscriptions, self._on_message)
-        except OSError as exc:
-            raise SmartbinError(f"cannot reach the broker {where}: {exc}") from None
+        self.client, subscribed = start_subscriber(self.config, self.client_id, subscriptions, self._on_message)
         if not subscribed.wait(timeout):
             self.close()
             raise SmartbinError(f"the broker {where} did not grant the subscription in {timeout:.0f} s")

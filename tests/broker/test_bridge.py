@@ -13,9 +13,16 @@ import pytest
 import yaml
 
 from edge.cli import main
-from edge.storage.counters import Counters
 from edge.tools.localbroker import LocalBroker
-from tests.support import actuator_config, finish, poll, start_actuator, start_daemon, write_config
+from tests.support import (
+    actuator_config,
+    every_decision_arrived,
+    poll,
+    start_actuator,
+    start_daemon,
+    stop_daemon_and_actuator,
+    write_config,
+)
 from tests.support.mqtt_client import Subscriber, answered, unique_decisions
 
 pytestmark = pytest.mark.slow
@@ -70,14 +77,10 @@ def test_the_centre_dies_mid_run_and_the_site_loses_nothing(tmp_path: Path, bund
         watcher.publish("smartbin/test-bin/command", json.dumps({"id": "from-the-centre", "action": "ping"}))
         assert answered(watcher, "from-the-centre")["ok"]
     finally:
-        actuator.terminate()
-        actuator.wait(20)
-        daemon.terminate()
-        code, err = finish(daemon)
+        code, err = stop_daemon_and_actuator(daemon, actuator)
     assert code == 0, err[-2000:]
-    made = Counters(tmp_path / "counters.sqlite").summary()["total"]["items"]
-    assert poll(lambda: len(unique_decisions(watcher.on("decision"))) >= made, 60)
-    assert len(unique_decisions(watcher.on("decision"))) == made  # those of the outage came through the bridge
+    received, made = every_decision_arrived(watcher, tmp_path)
+    assert received == made  # those of the outage came through the bridge
     watcher.close()
     on_site.close()
     site.close()

@@ -17,9 +17,16 @@ import pytest
 import yaml
 
 from edge.cli import main
-from edge.storage.counters import Counters
-from tests.support import actuator_config, finish, poll, start_actuator, start_daemon, write_config
-from tests.support.mqtt_client import Subscriber, unique_decisions
+from tests.support import (
+    actuator_config,
+    every_decision_arrived,
+    poll,
+    start_actuator,
+    start_daemon,
+    stop_daemon_and_actuator,
+    write_config,
+)
+from tests.support.mqtt_client import Subscriber
 from tests.support.servers.rabbitmq import RabbitCluster, rabbitmq_missing
 
 pytestmark = pytest.mark.slow
@@ -65,15 +72,11 @@ def test_a_node_killed_mid_run_loses_no_decision_and_moves_no_flap_late(
             assert main(["fleet", "list", "--broker", f"127.0.0.1:{watch.mqtt_port}"]) == 0
             assert "test-bin: online" in capsys.readouterr().out
         finally:
-            actuator.terminate()
-            actuator.wait(20)
-            daemon.terminate()
-            code, err = finish(daemon)
+            code, err = stop_daemon_and_actuator(daemon, actuator)
         assert code == 0, err[-2000:]
         # every decision the bin made reached the watcher, through the outbox where the node died under it
-        made = Counters(tmp_path / "counters.sqlite").summary()["total"]["items"]
-        assert poll(lambda: len(unique_decisions(sub.on("decision"))) >= made, 30)
-        assert len(unique_decisions(sub.on("decision"))) == made
+        received, made = every_decision_arrived(sub, tmp_path)
+        assert received == made
         sub.close()
     fresh = moved(acks())
     assert fresh and all(a["age_s"] <= MAX_AGE_S for a in fresh), [a["age_s"] for a in fresh]

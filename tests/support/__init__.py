@@ -173,6 +173,25 @@ def start_actuator(config: Path, log: Path, env: dict[str, str] | None = None) -
         )
 
 
+def stop_daemon_and_actuator(daemon: subprocess.Popen, actuator: subprocess.Popen) -> tuple[int, str]:
+    """The end of a scenario with both real processes: the actuator, then the daemon; (its exit code, its stderr)."""
+    actuator.terminate()
+    actuator.wait(20)
+    daemon.terminate()
+    return finish(daemon)
+
+
+def every_decision_arrived(sub, folder: Path, timeout: float = 60) -> tuple[int, int]:
+    """(distinct decisions ``sub`` heard, items the daemon of ``folder`` counted), once the first reaches the
+    second or ``timeout`` passes: equal when no decision was lost on the way."""
+    from edge.storage.counters import Counters
+    from tests.support.mqtt_client import unique_decisions
+
+    made = Counters(folder / "counters.sqlite").summary()["total"]["items"]
+    poll(lambda: len(unique_decisions(sub.on("decision"))) >= made, timeout)
+    return len(unique_decisions(sub.on("decision"))), made
+
+
 def stop_all(publisher, actuator: subprocess.Popen, sub, broker) -> None:
     """The end of an actuator scenario: the daemon's publisher, the actuator process, the listener, the broker."""
     publisher.stop(timeout=1)
