@@ -29,14 +29,17 @@ class AutoPick:
     ):
         self.config, self.background = config, background
         self.serving, self.serve, self.changed = serving, serve, changed
-        self._known: tuple[Classifier, Pick | None] | None = None  # read once per classifier, not per view
+        self._known: tuple[Classifier, Pick] | None = None  # read once per classifier, not per view
 
     def known(self, classifier: Classifier) -> Pick | None:
         """The pick made here for the classifier's bundle, as kept (None: not picked, or not under auto)."""
         if self.config().model.variant != "auto":
             return None
         if self._known is None or self._known[0] is not classifier:
-            self._known = (classifier, PickStore(self.config().updates.store).load(machine_key(classifier.bundle)))
+            found = PickStore(self.config().updates.store).load(machine_key(classifier.bundle))
+            if found is None:  # not kept: read again next time (a pick stored meanwhile by the loop is seen then)
+                return None
+            self._known = (classifier, found)
         return self._known[1]
 
     def check(self) -> None:

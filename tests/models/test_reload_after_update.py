@@ -48,7 +48,7 @@ def test_a_reload_after_an_update_keeps_the_update_unless_the_bundle_changes(
         sent = _reload(config, process, lambda model: model.update(top_k=1))
         model, at = _model_after(sub, sent)
         assert model["folder"] == update and model["sha256"] == digest
-        found = sub.wait_for("classification", count=3, where=lambda m: m.at > at)
+        found = sub.wait_for("classification", count=4, where=lambda m: m.at > at)[-3:]  # as below
         assert len(found) == 3 and all(len(m.json()["top_k"]) == 1 for m in found)
         assert {m.json()["label"] for m in found} <= OTHER_NAMES
         assert state()["current"] == update
@@ -59,7 +59,8 @@ def test_a_reload_after_an_update_keeps_the_update_unless_the_bundle_changes(
         model, at = _model_after(sub, sent)
         assert model["folder"] == "chosen" and model["previous"] == update
         assert model["last_change"]["event"] == "switched" and "model.bundle" in model["last_change"]["reason"]
-        found = sub.wait_for("classification", count=3, where=lambda m: m.at > at)
+        # a frame the old model was classifying as the reload came may be published after the model message
+        found = sub.wait_for("classification", count=4, where=lambda m: m.at > at)[-3:]
         assert len(found) == 3 and not {m.json()["label"] for m in found} & OTHER_NAMES
     finally:
         err = stop(process)
