@@ -112,7 +112,6 @@ class Publisher:
     def _send_retained(self, client: mqtt.Client) -> None:
         """What a newcomer should know of this bin (the model, then the status): at every connect, and to a
         roll call (at most every ROLL_CALL_MIN_S: anyone on the broker may call)."""
-        self._answered_roll_call = time.monotonic()
         for topic, payload in (self.retained() if self.retained else {}).items():
             self._send(client, topic, dumps(payload))
         self._send(client, Topic.STATUS, dumps(self._status("online")))  # availability last, after the rest
@@ -127,6 +126,7 @@ class Publisher:
             return
         if message.topic == self.roll_call:
             if not message.retain and time.monotonic() - self._answered_roll_call >= ROLL_CALL_MIN_S:
+                self._answered_roll_call = time.monotonic()
                 self._send_retained(self.connection.client)
             return
         if message.topic == self.topic(Topic.COMMAND):

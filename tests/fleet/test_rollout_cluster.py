@@ -22,12 +22,13 @@ def test_a_rollout_reaches_bins_on_other_nodes(tmp_path: Path, bundle_dir: Path,
     if missing:
         pytest.skip(missing)
     clip, _ = clip_factory(items=4)
+    v1 = bundle_copy(bundle_dir, tmp_path / "v1", "cluster-v1", "2026-01-01T00:00:00+00:00")
     v2 = bundle_copy(bundle_dir, tmp_path / "v2", "cluster-v2", "2026-06-01T00:00:00+00:00")
     with RabbitCluster(3) as cluster:
         first, second, workstation = cluster.nodes
         fleets = [
-            Fleet(tmp_path / "a", bundle_dir, clip, first.mqtt_port, ("bin-a",)),
-            Fleet(tmp_path / "b", bundle_dir, clip, second.mqtt_port, ("bin-b",)),
+            Fleet(tmp_path / "a", v1, clip, first.mqtt_port, ("bin-a",)),
+            Fleet(tmp_path / "b", v1, clip, second.mqtt_port, ("bin-b",)),
         ]
         try:
             watch = fleets[0].sub
