@@ -1,7 +1,8 @@
 """A city's fleet on a clustered broker: three RabbitMQ nodes (Debian's rabbitmq-server and its MQTT plugin,
 MQTT 3.1.1), the real daemon and actuator on one node with the others in ``mqtt.brokers``, the watchers on
 another. The bins' node is killed mid-run, as a power cut: the daemon and the actuator go on through the
-other nodes, no decision is lost, no flap moves for a stale one, and the fleet view still lists the bin.
+other nodes, no decision or sample is lost, no flap moves for a stale one, and the fleet view still lists the
+bin.
 
 Measured on this cluster (docs/deployment.md, "A clustered broker"): a retained message reaches only a
 subscription without wildcards, and only from the node it was published on; while a client's node is down, the
@@ -17,6 +18,8 @@ import pytest
 import yaml
 
 from edge.cli import main
+from edge.storage.outbox import Outbox
+from edge.storage.sample_queue import SampleQueue
 from tests.support import (
     actuator_config,
     every_decision_arrived,
@@ -49,8 +52,12 @@ def test_a_node_killed_mid_run_loses_no_decision_and_moves_no_flap_late(
         clip, _ = clip_factory(items=4)
         daemon_config = write_config(
             tmp_path / "daemon.yaml", bundle_dir, f"file://{clip}?loop=1&realtime=1", home.mqtt_port,
-            mqtt__brokers=others, mqtt__metrics_interval_s=1,
+            mqtt__brokers=others, mqtt__metrics_interval_s=1, samples__over_mqtt=True, decision__min_confidence=1.0,
         )  # fmt: skip
+        # the workstation's collecting session, on the node it reaches: the samples flow while the node dies
+        inbox = tmp_path / "inbox"
+        fetch = ["samples", "fetch", "--broker", f"127.0.0.1:{watch.mqtt_port}", "--out", str(inbox), "--idle", "2"]
+        assert main([*fetch, "--client-id", "ws-1"]) == 0
         config = actuator_config(tmp_path, home.mqtt_port, "pins", max_age_s=MAX_AGE_S)
         data = yaml.safe_load(config.read_text())
         data["mqtt"].update(brokers=others, metrics_interval_s=1)
@@ -77,6 +84,12 @@ def test_a_node_killed_mid_run_loses_no_decision_and_moves_no_flap_late(
         # every decision the bin made reached the watcher, through the outbox where the node died under it
         received, made = every_decision_arrived(sub, tmp_path)
         assert received == made
+        # and every sample the bin kept is in the review folder, or still queued on the bin for its next start
+        assert main([*fetch, "--client-id", "ws-1"]) == 0
+        queue = SampleQueue(Outbox(tmp_path / "outbox.sqlite"))
+        unsent = {name for _, name in queue.pending(0, 10_000)}
+        kept = {path.stem for path in (tmp_path / "samples").glob("*.json")}
+        assert kept and {path.stem for path in inbox.glob("*.json")} | unsent == kept
         sub.close()
     fresh = moved(acks())
     assert fresh and all(a["age_s"] <= MAX_AGE_S for a in fresh), [a["age_s"] for a in fresh]
