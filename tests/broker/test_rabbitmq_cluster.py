@@ -7,12 +7,21 @@ bin.
 Measured on this cluster (docs/deployment.md, "A clustered broker"): a retained message reaches only a
 subscription without wildcards, and only from the node it was published on; while a client's node is down, the
 other nodes refuse its client id (its subscription queue lives on the dead node), hence a client id per address
-of ``mqtt.brokers``."""
+of ``mqtt.brokers``.
+
+Also here, so that one worker runs them one after the other (each starts three Erlang VMs; side by side on two
+cores they starved the rest of the suite): a rollout across the cluster from the command line and from the
+review station, and `make cluster-scale`, small."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -21,6 +30,7 @@ from edge.cli import main
 from edge.storage.outbox import Outbox
 from edge.storage.sample_queue import SampleQueue
 from tests.support import (
+    ROOT,
     actuator_config,
     every_decision_arrived,
     poll,
@@ -29,7 +39,9 @@ from tests.support import (
     stop_daemon_and_actuator,
     write_config,
 )
+from tests.support.fleet import Fleet, bundle_copy, rollout, serving
 from tests.support.mqtt_client import Subscriber
+from tests.support.review import request, reviewing
 from tests.support.servers.rabbitmq import RabbitCluster, rabbitmq_missing
 
 pytestmark = pytest.mark.slow
@@ -94,3 +106,65 @@ def test_a_node_killed_mid_run_loses_no_decision_and_moves_no_flap_late(
     fresh = moved(acks())
     assert fresh and all(a["age_s"] <= MAX_AGE_S for a in fresh), [a["age_s"] for a in fresh]
     assert "Traceback" not in log.read_text()
+
+
+def test_the_fleet_commands_and_the_review_station_roll_out_to_bins_on_other_nodes(
+    tmp_path: Path, bundle_dir: Path, dataset_dir: Path, clip_factory
+):
+    """The bins on two nodes; `smartbin fleet rollout` on the third, then the review station there: its page
+    lists both bins and rolls out the bundle its last training made (a job a station restarted after it ended
+    keeps, as the page would have left it)."""
+    missing = rabbitmq_missing()
+    if missing:
+        pytest.skip(missing)
+    clip, _ = clip_factory(items=4)
+    v1 = bundle_copy(bundle_dir, tmp_path / "v1", "cluster-v1", "2026-01-01T00:00:00+00:00")
+    v2 = bundle_copy(bundle_dir, tmp_path / "v2", "cluster-v2", "2026-06-01T00:00:00+00:00")
+    v3 = bundle_copy(bundle_dir, tmp_path / "v3", "cluster-v3", "2026-09-01T00:00:00+00:00")
+    job = tmp_path / "training" / "job-20260901-000000"
+    job.mkdir(parents=True)
+    (job / "state.json").write_text(json.dumps({"id": job.name, "state": "done", "step": "compare", "bundle": str(v3)}))
+    with RabbitCluster(3) as cluster:
+        first, second, workstation = cluster.nodes
+        fleets = [
+            Fleet(tmp_path / "a", v1, clip, first.mqtt_port, ("bin-a",)),
+            Fleet(tmp_path / "b", v1, clip, second.mqtt_port, ("bin-b",)),
+        ]
+        try:
+            watch = fleets[0].sub
+            assert poll(lambda: len(serving(watch)) == 2, 90), serving(watch)  # both, heard across the nodes
+            code, report, output = rollout(SimpleNamespace(port=workstation.mqtt_port), tmp_path, v2, "--stages", "1")
+            assert code == 0, output
+            assert report["completed"] and [s["devices"] for s in report["stages"]] == [["bin-a"], ["bin-b"]], report
+            assert poll(lambda: {f[:10] for f in serving(watch).values()} == {"cluster-v2"}, 60), serving(watch)
+
+            (samples := tmp_path / "samples").mkdir()
+            options = ["--train-data", str(dataset_dir), "--holdout", str(dataset_dir), "--baseline", str(v2)]
+            options += ["--work", str(tmp_path / "training"), "--serve", "127.0.0.1:0"]
+            with reviewing(samples, *options, "--broker", f"127.0.0.1:{workstation.mqtt_port}") as url:
+                page = lambda: request(url + "api/fleet")[1]  # noqa: E731
+                listed = lambda: {d["device"]: d["model"] for d in page()["devices"]}  # noqa: E731
+                assert poll(lambda: set(listed()) == {"bin-a", "bin-b"}, 30), page()
+                rule = {"stages": "1", "watch": 3, "min_frames": 20, "shadow_items": 5}
+                assert request(url + "api/rollout", rule) == (200, {"started": job.name})
+                done = lambda: (page()["rollout"] or {}).get("state") not in (None, "running")  # noqa: E731
+                assert poll(done, 300), page()["rollout"]
+                assert page()["rollout"]["state"] == "completed", page()["rollout"]
+                assert poll(lambda: {f[:10] for f in listed().values()} == {"cluster-v3"}, 60), listed()
+            assert {f[:10] for f in serving(watch).values()} == {"cluster-v3"}
+        finally:
+            for fleet in fleets:
+                fleet.stop()
+
+
+def test_a_small_fleet_loses_no_decision_when_a_node_dies():
+    missing = rabbitmq_missing()
+    if missing:
+        pytest.skip(missing)
+    command = ["make", "--no-print-directory", "cluster-scale", f"BIN={Path(sys.executable).parent}"]
+    command += ["SCALE_BINS=12", "SCALE_SECONDS=24"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sent = int(re.search(r"decisions sent +(\d+)", done.stdout).group(1))
+    assert sent > 0 and re.search(r"\nlost +0\n", done.stdout), done.stdout
+    assert re.search(r"reconnect storm settled +\d+\.\d s after the kill", done.stdout), done.stdout
