@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages lint format install clean soak fuzz http-load cluster-scale field-day wheels arm64-check clean-install-check jetson-check dist constraints schemas
+.PHONY: demo test system-packages lint format install clean soak fuzz http-load cluster-scale samples-link field-day wheels arm64-check clean-install-check jetson-check dist constraints schemas
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,13 @@ SCALE_BINS ?= 1000
 SCALE_SECONDS ?= 60
 cluster-scale:
 	$(BIN)/python tests/scenarios/cluster_scale.py --bins $(SCALE_BINS) --seconds $(SCALE_SECONDS)
+
+# Samples over MQTT (samples.over_mqtt) on a bin's narrow uplink: decisions' latency with and without them,
+# side by side (tests/scenarios/samples_link.py).
+LINK_KBIT ?= 1000
+LINK_SECONDS ?= 60
+samples-link: $(SMALL_BUNDLE)/manifest.json
+	$(BIN)/python tests/scenarios/samples_link.py --bundle $(SMALL_BUNDLE) --kbit $(LINK_KBIT) --seconds $(LINK_SECONDS)
 
 # A bin's first month compressed (broker outage, actuator restart, a light, a bag, the camera lost, SIGKILL):
 # the real daemon and actuator against mosquitto and an ffmpeg camera. CI runs it at FIELD_SCALE 0.5.

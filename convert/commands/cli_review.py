@@ -56,6 +56,8 @@ def _fetch_from_broker(args: argparse.Namespace, folder: Path) -> None:
     print(f"{got.written} new sample(s) through {settings.host}:{settings.port} in {folder}, {got.there} there already")
     for reason in got.refused[:5]:
         print(f"refused: {reason}", file=sys.stderr)
+    if len(got.refused) > 5:
+        print(f"… and {len(got.refused) - 5} more refused", file=sys.stderr)
     if got.new_session:
         print("a collecting session was made on the broker: it keeps the bins' samples for the next fetch from now on")
 

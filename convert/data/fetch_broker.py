@@ -5,7 +5,8 @@ The collector's session is a persistent one (MQTT 3.1.1, every broker has it, cl
 id per workstation): from its first run on, the broker keeps the bins' samples for it between fetches. Each
 message is acknowledged only once its files are written, so an interrupted fetch loses none. What a bin (or
 anyone on the broker) sends is not trusted: the sample's name, its JSON and its JPEG are checked, a refused
-message is said and skipped, and nothing already in the folder (answers given there) is replaced.
+message is said and skipped, and nothing already in the folder (answers given there) is replaced. A sample
+comes in parts (edge/wire/sample_message.py), each written to disk before it is acknowledged.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import shutil
 import socket
 import threading
 import time
@@ -26,12 +28,13 @@ from edge.broker.client import connect_first, connect_problem, make_client, tls_
 from edge.config import MqttConfig
 from edge.errors import SmartbinError
 from edge.system.atomic import write_atomic
-from edge.wire.sample_message import SampleMessage
+from edge.wire.sample_message import SampleMessage, SamplePart
 from edge.wire.topics import Topic, device_topic, every_bin
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 30
+PARTS = ".parts"  # in the review folder: the parts of samples not yet whole, a folder per sample
 
 
 @dataclass
@@ -101,9 +104,17 @@ def fetch_from_broker(
 
 
 def _keep(message: mqtt.MQTTMessage, folder: Path, done: Collected) -> None:
-    """One message's sample written into ``folder`` (JPEG first, JSON last: whole once the JSON exists)."""
+    """One message taken: a part kept until its sample is whole, or a whole sample (a bin of an earlier
+    release sends them so) written into ``folder``."""
     try:
-        sample = SampleMessage.model_validate_json(message.payload)
+        data = json.loads(message.payload)
+        if isinstance(data, dict) and "part" in data:
+            payload = _joined(SamplePart.model_validate(data), folder / PARTS)
+            if payload is None:
+                return
+        else:
+            payload = message.payload
+        sample = SampleMessage.model_validate_json(payload)
         image = sample.image()
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -119,3 +130,21 @@ def _keep(message: mqtt.MQTTMessage, folder: Path, done: Collected) -> None:
     meta = json.dumps(sample.sample.dump(), ensure_ascii=False).encode("utf-8")  # as the bin writes it
     write_atomic(folder / f"{sample.sample_id}.json", meta)
     done.written += 1
+
+
+def _joined(part: SamplePart, parts_folder: Path) -> bytes | None:
+    """The sample's whole message once this part completes it (its parts then removed), else None. Each part
+    is a file of its own until then, so a fetch cut short keeps the parts it acknowledged."""
+    here = parts_folder / part.sample_id
+    here.mkdir(parents=True, exist_ok=True)
+    write_atomic(here / f"{part.part}.{part.parts}", part.data.encode("utf-8"))
+    files = [here / f"{i}.{part.parts}" for i in range(part.parts)]
+    if not all(file.is_file() for file in files):
+        return None
+    whole = b"".join(file.read_bytes() for file in files)
+    shutil.rmtree(here, ignore_errors=True)
+    try:
+        parts_folder.rmdir()  # when no other sample is in parts: the folder as the bin's, nothing else
+    except OSError:
+        pass
+    return whole

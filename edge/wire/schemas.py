@@ -17,7 +17,7 @@ from edge.wire.payloads import (
     ModelInfo,
     Status,
 )
-from edge.wire.sample_message import SampleMessage
+from edge.wire.sample_message import SamplePart
 from edge.wire.shadow import ShadowItem
 from edge.wire.topics import Topic
 
@@ -40,7 +40,7 @@ PAYLOADS: dict[Topic, type[Payload]] = {
     Topic.COMMAND_RESULT: CommandResult,
     Topic.ACTUATOR_ACK: ActuatorAck,
     Topic.SHADOW: ShadowItem,
-    Topic.SAMPLE: SampleMessage,
+    Topic.SAMPLE: SamplePart,
 }
 
 

@@ -76,3 +76,43 @@ class SlowLink:
     def close(self) -> None:
         self._stop.set()
         self.server.close()
+
+
+class NarrowLink:
+    """Relays 127.0.0.1:<port> to ``upstream_port`` at ``kbit_s`` each way, as a bin's cellular uplink does:
+    what the bin writes faster waits in its own socket and the relay's, in order (a modem's queue)."""
+
+    def __init__(self, upstream_port: int, kbit_s: float):
+        self.upstream_port, self.bytes_s = upstream_port, kbit_s * 1000 / 8
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                return
+            for source, dest in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pace, args=(source, dest), daemon=True).start()
+
+    def _pace(self, source: socket.socket, dest: socket.socket) -> None:
+        free_at = time.monotonic()  # when the link has sent what it was given
+        try:
+            while data := source.recv(1500):  # a packet at a time, each taking its time on the wire
+                free_at = max(free_at, time.monotonic()) + len(data) / self.bytes_s
+                time.sleep(max(0.0, free_at - time.monotonic()))
+                dest.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, dest):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
