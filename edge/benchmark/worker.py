@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import resource
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edge.benchmark.arrivals import Arrivals
 from edge.classifier import Classifier
 from edge.formats.bundle import Bundle
 from edge.runtime import load_model_file, open_engine
@@ -243,38 +242,6 @@ def e2e_config(spec: dict, work: Path):
     )
 
 
-class Arrivals:
-    """A subscriber to …/classification that timestamps each frame's message as it arrives."""
-
-    def __init__(self, config, wanted: int):
-        from edge.broker.client import start_subscriber
-
-        self.wanted = wanted
-        self.at: dict[int, float] = {}
-        self.to_publish: dict[int, float] = {}
-        self.infer_ms: dict[int, float] = {}
-        self.done = threading.Event()
-        topic = under(config.topic_base, Topic.CLASSIFICATION)
-        client_id = f"smartbin-bench-{os.getpid()}"
-        self.client, self.subscribed = start_subscriber(config.mqtt, client_id, topic, self._on_message)
-
-    def _on_message(self, client, userdata, message) -> None:
-        now = time.monotonic()
-        from edge.wire.payloads import Classification
-
-        classification = Classification.model_validate_json(message.payload)
-        frame_id = classification.frame_id
-        self.at[frame_id] = now
-        self.to_publish[frame_id] = classification.latency_ms.capture_to_publish
-        self.infer_ms[frame_id] = classification.latency_ms.infer
-        if len(self.at) >= self.wanted:
-            self.done.set()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def measure_e2e(spec: dict) -> dict:
     """The daemon's own loop (presence off) publishing to a broker; a subscriber timestamps arrival."""
     from edge.daemon.daemon import Daemon
@@ -287,9 +254,9 @@ def measure_e2e(spec: dict) -> dict:
     load_s = time.perf_counter() - t0
     captured: dict[int, float] = {}
     wanted = spec["warmup"] + spec["runs"]
-    arrivals = Arrivals(config, wanted)
+    arrivals = Arrivals(config.mqtt, under(config.topic_base, Topic.CLASSIFICATION), wanted)
     daemon.start()
-    if not (arrivals.subscribed.wait(10) and daemon.outputs.publisher.connected.wait(10)):
+    if not (arrivals.ready and daemon.outputs.publisher.connected.wait(10)):
         raise RuntimeError(f"cannot reach the broker at {spec['broker']}")
     start = time.perf_counter()
     first_s = None
@@ -304,26 +271,21 @@ def measure_e2e(spec: dict) -> dict:
             first_s = time.perf_counter() - start
             start = time.perf_counter()
     elapsed = time.perf_counter() - start
-    arrivals.done.wait(5)
+    heard = arrivals.heard(5)
     ids = sorted(captured)[spec["warmup"] :]
-    arrived = [i for i in ids if i in arrivals.at]
-    latencies = [(arrivals.at[i] - captured[i]) * 1e3 for i in arrived]
+    arrived = [i for i in ids if i in heard.at]
+    latencies = [(heard.at[i] - captured[i]) * 1e3 for i in arrived]
     # Where the time goes, per frame (p50): the loop's own stages as the daemon timed them, then
     # publish -> arrival (broker hop and the subscriber's thread). "outside_inference" is each frame's
     # latency minus its own inference: the daemon's overhead, free of the drift of inference speed.
     breakdown = {f"loop_{k}": v["p50"] for k, v in daemon.pipeline.timings.percentiles().items()}
     breakdown.update(
-        capture_to_publish=summary([arrivals.to_publish[i] for i in arrived])["p50"],
-        publish_to_arrival=summary([(arrivals.at[i] - captured[i]) * 1e3 - arrivals.to_publish[i] for i in arrived])[
-            "p50"
-        ],
-        outside_inference=summary([(arrivals.at[i] - captured[i]) * 1e3 - arrivals.infer_ms[i] for i in arrived])[
-            "p50"
-        ],
+        capture_to_publish=summary([heard.to_publish[i] for i in arrived])["p50"],
+        publish_to_arrival=summary([(heard.at[i] - captured[i]) * 1e3 - heard.to_publish[i] for i in arrived])["p50"],
+        outside_inference=summary([(heard.at[i] - captured[i]) * 1e3 - heard.infer_ms[i] for i in arrived])["p50"],
     )
     engine = daemon.classifier.engine.info()
     daemon.shutdown()
-    arrivals.close()
     return {
         "latency_ms": summary(latencies),
         "throughput_fps": (wanted - 1) / elapsed,

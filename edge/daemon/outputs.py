@@ -120,19 +120,21 @@ class Outputs:
 
     # ------------------------------------------------------------------ results
     def prediction(self, frame: Frame, prediction: Prediction) -> None:
-        """One classified frame: the page's top-k, and …/classification when configured."""
+        """One classified frame: …/classification when configured, then the page's top-k (off the latency path)."""
         self.last_top_k = payloads.top_k(prediction)
-        if self.web_state is not None:
-            self.web_state.set_top([t.model_dump() for t in self.last_top_k])
         if self.config.mqtt.publish_classifications:
             t = time.monotonic()
-            message = payloads.classification(prediction, frame.ts, frame.frame_id, (t - frame.mono) * 1e3)
+            message = payloads.classification(
+                prediction, frame.ts, frame.frame_id, (t - frame.mono) * 1e3, self.last_top_k
+            )
             text = dumps(message.dump())
             t2 = time.monotonic()
             self.publisher.publish_bytes(Topic.CLASSIFICATION, text)
             self.timings.add("json", (t2 - t) * 1e3)
             self.timings.add("publish", (time.monotonic() - t2) * 1e3)
         self.timings.add("total", (time.monotonic() - frame.mono) * 1e3)
+        if self.web_state is not None:
+            self.web_state.set_top([t.model_dump() for t in self.last_top_k])
 
     def decision(self, decision: ItemDecision, frame: Frame, shadow: ShadowItem | None = None) -> None:
         """One item's decision: outbox and MQTT, the page, the counters and (maybe) a sample; with a model in the

@@ -90,6 +90,10 @@ class Pacer:
     def restart(self) -> None:
         self._next = time.monotonic()
 
+    def until_next(self) -> float:
+        """Seconds until the next frame is due (0 for a source that does not run free)."""
+        return max(0.0, self._next + self.period - time.monotonic()) if self.period else 0.0
+
     def wait(self) -> None:
         if self.period:
             self._next += self.period

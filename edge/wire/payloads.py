@@ -164,8 +164,10 @@ def top_k(prediction: Prediction) -> list[TopK]:
     ]
 
 
-def classification(prediction: Prediction, ts: float, frame_id: int, capture_to_publish_ms: float) -> Classification:
-    """The …/classification message of one frame."""
+def classification(
+    prediction: Prediction, ts: float, frame_id: int, capture_to_publish_ms: float, top: list[TopK] | None = None
+) -> Classification:
+    """The …/classification message of one frame (``top``: its top-k, when already made)."""
     latency = {stage: round(ms, 3) for stage, ms in prediction.latency_ms.items()}
     return Classification(
         ts=round(ts, 3),
@@ -174,7 +176,7 @@ def classification(prediction: Prediction, ts: float, frame_id: int, capture_to_
         label_index=prediction.label.index,
         confidence=round(prediction.confidence, 4),
         bin=prediction.label.bin,
-        top_k=top_k(prediction),
+        top_k=top if top is not None else top_k(prediction),
         latency_ms=StageLatency(**latency, capture_to_publish=round(capture_to_publish_ms, 3)),
     )
 

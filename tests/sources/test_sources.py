@@ -24,6 +24,24 @@ def clip(tmp_path_factory) -> Path:
     return path
 
 
+def test_a_live_synthetic_camera_gives_the_pictures_of_its_script():
+    """A free-running synthetic camera draws each frame before it is due (as a camera's frame is in memory at
+    its time): the pictures are those its script makes on demand, skipped frames included."""
+    script = {"classes": 4, "items": 3, "empty": 2, "present": 3, "width": 64, "height": 48, "seed": 5}
+    reference, live = SyntheticSource("synthetic://", **script), SyntheticSource("synthetic://", fps=200, **script)
+    pictures = []
+    with reference:
+        while reference.grab():
+            pictures.append(reference.retrieve())
+    with live:
+        index = 0
+        while live.grab():
+            if index % 3 != 1:  # a reader that takes some frames only
+                assert np.array_equal(live.retrieve(), pictures[index]), index
+            index += 1
+    assert index == len(pictures) == 3 * 5 + 2
+
+
 def test_file_replay_delivers_every_frame_in_order(clip: Path):
     capture = Capture(lambda: open_source(f"file://{clip}")).start()
     frames = drain(capture)
