@@ -114,8 +114,9 @@ def _build_other_bundle(tmp: Path) -> None:
 
 @pytest.fixture()
 def bundle_copy(tmp_path: Path, bundle_dir: Path) -> Path:
-    """A private copy of the bundle that a test may tamper with."""
-    return Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+    """A private copy of the bundle that a test may tamper with, as converted (no TensorRT engine cache a
+    test's fake left beside the shared one: its load would then skip the build, and its first run)."""
+    return Path(shutil.copytree(bundle_dir, tmp_path / "bundle", ignore=shutil.ignore_patterns("trt_cache*")))
 
 
 @pytest.fixture(scope="session")

@@ -241,7 +241,7 @@ def test_outbox_not_writable_is_reported_without_crash_loop(tmp_path: Path, bund
 
 
 def test_an_accelerator_that_resets_mid_run_ends_in_the_back_off_not_a_crash(
-    tmp_path: Path, bundle_dir: Path, broker, clip_factory
+    tmp_path: Path, bundle_copy: Path, broker, clip_factory
 ):
     """An error nobody foresaw in the loop (a TensorRT device that resets, faked at ONNX Runtime's provider:
     every run after the fifth raises RuntimeError) goes through the same restart back-off as a lost model:
@@ -251,7 +251,8 @@ def test_an_accelerator_that_resets_mid_run_ends_in_the_back_off_not_a_crash(
     from tests.support.fakes import fakes_path
 
     clip, _ = clip_factory(items=4)
-    config = write_config(tmp_path / "c.yaml", bundle_dir, f"file://{clip}?realtime=1", broker.port)
+    # a copy: the fake engine's cache is written beside the model (the shared bundle would carry it to others)
+    config = write_config(tmp_path / "c.yaml", bundle_copy, f"file://{clip}?realtime=1", broker.port)
     fakes = fakes_path(tmp_path / "fakes")
     sock, path = notify_socket(tmp_path)
     env = {

@@ -339,6 +339,8 @@ def test_the_hardened_unit_updates_over_http_and_keeps_samples_and_counts(
         damaged = store / f"r2-{digest[:12]}" / "int8.tflite"
         damaged.write_bytes(b"\0" * damaged.stat().st_size)
         restarted = restart_and_wait(machine)
+        # READY comes before the new start's …/model: until then the retained one is the last start's
+        wait_for(lambda: messages(machine, f"{TOPIC}/model", 1)[0]["folder"] == "bundle", "the rollback's model")
         model = messages(machine, f"{TOPIC}/model", 1)[0]
         assert model["folder"] == "bundle" and model["last_change"]["event"] == "rolled_back", model
         assert "failed to load at start" in model["last_change"]["reason"], model
