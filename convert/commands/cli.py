@@ -86,6 +86,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         mixed_precision=args.mixed_precision,
         force=args.force,
         jobs=args.jobs,
+        split_head=args.split_head,
     )
     return export_bundle(args.model, args.out, options)
 
@@ -261,6 +262,12 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         default=2,
         help="2: a model over 20 MB converts float16, dynamic and int8 in a second process on 2+ cores "
         "(~2 GB more memory for ResNet50); 1: everything in one (default %(default)s)",
+    )
+    p.add_argument(
+        "--split-head",
+        action="store_true",
+        help="a bundle in two parts: the variants are the backbone, the head (head.npz, a few MB) beside them, "
+        "replaceable alone (docs/quantization.md)",
     )
     p.add_argument("--name", help="model name in the manifest (default: the run folder's name)")
     p.add_argument("--force", action="store_true", help="replace --out even when it is not a bundle folder")

@@ -27,6 +27,7 @@ from convert.export.parallel import BackgroundConversions
 from convert.export.probe import write_probes
 from convert.export.recipes import onnx_recipe
 from convert.export.source import Source, calibration_samples, check_out, load_source
+from convert.export.split import split_head, write_head
 from convert.export.summary import summary_table
 from convert.export.writers import (
     CALIBRATION_CACHE,
@@ -84,6 +85,7 @@ class ExportOptions:
     probes: bool = True
     force: bool = False  # replace an --out folder that is not a bundle
     jobs: int = 2  # processes converting at once (convert/export/parallel.py)
+    split_head: bool = False  # variants are backbones, the head beside them (convert/export/split.py)
 
 
 def _versions() -> dict[str, str]:
@@ -191,6 +193,9 @@ class Export:
         # what is converted: the same function with the head's BatchNorms folded (convert/quantization/batchnorm.py)
         self.folded, folded = fold_batchnorm(keras_model)
         log.info("%d BatchNorm layer(s) folded into the Dense layers around them", folded)
+        head = None
+        if options.split_head:
+            self.folded, head = split_head(self.folded)
         self.variants = all_variants(options)
         self.saved_model: Path | None = None
         self.background = background
@@ -206,6 +211,7 @@ class Export:
             labels=[LabelEntry(index=lab.index, name=lab.name, bin=lab.bin) for lab in source.labels],
             input=InputSpec(height=height, width=width),
             variants={},
+            head=write_head(head, staging) if head is not None else None,
         )
         self.reports: dict[str, dict] = {}
 
@@ -266,7 +272,8 @@ class Export:
         probs = np.concatenate([engine.infer(x[None]) for x in self.images[:count]])
         ms = 1000 * (time.perf_counter() - start) / count
         if variant == "int8":  # mixed precision may leave the output in float
-            entry.output_dtype = np.dtype(engine.interpreter.get_output_details()[0]["dtype"]).name
+            interpreter = getattr(engine, "backbone", engine).interpreter
+            entry.output_dtype = np.dtype(interpreter.get_output_details()[0]["dtype"]).name
         entry.gate = gate(
             variant, probs, self.keras_probs[:count], self.labels[:count], len(self.truth), self.options.min_confidence
         )

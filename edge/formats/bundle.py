@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
 from edge.errors import BundleError
+from edge.formats.head import Head
 from edge.formats.jsonfile import read_json
 from edge.formats.labels import BINS, Label
 from edge.strict import Strict
@@ -138,6 +139,16 @@ class AcceptanceFile(Strict):
     images: int = Field(ge=1)
 
 
+class HeadFile(Strict):
+    """A bundle in two parts: its variants output the backbone's pooled features, and this head (dense layers,
+    edge/formats/head.py) turns them into the labels' probabilities on the device; replaceable alone."""
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    features: int = Field(gt=0, description="the backbone's output width, the head's input")
+
+
 class Manifest(Strict):
     format_version: int
     name: str
@@ -149,6 +160,7 @@ class Manifest(Strict):
     keras_accuracy: dict[str, float] = {}
     probes: dict[str, ProbeFile] = {}  # "<format>_<dtype>", e.g. tflite_int8
     acceptance: Optional[AcceptanceFile] = None
+    head: Optional[HeadFile] = None  # set: the variants are backbones, this head makes the probabilities
 
     def label_list(self) -> list[Label]:
         return [Label(e.index, e.name, e.bin) for e in self.labels]
@@ -176,8 +188,9 @@ def listed_files(manifest: Manifest) -> dict[str, int]:
     """Every file the manifest vouches for, with its size: variants, probes, the acceptance set."""
     entries = [*manifest.variants.values(), *manifest.probes.values()]
     files = {e.file: e.size for e in entries}
-    if manifest.acceptance is not None:
-        files[manifest.acceptance.file] = manifest.acceptance.size
+    for extra in (manifest.acceptance, manifest.head):
+        if extra is not None:
+            files[extra.file] = extra.size
     return files
 
 
@@ -223,6 +236,22 @@ class Bundle:
                 self.probe(name)
             if self.manifest.acceptance is not None:
                 self.acceptance()
+        if self.manifest.head is not None:
+            self.head()
+
+    def head(self) -> Head | None:
+        """The verified head of a bundle in two parts (None: its variants make the probabilities themselves)."""
+        entry = self.manifest.head
+        if entry is None:
+            return None
+        path = self._checked(entry.file, entry.size, entry.sha256)
+        head = Head.load(path)
+        if (head.features, head.classes) != (entry.features, len(self.manifest.labels)):
+            raise BundleError(
+                f"{path}: head shape check failed: {head.features} features -> {head.classes} classes, manifest "
+                f"says {entry.features} -> {len(self.manifest.labels)} labels"
+            )
+        return head
 
     def acceptance(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The verified acceptance set: (uint8 images N x H x W x 3, float probabilities N x classes)."""
@@ -281,7 +310,13 @@ class Bundle:
                 f"{path}: input shape check failed: model takes {tuple(input_shape)}, "
                 f"manifest says (N, {spec.height}, {spec.width}, {spec.channels})"
             )
-        if num_outputs != len(self.manifest.labels):
+        head = self.manifest.head
+        if head is not None and num_outputs != head.features:
+            raise BundleError(
+                f"{path}: feature count check failed: the backbone outputs {num_outputs}, "
+                f"the head takes {head.features}"
+            )
+        if head is None and num_outputs != len(self.manifest.labels):
             raise BundleError(
                 f"{path}: label count check failed: model outputs {num_outputs} classes, "
                 f"manifest lists {len(self.manifest.labels)} labels"

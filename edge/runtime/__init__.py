@@ -12,6 +12,7 @@ from edge.errors import SmartbinError
 from edge.formats.bundle import Bundle
 from edge.formats.variants import VARIANT_FILES, is_onnx
 from edge.runtime.base import Engine
+from edge.runtime.headed import HeadedEngine
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,16 @@ def open_engine(
     threads: int | None = None,
     delegate: str | None = None,
 ) -> Engine:
-    """Verify the variant's file against the manifest, load it, and check its shapes."""
+    """Verify the variant's file against the manifest, load it, and check its shapes; a bundle in two parts
+    gives its backbone and its head as one engine."""
     backend, variant = choose(bundle, backend, variant)
     path = bundle.file(variant)
     engine = load_model_file(path, backend, threads, delegate)
     engine.variant = variant
     bundle.check_model_shape(variant, engine.input_shape, engine.num_classes)
     log.info("loaded %s with %s (%s)", path, backend, engine.describe())
-    return engine
+    head = bundle.head()
+    return engine if head is None else HeadedEngine(engine, head)
 
 
 def load_model_file(path: Path, backend: str, threads: int | None = None, delegate: str | None = None) -> Engine:
