@@ -11,6 +11,7 @@ import numpy as np
 from edge.formats.bundle import Bundle
 from edge.formats.labels import Label
 from edge.runtime import open_engine
+from edge.runtime.base import Engine
 from edge.vision.preprocess import Roi, prepare
 
 
@@ -58,9 +59,11 @@ class Classifier:
         delegate: str | None = None,
         roi: Roi | None = None,
         k: int = 3,
+        engine: Engine | None = None,
     ):
+        """``engine``: one made already for this bundle (a head update's, on the serving backbone)."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        self.engine = open_engine(self.bundle, backend, variant, threads, delegate)
+        self.engine = engine or open_engine(self.bundle, backend, variant, threads, delegate)
         self.labels = self.bundle.labels
         spec = self.bundle.manifest.input
         self.height, self.width = spec.height, spec.width

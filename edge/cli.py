@@ -105,7 +105,7 @@ def cmd_bundle_pack(args: argparse.Namespace) -> int:
             from edge.runtime import runs
 
             variants = [v for v in Bundle.open(args.bundle).variant_names() if runs(model.backend, v)]
-    digest = pack(args.bundle, out, args.sign, variants)
+    digest = pack(args.bundle, out, args.sign, variants, args.head_only)
     size = out.stat().st_size / 1e6
     print(f"packed {', '.join(variants) if variants else 'every variant'} ({size:.1f} MB)")
     url = f"{args.base_url.rstrip('/')}/{out.name}" if args.base_url else f"http://<server>/{out.name}"
@@ -202,6 +202,11 @@ def build_parser(extensions: Sequence[Extension] = ()) -> argparse.ArgumentParse
     p.add_argument("--base-url", help="where it will be served, to print the update_model command in full")
     p.add_argument("--sign", metavar="KEY", help="sign the manifest with this Ed25519 private key (bundle keygen)")
     p.add_argument("--variants", help="only these variants, comma-separated (e.g. int8): what the device runs")
+    p.add_argument(
+        "--head-only",
+        action="store_true",
+        help="a bundle in two parts: its head alone (kB to MB), for bins that serve the same backbone",
+    )
     p.add_argument(
         "--for",
         dest="for_config",

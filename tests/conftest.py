@@ -70,6 +70,19 @@ def bundle_dir(tmp_path_factory, request) -> Path:
 
 
 @pytest.fixture(scope="session")
+def split_bundle_dir(tmp_path_factory, run_dir: Path) -> Path:
+    """The session's run as a bundle in two parts (`convert --split-head`): int8, onnx and onnx_int8 backbones,
+    the head beside them."""
+    from edge.cli import main
+
+    def build(out: Path) -> None:
+        convert = ["convert", str(run_dir), "--out", str(out / "bundle"), "--variants", "int8", "--onnx"]
+        assert main([*convert, "--split-head", "--no-probes", "--calib-samples", "50"]) == 0
+
+    return built_once(tmp_path_factory, "split", build) / "bundle"
+
+
+@pytest.fixture(scope="session")
 def other_bundle_dir(tmp_path_factory) -> Path:
     """A second real bundle with other labels (3 classes of its own) and another input size (48 px).
 

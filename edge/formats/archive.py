@@ -10,13 +10,14 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import shutil
 import tarfile
 from datetime import datetime
 from pathlib import Path
 
 from edge.errors import BundleError
-from edge.formats.bundle import MANIFEST_FILE, Bundle, listed_files, parse_manifest, sha256_file
+from edge.formats.bundle import MANIFEST_FILE, Bundle, Manifest, listed_files, parse_manifest, sha256_file
 from edge.formats.signing import SIGNATURE_FILE, sign, verify_manifest
 from edge.system.atomic import atomic_output
 
@@ -25,15 +26,23 @@ REPORT_FILES = ("quantization.md", "quantization.json")
 
 
 def pack(
-    bundle_dir: str | Path, out: str | Path, key: str | Path | None = None, variants: list[str] | None = None
+    bundle_dir: str | Path,
+    out: str | Path,
+    key: str | Path | None = None,
+    variants: list[str] | None = None,
+    head_only: bool = False,
 ) -> str:
     """Write the verified bundle as a .tar (manifest first, then its files, flat); return its sha256.
 
     ``variants``: only these (with the acceptance set, without the bench's probes), under a manifest
     that lists just them: what one kind of device runs. ``key``: an Ed25519 private key (PEM); its
-    signature of the manifest follows the manifest."""
+    signature of the manifest follows the manifest. ``head_only`` (a bundle in two parts): the manifest,
+    the head and the acceptance set, without the backbone's files, which a bin takes from the bundle it
+    serves when its manifest vouches for the same bytes (``unpack``'s ``base``)."""
     bundle = Bundle.open(bundle_dir)
     bundle.verify()
+    if head_only and bundle.manifest.head is None:
+        raise BundleError(f"{bundle.path}: --head-only needs a bundle in two parts (smartbin convert --split-head)")
     manifest, manifest_bytes = bundle.manifest, (bundle.path / MANIFEST_FILE).read_bytes()
     if variants is not None:
         for name in variants:
@@ -44,7 +53,10 @@ def pack(
         manifest_bytes = json.dumps(data, indent=2, ensure_ascii=False).encode()
         manifest = parse_manifest(data, bundle.path / MANIFEST_FILE)
     files = sorted(listed_files(manifest))
-    if variants is None:
+    if head_only:
+        backbone = {e.file for e in [*manifest.variants.values(), *manifest.probes.values()]}
+        files = [name for name in files if name not in backbone]
+    elif variants is None:
         files += [name for name in REPORT_FILES if (bundle.path / name).is_file()]
     members = [(MANIFEST_FILE, manifest_bytes)]
     if key:
@@ -82,13 +94,15 @@ def unpack(
     max_bytes: int,
     public_key: str | None = None,
     variant: str | None = None,
+    base: Bundle | None = None,
 ) -> Bundle:
     """Extract a bundle archive into ``dest`` (created; must not exist) and verify it.
 
     Before anything is written: the manifest comes first and parses, its signature holds (with
     ``public_key``), it lists ``variant`` (the one this device runs), every other member is a plain
     top-level file it lists with the size it gives, and all of it fits in ``max_bytes``. So an archive
-    cannot write outside ``dest``, fill the disk, or put an unsigned byte on it.
+    cannot write outside ``dest``, fill the disk, or put an unsigned byte on it. ``base``: the bundle the
+    device serves, whose variant files a head update's archive leaves out (linked when the sha256 match).
     """
     archive, dest = Path(archive), Path(dest)
     try:
@@ -107,7 +121,7 @@ def unpack(
             if public_key is not None:
                 signed = _read(tar, signature, 1 << 12) if signature is not None else None
                 verify_manifest(manifest_bytes, signed, public_key, archive)
-            _check_members(archive, manifest_bytes, members, variant)
+            manifest = _check_members(archive, manifest_bytes, members, variant)
             dest.mkdir(parents=True)
             free = shutil.disk_usage(dest).free
             if total > free:
@@ -117,6 +131,8 @@ def unpack(
             for member in members:
                 with tar.extractfile(member) as source, (dest / member.name).open("wb") as target:
                     shutil.copyfileobj(source, target)
+            if base is not None:
+                _from_base(archive, manifest, base, dest, {m.name for m in members})
     except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"{archive}: not a readable tar archive: {exc}") from None
     except OSError as exc:
@@ -135,7 +151,27 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
         return fh.read()
 
 
-def _check_members(archive: Path, manifest_bytes: bytes, members: list[tarfile.TarInfo], variant: str | None) -> None:
+def _from_base(archive: Path, manifest: Manifest, base: Bundle, dest: Path, extracted: set[str]) -> None:
+    """Each variant file the archive lists and leaves out, linked from ``base`` when its manifest gives it the
+    same sha256 (a head update: same backbone, another head); another missing file fails ``verify`` after."""
+    theirs = {entry.file: entry.sha256 for entry in base.manifest.variants.values()}
+    for entry in manifest.variants.values():
+        if entry.file in extracted:
+            continue
+        if theirs.get(entry.file) != entry.sha256:
+            raise BundleError(
+                f"{archive}: {entry.file} is neither in the archive nor the same file in the serving bundle "
+                f"{base.path.name} (a head update made for another backbone)"
+            )
+        try:
+            os.link(base.path / entry.file, dest / entry.file)  # the same bytes, no second copy on the card
+        except OSError:
+            shutil.copyfile(base.path / entry.file, dest / entry.file)
+
+
+def _check_members(
+    archive: Path, manifest_bytes: bytes, members: list[tarfile.TarInfo], variant: str | None
+) -> Manifest:
     """The archive holds what its manifest lists, at the listed sizes, and the variant this device runs."""
     where = f"{archive}: {MANIFEST_FILE}"
     try:
@@ -157,3 +193,4 @@ def _check_members(archive: Path, manifest_bytes: bytes, members: list[tarfile.T
             raise BundleError(
                 f"{archive}: {member.name}: size check failed: {member.size} bytes, manifest says {listed[member.name]}"
             )
+    return manifest

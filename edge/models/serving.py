@@ -23,6 +23,7 @@ from edge.formats.signing import verify as verify_signature
 from edge.models.autopick import AutoPick
 from edge.models.build import load_classifier
 from edge.models.events import ModelChanged, Poster, Switched
+from edge.models.heads import head_info, on_serving_backbone
 from edge.models.shadow import EXPIRED, Shadow
 from edge.models.store import ModelStore
 from edge.models.update import Prepared, Updater, UpdateRequest
@@ -55,7 +56,9 @@ class Serving:
         self.store.recover(u.health_window_s)  # a run that died inside a health window: back to the previous model
         self.classifier = self._load_at_start(notifier)
         self.previous: Classifier | None = None  # kept through a health window: a rollback is a swap
-        load = lambda path: load_classifier(self.config, path)  # noqa: E731 - the config in force then
+        load = lambda path: (  # noqa: E731 - the config in force then; a head update on the serving backbone
+            on_serving_backbone(path, self.classifier, self.config.model.top_k) or load_classifier(self.config, path)
+        )
         self.store.remove_leftovers()
         self.updater = Updater(self.store, load, lambda: self.config)
         self.trial_until: float | None = None  # monotonic end of the health window after a switch
@@ -144,6 +147,7 @@ class Serving:
             verifies=key is not None,
             shadow=shadow,
             pick=known.payload() if (known := self.picks.known(self.classifier)) else None,
+            head=head_info(self.classifier),
         ).dump()
 
     def signed(self, folder: Path, key: str | None) -> bool:

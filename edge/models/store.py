@@ -18,6 +18,7 @@ from pathlib import Path
 from edge.errors import SmartbinError
 from edge.formats.archive import unpack
 from edge.formats.bundle import Bundle
+from edge.runtime.onnx import share_engine_cache
 from edge.system.atomic import temporary_name, write_atomic
 
 log = logging.getLogger(__name__)
@@ -105,14 +106,23 @@ class ModelStore:
 
     # ------------------------------------------------------------------ changes
     def add(
-        self, archive: Path, sha256: str, max_bytes: int, public_key: str | None = None, variant: str | None = None
+        self,
+        archive: Path,
+        sha256: str,
+        max_bytes: int,
+        public_key: str | None = None,
+        variant: str | None = None,
+        base: Bundle | None = None,
     ) -> Path:
-        """Check, unpack and verify a downloaded archive into ``<bundle name>-<sha12>`` (see ``unpack``)."""
+        """Check, unpack and verify a downloaded archive into ``<bundle name>-<sha12>`` (see ``unpack``; a head
+        update's backbone files, and a TensorRT engine built for them, are linked from ``base``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".unpack-{sha256[:12]}"
         shutil.rmtree(staging, ignore_errors=True)
         try:
-            bundle = unpack(archive, staging, max_bytes, public_key, variant)
+            bundle = unpack(archive, staging, max_bytes, public_key, variant, base)
+            if base is not None and bundle.manifest.head is not None:
+                share_engine_cache(base.path, staging)
         except BaseException:  # a refusal or a full disk: half a bundle is only in the way
             shutil.rmtree(staging, ignore_errors=True)
             raise

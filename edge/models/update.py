@@ -227,7 +227,7 @@ class Updater:
             partial.unlink(missing_ok=True)
             raise UpdateError(f"sha256 check failed: downloaded {digest[:12]}…, expected {request.sha256[:12]}…")
         try:
-            folder = self.store.add(partial, digest, settings.max_bytes, settings.public_key, variant)
+            folder = self.store.add(partial, digest, settings.max_bytes, settings.public_key, variant, current)
         finally:
             partial.unlink(missing_ok=True)
         try:

@@ -15,8 +15,12 @@ from edge.runtime.base import Engine
 class HeadedEngine(Engine):
     """``backbone`` (an engine whose output is the pooled features) followed by ``head``."""
 
-    def __init__(self, backbone: Engine, head: Head):  # noqa: D107 - no super().__init__: the backbone's figures
+    def __init__(self, backbone: Engine, head: Head, shared: threading.Lock | None = None):  # noqa: D107
+        # no super().__init__: the backbone's figures are this engine's
         self.backbone, self.head = backbone, head
+        # one lock per backbone: a head update's acceptance test runs it in its own thread while the loop does
+        self.shared = shared or threading.Lock()
+        self.reused = shared is not None  # on a backbone another engine loaded (a head update)
         self.backend = backbone.backend
         self.path, self.threads = backbone.path, backbone.threads
         self.requested_delegate, self.delegate = backbone.requested_delegate, backbone.delegate
@@ -27,10 +31,15 @@ class HeadedEngine(Engine):
         self._lock = threading.Lock()  # a head replaced between a batch's features and its probabilities: never
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        features = self.backbone.infer(batch)
+        with self.shared:
+            features = self.backbone.infer(batch)
         with self._lock:
             self.features = features
             return self.head.apply(features)
+
+    def with_head(self, head: Head) -> HeadedEngine:
+        """Another engine on the same backbone (nothing loaded or built), with ``head``."""
+        return HeadedEngine(self.backbone, head, self.shared)
 
     def replace_head(self, head: Head) -> None:
         """Another head from the next frame on (same features width: checked by its bundle)."""

@@ -60,6 +60,21 @@ def _running(pid: str) -> bool:
     return True
 
 
+def share_engine_cache(source: Path, dest: Path) -> None:
+    """A head update's bundle in ``dest`` has the backbone of the one in ``source``: so has the TensorRT engine
+    built for it (hard links), and its next start builds none."""
+    cache = source / CACHE_DIR
+    if not cache.is_dir():
+        return
+    (dest / CACHE_DIR).mkdir(exist_ok=True)
+    for file in cache.iterdir():
+        if file.is_file():
+            try:
+                os.link(file, dest / CACHE_DIR / file.name)
+            except OSError:
+                shutil.copyfile(file, dest / CACHE_DIR / file.name)
+
+
 def finish_engine_cache(building: Path, cache: Path) -> None:
     try:
         building.rename(cache)

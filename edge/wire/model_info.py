@@ -40,6 +40,15 @@ class PickInfo(BaseModel):
     trials: list[PickTrial]
 
 
+class HeadInfo(BaseModel):
+    """The head of a bundle in two parts (smartbin convert --split-head), replaceable alone."""
+
+    sha256: str = Field(description="of head.npz")
+    classes: int
+    features: int
+    shared_backbone: bool = Field(description="true: it serves on the backbone loaded before it (a head update)")
+
+
 class ModelInfo(Payload):
     model_config = titled(Topic.MODEL, "the model that serves and how the last change went")
 
@@ -57,3 +66,4 @@ class ModelInfo(Payload):
     verifies: bool | None = Field(None, description="this bin loads only signed bundles (updates.public_key)")
     shadow: ShadowState | None = None
     pick: PickInfo | None = Field(None, description="model.variant auto: the device's measurements and its choice")
+    head: HeadInfo | None = Field(None, description="a bundle in two parts: the head that makes its probabilities")
