@@ -167,6 +167,20 @@ def plot(report: dict, path: str) -> None:
     plt.close(fig)
 
 
+def e2e_line(r: dict) -> str:
+    """An e2e row's figures: latency, the daemon's own cost against its goal (at 30 fps), RSS, the loop's stages."""
+    stages = r["stages_ms"]
+    loop = ", ".join(f"{k[5:]} {v:.2f}" for k, v in stages.items() if k.startswith("loop_"))
+    outside = stages["outside_inference"]
+    met = "met" if outside <= DAEMON_COST_GOAL_MS else "NOT met"
+    goal = f" (goal ≤ {DAEMON_COST_GOAL_MS} ms: {met})" if r["mode"] == "e2e@30fps" else ""
+    return (
+        f"capture -> subscriber p50 {r['latency_ms']['p50']:.2f} ms, outside inference {outside:.2f} ms{goal}, "
+        f"daemon RSS peak {r['rss_peak_mb']:.0f} MB; in the loop (p50 ms): {loop}; publish -> arrival "
+        f"{stages['publish_to_arrival']:.2f} ms"
+    )
+
+
 def print_summary(report: dict, console: Any, new_warnings: list[str]) -> None:
     """The table, then one line per figure that matters: ratios, the loop's stages, floors, delegates."""
     results = report["results"]
@@ -196,16 +210,7 @@ def print_summary(report: dict, console: Any, new_warnings: list[str]) -> None:
                 f"{sh['rss_added_mb']:+.1f} MB resident"
             )
         if r["status"] == "ok" and r["mode"].startswith("e2e"):
-            stages = r["stages_ms"]
-            loop = ", ".join(f"{k[5:]} {v:.2f}" for k, v in stages.items() if k.startswith("loop_"))
-            outside = stages["outside_inference"]
-            met = "met" if outside <= DAEMON_COST_GOAL_MS else "NOT met"
-            goal = f" (goal ≤ {DAEMON_COST_GOAL_MS} ms: {met})" if r["mode"] == "e2e@30fps" else ""
-            console.print(
-                f"{name}: capture -> subscriber p50 {r['latency_ms']['p50']:.2f} ms, outside inference "
-                f"{outside:.2f} ms{goal}, daemon RSS peak {r['rss_peak_mb']:.0f} MB; "
-                f"in the loop (p50 ms): {loop}; publish -> arrival {stages['publish_to_arrival']:.2f} ms"
-            )
+            console.print(f"{name}: {e2e_line(r)}")
         if r.get("cold_start_s"):
             console.print(
                 f"{name}: cold start, process start -> first classification at a subscriber {r['cold_start_s']:.2f} s"
