@@ -23,6 +23,7 @@ class Prediction:
     confidence: float
     top_k: list[tuple[Label, float]]
     latency_ms: dict[str, float] = field(default_factory=dict)
+    features: np.ndarray | None = None  # a bundle in two parts: the backbone's output the head read (kept with samples)
 
     @property
     def bin(self) -> str:
@@ -85,6 +86,8 @@ class Classifier:
         probs = self.engine.infer(x)[0]
         t2 = time.perf_counter()
         prediction = self.from_probs(probs)
+        features = getattr(self.engine, "features", None)
+        prediction.features = None if features is None else features[0]
         t3 = time.perf_counter()
         prediction.latency_ms = {
             "preprocess": (t1 - t0) * 1e3,

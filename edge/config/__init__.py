@@ -181,6 +181,11 @@ class SamplesConfig(Strict):
     confident_fraction: float = Field(0.02, ge=0, le=1, description="share of confident decisions kept at random")
     queue: int = Field(16, ge=1, le=1000, description="frames waiting for the writer; beyond it they are counted drops")
     jpeg_quality: int = Field(90, ge=10, le=100)
+    features: bool = Field(
+        True,
+        description="with a bundle in two parts, keep the backbone's features in each sample's JSON (5.5 kB for "
+        "ResNet50): a head is trained on them at the workstation without a pass over the frames",
+    )
     over_mqtt: bool = Field(
         False,
         description="also send each kept sample over the bin's MQTT connection (…/sample), behind the decisions: "

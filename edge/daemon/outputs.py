@@ -9,6 +9,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from edge.broker.messages import dumps
 from edge.broker.publisher import Publisher
 from edge.broker.sample_sender import SampleSender
@@ -27,6 +29,7 @@ from edge.vision.decision import ItemDecision
 from edge.web.page import WebState
 from edge.wire import payloads
 from edge.wire.command_spec import CommandError
+from edge.wire.features import Features
 from edge.wire.shadow import ShadowItem
 from edge.wire.topics import Topic, under
 
@@ -73,6 +76,7 @@ class Outputs:
         self.web_state: WebState | None = None  # made when a status page is first served
         self.decisions = 0
         self.last_top_k: list[payloads.TopK] = []
+        self.last_features: np.ndarray | None = None  # the last classified frame's (a bundle in two parts)
         # the last decisions, each as its sample would be: a correction of one that was not sampled keeps it
         self.recent: deque[tuple[payloads.Sample, Frame]] = deque(maxlen=CORRECTABLE_DECISIONS)
         self.publisher = self.make_publisher(config)  # not started: its Last Will is made when it starts
@@ -121,7 +125,7 @@ class Outputs:
     # ------------------------------------------------------------------ results
     def prediction(self, frame: Frame, prediction: Prediction) -> None:
         """One classified frame: …/classification when configured, then the page's top-k (off the latency path)."""
-        self.last_top_k = payloads.top_k(prediction)
+        self.last_top_k, self.last_features = payloads.top_k(prediction), prediction.features
         if self.config.mqtt.publish_classifications:
             t = time.monotonic()
             message = payloads.classification(
@@ -161,7 +165,11 @@ class Outputs:
             self.outbox_error = str(exc)
             self.store_errors.error(f"{exc}; sending without store-and-forward")
             self.publisher.publish_json(Topic.DECISION, payload)
-        sample = payloads.Sample(**payload, top_k=self.last_top_k, model=self.hooks.reference())
+        model = self.hooks.reference()
+        features = None
+        if self.last_features is not None and self.config.samples.features and "backbone" in model:
+            features = Features.of(self.last_features, model["backbone"], model["variant"])
+        sample = payloads.Sample(**payload, top_k=self.last_top_k, model=model, features=features)
         self.recent.append((sample, frame))
         try:
             self.counters.count_decision(message)

@@ -165,13 +165,16 @@ class Serving:
 
     def reference(self) -> dict:
         """Which model made a prediction, as a sample records it."""
-        state = self.store.state()
-        return {
-            "name": self.classifier.bundle.manifest.name,
+        state, manifest, variant = self.store.state(), self.classifier.bundle.manifest, self.classifier.engine.variant
+        reference = {
+            "name": manifest.name,
             "folder": self.classifier.bundle.path.name,
-            "variant": self.classifier.engine.variant,
+            "variant": variant,
             "sha256": state.sha256 if state.current else None,
         }
+        if manifest.head is not None:  # in two parts: the backbone its features came from
+            reference["backbone"] = manifest.variants[variant].sha256
+        return reference
 
     # ------------------------------------------------------------------ changes
     def reload(self, bundle: str | None, command_id: Any = None) -> None:

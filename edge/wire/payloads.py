@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Valid
 from edge.formats.labels import BINS
 from edge.formats.variants import VARIANT_FILES
 from edge.wire.command_spec import ACTIONS, MAX_PAYLOAD
+from edge.wire.features import Features
 from edge.wire.message import Bin, Payload, title, titled
 from edge.wire.model_info import ModelInfo  # noqa: F401 - one of the payloads, in a module of its own
 from edge.wire.topics import Topic
@@ -150,6 +151,7 @@ class Sample(BaseModel):
     model: dict[str, Any] = {}
     kept_because: list[str] = []
     correction: Correction | None = None
+    features: Features | None = None
 
     def dump(self) -> dict:
         """Every field, as JSON types (a sample on disk names what it does not know)."""
