@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from convert.commands.cli_dataset import add_dataset_commands
+from convert.commands.cli_head import add_head_commands
 from convert.commands.cli_review import add_review_commands
 from convert.commands.cli_samples import cmd_features, cmd_samples_pull, quiet_tensorflow
 from convert.export.recipes import ONNX_RECIPES
@@ -341,5 +342,5 @@ def _add_use_commands(sub: argparse._SubParsersAction) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the workstation's subcommands to the `smartbin` parser (the ``smartbin.commands`` entry point)."""
-    for add in (_add_data_commands, _add_train, _add_convert, _add_use_commands):
+    for add in (_add_data_commands, _add_train, _add_convert, _add_use_commands, add_head_commands):
         add(sub)

@@ -1,0 +1,92 @@
+"""Teaching the bins a new item (`smartbin head train`, issue 52): samples of an item the model never saw, kept
+by the bins with the serving backbone's features and answered at the review station with a new label and a bin,
+become a new class of a new head; the training set's features are cached, so a second teach passes no image
+through the backbone; the new bundle shares the backbone and sorts the old classes as well (hold-out gate)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.training.teach import teach
+from edge.classifier import Classifier
+from edge.cli import main
+from edge.errors import SmartbinError
+from edge.formats.bundle import Bundle
+from edge.formats.classbins import write_bins
+from edge.formats.images import write_jpeg
+from edge.sources.scene import render_sample
+from edge.wire.features import Features
+from edge.wire.payloads import Correction, Sample
+from tests.support import CLASSES, IMG_SIZE
+
+pytestmark = pytest.mark.slow
+NEW = "café cup"
+
+
+def new_item(count: int, seed: int) -> np.ndarray:
+    """Pictures of an item of a class the model was not trained on (another shape and hue)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([render_sample(CLASSES, CLASSES + 1, IMG_SIZE, rng) for _ in range(count)])
+
+
+def answered_samples(folder: Path, bundle: Path, images: np.ndarray) -> None:
+    """The samples a bin keeps of those pictures (the JPEG, its JSON with the serving backbone's features, as
+    the daemon writes them), answered at the review station as the new item, which is given a bin."""
+    folder.mkdir(parents=True)
+    engine = Classifier(bundle, backend="litert", variant="int8").engine
+    backbone = Bundle.open(bundle).manifest.variants["int8"].sha256
+    for n, image in enumerate(images):
+        sample_id = f"{1796600000000 + n:015d}-{n:012x}"
+        engine.infer(image[None])
+        features = Features.of(engine.features[0], backbone, "int8")
+        answer = Correction(label=NEW, ts=time.time(), verdict="item", by="review")
+        sample = Sample(event_id=f"{n:032x}", ts=time.time(), features=features, correction=answer)
+        write_jpeg(folder / f"{sample_id}.jpg", image)
+        (folder / f"{sample_id}.json").write_text(sample.model_dump_json())
+    write_bins(folder, {NEW: "recyclable"})
+
+
+def test_a_new_item_answered_at_the_review_station_becomes_a_class_of_a_new_head(
+    tmp_path: Path, split_bundle_dir: Path, dataset_dir: Path
+):
+    samples, cache = tmp_path / "answers", tmp_path / "cache"
+    answered_samples(samples, split_bundle_dir, new_item(20, seed=1))
+    out = tmp_path / "taught"
+    command = ["head", "train", str(samples), "--bundle", str(split_bundle_dir), "--data", str(dataset_dir)]
+    assert main([*command, "--out", str(out), "--cache", str(cache), "--holdout", str(dataset_dir)]) == 0
+    taught = Bundle.open(out)
+    taught.verify()
+    old = Bundle.open(split_bundle_dir)
+    assert [e.name for e in taught.manifest.labels] == [*(e.name for e in old.manifest.labels), NEW]
+    assert taught.manifest.labels[-1].bin == "recyclable"
+    assert taught.manifest.variants == old.manifest.variants  # the same backbone: a head update ships its head
+    # the new item, in pictures it was not taught on, goes to its class; the acceptance set holds on the device
+    classifier = Classifier(out, backend="litert", variant="int8")
+    seen = [classifier.classify(image).label.name for image in new_item(10, seed=2)]
+    assert seen.count(NEW) >= 8, seen
+    from edge.models.update import acceptance_test
+
+    acceptance_test(classifier)
+
+    # a second teach: the training set's features come from the cache, none through the backbone
+    again = teach(samples, split_bundle_dir, dataset_dir, tmp_path / "again", cache)
+    assert again.computed == 0 and again.added == [NEW]
+
+
+def test_a_new_item_with_too_few_answers_or_no_bin_is_refused_saying_what_is_missing(
+    tmp_path: Path, split_bundle_dir: Path, dataset_dir: Path
+):
+    few = tmp_path / "few"
+    answered_samples(few, split_bundle_dir, new_item(3, seed=3))
+    with pytest.raises(SmartbinError, match=f"{NEW}: 3 answered sample"):
+        teach(few, split_bundle_dir, dataset_dir, tmp_path / "out", tmp_path / "cache")
+    (few / "bins.yaml").unlink()
+    answered_samples(nobin := tmp_path / "nobin", split_bundle_dir, new_item(6, seed=4))
+    (nobin / "bins.yaml").unlink()
+    with pytest.raises(SmartbinError, match=f"{NEW}: no bin for it yet"):
+        teach(nobin, split_bundle_dir, dataset_dir, tmp_path / "out", tmp_path / "cache")
+    assert not (tmp_path / "out").exists()
