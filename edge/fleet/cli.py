@@ -58,6 +58,9 @@ def add_fleet_commands(sub: argparse._SubParsersAction) -> None:
     rollout.add_argument("--advertise", help="the address the bins reach this machine at (default: found)")
     rollout.add_argument("--sign", metavar="KEY", help="sign the manifest (bins with updates.public_key)")
     rollout.add_argument("--variants", help="only these variants in the archive, comma-separated (e.g. int8)")
+    rollout.add_argument(
+        "--head-only", action="store_true", help="a bundle in two parts: its head alone (smartbin head train)"
+    )
     rollout.add_argument("--json", metavar="FILE", help="write the report as JSON")
     for parser in (listing, rollout):
         add_broker_options(parser, "localhost:1883")
@@ -194,7 +197,8 @@ def cmd_fleet_rollout(args: argparse.Namespace) -> int:
                 release = Release(args.url, args.sha256)
             else:
                 broker = (view.config.host, view.config.port)
-                where = served(Path(args.bundle), broker, args.serve, args.advertise, args.sign, split(args.variants))
+                bundle, variants = Path(args.bundle), split(args.variants)
+                where = served(bundle, broker, args.serve, args.advertise, args.sign, variants, args.head_only)
                 release = stack.enter_context(where)
             print(f"release: {release.url} (sha256 {release.sha256 or 'not given'})")
             canaries, only = split(args.canaries), split(args.devices)

@@ -36,9 +36,11 @@ def serve(folder: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[Bounded
     return server, server.server_address[1]
 
 
-def archive(bundle: Path, folder: Path, key: Path | None = None, variants: list[str] | None = None) -> tuple[Path, str]:
-    """The archive to serve, in ``folder`` (which is all that is served): a bundle folder packed there, or a
-    .tar linked there as it is; (file, sha256)."""
+def archive(
+    bundle: Path, folder: Path, key: Path | None = None, variants: list[str] | None = None, head_only: bool = False
+) -> tuple[Path, str]:
+    """The archive to serve, in ``folder`` (which is all that is served): a bundle folder packed there (its head
+    alone with ``head_only``), or a .tar linked there as it is; (file, sha256)."""
     if bundle.is_file():
         link = folder / bundle.name
         link.symlink_to(bundle.resolve())
@@ -46,7 +48,7 @@ def archive(bundle: Path, folder: Path, key: Path | None = None, variants: list[
     if not bundle.is_dir():
         raise SmartbinError(f"{bundle}: no such bundle folder or .tar")
     out = folder / f"{bundle.resolve().name}.tar"
-    return out, pack(bundle, out, key, variants)
+    return out, pack(bundle, out, key, variants, head_only)
 
 
 def address_towards(host: str, port: int) -> str:
@@ -64,11 +66,12 @@ def served(
     advertise: str | None = None,
     key: Path | None = None,
     variants: list[str] | None = None,
+    head_only: bool = False,
 ) -> Iterator[Release]:
     """The bundle's archive served from here while the block runs: its Release at the address the bins
     reach this machine at (``advertise``, else the one on the route to their ``broker``)."""
     with tempfile.TemporaryDirectory(prefix="smartbin-rollout-") as tmp:
-        file, digest = archive(bundle, Path(tmp), key, variants)
+        file, digest = archive(bundle, Path(tmp), key, variants, head_only)
         host, _, port = bind.rpartition(":")
         server, port_number = serve(file.parent, host or "0.0.0.0", int(port or 0))
         try:

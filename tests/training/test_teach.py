@@ -5,10 +5,8 @@ through the backbone; the new bundle shares the backbone and sorts the old class
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from convert.training.teach import teach
@@ -16,38 +14,9 @@ from edge.classifier import Classifier
 from edge.cli import main
 from edge.errors import SmartbinError
 from edge.formats.bundle import Bundle
-from edge.formats.classbins import write_bins
-from edge.formats.images import write_jpeg
-from edge.sources.scene import render_sample
-from edge.wire.features import Features
-from edge.wire.payloads import Correction, Sample
-from tests.support import CLASSES, IMG_SIZE
+from tests.support.teach import NEW, answered_samples, new_item
 
 pytestmark = pytest.mark.slow
-NEW = "café cup"
-
-
-def new_item(count: int, seed: int) -> np.ndarray:
-    """Pictures of an item of a class the model was not trained on (another shape and hue)."""
-    rng = np.random.default_rng(seed)
-    return np.stack([render_sample(CLASSES, CLASSES + 1, IMG_SIZE, rng) for _ in range(count)])
-
-
-def answered_samples(folder: Path, bundle: Path, images: np.ndarray) -> None:
-    """The samples a bin keeps of those pictures (the JPEG, its JSON with the serving backbone's features, as
-    the daemon writes them), answered at the review station as the new item, which is given a bin."""
-    folder.mkdir(parents=True)
-    engine = Classifier(bundle, backend="litert", variant="int8").engine
-    backbone = Bundle.open(bundle).manifest.variants["int8"].sha256
-    for n, image in enumerate(images):
-        sample_id = f"{1796600000000 + n:015d}-{n:012x}"
-        engine.infer(image[None])
-        features = Features.of(engine.features[0], backbone, "int8")
-        answer = Correction(label=NEW, ts=time.time(), verdict="item", by="review")
-        sample = Sample(event_id=f"{n:032x}", ts=time.time(), features=features, correction=answer)
-        write_jpeg(folder / f"{sample_id}.jpg", image)
-        (folder / f"{sample_id}.json").write_text(sample.model_dump_json())
-    write_bins(folder, {NEW: "recyclable"})
 
 
 def test_a_new_item_answered_at_the_review_station_becomes_a_class_of_a_new_head(

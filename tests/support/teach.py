@@ -1,0 +1,44 @@
+"""A new item taught to the bins (issue 52), as the tests make it: pictures of a class the model never saw, and
+the samples a bin keeps of them (the JPEG, the JSON with the serving backbone's features, as the daemon writes
+them), answered at the review station with a new label given a bin."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.classifier import Classifier
+from edge.formats.bundle import Bundle
+from edge.formats.classbins import write_bins
+from edge.formats.images import write_jpeg
+from edge.sources.scene import render_sample
+from edge.wire.features import Features
+from edge.wire.payloads import Correction, Sample
+from tests.support import CLASSES, IMG_SIZE
+
+NEW = "café cup"
+
+
+def new_item(count: int, seed: int) -> np.ndarray:
+    """Pictures of an item of a class the model was not trained on (another shape and hue)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([render_sample(CLASSES, CLASSES + 1, IMG_SIZE, rng) for _ in range(count)])
+
+
+def answered_samples(folder: Path, bundle: Path, images: np.ndarray) -> None:
+    """The samples a bin keeps of those pictures (the JPEG, its JSON with the serving backbone's features, as
+    the daemon writes them), answered at the review station as the new item, which is given a bin."""
+    folder.mkdir(parents=True)
+    engine = Classifier(bundle, backend="litert", variant="int8").engine
+    backbone = Bundle.open(bundle).manifest.variants["int8"].sha256
+    for n, image in enumerate(images):
+        sample_id = f"{1796600000000 + n:015d}-{n:012x}"
+        engine.infer(image[None])
+        features = Features.of(engine.features[0], backbone, "int8")
+        answer = Correction(label=NEW, ts=time.time(), verdict="item", by="review")
+        sample = Sample(event_id=f"{n:032x}", ts=time.time(), features=features, correction=answer)
+        write_jpeg(folder / f"{sample_id}.jpg", image)
+        (folder / f"{sample_id}.json").write_text(sample.model_dump_json())
+    write_bins(folder, {NEW: "recyclable"})
