@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test system-packages lint format install clean soak fuzz http-load cluster-scale samples-link field-day wheels arm64-check clean-install-check jetson-check dist constraints schemas
+.PHONY: demo test system-packages lint format install clean soak fuzz http-load cluster-scale samples-link teach-minute field-day wheels arm64-check clean-install-check jetson-check dist constraints schemas
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,22 @@ LINK_KBIT ?= 1000
 LINK_SECONDS ?= 60
 samples-link: $(SMALL_BUNDLE)/manifest.json
 	$(BIN)/python tests/scenarios/samples_link.py --bundle $(SMALL_BUNDLE) --kbit $(LINK_KBIT) --seconds $(LINK_SECONDS)
+
+# Teaching the bins a new item (tests/scenarios/teach_minute.py): a 224 px ResNet50 in two parts trained on
+# 3,000 patches of scikit-image's photographs (made once in teach-output/, ~15 min on 2 cores), a new item
+# (another photograph) taught from 20 answers: the times, bytes and recall side by side.
+TEACH := teach-output
+$(TEACH)/bundle/manifest.json: $(STAMP)
+	$(BIN)/python -c "import sys; sys.path.insert(0, '.'); from tests.support.realimages import write_photo_patches as w; \
+		w(__import__('pathlib').Path('$(TEACH)/data'), 300, 256); w(__import__('pathlib').Path('$(TEACH)/holdout'), 30, 256, seed=1); \
+		w(__import__('pathlib').Path('$(TEACH)/new'), 40, 256, seed=2, folders={'coins': 'coins'})"
+	$(BIN)/python -c "from convert.training.model import write_stand_in_weights as w; w('$(TEACH)/w.weights.h5', 224)"
+	$(BIN)/smartbin train --data $(TEACH)/data --out $(TEACH)/run --weights $(TEACH)/w.weights.h5 --img-size 224 \
+		--epochs 3 --val-fraction 0.1 --feature-cache $(TEACH)/features
+	$(BIN)/smartbin convert $(TEACH)/run --out $(TEACH)/bundle --variants float32,int8 --split-head --no-probes
+teach-minute: $(TEACH)/bundle/manifest.json
+	$(BIN)/python tests/scenarios/teach_minute.py --bundle $(TEACH)/bundle --data $(TEACH)/data \
+		--holdout $(TEACH)/holdout --new $(TEACH)/new
 
 # A bin's first month compressed (broker outage, actuator restart, a light, a bag, the camera lost, SIGKILL):
 # the real daemon and actuator against mosquitto and an ffmpeg camera. CI runs it at FIELD_SCALE 0.5.
