@@ -112,7 +112,7 @@ $(TEACH)/bundle/manifest.json: $(STAMP)
 		w(__import__('pathlib').Path('$(TEACH)/new'), 40, 256, seed=2, folders={'coins': 'coins'})"
 	$(BIN)/python -c "from convert.training.model import write_stand_in_weights as w; w('$(TEACH)/w.weights.h5', 224)"
 	$(BIN)/smartbin train --data $(TEACH)/data --out $(TEACH)/run --weights $(TEACH)/w.weights.h5 --img-size 224 \
-		--epochs 3 --val-fraction 0.1 --feature-cache $(TEACH)/features
+		--epochs 3 --val-fraction 0.1 --feature-cache $(TEACH)/features --feature-passes 1
 	$(BIN)/smartbin convert $(TEACH)/run --out $(TEACH)/bundle --variants float32,int8 --split-head --no-probes
 teach-minute: $(TEACH)/bundle/manifest.json
 	$(BIN)/python tests/scenarios/teach_minute.py --bundle $(TEACH)/bundle --data $(TEACH)/data \

@@ -15,7 +15,8 @@ def cmd_head_train(args: argparse.Namespace) -> int:
     from convert.training.teach import teach
 
     out = Path(args.out)
-    taught = teach(Path(args.samples), Path(args.bundle), Path(args.data), out, Path(args.cache), args.epochs)
+    data = [Path(d) for d in args.data]
+    taught = teach(Path(args.samples), Path(args.bundle), data, out, Path(args.cache), args.epochs)
     added = ", ".join(taught.added) or "none (the same classes, trained further)"
     print(f"new classes: {added}; examples per class: {taught.examples}")
     print(
@@ -42,7 +43,9 @@ def add_head_commands(sub: argparse._SubParsersAction) -> None:
     p = add_command(hsub, "train", cmd_head_train, "teach a new item: a new head from the review station's answers")
     p.add_argument("samples", help="the review folder: samples with features, answered (new labels: new classes)")
     p.add_argument("--bundle", required=True, help="the bundle in two parts the bins serve")
-    p.add_argument("--data", required=True, help="the dataset the bundle was trained on (its features are cached)")
+    p.add_argument(
+        "--data", required=True, action="append", help="the dataset(s) the bundle was trained on (features cached)"
+    )
     p.add_argument("--out", required=True, help="the new bundle's folder")
     p.add_argument("--holdout", help="held-out images: the new bundle must sort them as well as the serving one")
     p.add_argument("--force", action="store_true", help="keep a bundle the hold-out gate refuses")

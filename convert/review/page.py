@@ -59,7 +59,8 @@ kbd{border:1px solid #aaa;border-radius:3px;padding:0 .25rem;font-size:.8rem}
 </header>
 <main><div id="grid"></div>
 <aside><h3>Class → bin</h3><table id="classes"></table>
-<h3>Train</h3><button id="train-start">train on the answers</button><div id="train-state"></div>
+<h3>Train</h3><button id="train-start">train on the answers</button>
+<button id="teach-start" hidden>teach the new items (head only)</button><div id="train-state"></div>
 <div id="train-bar"><div></div></div><table id="compare"></table><div id="train-links"></div>
 <h3>Roll out</h3><div id="fleet-state"></div><table id="fleet"></table><div id="rollout-form">
 <label>stages <input id="ro-stages" value="1" size="5"></label> <label>watch s <input id="ro-watch" value="__WATCH__"
@@ -148,11 +149,13 @@ $('classes').onchange=async e=>{const s=e.target.closest('select.bin');if(!s)ret
 const STEPS=['pull','train','convert','compare'];
 function pct(x){return x==null?'—':(x*100).toFixed(1)+'%';}
 async function training(){const r=await (await fetch('/api/training')).json();const job=r.jobs[0];
- $('train-start').disabled=!r.configured||(job&&job.state==='running');
+ $('train-start').disabled=$('teach-start').disabled=!r.configured||(job&&job.state==='running');
+ $('teach-start').hidden=!r.teach;
  if(!r.configured){$('train-state').textContent=r.missing;return;}
  if(!job){$('train-state').textContent='the answers, '+r.data+' and the bins’ model on '+r.holdout;return;}
- const n=STEPS.indexOf(job.step),epochs=job.step==='train'?Math.min(job.epochs_done/r.epochs,1):0;
- const done=job.state==='done'?1:(n+epochs)/STEPS.length;$('train-bar').firstChild.style.width=(done*100)+'%';
+ const steps=job.kind==='head'?['teach','compare']:STEPS;
+ const n=steps.indexOf(job.step),epochs=job.step==='train'?Math.min(job.epochs_done/r.epochs,1):0;
+ const done=job.state==='done'?1:(n+epochs)/steps.length;$('train-bar').firstChild.style.width=(done*100)+'%';
  $('train-state').textContent=job.id+': '+(job.state==='running'?job.step+(job.step==='train'?' (epoch '+job.epochs_done
   +' of '+r.epochs+')':'')+'…':job.state+(job.error?': '+job.error:''));
  const c=job.comparison;$('compare').innerHTML=c?'<tr><th>on '+c.new.images+' held-out images</th><th>top-1</th>'
@@ -164,10 +167,13 @@ async function training(){const r=await (await fetch('/api/training')).json();co
  $('train-links').innerHTML=job.state==='done'?'<a id="report" href="/runs/'+esc(job.id)
   +'/report.html" target="_blank">training report</a><p id="verdict">'+(worse?'the new model sorts fewer held-out '
   +'items right than the bins\u2019 model: keep theirs, or review more and train again':'roll it out to a few bins '
-  +'first:<br><code>smartbin fleet rollout '+esc(job.bundle)+' --broker HOST:1883</code>')+'</p>':'';
+  +'first:<br><code>smartbin fleet rollout '+esc(job.bundle)+(job.kind==='head'?' --head-only':'')
+  +' --broker HOST:1883</code>')+'</p>':'';
  if(job.state==='running')setTimeout(training,1000);}
 $('train-start').onclick=async()=>{try{await post('/api/training',{});status('training started');training();}
  catch(e){status('not started: '+e.message,true);}};
+$('teach-start').onclick=async()=>{try{await post('/api/training',{kind:'head'});status('teaching started');
+ training();}catch(e){status('not started: '+e.message,true);}};
 async function fleet(){const r=await (await fetch('/api/fleet')).json();
  if(!r.configured){$('fleet-state').textContent=r.missing;$('rollout-form').style.display='none';return;}
  $('fleet').innerHTML=r.devices.map(b=>'<tr><td>'+esc(b.device)+'</td><td>'+esc(b.state)+', '+esc(b.health)

@@ -28,6 +28,7 @@ class Request:
 
     stages: list[str]
     rule: Rule
+    head_only: bool = False  # a taught head: its head alone goes out (the bins keep their backbone)
 
 
 class PageRollouts:
@@ -95,7 +96,7 @@ class PageRollouts:
 
         try:
             broker = (self.settings.host, self.settings.port)
-            with served(bundle, broker, self.bind, self.advertise) as release:
+            with served(bundle, broker, self.bind, self.advertise, head_only=request.head_only) as release:
                 say(f"release: {release.url}")
                 report = roll_out(self.view, release, request.rule, request.stages, say=say, stop=self.stop)
             state.update(state="completed" if report.completed else "stopped", report=report.to_dict())

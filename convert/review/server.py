@@ -106,6 +106,7 @@ class ReviewHandler(JsonHandler):
             "epochs": trainer.epochs,
             "data": ", ".join(str(d) for d in setup.data),
             "holdout": str(setup.holdout),
+            "teach": trainer.teaches(),
         }
 
     def do_POST(self) -> None:  # noqa: N802
@@ -126,7 +127,7 @@ class ReviewHandler(JsonHandler):
             elif self.path == "/api/training":
                 if self.trainer is None:
                     raise ValueError(self._training()["missing"])
-                self._json(asdict(self.trainer.start()))
+                self._json(asdict(self.trainer.start(str(body.get("kind", "full")))))
             elif self.path == "/api/rollout":
                 self._json(self._roll_out(body))
             elif self.path == "/api/rollout/stop" and self.fleet is not None:
@@ -164,7 +165,8 @@ class ReviewHandler(JsonHandler):
             rule = check_rule(replace(DEFAULTS, **{a: type(getattr(DEFAULTS, a))(v) for a, v in given.items()}))
         except (TypeError, OverflowError, SmartbinError) as exc:
             raise ValueError(str(exc)) from None
-        self.fleet.start(self.trainer.folder(jobs[0].id), Path(jobs[0].bundle), Request(stages, rule))
+        request = Request(stages, rule, head_only=jobs[0].kind == "head")
+        self.fleet.start(self.trainer.folder(jobs[0].id), Path(jobs[0].bundle), request)
         return {"started": jobs[0].id}
 
     def _answer(self, body: dict) -> list:

@@ -46,6 +46,7 @@ class TrainingSetup:
 class JobState:
     id: str
     state: str = "running"  # running, done, failed, interrupted
+    kind: str = "full"  # full: pull, train, convert; head: a new head on the bins' backbone (smartbin head train)
     step: str = STEPS[0]
     epochs_done: int = 0
     started: float = field(default_factory=time.time)
@@ -94,12 +95,25 @@ class Trainer:
             raise SmartbinError(f"no report file {name} for {job_id}")
         return path
 
-    def start(self) -> JobState:
-        """A new job in the background; SmartbinError while one runs."""
+    def teaches(self) -> bool:
+        """Whether the bins' bundle is in two parts: a head alone can be taught on it."""
+        from edge.formats.bundle import Bundle
+
+        return Bundle.open(self.setup.serving).manifest.head is not None
+
+    def start(self, kind: str = "full") -> JobState:
+        """A new job in the background (``kind`` head: a new head only); SmartbinError while one runs, ValueError
+        for a kind this station cannot run."""
+        if kind not in ("full", "head"):
+            raise ValueError(f"kind {kind!r}: full or head")
+        if kind == "head" and not self.teaches():
+            raise ValueError("the bins' bundle is not in two parts (smartbin convert --split-head): train instead")
         with self.lock:
             if self.thread is not None and self.thread.is_alive():
                 raise SmartbinError("a training is running already: wait for it to end")
-            job = JobState(id=time.strftime("job-%Y%m%d-%H%M%S"))
+            job = JobState(
+                id=time.strftime("job-%Y%m%d-%H%M%S"), kind=kind, step="teach" if kind == "head" else STEPS[0]
+            )
             self.folder(job.id).mkdir()
             self.save(job)
             self.thread = threading.Thread(target=self.run, args=(job,), name=job.id, daemon=True)
@@ -127,15 +141,17 @@ class Trainer:
     def run(self, job: JobState) -> None:
         folder, setup = self.folder(job.id), self.setup
         field_data, run, bundle = folder / "field", folder / "run", folder / "bundle"
+        data = [a for d in setup.data for a in ("--data", str(d))]
         commands = {
+            "teach": ["head", "train", str(setup.samples), "--bundle", str(setup.serving), *data, "--out", str(bundle)]
+            + ["--cache", str(setup.work / "features")],
             "pull": ["samples", "pull", str(setup.samples), "--out", str(field_data)],
-            "train": ["train", *[a for d in setup.data for a in ("--data", str(d))], "--data", str(field_data)]
-            + ["--out", str(run), *setup.train_args],
+            "train": ["train", *data, "--data", str(field_data)] + ["--out", str(run), *setup.train_args],
             "convert": ["convert", str(run), "--out", str(bundle), "--variants", "int8", *setup.convert_args],
         }
         try:
             with (folder / "log.txt").open("a", encoding="utf-8") as out:
-                for step in STEPS[:-1]:
+                for step in ("teach",) if job.kind == "head" else STEPS[:-1]:
                     job.step = step
                     self.save(job)
                     self.command(job, commands[step], out, run / "history.csv")

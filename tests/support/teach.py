@@ -27,7 +27,7 @@ def new_item(count: int, seed: int) -> np.ndarray:
     return np.stack([render_sample(CLASSES, CLASSES + 1, IMG_SIZE, rng) for _ in range(count)])
 
 
-def answered_samples(folder: Path, bundle: Path, images: np.ndarray) -> None:
+def answered_samples(folder: Path, bundle: Path, images: np.ndarray, answered: bool = True) -> None:
     """The samples a bin keeps of those pictures (the JPEG, its JSON with the serving backbone's features, as
     the daemon writes them), answered at the review station as the new item, which is given a bin."""
     folder.mkdir(parents=True)
@@ -37,8 +37,9 @@ def answered_samples(folder: Path, bundle: Path, images: np.ndarray) -> None:
         sample_id = f"{1796600000000 + n:015d}-{n:012x}"
         engine.infer(image[None])
         features = Features.of(engine.features[0], backbone, "int8")
-        answer = Correction(label=NEW, ts=time.time(), verdict="item", by="review")
+        answer = Correction(label=NEW, ts=time.time(), verdict="item", by="review") if answered else None
         sample = Sample(event_id=f"{n:032x}", ts=time.time(), features=features, correction=answer)
         write_jpeg(folder / f"{sample_id}.jpg", image)
         (folder / f"{sample_id}.json").write_text(sample.model_dump_json())
-    write_bins(folder, {NEW: "recyclable"})
+    if answered:  # else the person answers at the page, and gives the new item its bin there
+        write_bins(folder, {NEW: "recyclable"})
