@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class SlowLink:
@@ -54,7 +56,7 @@ class SlowLink:
 
     @staticmethod
     def _pipe(source: socket.socket, dest: socket.socket, delay_s: float, gate: threading.Event | None) -> None:
-        try:
+        with relayed(source, dest):
             while data := source.recv(1 << 16):
                 if delay_s:
                     time.sleep(delay_s)
@@ -63,15 +65,6 @@ class SlowLink:
                     if source.fileno() < 0:
                         return
                 dest.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, dest):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -100,19 +93,27 @@ class NarrowLink:
 
     def _pace(self, source: socket.socket, dest: socket.socket) -> None:
         free_at = time.monotonic()  # when the link has sent what it was given
-        try:
+        with relayed(source, dest):
             while data := source.recv(1500):  # a packet at a time, each taking its time on the wire
                 free_at = max(free_at, time.monotonic()) + len(data) / self.bytes_s
                 time.sleep(max(0.0, free_at - time.monotonic()))
                 dest.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, dest):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.server.close()
+
+
+@contextmanager
+def relayed(*socks: socket.socket) -> Iterator[None]:
+    """A relay's loop: a dropped socket ends it, and both ends are then shut and closed (the other follows)."""
+    try:
+        yield
+    except OSError:
+        pass
+    finally:
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
