@@ -216,11 +216,16 @@ class Connection:
         """Let the client go with a clean goodbye (the broker drops the will: the bin never looks offline for a
         switch or a will renewal), and nothing of it outlives a switch or a stop. Its callbacks go first: a CONNACK
         that lands while the thread stops is no connection, the goodbye no drop. The DISCONNECT goes first: it
-        wakes the network thread, which writes it before it ends (paho's loop ends with nothing left to write)."""
+        wakes the network thread, which usually writes it before it ends; one the thread had no turn to write
+        (a busy CPU: a will seen in CI) is written here once the thread has stopped."""
         self.connected.clear()
         self.client.on_connect = self.client.on_disconnect = None
         self.client.disconnect()  # also to an attempt still waiting for its CONNACK: its session may be open
         self.client.loop_stop()
+        try:
+            self.client.loop_write()  # what is still queued, the DISCONNECT among it (nothing when it went already)
+        except OSError:  # the link is gone: the broker sends the will, as for any drop
+            pass
         sock = self.client.socket()
         if sock is not None:
             try:
