@@ -175,6 +175,7 @@ LONGEST_FIRST = (
     "test_real_systemd_backoff.py",  # five minutes of a bin's restarts, mostly waiting
     "test_quantization.py",
     "test_demo.py",
+    "test_rabbitmq_cluster.py",  # three clusters of three Erlang VMs, one after the other
     "test_updates.py",
     "test_real_systemd.py",
     "test_distribute.py",

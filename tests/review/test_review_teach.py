@@ -1,7 +1,8 @@
 """Teaching a new item from the review station (issue 52): the bins serve a bundle in two parts; twenty samples
 of an item they do not know are answered on the page's API with a new label, which is given a bin; the page's
 "teach" job trains a new head (`smartbin head train`) and compares it on the hold-out, and its rollout sends
-the head alone through the stages to two real daemons, which serve it on the backbone they have loaded."""
+the head alone through the stages to two real daemons, which serve it on the backbone they have loaded and sort
+the new item into its bin."""
 
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import poll
+from tests.support import CLASSES, poll
 from tests.support.fleet import running_fleet
 from tests.support.review import request, reviewing
-from tests.support.teach import NEW, answered_samples, new_item
+from tests.support.teach import NEW, answered_samples, clip_with_new_item, new_item
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_new_item_taught_from_the_page_reaches_the_canary_then_every_bin(
-    tmp_path: Path, split_bundle_dir: Path, dataset_dir: Path, broker, clip_factory
+    tmp_path: Path, split_bundle_dir: Path, dataset_dir: Path, broker
 ):
-    clip, _ = clip_factory(items=4)
+    clip = clip_with_new_item(tmp_path / "clip.avi", [0, CLASSES, 1, CLASSES, 2, CLASSES, 3])
     served = Path(shutil.copytree(split_bundle_dir, tmp_path / "serving"))
     folder = tmp_path / "inbox"
     answered_samples(folder, served, new_item(20, seed=1), answered=False)
@@ -48,3 +49,7 @@ def test_a_new_item_taught_from_the_page_reaches_the_canary_then_every_bin(
         assert poll(lambda: all(NEW in m["name"] for m in models().values()), 60), models()
         assert all(m["head"]["shared_backbone"] for m in models().values()), models()
         assert [s["devices"] for s in rollout()["report"]["stages"]] == [["bin-a"], ["bin-b"]]
+        # and each bin now sorts the new item, which its camera keeps seeing, into the bin it was given
+        sorted_new = lambda: {m.topic.split("/")[1] for m in fleet.sub.on("decision")  # noqa: E731
+                              if m.json()["label"] == NEW and m.json()["bin"] == "recyclable"}  # fmt: skip
+        assert poll(lambda: sorted_new() == {"bin-a", "bin-b"}, 120), sorted_new()

@@ -43,3 +43,25 @@ def answered_samples(folder: Path, bundle: Path, images: np.ndarray, answered: b
         (folder / f"{sample_id}.json").write_text(sample.model_dump_json())
     if answered:  # else the person answers at the page, and gives the new item its bin there
         write_bins(folder, {NEW: "recyclable"})
+
+
+def clip_with_new_item(path: Path, order: list[int], seed: int = 3) -> Path:
+    """A clip of items dropped into an empty bin one after the other (as clip_factory's), class CLASSES being
+    the new item, drawn as ``new_item`` draws it."""
+    import cv2
+
+    from edge.sources.scene import add_noise, draw_item, empty_floor
+
+    rng = np.random.default_rng(seed)
+    floor = empty_floor(240, 320, seed)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20, (320, 240))
+    for cls in [*order, None]:
+        for _ in range(6):
+            writer.write(cv2.cvtColor(add_noise(floor, rng, 3.0), cv2.COLOR_RGB2BGR))
+        if cls is not None:
+            layer = floor.copy()
+            draw_item(layer, cls, CLASSES + 1 if cls == CLASSES else CLASSES, rng)
+            for _ in range(8):
+                writer.write(cv2.cvtColor(add_noise(layer, rng, 3.0), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path

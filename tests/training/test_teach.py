@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from convert.training.teach import teach
@@ -59,3 +60,23 @@ def test_a_new_item_with_too_few_answers_or_no_bin_is_refused_saying_what_is_mis
     with pytest.raises(SmartbinError, match=f"{NEW}: no bin for it yet"):
         teach(nobin, split_bundle_dir, dataset_dir, tmp_path / "out", tmp_path / "cache")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_head_that_sorts_the_held_out_items_worse_is_refused_and_not_kept(
+    tmp_path: Path, split_bundle_dir: Path, dataset_dir: Path
+):
+    """A known item answered as a new one (a person's mistake): the new head sends that item's held-out pictures
+    to the new class's bin, and the hold-out gate refuses it."""
+    from edge.formats.classbins import write_bins
+    from edge.sources.scene import render_sample
+    from tests.support import CLASSES, IMG_SIZE
+
+    known = Bundle.open(split_bundle_dir).manifest.labels[0]
+    rng = np.random.default_rng(5)
+    pictures = np.stack([render_sample(0, CLASSES, IMG_SIZE, rng) for _ in range(20)])
+    answered_samples(samples := tmp_path / "answers", split_bundle_dir, pictures)
+    write_bins(samples, {NEW: next(b for b in ("kitchen", "hazardous", "other") if b != known.bin)})
+    out = tmp_path / "taught"
+    command = ["head", "train", str(samples), "--bundle", str(split_bundle_dir), "--data", str(dataset_dir)]
+    assert main([*command, "--out", str(out), "--cache", str(tmp_path / "cache"), "--holdout", str(dataset_dir)]) == 1
+    assert not out.exists()
