@@ -165,6 +165,8 @@ class ReviewHandler(JsonHandler):
             rule = check_rule(replace(DEFAULTS, **{a: type(getattr(DEFAULTS, a))(v) for a, v in given.items()}))
         except (TypeError, OverflowError, SmartbinError) as exc:
             raise ValueError(str(exc)) from None
+        if jobs[0].kind == "head":  # the items of what was just taught are meant to change bin
+            rule = replace(rule, expect_labels=[*rule.expect_labels, *self.trainer.taught_labels(jobs[0])])
         request = Request(stages, rule, head_only=jobs[0].kind == "head")
         self.fleet.start(self.trainer.folder(jobs[0].id), Path(jobs[0].bundle), request)
         return {"started": jobs[0].id}

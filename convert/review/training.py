@@ -101,6 +101,14 @@ class Trainer:
 
         return Bundle.open(self.setup.serving).manifest.head is not None
 
+    def taught_labels(self, job: JobState) -> list[str]:
+        """The classes a head job added to the bins' ones: their items are meant to go elsewhere now (the rollout's
+        shadow counts them as expected changes, not as flips)."""
+        from edge.formats.bundle import Bundle
+
+        known = {e.name for e in Bundle.open(self.setup.serving).manifest.labels}
+        return [e.name for e in Bundle.open(job.bundle).manifest.labels if e.name not in known] if job.bundle else []
+
     def start(self, kind: str = "full") -> JobState:
         """A new job in the background (``kind`` head: a new head only); SmartbinError while one runs, ValueError
         for a kind this station cannot run."""
