@@ -57,6 +57,43 @@ def serve_update(bundle: Path, taught: Path, work: Path) -> float:
     return time.perf_counter() - started
 
 
+def canary_serving(bundle: Path, taught: Path, work: Path, name: str) -> float:
+    """Seconds from `smartbin fleet rollout --head-only` started to a real daemon (the first stage's canary, on
+    ``bundle``, a synthetic camera) serving the taught head, over a local mosquitto; the shadow runs 3 items."""
+    import json
+    import subprocess
+
+    from edge.tools.localbroker import LocalBroker
+    from tests.support import ROOT, poll, write_config
+    from tests.support.mqtt_client import Subscriber
+
+    with LocalBroker(workdir=work / "broker") as broker:
+        config = write_config(work / "bin.yaml", bundle.resolve(), "synthetic://?items=0&fps=10&empty=6&present=6",
+                              broker.port, model__variant="int8", model__backend="litert")  # fmt: skip
+        sub = Subscriber(broker.port, "smartbin/+/model")
+        daemon = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config)], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        names = lambda: [json.loads(m.payload)["name"] for m in sub.on("model")]  # noqa: E731
+        try:
+            assert poll(names, 120), "the bin did not start"
+            command = [sys.executable, "-m", "edge.cli", "fleet", "rollout", str(taught), "--head-only",
+                       "--broker", f"127.0.0.1:{broker.port}", "--serve", "127.0.0.1:0", "--stages", "1",
+                       "--shadow-items", "3", "--watch", "2", "--min-frames", "5", "--expect-labels", name]  # fmt: skip
+            started = time.perf_counter()
+            rollout = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            new_name = json.loads((taught / "manifest.json").read_text())["name"]
+            served = poll(lambda: new_name in names(), 300)
+            seconds = time.perf_counter() - started
+            rollout.wait(300)
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+            sub.close()
+    if not served:
+        raise SystemExit("the canary did not switch to the taught head")
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name in ("--bundle", "--data", "--holdout", "--new"):
@@ -74,6 +111,7 @@ def main() -> int:
         gate = hold_out(warm.bundle, bundle, holdout, "int8")
         gated_s = time.perf_counter() - started
         serve_s = serve_update(bundle, warm.bundle, work)
+        canary_s = canary_serving(bundle, warm.bundle, work, cold.added[0])
         head_bytes = (work / "head.tar").stat().st_size
         pack(warm.bundle, work / "whole.tar", variants=["int8"])
         whole_bytes = (work / "whole.tar").stat().st_size
@@ -88,6 +126,8 @@ def main() -> int:
     print(f"answers -> gated head (cached, with the hold-out gate): {gated_s:.1f} s (goal 60 s, with the rollout)")
     print(f"bytes to a bin: head alone {head_bytes / 1e6:.1f} MB, whole bundle {whole_bytes / 1e6:.1f} MB")
     print(f"a bin from the archive to serving the head: {serve_s:.2f} s (no backbone loaded, no engine built)")
+    print(f"rollout started -> the canary serving it (3 items in its shadow first): {canary_s:.1f} s")
+    print(f"answers -> gated head -> the canary serving it: {gated_s + canary_s:.1f} s (goal 60 s)")
     print(f"new item recall on {len(seen)} pictures not taught on: {recall:.0%}")
     print(gate.line() + (f"; refused: {gate.refusal}" if gate.refusal else "; passed"))
     return 0
