@@ -26,7 +26,7 @@ def cmd_head_train(args: argparse.Namespace) -> int:
     if args.holdout:
         from edge.fleet.gate import hold_out
 
-        gate = hold_out(out, Path(args.bundle), Path(args.holdout), "int8")
+        gate = hold_out(out, Path(args.bundle), Path(args.holdout), taught.variant)
         print(gate.line())
         if gate.refusal and not args.force:
             shutil.rmtree(out)

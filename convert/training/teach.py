@@ -44,6 +44,7 @@ class Taught:
     examples: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
     computed: int = 0  # training images passed through the backbone (0: all cached)
+    variant: str = "int8"  # the backbone variant the bins run, whose features it was trained on
 
 
 def backbone_features(bundle: Bundle, variant: str, images: list[Path], cache: Path) -> tuple[np.ndarray, int]:
@@ -70,10 +71,10 @@ def backbone_features(bundle: Bundle, variant: str, images: list[Path], cache: P
     return np.stack([known[d] for d in digests]).astype(np.float32), len(missing)
 
 
-def answered_features(folder: Path, backbone: str) -> list[tuple[str, np.ndarray]]:
-    """(answered label, features) of each sample in the review folder answered as an item, whose features
-    came from ``backbone`` (a sample of another backbone says nothing about this one)."""
-    found = []
+def answered_features(folder: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Per backbone (its file's sha256): (answered label, features) of each sample in the review folder answered
+    as an item (a sample of another backbone says nothing about this one)."""
+    found: dict[str, list[tuple[str, np.ndarray]]] = {}
     for path in sorted(folder.glob("*.json")):
         try:
             sample = Sample.model_validate_json(path.read_bytes())
@@ -83,9 +84,18 @@ def answered_features(folder: Path, backbone: str) -> list[tuple[str, np.ndarray
         answer, features = sample.correction, sample.features
         if answer is None or answer.verdict != "item" or not answer.label or features is None:
             continue
-        if features.backbone == backbone:
-            found.append((answer.label, features.values()))
+        found.setdefault(features.backbone, []).append((answer.label, features.values()))
     return found
+
+
+def serving_variant(bundle: Bundle, answered: dict[str, list]) -> str:
+    """The variant whose backbone made most of the answered samples' features (the one the bins run: int8 on
+    a CPU, onnx on a Jetson), else int8, else the bundle's first."""
+    by_sha = {entry.sha256: name for name, entry in bundle.manifest.variants.items()}
+    counted = sorted(((len(rows), by_sha[sha]) for sha, rows in answered.items() if sha in by_sha), reverse=True)
+    if counted:
+        return counted[0][1]
+    return "int8" if "int8" in bundle.manifest.variants else bundle.variant_names()[0]
 
 
 def train_head(head: Head, x: np.ndarray, y: np.ndarray, classes: int, epochs: int, seed: int) -> Head:
@@ -125,8 +135,9 @@ def teach(samples: Path, serving: Path, data: Path, out: Path, cache: Path, epoc
     head = bundle.head()
     if head is None:
         raise SmartbinError(f"{serving}: not a bundle in two parts (smartbin convert --split-head): no head to teach")
-    variant = "int8" if "int8" in bundle.manifest.variants else bundle.variant_names()[0]
-    answered = answered_features(samples, bundle.manifest.variants[variant].sha256)
+    by_backbone = answered_features(samples)
+    variant = serving_variant(bundle, by_backbone)
+    answered = by_backbone.get(bundle.manifest.variants[variant].sha256, [])
     labels = [LabelEntry(index=e.index, name=e.name, bin=e.bin) for e in bundle.manifest.labels]
     added = _new_classes(samples, labels, answered)
     index = {normalise(e.name): e.index for e in labels}
@@ -142,7 +153,7 @@ def teach(samples: Path, serving: Path, data: Path, out: Path, cache: Path, epoc
     write_taught(bundle, out, labels, trained, variant)
     counts = {e.name: int((y == e.index).sum()) for e in labels}
     seconds = {"features": features_s, "train": train_s, "total": time.perf_counter() - started}
-    return Taught(out, [e.name for e in added], counts, seconds, computed)
+    return Taught(out, [e.name for e in added], counts, seconds, computed, variant)
 
 
 def _new_classes(samples: Path, labels: list[LabelEntry], answered: list[tuple[str, np.ndarray]]) -> list[LabelEntry]:

@@ -27,16 +27,18 @@ def new_item(count: int, seed: int) -> np.ndarray:
     return np.stack([render_sample(CLASSES, CLASSES + 1, IMG_SIZE, rng) for _ in range(count)])
 
 
-def answered_samples(folder: Path, bundle: Path, images: np.ndarray, answered: bool = True) -> None:
+def answered_samples(
+    folder: Path, bundle: Path, images: np.ndarray, answered: bool = True, variant: str = "int8"
+) -> None:
     """The samples a bin keeps of those pictures (the JPEG, its JSON with the serving backbone's features, as
     the daemon writes them), answered at the review station as the new item, which is given a bin."""
     folder.mkdir(parents=True)
-    engine = Classifier(bundle, backend="litert", variant="int8").engine
-    backbone = Bundle.open(bundle).manifest.variants["int8"].sha256
+    engine = Classifier(bundle, variant=variant).engine  # the bins' engine: int8 on LiteRT, onnx on a Jetson
+    backbone = Bundle.open(bundle).manifest.variants[variant].sha256
     for n, image in enumerate(images):
         sample_id = f"{1796600000000 + n:015d}-{n:012x}"
         engine.infer(image[None])
-        features = Features.of(engine.features[0], backbone, "int8")
+        features = Features.of(engine.features[0], backbone, variant)
         answer = Correction(label=NEW, ts=time.time(), verdict="item", by="review") if answered else None
         sample = Sample(event_id=f"{n:032x}", ts=time.time(), features=features, correction=answer)
         write_jpeg(folder / f"{sample_id}.jpg", image)

@@ -44,7 +44,11 @@ def test_a_new_item_answered_at_the_review_station_becomes_a_class_of_a_new_head
 
     # a second teach: the training set's features come from the cache, none through the backbone
     again = teach(samples, split_bundle_dir, dataset_dir, tmp_path / "again", cache)
-    assert again.computed == 0 and again.added == [NEW]
+    assert again.computed == 0 and again.added == [NEW] and again.variant == "int8"
+    # samples of bins that run another backbone variant (a Jetson's onnx): the head is taught on that one's features
+    answered_samples(onnx := tmp_path / "onnx-answers", split_bundle_dir, new_item(20, seed=1), variant="onnx")
+    jetson = teach(onnx, split_bundle_dir, dataset_dir, tmp_path / "jetson", cache)
+    assert jetson.variant == "onnx" and jetson.added == [NEW] and jetson.computed > 0  # its own cache, by backbone
 
 
 def test_a_new_item_with_too_few_answers_or_no_bin_is_refused_saying_what_is_missing(
