@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.export.split import write_head
 from edge.errors import SmartbinError
-from edge.formats.bundle import MANIFEST_FILE, AcceptanceFile, Bundle, HeadFile, LabelEntry, sha256_file
+from edge.formats.bundle import MANIFEST_FILE, AcceptanceFile, Bundle, LabelEntry, sha256_file
 from edge.formats.classbins import BINS_FILE, normalise, read_bins_file
 from edge.formats.dataset import LabelledImage, load_dataset
-from edge.formats.head import HEAD_FILE, Head
+from edge.formats.head import Head
 from edge.runtime import open_engine
-from edge.system.atomic import write_atomic
+from edge.system.atomic import link_or_copy, write_atomic
 from edge.vision.preprocess import load_images
 from edge.wire.payloads import Sample
 
@@ -184,11 +185,7 @@ def write_taught(bundle: Bundle, out: Path, labels: list[LabelEntry], head: Head
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for entry in bundle.manifest.variants.values():
-        try:
-            os.link(bundle.path / entry.file, staging / entry.file)
-        except OSError:
-            shutil.copyfile(bundle.path / entry.file, staging / entry.file)
-    head.save(staging / HEAD_FILE)
+        link_or_copy(bundle.path / entry.file, staging / entry.file)
     images, _ = bundle.acceptance()
     reference = next((v for v in ("float32", "onnx") if v in bundle.manifest.variants), variant)
     backbone = open_engine(bundle, "auto", reference).backbone
@@ -198,8 +195,7 @@ def write_taught(bundle: Bundle, out: Path, labels: list[LabelEntry], head: Head
     manifest.labels, manifest.probes = labels, {}
     manifest.name = f"{manifest.name}+" + "+".join(e.name for e in labels[len(bundle.manifest.labels) :])
     manifest.created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    path = staging / HEAD_FILE
-    manifest.head = HeadFile(file=HEAD_FILE, sha256=sha256_file(path), size=path.stat().st_size, features=head.features)
+    manifest.head = write_head(head, staging)
     path = staging / "acceptance.npz"
     manifest.acceptance = AcceptanceFile(
         file=path.name, sha256=sha256_file(path), size=path.stat().st_size, images=len(images)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import io
 import json
-import os
 import shutil
 import tarfile
 from datetime import datetime
@@ -19,7 +18,7 @@ from pathlib import Path
 from edge.errors import BundleError
 from edge.formats.bundle import MANIFEST_FILE, Bundle, Manifest, listed_files, parse_manifest, sha256_file
 from edge.formats.signing import SIGNATURE_FILE, sign, verify_manifest
-from edge.system.atomic import atomic_output
+from edge.system.atomic import atomic_output, link_or_copy
 
 # Written by `smartbin convert` beside the models and not listed in the manifest: a person's reading only.
 REPORT_FILES = ("quantization.md", "quantization.json")
@@ -163,10 +162,7 @@ def _from_base(archive: Path, manifest: Manifest, base: Bundle, dest: Path, extr
                 f"{archive}: {entry.file} is neither in the archive nor the same file in the serving bundle "
                 f"{base.path.name} (a head update made for another backbone)"
             )
-        try:
-            os.link(base.path / entry.file, dest / entry.file)  # the same bytes, no second copy on the card
-        except OSError:
-            shutil.copyfile(base.path / entry.file, dest / entry.file)
+        link_or_copy(base.path / entry.file, dest / entry.file)
 
 
 def _check_members(

@@ -1,6 +1,7 @@
 """A bundle in two parts as one engine: the backbone variant (features out) in its runtime, then the bundle's
-head in numpy (edge/formats/head.py). To everything above it, an engine of class probabilities; its head can be
-replaced while it serves, the backbone (and a TensorRT engine built for it) untouched."""
+head in numpy (edge/formats/head.py). To everything above it, an engine of class probabilities; another head is
+another engine on the same backbone (``with_head``), which serves in its place, the backbone (and a TensorRT
+engine built for it) untouched."""
 
 from __future__ import annotations
 
@@ -28,24 +29,15 @@ class HeadedEngine(Engine):
         self.input_shape, self.input_dtype = backbone.input_shape, getattr(backbone, "input_dtype", np.uint8)
         self.num_classes = head.classes
         self.features: np.ndarray | None = None  # the last batch's features (kept beside a sample)
-        self._lock = threading.Lock()  # a head replaced between a batch's features and its probabilities: never
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         with self.shared:
-            features = self.backbone.infer(batch)
-        with self._lock:
-            self.features = features
-            return self.head.apply(features)
+            self.features = self.backbone.infer(batch)
+        return self.head.apply(self.features)
 
     def with_head(self, head: Head) -> HeadedEngine:
         """Another engine on the same backbone (nothing loaded or built), with ``head``."""
         return HeadedEngine(self.backbone, head, self.shared)
-
-    def replace_head(self, head: Head) -> None:
-        """Another head from the next frame on (same features width: checked by its bundle)."""
-        with self._lock:
-            self.head = head
-            self.num_classes = head.classes
 
     def flops(self) -> int | None:
         backbone = self.backbone.flops()

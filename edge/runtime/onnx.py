@@ -11,6 +11,7 @@ import numpy as np
 
 from edge.errors import BundleError
 from edge.runtime.base import NO_DELEGATE, Engine
+from edge.system.atomic import link_or_copy
 from edge.system.cpu import is_x86, x86_int8_dot_product
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,7 @@ def share_engine_cache(source: Path, dest: Path) -> None:
     (dest / CACHE_DIR).mkdir(exist_ok=True)
     for file in cache.iterdir():
         if file.is_file():
-            try:
-                os.link(file, dest / CACHE_DIR / file.name)
-            except OSError:
-                shutil.copyfile(file, dest / CACHE_DIR / file.name)
+            link_or_copy(file, dest / CACHE_DIR / file.name)
 
 
 def finish_engine_cache(building: Path, cache: Path) -> None:

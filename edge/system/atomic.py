@@ -4,6 +4,7 @@ hidden temporary name beside the target, flushed to the disk, then renamed over 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,3 +33,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     """``path`` holds ``data``, whole, or what it held before."""
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """``dest`` as the same bytes as ``source``: a hard link (no second copy on the card), or a copy where the
+    file system will not link (another device, no hard links)."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
