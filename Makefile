@@ -104,7 +104,8 @@ samples-link: $(SMALL_BUNDLE)/manifest.json
 
 # Teaching the bins a new item (tests/scenarios/teach_minute.py): a 224 px ResNet50 in two parts trained on
 # 3,000 patches of scikit-image's photographs (made once in teach-output/, ~15 min on 2 cores), a new item
-# (another photograph) taught from 20 answers: the times, bytes and recall side by side.
+# (another photograph) taught from 20 answers: the times, bytes and recall side by side, against the same item
+# taught by a full fine-tune (train again with the run's recipe and an epoch of the last stage, ~8 min).
 TEACH := teach-output
 $(TEACH)/bundle/manifest.json: $(STAMP)
 	$(BIN)/python -c "import sys; sys.path.insert(0, '.'); from tests.support.realimages import write_photo_patches as w; \
@@ -115,7 +116,7 @@ $(TEACH)/bundle/manifest.json: $(STAMP)
 		--epochs 3 --val-fraction 0.1 --feature-cache $(TEACH)/features --feature-passes 1
 	$(BIN)/smartbin convert $(TEACH)/run --out $(TEACH)/bundle --variants float32,int8 --split-head --no-probes
 teach-minute: $(TEACH)/bundle/manifest.json
-	$(BIN)/python tests/scenarios/teach_minute.py --bundle $(TEACH)/bundle --data $(TEACH)/data \
+	$(BIN)/python tests/scenarios/teach_minute.py --bundle $(TEACH)/bundle --run $(TEACH)/run --data $(TEACH)/data \
 		--holdout $(TEACH)/holdout --new $(TEACH)/new
 
 # A bin's first month compressed (broker outage, actuator restart, a light, a bag, the camera lost, SIGKILL):

@@ -48,6 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         feature_cache=args.feature_cache,
         feature_passes=args.feature_passes,
         force=args.force,
+        class_weights=args.class_weights,
     )
     out = train(config)
     if out is None:
@@ -215,6 +216,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--force",
         action="store_true",
         help="train even when a class has no bin (it goes to other) or every class goes to one bin",
+    )
+    p.add_argument(
+        "--class-weights",
+        default="even",
+        choices=["even", "none"],
+        help="even: every class weighs as much in the loss however many images it has (20 answers of a new item "
+        "beside 300 of each old class); none: every image the same, a class's share of the images is its prior",
     )
     p.add_argument(
         "--bn-batches",

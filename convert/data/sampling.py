@@ -43,6 +43,14 @@ def stratified_split(
     return train, val
 
 
+def even_class_weights(labels: list[int] | np.ndarray, classes: int) -> dict[int, float]:
+    """Keras ``class_weight`` that weighs every class as much in the loss, however many images it has: 20
+    pulled samples of a new item beside 300 of each old class are otherwise outvoted until the model never
+    names it. Classes with no image get none."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=classes)
+    return {c: float(len(labels) / (classes * n)) for c, n in enumerate(counts) if n}
+
+
 @dataclass
 class CheckReport:
     """What `smartbin dataset check` found."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.data.sampling import even_class_weights
 from convert.export.split import write_head
 from edge.errors import SmartbinError
 from edge.formats.bundle import MANIFEST_FILE, AcceptanceFile, Bundle, LabelEntry, sha256_file
@@ -120,9 +121,8 @@ def train_head(head: Head, x: np.ndarray, y: np.ndarray, classes: int, epochs: i
         if i == len(layers) - 1:
             kernel[:, old:] *= 0.1
         layer.set_weights([kernel, bias])
-    counts = np.bincount(y, minlength=classes).astype(np.float64)
-    weights = {c: float(len(y) / (classes * n)) for c, n in enumerate(counts) if n}
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    weights = even_class_weights(y, classes)
     model.fit(x, y, epochs=epochs, batch_size=64, class_weight=weights, verbose=0, shuffle=True)
     trained = [layer.get_weights() for layer in layers]
     return Head([w for w, _ in trained], [b for _, b in trained], list(head.activations))

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from convert.data.sampling import stratified_split
+from convert.data.sampling import even_class_weights, stratified_split
 from convert.evaluation.report import write_report
 from convert.quantization.batchnorm import reestimate_batchnorm
 from convert.training.backbones import DEFAULT_BACKBONE
@@ -59,6 +59,7 @@ class TrainConfig:
     feature_cache: str | None = None  # a frozen backbone's features kept here (convert/training/features.py)
     feature_passes: int = 0  # augmentation passes the cache holds (0: one per epoch)
     force: bool = False  # train even when classes have no bin or all share one
+    class_weights: str = "even"  # or none: each image weighs the same (convert/data/sampling.even_class_weights)
 
     @property
     def cache_passes(self) -> int:
@@ -259,8 +260,10 @@ def _fit(
     verbose = 1 if sys.stderr.isatty() else 2
     classes, images = int(model.output_shape[-1]), len(samples[0])
     frozen = not backbone.trainable
+    labels = [s.label for s in samples[0]]
+    weights = even_class_weights(labels, classes) if config.class_weights == "even" else None
     if heads_on_cache(config, frozen, replicas):
-        history, figures = _fit_head_on_features(model, config, samples, out, verbose)
+        history, figures = _fit_head_on_features(model, config, samples, out, verbose, weights)
     else:
         _compile(model, config.learning_rate * replicas, classes)
         speed = Throughput("head" if frozen else "whole model", images)
@@ -268,6 +271,7 @@ def _fit(
             train_ds,
             validation_data=val_ds,
             epochs=config.epochs,
+            class_weight=weights,
             callbacks=[*_callbacks(out, False), speed],
             verbose=verbose,
         )
@@ -283,6 +287,7 @@ def _fit(
             validation_data=val_ds,
             initial_epoch=config.epochs,
             epochs=config.epochs + config.fine_tune_epochs,
+            class_weight=weights,
             callbacks=[*_callbacks(out, True, best), speed],
             verbose=verbose,
         )
@@ -296,8 +301,10 @@ def _fit_head_on_features(
     samples: tuple[list[LabelledImage], list[LabelledImage]],
     out: Path,
     verbose: int,
+    weights: dict[int, float] | None,
 ) -> tuple[keras.callbacks.History, list[dict]]:
-    """The head phase on cached backbone features: epoch e trains on augmentation pass e mod passes.
+    """The head phase on cached backbone features, classes weighed by ``weights``: epoch e trains on
+    augmentation pass e mod passes.
     Returns its history and the throughput of computing the features and of training on them."""
     train_samples, val_samples = samples
     cache = FeatureCache(config.feature_cache, model, config.img_size, config.batch_size, config.seed)
@@ -323,6 +330,7 @@ def _fit_head_on_features(
         validation_data=val,
         epochs=config.epochs,
         steps_per_epoch=-(-len(labels) // config.batch_size),
+        class_weight=weights,
         callbacks=[*_callbacks(out, False, whole=model), speed],
         verbose=verbose,
     )

@@ -15,7 +15,7 @@ from edge.formats.classbins import write_bins
 from edge.formats.images import write_jpeg
 from edge.sources.scene import render_sample
 from edge.wire.features import Features
-from edge.wire.payloads import Correction, Sample
+from edge.wire.payloads import Correction, Sample, top_k
 from tests.support import CLASSES, IMG_SIZE
 
 NEW = "café cup"
@@ -33,14 +33,16 @@ def answered_samples(
     """The samples a bin keeps of those pictures (the JPEG, its JSON with the serving backbone's features, as
     the daemon writes them), answered at the review station as the new item, which is given a bin."""
     folder.mkdir(parents=True)
-    engine = Classifier(bundle, variant=variant).engine  # the bins' engine: int8 on LiteRT, onnx on a Jetson
+    classifier = Classifier(bundle, variant=variant)  # the bins' engine: int8 on LiteRT, onnx on a Jetson
     backbone = Bundle.open(bundle).manifest.variants[variant].sha256
     for n, image in enumerate(images):
         sample_id = f"{1796600000000 + n:015d}-{n:012x}"
-        engine.infer(image[None])
-        features = Features.of(engine.features[0], backbone, variant)
+        guess = classifier.classify(image)  # the bin's own label for it, a class it knows
+        features = Features.of(guess.features, backbone, variant)
         answer = Correction(label=NEW, ts=time.time(), verdict="item", by="review") if answered else None
-        sample = Sample(event_id=f"{n:032x}", ts=time.time(), features=features, correction=answer)
+        sample = Sample(event_id=f"{n:032x}", ts=time.time(), features=features, correction=answer,
+                        label=guess.label.name, label_index=guess.label.index, bin=guess.bin,
+                        confidence=round(guess.confidence, 4), top_k=top_k(guess))  # fmt: skip
         write_jpeg(folder / f"{sample_id}.jpg", image)
         (folder / f"{sample_id}.json").write_text(sample.model_dump_json())
     if answered:  # else the person answers at the page, and gives the new item its bin there

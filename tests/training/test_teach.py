@@ -97,3 +97,30 @@ def test_a_head_that_sorts_the_held_out_items_worse_is_refused_and_not_kept(
     command = ["head", "train", str(samples), "--bundle", str(split_bundle_dir), "--data", str(partial)]
     assert main([*command, "--out", str(out), "--cache", str(tmp_path / "cache"), "--holdout", str(holdout)]) == 1
     assert not out.exists()
+
+
+def test_a_full_training_run_learns_a_new_item_from_a_few_pulled_answers(
+    tmp_path: Path, split_bundle_dir: Path, dataset_dir: Path, weights_file: Path
+):
+    """The answers pulled as a dataset beside the training set (8 pictures against 24 of each old class): with
+    every class weighing the same in the loss the run names the new item far more often than when every image
+    weighs the same, where the old classes outvote it."""
+    import json
+
+    from convert.training.model import load_model
+    from edge.vision.preprocess import prepare
+    from tests.support import BACKBONE, IMG_SIZE
+
+    answered_samples(answers := tmp_path / "answers", split_bundle_dir, new_item(8, seed=1))
+    assert main(["samples", "pull", str(answers), "--out", str(pulled := tmp_path / "pulled")]) == 0
+    pictures = np.stack([prepare(image, IMG_SIZE, IMG_SIZE) for image in new_item(40, seed=7)])
+    recall = {}
+    for weighing in ("even", "none"):
+        run = ["train", "--data", str(dataset_dir), "--data", str(pulled), "--out", str(out := tmp_path / weighing)]
+        run += ["--weights", str(weights_file), "--backbone", BACKBONE, "--img-size", str(IMG_SIZE), "--epochs", "3"]
+        assert main([*run, "--val-fraction", "0.25", "--class-weights", weighing]) == 0
+        index = next(e["index"] for e in json.loads((out / "labels.json").read_text()) if e["name"] == NEW)
+        recall[weighing] = float(
+            (load_model(out / "model.keras").predict(pictures, verbose=0).argmax(1) == index).mean()
+        )
+    assert recall["even"] >= 0.5 and recall["even"] > recall["none"] + 0.2, recall
