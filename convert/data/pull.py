@@ -61,7 +61,7 @@ def read_samples(source: Path) -> list[tuple[Path, Sample]]:
             reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else exc
             log.warning("skipped %s: %s", meta_path, reason)
             continue
-        if image.is_file() and meta.label:
+        if image.is_file() and (meta.label or meta.correction):  # a frame flagged before any decision has no label
             found.append((image, meta))
     if not found:
         raise DatasetError(f"{source}: no samples (<id>.jpg + <id>.json) in it")
@@ -112,7 +112,7 @@ def pull(source: str | Path, out: str | Path) -> dict:
     unreviewed = [
         (image, meta, meta.label)
         for image, meta in samples
-        if meta.correction is None or meta.correction.verdict == "unsure"
+        if meta.label and (meta.correction is None or meta.correction.verdict == "unsure")
     ]
     if reviewed:
         _write(out, reviewed, bins)

@@ -85,6 +85,27 @@ def test_the_store_stays_under_its_byte_cap_over_ten_thousand_frames(tmp_path: P
     assert results.count(True) == 4 and blocked.dropped == 6
 
 
+def test_a_frame_flagged_before_any_decision_and_answered_is_pulled_with_its_answer(tmp_path: Path):
+    """The operator flags a frame before the bin has classified anything (the sample has no label of the
+    bin's) and answers it at the review station: `samples pull` takes it with the answer, beside a labelled
+    decision left unanswered, instead of dropping it."""
+    config = SamplesConfig(path=tmp_path / "samples", min_free_bytes=0)
+    store = SampleStore(config, "other").start()
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    assert store.offer(Sample(event_id="flag-1-1796600000", ts=NOW), image, flagged=True)  # as flag() writes it
+    assert store.offer(Sample(**decision(2)), image)
+    deadline = time.monotonic() + 20
+    while store.counts()["written"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.correct("flag-1-1796600000", "cup")
+    store.stop()
+    assert main(["samples", "pull", str(config.path), "--out", str(out := tmp_path / "pulled")]) == 0
+    record = json.loads((out / "field_samples.json").read_text(encoding="utf-8"))
+    assert [(r["label"], r["reviewed"], r["predicted"]) for r in record] == [("cup", True, None)]
+    unreviewed = json.loads((out / "unreviewed" / "field_samples.json").read_text(encoding="utf-8"))
+    assert [(r["label"], r["reviewed"]) for r in unreviewed] == [("peel", False)]
+
+
 WRITER = """
 import sys, time, numpy as np
 from edge.cli import main
