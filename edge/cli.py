@@ -27,6 +27,11 @@ EXIT_RETRY = 75  # EX_TEMPFAIL: systemd restarts the unit (the daemon has waited
 EXIT_NO_PERMISSION = 77  # EX_NOPERM: a file this user may not read (sudo fixes it, not an edit)
 EXIT_CONFIG_ERROR = 78  # EX_CONFIG: systemd's RestartPreventExitStatus stops a restart loop on it
 
+# The packages only an extra brings (setup.py), and the extra: a command that needs one on an install without
+# it (a device's smartbin[edge] told to train) says which install runs it, not a traceback.
+EXTRA_OF = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "matplotlib": "train"}
+EXTRA_OF |= {"rich": "train", "onnxruntime": "onnx", "picamera2": "pi", "gpiozero": "pi"}
+
 
 # ---------------------------------------------------------------- device
 def _service(start: Callable[[str], int], config: str) -> int:
@@ -263,6 +268,16 @@ def main(argv: Sequence[str] | None = None, extensions: Sequence[Extension] | No
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        where = " (the workstation's)" if extra == "train" else ""
+        journal.print_error(
+            f"smartbin: error: this command needs {exc.name}, which this install does not have; "
+            f"install smartbin[{extra}]{where}: pip install 'smartbin[{extra}]'"
+        )
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -51,6 +51,19 @@ def test_device_commands_run_with_the_workstation_blocked():
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-1500:]
 
 
+def test_a_workstation_command_on_a_device_install_names_the_install_that_runs_it(tmp_path: Path):
+    """A device installs smartbin[edge]: `smartbin train` is there (the package is one) but TensorFlow and Keras
+    are not. The command says which install runs it, in one line, and writes nothing."""
+    absent = BLOCKER.replace('raise ImportError(f"blocked: {name}")', "raise ModuleNotFoundError(name, name=name)")
+    absent = absent.replace('"tf_keras", "convert"', '"tf_keras"')
+    train = ["train", "--data", str(ROOT / "tests"), "--out", str(out := tmp_path / "run")]
+    code = absent + f"from edge.cli import main\nsys.exit(main({train!r}))\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2, result.stderr[-1500:]
+    assert "Traceback" not in result.stderr and "pip install 'smartbin[train]'" in result.stderr
+    assert not out.exists()
+
+
 def test_cli_help_loads_no_tensorflow():
     code = (
         "import sys\nfrom edge.cli import main\n"
