@@ -27,7 +27,7 @@ from edge.system.identity import default_device_id
 from edge.system.paths import STATE_DIR
 from edge.vision.decision import PRESENCE, VoteSettings
 from edge.vision.preprocess import Roi
-from edge.wire.topics import device_base
+from edge.wire.topics import FLEET, device_base
 
 VOTE = VoteSettings()
 BACKEND_NAMES = ("auto", *BACKENDS)
@@ -268,6 +268,13 @@ class Config(Strict):
     web: WebConfig = WebConfig()
     actuator: ActuatorConfig = ActuatorConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("device_id")
+    @classmethod
+    def not_the_fleets(cls, value: str) -> str:
+        if value == FLEET:  # a bin there would read and overwrite the rollout's lock and record
+            raise ValueError(f"{FLEET} is the fleet's own topic level (<prefix>/{FLEET}/…); name the bin otherwise")
+        return value
 
     @property
     def topic_base(self) -> str:

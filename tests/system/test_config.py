@@ -114,6 +114,11 @@ CASES = [
     ),
     ("bad device id", edit(lambda d: d.update(device_id="bin/1")), ["device_id: 'bin/1' is not valid"]),
     (
+        "the fleet's topic level as a device id",
+        edit(lambda d: d.update(device_id="_fleet")),
+        ["device_id: '_fleet' is not valid", "the fleet's own topic level"],
+    ),
+    (
         "wildcard prefix",
         edit(lambda d: d["mqtt"].update(topic_prefix="bins/#")),
         ["mqtt.topic_prefix: 'bins/#' is not valid", "no '#', '+'"],
