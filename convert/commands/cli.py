@@ -212,6 +212,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--feature-passes", type=int, default=0, help="augmentation passes the cache holds (default: one per epoch)"
     )
+    _add_train_balance(p)
+
+
+def _add_train_balance(p: argparse.ArgumentParser) -> None:
+    """train's options on how the classes and the BatchNorms come out."""
     p.add_argument(
         "--force",
         action="store_true",
