@@ -131,9 +131,13 @@ clean-install-check: $(SMALL_BUNDLE)/manifest.json $(WHEELS)/.done
 	bash tests/clean_install_check.sh $(SMALL_BUNDLE) $(WHEELS)
 
 # Not in CI (minutes under emulation): smartbin[edge] installed and run on aarch64 code (qemu-user,
-# a debootstrapped Debian arm64 root cached in .cache/arm64-root). Root; see tests/arm64_check.sh.
-arm64-check: $(SMALL_BUNDLE)/manifest.json
-	bash tests/arm64_check.sh $(SMALL_BUNDLE) "$$($(BIN)/python -c 'import matplotlib.cbook as c; print(c.get_sample_data("grace_hopper.jpg", asfileobj=False))')" $(BIN)/python
+# a debootstrapped Debian arm64 root cached in .cache/arm64-root), a bundle in two parts too. Root; see
+# tests/arm64_check.sh.
+SPLIT_BUNDLE := soak-output/bundle-split
+$(SPLIT_BUNDLE)/manifest.json: $(SMALL_BUNDLE)/manifest.json
+	$(BIN)/smartbin convert soak-output/run --out $(SPLIT_BUNDLE) --variants float32,int8 --split-head
+arm64-check: $(SMALL_BUNDLE)/manifest.json $(SPLIT_BUNDLE)/manifest.json
+	bash tests/arm64_check.sh $(SMALL_BUNDLE) "$$($(BIN)/python -c 'import matplotlib.cbook as c; print(c.get_sample_data("grace_hopper.jpg", asfileobj=False))')" $(BIN)/python $(SPLIT_BUNDLE)
 
 # Not in CI (installs from pip's index): constraints/jetson.txt in a Python 3.10 venv as JetPack 6 has it
 # (numpy 1.x, OpenCV from outside smartbin), predicting as this venv does with LiteRT and ONNX Runtime.

@@ -4,16 +4,18 @@
 # A Debian arm64 root (debootstrap, cached in .cache/arm64-root) run under qemu-user-static:
 # `pip install ".[edge]"` must resolve and install there, `smartbin predict` must give the same
 # top-1 as this machine does on a real photograph (matplotlib's Grace Hopper), and
-# `edge/bench.py --modes invoke` must run the int8 bundle on LiteRT. Timings under emulation mean
-# nothing, so none are printed. Needs root, network for the first debootstrap and pip install,
+# `edge/bench.py --modes invoke` must run the int8 bundle on LiteRT, and a bundle in two parts (the
+# backbone on LiteRT, the head in numpy) must give the same top-1 there as here too. Timings under
+# emulation mean nothing, so none are printed. Needs root, network for the first debootstrap and pip install,
 # and: apt-get install binfmt-support debootstrap; apt-get install -t bookworm-backports qemu-user-static.
 #
-#   tests/arm64_check.sh BUNDLE IMAGE HOST_PYTHON
+#   tests/arm64_check.sh BUNDLE IMAGE HOST_PYTHON [SPLIT_BUNDLE]
 set -euo pipefail
 
 BUNDLE=${1:?bundle folder}
 IMAGE=${2:?a real photograph}
 HOST_PYTHON=${3:?the host venv python}
+SPLIT=${4:-}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 ROOTFS="$SRC/.cache/arm64-root"
 die() { echo "arm64-check: $*" >&2; exit 2; }
@@ -47,10 +49,11 @@ if [ ! -x "$ROOTFS/usr/bin/python3" ]; then
 fi
 
 # 3. the source, the bundle and the image inside; the host's name resolution and pip settings for the install
-rm -rf "$ROOTFS/root/src" "$ROOTFS/root/bundle" "$ROOTFS/root/images"
+rm -rf "$ROOTFS/root/src" "$ROOTFS/root/bundle" "$ROOTFS/root/split" "$ROOTFS/root/images"
 mkdir -p "$ROOTFS/root/src" "$ROOTFS/root/images" "$ROOTFS/root/.config"
 (cd "$SRC" && git ls-files -z | tar --null -T - -cf -) | tar -xf - -C "$ROOTFS/root/src"
 cp -r "$BUNDLE" "$ROOTFS/root/bundle"
+[ -z "$SPLIT" ] || cp -r "$SPLIT" "$ROOTFS/root/split"
 cp "$IMAGE" "$ROOTFS/root/images/"
 cp -L /etc/resolv.conf /etc/hosts "$ROOTFS/etc/"
 cp -L /etc/ssl/certs/ca-certificates.crt "$ROOTFS/etc/ssl/certs/"  # trust what this host's pip trusts (a mirror's CA)
@@ -79,19 +82,25 @@ inside pip install --quiet --upgrade -c /root/src/constraints/aarch64.txt "/root
 versions=$(inside python -c 'import importlib.metadata as m; print(" ".join(f"{p}=={m.version(p)}" for p in ("smartbin", "ai-edge-litert", "numpy", "opencv-python-headless")))')
 echo "installed on aarch64: $versions"
 
-# 5. the same photograph, the same bundle: the same top-1 on aarch64 kernels as on this machine's
+# 5. the same photograph, the same bundle: the same top-1 on aarch64 kernels as on this machine's; for a
+#    bundle in two parts too (its head runs in numpy's aarch64 loops)
 name=$(basename "$IMAGE")
-arm=$(inside smartbin predict /root/bundle "/root/images/$name" --json)
-host=$("$HOST_PYTHON" -m edge.cli predict "$BUNDLE" "$IMAGE" --json)
-python3 - "$arm" "$host" "$name" "$(uname -m)" <<'EOF'
+same_prediction() {  # what: the bundle's name; inside and host: its folder there and here
+  local arm host
+  arm=$(inside smartbin predict "$2" "/root/images/$name" --json)
+  host=$("$HOST_PYTHON" -m edge.cli predict "$3" "$IMAGE" --json)
+  python3 - "$arm" "$host" "$name" "$(uname -m)" "$1" <<'EOF'
 import json, sys
 arm, host = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"predict {sys.argv[3]}: aarch64 {arm['label']} ({arm['confidence']:.3f}), "
+print(f"predict {sys.argv[3]} with {sys.argv[5]}: aarch64 {arm['label']} ({arm['confidence']:.3f}), "
       f"{sys.argv[4]} {host['label']} ({host['confidence']:.3f})")
 assert arm["label"] == host["label"], "top-1 differs between aarch64 and this machine"
 # the same int8 arithmetic: at most a few quantization steps (1/256) apart
 assert abs(arm["confidence"] - host["confidence"]) <= 0.02, "confidence differs by more than 0.02"
 EOF
+}
+same_prediction "the bundle" /root/bundle "$BUNDLE"
+[ -z "$SPLIT" ] || same_prediction "the bundle in two parts" /root/split "$SPLIT"
 
 # 6. the benchmark's invoke mode on the int8 model (timings are not figures under emulation: not shown)
 inside python /root/src/edge/bench.py --bundle /root/bundle --variants int8 --modes invoke --runs 3 --warmup 1 \
