@@ -105,7 +105,7 @@ samples-link: $(SMALL_BUNDLE)/manifest.json
 # Teaching the bins a new item (tests/scenarios/teach_minute.py): a 224 px ResNet50 in two parts trained on
 # 3,000 patches of scikit-image's photographs (made once in teach-output/, ~15 min on 2 cores), a new item
 # (another photograph) taught from 20 answers: the times, bytes and recall side by side, against the same item
-# taught by a full fine-tune (train again with the run's recipe and an epoch of the last stage, ~8 min).
+# taught by a full fine-tune (train again with the run's recipe and an epoch of the last stage, ~5 min).
 TEACH := teach-output
 $(TEACH)/bundle/manifest.json: $(STAMP)
 	$(BIN)/python -c "import sys; sys.path.insert(0, '.'); from tests.support.realimages import write_photo_patches as w; \
