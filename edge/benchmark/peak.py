@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.formats.variants import BY_NAME
-from edge.system.cpu import cpu_flags
+from edge.system.cpu import cpu_flags, read_cpuinfo
 
 # (flag that must be present, operations per cycle per core, what it assumes), best first.
 X86 = {
@@ -85,11 +85,7 @@ def clock_ghz(cpuinfo: str | None = None) -> tuple[float | None, str]:
         return khz / 1e6, "cpufreq maximum"
     except (OSError, ValueError):
         pass
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     mhz = [float(line.split(":", 1)[1]) for line in cpuinfo.splitlines() if line.startswith("cpu MHz")]
     if mhz:
         return max(mhz) / 1e3, "/proc/cpuinfo's cpu MHz; the boost clock may be higher"
