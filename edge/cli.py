@@ -29,8 +29,11 @@ EXIT_CONFIG_ERROR = 78  # EX_CONFIG: systemd's RestartPreventExitStatus stops a 
 
 # The packages only an extra brings (setup.py), and the extra: a command that needs one on an install without
 # it (a device's smartbin[edge] told to train) says which install runs it, not a traceback.
-EXTRA_OF = {"tensorflow": "train", "keras": "train", "tf2onnx": "train", "onnx": "train", "matplotlib": "train"}
-EXTRA_OF |= {"rich": "train", "onnxruntime": "onnx", "picamera2": "pi", "gpiozero": "pi"}
+EXTRA_OF = {
+    **dict.fromkeys(("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib", "rich"), "train"),
+    "onnxruntime": "onnx",
+    **dict.fromkeys(("picamera2", "gpiozero"), "pi"),
+}
 
 
 # ---------------------------------------------------------------- device

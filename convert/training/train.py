@@ -262,8 +262,8 @@ def _fit(
     frozen = not backbone.trainable
     labels = [s.label for s in samples[0]]
     weights = even_class_weights(labels, classes) if config.class_weights == "even" else None
-    if weights and max(weights.values()) > 1.5 * min(weights.values()):
-        spread = max(weights.values()) / min(weights.values())
+    spread = max(weights.values()) / min(weights.values()) if weights else 1.0
+    if spread > 1.5:
         log.info("classes weighed evenly: an image of the rarest counts %.1fx one of the commonest", spread)
     if heads_on_cache(config, frozen, replicas):
         history, figures = _fit_head_on_features(model, config, samples, out, verbose, weights)

@@ -32,8 +32,9 @@ class HeadedEngine(Engine):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         with self.shared:
-            self.features = self.backbone.infer(batch)
-        return self.head.apply(self.features)
+            features = self.backbone.infer(batch)
+        self.features = features  # kept for the sample; the head reads this batch's, whatever a caller sets meanwhile
+        return self.head.apply(features)
 
     def with_head(self, head: Head) -> HeadedEngine:
         """Another engine on the same backbone (nothing loaded or built), with ``head``."""

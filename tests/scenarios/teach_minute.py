@@ -107,7 +107,6 @@ def scores(bundle: Path, holdout: Path, unseen: np.ndarray, name: str) -> dict[s
 def canary_serving(bundle: Path, taught: Path, work: Path, name: str) -> float:
     """Seconds from `smartbin fleet rollout --head-only` started to a real daemon (the first stage's canary, on
     ``bundle``, a synthetic camera) serving the taught head, over a local mosquitto; the shadow runs 3 items."""
-    import json
     import subprocess
 
     from edge.tools.localbroker import LocalBroker
